@@ -1,0 +1,14 @@
+//! Databricks wire types, one module per API family, named after the upstream
+//! operations (`CreateCluster`, `GetEvents`, `CreateToken`, …). Field names are
+//! the SDK's JSON names. Nothing here knows HTTP, the store or the engines.
+
+pub mod clusters;
+pub mod clusters_v12;
+pub mod error;
+pub mod oauth;
+pub mod scim;
+pub mod tokens;
+
+/// The `{}` body of operations that return nothing.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Empty {}

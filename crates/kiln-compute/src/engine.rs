@@ -1,0 +1,182 @@
+//! One engine process: `sail spark server` on a loopback port.
+//!
+//! Invariants:
+//! - every engine is started with `PR_SET_PDEATHSIG = SIGKILL`, so it dies with
+//!   Kiln even when Kiln is killed with SIGKILL;
+//! - an engine is only handed out once a real Spark Connect query answered;
+//! - [`Engine::stop`] sends SIGTERM, then SIGKILL after the deadline, and reaps.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use kiln_core::{Error, ErrorCode, Result};
+use tokio::process::{Child, Command};
+
+use crate::runtime::Runtime;
+use crate::spark_connect;
+
+/// The query that proves an engine answers.
+pub const HEALTH_QUERY: &str = "SELECT 1 AS kiln_health";
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How to run the engine of one cluster.
+#[derive(Debug, Clone)]
+pub struct EngineSpec {
+    pub cluster_id: String,
+    pub work_dir: PathBuf,
+    /// 0 runs Sail in `local` mode; more runs `local-cluster` with that many workers.
+    pub num_workers: u32,
+    pub max_workers: u32,
+    pub env: BTreeMap<String, String>,
+}
+
+/// A live engine process.
+#[derive(Debug)]
+pub struct Engine {
+    child: Child,
+    pub pid: u32,
+    pub port: u16,
+}
+
+impl Engine {
+    /// Starts an engine and waits until it answers [`HEALTH_QUERY`].
+    pub async fn launch(runtime: &Runtime, spec: &EngineSpec) -> Result<Engine> {
+        std::fs::create_dir_all(&spec.work_dir).map_err(|e| Error::internal("create the engine directory", e))?;
+        let port = free_port()?;
+        let mut child = spawn(runtime, spec, port)?;
+        let pid = child.id().unwrap_or(0);
+        match wait_ready(&mut child, port).await {
+            Ok(()) => Ok(Engine { child, pid, port }),
+            Err(err) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                Err(err)
+            }
+        }
+    }
+
+    /// `Some(description)` once the process has exited.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            Ok(None) => None,
+            Err(e) => Some(e.to_string()),
+        }
+    }
+
+    /// Stops the process: SIGTERM, then SIGKILL once `deadline` has passed.
+    pub async fn stop(mut self, deadline: Duration) {
+        if self.exited().is_some() {
+            return;
+        }
+        signal(self.pid, libc::SIGTERM);
+        if tokio::time::timeout(deadline, self.child.wait()).await.is_err() {
+            let _ = self.child.start_kill();
+            let _ = self.child.wait().await;
+        }
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::internal("find a free port", e))?;
+    let port = listener.local_addr().map_err(|e| Error::internal("find a free port", e))?.port();
+    Ok(port)
+}
+
+fn spawn(runtime: &Runtime, spec: &EngineSpec, port: u16) -> Result<Child> {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(spec.work_dir.join("engine.log"))
+        .map_err(|e| Error::internal("open the engine log", e))?;
+    let log_err = log.try_clone().map_err(|e| Error::internal("open the engine log", e))?;
+    let mut command = Command::new(&runtime.sail);
+    command
+        .args(["spark", "server", "--ip", "127.0.0.1", "--port", &port.to_string()])
+        .arg("-C")
+        .arg(&spec.work_dir)
+        .envs(&spec.env)
+        .env("KILN_CLUSTER_ID", &spec.cluster_id)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .kill_on_drop(true);
+    if spec.num_workers > 0 {
+        command
+            .env("SAIL_MODE", "local-cluster")
+            .env("SAIL_CLUSTER__WORKER_INITIAL_COUNT", spec.num_workers.to_string())
+            .env("SAIL_CLUSTER__WORKER_MAX_COUNT", spec.max_workers.max(spec.num_workers).to_string());
+    } else {
+        command.env("SAIL_MODE", "local");
+    }
+    die_with_parent(&mut command);
+    command.spawn().map_err(|e| Error::new(
+        ErrorCode::TemporarilyUnavailable,
+        format!("cannot start the engine ({}): {e}; run `kiln setup`", runtime.sail.display()),
+    ))
+}
+
+/// Makes the child get SIGKILL when the thread that spawned it (a runtime worker
+/// thread, alive as long as Kiln) dies, and puts it in its own process group so
+/// a terminal's Ctrl-C reaches Kiln, which then stops engines in order.
+fn die_with_parent(command: &mut Command) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls (prctl, getppid, setpgid, _exit)
+    // between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            libc::setpgid(0, 0);
+            Ok(())
+        });
+    }
+}
+
+async fn wait_ready(child: &mut Child, port: u16) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(Error::new(
+                ErrorCode::TemporarilyUnavailable,
+                format!("the engine exited during startup ({status}); see its engine.log"),
+            ));
+        }
+        match spark_connect::count_rows(port, HEALTH_QUERY, Duration::from_secs(5)).await {
+            Ok(1) => return Ok(()),
+            Ok(n) => return Err(Error::internal("health-check the engine", format!("{n} rows for SELECT 1"))),
+            Err(_) if started.elapsed() < READY_TIMEOUT => tokio::time::sleep(Duration::from_millis(25)).await,
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: u32, sig: libc::c_int) {
+    if pid > 0 {
+        // SAFETY: kill(2) with a pid we started.
+        unsafe { libc::kill(pid as libc::pid_t, sig) };
+    }
+}
+
+/// Kills a leftover engine of `cluster_id` from an earlier Kiln process, if
+/// `pid` is still alive and really is that engine (checked in /proc).
+pub fn kill_orphan(pid: u32, cluster_id: &str) -> bool {
+    let environ = match std::fs::read(format!("/proc/{pid}/environ")) {
+        Ok(bytes) => bytes,
+        Err(_) => return false,
+    };
+    let marker = format!("KILN_CLUSTER_ID={cluster_id}");
+    let is_ours = environ.split(|b| *b == 0).any(|entry| entry == marker.as_bytes());
+    if is_ours {
+        signal(pid, libc::SIGKILL);
+    }
+    is_ours
+}

@@ -1,0 +1,18 @@
+//! Clusters as real Spark Connect engines.
+//!
+//! - [`runtime`] installs and finds the engine runtime (a Python venv with
+//!   `pysail` and friends) in a per-user cache.
+//! - [`engine`] launches one `sail spark server` process, health-checks it with a
+//!   real Spark Connect query and stops it.
+//! - [`spark_connect`] is the minimal Spark Connect client used for that check.
+//! - [`lifecycle`] is the cluster state enum with every transition in one place.
+//! - [`clusters`] is the cluster service: user operations, the durable record
+//!   cache and the reconciler that makes observed engines match desired state.
+
+pub mod clusters;
+pub mod engine;
+pub mod lifecycle;
+pub mod runtime;
+pub mod spark_connect;
+
+mod reconciler;

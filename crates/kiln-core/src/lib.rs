@@ -1,0 +1,10 @@
+//! Kiln's shared vocabulary: the Databricks error model, id generation and the clock.
+//!
+//! Every crate reports failures as [`Error`], whose [`ErrorCode`] is one of the
+//! `error_code` strings the Databricks SDK knows. The HTTP edge renders it once.
+
+pub mod error;
+pub mod ids;
+pub mod time;
+
+pub use error::{Error, ErrorCode, Result};

@@ -1,0 +1,47 @@
+//! First-start setup of a data dir: the workspace id, the `admin` user and its
+//! token (written to `<data_dir>/admin.token`, mode 0600, and printed once).
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
+
+use kiln_core::{Error, Result};
+use kiln_store::{PrincipalKind, Store, TokenKind, Write};
+
+use crate::config::Config;
+use crate::identity::Identity;
+
+pub const ADMIN_USER: &str = "admin";
+
+/// The workspace's numeric id, created once.
+pub fn workspace_id(store: &dyn Store) -> Result<String> {
+    if let Some(id) = store.meta("workspace_id")? {
+        return Ok(id);
+    }
+    let id = (rand::random::<u64>() % 9_000_000_000_000_000 + 1_000_000_000_000_000).to_string();
+    store.commit(vec![Write::PutMeta("workspace_id".into(), id.clone())])?;
+    Ok(id)
+}
+
+/// Creates the admin and its token on an empty data dir; applies a configured
+/// admin password on every start.
+pub fn admin(identity: &Identity, config: &Config) -> Result<()> {
+    if identity.is_empty()? {
+        let admin = identity.create_principal(PrincipalKind::User, ADMIN_USER, "Kiln Admin", true, None)?;
+        let (token, _) = identity.issue_token(&admin.id, TokenKind::Personal, None, Some("admin token created at first start".into()))?;
+        let path = config.data_dir.join("admin.token");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::internal("write admin.token", e))?;
+        writeln!(file, "{token}").map_err(|e| Error::internal("write admin.token", e))?;
+        file.sync_all().map_err(|e| Error::internal("write admin.token", e))?;
+        println!("Created user 'admin'. Admin token (also in {}): {token}", path.display());
+    }
+    if let (Some(password), Some(admin)) = (config.admin_password.as_deref(), identity.by_name(ADMIN_USER)?) {
+        identity.set_password(&admin.id, password)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! Kiln's configuration: one typed struct with documented defaults, read from a
+//! TOML file, then `KILN_*` environment variables, then command-line flags.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything `kiln serve` can be told. See `docs/configuration.md`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to bind. Loopback by default: Kiln is not meant to face a network unprotected.
+    pub host: String,
+    /// HTTP port.
+    pub port: u16,
+    /// Where the store, engine directories and `admin.token` live.
+    pub data_dir: PathBuf,
+    /// Password for the `admin` user's Basic auth (optional; the admin token always works).
+    pub admin_password: Option<String>,
+    pub rate_limit: RateLimitConfig,
+    pub clusters: ClustersConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second allowed per token (0 disables the limit).
+    pub requests_per_second: f64,
+    /// Burst size per token.
+    pub burst: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClustersConfig {
+    /// Seconds in one minute of `autotermination_minutes` (tests shorten it).
+    pub autotermination_minute_seconds: u64,
+    /// Seconds an engine gets after SIGTERM before SIGKILL.
+    pub engine_stop_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            data_dir: PathBuf::from("kiln-data"),
+            admin_password: None,
+            rate_limit: RateLimitConfig::default(),
+            clusters: ClustersConfig::default(),
+        }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self { requests_per_second: 100_000.0, burst: 200_000.0 }
+    }
+}
+
+impl Default for ClustersConfig {
+    fn default() -> Self {
+        Self { autotermination_minute_seconds: 60, engine_stop_seconds: 5 }
+    }
+}
+
+impl ClustersConfig {
+    pub fn minute(&self) -> Duration {
+        Duration::from_secs(self.autotermination_minute_seconds.max(1))
+    }
+}
+
+impl Config {
+    /// Reads a TOML file (if given), then applies `KILN_HOST`, `KILN_PORT`,
+    /// `KILN_DATA_DIR` and `KILN_ADMIN_PASSWORD`.
+    pub fn load(file: Option<&Path>) -> Result<Self, String> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                toml::from_str(&text).map_err(|e| format!("invalid config {}: {e}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        if let Ok(host) = std::env::var("KILN_HOST") {
+            config.host = host;
+        }
+        if let Ok(port) = std::env::var("KILN_PORT") {
+            config.port = port.parse().map_err(|_| format!("KILN_PORT is not a port number: {port}"))?;
+        }
+        if let Some(dir) = std::env::var_os("KILN_DATA_DIR") {
+            config.data_dir = PathBuf::from(dir);
+        }
+        if let Ok(password) = std::env::var("KILN_ADMIN_PASSWORD") {
+            config.admin_password = Some(password);
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_bind_loopback() {
+        let config = Config::default();
+        assert_eq!(config.host, "127.0.0.1");
+        assert_eq!(config.port, 8080);
+    }
+
+    #[test]
+    fn parses_toml_and_rejects_unknown_keys() {
+        let config: Config = toml::from_str("port = 9000\n[clusters]\nautotermination_minute_seconds = 1\n")
+            .unwrap_or_default();
+        assert_eq!(config.port, 9000);
+        assert_eq!(config.clusters.autotermination_minute_seconds, 1);
+        assert!(toml::from_str::<Config>("prot = 1").is_err());
+    }
+}

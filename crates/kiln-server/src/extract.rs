@@ -1,0 +1,137 @@
+//! Request extractors whose failures come out as Databricks errors naming the
+//! field. `Params<T>` reads the parameters of an operation wherever clients put
+//! them: the query string, a JSON body (any content type: the legacy CLI sends
+//! `text/json`, curl's GET examples send JSON bodies) or a form body (REST 1.2
+//! curl examples), with field errors such as
+//! `Invalid value for field num_workers: invalid type: string "x", expected u32`.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::Method;
+use kiln_core::{Error, ErrorCode};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// Operation parameters from query and/or body.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let query = req.uri().query().unwrap_or("").to_string();
+        let is_read = matches!(*req.method(), Method::GET | Method::DELETE);
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("cannot read the request body: {e}")))?;
+        if body.len() > MAX_BODY {
+            return Err(ApiError::new(ErrorCode::InvalidParameterValue, "request body too large"));
+        }
+        let body_is_empty = body.iter().all(u8::is_ascii_whitespace);
+        let parsed = if body_is_empty || (is_read && !query.is_empty()) {
+            from_query(&query)
+        } else if looks_like_form(&body) {
+            from_query(&String::from_utf8_lossy(&body))
+        } else {
+            from_json(&body)
+        };
+        parsed.map(Params).map_err(ApiError)
+    }
+}
+
+/// The body's shape decides: `curl --data '{…}'` labels JSON as a form, and the
+/// legacy CLI labels it `text/json`.
+fn looks_like_form(body: &[u8]) -> bool {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    !matches!(first, Some(b'{') | Some(b'['))
+}
+
+/// Parses a query string (repeated keys become lists, numbers and booleans are
+/// read from their text).
+pub fn from_query<T: DeserializeOwned>(query: &str) -> Result<T, Error> {
+    let de = serde_html_form::Deserializer::new(form_urlencoded_parse(query));
+    serde_path_to_error::deserialize(de).map_err(|e| field_error(e.path().to_string(), e.inner().to_string()))
+}
+
+fn form_urlencoded_parse(query: &str) -> form_urlencoded::Parse<'_> {
+    form_urlencoded::parse(query.as_bytes())
+}
+
+/// Parses a JSON body, naming the offending field on failure.
+pub fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    match serde_path_to_error::deserialize(&mut de) {
+        Ok(value) => Ok(value),
+        Err(e) if e.inner().is_syntax() || e.inner().is_eof() => Err(Error::new(
+            ErrorCode::MalformedRequest,
+            format!("Malformed JSON request body: {}", e.inner()),
+        )),
+        Err(e) => Err(field_error(e.path().to_string(), e.inner().to_string())),
+    }
+}
+
+fn field_error(path: String, detail: String) -> Error {
+    let detail = strip_position(&detail);
+    if let Some(field) = detail.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+        let full = if path == "." || path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+        return Error::invalid(format!("Missing required field: {full}"));
+    }
+    if path == "." || path.is_empty() {
+        return Error::invalid(format!("Invalid request: {detail}"));
+    }
+    Error::invalid(format!("Invalid value for field {path}: {detail}"))
+}
+
+/// serde_json appends " at line 1 column 20"; that helps nobody here.
+fn strip_position(detail: &str) -> String {
+    match detail.rfind(" at line ") {
+        Some(i) => detail[..i].to_string(),
+        None => detail.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Resize {
+        cluster_id: String,
+        num_workers: Option<u32>,
+        #[serde(default)]
+        states: Vec<String>,
+    }
+
+    fn message<T: std::fmt::Debug>(r: Result<T, Error>) -> String {
+        r.err().map(|e| format!("{}: {}", e.code.as_str(), e.message)).unwrap_or_default()
+    }
+
+    #[test]
+    fn names_the_field_with_a_wrong_type() {
+        let got = message(from_json::<Resize>(br#"{"cluster_id": "c", "num_workers": "two"}"#));
+        assert_eq!(got, r#"INVALID_PARAMETER_VALUE: Invalid value for field num_workers: invalid type: string "two", expected u32"#);
+    }
+
+    #[test]
+    fn names_a_missing_field() {
+        assert_eq!(message(from_json::<Resize>(b"{}")), "INVALID_PARAMETER_VALUE: Missing required field: cluster_id");
+    }
+
+    #[test]
+    fn malformed_json_is_its_own_error() {
+        assert!(message(from_json::<Resize>(b"{\"cluster_id\": ")).starts_with("MALFORMED_REQUEST"));
+    }
+
+    #[test]
+    fn query_lists_and_numbers() -> Result<(), Error> {
+        let r: Resize = from_query("cluster_id=c&num_workers=3&states=A&states=B")?;
+        assert_eq!(r.num_workers, Some(3));
+        assert_eq!(r.states, vec!["A", "B"]);
+        Ok(())
+    }
+}

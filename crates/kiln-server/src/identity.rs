@@ -1,0 +1,398 @@
+//! Identities and credentials: users, service principals, personal access
+//! tokens, OAuth client secrets and access tokens.
+//!
+//! Invariants: token values and secrets are never stored, only their SHA-256;
+//! passwords are stored as Argon2 hashes; every change is durable before the
+//! in-memory index used for authentication changes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use kiln_core::{ids, time::now_ms, Error, Result};
+use kiln_store::{PrincipalKind, PrincipalRecord, SpSecretRecord, Store, TokenKind, TokenRecord, Write};
+use sha2::{Digest, Sha256};
+
+/// OAuth access tokens live one hour, as on Databricks.
+pub const OAUTH_TOKEN_SECONDS: i64 = 3600;
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal_id: String,
+    pub user_name: String,
+    pub admin: bool,
+    /// The credential used (token id, or `basic:<principal>`), the rate-limit key.
+    pub credential: String,
+}
+
+#[derive(Default)]
+struct Index {
+    principals: HashMap<String, PrincipalRecord>,
+    tokens: HashMap<String, TokenRecord>,
+    secrets: HashMap<String, SpSecretRecord>,
+    /// SHA-256 of `user:password` pairs that verified, so Basic auth does not
+    /// pay Argon2 on every request.
+    verified_passwords: HashMap<String, String>,
+}
+
+pub struct Identity {
+    store: Arc<dyn Store>,
+    index: RwLock<Index>,
+}
+
+pub fn sha256_hex(value: &str) -> String {
+    hex::encode(Sha256::digest(value.as_bytes()))
+}
+
+fn hash_password(password: &str) -> Result<String> {
+    let salt_bytes: [u8; 16] = rand::random();
+    let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| Error::internal("hash a password", e))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| Error::internal("hash a password", e))
+}
+
+fn unauthenticated() -> Error {
+    Error::unauthenticated("Invalid access token.")
+}
+
+impl Identity {
+    pub fn open(store: Arc<dyn Store>) -> Result<Self> {
+        let mut index = Index::default();
+        for p in store.principals()? {
+            index.principals.insert(p.id.clone(), p);
+        }
+        let now = now_ms();
+        let mut expired = Vec::new();
+        for t in store.tokens()? {
+            if t.kind == TokenKind::OAuth && t.expiry_ms >= 0 && t.expiry_ms < now {
+                expired.push(Write::DeleteToken(t.token_id.clone()));
+            } else {
+                index.tokens.insert(t.token_hash.clone(), t);
+            }
+        }
+        store.commit(expired)?;
+        for s in store.sp_secrets()? {
+            index.secrets.insert(s.secret_hash.clone(), s);
+        }
+        Ok(Self { store, index: RwLock::new(index) })
+    }
+
+    fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Index>> {
+        self.index.read().map_err(|_| Error::internal("read identities", "poisoned lock"))
+    }
+
+    fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, Index>> {
+        self.index.write().map_err(|_| Error::internal("update identities", "poisoned lock"))
+    }
+
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.read()?.principals.is_empty())
+    }
+
+    // ---- authentication ------------------------------------------------------
+
+    /// A bearer token (PAT or OAuth access token).
+    pub fn authenticate_token(&self, token: &str) -> Result<Caller> {
+        let index = self.read()?;
+        let record = index.tokens.get(&sha256_hex(token)).ok_or_else(unauthenticated)?;
+        if record.expiry_ms >= 0 && record.expiry_ms < now_ms() {
+            return Err(Error::unauthenticated("Token expired."));
+        }
+        let principal = index.principals.get(&record.principal_id).filter(|p| p.active).ok_or_else(unauthenticated)?;
+        Ok(caller(principal, record.token_id.clone()))
+    }
+
+    /// Basic credentials: `token:<PAT>`, `<user>:<PAT>` or `<user>:<password>`.
+    pub fn authenticate_basic(&self, user: &str, secret: &str) -> Result<Caller> {
+        if let Ok(found) = self.authenticate_token(secret) {
+            if user == "token" || user == found.user_name {
+                return Ok(found);
+            }
+            return Err(Error::unauthenticated("Token does not belong to this user."));
+        }
+        let pair = sha256_hex(&format!("{user}\u{0}{secret}"));
+        let principal = {
+            let index = self.read()?;
+            if let Some(id) = index.verified_passwords.get(&pair) {
+                index.principals.get(id).filter(|p| p.active).cloned()
+            } else {
+                None
+            }
+        };
+        if let Some(principal) = principal {
+            return Ok(caller(&principal, format!("basic:{}", principal.id)));
+        }
+        let principal = self.by_name(user)?.filter(|p| p.active).ok_or_else(unauthenticated)?;
+        let hash = principal.password_hash.as_deref().ok_or_else(unauthenticated)?;
+        let parsed = PasswordHash::new(hash).map_err(|e| Error::internal("read a password hash", e))?;
+        Argon2::default().verify_password(secret.as_bytes(), &parsed).map_err(|_| unauthenticated())?;
+        self.write()?.verified_passwords.insert(pair, principal.id.clone());
+        Ok(caller(&principal, format!("basic:{}", principal.id)))
+    }
+
+    /// OAuth client credentials → a one-hour access token.
+    pub fn issue_oauth_token(&self, client_id: &str, client_secret: &str) -> Result<String> {
+        let principal = {
+            let index = self.read()?;
+            let secret = index.secrets.get(&sha256_hex(client_secret)).ok_or_else(unauthenticated)?;
+            let principal = index.principals.get(&secret.principal_id).filter(|p| p.active).ok_or_else(unauthenticated)?;
+            if principal.user_name != client_id {
+                return Err(unauthenticated());
+            }
+            principal.clone()
+        };
+        let (value, _) = self.issue_token(&principal.id, TokenKind::OAuth, Some(OAUTH_TOKEN_SECONDS), None)?;
+        Ok(value)
+    }
+
+    // ---- principals ----------------------------------------------------------
+
+    pub fn by_name(&self, user_name: &str) -> Result<Option<PrincipalRecord>> {
+        Ok(self.read()?.principals.values().find(|p| p.user_name == user_name).cloned())
+    }
+
+    pub fn principal(&self, id: &str) -> Result<PrincipalRecord> {
+        self.read()?
+            .principals
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("User {id} does not exist.")))
+    }
+
+    pub fn principals(&self, kind: PrincipalKind) -> Result<Vec<PrincipalRecord>> {
+        let mut all: Vec<_> = self.read()?.principals.values().filter(|p| p.kind == kind).cloned().collect();
+        all.sort_by(|a, b| a.created_ms.cmp(&b.created_ms).then_with(|| a.id.cmp(&b.id)));
+        Ok(all)
+    }
+
+    pub fn create_principal(
+        &self,
+        kind: PrincipalKind,
+        user_name: &str,
+        display_name: &str,
+        admin: bool,
+        password: Option<&str>,
+    ) -> Result<PrincipalRecord> {
+        if user_name.trim().is_empty() {
+            return Err(Error::invalid("userName must not be empty"));
+        }
+        if self.by_name(user_name)?.is_some() {
+            return Err(Error::already_exists(format!("User with username {user_name} already exists.")));
+        }
+        let record = PrincipalRecord {
+            id: ids::numeric_id(),
+            user_name: user_name.into(),
+            display_name: display_name.into(),
+            kind,
+            active: true,
+            admin,
+            password_hash: password.map(hash_password).transpose()?,
+            created_ms: now_ms(),
+        };
+        self.store.commit(vec![Write::PutPrincipal(record.clone())])?;
+        self.write()?.principals.insert(record.id.clone(), record.clone());
+        Ok(record)
+    }
+
+    pub fn set_password(&self, principal_id: &str, password: &str) -> Result<()> {
+        let mut record = self.principal(principal_id)?;
+        record.password_hash = Some(hash_password(password)?);
+        self.store.commit(vec![Write::PutPrincipal(record.clone())])?;
+        let mut index = self.write()?;
+        index.verified_passwords.retain(|_, id| id != principal_id);
+        index.principals.insert(record.id.clone(), record);
+        Ok(())
+    }
+
+    /// Deletes a principal with its tokens and secrets.
+    pub fn delete_principal(&self, id: &str) -> Result<()> {
+        let record = self.principal(id)?;
+        if record.admin && self.read()?.principals.values().filter(|p| p.admin && p.active).count() <= 1 {
+            return Err(Error::invalid("Cannot delete the last workspace admin."));
+        }
+        self.store.commit(vec![Write::DeletePrincipal(id.into())])?;
+        let mut index = self.write()?;
+        index.principals.remove(id);
+        index.tokens.retain(|_, t| t.principal_id != id);
+        index.secrets.retain(|_, s| s.principal_id != id);
+        index.verified_passwords.retain(|_, p| p != id);
+        Ok(())
+    }
+
+    // ---- tokens --------------------------------------------------------------
+
+    /// Creates a token; returns its value (shown once) and record.
+    pub fn issue_token(
+        &self,
+        principal_id: &str,
+        kind: TokenKind,
+        lifetime_seconds: Option<i64>,
+        comment: Option<String>,
+    ) -> Result<(String, TokenRecord)> {
+        let value = match kind {
+            TokenKind::Personal => format!("dapi{}", ids::random_hex(16)),
+            TokenKind::OAuth => format!("dkoa{}", ids::random_hex(32)),
+        };
+        let now = now_ms();
+        let record = TokenRecord {
+            token_id: ids::random_hex(32),
+            principal_id: principal_id.into(),
+            token_hash: sha256_hex(&value),
+            comment,
+            created_ms: now,
+            expiry_ms: match lifetime_seconds {
+                Some(secs) if secs > 0 => now.saturating_add(secs.saturating_mul(1000)),
+                _ => -1,
+            },
+            kind,
+        };
+        self.store.commit(vec![Write::PutToken(record.clone())])?;
+        self.write()?.tokens.insert(record.token_hash.clone(), record.clone());
+        Ok((value, record))
+    }
+
+    /// Personal access tokens of one principal, oldest first.
+    pub fn tokens_of(&self, principal_id: &str) -> Result<Vec<TokenRecord>> {
+        let mut tokens: Vec<_> = self
+            .read()?
+            .tokens
+            .values()
+            .filter(|t| t.principal_id == principal_id && t.kind == TokenKind::Personal)
+            .cloned()
+            .collect();
+        tokens.sort_by_key(|t| t.created_ms);
+        Ok(tokens)
+    }
+
+    /// Revokes one of the caller's tokens.
+    pub fn revoke_token(&self, principal_id: &str, token_id: &str) -> Result<()> {
+        let hash = self
+            .read()?
+            .tokens
+            .values()
+            .find(|t| t.token_id == token_id && t.principal_id == principal_id)
+            .map(|t| t.token_hash.clone())
+            .ok_or_else(|| Error::not_found(format!("Token with ID {token_id} does not exist.")))?;
+        self.store.commit(vec![Write::DeleteToken(token_id.into())])?;
+        self.write()?.tokens.remove(&hash);
+        Ok(())
+    }
+
+    // ---- service principal secrets ------------------------------------------
+
+    pub fn create_sp_secret(&self, principal_id: &str) -> Result<(String, SpSecretRecord)> {
+        let principal = self.principal(principal_id)?;
+        if principal.kind != PrincipalKind::ServicePrincipal {
+            return Err(Error::not_found(format!("Service principal {principal_id} does not exist.")));
+        }
+        let value = format!("dose{}", ids::random_hex(32));
+        let record = SpSecretRecord {
+            id: ids::random_hex(16),
+            principal_id: principal_id.into(),
+            secret_hash: sha256_hex(&value),
+            created_ms: now_ms(),
+        };
+        self.store.commit(vec![Write::PutSpSecret(record.clone())])?;
+        self.write()?.secrets.insert(record.secret_hash.clone(), record.clone());
+        Ok((value, record))
+    }
+
+    pub fn sp_secrets_of(&self, principal_id: &str) -> Result<Vec<SpSecretRecord>> {
+        Ok(self.read()?.secrets.values().filter(|s| s.principal_id == principal_id).cloned().collect())
+    }
+
+    pub fn delete_sp_secret(&self, principal_id: &str, secret_id: &str) -> Result<()> {
+        let hash = self
+            .read()?
+            .secrets
+            .values()
+            .find(|s| s.id == secret_id && s.principal_id == principal_id)
+            .map(|s| s.secret_hash.clone())
+            .ok_or_else(|| Error::not_found(format!("Secret {secret_id} does not exist.")))?;
+        self.store.commit(vec![Write::DeleteSpSecret(secret_id.into())])?;
+        self.write()?.secrets.remove(&hash);
+        Ok(())
+    }
+}
+
+fn caller(principal: &PrincipalRecord, credential: String) -> Caller {
+    Caller {
+        principal_id: principal.id.clone(),
+        user_name: principal.user_name.clone(),
+        admin: principal.admin,
+        credential,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_store::SqliteStore;
+
+    fn identity() -> Result<Identity> {
+        Identity::open(Arc::new(SqliteStore::open_in_memory()?))
+    }
+
+    #[test]
+    fn tokens_authenticate_until_revoked() -> Result<()> {
+        let id = identity()?;
+        let user = id.create_principal(PrincipalKind::User, "a@x", "A", false, None)?;
+        let (value, record) = id.issue_token(&user.id, TokenKind::Personal, None, None)?;
+        assert!(value.starts_with("dapi"));
+        assert_eq!(id.authenticate_token(&value)?.user_name, "a@x");
+        assert!(id.authenticate_token("dapi-wrong").is_err());
+        id.revoke_token(&user.id, &record.token_id)?;
+        assert!(id.authenticate_token(&value).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn expired_tokens_are_refused() -> Result<()> {
+        let id = identity()?;
+        let user = id.create_principal(PrincipalKind::User, "a@x", "A", false, None)?;
+        let (value, mut record) = id.issue_token(&user.id, TokenKind::Personal, Some(60), None)?;
+        record.expiry_ms = now_ms() - 1;
+        id.write()?.tokens.insert(record.token_hash.clone(), record);
+        assert_eq!(id.authenticate_token(&value).err().map(|e| e.message), Some("Token expired.".into()));
+        Ok(())
+    }
+
+    #[test]
+    fn basic_with_password_or_token() -> Result<()> {
+        let id = identity()?;
+        let user = id.create_principal(PrincipalKind::User, "a@x", "A", false, Some("pw"))?;
+        assert_eq!(id.authenticate_basic("a@x", "pw")?.principal_id, user.id);
+        assert_eq!(id.authenticate_basic("a@x", "pw")?.principal_id, user.id); // cached path
+        assert!(id.authenticate_basic("a@x", "nope").is_err());
+        let (value, _) = id.issue_token(&user.id, TokenKind::Personal, None, None)?;
+        assert!(id.authenticate_basic("token", &value).is_ok());
+        assert!(id.authenticate_basic("someone-else", &value).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn oauth_client_credentials() -> Result<()> {
+        let id = identity()?;
+        let sp = id.create_principal(PrincipalKind::ServicePrincipal, "app-1", "SP", false, None)?;
+        let (secret, _) = id.create_sp_secret(&sp.id)?;
+        let token = id.issue_oauth_token("app-1", &secret)?;
+        assert_eq!(id.authenticate_token(&token)?.principal_id, sp.id);
+        assert!(id.issue_oauth_token("app-2", &secret).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn store_keeps_only_hashes() -> Result<()> {
+        let store = Arc::new(SqliteStore::open_in_memory()?);
+        let id = Identity::open(store.clone())?;
+        let user = id.create_principal(PrincipalKind::User, "a@x", "A", true, None)?;
+        let (value, _) = id.issue_token(&user.id, TokenKind::Personal, None, None)?;
+        let stored = store.tokens()?;
+        assert!(stored.iter().all(|t| t.token_hash != value && t.token_hash == sha256_hex(&value)));
+        Ok(())
+    }
+}

@@ -1,0 +1,117 @@
+//! Cross-cutting request handling: request id and one log line per request,
+//! authentication of every non-public route, and per-credential rate limits.
+
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use kiln_core::Error;
+
+use crate::error::ApiError;
+use crate::identity::Caller;
+use crate::state::AppState;
+
+/// Routes answered without credentials.
+pub fn is_public(path: &str) -> bool {
+    matches!(
+        path,
+        "/health" | "/.well-known/databricks-config" | "/oidc/.well-known/oauth-authorization-server" | "/oidc/v1/token"
+    )
+}
+
+/// Assigns a request id and logs method, path (never the query), status,
+/// latency and caller once the response is ready.
+pub async fn trace(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        .map(str::to_string)
+        .unwrap_or_else(kiln_core::ids::uuid4);
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let mut response = next.run(request).await;
+    let user = response.extensions().get::<Caller>().map(|c| c.user_name.clone()).unwrap_or_default();
+    tracing::info!(
+        request_id = %request_id,
+        method = %method,
+        path = %path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        user = %user,
+        "request"
+    );
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// Authenticates the caller (Bearer or Basic) and applies its rate limit.
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    if is_public(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let caller = match credentials(&state, &request) {
+        Ok(caller) => caller,
+        Err(err) => return ApiError(err).into_response(),
+    };
+    if let Err(err) = state.limiter.check(&caller.credential) {
+        return ApiError(err).into_response();
+    }
+    request.extensions_mut().insert(caller.clone());
+    let mut response = next.run(request).await;
+    response.extensions_mut().insert(caller);
+    response
+}
+
+fn credentials(state: &AppState, request: &Request) -> Result<Caller, Error> {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Error::unauthenticated("Missing credentials: send an Authorization header (Bearer token or Basic)."))?;
+    let (scheme, value) = header.split_once(' ').unwrap_or((header, ""));
+    match scheme.to_ascii_lowercase().as_str() {
+        "bearer" => state.identity.authenticate_token(value.trim()),
+        "basic" => {
+            let (user, secret) = decode_basic(value)?;
+            state.identity.authenticate_basic(&user, &secret)
+        }
+        _ => Err(Error::unauthenticated("Unsupported authorization scheme: use Bearer or Basic.")),
+    }
+}
+
+/// Decodes a Basic credential into (user, password).
+pub fn decode_basic(value: &str) -> Result<(String, String), Error> {
+    let bad = || Error::unauthenticated("Malformed Basic credentials.");
+    let bytes = base64::engine::general_purpose::STANDARD.decode(value.trim()).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (user, secret) = text.split_once(':').ok_or_else(bad)?;
+    Ok((user.to_string(), secret.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_basic() {
+        // "admin:admin", as in the REST API 1.2 docs.
+        assert_eq!(decode_basic("YWRtaW46YWRtaW4=").ok(), Some(("admin".into(), "admin".into())));
+        assert!(decode_basic("!!!").is_err());
+    }
+
+    #[test]
+    fn only_discovery_and_health_are_public() {
+        assert!(is_public("/health"));
+        assert!(is_public("/oidc/v1/token"));
+        assert!(!is_public("/api/2.1/clusters/list"));
+        assert!(!is_public("/api/openapi.json"));
+    }
+}

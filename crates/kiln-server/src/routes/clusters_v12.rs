@@ -1,0 +1,52 @@
+//! REST API 1.2 clusters: list, status, restart (camelCase, `clusterId`).
+
+use axum::extract::State;
+use axum::http::Method;
+use axum::routing::{get, post};
+use axum::{Extension, Json};
+use kiln_api::clusters_v12 as wire;
+use kiln_compute::lifecycle::ClusterState;
+use kiln_store::ClusterRecord;
+
+use super::{ep, Endpoint};
+use crate::error::ApiResult;
+use crate::extract::Params;
+use crate::identity::Caller;
+use crate::state::AppState;
+
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![
+        ep(Method::GET, "/api/1.2/clusters/list", "clusters/list (1.2)", get(list_clusters)),
+        ep(Method::GET, "/api/1.2/clusters/status", "clusters/status (1.2)", get(cluster_status)),
+        ep(Method::POST, "/api/1.2/clusters/restart", "clusters/restart (1.2)", post(restart_cluster)),
+    ]
+}
+
+fn info(record: &ClusterRecord) -> wire::ClusterInfoV12 {
+    let state = ClusterState::parse(&record.state).unwrap_or(ClusterState::Unknown);
+    wire::ClusterInfoV12 {
+        id: record.cluster_id.clone(),
+        name: record.config.cluster_name.clone(),
+        status: state.status_v12().into(),
+        driver_ip: if state == ClusterState::Running { "127.0.0.1".into() } else { String::new() },
+        jdbc_port: 0,
+        num_workers: record.config.num_workers,
+    }
+}
+
+async fn list_clusters(State(state): State<AppState>) -> ApiResult<Json<Vec<wire::ClusterInfoV12>>> {
+    Ok(Json(state.clusters.list()?.iter().map(info).collect()))
+}
+
+async fn cluster_status(State(state): State<AppState>, Params(req): Params<wire::ClusterIdV12>) -> ApiResult<Json<wire::ClusterInfoV12>> {
+    Ok(Json(info(&state.clusters.get(&req.cluster_id)?)))
+}
+
+async fn restart_cluster(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Params(req): Params<wire::ClusterIdV12>,
+) -> ApiResult<Json<wire::IdResponse>> {
+    state.clusters.restart(&caller.user_name, &req.cluster_id).await?;
+    Ok(Json(wire::IdResponse { id: req.cluster_id }))
+}

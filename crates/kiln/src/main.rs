@@ -1,0 +1,97 @@
+//! The `kiln` binary: command-line parsing, logging, signals. Everything else
+//! lives in the library crates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kiln_compute::runtime::{cache_dir, Runtime};
+use kiln_server::Config;
+
+#[derive(Parser)]
+#[command(name = "kiln", version, about = "A self-hosted, Databricks-compatible workspace")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server (installs the engine runtime first if needed).
+    Serve {
+        /// Address to bind [env: KILN_HOST] [default: 127.0.0.1]
+        #[arg(long)]
+        host: Option<String>,
+        /// HTTP port [env: KILN_PORT] [default: 8080]
+        #[arg(long)]
+        port: Option<u16>,
+        /// Data directory [env: KILN_DATA_DIR] [default: ./kiln-data]
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// TOML configuration file (see docs/configuration.md)
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Install the engine runtime (a Python venv with pysail) into the per-user cache.
+    Setup,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match Cli::parse().command {
+        Command::Setup => setup(),
+        Command::Serve { host, port, data_dir, config } => serve(host, port, data_dir, config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("kiln: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn setup() -> Result<(), String> {
+    let runtime = Runtime::ensure(&cache_dir()).map_err(|e| e.message)?;
+    println!("Engine runtime ready at {}", runtime.root.display());
+    Ok(())
+}
+
+fn serve(host: Option<String>, port: Option<u16>, data_dir: Option<PathBuf>, file: Option<PathBuf>) -> Result<(), String> {
+    let mut config = Config::load(file.as_deref())?;
+    if let Some(host) = host {
+        config.host = host;
+    }
+    if let Some(port) = port {
+        config.port = port;
+    }
+    if let Some(dir) = data_dir {
+        config.data_dir = dir;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(kiln_server::serve(config, shutdown_signal())).map_err(|e| e.message)
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutdown requested");
+}
