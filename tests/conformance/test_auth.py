@@ -366,8 +366,14 @@ def service_principal(w):
     return {"sp": sp, "secret": secret.secret, "display": display}
 
 
-def test_service_principal_listed(w, service_principal):
+def test_service_principal_listed(kiln, w, service_principal):
     sp = service_principal["sp"]
+    # same startIndex contract as Users: the SDK pages until an empty page
+    url = kiln.url("/api/2.0/preview/scim/v2/ServicePrincipals")
+    total = len(kiln.http().get(url, params={"startIndex": 1, "count": 10000}).json().get("Resources", []))
+    assert total >= 1
+    r = kiln.http().get(url, params={"startIndex": total + 1, "count": 10})
+    assert r.status_code == 200 and not r.json().get("Resources"), r.text
     assert w.service_principals.get(sp.id).application_id == sp.application_id
     assert sp.application_id in {s.application_id for s in w.service_principals.list()}
 

@@ -35,7 +35,7 @@ pub struct RateLimitConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ClustersConfig {
     /// Seconds in one minute of `autotermination_minutes` (tests shorten it).
-    pub autotermination_minute_seconds: u64,
+    pub autotermination_minute_seconds: f64,
     /// Seconds an engine gets after SIGTERM before SIGKILL.
     pub engine_stop_seconds: u64,
 }
@@ -61,13 +61,13 @@ impl Default for RateLimitConfig {
 
 impl Default for ClustersConfig {
     fn default() -> Self {
-        Self { autotermination_minute_seconds: 60, engine_stop_seconds: 5 }
+        Self { autotermination_minute_seconds: 60.0, engine_stop_seconds: 5 }
     }
 }
 
 impl ClustersConfig {
     pub fn minute(&self) -> Duration {
-        Duration::from_secs(self.autotermination_minute_seconds.max(1))
+        Duration::from_secs_f64(self.autotermination_minute_seconds.max(0.01))
     }
 }
 
@@ -111,10 +111,10 @@ mod tests {
 
     #[test]
     fn parses_toml_and_rejects_unknown_keys() {
-        let config: Config = toml::from_str("port = 9000\n[clusters]\nautotermination_minute_seconds = 1\n")
+        let config: Config = toml::from_str("port = 9000\n[clusters]\nautotermination_minute_seconds = 0.5\n")
             .unwrap_or_default();
         assert_eq!(config.port, 9000);
-        assert_eq!(config.clusters.autotermination_minute_seconds, 1);
+        assert_eq!(config.clusters.autotermination_minute_seconds, 0.5);
         assert!(toml::from_str::<Config>("prot = 1").is_err());
     }
 }
