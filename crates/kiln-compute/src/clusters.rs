@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use kiln_core::{time::now_ms, Error, Result};
-use kiln_store::{ClusterConfig, ClusterEventRecord, ClusterRecord, EventQuery, Store, TerminationReason, Write};
+use kiln_store::{
+    ClusterConfig, ClusterEventRecord, ClusterRecord, EventQuery, Store, TerminationReason, Write,
+};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -53,11 +55,26 @@ pub struct Clusters {
 
 /// Databricks runtime versions Kiln answers to; all run on the Sail engine.
 pub const SPARK_VERSIONS: &[(&str, &str)] = &[
-    ("17.3.x-scala2.13", "17.3 LTS (includes Apache Spark 4.0.0, Scala 2.13) on Kiln Sail 0.7.2"),
-    ("16.4.x-scala2.12", "16.4 LTS (includes Apache Spark 3.5.2, Scala 2.12) on Kiln Sail 0.7.2"),
-    ("15.4.x-scala2.12", "15.4 LTS (includes Apache Spark 3.5.0, Scala 2.12) on Kiln Sail 0.7.2"),
-    ("14.3.x-scala2.12", "14.3 LTS (includes Apache Spark 3.5.0, Scala 2.12) on Kiln Sail 0.7.2"),
-    ("13.3.x-scala2.12", "13.3 LTS (includes Apache Spark 3.4.1, Scala 2.12) on Kiln Sail 0.7.2"),
+    (
+        "17.3.x-scala2.13",
+        "17.3 LTS (includes Apache Spark 4.0.0, Scala 2.13) on Kiln Sail 0.7.2",
+    ),
+    (
+        "16.4.x-scala2.12",
+        "16.4 LTS (includes Apache Spark 3.5.2, Scala 2.12) on Kiln Sail 0.7.2",
+    ),
+    (
+        "15.4.x-scala2.12",
+        "15.4 LTS (includes Apache Spark 3.5.0, Scala 2.12) on Kiln Sail 0.7.2",
+    ),
+    (
+        "14.3.x-scala2.12",
+        "14.3 LTS (includes Apache Spark 3.5.0, Scala 2.12) on Kiln Sail 0.7.2",
+    ),
+    (
+        "13.3.x-scala2.12",
+        "13.3 LTS (includes Apache Spark 3.4.1, Scala 2.12) on Kiln Sail 0.7.2",
+    ),
 ];
 
 /// Accepts the listed keys and the other Databricks runtime keys of the same
@@ -67,9 +84,15 @@ pub fn validate_spark_version(key: &str) -> Result<()> {
         return Ok(());
     }
     let mut parts = key.splitn(3, '.');
-    let major_ok = parts.next().is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
-    let minor_ok = parts.next().is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
-    let rest_ok = parts.next().is_some_and(|p| p.starts_with("x-") && (p.ends_with("-scala2.12") || p.ends_with("-scala2.13")));
+    let major_ok = parts
+        .next()
+        .is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+    let minor_ok = parts
+        .next()
+        .is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+    let rest_ok = parts.next().is_some_and(|p| {
+        p.starts_with("x-") && (p.ends_with("-scala2.12") || p.ends_with("-scala2.13"))
+    });
     if major_ok && minor_ok && rest_ok {
         return Ok(());
     }
@@ -83,14 +106,22 @@ fn does_not_exist(cluster_id: &str) -> Error {
 }
 
 pub(crate) fn event(cluster_id: &str, event_type: &str, details: Value) -> ClusterEventRecord {
-    ClusterEventRecord { cluster_id: cluster_id.into(), timestamp: now_ms(), event_type: event_type.into(), details }
+    ClusterEventRecord {
+        cluster_id: cluster_id.into(),
+        timestamp: now_ms(),
+        event_type: event_type.into(),
+        details,
+    }
 }
 
 pub(crate) fn reason(code: &str, reason_type: &str, params: &[(&str, &str)]) -> TerminationReason {
     TerminationReason {
         code: code.into(),
         reason_type: reason_type.into(),
-        parameters: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        parameters: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     }
 }
 
@@ -103,7 +134,11 @@ pub(crate) fn state_of(record: &ClusterRecord) -> ClusterState {
 }
 
 /// Moves `record` along `transition`; returns the new state.
-pub(crate) fn transition(record: &mut ClusterRecord, transition: Transition, message: &str) -> Result<ClusterState> {
+pub(crate) fn transition(
+    record: &mut ClusterRecord,
+    transition: Transition,
+    message: &str,
+) -> Result<ClusterState> {
     let to = next_state(&record.cluster_id, state_of(record), transition)?;
     record.state = to.as_str().into();
     record.state_message = message.into();
@@ -114,7 +149,11 @@ impl Clusters {
     /// Loads clusters from the store and reconciles them with reality after a
     /// (possibly unclean) stop of the previous Kiln: leftover engines are killed,
     /// clusters that should run are set to start again.
-    pub fn open(store: Arc<dyn Store>, runtime: Runtime, settings: ClusterSettings) -> Result<Arc<Self>> {
+    pub fn open(
+        store: Arc<dyn Store>,
+        runtime: Runtime,
+        settings: ClusterSettings,
+    ) -> Result<Arc<Self>> {
         let mut writes = Vec::new();
         let mut records = BTreeMap::new();
         for mut record in store.clusters()? {
@@ -139,18 +178,29 @@ impl Clusters {
     }
 
     pub fn get(&self, cluster_id: &str) -> Result<ClusterRecord> {
-        self.read_records()?.get(cluster_id).cloned().ok_or_else(|| does_not_exist(cluster_id))
+        self.read_records()?
+            .get(cluster_id)
+            .cloned()
+            .ok_or_else(|| does_not_exist(cluster_id))
     }
 
     /// All clusters, newest first.
     pub fn list(&self) -> Result<Vec<ClusterRecord>> {
         let mut all: Vec<ClusterRecord> = self.read_records()?.values().cloned().collect();
-        all.sort_by(|a, b| b.start_time.cmp(&a.start_time).then_with(|| a.cluster_id.cmp(&b.cluster_id)));
+        all.sort_by(|a, b| {
+            b.start_time
+                .cmp(&a.start_time)
+                .then_with(|| a.cluster_id.cmp(&b.cluster_id))
+        });
         Ok(all)
     }
 
-    fn read_records(&self) -> Result<std::sync::RwLockReadGuard<'_, BTreeMap<String, ClusterRecord>>> {
-        self.records.read().map_err(|_| Error::internal("read clusters", "poisoned lock"))
+    fn read_records(
+        &self,
+    ) -> Result<std::sync::RwLockReadGuard<'_, BTreeMap<String, ClusterRecord>>> {
+        self.records
+            .read()
+            .map_err(|_| Error::internal("read clusters", "poisoned lock"))
     }
 
     pub async fn create(&self, actor: &str, config: ClusterConfig) -> Result<ClusterRecord> {
@@ -174,10 +224,20 @@ impl Clusters {
             engine_pid: None,
             engine_port: None,
         };
-        let created = event(&record.cluster_id, "CREATING", json!({"user": actor, "current_num_workers": 0, "target_num_workers": record.config.num_workers}));
+        let created = event(
+            &record.cluster_id,
+            "CREATING",
+            json!({"user": actor, "current_num_workers": 0, "target_num_workers": record.config.num_workers}),
+        );
         let _guard = self.writer.lock().await;
-        self.store.commit(vec![Write::PutCluster(record.clone()), Write::AppendClusterEvent(created)])?;
-        self.records.write().map_err(|_| Error::internal("create cluster", "poisoned lock"))?.insert(record.cluster_id.clone(), record.clone());
+        self.store.commit(vec![
+            Write::PutCluster(Box::new(record.clone())),
+            Write::AppendClusterEvent(created),
+        ])?;
+        self.records
+            .write()
+            .map_err(|_| Error::internal("create cluster", "poisoned lock"))?
+            .insert(record.cluster_id.clone(), record.clone());
         self.nudge.notify_one();
         Ok(record)
     }
@@ -203,7 +263,13 @@ impl Clusters {
         .await
     }
 
-    pub async fn resize(&self, actor: &str, cluster_id: &str, num_workers: u32, autoscale: Option<(u32, u32)>) -> Result<ClusterRecord> {
+    pub async fn resize(
+        &self,
+        actor: &str,
+        cluster_id: &str,
+        num_workers: u32,
+        autoscale: Option<(u32, u32)>,
+    ) -> Result<ClusterRecord> {
         self.user_transition(cluster_id, |record, events| {
             let current = record.config.num_workers;
             transition(record, Transition::Resize, "Resizing cluster")?;
@@ -217,7 +283,12 @@ impl Clusters {
         .await
     }
 
-    pub async fn edit(&self, actor: &str, cluster_id: &str, config: ClusterConfig) -> Result<ClusterRecord> {
+    pub async fn edit(
+        &self,
+        actor: &str,
+        cluster_id: &str,
+        config: ClusterConfig,
+    ) -> Result<ClusterRecord> {
         validate_spark_version(&config.spark_version)?;
         self.user_transition(cluster_id, |record, events| {
             let restarts = transition(record, Transition::Edit, "Applying new configuration")? == ClusterState::Restarting;
@@ -245,9 +316,17 @@ impl Clusters {
             if matches!(from, ClusterState::Terminating | ClusterState::Terminated) {
                 return Ok(());
             }
-            transition(record, Transition::Terminate, "Terminating cluster on user request")?;
+            transition(
+                record,
+                Transition::Terminate,
+                "Terminating cluster on user request",
+            )?;
             let why = reason("USER_REQUEST", "SUCCESS", &[("username", actor)]);
-            events.push(event(cluster_id, "TERMINATING", json!({"user": actor, "reason": reason_json(&why)})));
+            events.push(event(
+                cluster_id,
+                "TERMINATING",
+                json!({"user": actor, "reason": reason_json(&why)}),
+            ));
             record.termination_reason = Some(why);
             Ok(())
         })
@@ -258,17 +337,30 @@ impl Clusters {
     pub async fn permanent_delete(&self, cluster_id: &str) -> Result<()> {
         let _guard = self.writer.lock().await;
         self.get(cluster_id)?;
-        self.store.commit(vec![Write::DeleteCluster(cluster_id.into())])?;
-        self.records.write().map_err(|_| Error::internal("delete cluster", "poisoned lock"))?.remove(cluster_id);
+        self.store
+            .commit(vec![Write::DeleteCluster(cluster_id.into())])?;
+        self.records
+            .write()
+            .map_err(|_| Error::internal("delete cluster", "poisoned lock"))?
+            .remove(cluster_id);
         self.nudge.notify_one();
         Ok(())
     }
 
-    pub async fn set_pinned(&self, actor: &str, cluster_id: &str, pinned: bool) -> Result<ClusterRecord> {
+    pub async fn set_pinned(
+        &self,
+        actor: &str,
+        cluster_id: &str,
+        pinned: bool,
+    ) -> Result<ClusterRecord> {
         self.mutate(cluster_id, None, |record, events| {
             if record.pinned != pinned {
                 record.pinned = pinned;
-                events.push(event(cluster_id, if pinned { "PINNED" } else { "UNPINNED" }, json!({"user": actor})));
+                events.push(event(
+                    cluster_id,
+                    if pinned { "PINNED" } else { "UNPINNED" },
+                    json!({"user": actor}),
+                ));
             }
             Ok(())
         })
@@ -310,27 +402,39 @@ impl Clusters {
 
     /// Read-modify-write of one cluster: durable before the cache changes.
     /// With `expected_generation`, fails (changing nothing) if it moved on.
-    pub(crate) async fn mutate<F>(&self, cluster_id: &str, expected_generation: Option<u64>, f: F) -> Result<ClusterRecord>
+    pub(crate) async fn mutate<F>(
+        &self,
+        cluster_id: &str,
+        expected_generation: Option<u64>,
+        f: F,
+    ) -> Result<ClusterRecord>
     where
         F: FnOnce(&mut ClusterRecord, &mut Vec<ClusterEventRecord>) -> Result<()>,
     {
         let _guard = self.writer.lock().await;
         let mut record = self.get(cluster_id)?;
         if expected_generation.is_some_and(|g| g != record.generation) {
-            return Err(Error::invalid_state(format!("Cluster {cluster_id} changed meanwhile")));
+            return Err(Error::invalid_state(format!(
+                "Cluster {cluster_id} changed meanwhile"
+            )));
         }
         let mut events = Vec::new();
         f(&mut record, &mut events)?;
-        let mut writes = vec![Write::PutCluster(record.clone())];
+        let mut writes = vec![Write::PutCluster(Box::new(record.clone()))];
         writes.extend(events.into_iter().map(Write::AppendClusterEvent));
         self.store.commit(writes)?;
-        self.records.write().map_err(|_| Error::internal("update cluster", "poisoned lock"))?.insert(cluster_id.into(), record.clone());
+        self.records
+            .write()
+            .map_err(|_| Error::internal("update cluster", "poisoned lock"))?
+            .insert(cluster_id.into(), record.clone());
         self.nudge.notify_one();
         Ok(record)
     }
 
     pub(crate) fn snapshot(&self) -> Vec<ClusterRecord> {
-        self.read_records().map(|r| r.values().cloned().collect()).unwrap_or_default()
+        self.read_records()
+            .map(|r| r.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub(crate) fn engine_dir(&self, cluster_id: &str) -> PathBuf {
@@ -352,12 +456,23 @@ fn recover(record: &mut ClusterRecord, writes: &mut Vec<Write>) {
         record.state_message = "Starting a new Spark engine after Kiln restarted".into();
         record.generation += 1;
         record.last_activity_time = now_ms();
-        writes.push(Write::AppendClusterEvent(event(&record.cluster_id, "STARTING", json!({"user": "kiln"}))));
+        writes.push(Write::AppendClusterEvent(event(
+            &record.cluster_id,
+            "STARTING",
+            json!({"user": "kiln"}),
+        )));
     } else if state == ClusterState::Terminating {
         record.state = ClusterState::Terminated.as_str().into();
         record.terminated_time = Some(now_ms());
-        let why = record.termination_reason.clone().unwrap_or_else(|| reason("USER_REQUEST", "SUCCESS", &[]));
-        writes.push(Write::AppendClusterEvent(event(&record.cluster_id, "TERMINATED", json!({"reason": reason_json(&why)}))));
+        let why = record
+            .termination_reason
+            .clone()
+            .unwrap_or_else(|| reason("USER_REQUEST", "SUCCESS", &[]));
+        writes.push(Write::AppendClusterEvent(event(
+            &record.cluster_id,
+            "TERMINATED",
+            json!({"reason": reason_json(&why)}),
+        )));
     }
-    writes.push(Write::PutCluster(record.clone()));
+    writes.push(Write::PutCluster(Box::new(record.clone())));
 }

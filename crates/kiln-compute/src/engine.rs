@@ -45,7 +45,8 @@ pub struct Engine {
 impl Engine {
     /// Starts an engine and waits until it answers [`HEALTH_QUERY`].
     pub async fn launch(runtime: &Runtime, spec: &EngineSpec) -> Result<Engine> {
-        std::fs::create_dir_all(&spec.work_dir).map_err(|e| Error::internal("create the engine directory", e))?;
+        std::fs::create_dir_all(&spec.work_dir)
+            .map_err(|e| Error::internal("create the engine directory", e))?;
         let port = free_port()?;
         let mut child = spawn(runtime, spec, port)?;
         let pid = child.id().unwrap_or(0);
@@ -74,7 +75,10 @@ impl Engine {
             return;
         }
         signal(self.pid, libc::SIGTERM);
-        if tokio::time::timeout(deadline, self.child.wait()).await.is_err() {
+        if tokio::time::timeout(deadline, self.child.wait())
+            .await
+            .is_err()
+        {
             let _ = self.child.start_kill();
             let _ = self.child.wait().await;
         }
@@ -82,8 +86,12 @@ impl Engine {
 }
 
 fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::internal("find a free port", e))?;
-    let port = listener.local_addr().map_err(|e| Error::internal("find a free port", e))?.port();
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| Error::internal("find a free port", e))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| Error::internal("find a free port", e))?
+        .port();
     Ok(port)
 }
 
@@ -93,10 +101,19 @@ fn spawn(runtime: &Runtime, spec: &EngineSpec, port: u16) -> Result<Child> {
         .append(true)
         .open(spec.work_dir.join("engine.log"))
         .map_err(|e| Error::internal("open the engine log", e))?;
-    let log_err = log.try_clone().map_err(|e| Error::internal("open the engine log", e))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| Error::internal("open the engine log", e))?;
     let mut command = Command::new(&runtime.sail);
     command
-        .args(["spark", "server", "--ip", "127.0.0.1", "--port", &port.to_string()])
+        .args([
+            "spark",
+            "server",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
         .arg("-C")
         .arg(&spec.work_dir)
         .envs(&spec.env)
@@ -109,16 +126,27 @@ fn spawn(runtime: &Runtime, spec: &EngineSpec, port: u16) -> Result<Child> {
     if spec.num_workers > 0 {
         command
             .env("SAIL_MODE", "local-cluster")
-            .env("SAIL_CLUSTER__WORKER_INITIAL_COUNT", spec.num_workers.to_string())
-            .env("SAIL_CLUSTER__WORKER_MAX_COUNT", spec.max_workers.max(spec.num_workers).to_string());
+            .env(
+                "SAIL_CLUSTER__WORKER_INITIAL_COUNT",
+                spec.num_workers.to_string(),
+            )
+            .env(
+                "SAIL_CLUSTER__WORKER_MAX_COUNT",
+                spec.max_workers.max(spec.num_workers).to_string(),
+            );
     } else {
         command.env("SAIL_MODE", "local");
     }
     die_with_parent(&mut command);
-    command.spawn().map_err(|e| Error::new(
-        ErrorCode::TemporarilyUnavailable,
-        format!("cannot start the engine ({}): {e}; run `kiln setup`", runtime.sail.display()),
-    ))
+    command.spawn().map_err(|e| {
+        Error::new(
+            ErrorCode::TemporarilyUnavailable,
+            format!(
+                "cannot start the engine ({}): {e}; run `kiln setup`",
+                runtime.sail.display()
+            ),
+        )
+    })
 }
 
 /// Makes the child get SIGKILL when the thread that spawned it (a runtime worker
@@ -151,8 +179,15 @@ async fn wait_ready(child: &mut Child, port: u16) -> Result<()> {
         }
         match spark_connect::count_rows(port, HEALTH_QUERY, Duration::from_secs(5)).await {
             Ok(1) => return Ok(()),
-            Ok(n) => return Err(Error::internal("health-check the engine", format!("{n} rows for SELECT 1"))),
-            Err(_) if started.elapsed() < READY_TIMEOUT => tokio::time::sleep(Duration::from_millis(25)).await,
+            Ok(n) => {
+                return Err(Error::internal(
+                    "health-check the engine",
+                    format!("{n} rows for SELECT 1"),
+                ))
+            }
+            Err(_) if started.elapsed() < READY_TIMEOUT => {
+                tokio::time::sleep(Duration::from_millis(25)).await
+            }
             Err(err) => return Err(err),
         }
     }
@@ -174,7 +209,9 @@ pub fn kill_orphan(pid: u32, cluster_id: &str) -> bool {
         Err(_) => return false,
     };
     let marker = format!("KILN_CLUSTER_ID={cluster_id}");
-    let is_ours = environ.split(|b| *b == 0).any(|entry| entry == marker.as_bytes());
+    let is_ours = environ
+        .split(|b| *b == 0)
+        .any(|entry| entry == marker.as_bytes());
     if is_ours {
         signal(pid, libc::SIGKILL);
     }

@@ -59,7 +59,10 @@ impl ClusterState {
 
     /// Whether an engine should be up in this state (the desired state).
     pub fn wants_engine(self) -> bool {
-        matches!(self, Self::Pending | Self::Running | Self::Restarting | Self::Resizing)
+        matches!(
+            self,
+            Self::Pending | Self::Running | Self::Restarting | Self::Resizing
+        )
     }
 }
 
@@ -79,7 +82,11 @@ pub enum Transition {
 }
 
 /// The state `transition` leads to from `from`, or `INVALID_STATE`.
-pub fn next_state(cluster_id: &str, from: ClusterState, transition: Transition) -> Result<ClusterState> {
+pub fn next_state(
+    cluster_id: &str,
+    from: ClusterState,
+    transition: Transition,
+) -> Result<ClusterState> {
     use ClusterState as S;
     use Transition as T;
     let next = match (transition, from) {
@@ -88,7 +95,10 @@ pub fn next_state(cluster_id: &str, from: ClusterState, transition: Transition) 
         (T::Resize, S::Running) => S::Resizing,
         (T::Edit, S::Running) => S::Restarting,
         (T::Edit, S::Terminated | S::Error) => from,
-        (T::Terminate, S::Pending | S::Running | S::Restarting | S::Resizing | S::Error | S::Unknown) => S::Terminating,
+        (
+            T::Terminate,
+            S::Pending | S::Running | S::Restarting | S::Resizing | S::Error | S::Unknown,
+        ) => S::Terminating,
         (T::Terminate, S::Terminating | S::Terminated) => from,
         (T::EngineReady, S::Pending | S::Restarting | S::Resizing) => S::Running,
         (T::EngineStopped, S::Terminating) => S::Terminated,
@@ -161,13 +171,25 @@ mod tests {
         let err = err.map(|e| (e.code, e.message));
         assert_eq!(
             err,
-            Some((kiln_core::ErrorCode::InvalidState, "Cluster 0101-000000-abc is in unexpected state RUNNING.".into()))
+            Some((
+                kiln_core::ErrorCode::InvalidState,
+                "Cluster 0101-000000-abc is in unexpected state RUNNING.".into()
+            ))
         );
     }
 
     #[test]
     fn every_state_round_trips() {
-        for s in [S::Pending, S::Running, S::Restarting, S::Resizing, S::Terminating, S::Terminated, S::Error, S::Unknown] {
+        for s in [
+            S::Pending,
+            S::Running,
+            S::Restarting,
+            S::Resizing,
+            S::Terminating,
+            S::Terminated,
+            S::Error,
+            S::Unknown,
+        ] {
             assert_eq!(ClusterState::parse(s.as_str()), Some(s));
         }
     }

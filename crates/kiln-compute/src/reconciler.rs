@@ -23,12 +23,23 @@ const STEP_DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 /// One unit of work for one cluster.
 #[derive(Debug)]
 enum Step {
-    Launch { generation: u64 },
+    Launch {
+        generation: u64,
+    },
     /// Resize that keeps the running engine (its worker configuration is unchanged).
-    CompleteResize { generation: u64 },
-    Stop { generation: u64 },
-    EngineDied { generation: u64, detail: String },
-    Idle { generation: u64 },
+    CompleteResize {
+        generation: u64,
+    },
+    Stop {
+        generation: u64,
+    },
+    EngineDied {
+        generation: u64,
+        detail: String,
+    },
+    Idle {
+        generation: u64,
+    },
     /// An engine whose cluster no longer wants it (or no longer exists).
     StopStray,
 }
@@ -59,7 +70,12 @@ pub(crate) async fn run(clusters: Arc<Clusters>, cancel: CancellationToken) {
             }
         }
     }
-    if tokio::time::timeout(STEP_DRAIN_DEADLINE, async { while steps.join_next().await.is_some() {} }).await.is_err() {
+    if tokio::time::timeout(STEP_DRAIN_DEADLINE, async {
+        while steps.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
         steps.abort_all();
     }
     stop_all(&clusters).await;
@@ -96,7 +112,9 @@ fn plan(clusters: &Clusters, busy: &HashSet<String>) -> Vec<(String, Step)> {
         }
     }
     for cluster_id in engines.keys() {
-        let known = records.iter().any(|r| r.cluster_id == *cluster_id && state_of(r).wants_engine());
+        let known = records
+            .iter()
+            .any(|r| r.cluster_id == *cluster_id && state_of(r).wants_engine());
         if !known && !busy.contains(cluster_id) && !steps.iter().any(|(id, _)| id == cluster_id) {
             steps.push((cluster_id.clone(), Step::StopStray));
         }
@@ -104,18 +122,30 @@ fn plan(clusters: &Clusters, busy: &HashSet<String>) -> Vec<(String, Step)> {
     steps
 }
 
-fn plan_one(clusters: &Clusters, record: &ClusterRecord, slot: Option<&mut EngineSlot>) -> Option<Step> {
+fn plan_one(
+    clusters: &Clusters,
+    record: &ClusterRecord,
+    slot: Option<&mut EngineSlot>,
+) -> Option<Step> {
     let generation = record.generation;
     match state_of(record) {
         ClusterState::Pending | ClusterState::Restarting => Some(Step::Launch { generation }),
         ClusterState::Resizing => match slot {
-            Some(slot) if slot.workers == workers_of(record) => Some(Step::CompleteResize { generation }),
+            Some(slot) if slot.workers == workers_of(record) => {
+                Some(Step::CompleteResize { generation })
+            }
             _ => Some(Step::Launch { generation }),
         },
         ClusterState::Running => match slot {
-            None => Some(Step::EngineDied { generation, detail: "engine not running".into() }),
+            None => Some(Step::EngineDied {
+                generation,
+                detail: "engine not running".into(),
+            }),
             Some(slot) => match slot.engine.exited() {
-                Some(status) => Some(Step::EngineDied { generation, detail: status }),
+                Some(status) => Some(Step::EngineDied {
+                    generation,
+                    detail: status,
+                }),
                 None if is_idle(clusters, record) => Some(Step::Idle { generation }),
                 None => None,
             },
@@ -142,16 +172,24 @@ fn workers_of(record: &ClusterRecord) -> (u32, u32) {
 }
 
 fn take_engine(clusters: &Clusters, cluster_id: &str) -> Option<EngineSlot> {
-    clusters.engines.lock().ok().and_then(|mut engines| engines.remove(cluster_id))
+    clusters
+        .engines
+        .lock()
+        .ok()
+        .and_then(|mut engines| engines.remove(cluster_id))
 }
 
 async fn run_step(clusters: &Clusters, cluster_id: &str, step: Step) {
     tracing::debug!(cluster_id, ?step, "reconcile");
     let result = match step {
         Step::Launch { generation } => launch(clusters, cluster_id, generation).await,
-        Step::CompleteResize { generation } => complete_resize(clusters, cluster_id, generation).await,
+        Step::CompleteResize { generation } => {
+            complete_resize(clusters, cluster_id, generation).await
+        }
         Step::Stop { generation } => stop(clusters, cluster_id, generation).await,
-        Step::EngineDied { generation, detail } => engine_died(clusters, cluster_id, generation, &detail).await,
+        Step::EngineDied { generation, detail } => {
+            engine_died(clusters, cluster_id, generation, &detail).await
+        }
         Step::Idle { generation } => idle(clusters, cluster_id, generation).await,
         Step::StopStray => {
             if let Some(slot) = take_engine(clusters, cluster_id) {
@@ -183,13 +221,30 @@ async fn launch(clusters: &Clusters, cluster_id: &str, generation: u64) -> kiln_
     };
     let was_resize = state_of(&record) == ClusterState::Resizing;
     match Engine::launch(&clusters.runtime, &spec).await {
-        Ok(engine) => engine_ready(clusters, cluster_id, generation, engine, workers, was_resize).await,
+        Ok(engine) => {
+            engine_ready(
+                clusters, cluster_id, generation, engine, workers, was_resize,
+            )
+            .await
+        }
         Err(err) => {
             let detail = err.message.clone();
             clusters
                 .mutate(cluster_id, Some(generation), |record, events| {
-                    transition(record, Transition::EngineFailed, &format!("Spark engine failed to start: {detail}"))?;
-                    finish_termination(record, events, reason("SPARK_STARTUP_FAILURE", "SERVICE_FAULT", &[("databricks_error_message", &detail)]));
+                    transition(
+                        record,
+                        Transition::EngineFailed,
+                        &format!("Spark engine failed to start: {detail}"),
+                    )?;
+                    finish_termination(
+                        record,
+                        events,
+                        reason(
+                            "SPARK_STARTUP_FAILURE",
+                            "SERVICE_FAULT",
+                            &[("databricks_error_message", &detail)],
+                        ),
+                    );
                     Ok(())
                 })
                 .await
@@ -218,8 +273,16 @@ async fn engine_ready(
             record.last_activity_time = now;
             record.termination_reason = None;
             record.terminated_time = None;
-            let kind = if was_resize { "UPSIZE_COMPLETED" } else { "RUNNING" };
-            events.push(event(cluster_id, kind, json!({"current_num_workers": workers.0})));
+            let kind = if was_resize {
+                "UPSIZE_COMPLETED"
+            } else {
+                "RUNNING"
+            };
+            events.push(event(
+                cluster_id,
+                kind,
+                json!({"current_num_workers": workers.0}),
+            ));
             Ok(())
         })
         .await;
@@ -237,11 +300,19 @@ async fn engine_ready(
     }
 }
 
-async fn complete_resize(clusters: &Clusters, cluster_id: &str, generation: u64) -> kiln_core::Result<()> {
+async fn complete_resize(
+    clusters: &Clusters,
+    cluster_id: &str,
+    generation: u64,
+) -> kiln_core::Result<()> {
     clusters
         .mutate(cluster_id, Some(generation), |record, events| {
             transition(record, Transition::EngineReady, "")?;
-            events.push(event(cluster_id, "UPSIZE_COMPLETED", json!({"current_num_workers": record.config.num_workers})));
+            events.push(event(
+                cluster_id,
+                "UPSIZE_COMPLETED",
+                json!({"current_num_workers": record.config.num_workers}),
+            ));
             Ok(())
         })
         .await
@@ -255,7 +326,10 @@ async fn stop(clusters: &Clusters, cluster_id: &str, generation: u64) -> kiln_co
     clusters
         .mutate(cluster_id, Some(generation), |record, events| {
             transition(record, Transition::EngineStopped, "")?;
-            let why = record.termination_reason.clone().unwrap_or_else(|| reason("USER_REQUEST", "SUCCESS", &[]));
+            let why = record
+                .termination_reason
+                .clone()
+                .unwrap_or_else(|| reason("USER_REQUEST", "SUCCESS", &[]));
             finish_termination(record, events, why);
             Ok(())
         })
@@ -263,15 +337,28 @@ async fn stop(clusters: &Clusters, cluster_id: &str, generation: u64) -> kiln_co
         .map(|_| ())
 }
 
-async fn engine_died(clusters: &Clusters, cluster_id: &str, generation: u64, detail: &str) -> kiln_core::Result<()> {
+async fn engine_died(
+    clusters: &Clusters,
+    cluster_id: &str,
+    generation: u64,
+    detail: &str,
+) -> kiln_core::Result<()> {
     if let Some(slot) = take_engine(clusters, cluster_id) {
         slot.engine.stop(clusters.settings.stop_deadline).await;
     }
     tracing::warn!(cluster_id, detail, "engine exited unexpectedly");
     clusters
         .mutate(cluster_id, Some(generation), |record, events| {
-            transition(record, Transition::EngineFailed, &format!("Spark engine exited unexpectedly ({detail})"))?;
-            let why = reason("DRIVER_UNEXPECTED_FAILURE", "SERVICE_FAULT", &[("databricks_error_message", detail)]);
+            transition(
+                record,
+                Transition::EngineFailed,
+                &format!("Spark engine exited unexpectedly ({detail})"),
+            )?;
+            let why = reason(
+                "DRIVER_UNEXPECTED_FAILURE",
+                "SERVICE_FAULT",
+                &[("databricks_error_message", detail)],
+            );
             finish_termination(record, events, why);
             Ok(())
         })
@@ -285,8 +372,16 @@ async fn idle(clusters: &Clusters, cluster_id: &str, generation: u64) -> kiln_co
             let minutes = record.config.autotermination_minutes;
             let message = format!("Inactive cluster terminated (inactive for {minutes} minutes).");
             transition(record, Transition::Idle, &message)?;
-            let why = reason("INACTIVITY", "SUCCESS", &[("inactivity_duration_min", &minutes.to_string())]);
-            events.push(event(cluster_id, "TERMINATING", json!({"reason": reason_json(&why)})));
+            let why = reason(
+                "INACTIVITY",
+                "SUCCESS",
+                &[("inactivity_duration_min", &minutes.to_string())],
+            );
+            events.push(event(
+                cluster_id,
+                "TERMINATING",
+                json!({"reason": reason_json(&why)}),
+            ));
             record.termination_reason = Some(why);
             Ok(())
         })
@@ -294,16 +389,27 @@ async fn idle(clusters: &Clusters, cluster_id: &str, generation: u64) -> kiln_co
         .map(|_| ())
 }
 
-fn finish_termination(record: &mut ClusterRecord, events: &mut Vec<kiln_store::ClusterEventRecord>, why: kiln_store::TerminationReason) {
+fn finish_termination(
+    record: &mut ClusterRecord,
+    events: &mut Vec<kiln_store::ClusterEventRecord>,
+    why: kiln_store::TerminationReason,
+) {
     record.engine_pid = None;
     record.engine_port = None;
     record.terminated_time = Some(now_ms());
     if record.state_message.is_empty() {
         record.state_message = match why.code.as_str() {
-            "INACTIVITY" => format!("Inactive cluster terminated (inactive for {} minutes).", record.config.autotermination_minutes),
+            "INACTIVITY" => format!(
+                "Inactive cluster terminated (inactive for {} minutes).",
+                record.config.autotermination_minutes
+            ),
             _ => "Terminated by user".into(),
         };
     }
-    events.push(event(&record.cluster_id, "TERMINATED", json!({"reason": reason_json(&why)})));
+    events.push(event(
+        &record.cluster_id,
+        "TERMINATED",
+        json!({"reason": reason_json(&why)}),
+    ));
     record.termination_reason = Some(why);
 }

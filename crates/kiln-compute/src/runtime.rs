@@ -31,7 +31,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(dir).join("kiln");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
     home.join(".cache").join("kiln")
 }
 
@@ -42,7 +44,11 @@ fn runtime_dir(cache: &Path) -> PathBuf {
 
 impl Runtime {
     fn at(root: PathBuf) -> Self {
-        Self { python: root.join("bin/python"), sail: root.join("bin/sail"), root }
+        Self {
+            python: root.join("bin/python"),
+            sail: root.join("bin/sail"),
+            root,
+        }
     }
 
     /// The runtime if it is installed and complete.
@@ -57,7 +63,8 @@ impl Runtime {
         if let Some(found) = Self::find(cache) {
             return Ok(found);
         }
-        fs::create_dir_all(cache).map_err(|e| setup_error(format!("cannot create {}: {e}", cache.display())))?;
+        fs::create_dir_all(cache)
+            .map_err(|e| setup_error(format!("cannot create {}: {e}", cache.display())))?;
         let lock = File::create(cache.join("runtime.lock"))
             .map_err(|e| setup_error(format!("cannot create the install lock: {e}")))?;
         let _guard = FileLock::acquire(&lock)?;
@@ -76,26 +83,45 @@ fn setup_error(message: String) -> Error {
 fn install(root: &Path) -> Result<()> {
     let python = find_python()?;
     if root.exists() {
-        fs::remove_dir_all(root).map_err(|e| setup_error(format!("cannot clear {}: {e}", root.display())))?;
+        fs::remove_dir_all(root)
+            .map_err(|e| setup_error(format!("cannot clear {}: {e}", root.display())))?;
     }
-    eprintln!("kiln: installing the engine runtime into {} (first run only)", root.display());
-    run(Command::new(&python).arg("-m").arg("venv").arg(root), "create the runtime venv",
-        "install Python's venv module (Debian/Ubuntu: apt-get install python3-venv)")?;
+    eprintln!(
+        "kiln: installing the engine runtime into {} (first run only)",
+        root.display()
+    );
+    run(
+        Command::new(&python).arg("-m").arg("venv").arg(root),
+        "create the runtime venv",
+        "install Python's venv module (Debian/Ubuntu: apt-get install python3-venv)",
+    )?;
     let requirements = root.join("requirements.txt");
-    fs::write(&requirements, REQUIREMENTS).map_err(|e| setup_error(format!("cannot write requirements: {e}")))?;
+    fs::write(&requirements, REQUIREMENTS)
+        .map_err(|e| setup_error(format!("cannot write requirements: {e}")))?;
     let pip = root.join("bin/pip");
     run(
-        Command::new(&pip).args(["install", "--disable-pip-version-check", "--no-input", "-q", "-r"]).arg(&requirements),
+        Command::new(&pip)
+            .args([
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "-q",
+                "-r",
+            ])
+            .arg(&requirements),
         "install the engine packages (pysail, pyspark-client, pandas, pyarrow)",
         "check that PyPI is reachable, or set PIP_INDEX_URL to a mirror",
     )?;
-    fs::write(root.join(READY_MARKER), REQUIREMENTS).map_err(|e| setup_error(format!("cannot mark runtime ready: {e}")))?;
+    fs::write(root.join(READY_MARKER), REQUIREMENTS)
+        .map_err(|e| setup_error(format!("cannot mark runtime ready: {e}")))?;
     Ok(())
 }
 
 /// `$KILN_PYTHON`, else `python3`, checked for version and the venv module.
 fn find_python() -> Result<PathBuf> {
-    let python = std::env::var_os("KILN_PYTHON").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("python3"));
+    let python = std::env::var_os("KILN_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("python3"));
     let probe = Command::new(&python)
         .args(["-c", "import sys, venv, ensurepip; print('%d.%d' % sys.version_info[:2])"])
         .output()
@@ -114,14 +140,17 @@ fn find_python() -> Result<PathBuf> {
     let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     if found < MIN_PYTHON {
         return Err(setup_error(format!(
-            "Python {version} is too old: Kiln's engine runtime needs Python {}.{}+", MIN_PYTHON.0, MIN_PYTHON.1
+            "Python {version} is too old: Kiln's engine runtime needs Python {}.{}+",
+            MIN_PYTHON.0, MIN_PYTHON.1
         )));
     }
     Ok(python)
 }
 
 fn run(command: &mut Command, what: &str, hint: &str) -> Result<()> {
-    let output = command.stdin(Stdio::null()).output()
+    let output = command
+        .stdin(Stdio::null())
+        .output()
         .map_err(|e| setup_error(format!("cannot {what}: {e}; {hint}")))?;
     if output.status.success() {
         return Ok(());
@@ -129,7 +158,11 @@ fn run(command: &mut Command, what: &str, hint: &str) -> Result<()> {
     let stderr = String::from_utf8_lossy(&output.stderr);
     let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
     let tail: Vec<&str> = tail.into_iter().rev().collect();
-    Err(setup_error(format!("cannot {what} ({}): {}\n{hint}", output.status, tail.join("\n"))))
+    Err(setup_error(format!(
+        "cannot {what} ({}): {}\n{hint}",
+        output.status,
+        tail.join("\n")
+    )))
 }
 
 /// An exclusive advisory lock on a file, released on drop.
@@ -161,7 +194,11 @@ mod tests {
 
     #[test]
     fn requirements_are_pinned() {
-        for line in REQUIREMENTS.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        for line in REQUIREMENTS
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
             assert!(line.contains("=="), "unpinned runtime requirement: {line}");
         }
         assert!(REQUIREMENTS.contains("pysail=="));
@@ -178,7 +215,10 @@ mod tests {
     #[test]
     fn missing_runtime_is_not_found() {
         let dir = tempfile::tempdir().ok();
-        let path = dir.as_ref().map(|d| d.path().to_path_buf()).unwrap_or_default();
+        let path = dir
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .unwrap_or_default();
         assert!(Runtime::find(&path).is_none());
     }
 }

@@ -91,8 +91,17 @@ async fn count_rows_inner(port: u16, query: &str) -> Result<i64> {
     grpc.ready().await.map_err(|e| connect_error(&e))?;
     let request = ExecutePlanRequest {
         session_id: kiln_core::ids::uuid4(),
-        user_context: Some(UserContext { user_id: "kiln".into(), user_name: "kiln".into() }),
-        plan: Some(Plan { root: Some(Relation { sql: Some(Sql { query: query.into() }) }) }),
+        user_context: Some(UserContext {
+            user_id: "kiln".into(),
+            user_name: "kiln".into(),
+        }),
+        plan: Some(Plan {
+            root: Some(Relation {
+                sql: Some(Sql {
+                    query: query.into(),
+                }),
+            }),
+        }),
         client_type: Some("kiln-health".into()),
     };
     let codec = tonic_prost::ProstCodec::<ExecutePlanRequest, ExecutePlanResponse>::default();
@@ -103,7 +112,11 @@ async fn count_rows_inner(port: u16, query: &str) -> Result<i64> {
         .map_err(|status| engine_error(&status))?
         .into_inner();
     let mut rows = 0;
-    while let Some(message) = stream.message().await.map_err(|status| engine_error(&status))? {
+    while let Some(message) = stream
+        .message()
+        .await
+        .map_err(|status| engine_error(&status))?
+    {
         rows += message.arrow_batch.map(|b| b.row_count).unwrap_or(0);
         if message.result_complete.is_some() {
             break;
@@ -113,7 +126,10 @@ async fn count_rows_inner(port: u16, query: &str) -> Result<i64> {
 }
 
 fn connect_error(e: &dyn std::fmt::Display) -> Error {
-    Error::new(kiln_core::ErrorCode::TemporarilyUnavailable, format!("engine not reachable: {e}"))
+    Error::new(
+        kiln_core::ErrorCode::TemporarilyUnavailable,
+        format!("engine not reachable: {e}"),
+    )
 }
 
 fn engine_error(status: &tonic::Status) -> Error {

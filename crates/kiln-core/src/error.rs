@@ -81,7 +81,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), retry_after_secs: None }
+        Self {
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+        }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidParameterValue, message)
@@ -110,7 +114,10 @@ impl Error {
     /// An internal failure. The detail goes to the log, never to the client.
     pub fn internal(context: &str, detail: impl fmt::Display) -> Self {
         tracing::error!(context, detail = %detail, "internal error");
-        Self::new(ErrorCode::InternalError, format!("internal error while trying to {context}"))
+        Self::new(
+            ErrorCode::InternalError,
+            format!("internal error while trying to {context}"),
+        )
     }
     pub fn status(&self) -> u16 {
         self.code.http_status()

@@ -17,7 +17,13 @@ pub fn utc_parts(ms: i64) -> (u32, u32, u32, u32, u32) {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (_, month, day) = civil_from_days(days);
-    (month, day, (rem / 3600) as u32, ((rem % 3600) / 60) as u32, (rem % 60) as u32)
+    (
+        month,
+        day,
+        (rem / 3600) as u32,
+        ((rem % 3600) / 60) as u32,
+        (rem % 60) as u32,
+    )
 }
 
 /// RFC 3339 with a `Z` zone, e.g. `2026-11-21T13:28:14.123Z`.

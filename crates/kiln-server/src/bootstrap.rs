@@ -26,8 +26,14 @@ pub fn workspace_id(store: &dyn Store) -> Result<String> {
 /// admin password on every start.
 pub fn admin(identity: &Identity, config: &Config) -> Result<()> {
     if identity.is_empty()? {
-        let admin = identity.create_principal(PrincipalKind::User, ADMIN_USER, "Kiln Admin", true, None)?;
-        let (token, _) = identity.issue_token(&admin.id, TokenKind::Personal, None, Some("admin token created at first start".into()))?;
+        let admin =
+            identity.create_principal(PrincipalKind::User, ADMIN_USER, "Kiln Admin", true, None)?;
+        let (token, _) = identity.issue_token(
+            &admin.id,
+            TokenKind::Personal,
+            None,
+            Some("admin token created at first start".into()),
+        )?;
         let path = config.data_dir.join("admin.token");
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -37,10 +43,17 @@ pub fn admin(identity: &Identity, config: &Config) -> Result<()> {
             .open(&path)
             .map_err(|e| Error::internal("write admin.token", e))?;
         writeln!(file, "{token}").map_err(|e| Error::internal("write admin.token", e))?;
-        file.sync_all().map_err(|e| Error::internal("write admin.token", e))?;
-        println!("Created user 'admin'. Admin token (also in {}): {token}", path.display());
+        file.sync_all()
+            .map_err(|e| Error::internal("write admin.token", e))?;
+        println!(
+            "Created user 'admin'. Admin token (also in {}): {token}",
+            path.display()
+        );
     }
-    if let (Some(password), Some(admin)) = (config.admin_password.as_deref(), identity.by_name(ADMIN_USER)?) {
+    if let (Some(password), Some(admin)) = (
+        config.admin_password.as_deref(),
+        identity.by_name(ADMIN_USER)?,
+    ) {
         identity.set_password(&admin.id, password)?;
     }
     Ok(())

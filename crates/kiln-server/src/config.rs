@@ -55,13 +55,19 @@ impl Default for Config {
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        Self { requests_per_second: 100_000.0, burst: 200_000.0 }
+        Self {
+            requests_per_second: 100_000.0,
+            burst: 200_000.0,
+        }
     }
 }
 
 impl Default for ClustersConfig {
     fn default() -> Self {
-        Self { autotermination_minute_seconds: 60.0, engine_stop_seconds: 5 }
+        Self {
+            autotermination_minute_seconds: 60.0,
+            engine_stop_seconds: 5,
+        }
     }
 }
 
@@ -77,8 +83,10 @@ impl Config {
     pub fn load(file: Option<&Path>) -> Result<Self, String> {
         let mut config = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                toml::from_str(&text).map_err(|e| format!("invalid config {}: {e}", path.display()))?
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                toml::from_str(&text)
+                    .map_err(|e| format!("invalid config {}: {e}", path.display()))?
             }
             None => Config::default(),
         };
@@ -86,7 +94,9 @@ impl Config {
             config.host = host;
         }
         if let Ok(port) = std::env::var("KILN_PORT") {
-            config.port = port.parse().map_err(|_| format!("KILN_PORT is not a port number: {port}"))?;
+            config.port = port
+                .parse()
+                .map_err(|_| format!("KILN_PORT is not a port number: {port}"))?;
         }
         if let Some(dir) = std::env::var_os("KILN_DATA_DIR") {
             config.data_dir = PathBuf::from(dir);
@@ -111,8 +121,9 @@ mod tests {
 
     #[test]
     fn parses_toml_and_rejects_unknown_keys() {
-        let config: Config = toml::from_str("port = 9000\n[clusters]\nautotermination_minute_seconds = 0.5\n")
-            .unwrap_or_default();
+        let config: Config =
+            toml::from_str("port = 9000\n[clusters]\nautotermination_minute_seconds = 0.5\n")
+                .unwrap_or_default();
         assert_eq!(config.port, 9000);
         assert_eq!(config.clusters.autotermination_minute_seconds, 0.5);
         assert!(toml::from_str::<Config>("prot = 1").is_err());

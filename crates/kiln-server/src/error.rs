@@ -26,8 +26,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = ErrorBody { error_code: self.0.code.as_str().into(), message: self.0.message };
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorBody {
+            error_code: self.0.code.as_str().into(),
+            message: self.0.message,
+        };
         let mut response = (status, axum::Json(body)).into_response();
         if let Some(secs) = self.0.retry_after_secs {
             if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
@@ -49,7 +53,13 @@ mod tests {
         err.retry_after_secs = Some(2);
         let response = ApiError(err).into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("2"));
+        assert_eq!(
+            response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+            Some("2")
+        );
     }
 
     #[test]

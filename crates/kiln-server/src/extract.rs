@@ -24,11 +24,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Params<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let query = req.uri().query().unwrap_or("").to_string();
         let is_read = matches!(*req.method(), Method::GET | Method::DELETE);
-        let body = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("cannot read the request body: {e}")))?;
+        let body = Bytes::from_request(req, state).await.map_err(|e| {
+            ApiError::new(
+                ErrorCode::MalformedRequest,
+                format!("cannot read the request body: {e}"),
+            )
+        })?;
         if body.len() > MAX_BODY {
-            return Err(ApiError::new(ErrorCode::InvalidParameterValue, "request body too large"));
+            return Err(ApiError::new(
+                ErrorCode::InvalidParameterValue,
+                "request body too large",
+            ));
         }
         let body_is_empty = body.iter().all(u8::is_ascii_whitespace);
         let parsed = if body_is_empty || (is_read && !query.is_empty()) {
@@ -53,7 +59,8 @@ fn looks_like_form(body: &[u8]) -> bool {
 /// read from their text).
 pub fn from_query<T: DeserializeOwned>(query: &str) -> Result<T, Error> {
     let de = serde_html_form::Deserializer::new(form_urlencoded_parse(query));
-    serde_path_to_error::deserialize(de).map_err(|e| field_error(e.path().to_string(), e.inner().to_string()))
+    serde_path_to_error::deserialize(de)
+        .map_err(|e| field_error(e.path().to_string(), e.inner().to_string()))
 }
 
 fn form_urlencoded_parse(query: &str) -> form_urlencoded::Parse<'_> {
@@ -75,8 +82,15 @@ pub fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
 
 fn field_error(path: String, detail: String) -> Error {
     let detail = strip_position(&detail);
-    if let Some(field) = detail.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
-        let full = if path == "." || path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+    if let Some(field) = detail
+        .strip_prefix("missing field `")
+        .and_then(|r| r.split('`').next())
+    {
+        let full = if path == "." || path.is_empty() {
+            field.to_string()
+        } else {
+            format!("{path}.{field}")
+        };
         return Error::invalid(format!("Missing required field: {full}"));
     }
     if path == "." || path.is_empty() {
@@ -108,18 +122,28 @@ mod tests {
     }
 
     fn message<T: std::fmt::Debug>(r: Result<T, Error>) -> String {
-        r.err().map(|e| format!("{}: {}", e.code.as_str(), e.message)).unwrap_or_default()
+        r.err()
+            .map(|e| format!("{}: {}", e.code.as_str(), e.message))
+            .unwrap_or_default()
     }
 
     #[test]
     fn names_the_field_with_a_wrong_type() {
-        let got = message(from_json::<Resize>(br#"{"cluster_id": "c", "num_workers": "two"}"#));
-        assert_eq!(got, r#"INVALID_PARAMETER_VALUE: Invalid value for field num_workers: invalid type: string "two", expected u32"#);
+        let got = message(from_json::<Resize>(
+            br#"{"cluster_id": "c", "num_workers": "two"}"#,
+        ));
+        assert_eq!(
+            got,
+            r#"INVALID_PARAMETER_VALUE: Invalid value for field num_workers: invalid type: string "two", expected u32"#
+        );
     }
 
     #[test]
     fn names_a_missing_field() {
-        assert_eq!(message(from_json::<Resize>(b"{}")), "INVALID_PARAMETER_VALUE: Missing required field: cluster_id");
+        assert_eq!(
+            message(from_json::<Resize>(b"{}")),
+            "INVALID_PARAMETER_VALUE: Missing required field: cluster_id"
+        );
     }
 
     #[test]

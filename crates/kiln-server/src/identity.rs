@@ -11,7 +11,9 @@ use std::sync::{Arc, RwLock};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use kiln_core::{ids, time::now_ms, Error, Result};
-use kiln_store::{PrincipalKind, PrincipalRecord, SpSecretRecord, Store, TokenKind, TokenRecord, Write};
+use kiln_store::{
+    PrincipalKind, PrincipalRecord, SpSecretRecord, Store, TokenKind, TokenRecord, Write,
+};
 use sha2::{Digest, Sha256};
 
 /// OAuth access tokens live one hour, as on Databricks.
@@ -48,7 +50,8 @@ pub fn sha256_hex(value: &str) -> String {
 
 fn hash_password(password: &str) -> Result<String> {
     let salt_bytes: [u8; 16] = rand::random();
-    let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| Error::internal("hash a password", e))?;
+    let salt =
+        SaltString::encode_b64(&salt_bytes).map_err(|e| Error::internal("hash a password", e))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
@@ -78,15 +81,22 @@ impl Identity {
         for s in store.sp_secrets()? {
             index.secrets.insert(s.secret_hash.clone(), s);
         }
-        Ok(Self { store, index: RwLock::new(index) })
+        Ok(Self {
+            store,
+            index: RwLock::new(index),
+        })
     }
 
     fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Index>> {
-        self.index.read().map_err(|_| Error::internal("read identities", "poisoned lock"))
+        self.index
+            .read()
+            .map_err(|_| Error::internal("read identities", "poisoned lock"))
     }
 
     fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, Index>> {
-        self.index.write().map_err(|_| Error::internal("update identities", "poisoned lock"))
+        self.index
+            .write()
+            .map_err(|_| Error::internal("update identities", "poisoned lock"))
     }
 
     pub fn is_empty(&self) -> Result<bool> {
@@ -98,11 +108,18 @@ impl Identity {
     /// A bearer token (PAT or OAuth access token).
     pub fn authenticate_token(&self, token: &str) -> Result<Caller> {
         let index = self.read()?;
-        let record = index.tokens.get(&sha256_hex(token)).ok_or_else(unauthenticated)?;
+        let record = index
+            .tokens
+            .get(&sha256_hex(token))
+            .ok_or_else(unauthenticated)?;
         if record.expiry_ms >= 0 && record.expiry_ms < now_ms() {
             return Err(Error::unauthenticated("Token expired."));
         }
-        let principal = index.principals.get(&record.principal_id).filter(|p| p.active).ok_or_else(unauthenticated)?;
+        let principal = index
+            .principals
+            .get(&record.principal_id)
+            .filter(|p| p.active)
+            .ok_or_else(unauthenticated)?;
         Ok(caller(principal, record.token_id.clone()))
     }
 
@@ -112,7 +129,9 @@ impl Identity {
             if user == "token" || user == found.user_name {
                 return Ok(found);
             }
-            return Err(Error::unauthenticated("Token does not belong to this user."));
+            return Err(Error::unauthenticated(
+                "Token does not belong to this user.",
+            ));
         }
         let pair = sha256_hex(&format!("{user}\u{0}{secret}"));
         let principal = {
@@ -126,11 +145,22 @@ impl Identity {
         if let Some(principal) = principal {
             return Ok(caller(&principal, format!("basic:{}", principal.id)));
         }
-        let principal = self.by_name(user)?.filter(|p| p.active).ok_or_else(unauthenticated)?;
-        let hash = principal.password_hash.as_deref().ok_or_else(unauthenticated)?;
-        let parsed = PasswordHash::new(hash).map_err(|e| Error::internal("read a password hash", e))?;
-        Argon2::default().verify_password(secret.as_bytes(), &parsed).map_err(|_| unauthenticated())?;
-        self.write()?.verified_passwords.insert(pair, principal.id.clone());
+        let principal = self
+            .by_name(user)?
+            .filter(|p| p.active)
+            .ok_or_else(unauthenticated)?;
+        let hash = principal
+            .password_hash
+            .as_deref()
+            .ok_or_else(unauthenticated)?;
+        let parsed =
+            PasswordHash::new(hash).map_err(|e| Error::internal("read a password hash", e))?;
+        Argon2::default()
+            .verify_password(secret.as_bytes(), &parsed)
+            .map_err(|_| unauthenticated())?;
+        self.write()?
+            .verified_passwords
+            .insert(pair, principal.id.clone());
         Ok(caller(&principal, format!("basic:{}", principal.id)))
     }
 
@@ -138,21 +168,38 @@ impl Identity {
     pub fn issue_oauth_token(&self, client_id: &str, client_secret: &str) -> Result<String> {
         let principal = {
             let index = self.read()?;
-            let secret = index.secrets.get(&sha256_hex(client_secret)).ok_or_else(unauthenticated)?;
-            let principal = index.principals.get(&secret.principal_id).filter(|p| p.active).ok_or_else(unauthenticated)?;
+            let secret = index
+                .secrets
+                .get(&sha256_hex(client_secret))
+                .ok_or_else(unauthenticated)?;
+            let principal = index
+                .principals
+                .get(&secret.principal_id)
+                .filter(|p| p.active)
+                .ok_or_else(unauthenticated)?;
             if principal.user_name != client_id {
                 return Err(unauthenticated());
             }
             principal.clone()
         };
-        let (value, _) = self.issue_token(&principal.id, TokenKind::OAuth, Some(OAUTH_TOKEN_SECONDS), None)?;
+        let (value, _) = self.issue_token(
+            &principal.id,
+            TokenKind::OAuth,
+            Some(OAUTH_TOKEN_SECONDS),
+            None,
+        )?;
         Ok(value)
     }
 
     // ---- principals ----------------------------------------------------------
 
     pub fn by_name(&self, user_name: &str) -> Result<Option<PrincipalRecord>> {
-        Ok(self.read()?.principals.values().find(|p| p.user_name == user_name).cloned())
+        Ok(self
+            .read()?
+            .principals
+            .values()
+            .find(|p| p.user_name == user_name)
+            .cloned())
     }
 
     pub fn principal(&self, id: &str) -> Result<PrincipalRecord> {
@@ -164,8 +211,18 @@ impl Identity {
     }
 
     pub fn principals(&self, kind: PrincipalKind) -> Result<Vec<PrincipalRecord>> {
-        let mut all: Vec<_> = self.read()?.principals.values().filter(|p| p.kind == kind).cloned().collect();
-        all.sort_by(|a, b| a.created_ms.cmp(&b.created_ms).then_with(|| a.id.cmp(&b.id)));
+        let mut all: Vec<_> = self
+            .read()?
+            .principals
+            .values()
+            .filter(|p| p.kind == kind)
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| {
+            a.created_ms
+                .cmp(&b.created_ms)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         Ok(all)
     }
 
@@ -181,7 +238,9 @@ impl Identity {
             return Err(Error::invalid("userName must not be empty"));
         }
         if self.by_name(user_name)?.is_some() {
-            return Err(Error::already_exists(format!("User with username {user_name} already exists.")));
+            return Err(Error::already_exists(format!(
+                "User with username {user_name} already exists."
+            )));
         }
         let record = PrincipalRecord {
             id: ids::numeric_id(),
@@ -193,15 +252,19 @@ impl Identity {
             password_hash: password.map(hash_password).transpose()?,
             created_ms: now_ms(),
         };
-        self.store.commit(vec![Write::PutPrincipal(record.clone())])?;
-        self.write()?.principals.insert(record.id.clone(), record.clone());
+        self.store
+            .commit(vec![Write::PutPrincipal(record.clone())])?;
+        self.write()?
+            .principals
+            .insert(record.id.clone(), record.clone());
         Ok(record)
     }
 
     pub fn set_password(&self, principal_id: &str, password: &str) -> Result<()> {
         let mut record = self.principal(principal_id)?;
         record.password_hash = Some(hash_password(password)?);
-        self.store.commit(vec![Write::PutPrincipal(record.clone())])?;
+        self.store
+            .commit(vec![Write::PutPrincipal(record.clone())])?;
         let mut index = self.write()?;
         index.verified_passwords.retain(|_, id| id != principal_id);
         index.principals.insert(record.id.clone(), record);
@@ -211,7 +274,15 @@ impl Identity {
     /// Deletes a principal with its tokens and secrets.
     pub fn delete_principal(&self, id: &str) -> Result<()> {
         let record = self.principal(id)?;
-        if record.admin && self.read()?.principals.values().filter(|p| p.admin && p.active).count() <= 1 {
+        if record.admin
+            && self
+                .read()?
+                .principals
+                .values()
+                .filter(|p| p.admin && p.active)
+                .count()
+                <= 1
+        {
             return Err(Error::invalid("Cannot delete the last workspace admin."));
         }
         self.store.commit(vec![Write::DeletePrincipal(id.into())])?;
@@ -251,7 +322,9 @@ impl Identity {
             kind,
         };
         self.store.commit(vec![Write::PutToken(record.clone())])?;
-        self.write()?.tokens.insert(record.token_hash.clone(), record.clone());
+        self.write()?
+            .tokens
+            .insert(record.token_hash.clone(), record.clone());
         Ok((value, record))
     }
 
@@ -277,7 +350,8 @@ impl Identity {
             .find(|t| t.token_id == token_id && t.principal_id == principal_id)
             .map(|t| t.token_hash.clone())
             .ok_or_else(|| Error::not_found(format!("Token with ID {token_id} does not exist.")))?;
-        self.store.commit(vec![Write::DeleteToken(token_id.into())])?;
+        self.store
+            .commit(vec![Write::DeleteToken(token_id.into())])?;
         self.write()?.tokens.remove(&hash);
         Ok(())
     }
@@ -287,7 +361,9 @@ impl Identity {
     pub fn create_sp_secret(&self, principal_id: &str) -> Result<(String, SpSecretRecord)> {
         let principal = self.principal(principal_id)?;
         if principal.kind != PrincipalKind::ServicePrincipal {
-            return Err(Error::not_found(format!("Service principal {principal_id} does not exist.")));
+            return Err(Error::not_found(format!(
+                "Service principal {principal_id} does not exist."
+            )));
         }
         let value = format!("dose{}", ids::random_hex(32));
         let record = SpSecretRecord {
@@ -296,13 +372,22 @@ impl Identity {
             secret_hash: sha256_hex(&value),
             created_ms: now_ms(),
         };
-        self.store.commit(vec![Write::PutSpSecret(record.clone())])?;
-        self.write()?.secrets.insert(record.secret_hash.clone(), record.clone());
+        self.store
+            .commit(vec![Write::PutSpSecret(record.clone())])?;
+        self.write()?
+            .secrets
+            .insert(record.secret_hash.clone(), record.clone());
         Ok((value, record))
     }
 
     pub fn sp_secrets_of(&self, principal_id: &str) -> Result<Vec<SpSecretRecord>> {
-        Ok(self.read()?.secrets.values().filter(|s| s.principal_id == principal_id).cloned().collect())
+        Ok(self
+            .read()?
+            .secrets
+            .values()
+            .filter(|s| s.principal_id == principal_id)
+            .cloned()
+            .collect())
     }
 
     pub fn delete_sp_secret(&self, principal_id: &str, secret_id: &str) -> Result<()> {
@@ -313,7 +398,8 @@ impl Identity {
             .find(|s| s.id == secret_id && s.principal_id == principal_id)
             .map(|s| s.secret_hash.clone())
             .ok_or_else(|| Error::not_found(format!("Secret {secret_id} does not exist.")))?;
-        self.store.commit(vec![Write::DeleteSpSecret(secret_id.into())])?;
+        self.store
+            .commit(vec![Write::DeleteSpSecret(secret_id.into())])?;
         self.write()?.secrets.remove(&hash);
         Ok(())
     }
@@ -357,7 +443,10 @@ mod tests {
         let (value, mut record) = id.issue_token(&user.id, TokenKind::Personal, Some(60), None)?;
         record.expiry_ms = now_ms() - 1;
         id.write()?.tokens.insert(record.token_hash.clone(), record);
-        assert_eq!(id.authenticate_token(&value).err().map(|e| e.message), Some("Token expired.".into()));
+        assert_eq!(
+            id.authenticate_token(&value).err().map(|e| e.message),
+            Some("Token expired.".into())
+        );
         Ok(())
     }
 
@@ -377,7 +466,8 @@ mod tests {
     #[test]
     fn oauth_client_credentials() -> Result<()> {
         let id = identity()?;
-        let sp = id.create_principal(PrincipalKind::ServicePrincipal, "app-1", "SP", false, None)?;
+        let sp =
+            id.create_principal(PrincipalKind::ServicePrincipal, "app-1", "SP", false, None)?;
         let (secret, _) = id.create_sp_secret(&sp.id)?;
         let token = id.issue_oauth_token("app-1", &secret)?;
         assert_eq!(id.authenticate_token(&token)?.principal_id, sp.id);
@@ -392,7 +482,9 @@ mod tests {
         let user = id.create_principal(PrincipalKind::User, "a@x", "A", true, None)?;
         let (value, _) = id.issue_token(&user.id, TokenKind::Personal, None, None)?;
         let stored = store.tokens()?;
-        assert!(stored.iter().all(|t| t.token_hash != value && t.token_hash == sha256_hex(&value)));
+        assert!(stored
+            .iter()
+            .all(|t| t.token_hash != value && t.token_hash == sha256_hex(&value)));
         Ok(())
     }
 }

@@ -18,7 +18,10 @@ use crate::state::AppState;
 pub fn is_public(path: &str) -> bool {
     matches!(
         path,
-        "/health" | "/.well-known/databricks-config" | "/oidc/.well-known/oauth-authorization-server" | "/oidc/v1/token"
+        "/health"
+            | "/.well-known/databricks-config"
+            | "/oidc/.well-known/oauth-authorization-server"
+            | "/oidc/v1/token"
     )
 }
 
@@ -36,7 +39,11 @@ pub async fn trace(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let mut response = next.run(request).await;
-    let user = response.extensions().get::<Caller>().map(|c| c.user_name.clone()).unwrap_or_default();
+    let user = response
+        .extensions()
+        .get::<Caller>()
+        .map(|c| c.user_name.clone())
+        .unwrap_or_default();
     tracing::info!(
         request_id = %request_id,
         method = %method,
@@ -53,7 +60,11 @@ pub async fn trace(request: Request, next: Next) -> Response {
 }
 
 /// Authenticates the caller (Bearer or Basic) and applies its rate limit.
-pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     if is_public(request.uri().path()) {
         return next.run(request).await;
     }
@@ -75,7 +86,11 @@ fn credentials(state: &AppState, request: &Request) -> Result<Caller, Error> {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| Error::unauthenticated("Missing credentials: send an Authorization header (Bearer token or Basic)."))?;
+        .ok_or_else(|| {
+            Error::unauthenticated(
+                "Missing credentials: send an Authorization header (Bearer token or Basic).",
+            )
+        })?;
     let (scheme, value) = header.split_once(' ').unwrap_or((header, ""));
     match scheme.to_ascii_lowercase().as_str() {
         "bearer" => state.identity.authenticate_token(value.trim()),
@@ -83,14 +98,18 @@ fn credentials(state: &AppState, request: &Request) -> Result<Caller, Error> {
             let (user, secret) = decode_basic(value)?;
             state.identity.authenticate_basic(&user, &secret)
         }
-        _ => Err(Error::unauthenticated("Unsupported authorization scheme: use Bearer or Basic.")),
+        _ => Err(Error::unauthenticated(
+            "Unsupported authorization scheme: use Bearer or Basic.",
+        )),
     }
 }
 
 /// Decodes a Basic credential into (user, password).
 pub fn decode_basic(value: &str) -> Result<(String, String), Error> {
     let bad = || Error::unauthenticated("Malformed Basic credentials.");
-    let bytes = base64::engine::general_purpose::STANDARD.decode(value.trim()).map_err(|_| bad())?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
     let (user, secret) = text.split_once(':').ok_or_else(bad)?;
     Ok((user.to_string(), secret.to_string()))
@@ -103,7 +122,10 @@ mod tests {
     #[test]
     fn decodes_basic() {
         // "admin:admin", as in the REST API 1.2 docs.
-        assert_eq!(decode_basic("YWRtaW46YWRtaW4=").ok(), Some(("admin".into(), "admin".into())));
+        assert_eq!(
+            decode_basic("YWRtaW46YWRtaW4=").ok(),
+            Some(("admin".into(), "admin".into()))
+        );
         assert!(decode_basic("!!!").is_err());
     }
 

@@ -16,7 +16,11 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// `rate` requests per second sustained, `burst` at once; `rate <= 0` disables.
     pub fn new(rate: f64, burst: f64) -> Self {
-        Self { rate, burst: burst.max(1.0), buckets: Mutex::new(HashMap::new()) }
+        Self {
+            rate,
+            burst: burst.max(1.0),
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Takes one request from `key`'s bucket, or says how long to wait.
@@ -39,7 +43,10 @@ impl RateLimiter {
         let wait = ((1.0 - *tokens) / self.rate).ceil().max(1.0) as u64;
         let mut err = Error::new(
             ErrorCode::RequestLimitExceeded,
-            format!("Rate limit exceeded: at most {} requests per second per token.", self.rate),
+            format!(
+                "Rate limit exceeded: at most {} requests per second per token.",
+                self.rate
+            ),
         );
         err.retry_after_secs = Some(wait);
         Err(err)
@@ -55,7 +62,10 @@ mod tests {
         let limiter = RateLimiter::new(1000.0, 3.0);
         assert!((0..3).all(|_| limiter.check("t").is_ok()));
         let err = limiter.check("t").err();
-        assert_eq!(err.as_ref().map(|e| e.code), Some(ErrorCode::RequestLimitExceeded));
+        assert_eq!(
+            err.as_ref().map(|e| e.code),
+            Some(ErrorCode::RequestLimitExceeded)
+        );
         assert_eq!(err.and_then(|e| e.retry_after_secs), Some(1));
         assert!(limiter.check("other").is_ok(), "buckets are per credential");
         std::thread::sleep(std::time::Duration::from_millis(5));

@@ -26,7 +26,7 @@ pub enum Write {
     DeleteToken(String),
     PutSpSecret(SpSecretRecord),
     DeleteSpSecret(String),
-    PutCluster(ClusterRecord),
+    PutCluster(Box<ClusterRecord>),
     /// Removes the cluster and its event history.
     DeleteCluster(String),
     AppendClusterEvent(ClusterEventRecord),

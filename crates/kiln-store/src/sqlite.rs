@@ -38,11 +38,16 @@ impl SqliteStore {
     }
 
     fn init(mut conn: Connection) -> Result<Self> {
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err("set journal mode"))?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(db_err("set synchronous"))?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(db_err("set foreign keys"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err("set journal mode"))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db_err("set synchronous"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(db_err("set foreign keys"))?;
         migrate(&mut conn)?;
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
@@ -75,7 +80,8 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
         let tx = conn.transaction().map_err(db_err("begin migration"))?;
         tx.execute_batch(sql).map_err(db_err("apply migration"))?;
-        tx.pragma_update(None, "user_version", version).map_err(db_err("record migration"))?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(db_err("record migration"))?;
         tx.commit().map_err(db_err("commit migration"))?;
         tracing::info!(version, "applied store migration");
     }
@@ -90,7 +96,8 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<()> {
     let enc = |v: &dyn erased::Encode| v.encode_json();
     match write {
         Write::PutPrincipal(p) => tx.execute(
-            "INSERT OR REPLACE INTO principals (id, user_name, record) VALUES (?1, ?2, ?3)",
+            "INSERT INTO principals (id, user_name, record) VALUES (?1, ?2, ?3) \
+             ON CONFLICT(id) DO UPDATE SET user_name = excluded.user_name, record = excluded.record",
             params![p.id, p.user_name, enc(p)?],
         ),
         Write::DeletePrincipal(id) => {
@@ -99,17 +106,20 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<()> {
             tx.execute("DELETE FROM principals WHERE id = ?1", params![id])
         }
         Write::PutToken(t) => tx.execute(
-            "INSERT OR REPLACE INTO tokens (token_id, principal, token_hash, record) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO tokens (token_id, principal, token_hash, record) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT(token_id) DO UPDATE SET record = excluded.record",
             params![t.token_id, t.principal_id, t.token_hash, enc(t)?],
         ),
         Write::DeleteToken(id) => tx.execute("DELETE FROM tokens WHERE token_id = ?1", params![id]),
         Write::PutSpSecret(s) => tx.execute(
-            "INSERT OR REPLACE INTO sp_secrets (id, principal, secret_hash, record) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO sp_secrets (id, principal, secret_hash, record) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT(id) DO UPDATE SET record = excluded.record",
             params![s.id, s.principal_id, s.secret_hash, enc(s)?],
         ),
         Write::DeleteSpSecret(id) => tx.execute("DELETE FROM sp_secrets WHERE id = ?1", params![id]),
         Write::PutCluster(c) => tx.execute(
-            "INSERT OR REPLACE INTO clusters (cluster_id, record) VALUES (?1, ?2)",
+            "INSERT INTO clusters (cluster_id, record) VALUES (?1, ?2) \
+             ON CONFLICT(cluster_id) DO UPDATE SET record = excluded.record",
             params![c.cluster_id, enc(c)?],
         ),
         Write::DeleteCluster(id) => {
@@ -121,7 +131,7 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<()> {
             params![e.cluster_id, e.timestamp, e.event_type, e.details.to_string()],
         ),
         Write::PutMeta(key, value) => tx.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             params![key, value],
         ),
     }
@@ -136,7 +146,8 @@ mod erased {
     }
     impl<T: serde::Serialize> Encode for T {
         fn encode_json(&self) -> rusqlite::Result<String> {
-            serde_json::to_string(self).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+            serde_json::to_string(self)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
         }
     }
 }
@@ -157,9 +168,11 @@ impl Store for SqliteStore {
 
     fn meta(&self, key: &str) -> Result<Option<String>> {
         self.with_conn(|conn| {
-            conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0))
-                .optional()
-                .map_err(db_err("read metadata"))
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(db_err("read metadata"))
         })
     }
 
@@ -191,26 +204,43 @@ fn read_events(conn: &Connection, q: &EventQuery) -> Result<(Vec<ClusterEventRec
          WHERE cluster_id = ?1 AND timestamp >= ?2 AND timestamp <= ?3 \
          ORDER BY timestamp {order}, seq {order}"
     );
-    let mut stmt = conn.prepare_cached(&sql).map_err(db_err("read cluster events"))?;
+    let mut stmt = conn
+        .prepare_cached(&sql)
+        .map_err(db_err("read cluster events"))?;
     let start = q.start_time.unwrap_or(i64::MIN);
     let end = q.end_time.unwrap_or(i64::MAX);
     let rows = stmt
         .query_map(params![q.cluster_id, start, end], |row| {
-            Ok((row.get::<_, String>(0)?, row.get(1)?, row.get::<_, String>(2)?, row.get::<_, String>(3)?))
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+            ))
         })
         .map_err(db_err("read cluster events"))?;
     let mut matching = Vec::new();
     for row in rows {
-        let (cluster_id, timestamp, event_type, details) = row.map_err(db_err("read cluster events"))?;
+        let (cluster_id, timestamp, event_type, details) =
+            row.map_err(db_err("read cluster events"))?;
         if q.event_types.is_empty() || q.event_types.contains(&event_type) {
-            matching.push(ClusterEventRecord { cluster_id, timestamp, event_type, details: decode(&details)? });
+            matching.push(ClusterEventRecord {
+                cluster_id,
+                timestamp,
+                event_type,
+                details: decode(&details)?,
+            });
         }
     }
     let total = matching.len() as u64;
     let page = matching
         .into_iter()
         .skip(q.offset as usize)
-        .take(if q.limit == 0 { usize::MAX } else { q.limit as usize })
+        .take(if q.limit == 0 {
+            usize::MAX
+        } else {
+            q.limit as usize
+        })
         .collect();
     Ok((page, total))
 }
@@ -269,7 +299,10 @@ mod tests {
         let path = dir.path().join("kiln.db");
         {
             let store = SqliteStore::open(&path)?;
-            store.commit(vec![Write::PutPrincipal(principal("1")), Write::PutCluster(cluster("c1"))])?;
+            store.commit(vec![
+                Write::PutPrincipal(principal("1")),
+                Write::PutCluster(Box::new(cluster("c1"))),
+            ])?;
             store.commit(vec![Write::PutMeta("workspace_id".into(), "42".into())])?;
         }
         let store = SqliteStore::open(&path)?;
@@ -285,7 +318,10 @@ mod tests {
         store.commit(vec![Write::PutPrincipal(principal("1"))])?;
         let mut duplicate = principal("2");
         duplicate.user_name = "1@example.com".into(); // violates UNIQUE(user_name)
-        let result = store.commit(vec![Write::PutCluster(cluster("c1")), Write::PutPrincipal(duplicate)]);
+        let result = store.commit(vec![
+            Write::PutCluster(Box::new(cluster("c1"))),
+            Write::PutPrincipal(duplicate),
+        ]);
         assert!(result.is_err());
         assert!(store.clusters()?.is_empty());
         Ok(())
@@ -303,7 +339,10 @@ mod tests {
             expiry_ms: -1,
             kind: TokenKind::Personal,
         };
-        store.commit(vec![Write::PutPrincipal(principal("1")), Write::PutToken(token)])?;
+        store.commit(vec![
+            Write::PutPrincipal(principal("1")),
+            Write::PutToken(token),
+        ])?;
         store.commit(vec![Write::DeletePrincipal("1".into())])?;
         assert!(store.tokens()?.is_empty());
         Ok(())
@@ -318,15 +357,29 @@ mod tests {
             event("c1", 30, "TERMINATING"),
             event("c2", 15, "CREATING"),
         ])?;
-        let all = EventQuery { cluster_id: "c1".into(), ..Default::default() };
+        let all = EventQuery {
+            cluster_id: "c1".into(),
+            ..Default::default()
+        };
         let (events, total) = store.cluster_events(&all)?;
         assert_eq!(total, 3);
-        assert_eq!(events.iter().map(|e| e.timestamp).collect::<Vec<_>>(), vec![10, 20, 30]);
-        let desc = EventQuery { descending: true, limit: 2, offset: 1, ..all.clone() };
+        assert_eq!(
+            events.iter().map(|e| e.timestamp).collect::<Vec<_>>(),
+            vec![10, 20, 30]
+        );
+        let desc = EventQuery {
+            descending: true,
+            limit: 2,
+            offset: 1,
+            ..all.clone()
+        };
         let (events, total) = store.cluster_events(&desc)?;
         assert_eq!((total, events.len()), (3, 2));
         assert_eq!(events[0].timestamp, 20);
-        let typed = EventQuery { event_types: vec!["RUNNING".into()], ..all };
+        let typed = EventQuery {
+            event_types: vec!["RUNNING".into()],
+            ..all
+        };
         assert_eq!(store.cluster_events(&typed)?.1, 1);
         Ok(())
     }

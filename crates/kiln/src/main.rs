@@ -9,7 +9,11 @@ use kiln_compute::runtime::{cache_dir, Runtime};
 use kiln_server::Config;
 
 #[derive(Parser)]
-#[command(name = "kiln", version, about = "A self-hosted, Databricks-compatible workspace")]
+#[command(
+    name = "kiln",
+    version,
+    about = "A self-hosted, Databricks-compatible workspace"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,7 +45,8 @@ fn main() -> ExitCode {
     let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(writer)
         .with_target(false)
@@ -49,7 +54,12 @@ fn main() -> ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::Setup => setup(),
-        Command::Serve { host, port, data_dir, config } => serve(host, port, data_dir, config),
+        Command::Serve {
+            host,
+            port,
+            data_dir,
+            config,
+        } => serve(host, port, data_dir, config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,7 +76,12 @@ fn setup() -> Result<(), String> {
     Ok(())
 }
 
-fn serve(host: Option<String>, port: Option<u16>, data_dir: Option<PathBuf>, file: Option<PathBuf>) -> Result<(), String> {
+fn serve(
+    host: Option<String>,
+    port: Option<u16>,
+    data_dir: Option<PathBuf>,
+    file: Option<PathBuf>,
+) -> Result<(), String> {
     let mut config = Config::load(file.as_deref())?;
     if let Some(host) = host {
         config.host = host;
@@ -81,7 +96,9 @@ fn serve(host: Option<String>, port: Option<u16>, data_dir: Option<PathBuf>, fil
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(kiln_server::serve(config, shutdown_signal())).map_err(|e| e.message)
+    runtime
+        .block_on(kiln_server::serve(config, shutdown_signal()))
+        .map_err(|e| e.message)
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -25,23 +25,108 @@ pub fn endpoints() -> Vec<Endpoint> {
     use Method as M;
     let mut v = Vec::new();
     for p in ["/api/2.0/clusters", "/api/2.1/clusters"] {
-        v.push(ep(M::POST, format!("{p}/create"), "clusters/create", post(create_cluster)));
-        v.push(ep(M::POST, format!("{p}/edit"), "clusters/edit", post(edit_cluster)));
-        v.push(ep(M::POST, format!("{p}/update"), "clusters/update", post(update_cluster)));
-        v.push(ep(M::GET, format!("{p}/get"), "clusters/get", get(get_cluster)));
-        v.push(ep(M::GET, format!("{p}/list"), "clusters/list", get(list_clusters)));
-        v.push(ep(M::POST, format!("{p}/start"), "clusters/start", post(start_cluster)));
-        v.push(ep(M::POST, format!("{p}/restart"), "clusters/restart", post(restart_cluster)));
-        v.push(ep(M::POST, format!("{p}/delete"), "clusters/delete", post(delete_cluster)));
-        v.push(ep(M::POST, format!("{p}/permanent-delete"), "clusters/permanent-delete", post(permanent_delete_cluster)));
-        v.push(ep(M::POST, format!("{p}/resize"), "clusters/resize", post(resize_cluster)));
-        v.push(ep(M::POST, format!("{p}/events"), "clusters/events", post(get_events)));
-        v.push(ep(M::POST, format!("{p}/pin"), "clusters/pin", post(pin_cluster)));
-        v.push(ep(M::POST, format!("{p}/unpin"), "clusters/unpin", post(unpin_cluster)));
-        v.push(ep(M::POST, format!("{p}/change-owner"), "clusters/change-owner", post(change_owner)));
-        v.push(ep(M::GET, format!("{p}/list-node-types"), "clusters/list-node-types", get(list_node_types)));
-        v.push(ep(M::GET, format!("{p}/spark-versions"), "clusters/spark-versions", get(spark_versions)));
-        v.push(ep(M::GET, format!("{p}/list-zones"), "clusters/list-zones", get(list_zones)));
+        v.push(ep(
+            M::POST,
+            format!("{p}/create"),
+            "clusters/create",
+            post(create_cluster),
+        ));
+        v.push(ep(
+            M::POST,
+            format!("{p}/edit"),
+            "clusters/edit",
+            post(edit_cluster),
+        ));
+        v.push(ep(
+            M::POST,
+            format!("{p}/update"),
+            "clusters/update",
+            post(update_cluster),
+        ));
+        v.push(ep(
+            M::GET,
+            format!("{p}/get"),
+            "clusters/get",
+            get(get_cluster),
+        ));
+        v.push(ep(
+            M::GET,
+            format!("{p}/list"),
+            "clusters/list",
+            get(list_clusters),
+        ));
+        v.push(ep(
+            M::POST,
+            format!("{p}/start"),
+            "clusters/start",
+            post(start_cluster),
+        ));
+        v.push(ep(
+            M::POST,
+            format!("{p}/restart"),
+            "clusters/restart",
+            post(restart_cluster),
+        ));
+        v.push(ep(
+            M::POST,
+            format!("{p}/delete"),
+            "clusters/delete",
+            post(delete_cluster),
+        ));
+        v.push(ep(
+            M::POST,
+            format!("{p}/permanent-delete"),
+            "clusters/permanent-delete",
+            post(permanent_delete_cluster),
+        ));
+        v.push(ep(
+            M::POST,
+            format!("{p}/resize"),
+            "clusters/resize",
+            post(resize_cluster),
+        ));
+        v.push(ep(
+            M::POST,
+            format!("{p}/events"),
+            "clusters/events",
+            post(get_events),
+        ));
+        v.push(ep(
+            M::POST,
+            format!("{p}/pin"),
+            "clusters/pin",
+            post(pin_cluster),
+        ));
+        v.push(ep(
+            M::POST,
+            format!("{p}/unpin"),
+            "clusters/unpin",
+            post(unpin_cluster),
+        ));
+        v.push(ep(
+            M::POST,
+            format!("{p}/change-owner"),
+            "clusters/change-owner",
+            post(change_owner),
+        ));
+        v.push(ep(
+            M::GET,
+            format!("{p}/list-node-types"),
+            "clusters/list-node-types",
+            get(list_node_types),
+        ));
+        v.push(ep(
+            M::GET,
+            format!("{p}/spark-versions"),
+            "clusters/spark-versions",
+            get(spark_versions),
+        ));
+        v.push(ep(
+            M::GET,
+            format!("{p}/list-zones"),
+            "clusters/list-zones",
+            get(list_zones),
+        ));
     }
     v
 }
@@ -51,8 +136,13 @@ async fn create_cluster(
     Extension(caller): Extension<Caller>,
     Params(spec): Params<wire::CreateCluster>,
 ) -> ApiResult<Json<wire::CreateClusterResponse>> {
-    let record = state.clusters.create(&caller.user_name, config_from_spec(spec)?).await?;
-    Ok(Json(wire::CreateClusterResponse { cluster_id: record.cluster_id }))
+    let record = state
+        .clusters
+        .create(&caller.user_name, config_from_spec(spec)?)
+        .await?;
+    Ok(Json(wire::CreateClusterResponse {
+        cluster_id: record.cluster_id,
+    }))
 }
 
 async fn edit_cluster(
@@ -61,7 +151,10 @@ async fn edit_cluster(
     Params(req): Params<wire::EditCluster>,
 ) -> ApiResult<Json<Empty>> {
     let config = config_from_spec(req.spec)?;
-    state.clusters.edit(&caller.user_name, &req.cluster_id, config).await?;
+    state
+        .clusters
+        .edit(&caller.user_name, &req.cluster_id, config)
+        .await?;
     Ok(Json(Empty {}))
 }
 
@@ -72,7 +165,12 @@ async fn update_cluster(
 ) -> ApiResult<Json<Empty>> {
     let record = state.clusters.get(&req.cluster_id)?;
     let mut spec = spec_json(&record.config);
-    let fields: Vec<&str> = req.update_mask.split(',').map(str::trim).filter(|f| !f.is_empty()).collect();
+    let fields: Vec<&str> = req
+        .update_mask
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .collect();
     if fields.is_empty() {
         return Err(Error::invalid("update_mask must name at least one field").into());
     }
@@ -87,40 +185,78 @@ async fn update_cluster(
     }
     let body = serde_json::to_vec(&spec).map_err(|e| Error::internal("update cluster", e))?;
     let config = config_from_spec(from_json(&body)?)?;
-    state.clusters.edit(&caller.user_name, &req.cluster_id, config).await?;
+    state
+        .clusters
+        .edit(&caller.user_name, &req.cluster_id, config)
+        .await?;
     Ok(Json(Empty {}))
 }
 
-async fn get_cluster(State(state): State<AppState>, Params(req): Params<wire::GetCluster>) -> ApiResult<Json<wire::ClusterDetails>> {
+async fn get_cluster(
+    State(state): State<AppState>,
+    Params(req): Params<wire::GetCluster>,
+) -> ApiResult<Json<wire::ClusterDetails>> {
     let record = state.clusters.get(&req.cluster_id)?;
     Ok(Json(details(&record, state.host)))
 }
 
-async fn list_clusters(State(state): State<AppState>, Params(req): Params<wire::ListClusters>) -> ApiResult<Json<wire::ListClustersResponse>> {
-    let mut records: Vec<ClusterRecord> = state.clusters.list()?.into_iter().filter(|r| matches_filter(r, &req)).collect();
+async fn list_clusters(
+    State(state): State<AppState>,
+    Params(req): Params<wire::ListClusters>,
+) -> ApiResult<Json<wire::ListClustersResponse>> {
+    let mut records: Vec<ClusterRecord> = state
+        .clusters
+        .list()?
+        .into_iter()
+        .filter(|r| matches_filter(r, &req))
+        .collect();
     sort_clusters(&mut records, &req);
     let offset = match req.page_token.as_deref().filter(|t| !t.is_empty()) {
-        Some(token) => token.parse::<usize>().map_err(|_| Error::invalid(format!("Invalid page_token: {token}")))?,
+        Some(token) => token
+            .parse::<usize>()
+            .map_err(|_| Error::invalid(format!("Invalid page_token: {token}")))?,
         None => 0,
     };
-    let size = req.page_size.filter(|s| *s > 0).map(|s| s as usize).unwrap_or(usize::MAX);
+    let size = req
+        .page_size
+        .filter(|s| *s > 0)
+        .map(|s| s as usize)
+        .unwrap_or(usize::MAX);
     let total = records.len();
     let end = offset.saturating_add(size).min(total);
     let page = records.get(offset.min(total)..end).unwrap_or_default();
     Ok(Json(wire::ListClustersResponse {
         clusters: page.iter().map(|r| details(r, state.host)).collect(),
         next_page_token: (end < total).then(|| end.to_string()),
-        prev_page_token: (offset > 0 && size != usize::MAX).then(|| offset.saturating_sub(size).to_string()),
+        prev_page_token: (offset > 0 && size != usize::MAX)
+            .then(|| offset.saturating_sub(size).to_string()),
     }))
 }
 
 fn matches_filter(record: &ClusterRecord, req: &wire::ListClusters) -> bool {
     let state_ok = req.filter_cluster_states.is_empty()
-        || req.filter_cluster_states.iter().any(|s| serde_json::to_value(s).ok().and_then(|v| v.as_str().map(|v| v == record.state)).unwrap_or(false));
+        || req.filter_cluster_states.iter().any(|s| {
+            serde_json::to_value(s)
+                .ok()
+                .and_then(|v| v.as_str().map(|v| v == record.state))
+                .unwrap_or(false)
+        });
     let source_ok = req.filter_cluster_sources.is_empty()
-        || req.filter_cluster_sources.iter().any(|s| serde_json::to_value(s).ok().and_then(|v| v.as_str().map(|v| v == record.config.cluster_source)).unwrap_or(false));
+        || req.filter_cluster_sources.iter().any(|s| {
+            serde_json::to_value(s)
+                .ok()
+                .and_then(|v| v.as_str().map(|v| v == record.config.cluster_source))
+                .unwrap_or(false)
+        });
     let pinned_ok = req.filter_is_pinned.is_none_or(|p| p == record.pinned);
-    let policy_ok = req.filter_policy_id.as_deref().is_none_or(|p| record.config.other.get("policy_id").and_then(|v| v.as_str()) == Some(p));
+    let policy_ok = req.filter_policy_id.as_deref().is_none_or(|p| {
+        record
+            .config
+            .other
+            .get("policy_id")
+            .and_then(|v| v.as_str())
+            == Some(p)
+    });
     state_ok && source_ok && pinned_ok && policy_ok
 }
 
@@ -128,12 +264,19 @@ fn matches_filter(record: &ClusterRecord, req: &wire::ListClusters) -> bool {
 fn sort_clusters(records: &mut [ClusterRecord], req: &wire::ListClusters) {
     let by_name = req.sort_field == Some(wire::ListClustersSortByField::ClusterName);
     records.sort_by(|a, b| {
-        let name = a.config.cluster_name.cmp(&b.config.cluster_name).then_with(|| a.cluster_id.cmp(&b.cluster_id));
+        let name = a
+            .config
+            .cluster_name
+            .cmp(&b.config.cluster_name)
+            .then_with(|| a.cluster_id.cmp(&b.cluster_id));
         if by_name {
             return name;
         }
         let running = |r: &ClusterRecord| r.state != "RUNNING";
-        running(a).cmp(&running(b)).then_with(|| b.pinned.cmp(&a.pinned)).then(name)
+        running(a)
+            .cmp(&running(b))
+            .then_with(|| b.pinned.cmp(&a.pinned))
+            .then(name)
     });
     if req.sort_direction == Some(wire::SortDirection::Desc) {
         records.reverse();
@@ -145,7 +288,10 @@ async fn start_cluster(
     Extension(caller): Extension<Caller>,
     Params(req): Params<wire::ClusterIdRequest>,
 ) -> ApiResult<Json<Empty>> {
-    state.clusters.start(&caller.user_name, &req.cluster_id).await?;
+    state
+        .clusters
+        .start(&caller.user_name, &req.cluster_id)
+        .await?;
     Ok(Json(Empty {}))
 }
 
@@ -154,7 +300,10 @@ async fn restart_cluster(
     Extension(caller): Extension<Caller>,
     Params(req): Params<wire::ClusterIdRequest>,
 ) -> ApiResult<Json<Empty>> {
-    state.clusters.restart(&caller.user_name, &req.cluster_id).await?;
+    state
+        .clusters
+        .restart(&caller.user_name, &req.cluster_id)
+        .await?;
     Ok(Json(Empty {}))
 }
 
@@ -163,11 +312,17 @@ async fn delete_cluster(
     Extension(caller): Extension<Caller>,
     Params(req): Params<wire::ClusterIdRequest>,
 ) -> ApiResult<Json<Empty>> {
-    state.clusters.terminate(&caller.user_name, &req.cluster_id).await?;
+    state
+        .clusters
+        .terminate(&caller.user_name, &req.cluster_id)
+        .await?;
     Ok(Json(Empty {}))
 }
 
-async fn permanent_delete_cluster(State(state): State<AppState>, Params(req): Params<wire::ClusterIdRequest>) -> ApiResult<Json<Empty>> {
+async fn permanent_delete_cluster(
+    State(state): State<AppState>,
+    Params(req): Params<wire::ClusterIdRequest>,
+) -> ApiResult<Json<Empty>> {
     state.clusters.permanent_delete(&req.cluster_id).await?;
     Ok(Json(Empty {}))
 }
@@ -179,15 +334,23 @@ async fn resize_cluster(
 ) -> ApiResult<Json<Empty>> {
     let autoscale = match req.autoscale {
         Some(a) if a.min_workers > a.max_workers || a.max_workers == 0 => {
-            return Err(Error::invalid("autoscale.max_workers must be positive and at least autoscale.min_workers").into())
+            return Err(Error::invalid(
+                "autoscale.max_workers must be positive and at least autoscale.min_workers",
+            )
+            .into())
         }
         other => other.map(|a| (a.min_workers, a.max_workers)),
     };
     let num_workers = match (req.num_workers, autoscale) {
-        (None, None) => return Err(Error::invalid("Either num_workers or autoscale must be provided.").into()),
+        (None, None) => {
+            return Err(Error::invalid("Either num_workers or autoscale must be provided.").into())
+        }
         (n, _) => n.unwrap_or(0),
     };
-    state.clusters.resize(&caller.user_name, &req.cluster_id, num_workers, autoscale).await?;
+    state
+        .clusters
+        .resize(&caller.user_name, &req.cluster_id, num_workers, autoscale)
+        .await?;
     Ok(Json(Empty {}))
 }
 
@@ -196,7 +359,10 @@ async fn pin_cluster(
     Extension(caller): Extension<Caller>,
     Params(req): Params<wire::ClusterIdRequest>,
 ) -> ApiResult<Json<Empty>> {
-    state.clusters.set_pinned(&caller.user_name, &req.cluster_id, true).await?;
+    state
+        .clusters
+        .set_pinned(&caller.user_name, &req.cluster_id, true)
+        .await?;
     Ok(Json(Empty {}))
 }
 
@@ -205,7 +371,10 @@ async fn unpin_cluster(
     Extension(caller): Extension<Caller>,
     Params(req): Params<wire::ClusterIdRequest>,
 ) -> ApiResult<Json<Empty>> {
-    state.clusters.set_pinned(&caller.user_name, &req.cluster_id, false).await?;
+    state
+        .clusters
+        .set_pinned(&caller.user_name, &req.cluster_id, false)
+        .await?;
     Ok(Json(Empty {}))
 }
 
@@ -215,16 +384,27 @@ async fn change_owner(
     Params(req): Params<wire::ChangeClusterOwner>,
 ) -> ApiResult<Json<Empty>> {
     if !caller.admin {
-        return Err(Error::permission_denied("Only workspace admins can change a cluster's owner.").into());
+        return Err(Error::permission_denied(
+            "Only workspace admins can change a cluster's owner.",
+        )
+        .into());
     }
     if state.identity.by_name(&req.owner_username)?.is_none() {
-        return Err(Error::not_found(format!("User {} does not exist.", req.owner_username)).into());
+        return Err(
+            Error::not_found(format!("User {} does not exist.", req.owner_username)).into(),
+        );
     }
-    state.clusters.change_owner(&req.cluster_id, &req.owner_username).await?;
+    state
+        .clusters
+        .change_owner(&req.cluster_id, &req.owner_username)
+        .await?;
     Ok(Json(Empty {}))
 }
 
-async fn get_events(State(state): State<AppState>, Params(req): Params<wire::GetEvents>) -> ApiResult<Json<wire::GetEventsResponse>> {
+async fn get_events(
+    State(state): State<AppState>,
+    Params(req): Params<wire::GetEvents>,
+) -> ApiResult<Json<wire::GetEventsResponse>> {
     let (query, limit) = event_query(&req)?;
     let (events, total) = state.clusters.events(&query)?;
     let next_offset = query.offset + events.len() as u64;
@@ -235,22 +415,34 @@ async fn get_events(State(state): State<AppState>, Params(req): Params<wire::Get
         page_token: None,
         ..req.clone()
     });
-    Ok(Json(wire::GetEventsResponse { events: events.into_iter().map(event).collect(), next_page, total_count: total }))
+    Ok(Json(wire::GetEventsResponse {
+        events: events.into_iter().map(event).collect(),
+        next_page,
+        total_count: total,
+    }))
 }
 
 fn event_query(req: &wire::GetEvents) -> Result<(EventQuery, u64)> {
     let limit = req.page_size.or(req.limit).unwrap_or(DEFAULT_EVENTS_LIMIT);
     if limit == 0 || limit > MAX_EVENTS_LIMIT {
-        return Err(Error::invalid(format!("limit must be between 1 and {MAX_EVENTS_LIMIT}")));
+        return Err(Error::invalid(format!(
+            "limit must be between 1 and {MAX_EVENTS_LIMIT}"
+        )));
     }
     let offset = match req.page_token.as_deref().filter(|t| !t.is_empty()) {
-        Some(t) => t.parse().map_err(|_| Error::invalid(format!("Invalid page_token: {t}")))?,
+        Some(t) => t
+            .parse()
+            .map_err(|_| Error::invalid(format!("Invalid page_token: {t}")))?,
         None => req.offset.unwrap_or(0),
     };
     let event_types = req
         .event_types
         .iter()
-        .filter_map(|t| serde_json::to_value(t).ok().and_then(|v| v.as_str().map(str::to_string)))
+        .filter_map(|t| {
+            serde_json::to_value(t)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+        })
         .collect();
     let query = EventQuery {
         cluster_id: req.cluster_id.clone(),
@@ -286,10 +478,19 @@ async fn list_node_types(State(state): State<AppState>) -> Json<wire::ListNodeTy
 
 async fn spark_versions() -> Json<wire::GetSparkVersionsResponse> {
     Json(wire::GetSparkVersionsResponse {
-        versions: SPARK_VERSIONS.iter().map(|(k, n)| wire::SparkVersion { key: (*k).into(), name: (*n).into() }).collect(),
+        versions: SPARK_VERSIONS
+            .iter()
+            .map(|(k, n)| wire::SparkVersion {
+                key: (*k).into(),
+                name: (*n).into(),
+            })
+            .collect(),
     })
 }
 
 async fn list_zones() -> Json<wire::ListAvailableZonesResponse> {
-    Json(wire::ListAvailableZonesResponse { default_zone: "local".into(), zones: vec!["local".into()] })
+    Json(wire::ListAvailableZonesResponse {
+        default_zone: "local".into(),
+        zones: vec!["local".into()],
+    })
 }

@@ -19,7 +19,9 @@ pub struct HostInfo {
 
 impl HostInfo {
     pub fn detect() -> Self {
-        let cores = std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get() as f64)
+            .unwrap_or(1.0);
         let memory_mb = std::fs::read_to_string("/proc/meminfo")
             .ok()
             .and_then(|text| {
@@ -41,7 +43,9 @@ pub fn config_from_spec(spec: wire::ClusterSpec) -> Result<ClusterConfig> {
     }
     let autoscale = match spec.autoscale {
         Some(a) if a.min_workers > a.max_workers || a.max_workers == 0 => {
-            return Err(Error::invalid("autoscale.max_workers must be positive and at least autoscale.min_workers"))
+            return Err(Error::invalid(
+                "autoscale.max_workers must be positive and at least autoscale.min_workers",
+            ))
         }
         Some(a) => Some((a.min_workers, a.max_workers)),
         None => None,
@@ -53,13 +57,20 @@ pub fn config_from_spec(spec: wire::ClusterSpec) -> Result<ClusterConfig> {
         ));
     }
     let node_type_id = spec.node_type_id.unwrap_or_else(|| NODE_TYPE_ID.into());
-    let source = spec.cluster_source.map(|s| enum_name(&s)).unwrap_or_else(|| "API".into());
+    let source = spec
+        .cluster_source
+        .map(|s| enum_name(&s))
+        .unwrap_or_else(|| "API".into());
     Ok(ClusterConfig {
         cluster_name: spec.cluster_name.unwrap_or_default(),
         spark_version: spec.spark_version,
-        driver_node_type_id: spec.driver_node_type_id.unwrap_or_else(|| node_type_id.clone()),
+        driver_node_type_id: spec
+            .driver_node_type_id
+            .unwrap_or_else(|| node_type_id.clone()),
         node_type_id,
-        num_workers: autoscale.map(|(min, _)| min).unwrap_or(spec.num_workers.unwrap_or(0)),
+        num_workers: autoscale
+            .map(|(min, _)| min)
+            .unwrap_or(spec.num_workers.unwrap_or(0)),
         autoscale,
         autotermination_minutes: minutes,
         spark_conf: spec.spark_conf.unwrap_or_default(),
@@ -71,7 +82,10 @@ pub fn config_from_spec(spec: wire::ClusterSpec) -> Result<ClusterConfig> {
 }
 
 fn enum_name<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// The user-settable attributes of a cluster as ClusterSpec JSON (for `update`).
@@ -83,12 +97,21 @@ pub fn spec_json(config: &ClusterConfig) -> Map<String, Value> {
     put("cluster_name", config.cluster_name.clone().into());
     put("spark_version", config.spark_version.clone().into());
     put("node_type_id", config.node_type_id.clone().into());
-    put("driver_node_type_id", config.driver_node_type_id.clone().into());
+    put(
+        "driver_node_type_id",
+        config.driver_node_type_id.clone().into(),
+    );
     match config.autoscale {
-        Some((min, max)) => put("autoscale", serde_json::json!({"min_workers": min, "max_workers": max})),
+        Some((min, max)) => put(
+            "autoscale",
+            serde_json::json!({"min_workers": min, "max_workers": max}),
+        ),
         None => put("num_workers", config.num_workers.into()),
     }
-    put("autotermination_minutes", config.autotermination_minutes.into());
+    put(
+        "autotermination_minutes",
+        config.autotermination_minutes.into(),
+    );
     put("spark_conf", serde_json::json!(config.spark_conf));
     put("spark_env_vars", serde_json::json!(config.spark_env_vars));
     put("custom_tags", serde_json::json!(config.custom_tags));
@@ -112,7 +135,10 @@ pub fn details(record: &ClusterRecord, host: HostInfo) -> wire::ClusterDetails {
         ("ClusterId".to_string(), record.cluster_id.clone()),
     ]);
     if let (true, Some(port)) = (running, record.engine_port) {
-        default_tags.insert("KilnSparkConnectUrl".into(), format!("sc://127.0.0.1:{port}"));
+        default_tags.insert(
+            "KilnSparkConnectUrl".into(),
+            format!("sc://127.0.0.1:{port}"),
+        );
     }
     let driver = running.then(|| wire::SparkNode {
         node_id: format!("{}-driver", record.cluster_id),
@@ -129,7 +155,10 @@ pub fn details(record: &ClusterRecord, host: HostInfo) -> wire::ClusterDetails {
         node_type_id: config.node_type_id.clone(),
         driver_node_type_id: config.driver_node_type_id.clone(),
         num_workers: config.autoscale.is_none().then_some(config.num_workers),
-        autoscale: config.autoscale.map(|(min, max)| wire::AutoScale { min_workers: min, max_workers: max }),
+        autoscale: config.autoscale.map(|(min, max)| wire::AutoScale {
+            min_workers: min,
+            max_workers: max,
+        }),
         autotermination_minutes: config.autotermination_minutes,
         spark_conf: config.spark_conf.clone(),
         spark_env_vars: config.spark_env_vars.clone(),
@@ -137,24 +166,36 @@ pub fn details(record: &ClusterRecord, host: HostInfo) -> wire::ClusterDetails {
         default_tags,
         cluster_source: config.cluster_source.clone(),
         creator_user_name: record.creator.clone(),
-        single_user_name: config.other.get("single_user_name").and_then(|v| v.as_str()).map(str::to_string),
+        single_user_name: config
+            .other
+            .get("single_user_name")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
         state,
         state_message: record.state_message.clone(),
         start_time: record.start_time,
         terminated_time: record.terminated_time,
         last_restarted_time: record.last_restarted_time,
-        termination_reason: record.termination_reason.as_ref().map(|r| wire::TerminationReason {
-            code: r.code.clone(),
-            reason_type: r.reason_type.clone(),
-            parameters: r.parameters.clone(),
-        }),
+        termination_reason: record
+            .termination_reason
+            .as_ref()
+            .map(|r| wire::TerminationReason {
+                code: r.code.clone(),
+                reason_type: r.reason_type.clone(),
+                parameters: r.parameters.clone(),
+            }),
         driver,
         executors: Vec::new(),
         spark_context_id: record.spark_context_id,
         cluster_cores: host.cores,
         cluster_memory_mb: host.memory_mb,
         is_pinned: record.pinned,
-        other: config.other.iter().filter(|(k, _)| k.as_str() != "single_user_name").map(|(k, v)| (k.clone(), v.clone())).collect(),
+        other: config
+            .other
+            .iter()
+            .filter(|(k, _)| k.as_str() != "single_user_name")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 
@@ -177,8 +218,13 @@ mod tests {
 
     #[test]
     fn keeps_unknown_attributes() -> Result<()> {
-        let config = spec(r#"{"spark_version": "16.4.x-scala2.12", "aws_attributes": {"zone_id": "auto"}}"#)?;
-        assert_eq!(config.other.get("aws_attributes"), Some(&serde_json::json!({"zone_id": "auto"})));
+        let config = spec(
+            r#"{"spark_version": "16.4.x-scala2.12", "aws_attributes": {"zone_id": "auto"}}"#,
+        )?;
+        assert_eq!(
+            config.other.get("aws_attributes"),
+            Some(&serde_json::json!({"zone_id": "auto"}))
+        );
         assert_eq!(config.node_type_id, NODE_TYPE_ID);
         assert_eq!(config.cluster_source, "API");
         Ok(())
@@ -187,9 +233,17 @@ mod tests {
     #[test]
     fn validates_autotermination_and_autoscale() {
         let bad = |j: &str| spec(j).is_err();
-        assert!(bad(r#"{"spark_version": "16.4.x-scala2.12", "autotermination_minutes": 5}"#));
-        assert!(bad(r#"{"spark_version": "16.4.x-scala2.12", "autoscale": {"min_workers": 3, "max_workers": 1}}"#));
-        assert!(bad(r#"{"spark_version": "16.4.x-scala2.12", "cluster_source": "NOPE"}"#));
-        assert!(!bad(r#"{"spark_version": "16.4.x-scala2.12", "autotermination_minutes": 10}"#));
+        assert!(bad(
+            r#"{"spark_version": "16.4.x-scala2.12", "autotermination_minutes": 5}"#
+        ));
+        assert!(bad(
+            r#"{"spark_version": "16.4.x-scala2.12", "autoscale": {"min_workers": 3, "max_workers": 1}}"#
+        ));
+        assert!(bad(
+            r#"{"spark_version": "16.4.x-scala2.12", "cluster_source": "NOPE"}"#
+        ));
+        assert!(!bad(
+            r#"{"spark_version": "16.4.x-scala2.12", "autotermination_minutes": 10}"#
+        ));
     }
 }

@@ -16,9 +16,24 @@ use crate::state::AppState;
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
-        ep(Method::GET, "/api/1.2/clusters/list", "clusters/list (1.2)", get(list_clusters)),
-        ep(Method::GET, "/api/1.2/clusters/status", "clusters/status (1.2)", get(cluster_status)),
-        ep(Method::POST, "/api/1.2/clusters/restart", "clusters/restart (1.2)", post(restart_cluster)),
+        ep(
+            Method::GET,
+            "/api/1.2/clusters/list",
+            "clusters/list (1.2)",
+            get(list_clusters),
+        ),
+        ep(
+            Method::GET,
+            "/api/1.2/clusters/status",
+            "clusters/status (1.2)",
+            get(cluster_status),
+        ),
+        ep(
+            Method::POST,
+            "/api/1.2/clusters/restart",
+            "clusters/restart (1.2)",
+            post(restart_cluster),
+        ),
     ]
 }
 
@@ -28,17 +43,26 @@ fn info(record: &ClusterRecord) -> wire::ClusterInfoV12 {
         id: record.cluster_id.clone(),
         name: record.config.cluster_name.clone(),
         status: state.status_v12().into(),
-        driver_ip: if state == ClusterState::Running { "127.0.0.1".into() } else { String::new() },
+        driver_ip: if state == ClusterState::Running {
+            "127.0.0.1".into()
+        } else {
+            String::new()
+        },
         jdbc_port: 0,
         num_workers: record.config.num_workers,
     }
 }
 
-async fn list_clusters(State(state): State<AppState>) -> ApiResult<Json<Vec<wire::ClusterInfoV12>>> {
+async fn list_clusters(
+    State(state): State<AppState>,
+) -> ApiResult<Json<Vec<wire::ClusterInfoV12>>> {
     Ok(Json(state.clusters.list()?.iter().map(info).collect()))
 }
 
-async fn cluster_status(State(state): State<AppState>, Params(req): Params<wire::ClusterIdV12>) -> ApiResult<Json<wire::ClusterInfoV12>> {
+async fn cluster_status(
+    State(state): State<AppState>,
+    Params(req): Params<wire::ClusterIdV12>,
+) -> ApiResult<Json<wire::ClusterInfoV12>> {
     Ok(Json(info(&state.clusters.get(&req.cluster_id)?)))
 }
 
@@ -47,6 +71,9 @@ async fn restart_cluster(
     Extension(caller): Extension<Caller>,
     Params(req): Params<wire::ClusterIdV12>,
 ) -> ApiResult<Json<wire::IdResponse>> {
-    state.clusters.restart(&caller.user_name, &req.cluster_id).await?;
+    state
+        .clusters
+        .restart(&caller.user_name, &req.cluster_id)
+        .await?;
     Ok(Json(wire::IdResponse { id: req.cluster_id }))
 }

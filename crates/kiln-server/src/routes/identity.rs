@@ -24,15 +24,55 @@ pub fn endpoints() -> Vec<Endpoint> {
     use Method as M;
     let secrets = "/api/2.0/accounts/servicePrincipals/{id}/credentials/secrets";
     vec![
-        ep(M::POST, "/api/2.0/token/create", "token/create", post(create_token)),
-        ep(M::GET, "/api/2.0/token/list", "token/list", get(list_tokens)),
-        ep(M::POST, "/api/2.0/token/delete", "token/delete", post(revoke_token)),
-        ep(M::GET, "/.well-known/databricks-config", "host metadata", get(host_metadata)),
-        ep(M::GET, "/oidc/.well-known/oauth-authorization-server", "oidc discovery", get(oidc_discovery)),
+        ep(
+            M::POST,
+            "/api/2.0/token/create",
+            "token/create",
+            post(create_token),
+        ),
+        ep(
+            M::GET,
+            "/api/2.0/token/list",
+            "token/list",
+            get(list_tokens),
+        ),
+        ep(
+            M::POST,
+            "/api/2.0/token/delete",
+            "token/delete",
+            post(revoke_token),
+        ),
+        ep(
+            M::GET,
+            "/.well-known/databricks-config",
+            "host metadata",
+            get(host_metadata),
+        ),
+        ep(
+            M::GET,
+            "/oidc/.well-known/oauth-authorization-server",
+            "oidc discovery",
+            get(oidc_discovery),
+        ),
         ep(M::POST, "/oidc/v1/token", "oidc token", post(oauth_token)),
-        ep(M::POST, secrets, "service-principal-secrets/create", post(create_sp_secret)),
-        ep(M::GET, secrets, "service-principal-secrets/list", get(list_sp_secrets)),
-        ep(M::DELETE, format!("{secrets}/{{secret_id}}"), "service-principal-secrets/delete", delete(delete_sp_secret)),
+        ep(
+            M::POST,
+            secrets,
+            "service-principal-secrets/create",
+            post(create_sp_secret),
+        ),
+        ep(
+            M::GET,
+            secrets,
+            "service-principal-secrets/list",
+            get(list_sp_secrets),
+        ),
+        ep(
+            M::DELETE,
+            format!("{secrets}/{{secret_id}}"),
+            "service-principal-secrets/delete",
+            delete(delete_sp_secret),
+        ),
     ]
 }
 
@@ -50,16 +90,32 @@ async fn create_token(
     Extension(caller): Extension<Caller>,
     Params(req): Params<wire::CreateToken>,
 ) -> ApiResult<Json<wire::CreateTokenResponse>> {
-    if req.lifetime_seconds.is_some_and(|s| s > 10 * 365 * 24 * 3600) {
+    if req
+        .lifetime_seconds
+        .is_some_and(|s| s > 10 * 365 * 24 * 3600)
+    {
         return Err(Error::invalid("lifetime_seconds must be at most 10 years").into());
     }
-    let (value, record) = state.identity.issue_token(&caller.principal_id, TokenKind::Personal, req.lifetime_seconds, req.comment)?;
-    Ok(Json(wire::CreateTokenResponse { token_value: value, token_info: token_info(&record) }))
+    let (value, record) = state.identity.issue_token(
+        &caller.principal_id,
+        TokenKind::Personal,
+        req.lifetime_seconds,
+        req.comment,
+    )?;
+    Ok(Json(wire::CreateTokenResponse {
+        token_value: value,
+        token_info: token_info(&record),
+    }))
 }
 
-async fn list_tokens(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Json<wire::ListTokensResponse>> {
+async fn list_tokens(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<wire::ListTokensResponse>> {
     let tokens = state.identity.tokens_of(&caller.principal_id)?;
-    Ok(Json(wire::ListTokensResponse { token_infos: tokens.iter().map(token_info).collect() }))
+    Ok(Json(wire::ListTokensResponse {
+        token_infos: tokens.iter().map(token_info).collect(),
+    }))
 }
 
 async fn revoke_token(
@@ -67,16 +123,24 @@ async fn revoke_token(
     Extension(caller): Extension<Caller>,
     Params(req): Params<wire::RevokeToken>,
 ) -> ApiResult<Json<Empty>> {
-    state.identity.revoke_token(&caller.principal_id, &req.token_id)?;
+    state
+        .identity
+        .revoke_token(&caller.principal_id, &req.token_id)?;
     Ok(Json(Empty {}))
 }
 
 fn base_url(headers: &HeaderMap) -> String {
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("127.0.0.1");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1");
     format!("http://{host}")
 }
 
-async fn host_metadata(State(state): State<AppState>, headers: HeaderMap) -> Json<oauth_wire::HostMetadata> {
+async fn host_metadata(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Json<oauth_wire::HostMetadata> {
     Json(oauth_wire::HostMetadata {
         oidc_endpoint: format!("{}/oidc", base_url(&headers)),
         workspace_id: state.workspace_id.clone(),
@@ -91,13 +155,19 @@ async fn oidc_discovery(headers: HeaderMap) -> Json<oauth_wire::OidcDiscovery> {
         authorization_endpoint: format!("{base}/oidc/v1/authorize"),
         token_endpoint: format!("{base}/oidc/v1/token"),
         grant_types_supported: vec!["client_credentials".into()],
-        token_endpoint_auth_methods_supported: vec!["client_secret_basic".into(), "client_secret_post".into()],
+        token_endpoint_auth_methods_supported: vec![
+            "client_secret_basic".into(),
+            "client_secret_post".into(),
+        ],
         scopes_supported: vec!["all-apis".into()],
     })
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    let body = oauth_wire::OAuthError { error: error.into(), error_description: description.into() };
+    let body = oauth_wire::OAuthError {
+        error: error.into(),
+        error_description: description.into(),
+    };
     (status, Json(body)).into_response()
 }
 
@@ -108,17 +178,30 @@ async fn oauth_token(State(state): State<AppState>, headers: HeaderMap, body: By
         Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e.message),
     };
     if form.grant_type.as_deref() != Some("client_credentials") {
-        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "only client_credentials is supported");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "only client_credentials is supported",
+        );
     }
     let basic = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        })
         .and_then(|v| decode_basic(v).ok());
     let (client_id, secret) = match (basic, form.client_id.clone(), form.client_secret.clone()) {
         (Some(pair), _, _) => pair,
         (None, Some(id), Some(secret)) => (id, secret),
-        _ => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client credentials are required"),
+        _ => {
+            return oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "client credentials are required",
+            )
+        }
     };
     match state.identity.issue_oauth_token(&client_id, &secret) {
         Ok(token) => Json(oauth_wire::TokenResponse {
@@ -128,7 +211,11 @@ async fn oauth_token(State(state): State<AppState>, headers: HeaderMap, body: By
             scope: form.scope.unwrap_or_else(|| "all-apis".into()),
         })
         .into_response(),
-        Err(_) => oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Client authentication failed"),
+        Err(_) => oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Client authentication failed",
+        ),
     }
 }
 
@@ -136,7 +223,9 @@ fn may_manage_sp(caller: &Caller, sp_id: &str) -> Result<(), Error> {
     if caller.admin || caller.principal_id == sp_id {
         return Ok(());
     }
-    Err(Error::permission_denied("Only workspace admins can manage service principal secrets."))
+    Err(Error::permission_denied(
+        "Only workspace admins can manage service principal secrets.",
+    ))
 }
 
 fn secret_info(record: &SpSecretRecord) -> oauth_wire::SecretInfo {
@@ -174,7 +263,9 @@ async fn list_sp_secrets(
 ) -> ApiResult<Json<oauth_wire::ListServicePrincipalSecretsResponse>> {
     may_manage_sp(&caller, &id)?;
     let secrets = state.identity.sp_secrets_of(&id)?;
-    Ok(Json(oauth_wire::ListServicePrincipalSecretsResponse { secrets: secrets.iter().map(secret_info).collect() }))
+    Ok(Json(oauth_wire::ListServicePrincipalSecretsResponse {
+        secrets: secrets.iter().map(secret_info).collect(),
+    }))
 }
 
 async fn delete_sp_secret(

@@ -28,12 +28,31 @@ pub struct Endpoint {
     pub handler: Option<MethodRouter<AppState>>,
 }
 
-pub(crate) fn ep(method: Method, path: impl Into<String>, operation: &'static str, handler: MethodRouter<AppState>) -> Endpoint {
-    Endpoint { method, path: path.into(), operation, handler: Some(handler) }
+pub(crate) fn ep(
+    method: Method,
+    path: impl Into<String>,
+    operation: &'static str,
+    handler: MethodRouter<AppState>,
+) -> Endpoint {
+    Endpoint {
+        method,
+        path: path.into(),
+        operation,
+        handler: Some(handler),
+    }
 }
 
-pub(crate) fn todo_ep(method: Method, path: impl Into<String>, operation: &'static str) -> Endpoint {
-    Endpoint { method, path: path.into(), operation, handler: None }
+pub(crate) fn todo_ep(
+    method: Method,
+    path: impl Into<String>,
+    operation: &'static str,
+) -> Endpoint {
+    Endpoint {
+        method,
+        path: path.into(),
+        operation,
+        handler: None,
+    }
 }
 
 /// Every endpoint, family by family.
@@ -61,15 +80,47 @@ fn planned_endpoints() -> Vec<Endpoint> {
         (M::GET, "/api/1.2/commands/status", "commands/status"),
         (M::POST, "/api/1.2/commands/cancel", "commands/cancel"),
         (M::GET, "/api/1.2/libraries/list", "libraries/list (1.2)"),
-        (M::POST, "/api/1.2/libraries/upload", "libraries/upload (1.2)"),
+        (
+            M::POST,
+            "/api/1.2/libraries/upload",
+            "libraries/upload (1.2)",
+        ),
         (M::POST, "/api/2.0/libraries/install", "libraries/install"),
-        (M::POST, "/api/2.0/libraries/uninstall", "libraries/uninstall"),
-        (M::GET, "/api/2.0/libraries/cluster-status", "libraries/cluster-status"),
-        (M::GET, "/api/2.0/libraries/all-cluster-statuses", "libraries/all-cluster-statuses"),
-        (M::GET, "/api/2.0/permissions/clusters/{cluster_id}", "permissions/clusters get"),
-        (M::PUT, "/api/2.0/permissions/clusters/{cluster_id}", "permissions/clusters set"),
-        (M::PATCH, "/api/2.0/permissions/clusters/{cluster_id}", "permissions/clusters update"),
-        (M::GET, "/api/2.0/permissions/clusters/{cluster_id}/permissionLevels", "permissions/clusters levels"),
+        (
+            M::POST,
+            "/api/2.0/libraries/uninstall",
+            "libraries/uninstall",
+        ),
+        (
+            M::GET,
+            "/api/2.0/libraries/cluster-status",
+            "libraries/cluster-status",
+        ),
+        (
+            M::GET,
+            "/api/2.0/libraries/all-cluster-statuses",
+            "libraries/all-cluster-statuses",
+        ),
+        (
+            M::GET,
+            "/api/2.0/permissions/clusters/{cluster_id}",
+            "permissions/clusters get",
+        ),
+        (
+            M::PUT,
+            "/api/2.0/permissions/clusters/{cluster_id}",
+            "permissions/clusters set",
+        ),
+        (
+            M::PATCH,
+            "/api/2.0/permissions/clusters/{cluster_id}",
+            "permissions/clusters update",
+        ),
+        (
+            M::GET,
+            "/api/2.0/permissions/clusters/{cluster_id}/permissionLevels",
+            "permissions/clusters levels",
+        ),
     ] {
         v.push(todo_ep(method, path, op));
     }

@@ -22,18 +22,66 @@ pub fn endpoints() -> Vec<Endpoint> {
     use Method as M;
     vec![
         ep(M::GET, format!("{SCIM}/Me"), "scim/Me", get(me)),
-        ep(M::POST, format!("{SCIM}/Users"), "scim/Users create", post(create_user)),
-        ep(M::GET, format!("{SCIM}/Users"), "scim/Users list", get(list_users)),
-        ep(M::GET, format!("{SCIM}/Users/{{id}}"), "scim/Users get", get(get_user)),
-        ep(M::DELETE, format!("{SCIM}/Users/{{id}}"), "scim/Users delete", delete(delete_user)),
+        ep(
+            M::POST,
+            format!("{SCIM}/Users"),
+            "scim/Users create",
+            post(create_user),
+        ),
+        ep(
+            M::GET,
+            format!("{SCIM}/Users"),
+            "scim/Users list",
+            get(list_users),
+        ),
+        ep(
+            M::GET,
+            format!("{SCIM}/Users/{{id}}"),
+            "scim/Users get",
+            get(get_user),
+        ),
+        ep(
+            M::DELETE,
+            format!("{SCIM}/Users/{{id}}"),
+            "scim/Users delete",
+            delete(delete_user),
+        ),
         todo_ep(M::PUT, format!("{SCIM}/Users/{{id}}"), "scim/Users update"),
         todo_ep(M::PATCH, format!("{SCIM}/Users/{{id}}"), "scim/Users patch"),
-        ep(M::POST, format!("{SCIM}/ServicePrincipals"), "scim/ServicePrincipals create", post(create_sp)),
-        ep(M::GET, format!("{SCIM}/ServicePrincipals"), "scim/ServicePrincipals list", get(list_sps)),
-        ep(M::GET, format!("{SCIM}/ServicePrincipals/{{id}}"), "scim/ServicePrincipals get", get(get_sp)),
-        ep(M::DELETE, format!("{SCIM}/ServicePrincipals/{{id}}"), "scim/ServicePrincipals delete", delete(delete_sp)),
-        todo_ep(M::PUT, format!("{SCIM}/ServicePrincipals/{{id}}"), "scim/ServicePrincipals update"),
-        todo_ep(M::PATCH, format!("{SCIM}/ServicePrincipals/{{id}}"), "scim/ServicePrincipals patch"),
+        ep(
+            M::POST,
+            format!("{SCIM}/ServicePrincipals"),
+            "scim/ServicePrincipals create",
+            post(create_sp),
+        ),
+        ep(
+            M::GET,
+            format!("{SCIM}/ServicePrincipals"),
+            "scim/ServicePrincipals list",
+            get(list_sps),
+        ),
+        ep(
+            M::GET,
+            format!("{SCIM}/ServicePrincipals/{{id}}"),
+            "scim/ServicePrincipals get",
+            get(get_sp),
+        ),
+        ep(
+            M::DELETE,
+            format!("{SCIM}/ServicePrincipals/{{id}}"),
+            "scim/ServicePrincipals delete",
+            delete(delete_sp),
+        ),
+        todo_ep(
+            M::PUT,
+            format!("{SCIM}/ServicePrincipals/{{id}}"),
+            "scim/ServicePrincipals update",
+        ),
+        todo_ep(
+            M::PATCH,
+            format!("{SCIM}/ServicePrincipals/{{id}}"),
+            "scim/ServicePrincipals patch",
+        ),
         todo_ep(M::GET, format!("{SCIM}/Groups"), "scim/Groups list"),
         todo_ep(M::POST, format!("{SCIM}/Groups"), "scim/Groups create"),
     ]
@@ -46,7 +94,12 @@ fn groups(record: &PrincipalRecord) -> Vec<wire::ComplexValue> {
     }
     names
         .into_iter()
-        .map(|n| wire::ComplexValue { value: Some(n.into()), display: Some(n.into()), primary: None, kind: Some("direct".into()) })
+        .map(|n| wire::ComplexValue {
+            value: Some(n.into()),
+            display: Some(n.into()),
+            primary: None,
+            kind: Some("direct".into()),
+        })
         .collect()
 }
 
@@ -62,7 +115,10 @@ fn user(record: &PrincipalRecord) -> wire::User {
             primary: Some(true),
             kind: Some("work".into()),
         }],
-        name: wire::Name { given_name: Some(record.display_name.clone()), family_name: None },
+        name: wire::Name {
+            given_name: Some(record.display_name.clone()),
+            family_name: None,
+        },
         groups: groups(record),
         entitlements: Vec::new(),
         schemas: vec![wire::USER_SCHEMA.into()],
@@ -85,15 +141,22 @@ fn require_admin(caller: &Caller) -> Result<()> {
     if caller.admin {
         Ok(())
     } else {
-        Err(Error::permission_denied("Only workspace admins can manage users and service principals."))
+        Err(Error::permission_denied(
+            "Only workspace admins can manage users and service principals.",
+        ))
     }
 }
 
 fn wants_admin(groups: &[wire::ComplexValue]) -> bool {
-    groups.iter().any(|g| g.display.as_deref() == Some("admins") || g.value.as_deref() == Some("admins"))
+    groups
+        .iter()
+        .any(|g| g.display.as_deref() == Some("admins") || g.value.as_deref() == Some("admins"))
 }
 
-async fn me(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Response> {
+async fn me(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Response> {
     let record = state.identity.principal(&caller.principal_id)?;
     let mut response = Json(user(&record)).into_response();
     if let Ok(org) = HeaderValue::from_str(&state.workspace_id) {
@@ -108,7 +171,10 @@ async fn create_user(
     Params(req): Params<wire::CreateUser>,
 ) -> ApiResult<Json<wire::User>> {
     require_admin(&caller)?;
-    let display = req.display_name.clone().unwrap_or_else(|| req.user_name.clone());
+    let display = req
+        .display_name
+        .clone()
+        .unwrap_or_else(|| req.user_name.clone());
     let record = state.identity.create_principal(
         PrincipalKind::User,
         &req.user_name,
@@ -119,18 +185,35 @@ async fn create_user(
     Ok(Json(user(&record)))
 }
 
-async fn get_user(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<wire::User>> {
-    let record = state.identity.principal(&id).ok().filter(|p| p.kind == PrincipalKind::User);
+async fn get_user(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<wire::User>> {
+    let record = state
+        .identity
+        .principal(&id)
+        .ok()
+        .filter(|p| p.kind == PrincipalKind::User);
     let record = record.ok_or_else(|| Error::not_found(format!("User {id} does not exist.")))?;
     Ok(Json(user(&record)))
 }
 
-async fn list_users(State(state): State<AppState>, Params(q): Params<wire::ListQuery>) -> ApiResult<Json<wire::ListResponse<wire::User>>> {
-    let all = filtered(state.identity.principals(PrincipalKind::User)?, q.filter.as_deref())?;
+async fn list_users(
+    State(state): State<AppState>,
+    Params(q): Params<wire::ListQuery>,
+) -> ApiResult<Json<wire::ListResponse<wire::User>>> {
+    let all = filtered(
+        state.identity.principals(PrincipalKind::User)?,
+        q.filter.as_deref(),
+    )?;
     Ok(Json(page(all.iter().map(user).collect(), &q)))
 }
 
-async fn delete_user(State(state): State<AppState>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<Empty>> {
+async fn delete_user(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Empty>> {
     require_admin(&caller)?;
     state.identity.delete_principal(&id)?;
     Ok(Json(Empty {}))
@@ -144,24 +227,52 @@ async fn create_sp(
     require_admin(&caller)?;
     let application_id = req.application_id.unwrap_or_else(kiln_core::ids::uuid4);
     let display = req.display_name.unwrap_or_else(|| application_id.clone());
-    let record = state.identity.create_principal(PrincipalKind::ServicePrincipal, &application_id, &display, wants_admin(&req.groups), None)?;
+    let record = state.identity.create_principal(
+        PrincipalKind::ServicePrincipal,
+        &application_id,
+        &display,
+        wants_admin(&req.groups),
+        None,
+    )?;
     Ok(Json(service_principal(&record)))
 }
 
-async fn get_sp(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<wire::ServicePrincipal>> {
-    let record = state.identity.principal(&id).ok().filter(|p| p.kind == PrincipalKind::ServicePrincipal);
-    let record = record.ok_or_else(|| Error::not_found(format!("Service principal {id} does not exist.")))?;
+async fn get_sp(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<wire::ServicePrincipal>> {
+    let record = state
+        .identity
+        .principal(&id)
+        .ok()
+        .filter(|p| p.kind == PrincipalKind::ServicePrincipal);
+    let record = record
+        .ok_or_else(|| Error::not_found(format!("Service principal {id} does not exist.")))?;
     Ok(Json(service_principal(&record)))
 }
 
-async fn list_sps(State(state): State<AppState>, Params(q): Params<wire::ListQuery>) -> ApiResult<Json<wire::ListResponse<wire::ServicePrincipal>>> {
-    let all = filtered(state.identity.principals(PrincipalKind::ServicePrincipal)?, q.filter.as_deref())?;
+async fn list_sps(
+    State(state): State<AppState>,
+    Params(q): Params<wire::ListQuery>,
+) -> ApiResult<Json<wire::ListResponse<wire::ServicePrincipal>>> {
+    let all = filtered(
+        state.identity.principals(PrincipalKind::ServicePrincipal)?,
+        q.filter.as_deref(),
+    )?;
     Ok(Json(page(all.iter().map(service_principal).collect(), &q)))
 }
 
-async fn delete_sp(State(state): State<AppState>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> ApiResult<Json<Empty>> {
+async fn delete_sp(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Empty>> {
     require_admin(&caller)?;
-    state.identity.principal(&id).ok().filter(|p| p.kind == PrincipalKind::ServicePrincipal)
+    state
+        .identity
+        .principal(&id)
+        .ok()
+        .filter(|p| p.kind == PrincipalKind::ServicePrincipal)
         .ok_or_else(|| Error::not_found(format!("Service principal {id} does not exist.")))?;
     state.identity.delete_principal(&id)?;
     Ok(Json(Empty {}))
@@ -189,7 +300,11 @@ fn filtered(all: Vec<PrincipalRecord>, filter: Option<&str>) -> Result<Vec<Princ
     };
     let bad = || Error::invalid(format!("Unsupported filter: {filter}"));
     let mut parts = filter.splitn(3, ' ');
-    let (attribute, op, value) = (parts.next().ok_or_else(bad)?, parts.next().ok_or_else(bad)?, parts.next().ok_or_else(bad)?);
+    let (attribute, op, value) = (
+        parts.next().ok_or_else(bad)?,
+        parts.next().ok_or_else(bad)?,
+        parts.next().ok_or_else(bad)?,
+    );
     let value = value.trim().trim_matches('"').to_string();
     let field = |p: &PrincipalRecord| -> Option<String> {
         match attribute.to_ascii_lowercase().as_str() {
@@ -199,7 +314,18 @@ fn filtered(all: Vec<PrincipalRecord>, filter: Option<&str>) -> Result<Vec<Princ
             _ => None,
         }
     };
-    if field(&PrincipalRecord { id: String::new(), user_name: String::new(), display_name: String::new(), kind: PrincipalKind::User, active: true, admin: false, password_hash: None, created_ms: 0 }).is_none() {
+    if field(&PrincipalRecord {
+        id: String::new(),
+        user_name: String::new(),
+        display_name: String::new(),
+        kind: PrincipalKind::User,
+        active: true,
+        admin: false,
+        password_hash: None,
+        created_ms: 0,
+    })
+    .is_none()
+    {
         return Err(bad());
     }
     let keep = |p: &PrincipalRecord| {
