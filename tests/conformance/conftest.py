@@ -54,7 +54,7 @@ def pytest_collection_modifyitems(config, items):
     if config.pluginmanager.hasplugin("timeout"):
         for item in items:
             if item.get_closest_marker("timeout") is None:
-                item.add_marker(pytest.mark.timeout(420))
+                item.add_marker(pytest.mark.timeout(1200))  # generous: first-run engine setup
 
 
 @pytest.fixture(scope="session")

@@ -412,9 +412,8 @@ class KilnServer:
         tracked = list({(p.pid, p.starttime): p for p in before + list(self._engines_seen.values())}.values())
 
         def leftovers():
-            return [p for p in tracked if is_alive(p)] + [
-                p for p in kiln_engine_procs() if p.cluster_id in known
-            ]
+            alive = [p for p in tracked if is_alive(p)] + [p for p in kiln_engine_procs() if p.cluster_id in known]
+            return sorted({p.pid: p for p in alive}.values(), key=lambda p: p.pid)
 
         # the processes must be gone; allow a moment for SIGKILLed children to be reaped
         try:

@@ -100,6 +100,7 @@ def test_create_without_spark_version(w):
         ("num_workers", "three"),
         ("num_workers", -1),
         ("autotermination_minutes", "soon"),
+        ("autotermination_minutes", 5),  # Databricks accepts 0 or 10..43200
         ("custom_tags", ["not", "a", "map"]),
         ("spark_conf", "x=y"),
         ("spark_version", 15.4),

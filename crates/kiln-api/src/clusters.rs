@@ -179,7 +179,11 @@ pub struct ListClusters {
     pub filter_cluster_states: Vec<State>,
     #[serde(rename = "filter_by.cluster_sources", default)]
     pub filter_cluster_sources: Vec<ClusterSource>,
-    #[serde(rename = "filter_by.is_pinned")]
+    #[serde(
+        rename = "filter_by.is_pinned",
+        default,
+        deserialize_with = "crate::lenient::opt_bool"
+    )]
     pub filter_is_pinned: Option<bool>,
     #[serde(rename = "filter_by.policy_id")]
     pub filter_policy_id: Option<String>,

@@ -464,15 +464,9 @@ fn recover(record: &mut ClusterRecord, writes: &mut Vec<Write>) {
     } else if state == ClusterState::Terminating {
         record.state = ClusterState::Terminated.as_str().into();
         record.terminated_time = Some(now_ms());
-        let why = record
-            .termination_reason
-            .clone()
-            .unwrap_or_else(|| reason("USER_REQUEST", "SUCCESS", &[]));
-        writes.push(Write::AppendClusterEvent(event(
-            &record.cluster_id,
-            "TERMINATED",
-            json!({"reason": reason_json(&why)}),
-        )));
+        if record.termination_reason.is_none() {
+            record.termination_reason = Some(reason("USER_REQUEST", "SUCCESS", &[]));
+        }
     }
     writes.push(Write::PutCluster(Box::new(record.clone())));
 }

@@ -236,15 +236,13 @@ async fn launch(clusters: &Clusters, cluster_id: &str, generation: u64) -> kiln_
                         Transition::EngineFailed,
                         &format!("Spark engine failed to start: {detail}"),
                     )?;
-                    finish_termination(
-                        record,
-                        events,
-                        reason(
-                            "SPARK_STARTUP_FAILURE",
-                            "SERVICE_FAULT",
-                            &[("databricks_error_message", &detail)],
-                        ),
+                    let why = reason(
+                        "SPARK_STARTUP_FAILURE",
+                        "SERVICE_FAULT",
+                        &[("databricks_error_message", &detail)],
                     );
+                    events.push(terminating_event(cluster_id, &why));
+                    finish_termination(record, why);
                     Ok(())
                 })
                 .await
@@ -324,13 +322,13 @@ async fn stop(clusters: &Clusters, cluster_id: &str, generation: u64) -> kiln_co
         slot.engine.stop(clusters.settings.stop_deadline).await;
     }
     clusters
-        .mutate(cluster_id, Some(generation), |record, events| {
+        .mutate(cluster_id, Some(generation), |record, _events| {
             transition(record, Transition::EngineStopped, "")?;
             let why = record
                 .termination_reason
                 .clone()
                 .unwrap_or_else(|| reason("USER_REQUEST", "SUCCESS", &[]));
-            finish_termination(record, events, why);
+            finish_termination(record, why);
             Ok(())
         })
         .await
@@ -359,7 +357,13 @@ async fn engine_died(
                 "SERVICE_FAULT",
                 &[("databricks_error_message", detail)],
             );
-            finish_termination(record, events, why);
+            events.push(event(
+                cluster_id,
+                "DRIVER_NOT_RESPONDING",
+                json!({"driver_state_message": detail}),
+            ));
+            events.push(terminating_event(cluster_id, &why));
+            finish_termination(record, why);
             Ok(())
         })
         .await
@@ -377,11 +381,7 @@ async fn idle(clusters: &Clusters, cluster_id: &str, generation: u64) -> kiln_co
                 "SUCCESS",
                 &[("inactivity_duration_min", &minutes.to_string())],
             );
-            events.push(event(
-                cluster_id,
-                "TERMINATING",
-                json!({"reason": reason_json(&why)}),
-            ));
+            events.push(terminating_event(cluster_id, &why));
             record.termination_reason = Some(why);
             Ok(())
         })
@@ -389,11 +389,20 @@ async fn idle(clusters: &Clusters, cluster_id: &str, generation: u64) -> kiln_co
         .map(|_| ())
 }
 
-fn finish_termination(
-    record: &mut ClusterRecord,
-    events: &mut Vec<kiln_store::ClusterEventRecord>,
-    why: kiln_store::TerminationReason,
-) {
+fn terminating_event(
+    cluster_id: &str,
+    why: &kiln_store::TerminationReason,
+) -> kiln_store::ClusterEventRecord {
+    event(
+        cluster_id,
+        "TERMINATING",
+        json!({"reason": reason_json(why)}),
+    )
+}
+
+/// Records the end of a termination. Databricks has no TERMINATED event type
+/// (nor does the SDK's `EventType`): the reason travels on the TERMINATING event.
+fn finish_termination(record: &mut ClusterRecord, why: kiln_store::TerminationReason) {
     record.engine_pid = None;
     record.engine_port = None;
     record.terminated_time = Some(now_ms());
@@ -406,10 +415,5 @@ fn finish_termination(
             _ => "Terminated by user".into(),
         };
     }
-    events.push(event(
-        &record.cluster_id,
-        "TERMINATED",
-        json!({"reason": reason_json(&why)}),
-    ));
     record.termination_reason = Some(why);
 }

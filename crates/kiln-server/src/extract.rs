@@ -7,7 +7,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::Method;
+use axum::http::{header, Method};
 use kiln_core::{Error, ErrorCode};
 use serde::de::DeserializeOwned;
 
@@ -23,6 +23,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Params<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let query = req.uri().query().unwrap_or("").to_string();
+        let declared_json = content_type(&req).contains("json");
         let is_read = matches!(*req.method(), Method::GET | Method::DELETE);
         let body = Bytes::from_request(req, state).await.map_err(|e| {
             ApiError::new(
@@ -39,7 +40,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Params<T> {
         let body_is_empty = body.iter().all(u8::is_ascii_whitespace);
         let parsed = if body_is_empty || (is_read && !query.is_empty()) {
             from_query(&query)
-        } else if looks_like_form(&body) {
+        } else if !declared_json && looks_like_form(&body) {
             from_query(&String::from_utf8_lossy(&body))
         } else {
             from_json(&body)
@@ -48,8 +49,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Params<T> {
     }
 }
 
-/// The body's shape decides: `curl --data '{…}'` labels JSON as a form, and the
-/// legacy CLI labels it `text/json`.
+fn content_type(req: &Request) -> String {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+/// A body declared JSON (`application/json`, the legacy CLI's `text/json`) is
+/// JSON; otherwise its shape decides, because `curl --data '{…}'` labels JSON
+/// as a form.
 fn looks_like_form(body: &[u8]) -> bool {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     !matches!(first, Some(b'{') | Some(b'['))

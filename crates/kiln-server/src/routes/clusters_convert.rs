@@ -165,7 +165,7 @@ pub fn details(record: &ClusterRecord, host: HostInfo) -> wire::ClusterDetails {
         custom_tags: config.custom_tags.clone(),
         default_tags,
         cluster_source: config.cluster_source.clone(),
-        creator_user_name: record.creator.clone(),
+        creator_user_name: record.owner.clone(),
         single_user_name: config
             .other
             .get("single_user_name")
