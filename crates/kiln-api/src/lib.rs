@@ -4,6 +4,7 @@
 
 pub mod clusters;
 pub mod clusters_v12;
+pub mod commands;
 pub mod error;
 pub mod lenient;
 pub mod oauth;

@@ -19,7 +19,7 @@ use kiln_store::{
     ClusterConfig, ClusterEventRecord, ClusterRecord, EventQuery, Store, TerminationReason, Write,
 };
 use serde_json::{json, Value};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{self, Engine};
@@ -51,6 +51,8 @@ pub struct Clusters {
     writer: tokio::sync::Mutex<()>,
     pub(crate) engines: Mutex<HashMap<String, EngineSlot>>,
     pub(crate) nudge: Notify,
+    /// Bumped after every committed change, for services that follow clusters.
+    changes: watch::Sender<u64>,
 }
 
 /// Databricks runtime versions Kiln answers to; all run on the Sail engine.
@@ -169,12 +171,18 @@ impl Clusters {
             writer: tokio::sync::Mutex::new(()),
             engines: Mutex::new(HashMap::new()),
             nudge: Notify::new(),
+            changes: watch::Sender::new(0),
         }))
     }
 
     /// Runs the reconciler until `cancel` fires, then stops every engine.
     pub async fn run_reconciler(self: Arc<Self>, cancel: CancellationToken) {
         crate::reconciler::run(self, cancel).await;
+    }
+
+    /// A receiver that sees a new value after every committed cluster change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     pub fn get(&self, cluster_id: &str) -> Result<ClusterRecord> {
@@ -239,6 +247,7 @@ impl Clusters {
             .map_err(|_| Error::internal("create cluster", "poisoned lock"))?
             .insert(record.cluster_id.clone(), record.clone());
         self.nudge.notify_one();
+        self.changes.send_modify(|v| *v += 1);
         Ok(record)
     }
 
@@ -344,6 +353,7 @@ impl Clusters {
             .map_err(|_| Error::internal("delete cluster", "poisoned lock"))?
             .remove(cluster_id);
         self.nudge.notify_one();
+        self.changes.send_modify(|v| *v += 1);
         Ok(())
     }
 
@@ -428,6 +438,7 @@ impl Clusters {
             .map_err(|_| Error::internal("update cluster", "poisoned lock"))?
             .insert(cluster_id.into(), record.clone());
         self.nudge.notify_one();
+        self.changes.send_modify(|v| *v += 1);
         Ok(record)
     }
 

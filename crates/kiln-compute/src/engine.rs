@@ -152,7 +152,7 @@ fn spawn(runtime: &Runtime, spec: &EngineSpec, port: u16) -> Result<Child> {
 /// Makes the child get SIGKILL when the thread that spawned it (a runtime worker
 /// thread, alive as long as Kiln) dies, and puts it in its own process group so
 /// a terminal's Ctrl-C reaches Kiln, which then stops engines in order.
-fn die_with_parent(command: &mut Command) {
+pub(crate) fn die_with_parent(command: &mut Command) {
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: only async-signal-safe calls (prctl, getppid, setpgid, _exit)
     // between fork and exec.

@@ -10,9 +10,15 @@
 //!   cache and the reconciler that makes observed engines match desired state.
 
 pub mod clusters;
+pub mod command_lifecycle;
+pub mod contexts;
 pub mod engine;
+pub mod kernel;
 pub mod lifecycle;
 pub mod runtime;
 pub mod spark_connect;
 
+mod context_worker;
 mod reconciler;
+
+pub use context_worker::reconcile as run_contexts_reconciler;

@@ -23,7 +23,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Params<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let query = req.uri().query().unwrap_or("").to_string();
-        let declared_json = content_type(&req).contains("json");
+        let raw_content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let content_type = raw_content_type.to_ascii_lowercase();
+        let declared_json = content_type.contains("json");
         let is_read = matches!(*req.method(), Method::GET | Method::DELETE);
         let body = Bytes::from_request(req, state).await.map_err(|e| {
             ApiError::new(
@@ -38,7 +45,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Params<T> {
             ));
         }
         let body_is_empty = body.iter().all(u8::is_ascii_whitespace);
-        let parsed = if body_is_empty || (is_read && !query.is_empty()) {
+        let parsed = if let Some(boundary) = multipart_boundary(&raw_content_type) {
+            from_multipart(body, boundary).await
+        } else if body_is_empty || (is_read && !query.is_empty()) {
             from_query(&query)
         } else if !declared_json && looks_like_form(&body) {
             from_query(&String::from_utf8_lossy(&body))
@@ -49,12 +58,36 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Params<T> {
     }
 }
 
-fn content_type(req: &Request) -> String {
-    req.headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
+fn multipart_boundary(content_type: &str) -> Option<String> {
+    if !content_type
         .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        return None;
+    }
+    multer::parse_boundary(content_type).ok()
+}
+
+/// A multipart form (`curl --form command=@file.py`): every part, file or not,
+/// becomes a text field.
+async fn from_multipart<T: DeserializeOwned>(body: Bytes, boundary: String) -> Result<T, Error> {
+    let stream = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(body) });
+    let mut form = multer::Multipart::new(stream, boundary);
+    let mut fields = serde_json::Map::new();
+    let bad = |e: multer::Error| {
+        Error::new(
+            ErrorCode::MalformedRequest,
+            format!("Malformed multipart body: {e}"),
+        )
+    };
+    while let Some(field) = form.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or_default().to_string();
+        let text = field.text().await.map_err(bad)?;
+        fields.insert(name, serde_json::Value::String(text));
+    }
+    let json =
+        serde_json::to_vec(&fields).map_err(|e| Error::internal("read a multipart body", e))?;
+    from_json(&json)
 }
 
 /// A body declared JSON (`application/json`, the legacy CLI's `text/json`) is

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use kiln_compute::clusters::{ClusterSettings, Clusters};
+use kiln_compute::contexts::Contexts;
 use kiln_compute::runtime::{cache_dir, Runtime};
 use kiln_core::{Error, Result};
 use kiln_store::{SqliteStore, Store};
@@ -42,69 +43,81 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Runs Kiln until `shutdown` completes: installs the engine runtime if needed,
-/// opens the store, recovers clusters, serves HTTP, then drains requests and
-/// stops every engine.
+/// opens the store, recovers clusters, serves HTTP, then drains requests, stops
+/// every kernel and then every engine.
 pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        Error::internal(
-            "create the data dir",
-            format!("{}: {e}", config.data_dir.display()),
-        )
+        Error::invalid(format!(
+            "cannot create the data dir {}: {e}",
+            config.data_dir.display()
+        ))
     })?;
     let cache = cache_dir();
-    let runtime = tokio::task::spawn_blocking(move || Runtime::ensure(&cache))
-        .await
-        .map_err(|e| Error::internal("install the engine runtime", e))??;
+    let runtime = {
+        let cache = cache.clone();
+        tokio::task::spawn_blocking(move || Runtime::ensure(&cache))
+            .await
+            .map_err(|e| Error::internal("install the engine runtime", e))??
+    };
+    let sources = kiln_compute::kernel::install_sources(&cache)?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir.join("kiln.db"))?);
     let identity = identity::Identity::open(store.clone())?;
     let workspace_id = bootstrap::workspace_id(store.as_ref())?;
     bootstrap::admin(&identity, &config)?;
-    let clusters = Clusters::open(
-        store.clone(),
-        runtime,
-        ClusterSettings {
-            data_dir: config.data_dir.clone(),
-            autotermination_minute: config.clusters.minute(),
-            stop_deadline: std::time::Duration::from_secs(config.clusters.engine_stop_seconds),
-        },
-    )?;
-    let cancel = CancellationToken::new();
-    let reconciler = tokio::spawn(clusters.clone().run_reconciler(cancel.clone()));
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
         .await
         .map_err(|e| {
-            Error::internal(
-                "bind the HTTP port",
-                format!("{}:{}: {e}", config.host, config.port),
-            )
+            Error::invalid(format!(
+                "cannot listen on {}:{}: {e}",
+                config.host, config.port
+            ))
         })?;
     let address = listener
         .local_addr()
         .map_err(|e| Error::internal("bind the HTTP port", e))?;
+    let settings = ClusterSettings {
+        data_dir: config.data_dir.clone(),
+        autotermination_minute: config.clusters.minute(),
+        stop_deadline: std::time::Duration::from_secs(config.clusters.engine_stop_seconds),
+    };
+    let clusters = Clusters::open(store.clone(), runtime.clone(), settings)?;
+    let contexts = Contexts::new(clusters.clone(), runtime, sources, config.data_dir.clone());
+    let engines_stop = CancellationToken::new();
+    let kernels_stop = CancellationToken::new();
+    let engines = tokio::spawn(clusters.clone().run_reconciler(engines_stop.clone()));
+    let kernels = tokio::spawn(kiln_compute::run_contexts_reconciler(
+        contexts.clone(),
+        kernels_stop.clone(),
+    ));
     let limiter = ratelimit::RateLimiter::new(
         config.rate_limit.requests_per_second,
         config.rate_limit.burst,
     );
+    let shared = Shared {
+        config,
+        identity,
+        clusters,
+        contexts,
+        limiter,
+        workspace_id,
+        host: HostInfo::detect(),
+    };
     let state = AppState {
-        inner: Arc::new(Shared {
-            config,
-            identity,
-            clusters,
-            limiter,
-            workspace_id,
-            host: HostInfo::detect(),
-        }),
+        inner: Arc::new(shared),
     };
     tracing::info!(%address, "kiln is serving");
     println!("Kiln is listening on http://{address}");
     let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await;
-    cancel.cancel();
-    let _ = reconciler.await;
+    // Kernels first (they talk to engines), then engines.
+    kernels_stop.cancel();
+    let _ = kernels.await;
+    engines_stop.cancel();
+    let _ = engines.await;
     tracing::info!("kiln stopped");
     served.map_err(|e| Error::internal("serve HTTP", e))
 }

@@ -33,7 +33,12 @@ impl RateLimiter {
             Ok(b) => b,
             Err(_) => return Ok(()),
         };
-        let (tokens, last) = buckets.entry(key.to_string()).or_insert((self.burst, now));
+        if !buckets.contains_key(key) {
+            buckets.insert(key.to_string(), (self.burst, now));
+        }
+        let Some((tokens, last)) = buckets.get_mut(key) else {
+            return Ok(());
+        };
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
         *last = now;
         if *tokens >= 1.0 {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use kiln_compute::clusters::Clusters;
+use kiln_compute::contexts::Contexts;
 
 use crate::config::Config;
 use crate::identity::Identity;
@@ -18,6 +19,7 @@ pub struct Shared {
     pub config: Config,
     pub identity: Identity,
     pub clusters: Arc<Clusters>,
+    pub contexts: Arc<Contexts>,
     pub limiter: RateLimiter,
     /// Numeric workspace id (host metadata, `X-Databricks-Org-Id`).
     pub workspace_id: String,

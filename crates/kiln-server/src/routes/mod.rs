@@ -5,6 +5,7 @@
 mod clusters;
 mod clusters_convert;
 mod clusters_v12;
+mod commands;
 mod identity;
 mod meta;
 mod scim;
@@ -63,6 +64,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(scim::endpoints());
     all.extend(clusters::endpoints());
     all.extend(clusters_v12::endpoints());
+    all.extend(commands::endpoints());
     all.extend(planned_endpoints());
     all
 }
@@ -73,12 +75,6 @@ fn planned_endpoints() -> Vec<Endpoint> {
     use Method as M;
     let mut v = Vec::new();
     for (method, path, op) in [
-        (M::POST, "/api/1.2/contexts/create", "contexts/create"),
-        (M::GET, "/api/1.2/contexts/status", "contexts/status"),
-        (M::POST, "/api/1.2/contexts/destroy", "contexts/destroy"),
-        (M::POST, "/api/1.2/commands/execute", "commands/execute"),
-        (M::GET, "/api/1.2/commands/status", "commands/status"),
-        (M::POST, "/api/1.2/commands/cancel", "commands/cancel"),
         (M::GET, "/api/1.2/libraries/list", "libraries/list (1.2)"),
         (
             M::POST,

@@ -1,0 +1,343 @@
+//! Execution contexts and commands (REST API 1.2).
+//!
+//! Each context is its own kernel process with its own namespace and its own
+//! Spark Connect session on the cluster's engine. Commands of a context run in
+//! order on the context's worker task. Contexts are runtime state, like on
+//! Databricks: they end (status `Error`) when their cluster terminates or
+//! restarts, and do not survive a Kiln restart (their kernels die with Kiln).
+//!
+//! Invariants:
+//! - a command's state changes only through `next_command_state`;
+//! - cancel and execute change state before they return (the SDK polls at once);
+//! - one warm, pre-connected kernel is kept per RUNNING cluster, so creating a
+//!   context usually costs no process start.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use kiln_core::{ids, Error, Result};
+use serde_json::Value;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::clusters::Clusters;
+use crate::command_lifecycle::{next_command_state, CommandEvent, CommandState, ContextStatus};
+use crate::kernel::{Kernel, KernelSpec};
+use crate::lifecycle::ClusterState;
+use crate::runtime::Runtime;
+
+/// Languages a context or command may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    Python,
+    Sql,
+}
+
+impl Language {
+    /// Parses the wire value; Scala and R need a JVM/R runtime Sail clusters lack.
+    pub fn parse(value: &str) -> Result<Self> {
+        match value.to_ascii_lowercase().as_str() {
+            "python" => Ok(Self::Python),
+            "sql" => Ok(Self::Sql),
+            "scala" | "r" => Err(Error::invalid(format!(
+                "Language {value} is not supported on this cluster: its runtime (Sail) has no JVM or R. Supported languages: python, sql."
+            ))),
+            _ => Err(Error::invalid(format!("Invalid language {value}. Supported languages: python, sql."))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Python => "python",
+            Self::Sql => "sql",
+        }
+    }
+}
+
+/// A command as the status call reports it.
+#[derive(Debug, Clone)]
+pub struct CommandView {
+    pub id: String,
+    pub state: CommandState,
+    pub results: Option<Value>,
+}
+
+pub(crate) struct CommandEntry {
+    pub state: CommandState,
+    pub language: Language,
+    pub code: String,
+    pub options: Value,
+    pub results: Option<Value>,
+}
+
+pub(crate) struct ContextInner {
+    pub status: ContextStatus,
+    pub commands: HashMap<String, CommandEntry>,
+    pub order: Vec<String>,
+    pub kernel_pid: u32,
+}
+
+pub struct Context {
+    pub id: String,
+    pub cluster_id: String,
+    pub language: Language,
+    pub owner: String,
+    pub(crate) engine_port: u16,
+    pub(crate) inner: Mutex<ContextInner>,
+    pub(crate) queue: mpsc::UnboundedSender<String>,
+    pub(crate) stop: CancellationToken,
+}
+
+pub(crate) struct WarmKernel {
+    pub kernel: Kernel,
+    pub engine_port: u16,
+}
+
+pub struct Contexts {
+    pub(crate) clusters: Arc<Clusters>,
+    pub(crate) runtime: Runtime,
+    pub(crate) sources: PathBuf,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) contexts: Mutex<HashMap<String, Arc<Context>>>,
+    pub(crate) warm: Mutex<HashMap<String, WarmKernel>>,
+    pub(crate) warming: Mutex<HashSet<String>>,
+    pub(crate) tasks: Mutex<JoinSet<()>>,
+    pub(crate) nudge: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
+    m.lock()
+        .map_err(|_| Error::internal("lock contexts", "poisoned"))
+}
+
+fn context_not_found(context_id: &str) -> Error {
+    Error::not_found(format!("Context {context_id} does not exist"))
+}
+
+impl Context {
+    pub fn status(&self) -> ContextStatus {
+        self.inner
+            .lock()
+            .map(|i| i.status)
+            .unwrap_or(ContextStatus::Error)
+    }
+
+    /// Applies a command event; returns the new state.
+    pub(crate) fn advance(
+        &self,
+        command_id: &str,
+        event: CommandEvent,
+        results: Option<Value>,
+    ) -> Result<CommandState> {
+        let mut inner = lock(&self.inner)?;
+        let entry = inner
+            .commands
+            .get_mut(command_id)
+            .ok_or_else(|| Error::not_found(format!("Command {command_id} does not exist")))?;
+        let next = next_command_state(command_id, entry.state, event)?;
+        entry.state = next;
+        if results.is_some() {
+            entry.results = results;
+        }
+        Ok(next)
+    }
+
+    /// Ends the context: every unfinished command fails with `cause`.
+    pub(crate) fn fail(&self, cause: &str) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        inner.status = ContextStatus::Error;
+        for entry in inner.commands.values_mut() {
+            if !entry.state.is_terminal() {
+                entry.state = CommandState::Error;
+                entry.results = Some(crate::contexts::error_results("ContextError", cause));
+            }
+        }
+        drop(inner);
+        self.stop.cancel();
+    }
+}
+
+/// A `results` object for an error Kiln itself reports.
+pub(crate) fn error_results(kind: &str, cause: &str) -> Value {
+    serde_json::json!({"resultType": "error", "summary": format!("{kind}: {cause}"), "cause": format!("{kind}: {cause}")})
+}
+
+impl Contexts {
+    pub fn new(
+        clusters: Arc<Clusters>,
+        runtime: Runtime,
+        sources: PathBuf,
+        data_dir: PathBuf,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            clusters,
+            runtime,
+            sources,
+            data_dir,
+            contexts: Mutex::new(HashMap::new()),
+            warm: Mutex::new(HashMap::new()),
+            warming: Mutex::new(HashSet::new()),
+            tasks: Mutex::new(JoinSet::new()),
+            nudge: Notify::new(),
+        })
+    }
+
+    pub(crate) fn kernel_spec(&self, cluster_id: &str, engine_port: u16) -> KernelSpec {
+        let engine_dir = self.clusters.engine_dir(cluster_id);
+        KernelSpec {
+            cluster_id: cluster_id.into(),
+            spark_url: format!("sc://127.0.0.1:{engine_port}"),
+            dbfs_root: self.data_dir.join("dbfs"),
+            libs_dir: engine_dir.join("libs"),
+            sources: self.sources.clone(),
+            log: engine_dir.join("kernel.log"),
+        }
+    }
+
+    /// The engine port of a RUNNING cluster, or the Databricks error for others.
+    fn running_port(&self, cluster_id: &str) -> Result<u16> {
+        let record = self.clusters.get(cluster_id)?;
+        let state = ClusterState::parse(&record.state).unwrap_or(ClusterState::Unknown);
+        match (state, record.engine_port) {
+            (ClusterState::Running, Some(port)) => Ok(port),
+            _ => Err(Error::invalid_state(format!(
+                "Cluster {cluster_id} is not running (state {}); start it before creating a context.",
+                record.state
+            ))),
+        }
+    }
+
+    pub fn create_context(
+        self: &Arc<Self>,
+        owner: &str,
+        cluster_id: &str,
+        language: Language,
+    ) -> Result<Arc<Context>> {
+        let engine_port = self.running_port(cluster_id)?;
+        let warm = lock(&self.warm)?
+            .remove(cluster_id)
+            .filter(|w| w.engine_port == engine_port)
+            .map(|w| w.kernel);
+        let (queue, jobs) = mpsc::unbounded_channel();
+        let context = Arc::new(Context {
+            id: ids::numeric_id(),
+            cluster_id: cluster_id.into(),
+            language,
+            owner: owner.into(),
+            engine_port,
+            inner: Mutex::new(ContextInner {
+                status: if warm.is_some() {
+                    ContextStatus::Running
+                } else {
+                    ContextStatus::Pending
+                },
+                commands: HashMap::new(),
+                order: Vec::new(),
+                kernel_pid: warm.as_ref().map(|k| k.pid).unwrap_or(0),
+            }),
+            queue,
+            stop: CancellationToken::new(),
+        });
+        lock(&self.contexts)?.insert(context.id.clone(), context.clone());
+        let worker = crate::context_worker::run(self.clone(), context.clone(), warm, jobs);
+        lock(&self.tasks)?.spawn(worker);
+        self.clusters.touch(cluster_id);
+        self.nudge.notify_one();
+        Ok(context)
+    }
+
+    pub fn context(&self, cluster_id: &str, context_id: &str) -> Result<Arc<Context>> {
+        lock(&self.contexts)?
+            .get(context_id)
+            .filter(|c| c.cluster_id == cluster_id)
+            .cloned()
+            .ok_or_else(|| context_not_found(context_id))
+    }
+
+    pub fn destroy_context(&self, cluster_id: &str, context_id: &str) -> Result<()> {
+        let context = self.context(cluster_id, context_id)?;
+        lock(&self.contexts)?.remove(context_id);
+        context.fail("the context was destroyed");
+        Ok(())
+    }
+
+    pub fn execute(
+        &self,
+        cluster_id: &str,
+        context_id: &str,
+        language: Option<Language>,
+        code: String,
+        options: Value,
+    ) -> Result<String> {
+        let context = self.context(cluster_id, context_id)?;
+        let id = ids::random_hex(16);
+        {
+            let mut inner = lock(&context.inner)?;
+            if inner.status == ContextStatus::Error {
+                return Err(Error::invalid_state(format!(
+                    "Context {context_id} is in Error state; create a new context."
+                )));
+            }
+            inner.commands.insert(
+                id.clone(),
+                CommandEntry {
+                    state: CommandState::Queued,
+                    language: language.unwrap_or(context.language),
+                    code,
+                    options,
+                    results: None,
+                },
+            );
+            inner.order.push(id.clone());
+        }
+        context
+            .queue
+            .send(id.clone())
+            .map_err(|_| Error::invalid_state(format!("Context {context_id} has ended")))?;
+        self.clusters.touch(cluster_id);
+        Ok(id)
+    }
+
+    pub fn command(
+        &self,
+        cluster_id: &str,
+        context_id: &str,
+        command_id: &str,
+    ) -> Result<CommandView> {
+        let context = self.context(cluster_id, context_id)?;
+        let inner = lock(&context.inner)?;
+        let entry = inner
+            .commands
+            .get(command_id)
+            .ok_or_else(|| Error::not_found(format!("Command {command_id} does not exist")))?;
+        Ok(CommandView {
+            id: command_id.into(),
+            state: entry.state,
+            results: entry.results.clone(),
+        })
+    }
+
+    /// Cancels a queued command at once, or interrupts a running one.
+    pub fn cancel(
+        &self,
+        cluster_id: &str,
+        context_id: &str,
+        command_id: &str,
+    ) -> Result<CommandState> {
+        let context = self.context(cluster_id, context_id)?;
+        let cancelled = crate::contexts::error_results(
+            "CommandCancelledException",
+            "the command was cancelled",
+        );
+        let state = context.advance(command_id, CommandEvent::Cancel, Some(cancelled))?;
+        if state == CommandState::Cancelling {
+            let pid = lock(&context.inner)?.kernel_pid;
+            crate::engine::signal(pid, libc::SIGINT);
+        }
+        Ok(state)
+    }
+}

@@ -1,0 +1,236 @@
+//! One kernel process: `python -m kiln_kernel.kernel` in the runtime venv,
+//! speaking line-delimited JSON (see `python/kiln_kernel/protocol.py`).
+//!
+//! The kernel's Python sources are embedded in the binary and unpacked into the
+//! cache, so a `kiln` binary is self-contained. Like engines, kernels get
+//! `PR_SET_PDEATHSIG = SIGKILL` and die with Kiln.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use kiln_core::{Error, ErrorCode, Result};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::engine::{die_with_parent, signal};
+use crate::runtime::Runtime;
+
+const SOURCES: &[(&str, &str)] = &[
+    (
+        "__init__.py",
+        include_str!("../../../python/kiln_kernel/__init__.py"),
+    ),
+    (
+        "protocol.py",
+        include_str!("../../../python/kiln_kernel/protocol.py"),
+    ),
+    (
+        "results.py",
+        include_str!("../../../python/kiln_kernel/results.py"),
+    ),
+    (
+        "dbutils.py",
+        include_str!("../../../python/kiln_kernel/dbutils.py"),
+    ),
+    (
+        "kernel.py",
+        include_str!("../../../python/kiln_kernel/kernel.py"),
+    ),
+];
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Writes the embedded kernel package under `cache` (once per content hash)
+/// and returns the directory to put on `PYTHONPATH`.
+pub fn install_sources(cache: &Path) -> Result<PathBuf> {
+    let mut hasher = Sha256::new();
+    for (name, text) in SOURCES {
+        hasher.update(name.as_bytes());
+        hasher.update(text.as_bytes());
+    }
+    let root = cache.join(format!("kernel-{}", &hex::encode(hasher.finalize())[..12]));
+    let package = root.join("kiln_kernel");
+    if !package.join("kernel.py").exists() {
+        std::fs::create_dir_all(&package).map_err(|e| Error::internal("unpack the kernel", e))?;
+        for (name, text) in SOURCES {
+            let tmp = package.join(format!("{name}.tmp"));
+            std::fs::write(&tmp, text).map_err(|e| Error::internal("unpack the kernel", e))?;
+            std::fs::rename(&tmp, package.join(name))
+                .map_err(|e| Error::internal("unpack the kernel", e))?;
+        }
+    }
+    Ok(root)
+}
+
+/// Where a kernel runs and what it connects to.
+#[derive(Debug, Clone)]
+pub struct KernelSpec {
+    pub cluster_id: String,
+    pub spark_url: String,
+    pub dbfs_root: PathBuf,
+    pub libs_dir: PathBuf,
+    pub sources: PathBuf,
+    pub log: PathBuf,
+}
+
+/// What a kernel reports.
+#[derive(Debug)]
+pub enum KernelEvent {
+    Started(String),
+    Done {
+        id: String,
+        status: String,
+        results: Value,
+    },
+    Exited(String),
+}
+
+/// A live kernel. Dropping it kills the process.
+pub struct Kernel {
+    child: Child,
+    stdin: ChildStdin,
+    pub pid: u32,
+    pub events: mpsc::UnboundedReceiver<KernelEvent>,
+    reader: JoinHandle<()>,
+}
+
+impl Kernel {
+    /// Starts a kernel and waits until its Spark session is connected.
+    pub async fn spawn(runtime: &Runtime, spec: &KernelSpec) -> Result<Kernel> {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log)
+            .map_err(|e| Error::internal("open the kernel log", e))?;
+        let mut command = Command::new(&runtime.python);
+        command
+            .args(["-u", "-m", "kiln_kernel.kernel"])
+            .env("PYTHONPATH", &spec.sources)
+            .env("KILN_SPARK_URL", &spec.spark_url)
+            .env("KILN_DBFS_ROOT", &spec.dbfs_root)
+            .env("KILN_LIBS_DIR", &spec.libs_dir)
+            .env("KILN_CLUSTER_ID", &spec.cluster_id)
+            .env("MPLBACKEND", "Agg")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .current_dir(spec.dbfs_root.parent().unwrap_or(Path::new("/")))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true);
+        die_with_parent(&mut command);
+        let mut child = command.spawn().map_err(|e| {
+            Error::new(
+                ErrorCode::TemporarilyUnavailable,
+                format!("cannot start a kernel: {e}"),
+            )
+        })?;
+        let pid = child.id().unwrap_or(0);
+        let (stdin, stdout) = match (child.stdin.take(), child.stdout.take()) {
+            (Some(i), Some(o)) => (i, o),
+            _ => return Err(Error::internal("start a kernel", "no pipes")),
+        };
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (tx, events) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(read_events(stdout, tx, ready_tx));
+        let mut kernel = Kernel {
+            child,
+            stdin,
+            pid,
+            events,
+            reader,
+        };
+        match tokio::time::timeout(READY_TIMEOUT, ready_rx).await {
+            Ok(Ok(())) => Ok(kernel),
+            _ => {
+                kernel.kill().await;
+                Err(Error::new(
+                    ErrorCode::TemporarilyUnavailable,
+                    "the kernel failed to start; see kernel.log",
+                ))
+            }
+        }
+    }
+
+    /// Sends one command to run.
+    pub async fn execute(
+        &mut self,
+        id: &str,
+        language: &str,
+        code: &str,
+        options: &Value,
+    ) -> Result<()> {
+        let line = json!({"op": "execute", "id": id, "language": language, "code": code, "options": options}).to_string() + "\n";
+        self.stdin
+            .write_all(line.as_bytes())
+            .await
+            .map_err(|e| Error::internal("send a command to the kernel", e))?;
+        self.stdin
+            .flush()
+            .await
+            .map_err(|e| Error::internal("send a command to the kernel", e))
+    }
+
+    /// Interrupts the running command (SIGINT).
+    pub fn interrupt(&self) {
+        signal(self.pid, libc::SIGINT);
+    }
+
+    pub async fn kill(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        self.reader.abort();
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+async fn read_events(
+    stdout: tokio::process::ChildStdout,
+    tx: mpsc::UnboundedSender<KernelEvent>,
+    ready: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut ready = Some(ready);
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) => {
+                let Ok(message) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                let id = message["id"].as_str().unwrap_or_default().to_string();
+                match message["event"].as_str() {
+                    Some("ready") => {
+                        if let Some(ready) = ready.take() {
+                            let _ = ready.send(());
+                        }
+                    }
+                    Some("started") => {
+                        let _ = tx.send(KernelEvent::Started(id));
+                    }
+                    Some("done") => {
+                        let status = message["status"].as_str().unwrap_or("Error").to_string();
+                        let _ = tx.send(KernelEvent::Done {
+                            id,
+                            status,
+                            results: message["results"].clone(),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            Ok(None) | Err(_) => {
+                let _ = tx.send(KernelEvent::Exited("the kernel process exited".into()));
+                return;
+            }
+        }
+    }
+}

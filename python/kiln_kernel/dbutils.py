@@ -1,0 +1,115 @@
+"""The `dbutils` object of a context: `fs` over the workspace's DBFS root and
+`notebook.exit`. Paths `dbfs:/x` and `/x` name `<dbfs root>/x`; `file:/x` names
+the local file `/x`. No DBFS path escapes the root."""
+
+import os
+import shutil
+from collections import namedtuple
+
+FileInfo = namedtuple("FileInfo", ["path", "name", "size", "modificationTime"])
+
+
+class NotebookExit(Exception):
+    """Raised by dbutils.notebook.exit: ends the command with its value as the result."""
+
+    def __init__(self, value):
+        super().__init__(value)
+        self.value = value
+
+
+class _Fs:
+    def __init__(self, root: str):
+        self._root = os.path.realpath(root)
+
+    def _local(self, path: str) -> str:
+        if path.startswith("file:"):
+            return "/" + path[len("file:"):].lstrip("/")
+        if path.startswith("dbfs:"):
+            path = path[len("dbfs:"):]
+        if not path.startswith("/"):
+            raise ValueError(f"Path must be absolute: {path}")
+        local = os.path.realpath(os.path.join(self._root, path.lstrip("/")))
+        if local != self._root and not local.startswith(self._root + os.sep):
+            raise PermissionError(f"Path escapes DBFS: {path}")
+        return local
+
+    def _dbfs(self, local: str) -> str:
+        rel = os.path.relpath(local, self._root)
+        return "dbfs:/" + ("" if rel == "." else rel)
+
+    def ls(self, path: str):
+        local = self._local(path)
+        if not os.path.exists(local):
+            raise FileNotFoundError(f"{path} does not exist")
+        entries = [local] if os.path.isfile(local) else [os.path.join(local, n) for n in sorted(os.listdir(local))]
+        infos = []
+        for entry in entries:
+            is_dir = os.path.isdir(entry)
+            name = os.path.basename(entry) + ("/" if is_dir else "")
+            dbfs = self._dbfs(entry) + ("/" if is_dir else "")
+            stat = os.stat(entry)
+            infos.append(FileInfo(dbfs, name, 0 if is_dir else stat.st_size, int(stat.st_mtime * 1000)))
+        return infos
+
+    def mkdirs(self, path: str) -> bool:
+        os.makedirs(self._local(path), exist_ok=True)
+        return True
+
+    def put(self, file: str, contents: str, overwrite: bool = False) -> bool:
+        local = self._local(file)
+        if os.path.exists(local) and not overwrite:
+            raise FileExistsError(f"{file} already exists; pass overwrite=True")
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        with open(local, "w", encoding="utf-8") as f:
+            f.write(contents)
+        return True
+
+    def head(self, file: str, maxBytes: int = 65536) -> str:
+        with open(self._local(file), "rb") as f:
+            return f.read(maxBytes).decode("utf-8", errors="replace")
+
+    def cp(self, from_: str, to: str, recurse: bool = False) -> bool:
+        src, dst = self._local(from_), self._local(to)
+        if os.path.isdir(src):
+            if not recurse:
+                raise IsADirectoryError(f"{from_} is a directory; pass recurse=True")
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copy2(src, dst)
+        return True
+
+    def mv(self, from_: str, to: str, recurse: bool = False) -> bool:
+        src, dst = self._local(from_), self._local(to)
+        if os.path.isdir(src) and not recurse:
+            raise IsADirectoryError(f"{from_} is a directory; pass recurse=True")
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.move(src, dst)
+        return True
+
+    def rm(self, path: str, recurse: bool = False) -> bool:
+        local = self._local(path)
+        if not os.path.exists(local):
+            return False
+        if os.path.isdir(local):
+            if not recurse:
+                raise IsADirectoryError(f"{path} is a directory; pass recurse=True")
+            shutil.rmtree(local)
+        else:
+            os.remove(local)
+        return True
+
+
+class _Notebook:
+    def exit(self, value=""):
+        raise NotebookExit("" if value is None else str(value))
+
+
+class DBUtils:
+    def __init__(self, dbfs_root: str):
+        os.makedirs(dbfs_root, exist_ok=True)
+        self.fs = _Fs(dbfs_root)
+        self.notebook = _Notebook()
+
+    def help(self):
+        print("dbutils: fs (ls, cp, mv, rm, mkdirs, head, put), notebook (exit)")

@@ -1,0 +1,224 @@
+"""The kernel main loop: runs commands of one execution context in order, in one
+persistent namespace, against the context's own Spark Connect session.
+
+Started by Kiln as `python -m kiln_kernel.kernel` with:
+  KILN_SPARK_URL   sc://127.0.0.1:<port> of the cluster's engine (optional: no `spark` without it)
+  KILN_DBFS_ROOT   local directory backing dbfs:/
+  KILN_LIBS_DIR    the cluster's library directory (put first on sys.path)
+"""
+
+import ast
+import io
+import os
+import signal
+import sys
+import threading
+import uuid
+from contextlib import redirect_stderr, redirect_stdout
+
+from kiln_kernel import results
+from kiln_kernel.dbutils import DBUtils, NotebookExit
+from kiln_kernel.protocol import Channel
+
+DEFAULT_ROW_LIMIT = 10000
+
+
+class Interrupted(BaseException):
+    """Raised in the command's thread when Kiln cancels it."""
+
+
+class Kernel:
+    def __init__(self, spark_url, dbfs_root, libs_dir):
+        self.dbfs_root = dbfs_root
+        if libs_dir:
+            os.makedirs(libs_dir, exist_ok=True)
+            sys.path.insert(0, libs_dir)
+        self.spark = None
+        if spark_url:
+            from pyspark.sql import SparkSession
+
+            self.spark = SparkSession.builder.remote(spark_url).getOrCreate()
+            self.spark.sql("SELECT 1").collect()  # connect now, not on the first command
+        self.pending_table = None
+        self.row_limit = DEFAULT_ROW_LIMIT
+        self.namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+        self.namespace.update(
+            spark=self.spark,
+            display=self.display,
+            displayHTML=self.display_html,
+            dbutils=DBUtils(dbfs_root),
+        )
+        if self.spark is not None:
+            self.namespace["sc"] = None
+            self.namespace["sqlContext"] = self.spark
+        self.executing = False
+
+    # ---- display ---------------------------------------------------------
+
+    def display(self, value=None, *args, **kwargs):
+        self.pending_table = self.table_of(value)
+
+    def display_html(self, html):
+        print(html)
+
+    def table_of(self, value):
+        try:
+            import pandas
+        except ImportError:  # pragma: no cover - pandas is in the runtime
+            pandas = None
+        if pandas is not None and isinstance(value, pandas.DataFrame):
+            if self.spark is None:
+                raise TypeError("display(pandas.DataFrame) needs a Spark session")
+            value = self.spark.createDataFrame(value)
+        if not hasattr(value, "schema") or not hasattr(value, "limit"):
+            raise TypeError(f"display() expects a DataFrame, got {type(value).__name__}")
+        arrow = value.limit(self.row_limit + 1).toArrow()
+        rows = [[results.jsonable(v) for v in row.values()] for row in arrow.to_pylist()]
+        truncated = len(rows) > self.row_limit
+        return results.table(rows[: self.row_limit], results.schema_of(value.schema), truncated)
+
+    # ---- execution -------------------------------------------------------
+
+    def execute(self, language, code, options):
+        self.pending_table = None
+        self.row_limit = int((options or {}).get("displayRowLimit") or DEFAULT_ROW_LIMIT)
+        output = io.StringIO()
+        try:
+            with redirect_stdout(output), redirect_stderr(output):
+                if language == "sql":
+                    self.run_sql(code)
+                else:
+                    self.run_python(code, output)
+        except NotebookExit as done:
+            return "Finished", results.text(done.value)
+        except (KeyboardInterrupt, Interrupted):
+            return "Cancelled", results.cancelled()
+        except SystemExit as exc:
+            return "Error", results.error(exc)
+        except Exception as exc:  # noqa: BLE001 - every user error is a result
+            return "Error", self.error_result(exc, language)
+        if self.pending_table is not None:
+            return "Finished", self.pending_table
+        shown = self.flush_figures()
+        if shown:
+            return "Finished", results.images(shown)
+        return "Finished", results.text(output.getvalue())
+
+    def run_python(self, code, output):
+        tree = ast.parse(code, filename="<command>", mode="exec")
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        exec(compile(tree, "<command>", "exec"), self.namespace)
+        if last is not None:
+            value = eval(compile(last, "<command>", "eval"), self.namespace)
+            if value is not None:
+                text = repr(value)
+                output.write(text if not output.getvalue() or output.getvalue().endswith("\n") else "\n" + text)
+
+    def run_sql(self, code):
+        if self.spark is None:
+            raise RuntimeError("SQL needs a Spark session, and this context has none")
+        statements = split_sql(code)
+        if not statements:
+            raise ValueError("No SQL statement to run")
+        frame = None
+        for statement in statements:
+            frame = self.spark.sql(statement)
+        self.pending_table = self.table_of(frame)
+
+    def error_result(self, exc, language):
+        if language == "sql":
+            return results.error(exc, with_traceback=False) | {"cause": str(exc)}
+        return results.error(strip_kernel_frames(exc))
+
+    def flush_figures(self):
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is None or not pyplot.get_fignums():
+            return []
+        plots = os.path.join(self.dbfs_root, "FileStore", "plots")
+        os.makedirs(plots, exist_ok=True)
+        names = []
+        for number in pyplot.get_fignums():
+            name = f"{uuid.uuid4()}.png"
+            pyplot.figure(number).savefig(os.path.join(plots, name), format="png")
+            names.append(f"/plots/{name}")
+        pyplot.close("all")
+        return names
+
+
+def strip_kernel_frames(exc):
+    """Drop the kernel's own frames so the traceback starts at the user's code."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != "<command>":
+        tb = tb.tb_next
+    if tb is not None:
+        exc.__traceback__ = tb
+    return exc
+
+
+def split_sql(code):
+    """Splits on `;` outside quotes and comments; drops empty statements."""
+    statements, current, quote, i = [], [], None, 0
+    while i < len(code):
+        ch = code[i]
+        if quote:
+            current.append(ch)
+            if ch == quote:
+                quote = None
+        elif ch in ("'", '"', "`"):
+            quote = ch
+            current.append(ch)
+        elif code.startswith("--", i):
+            end = code.find("\n", i)
+            i = len(code) if end < 0 else end
+            continue
+        elif ch == ";":
+            statements.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+        i += 1
+    statements.append("".join(current))
+    return [s.strip() for s in statements if s.strip()]
+
+
+def main():
+    channel = Channel()
+    kernel = Kernel(os.environ.get("KILN_SPARK_URL"), os.environ.get("KILN_DBFS_ROOT", "/tmp/kiln-dbfs"), os.environ.get("KILN_LIBS_DIR"))
+
+    def on_sigint(signum, frame):
+        if not kernel.executing:
+            return
+        if kernel.spark is not None:
+            threading.Thread(target=interrupt_spark, args=(kernel.spark,), daemon=True).start()
+        raise Interrupted()
+
+    signal.signal(signal.SIGINT, on_sigint)
+    channel.send({"event": "ready", "pid": os.getpid()})
+    while True:
+        message = channel.receive()
+        if message is None or message.get("op") == "exit":
+            return
+        if message.get("op") != "execute":
+            continue
+        channel.send({"event": "started", "id": message["id"]})
+        kernel.executing = True
+        try:
+            status, payload = kernel.execute(message.get("language", "python"), message.get("code", ""), message.get("options"))
+        except Interrupted:
+            status, payload = "Cancelled", results.cancelled()
+        finally:
+            kernel.executing = False
+        channel.send({"event": "done", "id": message["id"], "status": status, "results": payload})
+
+
+def interrupt_spark(spark):
+    try:
+        spark.interruptAll()
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
+if __name__ == "__main__":
+    main()
