@@ -115,7 +115,7 @@ async fn execute_command(
     let language = req.language.as_deref().map(Language::parse).transpose()?;
     let options = options_of(req.options)?;
     if let Some(limit) = options.get("displayRowLimit") {
-        if !limit.as_u64().is_some_and(|n| n > 0) {
+        if limit.as_u64().is_none_or(|n| n == 0) {
             return Err(Error::invalid(
                 "Invalid value for field options.displayRowLimit: expected a positive integer",
             )
