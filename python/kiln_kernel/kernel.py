@@ -38,6 +38,8 @@ class Kernel:
             from pyspark.sql import SparkSession
 
             self.spark = SparkSession.builder.remote(spark_url).getOrCreate()
+            # Tables are Delta unless a command says otherwise, as on Databricks.
+            self.spark.conf.set("spark.sql.sources.default", "delta")
             self.spark.sql("SELECT 1").collect()  # connect now, not on the first command
         self.pending_table = None
         self.row_limit = DEFAULT_ROW_LIMIT

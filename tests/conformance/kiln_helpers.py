@@ -175,6 +175,17 @@ def kiln_engine_procs(cluster_id: Optional[str] = None) -> list[Proc]:
     ]
 
 
+KERNEL_MODULE = "kiln_kernel"
+
+
+def kernel_procs(cluster_id: Optional[str] = None) -> list[Proc]:
+    """Live execution-context kernels (`python -m kiln_kernel.kernel`), optionally of one cluster.
+
+    Besides one kernel per live context, Kiln keeps one warm kernel per RUNNING cluster.
+    """
+    return [p for p in kiln_engine_procs(cluster_id) if KERNEL_MODULE in p.cmdline]
+
+
 def engine_main_proc(cluster_id: str) -> Optional[Proc]:
     """The topmost `sail spark server` process of a cluster, or None."""
     procs = kiln_engine_procs(cluster_id)

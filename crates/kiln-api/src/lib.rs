@@ -10,6 +10,7 @@ pub mod lenient;
 pub mod oauth;
 pub mod scim;
 pub mod tokens;
+pub mod unity_catalog;
 
 /// The `{}` body of operations that return nothing.
 #[derive(Debug, Default, serde::Serialize)]

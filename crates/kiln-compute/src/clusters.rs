@@ -35,6 +35,56 @@ pub struct ClusterSettings {
     pub autotermination_minute: Duration,
     /// How long an engine gets to exit after SIGTERM before SIGKILL.
     pub stop_deadline: Duration,
+    /// The Unity Catalog engines use; `None` leaves Sail's per-session memory catalog.
+    pub engine_catalog: Option<EngineCatalog>,
+}
+
+/// How engines reach Kiln's Unity Catalog.
+#[derive(Clone)]
+pub struct EngineCatalog {
+    /// e.g. `http://127.0.0.1:8080/api/2.1/unity-catalog`
+    pub uri: String,
+    /// A credential Kiln accepts from its own engines.
+    pub token: String,
+    pub catalog: Arc<crate::catalog::Catalog>,
+}
+
+impl std::fmt::Debug for EngineCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineCatalog")
+            .field("uri", &self.uri)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineCatalog {
+    /// Sail settings: one `unity` catalog entry per Unity Catalog catalog, with
+    /// `main.default` as the current catalog and database.
+    pub fn env(&self) -> BTreeMap<String, String> {
+        let names = self
+            .catalog
+            .catalogs()
+            .map(|c| c.into_iter().map(|c| c.name).collect())
+            .unwrap_or_else(|_| vec![crate::catalog::DEFAULT_CATALOG.to_string()]);
+        let entries: Vec<String> = names
+            .iter()
+            .map(|name| format!(r#"{{name="{name}", type="unity", uri="{}", default_catalog="{name}", token="{}"}}"#, self.uri, self.token))
+            .collect();
+        BTreeMap::from([
+            (
+                "SAIL_CATALOG__LIST".to_string(),
+                format!("[{}]", entries.join(", ")),
+            ),
+            (
+                "SAIL_CATALOG__DEFAULT_CATALOG".to_string(),
+                crate::catalog::DEFAULT_CATALOG.to_string(),
+            ),
+            (
+                "SAIL_CATALOG__DEFAULT_DATABASE".to_string(),
+                format!(r#"["{}"]"#, crate::catalog::DEFAULT_SCHEMA),
+            ),
+        ])
+    }
 }
 
 /// A live engine and the configuration it was started with.

@@ -19,6 +19,10 @@ use tokio::process::{Child, Command};
 use crate::runtime::Runtime;
 use crate::spark_connect;
 
+/// Variables Sail reads as overrides of its catalog settings (and the SDK's
+/// credentials): an engine never inherits them from Kiln's environment.
+const INHERITED_OVERRIDES: &[&str] = &["DATABRICKS_", "UNITY_", "UC_", "SAIL_", "SPARK_REMOTE"];
+
 /// The query that proves an engine answers.
 pub const HEALTH_QUERY: &str = "SELECT 1 AS kiln_health";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -105,6 +109,15 @@ fn spawn(runtime: &Runtime, spec: &EngineSpec, port: u16) -> Result<Child> {
         .try_clone()
         .map_err(|e| Error::internal("open the engine log", e))?;
     let mut command = Command::new(&runtime.sail);
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if INHERITED_OVERRIDES
+            .iter()
+            .any(|prefix| key.starts_with(prefix))
+        {
+            command.env_remove(key.as_ref());
+        }
+    }
     command
         .args([
             "spark",

@@ -9,6 +9,7 @@
 //! - [`clusters`] is the cluster service: user operations, the durable record
 //!   cache and the reconciler that makes observed engines match desired state.
 
+pub mod catalog;
 pub mod clusters;
 pub mod command_lifecycle;
 pub mod contexts;

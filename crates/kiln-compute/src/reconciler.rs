@@ -171,6 +171,18 @@ fn workers_of(record: &ClusterRecord) -> (u32, u32) {
     }
 }
 
+/// The user's `spark_env_vars` plus the catalog settings (which win).
+fn engine_env(
+    clusters: &Clusters,
+    record: &ClusterRecord,
+) -> std::collections::BTreeMap<String, String> {
+    let mut env = record.config.spark_env_vars.clone();
+    if let Some(catalog) = &clusters.settings.engine_catalog {
+        env.extend(catalog.env());
+    }
+    env
+}
+
 fn take_engine(clusters: &Clusters, cluster_id: &str) -> Option<EngineSlot> {
     clusters
         .engines
@@ -217,7 +229,7 @@ async fn launch(clusters: &Clusters, cluster_id: &str, generation: u64) -> kiln_
         work_dir: clusters.engine_dir(cluster_id),
         num_workers: workers.0,
         max_workers: workers.1,
-        env: record.config.spark_env_vars.clone(),
+        env: engine_env(clusters, &record),
     };
     let was_resize = state_of(&record) == ClusterState::Resizing;
     match Engine::launch(&clusters.runtime, &spec).await {

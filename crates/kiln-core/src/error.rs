@@ -23,6 +23,14 @@ pub enum ErrorCode {
     InternalError,
     NotImplemented,
     TemporarilyUnavailable,
+    // Unity Catalog's own codes.
+    CatalogDoesNotExist,
+    SchemaDoesNotExist,
+    TableDoesNotExist,
+    CatalogAlreadyExists,
+    SchemaAlreadyExists,
+    TableAlreadyExists,
+    SchemaNotEmpty,
 }
 
 impl ErrorCode {
@@ -44,6 +52,13 @@ impl ErrorCode {
             Self::InternalError => "INTERNAL_ERROR",
             Self::NotImplemented => "NOT_IMPLEMENTED",
             Self::TemporarilyUnavailable => "TEMPORARILY_UNAVAILABLE",
+            Self::CatalogDoesNotExist => "CATALOG_DOES_NOT_EXIST",
+            Self::SchemaDoesNotExist => "SCHEMA_DOES_NOT_EXIST",
+            Self::TableDoesNotExist => "TABLE_DOES_NOT_EXIST",
+            Self::CatalogAlreadyExists => "CATALOG_ALREADY_EXISTS",
+            Self::SchemaAlreadyExists => "SCHEMA_ALREADY_EXISTS",
+            Self::TableAlreadyExists => "TABLE_ALREADY_EXISTS",
+            Self::SchemaNotEmpty => "SCHEMA_NOT_EMPTY",
         }
     }
 
@@ -53,11 +68,21 @@ impl ErrorCode {
             Self::InvalidParameterValue
             | Self::MalformedRequest
             | Self::InvalidState
-            | Self::BadRequest => 400,
+            | Self::BadRequest
+            | Self::SchemaNotEmpty => 400,
             Self::Unauthenticated => 401,
             Self::PermissionDenied => 403,
-            Self::ResourceDoesNotExist | Self::EndpointNotFound => 404,
-            Self::ResourceAlreadyExists | Self::AlreadyExists | Self::ResourceConflict => 409,
+            Self::ResourceDoesNotExist
+            | Self::EndpointNotFound
+            | Self::CatalogDoesNotExist
+            | Self::SchemaDoesNotExist
+            | Self::TableDoesNotExist => 404,
+            Self::ResourceAlreadyExists
+            | Self::AlreadyExists
+            | Self::ResourceConflict
+            | Self::CatalogAlreadyExists
+            | Self::SchemaAlreadyExists
+            | Self::TableAlreadyExists => 409,
             Self::RequestLimitExceeded => 429,
             Self::InternalError => 500,
             Self::NotImplemented => 501,

@@ -42,7 +42,14 @@ struct Index {
 pub struct Identity {
     store: Arc<dyn Store>,
     index: RwLock<Index>,
+    /// SHA-256 of the credential Kiln's own engines use (new on every start,
+    /// never stored, handed to engines in their environment).
+    system_token_hash: String,
+    system_token: String,
 }
+
+/// The user name Kiln's engines act as.
+pub const SYSTEM_USER: &str = "kiln-system";
 
 pub fn sha256_hex(value: &str) -> String {
     hex::encode(Sha256::digest(value.as_bytes()))
@@ -81,9 +88,12 @@ impl Identity {
         for s in store.sp_secrets()? {
             index.secrets.insert(s.secret_hash.clone(), s);
         }
+        let system_token = format!("dkys{}", ids::random_hex(32));
         Ok(Self {
             store,
             index: RwLock::new(index),
+            system_token_hash: sha256_hex(&system_token),
+            system_token,
         })
     }
 
@@ -99,6 +109,11 @@ impl Identity {
             .map_err(|_| Error::internal("update identities", "poisoned lock"))
     }
 
+    /// The credential for Kiln's own engines (only for their environment).
+    pub fn system_token(&self) -> &str {
+        &self.system_token
+    }
+
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.read()?.principals.is_empty())
     }
@@ -107,11 +122,17 @@ impl Identity {
 
     /// A bearer token (PAT or OAuth access token).
     pub fn authenticate_token(&self, token: &str) -> Result<Caller> {
+        let hash = sha256_hex(token);
+        if hash == self.system_token_hash {
+            return Ok(Caller {
+                principal_id: "system".into(),
+                user_name: SYSTEM_USER.into(),
+                admin: true,
+                credential: "system".into(),
+            });
+        }
         let index = self.read()?;
-        let record = index
-            .tokens
-            .get(&sha256_hex(token))
-            .ok_or_else(unauthenticated)?;
+        let record = index.tokens.get(&hash).ok_or_else(unauthenticated)?;
         if record.expiry_ms >= 0 && record.expiry_ms < now_ms() {
             return Err(Error::unauthenticated("Token expired."));
         }

@@ -19,7 +19,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use kiln_compute::clusters::{ClusterSettings, Clusters};
+use kiln_compute::catalog::Catalog;
+use kiln_compute::clusters::{ClusterSettings, Clusters, EngineCatalog};
 use kiln_compute::contexts::Contexts;
 use kiln_compute::runtime::{cache_dir, Runtime};
 use kiln_core::{Error, Result};
@@ -78,10 +79,16 @@ pub async fn serve(
     let address = listener
         .local_addr()
         .map_err(|e| Error::internal("bind the HTTP port", e))?;
+    let catalog = Catalog::open(store.clone(), config.data_dir.join("warehouse"))?;
     let settings = ClusterSettings {
         data_dir: config.data_dir.clone(),
         autotermination_minute: config.clusters.minute(),
         stop_deadline: std::time::Duration::from_secs(config.clusters.engine_stop_seconds),
+        engine_catalog: Some(EngineCatalog {
+            uri: format!("http://{}/api/2.1/unity-catalog", loopback_address(address)),
+            token: identity.system_token().to_string(),
+            catalog: catalog.clone(),
+        }),
     };
     let clusters = Clusters::open(store.clone(), runtime.clone(), settings)?;
     let contexts = Contexts::new(clusters.clone(), runtime, sources, config.data_dir.clone());
@@ -101,6 +108,7 @@ pub async fn serve(
         identity,
         clusters,
         contexts,
+        catalog,
         limiter,
         workspace_id,
         host: HostInfo::detect(),
@@ -120,4 +128,14 @@ pub async fn serve(
     let _ = engines.await;
     tracing::info!("kiln stopped");
     served.map_err(|e| Error::internal("serve HTTP", e))
+}
+
+/// Where engines reach this server: the bound address, or loopback when bound
+/// to every interface.
+fn loopback_address(address: std::net::SocketAddr) -> std::net::SocketAddr {
+    if address.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], address.port()))
+    } else {
+        address
+    }
 }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use kiln_compute::catalog::Catalog;
 use kiln_compute::clusters::Clusters;
 use kiln_compute::contexts::Contexts;
 
@@ -20,6 +21,7 @@ pub struct Shared {
     pub identity: Identity,
     pub clusters: Arc<Clusters>,
     pub contexts: Arc<Contexts>,
+    pub catalog: Arc<Catalog>,
     pub limiter: RateLimiter,
     /// Numeric workspace id (host metadata, `X-Databricks-Org-Id`).
     pub workspace_id: String,

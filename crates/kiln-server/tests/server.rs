@@ -228,7 +228,7 @@ async fn errors_have_databricks_shape_and_change_nothing() -> TestResult {
         (status, body["error_code"].as_str()),
         (StatusCode::NOT_FOUND, Some("ENDPOINT_NOT_FOUND"))
     );
-    let (status, body) = server.post("/api/1.2/contexts/create", json!({})).await?;
+    let (status, body) = server.post("/api/2.1/jobs/create", json!({})).await?;
     assert_eq!(
         (status, body["error_code"].as_str()),
         (StatusCode::NOT_IMPLEMENTED, Some("NOT_IMPLEMENTED"))

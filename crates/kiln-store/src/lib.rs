@@ -2,7 +2,8 @@
 //!
 //! What is durable: identities (users and service principals), hashed tokens and
 //! service-principal secrets, clusters (spec, lifecycle state, engine pid) and
-//! each cluster's event history. Every write goes through [`Store::commit`], one
+//! each cluster's event history, and the Unity Catalog (catalogs, schemas,
+//! tables and their Delta commit logs). Every write goes through [`Store::commit`], one
 //! SQLite transaction with `synchronous=FULL`, so a caller that got `Ok` may
 //! acknowledge the request: a kill -9 after that loses nothing.
 //!
@@ -31,6 +32,16 @@ pub enum Write {
     DeleteCluster(String),
     AppendClusterEvent(ClusterEventRecord),
     PutMeta(String, String),
+    /// A Unity Catalog object (`kind`: catalog, schema, table, staging, commits).
+    PutUc {
+        kind: &'static str,
+        key: String,
+        record: serde_json::Value,
+    },
+    DeleteUc {
+        kind: &'static str,
+        key: String,
+    },
 }
 
 /// Which events of one cluster to read.
@@ -54,6 +65,8 @@ pub trait Store: Send + Sync + 'static {
     fn tokens(&self) -> Result<Vec<TokenRecord>>;
     fn sp_secrets(&self) -> Result<Vec<SpSecretRecord>>;
     fn clusters(&self) -> Result<Vec<ClusterRecord>>;
+    /// Unity Catalog objects of one kind, oldest first.
+    fn uc_objects(&self, kind: &str) -> Result<Vec<serde_json::Value>>;
     /// Events matching the query, and the total number matching before paging.
     fn cluster_events(&self, query: &EventQuery) -> Result<(Vec<ClusterEventRecord>, u64)>;
 }

@@ -14,7 +14,10 @@ use crate::{
 };
 
 /// Numbered migrations, applied in order; `PRAGMA user_version` records the last.
-const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_unity_catalog.sql")),
+];
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -130,6 +133,14 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<()> {
             "INSERT INTO cluster_events (cluster_id, timestamp, event_type, details) VALUES (?1, ?2, ?3, ?4)",
             params![e.cluster_id, e.timestamp, e.event_type, e.details.to_string()],
         ),
+        Write::PutUc { kind, key, record } => tx.execute(
+            "INSERT INTO uc_objects (kind, key, record) VALUES (?1, ?2, ?3) \
+             ON CONFLICT(kind, key) DO UPDATE SET record = excluded.record",
+            params![kind, key, record.to_string()],
+        ),
+        Write::DeleteUc { kind, key } => {
+            tx.execute("DELETE FROM uc_objects WHERE kind = ?1 AND key = ?2", params![kind, key])
+        }
         Write::PutMeta(key, value) => tx.execute(
             "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             params![key, value],
@@ -190,6 +201,22 @@ impl Store for SqliteStore {
 
     fn clusters(&self) -> Result<Vec<ClusterRecord>> {
         self.list("SELECT record FROM clusters ORDER BY rowid")
+    }
+
+    fn uc_objects(&self, kind: &str) -> Result<Vec<serde_json::Value>> {
+        self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT record FROM uc_objects WHERE kind = ?1 ORDER BY rowid")
+                .map_err(db_err("read catalog objects"))?;
+            let rows = stmt
+                .query_map(params![kind], |row| row.get::<_, String>(0))
+                .map_err(db_err("read catalog objects"))?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(decode(&row.map_err(db_err("read catalog objects"))?)?);
+            }
+            Ok(out)
+        })
     }
 
     fn cluster_events(&self, q: &EventQuery) -> Result<(Vec<ClusterEventRecord>, u64)> {

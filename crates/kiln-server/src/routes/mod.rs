@@ -9,6 +9,7 @@ mod commands;
 mod identity;
 mod meta;
 mod scim;
+mod unity_catalog;
 
 use axum::http::Method;
 use axum::routing::{on, MethodFilter, MethodRouter};
@@ -65,6 +66,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(clusters::endpoints());
     all.extend(clusters_v12::endpoints());
     all.extend(commands::endpoints());
+    all.extend(unity_catalog::endpoints());
     all.extend(planned_endpoints());
     all
 }

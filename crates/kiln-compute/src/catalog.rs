@@ -1,0 +1,816 @@
+//! The Unity Catalog Kiln serves: one persistent catalog shared by every
+//! engine (Sail's `unity` catalog provider reads it over REST) and by clients.
+//!
+//! Managed tables live under `<data_dir>/warehouse/<catalog>/<schema>/<table id>`.
+//! Engines write the Delta files themselves; Kiln decides the location (staging
+//! tables) and coordinates commits (`delta/preview/commits`), which is what
+//! lets two engines append to one table safely.
+//!
+//! Invariants: names are stored lower-case and unquoted; every change is
+//! durable before it is visible; dropping a managed table removes its data, and
+//! never anything outside the warehouse root.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use kiln_core::{ids, time::now_ms, Error, ErrorCode, Result};
+use kiln_store::{Store, Write};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const DEFAULT_CATALOG: &str = "main";
+pub const DEFAULT_SCHEMA: &str = "default";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CatalogInfo {
+    pub name: String,
+    pub id: String,
+    pub comment: Option<String>,
+    pub properties: BTreeMap<String, String>,
+    pub owner: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SchemaInfo {
+    pub catalog_name: String,
+    pub name: String,
+    pub id: String,
+    pub comment: Option<String>,
+    pub properties: BTreeMap<String, String>,
+    pub owner: String,
+    pub created_at: i64,
+}
+
+impl SchemaInfo {
+    pub fn full_name(&self) -> String {
+        format!("{}.{}", self.catalog_name, self.name)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TableInfo {
+    pub catalog_name: String,
+    pub schema_name: String,
+    pub name: String,
+    pub table_id: String,
+    pub table_type: String,
+    pub data_source_format: String,
+    pub storage_location: Option<String>,
+    /// Column descriptions as the engine sent them (`name`, `type_text`, `type_json`, …).
+    pub columns: Vec<Value>,
+    pub properties: BTreeMap<String, String>,
+    pub comment: Option<String>,
+    pub owner: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl TableInfo {
+    pub fn full_name(&self) -> String {
+        format!("{}.{}.{}", self.catalog_name, self.schema_name, self.name)
+    }
+}
+
+/// A location handed out for a managed table about to be created.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StagingTable {
+    pub id: String,
+    pub catalog_name: String,
+    pub schema_name: String,
+    pub name: String,
+    pub staging_location: String,
+}
+
+/// A table's coordinated commits that the engine has not yet backfilled.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CommitLog {
+    pub table_id: String,
+    pub latest_version: Option<i64>,
+    pub commits: Vec<Value>,
+}
+
+/// What a new table needs.
+#[derive(Debug, Clone)]
+pub struct NewTable {
+    pub catalog_name: String,
+    pub schema_name: String,
+    pub name: String,
+    pub table_type: String,
+    pub data_source_format: String,
+    pub storage_location: Option<String>,
+    pub columns: Vec<Value>,
+    pub properties: BTreeMap<String, String>,
+    pub comment: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    catalogs: BTreeMap<String, CatalogInfo>,
+    schemas: BTreeMap<String, SchemaInfo>,
+    tables: BTreeMap<String, TableInfo>,
+    staging: HashMap<String, StagingTable>,
+    commits: HashMap<String, CommitLog>,
+}
+
+pub struct Catalog {
+    store: Arc<dyn Store>,
+    root: PathBuf,
+    state: RwLock<State>,
+    writer: std::sync::Mutex<()>,
+}
+
+fn uc_error(code: ErrorCode, message: String) -> Error {
+    Error::new(code, message)
+}
+
+/// Lower-cases a name and strips the backticks engines send around quoted names.
+pub fn normalize(name: &str) -> String {
+    name.trim().trim_matches('`').to_lowercase()
+}
+
+/// Splits `a.b.c` (backtick-aware) into normalized parts.
+pub fn split_full_name(full_name: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for ch in full_name.chars() {
+        match ch {
+            '`' => quoted = !quoted,
+            '.' if !quoted => parts.push(std::mem::take(&mut current)),
+            _ => current.push(ch),
+        }
+    }
+    parts.push(current);
+    parts.iter().map(|p| normalize(p)).collect()
+}
+
+fn check_identifier(kind: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.contains(['.', '/', '\0', '`'])
+        && name != "."
+        && name != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!("Invalid {kind} name '{name}'")))
+    }
+}
+
+fn load<T: serde::de::DeserializeOwned>(store: &dyn Store, kind: &str) -> Result<Vec<T>> {
+    store
+        .uc_objects(kind)?
+        .into_iter()
+        .map(|v| serde_json::from_value(v).map_err(|e| Error::internal("read the catalog", e)))
+        .collect()
+}
+
+fn put<T: Serialize>(kind: &'static str, key: &str, value: &T) -> Result<Write> {
+    let record =
+        serde_json::to_value(value).map_err(|e| Error::internal("write the catalog", e))?;
+    Ok(Write::PutUc {
+        kind,
+        key: key.into(),
+        record,
+    })
+}
+
+impl Catalog {
+    /// Opens the catalog; creates `main.default` on first use.
+    pub fn open(store: Arc<dyn Store>, root: PathBuf) -> Result<Arc<Self>> {
+        let mut state = State::default();
+        for c in load::<CatalogInfo>(store.as_ref(), "catalog")? {
+            state.catalogs.insert(c.name.clone(), c);
+        }
+        for s in load::<SchemaInfo>(store.as_ref(), "schema")? {
+            state.schemas.insert(s.full_name(), s);
+        }
+        for t in load::<TableInfo>(store.as_ref(), "table")? {
+            state.tables.insert(t.full_name(), t);
+        }
+        for s in load::<StagingTable>(store.as_ref(), "staging")? {
+            state.staging.insert(s.id.clone(), s);
+        }
+        for c in load::<CommitLog>(store.as_ref(), "commits")? {
+            state.commits.insert(c.table_id.clone(), c);
+        }
+        std::fs::create_dir_all(&root).map_err(|e| Error::internal("create the warehouse", e))?;
+        let root = root
+            .canonicalize()
+            .map_err(|e| Error::internal("create the warehouse", e))?;
+        let catalog = Arc::new(Self {
+            store,
+            root,
+            state: RwLock::new(state),
+            writer: std::sync::Mutex::new(()),
+        });
+        if catalog.get_catalog(DEFAULT_CATALOG).is_err() {
+            catalog.create_catalog(
+                "kiln",
+                DEFAULT_CATALOG,
+                Some("The default catalog".into()),
+                BTreeMap::new(),
+            )?;
+        }
+        if catalog
+            .get_schema(&format!("{DEFAULT_CATALOG}.{DEFAULT_SCHEMA}"))
+            .is_err()
+        {
+            catalog.create_schema(
+                "kiln",
+                DEFAULT_CATALOG,
+                DEFAULT_SCHEMA,
+                Some("Default schema".into()),
+                BTreeMap::new(),
+            )?;
+        }
+        Ok(catalog)
+    }
+
+    fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, State>> {
+        self.state
+            .read()
+            .map_err(|_| Error::internal("read the catalog", "poisoned lock"))
+    }
+
+    /// Commits `writes`, then applies `change` to memory.
+    fn commit(&self, writes: Vec<Write>, change: impl FnOnce(&mut State)) -> Result<()> {
+        self.store.commit(writes)?;
+        let mut state = self
+            .state
+            .write()
+            .map_err(|_| Error::internal("update the catalog", "poisoned lock"))?;
+        change(&mut state);
+        Ok(())
+    }
+
+    fn lock_writer(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
+        self.writer
+            .lock()
+            .map_err(|_| Error::internal("update the catalog", "poisoned lock"))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    // ---- catalogs ------------------------------------------------------------
+
+    pub fn catalogs(&self) -> Result<Vec<CatalogInfo>> {
+        Ok(self.read()?.catalogs.values().cloned().collect())
+    }
+
+    pub fn get_catalog(&self, name: &str) -> Result<CatalogInfo> {
+        let name = normalize(name);
+        self.read()?.catalogs.get(&name).cloned().ok_or_else(|| {
+            uc_error(
+                ErrorCode::CatalogDoesNotExist,
+                format!("Catalog '{name}' does not exist."),
+            )
+        })
+    }
+
+    /// Catalog names usable in engine configuration: `[a-z0-9_]+`.
+    pub fn create_catalog(
+        &self,
+        owner: &str,
+        name: &str,
+        comment: Option<String>,
+        properties: BTreeMap<String, String>,
+    ) -> Result<CatalogInfo> {
+        let name = normalize(name);
+        if name.is_empty()
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || name == "system"
+        {
+            return Err(Error::invalid(format!("Invalid catalog name '{name}': use letters, digits and underscores (not 'system').")));
+        }
+        let _guard = self.lock_writer()?;
+        if self.read()?.catalogs.contains_key(&name) {
+            return Err(uc_error(
+                ErrorCode::CatalogAlreadyExists,
+                format!("Catalog '{name}' already exists."),
+            ));
+        }
+        let info = CatalogInfo {
+            name: name.clone(),
+            id: ids::uuid4(),
+            comment,
+            properties,
+            owner: owner.into(),
+            created_at: now_ms(),
+        };
+        let value = info.clone();
+        self.commit(vec![put("catalog", &name, &info)?], move |s| {
+            s.catalogs.insert(name, value);
+        })?;
+        Ok(info)
+    }
+
+    pub fn delete_catalog(&self, name: &str, force: bool) -> Result<()> {
+        let name = normalize(name);
+        self.get_catalog(&name)?;
+        let schemas: Vec<String> = self
+            .read()?
+            .schemas
+            .values()
+            .filter(|s| s.catalog_name == name)
+            .map(|s| s.full_name())
+            .collect();
+        if !force
+            && schemas
+                .iter()
+                .any(|s| !s.ends_with(".default") && !s.ends_with(".information_schema"))
+        {
+            return Err(uc_error(
+                ErrorCode::SchemaNotEmpty,
+                format!("Catalog '{name}' is not empty; use force=true."),
+            ));
+        }
+        for schema in &schemas {
+            self.delete_schema(schema, true)?;
+        }
+        let _guard = self.lock_writer()?;
+        self.commit(
+            vec![Write::DeleteUc {
+                kind: "catalog",
+                key: name.clone(),
+            }],
+            |s| {
+                s.catalogs.remove(&name);
+            },
+        )
+    }
+
+    // ---- schemas -------------------------------------------------------------
+
+    pub fn schemas(&self, catalog_name: &str) -> Result<Vec<SchemaInfo>> {
+        let catalog = self.get_catalog(catalog_name)?;
+        Ok(self
+            .read()?
+            .schemas
+            .values()
+            .filter(|s| s.catalog_name == catalog.name)
+            .cloned()
+            .collect())
+    }
+
+    pub fn get_schema(&self, full_name: &str) -> Result<SchemaInfo> {
+        let parts = split_full_name(full_name);
+        let key = parts.join(".");
+        self.read()?.schemas.get(&key).cloned().ok_or_else(|| {
+            uc_error(
+                ErrorCode::SchemaDoesNotExist,
+                format!("Schema '{key}' does not exist."),
+            )
+        })
+    }
+
+    pub fn create_schema(
+        &self,
+        owner: &str,
+        catalog_name: &str,
+        name: &str,
+        comment: Option<String>,
+        properties: BTreeMap<String, String>,
+    ) -> Result<SchemaInfo> {
+        let (catalog_name, name) = (normalize(catalog_name), normalize(name));
+        check_identifier("schema", &name)?;
+        self.get_catalog(&catalog_name)?;
+        let _guard = self.lock_writer()?;
+        let key = format!("{catalog_name}.{name}");
+        if self.read()?.schemas.contains_key(&key) {
+            return Err(uc_error(
+                ErrorCode::SchemaAlreadyExists,
+                format!("Schema '{key}' already exists."),
+            ));
+        }
+        let info = SchemaInfo {
+            catalog_name,
+            name,
+            id: ids::uuid4(),
+            comment,
+            properties,
+            owner: owner.into(),
+            created_at: now_ms(),
+        };
+        let value = info.clone();
+        self.commit(vec![put("schema", &key, &info)?], move |s| {
+            s.schemas.insert(key, value);
+        })?;
+        Ok(info)
+    }
+
+    pub fn delete_schema(&self, full_name: &str, force: bool) -> Result<()> {
+        let schema = self.get_schema(full_name)?;
+        let key = schema.full_name();
+        let tables: Vec<String> = self
+            .read()?
+            .tables
+            .keys()
+            .filter(|t| t.starts_with(&format!("{key}.")))
+            .cloned()
+            .collect();
+        if !tables.is_empty() && !force {
+            return Err(uc_error(
+                ErrorCode::SchemaNotEmpty,
+                format!("Schema '{key}' is not empty; use force=true."),
+            ));
+        }
+        for table in &tables {
+            self.delete_table(table)?;
+        }
+        let _guard = self.lock_writer()?;
+        self.commit(
+            vec![Write::DeleteUc {
+                kind: "schema",
+                key: key.clone(),
+            }],
+            |s| {
+                s.schemas.remove(&key);
+            },
+        )
+    }
+
+    // ---- tables --------------------------------------------------------------
+
+    pub fn tables(&self, catalog_name: &str, schema_name: &str) -> Result<Vec<TableInfo>> {
+        let schema = self.get_schema(&format!(
+            "{}.{}",
+            normalize(catalog_name),
+            normalize(schema_name)
+        ))?;
+        Ok(self
+            .read()?
+            .tables
+            .values()
+            .filter(|t| t.catalog_name == schema.catalog_name && t.schema_name == schema.name)
+            .cloned()
+            .collect())
+    }
+
+    pub fn get_table(&self, full_name: &str) -> Result<TableInfo> {
+        let key = split_full_name(full_name).join(".");
+        self.read()?.tables.get(&key).cloned().ok_or_else(|| {
+            uc_error(
+                ErrorCode::TableDoesNotExist,
+                format!("Table '{key}' does not exist."),
+            )
+        })
+    }
+
+    /// Hands out the location of a managed table about to be created.
+    pub fn create_staging_table(
+        &self,
+        catalog_name: &str,
+        schema_name: &str,
+        name: &str,
+    ) -> Result<StagingTable> {
+        let schema = self.get_schema(&format!(
+            "{}.{}",
+            normalize(catalog_name),
+            normalize(schema_name)
+        ))?;
+        let name = normalize(name);
+        check_identifier("table", &name)?;
+        let id = ids::uuid4();
+        let path = self
+            .root
+            .join(&schema.catalog_name)
+            .join(&schema.name)
+            .join(&id);
+        let staging = StagingTable {
+            id: id.clone(),
+            catalog_name: schema.catalog_name,
+            schema_name: schema.name,
+            name,
+            staging_location: format!("file://{}", path.display()),
+        };
+        let _guard = self.lock_writer()?;
+        let value = staging.clone();
+        self.commit(vec![put("staging", &id, &staging)?], move |s| {
+            s.staging.insert(id, value);
+        })?;
+        Ok(staging)
+    }
+
+    pub fn create_table(&self, owner: &str, new: NewTable) -> Result<TableInfo> {
+        let schema = self.get_schema(&format!(
+            "{}.{}",
+            normalize(&new.catalog_name),
+            normalize(&new.schema_name)
+        ))?;
+        let name = normalize(&new.name);
+        check_identifier("table", &name)?;
+        let managed = new.table_type.eq_ignore_ascii_case("MANAGED");
+        let location = new
+            .storage_location
+            .as_deref()
+            .map(|l| l.trim_end_matches('/').to_string());
+        let _guard = self.lock_writer()?;
+        let key = format!("{}.{}.{name}", schema.catalog_name, schema.name);
+        let staged = {
+            let state = self.read()?;
+            if state.tables.contains_key(&key) {
+                return Err(uc_error(
+                    ErrorCode::TableAlreadyExists,
+                    format!("Table '{key}' already exists."),
+                ));
+            }
+            location.as_ref().and_then(|l| {
+                state
+                    .staging
+                    .values()
+                    .find(|s| &s.staging_location == l)
+                    .cloned()
+            })
+        };
+        if managed && staged.is_none() {
+            return Err(Error::invalid(
+                "A managed table needs a storage_location handed out by staging-tables.",
+            ));
+        }
+        let now = now_ms();
+        let info = TableInfo {
+            catalog_name: schema.catalog_name,
+            schema_name: schema.name,
+            name,
+            table_id: staged
+                .as_ref()
+                .map(|s| s.id.clone())
+                .unwrap_or_else(ids::uuid4),
+            table_type: new.table_type.to_ascii_uppercase(),
+            data_source_format: new.data_source_format.to_ascii_uppercase(),
+            storage_location: location,
+            columns: new.columns,
+            properties: new.properties,
+            comment: new.comment,
+            owner: owner.into(),
+            created_at: now,
+            updated_at: now,
+        };
+        let mut writes = vec![put("table", &key, &info)?];
+        if let Some(staged) = &staged {
+            writes.push(Write::DeleteUc {
+                kind: "staging",
+                key: staged.id.clone(),
+            });
+        }
+        let value = info.clone();
+        self.commit(writes, move |s| {
+            if let Some(staged) = staged {
+                s.staging.remove(&staged.id);
+            }
+            s.tables.insert(key, value);
+        })?;
+        Ok(info)
+    }
+
+    /// Drops a table; a managed table's data goes with it.
+    pub fn delete_table(&self, full_name: &str) -> Result<()> {
+        let table = self.get_table(full_name)?;
+        let key = table.full_name();
+        let _guard = self.lock_writer()?;
+        let writes = vec![
+            Write::DeleteUc {
+                kind: "table",
+                key: key.clone(),
+            },
+            Write::DeleteUc {
+                kind: "commits",
+                key: table.table_id.clone(),
+            },
+        ];
+        let table_id = table.table_id.clone();
+        self.commit(writes, |s| {
+            s.tables.remove(&key);
+            s.commits.remove(&table_id);
+        })?;
+        if table.table_type == "MANAGED" {
+            self.remove_managed_data(&table);
+        }
+        Ok(())
+    }
+
+    fn remove_managed_data(&self, table: &TableInfo) {
+        let Some(location) = table.storage_location.as_deref() else {
+            return;
+        };
+        let path = PathBuf::from(location.strip_prefix("file://").unwrap_or(location));
+        match path.canonicalize() {
+            Ok(real) if real.starts_with(&self.root) && real != self.root => {
+                if let Err(e) = std::fs::remove_dir_all(&real) {
+                    tracing::warn!(table = %table.full_name(), error = %e, "could not remove managed table data");
+                }
+            }
+            Ok(real) => {
+                tracing::warn!(path = %real.display(), "refusing to remove data outside the warehouse")
+            }
+            Err(_) => {}
+        }
+    }
+
+    // ---- coordinated commits ------------------------------------------------
+
+    fn table_by_id(&self, table_id: &str) -> Result<TableInfo> {
+        self.read()?
+            .tables
+            .values()
+            .find(|t| t.table_id == table_id)
+            .cloned()
+            .ok_or_else(|| {
+                uc_error(
+                    ErrorCode::TableDoesNotExist,
+                    format!("Table with id {table_id} does not exist."),
+                )
+            })
+    }
+
+    /// Unbackfilled commits in `[start, end]` and the table's latest version.
+    pub fn get_commits(
+        &self,
+        table_id: &str,
+        start: i64,
+        end: Option<i64>,
+    ) -> Result<(Vec<Value>, i64)> {
+        self.table_by_id(table_id)?;
+        let state = self.read()?;
+        let log = state.commits.get(table_id).cloned().unwrap_or_default();
+        let version_of = |c: &Value| c["version"].as_i64().unwrap_or(-1);
+        let commits = log
+            .commits
+            .into_iter()
+            .filter(|c| version_of(c) >= start && end.is_none_or(|e| version_of(c) <= e))
+            .collect();
+        Ok((commits, log.latest_version.unwrap_or(0)))
+    }
+
+    /// Registers commit `version` (it must follow the latest) and forgets commits
+    /// the engine has backfilled into `_delta_log`.
+    pub fn commit_version(
+        &self,
+        table_id: &str,
+        commit: Option<Value>,
+        backfilled: Option<i64>,
+        columns: Option<Vec<Value>>,
+    ) -> Result<()> {
+        let mut table = self.table_by_id(table_id)?;
+        let _guard = self.lock_writer()?;
+        let mut log = self
+            .read()?
+            .commits
+            .get(table_id)
+            .cloned()
+            .unwrap_or_else(|| CommitLog {
+                table_id: table_id.into(),
+                ..CommitLog::default()
+            });
+        if let Some(commit) = commit {
+            let version = commit["version"]
+                .as_i64()
+                .ok_or_else(|| Error::invalid("commit_info.version is required"))?;
+            let expected = log.latest_version.unwrap_or(0) + 1;
+            if version != expected {
+                return Err(Error::new(ErrorCode::ResourceConflict, format!("Commit version {version} conflicts: the next version of table {table_id} is {expected}.")));
+            }
+            log.commits.push(commit);
+            log.latest_version = Some(version);
+        }
+        if let Some(done) = backfilled {
+            log.commits
+                .retain(|c| c["version"].as_i64().unwrap_or(-1) > done);
+        }
+        let mut writes = vec![put("commits", table_id, &log)?];
+        if let Some(columns) = columns {
+            table.columns = columns;
+            table.updated_at = now_ms();
+            writes.push(put("table", &table.full_name(), &table)?);
+        }
+        let id = table_id.to_string();
+        self.commit(writes, move |s| {
+            s.commits.insert(id, log);
+            s.tables.insert(table.full_name(), table);
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_store::SqliteStore;
+
+    fn catalog(dir: &Path) -> Result<Arc<Catalog>> {
+        Catalog::open(
+            Arc::new(SqliteStore::open(&dir.join("k.db"))?),
+            dir.join("warehouse"),
+        )
+    }
+
+    fn managed(cat: &Catalog, name: &str) -> Result<TableInfo> {
+        let staging = cat.create_staging_table("main", "default", name)?;
+        cat.create_table(
+            "u",
+            NewTable {
+                catalog_name: "main".into(),
+                schema_name: "default".into(),
+                name: name.into(),
+                table_type: "MANAGED".into(),
+                data_source_format: "DELTA".into(),
+                storage_location: Some(staging.staging_location),
+                columns: vec![],
+                properties: BTreeMap::new(),
+                comment: None,
+            },
+        )
+    }
+
+    #[test]
+    fn names_are_normalized() {
+        assert_eq!(
+            split_full_name("main.default.`My-T`"),
+            vec!["main", "default", "my-t"]
+        );
+        assert_eq!(split_full_name("`a.b`.c"), vec!["a.b", "c"]);
+    }
+
+    #[test]
+    fn default_catalog_and_schema_exist_and_persist() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::internal("t", e))?;
+        {
+            let cat = catalog(dir.path())?;
+            let table = managed(&cat, "t1")?;
+            assert!(table
+                .storage_location
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("file:///"));
+        }
+        let cat = catalog(dir.path())?;
+        assert_eq!(cat.get_table("MAIN.default.T1")?.name, "t1");
+        assert_eq!(cat.schemas("main")?.len(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn commits_must_follow_the_latest_version() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::internal("t", e))?;
+        let cat = catalog(dir.path())?;
+        let table = managed(&cat, "t")?;
+        let id = &table.table_id;
+        assert_eq!(cat.get_commits(id, 0, None)?.1, 0);
+        cat.commit_version(id, Some(serde_json::json!({"version": 1})), Some(0), None)?;
+        let conflict = cat.commit_version(id, Some(serde_json::json!({"version": 1})), None, None);
+        assert_eq!(
+            conflict.err().map(|e| e.code),
+            Some(ErrorCode::ResourceConflict)
+        );
+        cat.commit_version(id, Some(serde_json::json!({"version": 2})), Some(1), None)?;
+        let (commits, latest) = cat.get_commits(id, 0, None)?;
+        assert_eq!((commits.len(), latest), (1, 2));
+        Ok(())
+    }
+
+    #[test]
+    fn dropping_a_managed_table_removes_its_data_only() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::internal("t", e))?;
+        let cat = catalog(dir.path())?;
+        let table = managed(&cat, "t")?;
+        let path = PathBuf::from(
+            table
+                .storage_location
+                .as_deref()
+                .unwrap_or("")
+                .trim_start_matches("file://"),
+        );
+        std::fs::create_dir_all(path.join("_delta_log")).map_err(|e| Error::internal("t", e))?;
+        cat.delete_table("main.default.t")?;
+        assert!(!path.exists());
+        assert!(cat.root().exists());
+        assert!(cat.get_table("main.default.t").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn managed_tables_need_a_staged_location() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::internal("t", e))?;
+        let cat = catalog(dir.path())?;
+        let result = cat.create_table(
+            "u",
+            NewTable {
+                catalog_name: "main".into(),
+                schema_name: "default".into(),
+                name: "x".into(),
+                table_type: "MANAGED".into(),
+                data_source_format: "DELTA".into(),
+                storage_location: Some("file:///etc".into()),
+                columns: vec![],
+                properties: BTreeMap::new(),
+                comment: None,
+            },
+        );
+        assert!(result.is_err());
+        Ok(())
+    }
+}
