@@ -15,7 +15,6 @@ import datetime
 import json
 import os
 import re
-import time
 import uuid
 from pathlib import Path
 from typing import Optional
@@ -39,7 +38,6 @@ from databricks.sdk.service.compute import (
 )
 
 from kiln_helpers import (
-    CLUSTER_TIMEOUT,
     SDK_TIMEOUT,
     SPARK_VERSION,
     assert_error,
@@ -513,9 +511,8 @@ def test_seed_json_execute_with_token_basic_auth(kiln, cluster):
         r = api.s.post(api.url("commands/execute"), data=json.dumps(payload), headers={"Content-Type": "application/json"})
         cmd = Rest12.ok(r)["id"]
         body = api.wait(ctx, cmd)
-        assert body == {"id": cmd, "status": "Finished", "results": {"resultType": "text", "data": "Hello, World!\n"}} or (
-            body["status"] == "Finished" and body["results"]["data"].rstrip("\n") == "Hello, World!"
-        ), body
+        assert body["status"] == "Finished" and body["results"]["resultType"] == "text", body
+        assert body["results"]["data"].rstrip("\n") == "Hello, World!", body
         # curl --data '{...}' without a content type (curl labels it a form): still JSON
         r = api.s.post(api.url("commands/execute"), data=json.dumps({**payload, "command": "6*7"}),
                        headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
@@ -680,7 +677,7 @@ def test_later_commands_wait_for_a_running_one(api):
     assert api.status(ctx, slow)["status"] == "Finished"
 
 
-def test_cancelling_executes_are_not_raised_by_sdk_wait(w, cluster, sdk_context, api):
+def test_sdk_execute_wait_raises_when_cancelled(w, cluster, sdk_context, api):
     """execute_and_wait raises OperationFailed when the command it waits for is cancelled."""
     from databricks.sdk.errors import OperationFailed
 
@@ -809,7 +806,6 @@ def test_oversized_output_is_truncated(api):
     assert 256 * 1024 <= len(data) < 300000, len(data)
     assert data.startswith("aaaa")
     last = data.rstrip("\n").splitlines()[-1]
-    assert "a" not in last.replace("max", "").replace("warning", "").lower().strip("*").strip() or "WARNING" in last, last
     assert "WARNING" in last.upper() and "aaaa" not in last, last
     # a large last-expression value is truncated the same way
     r = api.run(ctx, "'b' * 300000")["results"]

@@ -192,7 +192,7 @@ impl Contexts {
             cluster_id: cluster_id.into(),
             spark_url: format!("sc://127.0.0.1:{engine_port}"),
             dbfs_root: self.data_dir.join("dbfs"),
-            libs_dir: engine_dir.join("libs"),
+            engine_dir: engine_dir.clone(),
             sources: self.sources.clone(),
             log: engine_dir.join("kernel.log"),
         }

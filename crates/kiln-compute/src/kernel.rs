@@ -73,7 +73,8 @@ pub struct KernelSpec {
     pub cluster_id: String,
     pub spark_url: String,
     pub dbfs_root: PathBuf,
-    pub libs_dir: PathBuf,
+    /// The cluster's engine directory (its Python environment lives there).
+    pub engine_dir: PathBuf,
     pub sources: PathBuf,
     pub log: PathBuf,
 }
@@ -107,13 +108,13 @@ impl Kernel {
             .append(true)
             .open(&spec.log)
             .map_err(|e| Error::internal("open the kernel log", e))?;
-        let mut command = Command::new(&runtime.python);
+        let python = crate::pyenv::ensure(runtime, &spec.engine_dir).await?;
+        let mut command = Command::new(python);
         command
             .args(["-u", "-m", "kiln_kernel.kernel"])
             .env("PYTHONPATH", &spec.sources)
             .env("KILN_SPARK_URL", &spec.spark_url)
             .env("KILN_DBFS_ROOT", &spec.dbfs_root)
-            .env("KILN_LIBS_DIR", &spec.libs_dir)
             .env("KILN_CLUSTER_ID", &spec.cluster_id)
             .env("MPLBACKEND", "Agg")
             .env("PYTHONDONTWRITEBYTECODE", "1")

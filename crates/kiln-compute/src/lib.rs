@@ -15,7 +15,9 @@ pub mod command_lifecycle;
 pub mod contexts;
 pub mod engine;
 pub mod kernel;
+pub mod libraries;
 pub mod lifecycle;
+pub mod pyenv;
 pub mod runtime;
 pub mod spark_connect;
 

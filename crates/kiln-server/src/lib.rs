@@ -22,6 +22,7 @@ use axum::Router;
 use kiln_compute::catalog::Catalog;
 use kiln_compute::clusters::{ClusterSettings, Clusters, EngineCatalog};
 use kiln_compute::contexts::Contexts;
+use kiln_compute::libraries::Libraries;
 use kiln_compute::runtime::{cache_dir, Runtime};
 use kiln_core::{Error, Result};
 use kiln_store::{SqliteStore, Store};
@@ -91,10 +92,18 @@ pub async fn serve(
         }),
     };
     let clusters = Clusters::open(store.clone(), runtime.clone(), settings)?;
+    let runtime_for_libraries = runtime.clone();
     let contexts = Contexts::new(clusters.clone(), runtime, sources, config.data_dir.clone());
+    let libraries = Libraries::open(
+        store.clone(),
+        clusters.clone(),
+        runtime_for_libraries,
+        config.data_dir.join("dbfs"),
+    )?;
     let engines_stop = CancellationToken::new();
     let kernels_stop = CancellationToken::new();
     let engines = tokio::spawn(clusters.clone().run_reconciler(engines_stop.clone()));
+    let installs = tokio::spawn(libraries.clone().run(kernels_stop.clone()));
     let kernels = tokio::spawn(kiln_compute::run_contexts_reconciler(
         contexts.clone(),
         kernels_stop.clone(),
@@ -109,6 +118,7 @@ pub async fn serve(
         clusters,
         contexts,
         catalog,
+        libraries,
         limiter,
         workspace_id,
         host: HostInfo::detect(),
@@ -124,6 +134,7 @@ pub async fn serve(
     // Kernels first (they talk to engines), then engines.
     kernels_stop.cancel();
     let _ = kernels.await;
+    let _ = installs.await;
     engines_stop.cancel();
     let _ = engines.await;
     tracing::info!("kiln stopped");

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use kiln_compute::catalog::Catalog;
 use kiln_compute::clusters::Clusters;
 use kiln_compute::contexts::Contexts;
+use kiln_compute::libraries::Libraries;
 
 use crate::config::Config;
 use crate::identity::Identity;
@@ -22,6 +23,7 @@ pub struct Shared {
     pub clusters: Arc<Clusters>,
     pub contexts: Arc<Contexts>,
     pub catalog: Arc<Catalog>,
+    pub libraries: Arc<Libraries>,
     pub limiter: RateLimiter,
     /// Numeric workspace id (host metadata, `X-Databricks-Org-Id`).
     pub workspace_id: String,

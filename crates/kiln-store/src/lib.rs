@@ -42,6 +42,16 @@ pub enum Write {
         kind: &'static str,
         key: String,
     },
+    /// A library of a cluster, keyed by its canonical description.
+    PutLibrary {
+        cluster_id: String,
+        key: String,
+        record: serde_json::Value,
+    },
+    DeleteLibrary {
+        cluster_id: String,
+        key: String,
+    },
 }
 
 /// Which events of one cluster to read.
@@ -67,6 +77,8 @@ pub trait Store: Send + Sync + 'static {
     fn clusters(&self) -> Result<Vec<ClusterRecord>>;
     /// Unity Catalog objects of one kind, oldest first.
     fn uc_objects(&self, kind: &str) -> Result<Vec<serde_json::Value>>;
+    /// Every cluster library record, oldest first.
+    fn libraries(&self) -> Result<Vec<serde_json::Value>>;
     /// Events matching the query, and the total number matching before paging.
     fn cluster_events(&self, query: &EventQuery) -> Result<(Vec<ClusterEventRecord>, u64)>;
 }

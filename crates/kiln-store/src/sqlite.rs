@@ -17,6 +17,7 @@ use crate::{
 const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_unity_catalog.sql")),
+    (3, include_str!("../migrations/0003_libraries.sql")),
 ];
 
 pub struct SqliteStore {
@@ -126,6 +127,7 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<()> {
             params![c.cluster_id, enc(c)?],
         ),
         Write::DeleteCluster(id) => {
+            tx.execute("DELETE FROM cluster_libraries WHERE cluster_id = ?1", params![id])?;
             tx.execute("DELETE FROM cluster_events WHERE cluster_id = ?1", params![id])?;
             tx.execute("DELETE FROM clusters WHERE cluster_id = ?1", params![id])
         }
@@ -141,6 +143,15 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<()> {
         Write::DeleteUc { kind, key } => {
             tx.execute("DELETE FROM uc_objects WHERE kind = ?1 AND key = ?2", params![kind, key])
         }
+        Write::PutLibrary { cluster_id, key, record } => tx.execute(
+            "INSERT INTO cluster_libraries (cluster_id, library_key, record) VALUES (?1, ?2, ?3) \
+             ON CONFLICT(cluster_id, library_key) DO UPDATE SET record = excluded.record",
+            params![cluster_id, key, record.to_string()],
+        ),
+        Write::DeleteLibrary { cluster_id, key } => tx.execute(
+            "DELETE FROM cluster_libraries WHERE cluster_id = ?1 AND library_key = ?2",
+            params![cluster_id, key],
+        ),
         Write::PutMeta(key, value) => tx.execute(
             "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             params![key, value],
@@ -217,6 +228,10 @@ impl Store for SqliteStore {
             }
             Ok(out)
         })
+    }
+
+    fn libraries(&self) -> Result<Vec<serde_json::Value>> {
+        self.list("SELECT record FROM cluster_libraries ORDER BY rowid")
     }
 
     fn cluster_events(&self, q: &EventQuery) -> Result<(Vec<ClusterEventRecord>, u64)> {

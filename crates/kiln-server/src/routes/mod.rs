@@ -7,6 +7,7 @@ mod clusters_convert;
 mod clusters_v12;
 mod commands;
 mod identity;
+mod libraries;
 mod meta;
 mod scim;
 mod unity_catalog;
@@ -66,6 +67,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(clusters::endpoints());
     all.extend(clusters_v12::endpoints());
     all.extend(commands::endpoints());
+    all.extend(libraries::endpoints());
     all.extend(unity_catalog::endpoints());
     all.extend(planned_endpoints());
     all
@@ -75,54 +77,17 @@ pub fn endpoints() -> Vec<Endpoint> {
 /// answer 501 (not 404) and show in the compatibility table.
 fn planned_endpoints() -> Vec<Endpoint> {
     use Method as M;
-    let mut v = Vec::new();
-    for (method, path, op) in [
-        (M::GET, "/api/1.2/libraries/list", "libraries/list (1.2)"),
-        (
-            M::POST,
-            "/api/1.2/libraries/upload",
-            "libraries/upload (1.2)",
-        ),
-        (M::POST, "/api/2.0/libraries/install", "libraries/install"),
-        (
-            M::POST,
-            "/api/2.0/libraries/uninstall",
-            "libraries/uninstall",
-        ),
-        (
+    let clusters = "/api/2.0/permissions/clusters/{cluster_id}";
+    vec![
+        todo_ep(M::GET, clusters, "permissions/clusters get"),
+        todo_ep(M::PUT, clusters, "permissions/clusters set"),
+        todo_ep(M::PATCH, clusters, "permissions/clusters update"),
+        todo_ep(
             M::GET,
-            "/api/2.0/libraries/cluster-status",
-            "libraries/cluster-status",
-        ),
-        (
-            M::GET,
-            "/api/2.0/libraries/all-cluster-statuses",
-            "libraries/all-cluster-statuses",
-        ),
-        (
-            M::GET,
-            "/api/2.0/permissions/clusters/{cluster_id}",
-            "permissions/clusters get",
-        ),
-        (
-            M::PUT,
-            "/api/2.0/permissions/clusters/{cluster_id}",
-            "permissions/clusters set",
-        ),
-        (
-            M::PATCH,
-            "/api/2.0/permissions/clusters/{cluster_id}",
-            "permissions/clusters update",
-        ),
-        (
-            M::GET,
-            "/api/2.0/permissions/clusters/{cluster_id}/permissionLevels",
+            format!("{clusters}/permissionLevels"),
             "permissions/clusters levels",
         ),
-    ] {
-        v.push(todo_ep(method, path, op));
-    }
-    v
+    ]
 }
 
 /// Builds the router from the table (public and authenticated routes alike;

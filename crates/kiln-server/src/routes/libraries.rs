@@ -1,0 +1,172 @@
+//! Libraries API 2.0 and the deprecated REST API 1.2 library calls.
+
+use axum::extract::State;
+use axum::http::Method;
+use axum::routing::{get, post};
+use axum::Json;
+use kiln_api::libraries as wire;
+use kiln_api::Empty;
+use kiln_compute::libraries::{LibraryRecord, LibraryStatus};
+use kiln_core::Error;
+use serde_json::json;
+
+use super::{ep, Endpoint};
+use crate::error::ApiResult;
+use crate::extract::Params;
+use crate::state::AppState;
+
+pub fn endpoints() -> Vec<Endpoint> {
+    use Method as M;
+    vec![
+        ep(
+            M::POST,
+            "/api/2.0/libraries/install",
+            "libraries/install",
+            post(install),
+        ),
+        ep(
+            M::POST,
+            "/api/2.0/libraries/uninstall",
+            "libraries/uninstall",
+            post(uninstall),
+        ),
+        ep(
+            M::GET,
+            "/api/2.0/libraries/cluster-status",
+            "libraries/cluster-status",
+            get(cluster_status),
+        ),
+        ep(
+            M::GET,
+            "/api/2.0/libraries/all-cluster-statuses",
+            "libraries/all-cluster-statuses",
+            get(all_cluster_statuses),
+        ),
+        ep(
+            M::GET,
+            "/api/1.2/libraries/list",
+            "libraries/list (1.2)",
+            get(list_v12),
+        ),
+        ep(
+            M::POST,
+            "/api/1.2/libraries/upload",
+            "libraries/upload (1.2)",
+            post(upload_v12),
+        ),
+    ]
+}
+
+fn full_status(record: LibraryRecord) -> wire::LibraryFullStatus {
+    wire::LibraryFullStatus {
+        library: record.library,
+        status: record.status.as_str().into(),
+        messages: record.messages,
+        is_library_for_all_clusters: false,
+    }
+}
+
+fn require_some(libraries: &[serde_json::Value]) -> Result<(), Error> {
+    if libraries.is_empty() {
+        return Err(Error::invalid("libraries must name at least one library"));
+    }
+    Ok(())
+}
+
+async fn install(
+    State(state): State<AppState>,
+    Params(req): Params<wire::InstallLibraries>,
+) -> ApiResult<Json<Empty>> {
+    require_some(&req.libraries)?;
+    state.libraries.install(&req.cluster_id, &req.libraries)?;
+    Ok(Json(Empty {}))
+}
+
+async fn uninstall(
+    State(state): State<AppState>,
+    Params(req): Params<wire::InstallLibraries>,
+) -> ApiResult<Json<Empty>> {
+    require_some(&req.libraries)?;
+    state.libraries.uninstall(&req.cluster_id, &req.libraries)?;
+    Ok(Json(Empty {}))
+}
+
+async fn cluster_status(
+    State(state): State<AppState>,
+    Params(req): Params<wire::ClusterStatus>,
+) -> ApiResult<Json<wire::ClusterLibraryStatuses>> {
+    let statuses = state.libraries.statuses(&req.cluster_id)?;
+    Ok(Json(wire::ClusterLibraryStatuses {
+        cluster_id: req.cluster_id,
+        library_statuses: statuses.into_iter().map(full_status).collect(),
+    }))
+}
+
+async fn all_cluster_statuses(
+    State(state): State<AppState>,
+) -> ApiResult<Json<wire::ListAllClusterLibraryStatusesResponse>> {
+    let statuses = state
+        .libraries
+        .all_statuses()?
+        .into_iter()
+        .map(|(cluster_id, records)| wire::ClusterLibraryStatuses {
+            cluster_id,
+            library_statuses: records.into_iter().map(full_status).collect(),
+        })
+        .collect();
+    Ok(Json(wire::ListAllClusterLibraryStatusesResponse {
+        statuses,
+    }))
+}
+
+async fn list_v12(
+    State(state): State<AppState>,
+    Params(req): Params<wire::ListLibrariesV12>,
+) -> ApiResult<Json<Vec<wire::LibraryV12>>> {
+    let libraries = state.libraries.statuses(&req.cluster_id)?;
+    Ok(Json(
+        libraries
+            .into_iter()
+            .map(|r| wire::LibraryV12 {
+                name: r
+                    .key
+                    .split_once(':')
+                    .map(|(_, name)| name.trim_end_matches('@').to_string())
+                    .unwrap_or(r.key.clone()),
+                status: match r.status {
+                    LibraryStatus::Installed | LibraryStatus::UninstallOnRestart => "LibraryLoaded",
+                    LibraryStatus::Failed => "LibraryError",
+                    LibraryStatus::Pending | LibraryStatus::Installing => "LibraryPending",
+                }
+                .into(),
+            })
+            .collect(),
+    ))
+}
+
+/// Registers a Python library from a URI: `dbfs:/…` wheels, or http(s) URLs pip fetches.
+async fn upload_v12(
+    State(state): State<AppState>,
+    Params(req): Params<wire::UploadLibraryV12>,
+) -> ApiResult<Json<wire::UploadLibraryV12Response>> {
+    if !req.language.eq_ignore_ascii_case("python") {
+        return Err(Error::invalid(format!(
+            "Libraries of language {} are not supported: Kiln clusters run Python (Sail).",
+            req.language
+        ))
+        .into());
+    }
+    let library = if req.uri.starts_with("dbfs:/") && req.uri.ends_with(".whl") {
+        json!({"whl": req.uri})
+    } else if req.uri.starts_with("http://") || req.uri.starts_with("https://") {
+        json!({"pypi": {"package": req.uri}})
+    } else {
+        return Err(Error::invalid("uri must be a dbfs:/ wheel or an http(s) URL; file: URIs name the client's machine, upload the file to DBFS first").into());
+    };
+    let _ = req.name;
+    state.libraries.install(&req.cluster_id, &[library])?;
+    Ok(Json(wire::UploadLibraryV12Response {
+        language: req.language,
+        uri: req.uri,
+    }))
+}
