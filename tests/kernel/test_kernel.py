@@ -1,0 +1,209 @@
+"""The kernel's execution semantics, results and dbutils, without Spark.
+
+The protocol tests start the real kernel process (`python -m kiln_kernel.kernel`)
+and talk to it over its pipes, as Kiln does."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kiln_kernel import results
+from kiln_kernel.dbutils import DBUtils
+from kiln_kernel.kernel import Kernel, split_sql
+
+PYTHON_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "python")
+
+
+@pytest.fixture
+def kernel(tmp_path):
+    return Kernel(None, str(tmp_path / "dbfs"), None)
+
+
+def test_last_expression_and_stdout(kernel):
+    status, result = kernel.execute("python", "x = 20\nprint('hi')\nx + 22", {})
+    assert status == "Finished"
+    assert result == {"resultType": "text", "data": "hi\n42"}
+
+
+def test_namespace_persists(kernel):
+    kernel.execute("python", "counter = [1]", {})
+    kernel.execute("python", "counter.append(2)", {})
+    assert kernel.execute("python", "counter", {})[1]["data"] == "[1, 2]"
+
+
+def test_error_has_traceback_from_user_code(kernel):
+    status, result = kernel.execute("python", "def f():\n    return 1/0\nf()", {})
+    assert status == "Error"
+    assert result["resultType"] == "error"
+    assert "ZeroDivisionError: division by zero" in result["summary"]
+    assert result["cause"].startswith("Traceback (most recent call last):\n  File \"<command>\"")
+    assert "kernel.py" not in result["cause"]
+    assert isinstance(result["summary"], str) and isinstance(result["cause"], str)
+
+
+def test_syntax_error_is_an_error_result(kernel):
+    status, result = kernel.execute("python", "def (", {})
+    assert status == "Error" and "SyntaxError" in result["summary"]
+
+
+def test_notebook_exit(kernel):
+    status, result = kernel.execute("python", "import json\ndbutils.notebook.exit(json.dumps({'a': 1}))\nprint('not reached')", {})
+    assert (status, result) == ("Finished", {"resultType": "text", "data": '{"a": 1}'})
+
+
+def test_sql_without_spark_is_a_clear_error(kernel):
+    status, result = kernel.execute("sql", "SELECT 1", {})
+    assert status == "Error" and "Spark session" in result["cause"]
+
+
+def test_display_needs_a_dataframe(kernel):
+    status, result = kernel.execute("python", "display(42)", {})
+    assert status == "Error" and "TypeError" in result["summary"]
+
+
+def test_oversized_output_is_truncated(kernel):
+    status, result = kernel.execute("python", "print('x' * (results.MAX_TEXT + 10))".replace("results.MAX_TEXT", str(results.MAX_TEXT)), {})
+    assert status == "Finished"
+    assert result["truncated"] is True
+    assert result["data"].endswith(results.TRUNCATION_NOTE)
+    assert len(result["data"]) < results.MAX_TEXT + 200
+
+
+def test_matplotlib_figures_become_images(kernel, tmp_path):
+    pytest.importorskip("matplotlib")
+    code = "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.figure()\nplt.plot([3, 2])"
+    status, result = kernel.execute("python", code, {})
+    assert status == "Finished"
+    assert result["resultType"] == "images" and len(result["fileNames"]) == 2
+    for name in result["fileNames"]:
+        path = tmp_path / "dbfs" / "FileStore" / name.lstrip("/")
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "code, expected",
+    [
+        ("SELECT 1", ["SELECT 1"]),
+        ("SELECT 1; SELECT 2;", ["SELECT 1", "SELECT 2"]),
+        ("SELECT ';' AS s; SELECT 2", ["SELECT ';' AS s", "SELECT 2"]),
+        ("-- a comment; here\nSELECT 1", ["SELECT 1"]),
+        ("  ;  ", []),
+    ],
+)
+def test_split_sql(code, expected):
+    assert split_sql(code) == expected
+
+
+def test_dbutils_fs_round_trip(tmp_path):
+    dbutils = DBUtils(str(tmp_path / "dbfs"))
+    dbutils.fs.mkdirs("dbfs:/data")
+    dbutils.fs.put("dbfs:/data/a.txt", "hello")
+    assert dbutils.fs.head("/data/a.txt") == "hello"
+    dbutils.fs.cp("dbfs:/data/a.txt", "dbfs:/data/b.txt")
+    dbutils.fs.mv("dbfs:/data/b.txt", "dbfs:/data/c.txt")
+    names = [f.name for f in dbutils.fs.ls("dbfs:/data")]
+    assert names == ["a.txt", "c.txt"]
+    info = dbutils.fs.ls("dbfs:/data/a.txt")[0]
+    assert (info.path, info.size) == ("dbfs:/data/a.txt", 5)
+    with pytest.raises(FileExistsError):
+        dbutils.fs.put("dbfs:/data/a.txt", "again")
+    assert dbutils.fs.rm("dbfs:/data", recurse=True)
+    assert not (tmp_path / "dbfs" / "data").exists()
+
+
+@pytest.mark.parametrize("path", ["dbfs:/../outside", "/../../etc/passwd", "dbfs:/a/../../x"])
+def test_dbutils_refuses_to_escape_dbfs(tmp_path, path):
+    dbutils = DBUtils(str(tmp_path / "dbfs"))
+    with pytest.raises(PermissionError):
+        dbutils.fs.ls(path)
+
+
+def test_dbutils_refuses_symlink_escape(tmp_path):
+    dbutils = DBUtils(str(tmp_path / "dbfs"))
+    os.symlink("/etc", tmp_path / "dbfs" / "link")
+    with pytest.raises(PermissionError):
+        dbutils.fs.head("dbfs:/link/hostname")
+
+
+def test_schema_of_uses_json_spark_types():
+    types = pytest.importorskip("pyspark.sql.types")
+    schema = types.StructType([types.StructField("id", types.LongType()), types.StructField("s", types.StringType())])
+    assert results.schema_of(schema) == [
+        {"name": "id", "type": '"long"', "metadata": "{}"},
+        {"name": "s", "type": '"string"', "metadata": "{}"},
+    ]
+
+
+# ---- the kernel process and its protocol ----------------------------------------------
+
+
+class KernelProcess:
+    def __init__(self, tmp_path):
+        env = dict(os.environ, PYTHONPATH=PYTHON_DIR, KILN_DBFS_ROOT=str(tmp_path / "dbfs"))
+        env.pop("KILN_SPARK_URL", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-u", "-m", "kiln_kernel.kernel"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True
+        )
+        assert self.read()["event"] == "ready"
+
+    def send(self, **message):
+        self.proc.stdin.write(json.dumps(message) + "\n")
+        self.proc.stdin.flush()
+
+    def read(self):
+        line = self.proc.stdout.readline()
+        assert line, "kernel closed its output"
+        return json.loads(line)
+
+    def run(self, command_id, code):
+        self.send(op="execute", id=command_id, language="python", code=code)
+        assert self.read() == {"event": "started", "id": command_id}
+        return self.read()
+
+    def close(self):
+        self.send(op="exit")
+        self.proc.wait(timeout=10)
+
+
+def test_protocol_runs_commands_in_order(tmp_path):
+    k = KernelProcess(tmp_path)
+    try:
+        assert k.run("1", "x = 1")["status"] == "Finished"
+        done = k.run("2", "print('native', flush=True)\nx + 1")
+        assert done == {"event": "done", "id": "2", "status": "Finished", "results": {"resultType": "text", "data": "native\n2"}}
+    finally:
+        k.close()
+
+
+def test_sigint_cancels_the_running_command_only(tmp_path):
+    k = KernelProcess(tmp_path)
+    try:
+        k.run("1", "kept = 'yes'")
+        k.send(op="execute", id="2", language="python", code="import time\ntime.sleep(600)")
+        assert k.read()["event"] == "started"
+        time.sleep(0.2)
+        started = time.monotonic()
+        k.proc.send_signal(signal.SIGINT)
+        done = k.read()
+        assert done["status"] == "Cancelled" and done["id"] == "2"
+        assert time.monotonic() - started < 2
+        assert k.run("3", "kept")["results"]["data"] == "'yes'"
+        k.proc.send_signal(signal.SIGINT)  # idle: ignored, the kernel stays up
+        time.sleep(0.2)
+        assert k.proc.poll() is None
+    finally:
+        k.close()
+
+
+def test_user_prints_never_corrupt_the_protocol(tmp_path):
+    k = KernelProcess(tmp_path)
+    try:
+        done = k.run("1", "import os\nos.write(1, b'raw fd write\\n')\n'ok'")
+        assert done["status"] == "Finished" and done["results"]["data"] == "'ok'"
+    finally:
+        k.close()
