@@ -235,6 +235,11 @@ impl Clusters {
         self.changes.subscribe()
     }
 
+    /// A counter that moves on every committed change (for response caches).
+    pub fn version(&self) -> u64 {
+        *self.changes.borrow()
+    }
+
     pub fn get(&self, cluster_id: &str) -> Result<ClusterRecord> {
         self.read_records()?
             .get(cluster_id)

@@ -122,6 +122,7 @@ pub async fn serve(
         limiter,
         workspace_id,
         host: HostInfo::detect(),
+        list_cache: Default::default(),
     };
     let state = AppState {
         inner: Arc::new(shared),

@@ -27,6 +27,8 @@ pub struct Shared {
     pub limiter: RateLimiter,
     /// Numeric workspace id (host metadata, `X-Databricks-Org-Id`).
     pub workspace_id: String,
+    /// Serialised clusters/list responses.
+    pub list_cache: ResponseCache,
     /// The machine engines run on (node type, cluster cores and memory).
     pub host: HostInfo,
 }
@@ -35,5 +37,32 @@ impl std::ops::Deref for AppState {
     type Target = Shared;
     fn deref(&self) -> &Shared {
         &self.inner
+    }
+}
+
+/// Responses keyed by query string, valid for one version of the data.
+#[derive(Default)]
+pub struct ResponseCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (u64, axum::body::Bytes)>>,
+}
+
+impl ResponseCache {
+    const MAX_ENTRIES: usize = 256;
+
+    pub fn get(&self, key: &str, version: u64) -> Option<axum::body::Bytes> {
+        let entries = self.entries.lock().ok()?;
+        entries
+            .get(key)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, body)| body.clone())
+    }
+
+    pub fn put(&self, key: String, version: u64, body: axum::body::Bytes) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= Self::MAX_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(key, (version, body));
+        }
     }
 }

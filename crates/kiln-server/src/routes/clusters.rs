@@ -1,8 +1,11 @@
 //! Clusters API handlers, served on `/api/2.0/clusters` (legacy clients) and
 //! `/api/2.1/clusters` (the SDK) with the same semantics.
 
-use axum::extract::State;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
 use axum::http::Method;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json};
 use kiln_api::clusters as wire;
@@ -200,17 +203,44 @@ async fn get_cluster(
     Ok(Json(details(&record, state.host)))
 }
 
+/// clusters/list, the hottest read: answered from a cache keyed on the query
+/// string and the cluster change counter (a body-less request only).
 async fn list_clusters(
     State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
     Params(req): Params<wire::ListClusters>,
-) -> ApiResult<Json<wire::ListClustersResponse>> {
+) -> ApiResult<Response> {
+    let query = query.unwrap_or_default();
+    let bodyless = headers.get(header::CONTENT_LENGTH).is_none_or(|v| v == "0")
+        && !headers.contains_key(header::TRANSFER_ENCODING);
+    let version = state.clusters.version();
+    if bodyless {
+        if let Some(body) = state.list_cache.get(&query, version) {
+            return Ok(json_bytes(body));
+        }
+    }
+    let body = serde_json::to_vec(&list_response(&state, &req)?)
+        .map_err(|e| Error::internal("list clusters", e))?;
+    let body = Bytes::from(body);
+    if bodyless {
+        state.list_cache.put(query, version, body.clone());
+    }
+    Ok(json_bytes(body))
+}
+
+fn json_bytes(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn list_response(state: &AppState, req: &wire::ListClusters) -> Result<wire::ListClustersResponse> {
     let mut records: Vec<ClusterRecord> = state
         .clusters
         .list()?
         .into_iter()
-        .filter(|r| matches_filter(r, &req))
+        .filter(|r| matches_filter(r, req))
         .collect();
-    sort_clusters(&mut records, &req);
+    sort_clusters(&mut records, req);
     let offset = match req.page_token.as_deref().filter(|t| !t.is_empty()) {
         Some(token) => token
             .parse::<usize>()
@@ -225,12 +255,12 @@ async fn list_clusters(
     let total = records.len();
     let end = offset.saturating_add(size).min(total);
     let page = records.get(offset.min(total)..end).unwrap_or_default();
-    Ok(Json(wire::ListClustersResponse {
+    Ok(wire::ListClustersResponse {
         clusters: page.iter().map(|r| details(r, state.host)).collect(),
         next_page_token: (end < total).then(|| end.to_string()),
         prev_page_token: (offset > 0 && size != usize::MAX)
             .then(|| offset.saturating_sub(size).to_string()),
-    }))
+    })
 }
 
 fn matches_filter(record: &ClusterRecord, req: &wire::ListClusters) -> bool {
