@@ -5,8 +5,14 @@
     (b) cluster create -> RUNNING latency (GET polled every 5 ms), median of N runs,
         and the time to the first Spark Connect `SELECT 1` answer on the new cluster
     (a) GET /api/2.1/clusters/list under wrk: 50 keep-alive connections for 10 s (req/s, p99)
+    (d) REST 1.2 commands over one keep-alive requests.Session, command status polled every 1 ms:
+        Python `1+1` round trip (execute -> status Finished), median of 50 after 5 warm-ups;
+        SQL `SELECT 1` in a SQL context, median of 50 after 5 warm-ups;
+        context create -> status Running (polled every 1 ms) with a warm kernel available
+        (3 s pause between creates so the pool refills), median of 10
 
-Usage: bench/run.sh [--runs N] [--duration S] [--connections C] [--json PATH] [--keep]
+Usage: bench/run.sh [--runs N] [--duration S] [--connections C] [--cmd-runs N] [--ctx-runs N]
+                    [--json PATH] [--keep]
 Env:   KILN_BIN (default target/release/kiln if present, else target/debug/kiln)
 
 Everything it starts (server, engines, wrk) is stopped before it exits.
@@ -177,6 +183,76 @@ def bench_create(srv: Server, runs: int) -> dict:
     return {"create_to_running_s": to_running, "running_to_select1_s": running_to_select, "create_to_select1_s": to_select}
 
 
+def poll_until(srv: Server, path: str, params: dict, done: tuple, interval: float = 0.001, timeout: float = 120.0) -> dict:
+    """GET `path` every `interval` s until its `status` is in `done`; returns the last body."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = srv.api("GET", path, params=params)
+        if body["status"] in done:
+            return body
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path} {params} stuck in {body['status']}")
+        time.sleep(interval)
+
+
+def bench_commands(srv: Server, runs: int, warmups: int, ctx_runs: int, ctx_pause: float) -> dict:
+    """REST 1.2 round trips on one RUNNING cluster, over srv.session (keep-alive)."""
+    cid = srv.api("POST", "/api/2.1/clusters/create", json={
+        "cluster_name": "bench-commands", "spark_version": SPARK_VERSION, "num_workers": 0,
+        "autotermination_minutes": 0})["cluster_id"]  # fmt: skip
+    srv.cluster_ids.add(cid)
+    wait_state(srv, cid, "RUNNING", interval=0.02)
+
+    def create(language: str) -> str:
+        ctx = srv.api("POST", "/api/1.2/contexts/create", json={"clusterId": cid, "language": language})["id"]
+        poll_until(srv, "/api/1.2/contexts/status", {"clusterId": cid, "contextId": ctx}, ("Running", "Error"))
+        return ctx
+
+    def round_trips(ctx: str, language: str, command: str, expect) -> list[float]:
+        out = []
+        for i in range(warmups + runs):
+            t0 = time.perf_counter()
+            cmd = srv.api("POST", "/api/1.2/commands/execute", json={
+                "clusterId": cid, "contextId": ctx, "language": language, "command": command})["id"]  # fmt: skip
+            body = poll_until(srv, "/api/1.2/commands/status", {"clusterId": cid, "contextId": ctx, "commandId": cmd},
+                              ("Finished", "Error", "Cancelled"))  # fmt: skip
+            t1 = time.perf_counter()
+            if body["status"] != "Finished" or body["results"]["data"] != expect:
+                raise RuntimeError(f"{command!r} -> {body}")
+            if i >= warmups:
+                out.append(t1 - t0)
+        return out
+
+    try:
+        time.sleep(ctx_pause)  # let the cluster's warm kernel come up
+        py = create("python")
+        python_1p1 = round_trips(py, "python", "1+1", "2")
+        sql = create("sql")
+        sql_select1 = round_trips(sql, "sql", "SELECT 1", [[1]])
+        for ctx in (py, sql):
+            srv.api("POST", "/api/1.2/contexts/destroy", json={"clusterId": cid, "contextId": ctx})
+        ctx_create, warm_hits = [], 0
+        for _ in range(ctx_runs):
+            time.sleep(ctx_pause)  # the pool refills its one warm kernel
+            t0 = time.perf_counter()
+            ctx = srv.api("POST", "/api/1.2/contexts/create", json={"clusterId": cid, "language": "python"})["id"]
+            body = srv.api("GET", "/api/1.2/contexts/status", params={"clusterId": cid, "contextId": ctx})
+            warm_hits += body["status"] == "Running"  # a warm kernel was taken: Running at the first poll
+            if body["status"] == "Pending":
+                time.sleep(0.001)
+                body = poll_until(srv, "/api/1.2/contexts/status", {"clusterId": cid, "contextId": ctx}, ("Running", "Error"))
+            t1 = time.perf_counter()
+            if body["status"] != "Running":
+                raise RuntimeError(f"context {ctx} -> {body}")
+            ctx_create.append(t1 - t0)
+            srv.api("POST", "/api/1.2/contexts/destroy", json={"clusterId": cid, "contextId": ctx})
+    finally:
+        srv.api("POST", "/api/2.1/clusters/delete", json={"cluster_id": cid})
+        wait_state(srv, cid, "TERMINATED", interval=0.02)
+    return {"python_1plus1_s": python_1p1, "sql_select1_s": sql_select1, "context_create_to_running_s": ctx_create,
+            "context_create_warm_hits": warm_hits}  # fmt: skip
+
+
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
@@ -209,12 +285,21 @@ def fmt_s(xs: list[float]) -> str:
     return f"{statistics.median(xs) * 1000:.0f} ms (min {min(xs) * 1000:.0f}, max {max(xs) * 1000:.0f})"
 
 
+def fmt_ms(xs: list[float]) -> str:
+    """Like fmt_s, with a decimal: command round trips are a few ms."""
+    return f"{statistics.median(xs) * 1000:.1f} ms (min {min(xs) * 1000:.1f}, max {max(xs) * 1000:.1f})"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 2))
+    ap.add_argument("--cmd-runs", type=int, default=50, help="measured command round trips per language")
+    ap.add_argument("--cmd-warmups", type=int, default=5)
+    ap.add_argument("--ctx-runs", type=int, default=10, help="measured context creates")
+    ap.add_argument("--ctx-pause", type=float, default=3.0, help="seconds between context creates (pool refill)")
     ap.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "results.json")
     ap.add_argument("--keep", action="store_true", help="keep the temp data dir and log")
     ap.add_argument("--skip-setup", action="store_true")
@@ -237,6 +322,7 @@ def main() -> int:
         time.sleep(2.0)  # idle
         results["idle_rss_mb"] = vm_rss_mb(srv.proc.pid)
         results.update(bench_create(srv, args.runs))
+        results.update(bench_commands(srv, args.cmd_runs, args.cmd_warmups, args.ctx_runs, args.ctx_pause))
         wrk = bench_wrk(srv, args.connections, args.duration, args.threads)
         results["wrk"] = {k: v for k, v in wrk.items() if k != "raw"}
         time.sleep(2.0)
@@ -254,6 +340,12 @@ def main() -> int:
         (f"cluster create -> RUNNING (5 ms polls, median of {args.runs})", fmt_s(results["create_to_running_s"])),
         ("RUNNING -> first Spark Connect SELECT 1 answered", fmt_s(results["running_to_select1_s"])),
         ("create -> first SELECT 1 answered", fmt_s(results["create_to_select1_s"])),
+        (f"1.2 Python `1+1` execute -> Finished (1 ms polls, median of {args.cmd_runs})",
+         fmt_ms(results["python_1plus1_s"])),
+        (f"1.2 SQL `SELECT 1` execute -> Finished (1 ms polls, median of {args.cmd_runs})",
+         fmt_ms(results["sql_select1_s"])),
+        (f"1.2 context create -> Running, warm kernel (1 ms polls, median of {args.ctx_runs})",
+         f"{fmt_ms(results['context_create_to_running_s'])}, Running at once {results['context_create_warm_hits']}/{args.ctx_runs}"),
         ("idle RSS of kiln serve, no engines (after 2 s idle)", f"{results['idle_rss_mb']:.1f} MB"),
         ("idle RSS after the runs above (engines stopped)", f"{results['idle_rss_after_load_mb']:.1f} MB"),
     ]  # fmt: skip

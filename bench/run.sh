@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Kiln benchmark driver. Prints a small table; details in bench/bench.py.
 #
-#   bench/run.sh [--runs N] [--duration S] [--connections C] [--keep]
+#   bench/run.sh [--runs N] [--duration S] [--connections C] [--cmd-runs N] [--ctx-runs N] [--keep]
 #
 # KILN_BIN           binary to measure (default: target/release/kiln if built, else target/debug/kiln)
 # KILN_BENCH_PYTHON  python with requests + pyspark-client (default: .venv, else a venv made in .venv-bench)

@@ -42,11 +42,12 @@ class _Fs:
         if not os.path.exists(local):
             raise FileNotFoundError(f"{path} does not exist")
         entries = [local] if os.path.isfile(local) else [os.path.join(local, n) for n in sorted(os.listdir(local))]
+        show = (lambda p: "file:" + p) if path.startswith("file:") else self._dbfs
         infos = []
         for entry in entries:
             is_dir = os.path.isdir(entry)
             name = os.path.basename(entry) + ("/" if is_dir else "")
-            dbfs = self._dbfs(entry) + ("/" if is_dir else "")
+            dbfs = show(entry) + ("/" if is_dir else "")
             stat = os.stat(entry)
             infos.append(FileInfo(dbfs, name, 0 if is_dir else stat.st_size, int(stat.st_mtime * 1000)))
         return infos

@@ -212,6 +212,14 @@ fn keep_warm_kernels(contexts: &Arc<Contexts>) {
             tasks.spawn(async move { old.kernel.kill().await });
         }
     }
+    // Abandon warm kernels still starting for an engine that is gone.
+    if let Ok(warming) = contexts.warming.lock() {
+        for (cluster_id, (port, cancel)) in warming.iter() {
+            if engines.get(cluster_id) != Some(port) {
+                cancel.cancel();
+            }
+        }
+    }
     for (cluster_id, port) in engines {
         let has_warm = contexts
             .warm
@@ -221,26 +229,39 @@ fn keep_warm_kernels(contexts: &Arc<Contexts>) {
         if has_warm {
             continue;
         }
-        let started_warming = contexts
-            .warming
-            .lock()
-            .map(|mut w| w.insert(cluster_id.clone()))
-            .unwrap_or(false);
+        let cancel = CancellationToken::new();
+        let started_warming = match contexts.warming.lock() {
+            Ok(mut warming) if !warming.contains_key(&cluster_id) => {
+                warming.insert(cluster_id.clone(), (port, cancel.clone()));
+                true
+            }
+            _ => false, // a warm kernel is already starting
+        };
         if !started_warming {
-            continue; // a warm kernel is already starting
+            continue;
         }
         if let Ok(mut tasks) = contexts.tasks.lock() {
-            tasks.spawn(warm_kernel(contexts.clone(), cluster_id, port));
+            tasks.spawn(warm_kernel(contexts.clone(), cluster_id, port, cancel));
         }
     }
 }
 
-async fn warm_kernel(contexts: Arc<Contexts>, cluster_id: String, port: u16) {
+async fn warm_kernel(
+    contexts: Arc<Contexts>,
+    cluster_id: String,
+    port: u16,
+    cancel: CancellationToken,
+) {
     let spec = contexts.kernel_spec(&cluster_id, port);
-    match Kernel::spawn(&contexts.runtime, &spec).await {
-        Ok(mut kernel) => {
+    // Dropping the spawn future on cancel drops the child, which kills it.
+    let started = tokio::select! {
+        _ = cancel.cancelled() => None,
+        started = Kernel::spawn(&contexts.runtime, &spec) => Some(started),
+    };
+    match started {
+        Some(Ok(mut kernel)) => {
             let still_running = running_engines(&contexts).get(&cluster_id) == Some(&port);
-            if still_running {
+            if still_running && !cancel.is_cancelled() {
                 if let Ok(mut warm) = contexts.warm.lock() {
                     warm.insert(
                         cluster_id.clone(),
@@ -254,10 +275,13 @@ async fn warm_kernel(contexts: Arc<Contexts>, cluster_id: String, port: u16) {
                 kernel.kill().await;
             }
         }
-        Err(err) => tracing::warn!(cluster_id, %err, "could not start a warm kernel"),
+        Some(Err(err)) => tracing::warn!(cluster_id, %err, "could not start a warm kernel"),
+        None => {}
     }
     if let Ok(mut warming) = contexts.warming.lock() {
-        warming.remove(&cluster_id);
+        if warming.get(&cluster_id).is_some_and(|(p, _)| *p == port) {
+            warming.remove(&cluster_id);
+        }
     }
 }
 
@@ -268,6 +292,11 @@ fn reap_tasks(contexts: &Contexts) {
 }
 
 async fn shutdown(contexts: &Contexts) {
+    if let Ok(warming) = contexts.warming.lock() {
+        for (_, cancel) in warming.values() {
+            cancel.cancel();
+        }
+    }
     let all: Vec<Arc<Context>> = contexts
         .contexts
         .lock()

@@ -12,7 +12,7 @@
 //! - one warm, pre-connected kernel is kept per RUNNING cluster, so creating a
 //!   context usually costs no process start.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -102,7 +102,8 @@ pub struct Contexts {
     pub(crate) data_dir: PathBuf,
     pub(crate) contexts: Mutex<HashMap<String, Arc<Context>>>,
     pub(crate) warm: Mutex<HashMap<String, WarmKernel>>,
-    pub(crate) warming: Mutex<HashSet<String>>,
+    /// Warm kernels being started: cluster → (engine port, cancel).
+    pub(crate) warming: Mutex<HashMap<String, (u16, CancellationToken)>>,
     pub(crate) tasks: Mutex<JoinSet<()>>,
     pub(crate) nudge: Notify,
 }
@@ -136,9 +137,11 @@ impl Context {
             .commands
             .get_mut(command_id)
             .ok_or_else(|| Error::not_found(format!("Command {command_id} does not exist")))?;
+        let was_terminal = entry.state.is_terminal();
         let next = next_command_state(command_id, entry.state, event)?;
         entry.state = next;
-        if results.is_some() {
+        // A finished command keeps its outcome, whatever arrives later.
+        if results.is_some() && !was_terminal {
             entry.results = results;
         }
         Ok(next)
@@ -180,7 +183,7 @@ impl Contexts {
             data_dir,
             contexts: Mutex::new(HashMap::new()),
             warm: Mutex::new(HashMap::new()),
-            warming: Mutex::new(HashSet::new()),
+            warming: Mutex::new(HashMap::new()),
             tasks: Mutex::new(JoinSet::new()),
             nudge: Notify::new(),
         })

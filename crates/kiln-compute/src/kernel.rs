@@ -57,8 +57,10 @@ pub fn install_sources(cache: &Path) -> Result<PathBuf> {
     let package = root.join("kiln_kernel");
     if !package.join("kernel.py").exists() {
         std::fs::create_dir_all(&package).map_err(|e| Error::internal("unpack the kernel", e))?;
+        // Several Kiln processes may unpack at once: unique temp names, atomic renames.
+        let suffix = kiln_core::ids::random_hex(4);
         for (name, text) in SOURCES {
-            let tmp = package.join(format!("{name}.tmp"));
+            let tmp = package.join(format!("{name}.{suffix}.tmp"));
             std::fs::write(&tmp, text).map_err(|e| Error::internal("unpack the kernel", e))?;
             std::fs::rename(&tmp, package.join(name))
                 .map_err(|e| Error::internal("unpack the kernel", e))?;

@@ -59,13 +59,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Params<T> {
 }
 
 fn multipart_boundary(content_type: &str) -> Option<String> {
-    if !content_type
-        .to_ascii_lowercase()
-        .starts_with("multipart/form-data")
-    {
+    // The REST API 1.2 docs send `Content-Type: multipart/form` (curl adds the
+    // boundary), so any multipart type with a boundary is a form.
+    if !content_type.to_ascii_lowercase().starts_with("multipart/") {
         return None;
     }
-    multer::parse_boundary(content_type).ok()
+    content_type.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| value.trim().trim_matches('"').to_string())
+    })
 }
 
 /// A multipart form (`curl --form command=@file.py`): every part, file or not,
@@ -192,6 +196,20 @@ mod tests {
     #[test]
     fn malformed_json_is_its_own_error() {
         assert!(message(from_json::<Resize>(b"{\"cluster_id\": ")).starts_with("MALFORMED_REQUEST"));
+    }
+
+    #[test]
+    fn multipart_boundaries() {
+        let seed = "multipart/form; boundary=------------------------3ec90ac2803dcb25";
+        assert_eq!(
+            multipart_boundary(seed).as_deref(),
+            Some("------------------------3ec90ac2803dcb25")
+        );
+        assert_eq!(
+            multipart_boundary("multipart/form-data; boundary=\"AbC\"").as_deref(),
+            Some("AbC")
+        );
+        assert_eq!(multipart_boundary("application/json"), None);
     }
 
     #[test]

@@ -45,7 +45,11 @@ async fn start(
     let http = Client::new();
     let deadline = Instant::now() + Duration::from_secs(600);
     while http.get(format!("{base}/health")).send().await.is_err() {
-        if Instant::now() > deadline || task.is_finished() {
+        if task.is_finished() {
+            let outcome = task.await?;
+            return Err(format!("server stopped before becoming healthy: {outcome:?}").into());
+        }
+        if Instant::now() > deadline {
             return Err("server did not become healthy".into());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
