@@ -2,11 +2,18 @@
 `notebook.exit`. Paths `dbfs:/x` and `/x` name `<dbfs root>/x`; `file:/x` names
 the local file `/x`. No DBFS path escapes the root."""
 
+import base64
+import json
 import os
 import shutil
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections import namedtuple
 
 FileInfo = namedtuple("FileInfo", ["path", "name", "size", "modificationTime"])
+SecretMetadata = namedtuple("SecretMetadata", ["key"])
+SecretScope = namedtuple("SecretScope", ["name"])
 
 
 class NotebookExit(Exception):
@@ -101,16 +108,55 @@ class _Fs:
         return True
 
 
+class _Secrets:
+    """dbutils.secrets: reads through Kiln's Secrets API as the context's user.
+    Every value read is remembered so the kernel can redact it from outputs."""
+
+    def __init__(self, api, redacted):
+        self._api = api  # a dict {"url", "credential"} set by the kernel per command
+        self._redacted = redacted
+
+    def _call(self, path, **params):
+        if not self._api.get("url"):
+            raise RuntimeError("dbutils.secrets is not available in this context")
+        url = self._api["url"] + path + ("?" + urllib.parse.urlencode(params) if params else "")
+        request = urllib.request.Request(url, headers={"Authorization": "Bearer " + self._api.get("credential", "")})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as error:
+            try:
+                body = json.loads(error.read() or b"{}")
+            except ValueError:
+                body = {}
+            raise Exception(f"{body.get('error_code', error.code)}: {body.get('message', error.reason)}") from None
+
+    def getBytes(self, scope, key):
+        value = base64.b64decode(self._call("/api/2.0/secrets/get", scope=scope, key=key)["value"])
+        self._redacted.add(value.decode("utf-8", errors="replace"))
+        return value
+
+    def get(self, scope, key):
+        return self.getBytes(scope, key).decode("utf-8")
+
+    def list(self, scope):
+        return [SecretMetadata(s["key"]) for s in self._call("/api/2.0/secrets/list", scope=scope).get("secrets", [])]
+
+    def listScopes(self):
+        return [SecretScope(s["name"]) for s in self._call("/api/2.0/secrets/scopes/list").get("scopes", [])]
+
+
 class _Notebook:
     def exit(self, value=""):
         raise NotebookExit("" if value is None else str(value))
 
 
 class DBUtils:
-    def __init__(self, dbfs_root: str):
+    def __init__(self, dbfs_root: str, api=None, redacted=None):
         os.makedirs(dbfs_root, exist_ok=True)
         self.fs = _Fs(dbfs_root)
         self.notebook = _Notebook()
+        self.secrets = _Secrets(api if api is not None else {}, redacted if redacted is not None else set())
 
     def help(self):
-        print("dbutils: fs (ls, cp, mv, rm, mkdirs, head, put), notebook (exit)")
+        print("dbutils: fs (ls, cp, mv, rm, mkdirs, head, put), notebook (exit), secrets (get, getBytes, list, listScopes)")

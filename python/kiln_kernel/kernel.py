@@ -43,12 +43,14 @@ class Kernel:
             self.spark.sql("SELECT 1").collect()  # connect now, not on the first command
         self.pending_table = None
         self.row_limit = DEFAULT_ROW_LIMIT
+        self.api = {}
+        self.redacted = set()
         self.namespace = {"__name__": "__main__", "__builtins__": __builtins__}
         self.namespace.update(
             spark=self.spark,
             display=self.display,
             displayHTML=self.display_html,
-            dbutils=DBUtils(dbfs_root),
+            dbutils=DBUtils(dbfs_root, self.api, self.redacted),
         )
         if self.spark is not None:
             self.namespace["sc"] = None
@@ -82,6 +84,10 @@ class Kernel:
     # ---- execution -------------------------------------------------------
 
     def execute(self, language, code, options):
+        status, payload = self._execute(language, code, options)
+        return status, results.redact(payload, self.redacted)
+
+    def _execute(self, language, code, options):
         self.pending_table = None
         self.row_limit = int((options or {}).get("displayRowLimit") or DEFAULT_ROW_LIMIT)
         output = io.StringIO()
@@ -204,6 +210,7 @@ def main():
             return
         if message.get("op") != "execute":
             continue
+        kernel.api.update(message.get("api") or {})
         channel.send({"event": "started", "id": message["id"]})
         kernel.executing = True
         try:

@@ -64,3 +64,27 @@ def jsonable(value):
     if isinstance(value, (bytes, bytearray)):
         return list(value)
     return str(value)
+
+
+REDACTED = "[REDACTED]"
+
+
+def redact(payload, secrets):
+    """Replaces every secret value the context read with [REDACTED], in any
+    string of the payload (text, table cells, error summary and cause)."""
+    values = sorted((v for v in secrets if v), key=len, reverse=True)
+    if not values:
+        return payload
+
+    def scrub(value):
+        if isinstance(value, str):
+            for secret in values:
+                value = value.replace(secret, REDACTED)
+            return value
+        if isinstance(value, list):
+            return [scrub(v) for v in value]
+        if isinstance(value, dict):
+            return {k: scrub(v) for k, v in value.items()}
+        return value
+
+    return scrub(payload)

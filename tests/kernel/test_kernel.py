@@ -207,3 +207,23 @@ def test_user_prints_never_corrupt_the_protocol(tmp_path):
         assert done["status"] == "Finished" and done["results"]["data"] == "'ok'"
     finally:
         k.close()
+
+
+def test_redaction_of_secret_values(kernel):
+    kernel.redacted.add("s3cr3t-value")
+    status, result = kernel.execute("python", "v = 's3cr3t' + '-value'\nprint('the value is', v)\n[v, v.upper()]", {})
+    assert status == "Finished"
+    assert "s3cr3t-value" not in result["data"]
+    assert result["data"].count("[REDACTED]") == 2
+    status, result = kernel.execute("python", "raise ValueError('bad ' + v)", {})
+    assert "s3cr3t-value" not in result["summary"] + result["cause"]
+
+
+def test_redact_reaches_table_cells():
+    payload = results.table([["a-secret", 1], ["x", "my a-secret!"]], [], False)
+    assert results.redact(payload, {"a-secret"})["data"] == [["[REDACTED]", 1], ["x", "my [REDACTED]!"]]
+
+
+def test_secrets_without_api_is_a_clear_error(kernel):
+    status, result = kernel.execute("python", "dbutils.secrets.get('s', 'k')", {})
+    assert status == "Error" and "not available" in result["summary"]

@@ -10,6 +10,7 @@ pub mod lenient;
 pub mod libraries;
 pub mod oauth;
 pub mod scim;
+pub mod secrets;
 pub mod tokens;
 pub mod unity_catalog;
 

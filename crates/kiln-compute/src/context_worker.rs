@@ -93,8 +93,9 @@ async fn run_command(
     let Some((language, code, options)) = take_job(context, command_id) else {
         return true;
     };
+    let api = serde_json::json!({"url": contexts.api_url, "credential": context.credential});
     if let Err(err) = kernel
-        .execute(command_id, language.as_str(), &code, &options)
+        .execute(command_id, language.as_str(), &code, &options, &api)
         .await
     {
         context.fail(&err.message);

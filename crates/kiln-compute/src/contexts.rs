@@ -84,6 +84,8 @@ pub struct Context {
     pub cluster_id: String,
     pub language: Language,
     pub owner: String,
+    /// The owner's context credential, passed to the kernel with each command.
+    pub credential: String,
     pub(crate) engine_port: u16,
     pub(crate) inner: Mutex<ContextInner>,
     pub(crate) queue: mpsc::UnboundedSender<String>,
@@ -100,6 +102,8 @@ pub struct Contexts {
     pub(crate) runtime: Runtime,
     pub(crate) sources: PathBuf,
     pub(crate) data_dir: PathBuf,
+    /// Where kernels reach Kiln's API (e.g. for `dbutils.secrets`).
+    pub(crate) api_url: String,
     pub(crate) contexts: Mutex<HashMap<String, Arc<Context>>>,
     pub(crate) warm: Mutex<HashMap<String, WarmKernel>>,
     /// Warm kernels being started: cluster → (engine port, cancel).
@@ -175,12 +179,14 @@ impl Contexts {
         runtime: Runtime,
         sources: PathBuf,
         data_dir: PathBuf,
+        api_url: String,
     ) -> Arc<Self> {
         Arc::new(Self {
             clusters,
             runtime,
             sources,
             data_dir,
+            api_url,
             contexts: Mutex::new(HashMap::new()),
             warm: Mutex::new(HashMap::new()),
             warming: Mutex::new(HashMap::new()),
@@ -217,6 +223,7 @@ impl Contexts {
     pub fn create_context(
         self: &Arc<Self>,
         owner: &str,
+        credential: String,
         cluster_id: &str,
         language: Language,
     ) -> Result<Arc<Context>> {
@@ -231,6 +238,7 @@ impl Contexts {
             cluster_id: cluster_id.into(),
             language,
             owner: owner.into(),
+            credential,
             engine_port,
             inner: Mutex::new(ContextInner {
                 status: if warm.is_some() {

@@ -166,8 +166,10 @@ impl Kernel {
         language: &str,
         code: &str,
         options: &Value,
+        api: &Value,
     ) -> Result<()> {
-        let line = json!({"op": "execute", "id": id, "language": language, "code": code, "options": options}).to_string() + "\n";
+        let message = json!({"op": "execute", "id": id, "language": language, "code": code, "options": options, "api": api});
+        let line = message.to_string() + "\n";
         self.stdin
             .write_all(line.as_bytes())
             .await

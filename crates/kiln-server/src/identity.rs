@@ -46,7 +46,13 @@ pub struct Identity {
     /// never stored, handed to engines in their environment).
     system_token_hash: String,
     system_token: String,
+    /// Credentials handed to execution contexts: in memory only (contexts do
+    /// not outlive Kiln), keyed by SHA-256, with an expiry.
+    ephemeral: std::sync::Mutex<HashMap<String, (Caller, i64)>>,
 }
+
+/// How long a context credential lives.
+pub const CONTEXT_CREDENTIAL_MS: i64 = 12 * 3600 * 1000;
 
 /// The user name Kiln's engines act as.
 pub const SYSTEM_USER: &str = "kiln-system";
@@ -94,6 +100,7 @@ impl Identity {
             index: RwLock::new(index),
             system_token_hash: sha256_hex(&system_token),
             system_token,
+            ephemeral: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -107,6 +114,36 @@ impl Identity {
         self.index
             .write()
             .map_err(|_| Error::internal("update identities", "poisoned lock"))
+    }
+
+    fn ephemeral_caller(&self, hash: &str) -> Option<Caller> {
+        let map = self.ephemeral.lock().ok()?;
+        map.get(hash)
+            .filter(|(_, expiry)| *expiry > now_ms())
+            .map(|(caller, _)| caller.clone())
+    }
+
+    /// A short-lived credential acting as `caller`, for an execution context.
+    pub fn issue_context_credential(&self, caller: &Caller) -> Result<String> {
+        let value = format!("dkcx{}", ids::random_hex(32));
+        let now = now_ms();
+        let mut map = self
+            .ephemeral
+            .lock()
+            .map_err(|_| Error::internal("issue a context credential", "poisoned lock"))?;
+        map.retain(|_, (_, expiry)| *expiry > now);
+        let acting = Caller {
+            credential: format!("context:{}", caller.principal_id),
+            ..caller.clone()
+        };
+        map.insert(sha256_hex(&value), (acting, now + CONTEXT_CREDENTIAL_MS));
+        Ok(value)
+    }
+
+    pub fn revoke_context_credential(&self, value: &str) {
+        if let Ok(mut map) = self.ephemeral.lock() {
+            map.remove(&sha256_hex(value));
+        }
     }
 
     /// The credential for Kiln's own engines (only for their environment).
@@ -130,6 +167,9 @@ impl Identity {
                 admin: true,
                 credential: "system".into(),
             });
+        }
+        if let Some(caller) = self.ephemeral_caller(&hash) {
+            return Ok(caller);
         }
         let index = self.read()?;
         let record = index.tokens.get(&hash).ok_or_else(unauthenticated)?;

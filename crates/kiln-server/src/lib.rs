@@ -67,6 +67,10 @@ pub async fn serve(
     let sources = kiln_compute::kernel::install_sources(&cache)?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir.join("kiln.db"))?);
     let identity = identity::Identity::open(store.clone())?;
+    let cipher = kiln_workspace::secrets::SecretCipher::load_or_create(
+        &config.data_dir.join("secrets.key"),
+    )?;
+    let secrets = kiln_workspace::secrets::Secrets::open(store.clone(), cipher)?;
     let workspace_id = bootstrap::workspace_id(store.as_ref())?;
     bootstrap::admin(&identity, &config)?;
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
@@ -93,7 +97,14 @@ pub async fn serve(
     };
     let clusters = Clusters::open(store.clone(), runtime.clone(), settings)?;
     let runtime_for_libraries = runtime.clone();
-    let contexts = Contexts::new(clusters.clone(), runtime, sources, config.data_dir.clone());
+    let api_url = format!("http://{}", loopback_address(address));
+    let contexts = Contexts::new(
+        clusters.clone(),
+        runtime,
+        sources,
+        config.data_dir.clone(),
+        api_url,
+    );
     let libraries = Libraries::open(
         store.clone(),
         clusters.clone(),
@@ -119,6 +130,7 @@ pub async fn serve(
         contexts,
         catalog,
         libraries,
+        secrets,
         limiter,
         workspace_id,
         host: HostInfo::detect(),

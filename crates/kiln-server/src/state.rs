@@ -24,6 +24,7 @@ pub struct Shared {
     pub contexts: Arc<Contexts>,
     pub catalog: Arc<Catalog>,
     pub libraries: Arc<Libraries>,
+    pub secrets: kiln_workspace::secrets::Secrets,
     pub limiter: RateLimiter,
     /// Numeric workspace id (host metadata, `X-Databricks-Org-Id`).
     pub workspace_id: String,

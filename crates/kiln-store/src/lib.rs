@@ -52,6 +52,16 @@ pub enum Write {
         cluster_id: String,
         key: String,
     },
+    /// A workspace-side object (secret scope, secret, ACL, …).
+    PutObject {
+        kind: &'static str,
+        key: String,
+        record: serde_json::Value,
+    },
+    DeleteObject {
+        kind: &'static str,
+        key: String,
+    },
 }
 
 /// Which events of one cluster to read.
@@ -77,6 +87,8 @@ pub trait Store: Send + Sync + 'static {
     fn clusters(&self) -> Result<Vec<ClusterRecord>>;
     /// Unity Catalog objects of one kind, oldest first.
     fn uc_objects(&self, kind: &str) -> Result<Vec<serde_json::Value>>;
+    /// Workspace-side objects of one kind, oldest first.
+    fn objects(&self, kind: &str) -> Result<Vec<serde_json::Value>>;
     /// Every cluster library record, oldest first.
     fn libraries(&self) -> Result<Vec<serde_json::Value>>;
     /// Events matching the query, and the total number matching before paging.

@@ -18,6 +18,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_unity_catalog.sql")),
     (3, include_str!("../migrations/0003_libraries.sql")),
+    (4, include_str!("../migrations/0004_objects.sql")),
 ];
 
 pub struct SqliteStore {
@@ -152,6 +153,14 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<()> {
             "DELETE FROM cluster_libraries WHERE cluster_id = ?1 AND library_key = ?2",
             params![cluster_id, key],
         ),
+        Write::PutObject { kind, key, record } => tx.execute(
+            "INSERT INTO objects (kind, key, record) VALUES (?1, ?2, ?3) \
+             ON CONFLICT(kind, key) DO UPDATE SET record = excluded.record",
+            params![kind, key, record.to_string()],
+        ),
+        Write::DeleteObject { kind, key } => {
+            tx.execute("DELETE FROM objects WHERE kind = ?1 AND key = ?2", params![kind, key])
+        }
         Write::PutMeta(key, value) => tx.execute(
             "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             params![key, value],
@@ -225,6 +234,22 @@ impl Store for SqliteStore {
             let mut out = Vec::new();
             for row in rows {
                 out.push(decode(&row.map_err(db_err("read catalog objects"))?)?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn objects(&self, kind: &str) -> Result<Vec<serde_json::Value>> {
+        self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT record FROM objects WHERE kind = ?1 ORDER BY rowid")
+                .map_err(db_err("read objects"))?;
+            let rows = stmt
+                .query_map(params![kind], |row| row.get::<_, String>(0))
+                .map_err(db_err("read objects"))?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(decode(&row.map_err(db_err("read objects"))?)?);
             }
             Ok(out)
         })

@@ -64,9 +64,16 @@ async fn create_context(
     Params(req): Params<wire::CreateContext>,
 ) -> ApiResult<Json<wire::Created>> {
     let language = Language::parse(req.language.as_deref().unwrap_or("python"))?;
+    let credential = state.identity.issue_context_credential(&caller)?;
     let context = state
         .contexts
-        .create_context(&caller.user_name, &req.cluster_id, language)?;
+        .create_context(
+            &caller.user_name,
+            credential.clone(),
+            &req.cluster_id,
+            language,
+        )
+        .inspect_err(|_| state.identity.revoke_context_credential(&credential))?;
     Ok(Json(wire::Created {
         id: context.id.clone(),
     }))

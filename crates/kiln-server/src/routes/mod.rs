@@ -10,6 +10,7 @@ mod identity;
 mod libraries;
 mod meta;
 mod scim;
+pub(crate) mod secrets;
 mod unity_catalog;
 
 use axum::http::Method;
@@ -68,6 +69,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(clusters_v12::endpoints());
     all.extend(commands::endpoints());
     all.extend(libraries::endpoints());
+    all.extend(secrets::endpoints());
     all.extend(unity_catalog::endpoints());
     all.extend(planned_endpoints());
     all

@@ -1,0 +1,21 @@
+//! Workspace-side services: secrets (encrypted at rest, ACL-enforced).
+//! DBFS, workspace files and permissions join here as they are built.
+
+pub mod secrets;
+
+/// Who is asking, as the workspace services need it.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// User name or service principal application id.
+    pub name: String,
+    pub admin: bool,
+    /// Groups the principal belongs to (`users` for everyone, `admins` for admins).
+    pub groups: Vec<String>,
+}
+
+impl Principal {
+    /// Every name an ACL entry may use for this principal.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.name.as_str()).chain(self.groups.iter().map(String::as_str))
+    }
+}
