@@ -41,6 +41,8 @@ class Kernel:
             # Tables are Delta unless a command says otherwise, as on Databricks.
             self.spark.conf.set("spark.sql.sources.default", "delta")
             self.spark.sql("SELECT 1").collect()  # connect now, not on the first command
+        if self.spark is not None:
+            map_dbfs_paths(dbfs_root)
         self.pending_table = None
         self.row_limit = DEFAULT_ROW_LIMIT
         self.api = {}
@@ -153,6 +155,44 @@ class Kernel:
             names.append(f"/plots/{name}")
         pyplot.close("all")
         return names
+
+
+def dbfs_to_local(path, dbfs_root):
+    """`dbfs:/x` → `file://<dbfs root>/x`, refusing paths that leave the root."""
+    if not isinstance(path, str) or not path.startswith("dbfs:/"):
+        return path
+    root = os.path.realpath(dbfs_root)
+    local = os.path.realpath(os.path.join(root, path[len("dbfs:/"):].lstrip("/")))
+    if local != root and not local.startswith(root + os.sep):
+        raise PermissionError(f"Path escapes DBFS: {path}")
+    return "file://" + local
+
+
+def map_dbfs_paths(dbfs_root):
+    """Lets DataFrame readers and writers take dbfs:/ paths, as on Databricks."""
+    from pyspark.sql.connect.readwriter import DataFrameReader, DataFrameWriter
+
+    def wrap(cls, name):
+        original = getattr(cls, name, None)
+        if original is None or getattr(original, "_kiln_dbfs", False):
+            return
+
+        def mapped(self, path=None, *args, **kwargs):
+            if isinstance(path, (list, tuple)):
+                path = [dbfs_to_local(p, dbfs_root) for p in path]
+            else:
+                path = dbfs_to_local(path, dbfs_root)
+            if "path" in kwargs:
+                kwargs["path"] = dbfs_to_local(kwargs["path"], dbfs_root)
+            return original(self, path, *args, **kwargs)
+
+        mapped._kiln_dbfs = True
+        setattr(cls, name, mapped)
+
+    for name in ("load", "csv", "json", "parquet", "text", "orc"):
+        wrap(DataFrameReader, name)
+    for name in ("save", "csv", "json", "parquet", "text", "orc"):
+        wrap(DataFrameWriter, name)
 
 
 def strip_kernel_frames(exc):

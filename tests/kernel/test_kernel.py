@@ -227,3 +227,14 @@ def test_redact_reaches_table_cells():
 def test_secrets_without_api_is_a_clear_error(kernel):
     status, result = kernel.execute("python", "dbutils.secrets.get('s', 'k')", {})
     assert status == "Error" and "not available" in result["summary"]
+
+
+def test_dbfs_paths_map_into_the_dbfs_root(tmp_path):
+    from kiln_kernel.kernel import dbfs_to_local
+
+    root = tmp_path / "dbfs"
+    root.mkdir()
+    assert dbfs_to_local("dbfs:/data/x.csv", str(root)) == "file://" + str(root.resolve() / "data" / "x.csv")
+    assert dbfs_to_local("/local/path", str(root)) == "/local/path"
+    with pytest.raises(PermissionError):
+        dbfs_to_local("dbfs:/../etc/passwd", str(root))

@@ -5,6 +5,7 @@
 pub mod clusters;
 pub mod clusters_v12;
 pub mod commands;
+pub mod dbfs;
 pub mod error;
 pub mod lenient;
 pub mod libraries;

@@ -31,6 +31,10 @@ pub enum ErrorCode {
     SchemaAlreadyExists,
     TableAlreadyExists,
     SchemaNotEmpty,
+    // DBFS and workspace codes.
+    DirectoryNotEmpty,
+    MaxBlockSizeExceeded,
+    MaxReadSizeExceeded,
 }
 
 impl ErrorCode {
@@ -59,6 +63,9 @@ impl ErrorCode {
             Self::SchemaAlreadyExists => "SCHEMA_ALREADY_EXISTS",
             Self::TableAlreadyExists => "TABLE_ALREADY_EXISTS",
             Self::SchemaNotEmpty => "SCHEMA_NOT_EMPTY",
+            Self::DirectoryNotEmpty => "DIRECTORY_NOT_EMPTY",
+            Self::MaxBlockSizeExceeded => "MAX_BLOCK_SIZE_EXCEEDED",
+            Self::MaxReadSizeExceeded => "MAX_READ_SIZE_EXCEEDED",
         }
     }
 
@@ -69,7 +76,10 @@ impl ErrorCode {
             | Self::MalformedRequest
             | Self::InvalidState
             | Self::BadRequest
-            | Self::SchemaNotEmpty => 400,
+            | Self::SchemaNotEmpty
+            | Self::DirectoryNotEmpty
+            | Self::MaxBlockSizeExceeded
+            | Self::MaxReadSizeExceeded => 400,
             Self::Unauthenticated => 401,
             Self::PermissionDenied => 403,
             Self::ResourceDoesNotExist

@@ -72,6 +72,50 @@ fn multipart_boundary(content_type: &str) -> Option<String> {
     })
 }
 
+/// A multipart body as raw bytes per field, or the operation's parameters
+/// from query/JSON/form: uploads carry file parts that are not text.
+pub enum MultipartOr<T> {
+    Multipart(std::collections::HashMap<String, Bytes>),
+    Params(T),
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for MultipartOr<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let boundary = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(multipart_boundary);
+        let Some(boundary) = boundary else {
+            return Params::<T>::from_request(req, state)
+                .await
+                .map(|Params(p)| Self::Params(p));
+        };
+        let body = Bytes::from_request(req, state).await.map_err(|e| {
+            ApiError::new(
+                ErrorCode::MalformedRequest,
+                format!("cannot read the request body: {e}"),
+            )
+        })?;
+        let stream = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(body) });
+        let mut form = multer::Multipart::new(stream, boundary);
+        let mut fields = std::collections::HashMap::new();
+        let bad = |e: multer::Error| {
+            ApiError::new(
+                ErrorCode::MalformedRequest,
+                format!("Malformed multipart body: {e}"),
+            )
+        };
+        while let Some(field) = form.next_field().await.map_err(bad)? {
+            let name = field.name().unwrap_or_default().to_string();
+            fields.insert(name, field.bytes().await.map_err(bad)?);
+        }
+        Ok(Self::Multipart(fields))
+    }
+}
+
 /// A multipart form (`curl --form command=@file.py`): every part, file or not,
 /// becomes a text field.
 async fn from_multipart<T: DeserializeOwned>(body: Bytes, boundary: String) -> Result<T, Error> {

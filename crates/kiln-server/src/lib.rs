@@ -71,6 +71,7 @@ pub async fn serve(
         &config.data_dir.join("secrets.key"),
     )?;
     let secrets = kiln_workspace::secrets::Secrets::open(store.clone(), cipher)?;
+    let dbfs = kiln_workspace::dbfs::Dbfs::open(config.data_dir.join("dbfs"))?;
     let workspace_id = bootstrap::workspace_id(store.as_ref())?;
     bootstrap::admin(&identity, &config)?;
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
@@ -131,6 +132,7 @@ pub async fn serve(
         catalog,
         libraries,
         secrets,
+        dbfs,
         limiter,
         workspace_id,
         host: HostInfo::detect(),

@@ -25,6 +25,7 @@ pub struct Shared {
     pub catalog: Arc<Catalog>,
     pub libraries: Arc<Libraries>,
     pub secrets: kiln_workspace::secrets::Secrets,
+    pub dbfs: kiln_workspace::dbfs::Dbfs,
     pub limiter: RateLimiter,
     /// Numeric workspace id (host metadata, `X-Databricks-Org-Id`).
     pub workspace_id: String,

@@ -1,6 +1,7 @@
 //! Workspace-side services: secrets (encrypted at rest, ACL-enforced).
 //! DBFS, workspace files and permissions join here as they are built.
 
+pub mod dbfs;
 pub mod secrets;
 
 /// Who is asking, as the workspace services need it.

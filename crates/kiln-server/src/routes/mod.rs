@@ -6,6 +6,7 @@ mod clusters;
 mod clusters_convert;
 mod clusters_v12;
 mod commands;
+mod dbfs;
 mod identity;
 mod libraries;
 mod meta;
@@ -70,6 +71,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(commands::endpoints());
     all.extend(libraries::endpoints());
     all.extend(secrets::endpoints());
+    all.extend(dbfs::endpoints());
     all.extend(unity_catalog::endpoints());
     all.extend(planned_endpoints());
     all
