@@ -14,6 +14,7 @@ pub mod scim;
 pub mod secrets;
 pub mod tokens;
 pub mod unity_catalog;
+pub mod workspace;
 
 /// The `{}` body of operations that return nothing.
 #[derive(Debug, Default, serde::Serialize)]

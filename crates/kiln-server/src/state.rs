@@ -26,6 +26,7 @@ pub struct Shared {
     pub libraries: Arc<Libraries>,
     pub secrets: kiln_workspace::secrets::Secrets,
     pub dbfs: kiln_workspace::dbfs::Dbfs,
+    pub workspace: kiln_workspace::workspace::Workspace,
     pub limiter: RateLimiter,
     /// Numeric workspace id (host metadata, `X-Databricks-Org-Id`).
     pub workspace_id: String,

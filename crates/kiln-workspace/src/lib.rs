@@ -3,6 +3,7 @@
 
 pub mod dbfs;
 pub mod secrets;
+pub mod workspace;
 
 /// Who is asking, as the workspace services need it.
 #[derive(Debug, Clone)]

@@ -13,6 +13,7 @@ mod meta;
 mod scim;
 pub(crate) mod secrets;
 mod unity_catalog;
+mod workspace;
 
 use axum::http::Method;
 use axum::routing::{on, MethodFilter, MethodRouter};
@@ -72,6 +73,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(libraries::endpoints());
     all.extend(secrets::endpoints());
     all.extend(dbfs::endpoints());
+    all.extend(workspace::endpoints());
     all.extend(unity_catalog::endpoints());
     all.extend(planned_endpoints());
     all

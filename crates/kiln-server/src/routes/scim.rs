@@ -182,6 +182,7 @@ async fn create_user(
         wants_admin(&req.groups),
         req.password.as_deref(),
     )?;
+    state.workspace.ensure_home(&record.user_name)?;
     Ok(Json(user(&record)))
 }
 

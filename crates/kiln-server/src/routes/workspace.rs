@@ -1,0 +1,187 @@
+//! Workspace API 2.0: notebooks, files and directories.
+
+use axum::extract::State;
+use axum::http::{header, Method};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json};
+use base64::Engine as _;
+use kiln_api::workspace as wire;
+use kiln_api::Empty;
+use kiln_core::Error;
+use kiln_workspace::workspace::{Format, Language, ObjectRecord, ObjectType};
+
+use super::{ep, Endpoint};
+use crate::error::ApiResult;
+use crate::extract::{MultipartOr, Params};
+use crate::identity::Caller;
+use crate::state::AppState;
+
+const W: &str = "/api/2.0/workspace";
+
+pub fn endpoints() -> Vec<Endpoint> {
+    use Method as M;
+    vec![
+        ep(M::GET, format!("{W}/list"), "workspace/list", get(list)),
+        ep(
+            M::GET,
+            format!("{W}/get-status"),
+            "workspace/get-status",
+            get(get_status),
+        ),
+        ep(
+            M::POST,
+            format!("{W}/mkdirs"),
+            "workspace/mkdirs",
+            post(mkdirs),
+        ),
+        ep(
+            M::POST,
+            format!("{W}/import"),
+            "workspace/import",
+            post(import),
+        ),
+        ep(
+            M::GET,
+            format!("{W}/export"),
+            "workspace/export",
+            get(export),
+        ),
+        ep(
+            M::POST,
+            format!("{W}/delete"),
+            "workspace/delete",
+            post(delete),
+        ),
+    ]
+}
+
+fn info(o: ObjectRecord) -> wire::ObjectInfo {
+    let size = (o.object_type == ObjectType::File).then(|| o.bytes().len() as u64);
+    wire::ObjectInfo {
+        resource_id: o.object_id.to_string(),
+        path: o.path,
+        object_type: o.object_type.as_str().into(),
+        object_id: o.object_id,
+        language: o.language.map(|l| l.as_str().into()),
+        created_at: o.created_at,
+        modified_at: o.modified_at,
+        size,
+    }
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Params(req): Params<wire::PathRef>,
+) -> ApiResult<Json<wire::ListResponse>> {
+    state.workspace.ensure_home(&caller.user_name)?;
+    Ok(Json(wire::ListResponse {
+        objects: state
+            .workspace
+            .list(&req.path)?
+            .into_iter()
+            .map(info)
+            .collect(),
+    }))
+}
+
+async fn get_status(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Params(req): Params<wire::PathRef>,
+) -> ApiResult<Json<wire::ObjectInfo>> {
+    state.workspace.ensure_home(&caller.user_name)?;
+    Ok(Json(info(state.workspace.get(&req.path)?)))
+}
+
+async fn mkdirs(
+    State(state): State<AppState>,
+    Params(req): Params<wire::PathRef>,
+) -> ApiResult<Json<Empty>> {
+    state.workspace.mkdirs(&req.path)?;
+    Ok(Json(Empty {}))
+}
+
+/// JSON with base64 `content`, or multipart with a raw `content` part (`w.workspace.upload`).
+async fn import(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: MultipartOr<wire::Import>,
+) -> ApiResult<Json<Empty>> {
+    state.workspace.ensure_home(&caller.user_name)?;
+    let (path, format, language, content, overwrite) = match body {
+        MultipartOr::Params(req) => {
+            let content = base64::engine::general_purpose::STANDARD
+                .decode(req.content.as_deref().unwrap_or("").trim())
+                .map_err(|_| Error::invalid("Invalid value for field content: not base64"))?;
+            (
+                req.path,
+                req.format,
+                req.language,
+                content,
+                req.overwrite.unwrap_or(false),
+            )
+        }
+        MultipartOr::Multipart(fields) => {
+            let text = |name: &str| {
+                fields
+                    .get(name)
+                    .map(|b| String::from_utf8_lossy(b).to_string())
+            };
+            let path =
+                text("path").ok_or_else(|| Error::invalid("Missing required field: path"))?;
+            let overwrite = text("overwrite").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            (
+                path,
+                text("format"),
+                text("language"),
+                fields
+                    .get("content")
+                    .map(|b| b.to_vec())
+                    .unwrap_or_default(),
+                overwrite,
+            )
+        }
+    };
+    let format = Format::parse(format.as_deref().unwrap_or("SOURCE"))?;
+    let language = language
+        .as_deref()
+        .filter(|l| !l.is_empty())
+        .map(Language::parse)
+        .transpose()?;
+    state
+        .workspace
+        .import(&path, format, language, &content, overwrite)?;
+    Ok(Json(Empty {}))
+}
+
+async fn export(
+    State(state): State<AppState>,
+    Params(req): Params<wire::Export>,
+) -> ApiResult<Response> {
+    let format = req.format.as_deref().map(Format::parse).transpose()?;
+    let (content, file_type) = state.workspace.export(&req.path, format)?;
+    if req.direct_download.unwrap_or(false) {
+        return Ok((
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            content,
+        )
+            .into_response());
+    }
+    Ok(Json(wire::ExportResponse {
+        content: base64::engine::general_purpose::STANDARD.encode(content),
+        file_type,
+    })
+    .into_response())
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    Params(req): Params<wire::Delete>,
+) -> ApiResult<Json<Empty>> {
+    state
+        .workspace
+        .delete(&req.path, req.recursive.unwrap_or(false))?;
+    Ok(Json(Empty {}))
+}

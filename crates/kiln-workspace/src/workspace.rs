@@ -1,0 +1,633 @@
+//! Workspace files and notebooks (Workspace API 2.0), stored durably in the
+//! store (one record per object, content included) and cached in memory.
+//!
+//! Notebooks are kept as SOURCE text; a SOURCE notebook is recognised by its
+//! header (`# Databricks notebook source`, `-- Databricks notebook source`, …)
+//! and cells are separated by `COMMAND ----------` lines. `/`, `/Users`,
+//! `/Shared` and every user's home folder always exist.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use base64::Engine as _;
+use kiln_core::{time::now_ms, Error, ErrorCode, Result};
+use kiln_store::{Store, Write};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+const KIND: &str = "workspace";
+const PROTECTED: &[&str] = &["/", "/Users", "/Shared"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObjectType {
+    Directory,
+    Notebook,
+    File,
+}
+
+impl ObjectType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Directory => "DIRECTORY",
+            Self::Notebook => "NOTEBOOK",
+            Self::File => "FILE",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Language {
+    Python,
+    Sql,
+    Scala,
+    R,
+}
+
+impl Language {
+    pub fn parse(value: &str) -> Result<Self> {
+        match value.to_ascii_uppercase().as_str() {
+            "PYTHON" => Ok(Self::Python),
+            "SQL" => Ok(Self::Sql),
+            "SCALA" => Ok(Self::Scala),
+            "R" => Ok(Self::R),
+            _ => Err(Error::invalid(format!(
+                "Invalid language {value}: use PYTHON, SQL, SCALA or R"
+            ))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Python => "PYTHON",
+            Self::Sql => "SQL",
+            Self::Scala => "SCALA",
+            Self::R => "R",
+        }
+    }
+
+    fn comment(self) -> &'static str {
+        match self {
+            Self::Python | Self::R => "#",
+            Self::Sql => "--",
+            Self::Scala => "//",
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Python => "py",
+            Self::Sql => "sql",
+            Self::Scala => "scala",
+            Self::R => "r",
+        }
+    }
+
+    fn from_extension(path: &str) -> Option<Self> {
+        let ext = path.rsplit_once('.')?.1.to_ascii_lowercase();
+        match ext.as_str() {
+            "py" => Some(Self::Python),
+            "sql" => Some(Self::Sql),
+            "scala" => Some(Self::Scala),
+            "r" => Some(Self::R),
+            _ => None,
+        }
+    }
+
+    fn header(self) -> String {
+        format!("{} Databricks notebook source", self.comment())
+    }
+
+    fn separator(self) -> String {
+        format!("{} COMMAND ----------", self.comment())
+    }
+}
+
+/// The notebook language a SOURCE text declares in its first line, if any.
+pub fn detect_notebook(text: &str) -> Option<Language> {
+    let first = text.lines().next()?.trim();
+    [Language::Python, Language::Sql, Language::Scala]
+        .into_iter()
+        .find(|l| first == l.header())
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    pub path: String,
+    pub object_id: i64,
+    pub object_type: ObjectType,
+    pub language: Option<Language>,
+    /// base64 of the content (notebook source text, or file bytes)
+    pub content: String,
+    pub created_at: i64,
+    pub modified_at: i64,
+}
+
+impl ObjectRecord {
+    pub fn bytes(&self) -> Vec<u8> {
+        base64::engine::general_purpose::STANDARD
+            .decode(&self.content)
+            .unwrap_or_default()
+    }
+}
+
+/// Import formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Auto,
+    Source,
+    Jupyter,
+    Raw,
+}
+
+impl Format {
+    pub fn parse(value: &str) -> Result<Self> {
+        match value.to_ascii_uppercase().as_str() {
+            "AUTO" => Ok(Self::Auto),
+            "SOURCE" => Ok(Self::Source),
+            "JUPYTER" => Ok(Self::Jupyter),
+            "RAW" => Ok(Self::Raw),
+            other @ ("DBC" | "HTML" | "R_MARKDOWN") => Err(Error::invalid(format!(
+                "Format {other} is not supported by Kiln; use SOURCE, JUPYTER, RAW or AUTO"
+            ))),
+            other => Err(Error::invalid(format!("Invalid format {other}"))),
+        }
+    }
+}
+
+pub struct Workspace {
+    store: Arc<dyn Store>,
+    objects: RwLock<BTreeMap<String, ObjectRecord>>,
+    writer: Mutex<()>,
+}
+
+/// Normalises an absolute workspace path; `..`, empty and relative paths are refused.
+pub fn normalize(path: &str) -> Result<String> {
+    let path = path
+        .strip_prefix("/Workspace")
+        .filter(|p| p.is_empty() || p.starts_with('/'))
+        .unwrap_or(path);
+    if !path.starts_with('/') {
+        return Err(Error::invalid(format!("Path ({path}) must be absolute")));
+    }
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    if parts
+        .iter()
+        .any(|p| *p == ".." || *p == "." || p.contains('\0'))
+    {
+        return Err(Error::invalid(format!(
+            "Path ({path}) must not contain . or .. components"
+        )));
+    }
+    Ok(format!("/{}", parts.join("/")))
+}
+
+fn parent_of(path: &str) -> Option<String> {
+    if path == "/" {
+        return None;
+    }
+    let (parent, _) = path.rsplit_once('/')?;
+    Some(if parent.is_empty() {
+        "/".into()
+    } else {
+        parent.into()
+    })
+}
+
+fn missing(path: &str) -> Error {
+    Error::not_found(format!("Path ({path}) doesn't exist."))
+}
+
+impl Workspace {
+    pub fn open(store: Arc<dyn Store>) -> Result<Self> {
+        let mut objects = BTreeMap::new();
+        for value in store.objects(KIND)? {
+            let record: ObjectRecord = serde_json::from_value(value)
+                .map_err(|e| Error::internal("read the workspace", e))?;
+            objects.insert(record.path.clone(), record);
+        }
+        let workspace = Self {
+            store,
+            objects: RwLock::new(objects),
+            writer: Mutex::new(()),
+        };
+        for dir in PROTECTED {
+            workspace.ensure_dir(dir)?;
+        }
+        Ok(workspace)
+    }
+
+    fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, BTreeMap<String, ObjectRecord>>> {
+        self.objects
+            .read()
+            .map_err(|_| Error::internal("read the workspace", "poisoned lock"))
+    }
+
+    fn guard(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
+        self.writer
+            .lock()
+            .map_err(|_| Error::internal("update the workspace", "poisoned lock"))
+    }
+
+    fn commit(&self, put: Vec<ObjectRecord>, delete: Vec<String>) -> Result<()> {
+        let mut writes = Vec::new();
+        for record in &put {
+            let value = serde_json::to_value(record)
+                .map_err(|e| Error::internal("write the workspace", e))?;
+            writes.push(Write::PutObject {
+                kind: KIND,
+                key: record.path.clone(),
+                record: value,
+            });
+        }
+        writes.extend(delete.iter().map(|p| Write::DeleteObject {
+            kind: KIND,
+            key: p.clone(),
+        }));
+        self.store.commit(writes)?;
+        let mut objects = self
+            .objects
+            .write()
+            .map_err(|_| Error::internal("update the workspace", "poisoned lock"))?;
+        for path in delete {
+            objects.remove(&path);
+        }
+        for record in put {
+            objects.insert(record.path.clone(), record);
+        }
+        Ok(())
+    }
+
+    fn new_record(
+        path: &str,
+        object_type: ObjectType,
+        language: Option<Language>,
+        content: &[u8],
+    ) -> ObjectRecord {
+        let now = now_ms();
+        ObjectRecord {
+            path: path.into(),
+            object_id: (rand::random::<u64>() >> 12) as i64,
+            object_type,
+            language,
+            content: base64::engine::general_purpose::STANDARD.encode(content),
+            created_at: now,
+            modified_at: now,
+        }
+    }
+
+    fn ensure_dir(&self, path: &str) -> Result<()> {
+        let _guard = self.guard()?;
+        self.mkdirs_locked(path)
+    }
+
+    /// A user's home folder (`/Users/<user name>`).
+    pub fn ensure_home(&self, user_name: &str) -> Result<()> {
+        if user_name.contains('/') || user_name.is_empty() {
+            return Ok(());
+        }
+        let home = format!("/Users/{user_name}");
+        if self.read()?.contains_key(&home) {
+            return Ok(());
+        }
+        self.ensure_dir(&home)
+    }
+
+    pub fn get(&self, path: &str) -> Result<ObjectRecord> {
+        let path = normalize(path)?;
+        self.read()?
+            .get(&path)
+            .cloned()
+            .ok_or_else(|| missing(&path))
+    }
+
+    /// Direct children of a directory (or the object itself for a file).
+    pub fn list(&self, path: &str) -> Result<Vec<ObjectRecord>> {
+        let object = self.get(path)?;
+        if object.object_type != ObjectType::Directory {
+            return Ok(vec![object]);
+        }
+        let objects = self.read()?;
+        let prefix = if object.path == "/" {
+            "/".to_string()
+        } else {
+            format!("{}/", object.path)
+        };
+        Ok(objects
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .filter(|(p, _)| p.len() > prefix.len() && !p[prefix.len()..].contains('/'))
+            .map(|(_, o)| o.clone())
+            .collect())
+    }
+
+    pub fn mkdirs(&self, path: &str) -> Result<()> {
+        let path = normalize(path)?;
+        let _guard = self.guard()?;
+        self.mkdirs_locked(&path)
+    }
+
+    fn mkdirs_locked(&self, path: &str) -> Result<()> {
+        let mut missing_dirs = Vec::new();
+        let mut current = Some(path.to_string());
+        while let Some(p) = current {
+            match self.read()?.get(&p) {
+                Some(o) if o.object_type == ObjectType::Directory => break,
+                Some(_) => {
+                    return Err(Error::already_exists(format!(
+                        "Path ({p}) already exists and is not a directory."
+                    )))
+                }
+                None => missing_dirs.push(p.clone()),
+            }
+            current = parent_of(&p);
+        }
+        let records = missing_dirs
+            .iter()
+            .map(|p| Self::new_record(p, ObjectType::Directory, None, b""))
+            .collect();
+        self.commit(records, Vec::new())
+    }
+
+    /// Imports content; returns the created object.
+    pub fn import(
+        &self,
+        path: &str,
+        format: Format,
+        language: Option<Language>,
+        content: &[u8],
+        overwrite: bool,
+    ) -> Result<ObjectRecord> {
+        let path = normalize(path)?;
+        if PROTECTED.contains(&path.as_str()) {
+            return Err(Error::invalid(format!("Cannot import over {path}")));
+        }
+        let (object_type, language, stored) = interpret(&path, format, language, content)?;
+        let _guard = self.guard()?;
+        let parent = parent_of(&path).unwrap_or_else(|| "/".into());
+        match self.read()?.get(&parent) {
+            Some(p) if p.object_type == ObjectType::Directory => {}
+            Some(_) => {
+                return Err(Error::invalid(format!(
+                    "The parent ({parent}) is not a directory."
+                )))
+            }
+            None => {
+                return Err(Error::not_found(format!(
+                    "The parent folder ({parent}) does not exist."
+                )))
+            }
+        }
+        let mut record = Self::new_record(&path, object_type, language, &stored);
+        if let Some(existing) = self.read()?.get(&path) {
+            if !overwrite || existing.object_type == ObjectType::Directory {
+                return Err(Error::already_exists(format!(
+                    "Path ({path}) already exists."
+                )));
+            }
+            record.object_id = existing.object_id;
+            record.created_at = existing.created_at;
+        }
+        self.commit(vec![record.clone()], Vec::new())?;
+        Ok(record)
+    }
+
+    /// Content of a notebook or file in `format` (`None`: SOURCE for notebooks).
+    pub fn export(&self, path: &str, format: Option<Format>) -> Result<(Vec<u8>, String)> {
+        let object = self.get(path)?;
+        match (object.object_type, format.unwrap_or(Format::Source)) {
+            (ObjectType::Directory, _) => Err(Error::invalid(format!(
+                "Directory ({}) cannot be exported in this format; Kiln supports no DBC archives.",
+                object.path
+            ))),
+            (ObjectType::File, _) => Ok((
+                object.bytes(),
+                object
+                    .path
+                    .rsplit_once('.')
+                    .map(|(_, e)| e.to_string())
+                    .unwrap_or_default(),
+            )),
+            (ObjectType::Notebook, Format::Jupyter) => Ok((to_jupyter(&object)?, "ipynb".into())),
+            (ObjectType::Notebook, _) => {
+                let language = object.language.unwrap_or(Language::Python);
+                Ok((object.bytes(), language.extension().into()))
+            }
+        }
+    }
+
+    pub fn delete(&self, path: &str, recursive: bool) -> Result<()> {
+        let path = normalize(path)?;
+        if PROTECTED.contains(&path.as_str())
+            || (path.starts_with("/Users/") && path.matches('/').count() == 2)
+        {
+            return Err(Error::new(
+                ErrorCode::InvalidParameterValue,
+                format!("Folder ({path}) is protected and cannot be deleted."),
+            ));
+        }
+        let _guard = self.guard()?;
+        let object = self
+            .read()?
+            .get(&path)
+            .cloned()
+            .ok_or_else(|| missing(&path))?;
+        let prefix = format!("{path}/");
+        let children: Vec<String> = self
+            .read()?
+            .keys()
+            .filter(|p| p.starts_with(&prefix))
+            .cloned()
+            .collect();
+        if object.object_type == ObjectType::Directory && !children.is_empty() && !recursive {
+            return Err(Error::new(
+                ErrorCode::DirectoryNotEmpty,
+                format!("Folder ({path}) is not empty; use recursive=true."),
+            ));
+        }
+        let mut gone = children;
+        gone.push(path);
+        self.commit(Vec::new(), gone)
+    }
+}
+
+/// (type, language, stored content) of an import.
+fn interpret(
+    path: &str,
+    format: Format,
+    language: Option<Language>,
+    content: &[u8],
+) -> Result<(ObjectType, Option<Language>, Vec<u8>)> {
+    match format {
+        Format::Raw => Ok((ObjectType::File, None, content.to_vec())),
+        Format::Jupyter => {
+            from_jupyter(content).map(|(l, s)| (ObjectType::Notebook, Some(l), s.into_bytes()))
+        }
+        Format::Source => {
+            let text = String::from_utf8(content.to_vec())
+                .map_err(|_| Error::invalid("SOURCE content must be UTF-8 text"))?;
+            let language = language
+                .or_else(|| detect_notebook(&text))
+                .or_else(|| Language::from_extension(path))
+                .ok_or_else(|| Error::invalid("The language is required for a SOURCE import"))?;
+            Ok((
+                ObjectType::Notebook,
+                Some(language),
+                with_header(language, &text).into_bytes(),
+            ))
+        }
+        Format::Auto => match std::str::from_utf8(content).ok().and_then(detect_notebook) {
+            Some(l) => Ok((ObjectType::Notebook, Some(l), content.to_vec())),
+            None if path.ends_with(".ipynb") => interpret(path, Format::Jupyter, language, content),
+            None => Ok((ObjectType::File, None, content.to_vec())),
+        },
+    }
+}
+
+fn with_header(language: Language, text: &str) -> String {
+    if detect_notebook(text).is_some() {
+        text.to_string()
+    } else {
+        format!("{}\n{text}", language.header())
+    }
+}
+
+/// The cells of a SOURCE notebook.
+pub fn cells(language: Language, source: &str) -> Vec<String> {
+    let body = source.strip_prefix(&language.header()).unwrap_or(source);
+    body.split(&format!("\n{}\n", language.separator()))
+        .map(|c| c.trim_matches('\n').to_string())
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+fn from_jupyter(content: &[u8]) -> Result<(Language, String)> {
+    let notebook: Value = serde_json::from_slice(content)
+        .map_err(|e| Error::invalid(format!("Invalid JUPYTER content: {e}")))?;
+    let language = notebook["metadata"]["language_info"]["name"]
+        .as_str()
+        .or_else(|| notebook["metadata"]["kernelspec"]["language"].as_str())
+        .map(|l| Language::parse(l).unwrap_or(Language::Python))
+        .unwrap_or(Language::Python);
+    let cells: Vec<String> = notebook["cells"]
+        .as_array()
+        .ok_or_else(|| Error::invalid("Invalid JUPYTER content: no cells"))?
+        .iter()
+        .filter(|c| c["cell_type"] == "code")
+        .map(|c| match &c["source"] {
+            Value::Array(lines) => lines.iter().filter_map(Value::as_str).collect::<String>(),
+            Value::String(s) => s.clone(),
+            _ => String::new(),
+        })
+        .collect();
+    let source = format!(
+        "{}\n{}",
+        language.header(),
+        cells.join(&format!("\n\n{}\n\n", language.separator()))
+    );
+    Ok((language, source))
+}
+
+fn to_jupyter(object: &ObjectRecord) -> Result<Vec<u8>> {
+    let language = object.language.unwrap_or(Language::Python);
+    let source =
+        String::from_utf8(object.bytes()).map_err(|e| Error::internal("export a notebook", e))?;
+    let cells: Vec<Value> = cells(language, &source)
+        .into_iter()
+        .map(|c| json!({"cell_type": "code", "execution_count": null, "metadata": {}, "outputs": [], "source": c}))
+        .collect();
+    let name = language.as_str().to_ascii_lowercase();
+    let notebook = json!({
+        "cells": cells,
+        "metadata": {"language_info": {"name": name}, "kernelspec": {"language": name, "name": name, "display_name": name}},
+        "nbformat": 4,
+        "nbformat_minor": 5
+    });
+    serde_json::to_vec_pretty(&notebook).map_err(|e| Error::internal("export a notebook", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_store::SqliteStore;
+
+    fn ws() -> Result<Workspace> {
+        Workspace::open(Arc::new(SqliteStore::open_in_memory()?))
+    }
+
+    #[test]
+    fn source_notebooks_are_recognised() -> Result<()> {
+        let w = ws()?;
+        w.mkdirs("/Users/a@x")?;
+        let nb = "# Databricks notebook source\nprint(1)\n\n# COMMAND ----------\n\nprint(2)\n";
+        let o = w.import("/Users/a@x/nb", Format::Auto, None, nb.as_bytes(), false)?;
+        assert_eq!(
+            (o.object_type, o.language),
+            (ObjectType::Notebook, Some(Language::Python))
+        );
+        assert_eq!(cells(Language::Python, nb), vec!["print(1)", "print(2)"]);
+        let sql = w.import("/Users/a@x/q.sql", Format::Source, None, b"SELECT 1", false)?;
+        assert_eq!(sql.language, Some(Language::Sql));
+        assert_eq!(
+            w.export("/Users/a@x/q.sql", None)?.0,
+            b"-- Databricks notebook source\nSELECT 1"
+        );
+        let file = w.import(
+            "/Users/a@x/data.bin",
+            Format::Auto,
+            None,
+            &[0, 159, 255],
+            false,
+        )?;
+        assert_eq!(file.object_type, ObjectType::File);
+        assert_eq!(w.export("/Users/a@x/data.bin", None)?.0, vec![0, 159, 255]);
+        Ok(())
+    }
+
+    #[test]
+    fn jupyter_round_trip() -> Result<()> {
+        let w = ws()?;
+        let ipynb = br#"{"cells": [{"cell_type": "code", "source": ["x = 1\n", "x"]}, {"cell_type": "markdown", "source": "hi"}], "metadata": {"language_info": {"name": "python"}}, "nbformat": 4, "nbformat_minor": 5}"#;
+        w.import("/Shared/j", Format::Jupyter, None, ipynb, false)?;
+        let (out, ext) = w.export("/Shared/j", Some(Format::Jupyter))?;
+        assert_eq!(ext, "ipynb");
+        let value: Value = serde_json::from_slice(&out).map_err(|e| Error::internal("t", e))?;
+        assert_eq!(value["cells"][0]["source"], "x = 1\nx");
+        Ok(())
+    }
+
+    #[test]
+    fn bad_paths_and_conflicts_change_nothing() -> Result<()> {
+        let w = ws()?;
+        assert!(w
+            .import("relative", Format::Raw, None, b"x", false)
+            .is_err());
+        assert!(w
+            .import("/Shared/../etc", Format::Raw, None, b"x", false)
+            .is_err());
+        assert_eq!(
+            w.import("/nope/x", Format::Raw, None, b"x", false)
+                .err()
+                .map(|e| e.code),
+            Some(ErrorCode::ResourceDoesNotExist)
+        );
+        w.import("/Shared/f", Format::Raw, None, b"one", false)?;
+        assert_eq!(
+            w.import("/Shared/f", Format::Raw, None, b"two", false)
+                .err()
+                .map(|e| e.code),
+            Some(ErrorCode::ResourceAlreadyExists)
+        );
+        assert_eq!(w.export("/Shared/f", None)?.0, b"one");
+        w.import("/Shared/f", Format::Raw, None, b"two", true)?;
+        assert_eq!(w.export("/Shared/f", None)?.0, b"two");
+        w.mkdirs("/Shared/d/e")?;
+        assert_eq!(
+            w.delete("/Shared/d", false).err().map(|e| e.code),
+            Some(ErrorCode::DirectoryNotEmpty)
+        );
+        w.delete("/Shared/d", true)?;
+        assert!(w.get("/Shared/d/e").is_err());
+        assert!(w.delete("/Shared", true).is_err());
+        Ok(())
+    }
+}
