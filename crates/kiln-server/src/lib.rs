@@ -73,6 +73,7 @@ pub async fn serve(
     let secrets = kiln_workspace::secrets::Secrets::open(store.clone(), cipher)?;
     let dbfs = kiln_workspace::dbfs::Dbfs::open(config.data_dir.join("dbfs"))?;
     let workspace = kiln_workspace::workspace::Workspace::open(store.clone())?;
+    let permissions = kiln_workspace::permissions::Permissions::open(store.clone())?;
     let workspace_id = bootstrap::workspace_id(store.as_ref())?;
     bootstrap::admin(&identity, &config)?;
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
@@ -135,6 +136,7 @@ pub async fn serve(
         secrets,
         dbfs,
         workspace,
+        permissions,
         limiter,
         workspace_id,
         host: HostInfo::detect(),

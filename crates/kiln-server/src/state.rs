@@ -27,6 +27,7 @@ pub struct Shared {
     pub secrets: kiln_workspace::secrets::Secrets,
     pub dbfs: kiln_workspace::dbfs::Dbfs,
     pub workspace: kiln_workspace::workspace::Workspace,
+    pub permissions: kiln_workspace::permissions::Permissions,
     pub limiter: RateLimiter,
     /// Numeric workspace id (host metadata, `X-Databricks-Org-Id`).
     pub workspace_id: String,
@@ -43,16 +44,21 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// The versions a cached response was computed from (clusters, permissions).
+pub type CacheVersion = (u64, u64);
+
+type CacheEntries = std::collections::HashMap<String, (CacheVersion, axum::body::Bytes)>;
+
 /// Responses keyed by query string, valid for one version of the data.
 #[derive(Default)]
 pub struct ResponseCache {
-    entries: std::sync::Mutex<std::collections::HashMap<String, (u64, axum::body::Bytes)>>,
+    entries: std::sync::Mutex<CacheEntries>,
 }
 
 impl ResponseCache {
     const MAX_ENTRIES: usize = 256;
 
-    pub fn get(&self, key: &str, version: u64) -> Option<axum::body::Bytes> {
+    pub fn get(&self, key: &str, version: CacheVersion) -> Option<axum::body::Bytes> {
         let entries = self.entries.lock().ok()?;
         entries
             .get(key)
@@ -60,7 +66,7 @@ impl ResponseCache {
             .map(|(_, body)| body.clone())
     }
 
-    pub fn put(&self, key: String, version: u64, body: axum::body::Bytes) {
+    pub fn put(&self, key: String, version: CacheVersion, body: axum::body::Bytes) {
         if let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= Self::MAX_ENTRIES {
                 entries.clear();

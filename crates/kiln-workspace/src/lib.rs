@@ -2,6 +2,7 @@
 //! DBFS, workspace files and permissions join here as they are built.
 
 pub mod dbfs;
+pub mod permissions;
 pub mod secrets;
 pub mod workspace;
 

@@ -14,6 +14,7 @@ use kiln_compute::clusters::SPARK_VERSIONS;
 use kiln_core::{Error, Result};
 use kiln_store::{ClusterRecord, EventQuery};
 
+use super::access::{can_see_cluster, require_cluster};
 use super::clusters_convert::{config_from_spec, details, event, spec_json, NODE_TYPE_ID};
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
@@ -153,6 +154,7 @@ async fn edit_cluster(
     Extension(caller): Extension<Caller>,
     Params(req): Params<wire::EditCluster>,
 ) -> ApiResult<Json<Empty>> {
+    require_cluster(&state, &caller, &req.cluster_id, "CAN_MANAGE")?;
     let config = config_from_spec(req.spec)?;
     state
         .clusters
@@ -166,6 +168,7 @@ async fn update_cluster(
     Extension(caller): Extension<Caller>,
     Params(req): Params<wire::UpdateCluster>,
 ) -> ApiResult<Json<Empty>> {
+    require_cluster(&state, &caller, &req.cluster_id, "CAN_MANAGE")?;
     let record = state.clusters.get(&req.cluster_id)?;
     let mut spec = spec_json(&record.config);
     let fields: Vec<&str> = req
@@ -197,8 +200,10 @@ async fn update_cluster(
 
 async fn get_cluster(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Params(req): Params<wire::GetCluster>,
 ) -> ApiResult<Json<wire::ClusterDetails>> {
+    require_cluster(&state, &caller, &req.cluster_id, "CAN_ATTACH_TO")?;
     let record = state.clusters.get(&req.cluster_id)?;
     Ok(Json(details(&record, state.host)))
 }
@@ -207,20 +212,27 @@ async fn get_cluster(
 /// string and the cluster change counter (a body-less request only).
 async fn list_clusters(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     Params(req): Params<wire::ListClusters>,
 ) -> ApiResult<Response> {
-    let query = query.unwrap_or_default();
+    // Admins see every cluster; others only those they may attach to.
+    let viewer = if caller.admin {
+        String::new()
+    } else {
+        caller.principal_id.clone()
+    };
+    let query = format!("{viewer}\u{0}{}", query.unwrap_or_default());
     let bodyless = headers.get(header::CONTENT_LENGTH).is_none_or(|v| v == "0")
         && !headers.contains_key(header::TRANSFER_ENCODING);
-    let version = state.clusters.version();
+    let version = (state.clusters.version(), state.permissions.version());
     if bodyless {
         if let Some(body) = state.list_cache.get(&query, version) {
             return Ok(json_bytes(body));
         }
     }
-    let body = serde_json::to_vec(&list_response(&state, &req)?)
+    let body = serde_json::to_vec(&list_response(&state, &caller, &req)?)
         .map_err(|e| Error::internal("list clusters", e))?;
     let body = Bytes::from(body);
     if bodyless {
@@ -233,12 +245,18 @@ fn json_bytes(body: Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn list_response(state: &AppState, req: &wire::ListClusters) -> Result<wire::ListClustersResponse> {
+fn list_response(
+    state: &AppState,
+    caller: &Caller,
+    req: &wire::ListClusters,
+) -> Result<wire::ListClustersResponse> {
     let mut records: Vec<ClusterRecord> = state
         .clusters
         .list()?
         .into_iter()
-        .filter(|r| matches_filter(r, req))
+        .filter(|r| {
+            matches_filter(r, req) && can_see_cluster(state, caller, &r.cluster_id, &r.owner)
+        })
         .collect();
     sort_clusters(&mut records, req);
     let offset = match req.page_token.as_deref().filter(|t| !t.is_empty()) {
@@ -318,6 +336,7 @@ async fn start_cluster(
     Extension(caller): Extension<Caller>,
     Params(req): Params<wire::ClusterIdRequest>,
 ) -> ApiResult<Json<Empty>> {
+    require_cluster(&state, &caller, &req.cluster_id, "CAN_RESTART")?;
     state
         .clusters
         .start(&caller.user_name, &req.cluster_id)
@@ -330,6 +349,7 @@ async fn restart_cluster(
     Extension(caller): Extension<Caller>,
     Params(req): Params<wire::ClusterIdRequest>,
 ) -> ApiResult<Json<Empty>> {
+    require_cluster(&state, &caller, &req.cluster_id, "CAN_RESTART")?;
     state
         .clusters
         .restart(&caller.user_name, &req.cluster_id)
@@ -342,6 +362,7 @@ async fn delete_cluster(
     Extension(caller): Extension<Caller>,
     Params(req): Params<wire::ClusterIdRequest>,
 ) -> ApiResult<Json<Empty>> {
+    require_cluster(&state, &caller, &req.cluster_id, "CAN_MANAGE")?;
     state
         .clusters
         .terminate(&caller.user_name, &req.cluster_id)
@@ -351,8 +372,10 @@ async fn delete_cluster(
 
 async fn permanent_delete_cluster(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Params(req): Params<wire::ClusterIdRequest>,
 ) -> ApiResult<Json<Empty>> {
+    require_cluster(&state, &caller, &req.cluster_id, "CAN_MANAGE")?;
     state.clusters.permanent_delete(&req.cluster_id).await?;
     Ok(Json(Empty {}))
 }
@@ -362,6 +385,7 @@ async fn resize_cluster(
     Extension(caller): Extension<Caller>,
     Params(req): Params<wire::ResizeCluster>,
 ) -> ApiResult<Json<Empty>> {
+    require_cluster(&state, &caller, &req.cluster_id, "CAN_MANAGE")?;
     let autoscale = match req.autoscale {
         Some(a) if a.min_workers > a.max_workers || a.max_workers == 0 => {
             return Err(Error::invalid(
@@ -389,6 +413,7 @@ async fn pin_cluster(
     Extension(caller): Extension<Caller>,
     Params(req): Params<wire::ClusterIdRequest>,
 ) -> ApiResult<Json<Empty>> {
+    require_cluster(&state, &caller, &req.cluster_id, "CAN_MANAGE")?;
     state
         .clusters
         .set_pinned(&caller.user_name, &req.cluster_id, true)
@@ -401,6 +426,7 @@ async fn unpin_cluster(
     Extension(caller): Extension<Caller>,
     Params(req): Params<wire::ClusterIdRequest>,
 ) -> ApiResult<Json<Empty>> {
+    require_cluster(&state, &caller, &req.cluster_id, "CAN_MANAGE")?;
     state
         .clusters
         .set_pinned(&caller.user_name, &req.cluster_id, false)
@@ -433,8 +459,10 @@ async fn change_owner(
 
 async fn get_events(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Params(req): Params<wire::GetEvents>,
 ) -> ApiResult<Json<wire::GetEventsResponse>> {
+    require_cluster(&state, &caller, &req.cluster_id, "CAN_ATTACH_TO")?;
     let (query, limit) = event_query(&req)?;
     let (events, total) = state.clusters.events(&query)?;
     let next_offset = query.offset + events.len() as u64;

@@ -8,6 +8,7 @@ use kiln_api::clusters_v12 as wire;
 use kiln_compute::lifecycle::ClusterState;
 use kiln_store::ClusterRecord;
 
+use super::access::{can_see_cluster, require_cluster};
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
 use crate::extract::Params;
@@ -55,14 +56,21 @@ fn info(record: &ClusterRecord) -> wire::ClusterInfoV12 {
 
 async fn list_clusters(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<Vec<wire::ClusterInfoV12>>> {
-    Ok(Json(state.clusters.list()?.iter().map(info).collect()))
+    let all = state.clusters.list()?;
+    let visible = all
+        .iter()
+        .filter(|r| can_see_cluster(&state, &caller, &r.cluster_id, &r.owner));
+    Ok(Json(visible.map(info).collect()))
 }
 
 async fn cluster_status(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Params(req): Params<wire::ClusterIdV12>,
 ) -> ApiResult<Json<wire::ClusterInfoV12>> {
+    require_cluster(&state, &caller, &req.cluster_id, "CAN_ATTACH_TO")?;
     Ok(Json(info(&state.clusters.get(&req.cluster_id)?)))
 }
 
@@ -71,6 +79,7 @@ async fn restart_cluster(
     Extension(caller): Extension<Caller>,
     Params(req): Params<wire::ClusterIdV12>,
 ) -> ApiResult<Json<wire::IdResponse>> {
+    require_cluster(&state, &caller, &req.cluster_id, "CAN_RESTART")?;
     state
         .clusters
         .restart(&caller.user_name, &req.cluster_id)

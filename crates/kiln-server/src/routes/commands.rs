@@ -10,6 +10,7 @@ use kiln_compute::contexts::Language;
 use kiln_core::Error;
 use serde_json::Value;
 
+use super::access::require_cluster;
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
 use crate::extract::Params;
@@ -63,6 +64,7 @@ async fn create_context(
     Extension(caller): Extension<Caller>,
     Params(req): Params<wire::CreateContext>,
 ) -> ApiResult<Json<wire::Created>> {
+    require_cluster(&state, &caller, &req.cluster_id, "CAN_ATTACH_TO")?;
     let language = Language::parse(req.language.as_deref().unwrap_or("python"))?;
     let credential = state.identity.issue_context_credential(&caller)?;
     let context = state
@@ -81,8 +83,10 @@ async fn create_context(
 
 async fn context_status(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Params(req): Params<wire::ContextRef>,
 ) -> ApiResult<Json<wire::ContextStatusResponse>> {
+    require_cluster(&state, &caller, &req.cluster_id, "CAN_ATTACH_TO")?;
     let context = state.contexts.context(&req.cluster_id, &req.context_id)?;
     Ok(Json(wire::ContextStatusResponse {
         id: context.id.clone(),
@@ -92,8 +96,10 @@ async fn context_status(
 
 async fn destroy_context(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Params(req): Params<wire::ContextRef>,
 ) -> ApiResult<Json<Empty>> {
+    require_cluster(&state, &caller, &req.cluster_id, "CAN_ATTACH_TO")?;
     state
         .contexts
         .destroy_context(&req.cluster_id, &req.context_id)?;
@@ -117,8 +123,10 @@ fn options_of(options: Option<Value>) -> Result<Value, Error> {
 
 async fn execute_command(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Params(req): Params<wire::ExecuteCommand>,
 ) -> ApiResult<Json<wire::Created>> {
+    require_cluster(&state, &caller, &req.cluster_id, "CAN_ATTACH_TO")?;
     let language = req.language.as_deref().map(Language::parse).transpose()?;
     let options = options_of(req.options)?;
     if let Some(limit) = options.get("displayRowLimit") {
@@ -141,8 +149,10 @@ async fn execute_command(
 
 async fn command_status(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Params(req): Params<wire::CommandRef>,
 ) -> ApiResult<Json<wire::CommandStatusResponse>> {
+    require_cluster(&state, &caller, &req.cluster_id, "CAN_ATTACH_TO")?;
     let view = state
         .contexts
         .command(&req.cluster_id, &req.context_id, &req.command_id)?;
@@ -155,8 +165,10 @@ async fn command_status(
 
 async fn cancel_command(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Params(req): Params<wire::CommandRef>,
 ) -> ApiResult<Json<Empty>> {
+    require_cluster(&state, &caller, &req.cluster_id, "CAN_ATTACH_TO")?;
     state
         .contexts
         .cancel(&req.cluster_id, &req.context_id, &req.command_id)?;

@@ -3,16 +3,18 @@
 use axum::extract::State;
 use axum::http::Method;
 use axum::routing::{get, post};
-use axum::Json;
+use axum::{Extension, Json};
 use kiln_api::libraries as wire;
 use kiln_api::Empty;
 use kiln_compute::libraries::{LibraryRecord, LibraryStatus};
 use kiln_core::Error;
 use serde_json::json;
 
+use super::access::{can_see_cluster, require_cluster};
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
 use crate::extract::Params;
+use crate::identity::Caller;
 use crate::state::AppState;
 
 pub fn endpoints() -> Vec<Endpoint> {
@@ -75,8 +77,10 @@ fn require_some(libraries: &[serde_json::Value]) -> Result<(), Error> {
 
 async fn install(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Params(req): Params<wire::InstallLibraries>,
 ) -> ApiResult<Json<Empty>> {
+    require_cluster(&state, &caller, &req.cluster_id, "CAN_MANAGE")?;
     require_some(&req.libraries)?;
     state.libraries.install(&req.cluster_id, &req.libraries)?;
     Ok(Json(Empty {}))
@@ -84,8 +88,10 @@ async fn install(
 
 async fn uninstall(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Params(req): Params<wire::InstallLibraries>,
 ) -> ApiResult<Json<Empty>> {
+    require_cluster(&state, &caller, &req.cluster_id, "CAN_MANAGE")?;
     require_some(&req.libraries)?;
     state.libraries.uninstall(&req.cluster_id, &req.libraries)?;
     Ok(Json(Empty {}))
@@ -93,8 +99,10 @@ async fn uninstall(
 
 async fn cluster_status(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Params(req): Params<wire::ClusterStatus>,
 ) -> ApiResult<Json<wire::ClusterLibraryStatuses>> {
+    require_cluster(&state, &caller, &req.cluster_id, "CAN_ATTACH_TO")?;
     let statuses = state.libraries.statuses(&req.cluster_id)?;
     Ok(Json(wire::ClusterLibraryStatuses {
         cluster_id: req.cluster_id,
@@ -104,11 +112,18 @@ async fn cluster_status(
 
 async fn all_cluster_statuses(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<wire::ListAllClusterLibraryStatusesResponse>> {
     let statuses = state
         .libraries
         .all_statuses()?
         .into_iter()
+        .filter(|(cluster_id, _)| {
+            state
+                .clusters
+                .get(cluster_id)
+                .is_ok_and(|c| can_see_cluster(&state, &caller, cluster_id, &c.owner))
+        })
         .map(|(cluster_id, records)| wire::ClusterLibraryStatuses {
             cluster_id,
             library_statuses: records.into_iter().map(full_status).collect(),
@@ -121,8 +136,10 @@ async fn all_cluster_statuses(
 
 async fn list_v12(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Params(req): Params<wire::ListLibrariesV12>,
 ) -> ApiResult<Json<Vec<wire::LibraryV12>>> {
+    require_cluster(&state, &caller, &req.cluster_id, "CAN_ATTACH_TO")?;
     let libraries = state.libraries.statuses(&req.cluster_id)?;
     Ok(Json(
         libraries
@@ -147,8 +164,10 @@ async fn list_v12(
 /// Registers a Python library from a URI: `dbfs:/…` wheels, or http(s) URLs pip fetches.
 async fn upload_v12(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Params(req): Params<wire::UploadLibraryV12>,
 ) -> ApiResult<Json<wire::UploadLibraryV12Response>> {
+    require_cluster(&state, &caller, &req.cluster_id, "CAN_MANAGE")?;
     if !req.language.eq_ignore_ascii_case("python") {
         return Err(Error::invalid(format!(
             "Libraries of language {} are not supported: Kiln clusters run Python (Sail).",

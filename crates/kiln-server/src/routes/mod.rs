@@ -2,6 +2,7 @@
 //! either bound to a handler or answering Databricks' 501 `NOT_IMPLEMENTED`.
 //! The OpenAPI document and the compatibility table come from this table.
 
+pub(crate) mod access;
 mod clusters;
 mod clusters_convert;
 mod clusters_v12;
@@ -10,6 +11,7 @@ mod dbfs;
 mod identity;
 mod libraries;
 mod meta;
+mod permissions;
 mod scim;
 pub(crate) mod secrets;
 mod unity_catalog;
@@ -74,6 +76,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(secrets::endpoints());
     all.extend(dbfs::endpoints());
     all.extend(workspace::endpoints());
+    all.extend(permissions::endpoints());
     all.extend(unity_catalog::endpoints());
     all.extend(planned_endpoints());
     all
@@ -82,18 +85,7 @@ pub fn endpoints() -> Vec<Endpoint> {
 /// Upstream endpoints of families whose issues are still open: listed so they
 /// answer 501 (not 404) and show in the compatibility table.
 fn planned_endpoints() -> Vec<Endpoint> {
-    use Method as M;
-    let clusters = "/api/2.0/permissions/clusters/{cluster_id}";
-    vec![
-        todo_ep(M::GET, clusters, "permissions/clusters get"),
-        todo_ep(M::PUT, clusters, "permissions/clusters set"),
-        todo_ep(M::PATCH, clusters, "permissions/clusters update"),
-        todo_ep(
-            M::GET,
-            format!("{clusters}/permissionLevels"),
-            "permissions/clusters levels",
-        ),
-    ]
+    Vec::new()
 }
 
 /// Builds the router from the table (public and authenticated routes alike;

@@ -10,7 +10,6 @@ use kiln_api::secrets as wire;
 use kiln_api::Empty;
 use kiln_core::Error;
 use kiln_workspace::secrets::AclPermission;
-use kiln_workspace::Principal;
 
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
@@ -82,18 +81,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
-/// The caller as the workspace services see it.
-pub fn principal(caller: &Caller) -> Principal {
-    let mut groups = vec!["users".to_string()];
-    if caller.admin {
-        groups.push("admins".into());
-    }
-    Principal {
-        name: caller.user_name.clone(),
-        admin: caller.admin,
-        groups,
-    }
-}
+pub use super::access::principal;
 
 async fn create_scope(
     State(state): State<AppState>,
