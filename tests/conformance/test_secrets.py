@@ -9,7 +9,7 @@ import os
 
 import pytest
 from databricks.sdk.errors import NotFound, PermissionDenied, ResourceAlreadyExists
-from databricks.sdk.service.compute import Language
+from databricks.sdk.service.compute import ClusterAccessControlRequest, ClusterPermissionLevel, Language
 from databricks.sdk.service.workspace import AclPermission
 
 from kiln_helpers import unique
@@ -27,8 +27,12 @@ def bob(kiln, w):
 
 
 @pytest.fixture(scope="module")
-def cluster(w):
-    return w.clusters.create_and_wait(cluster_name=unique("secrets"), spark_version=SPARK_VERSION, num_workers=0).cluster_id
+def cluster(w, bob):
+    cluster_id = w.clusters.create_and_wait(cluster_name=unique("secrets"), spark_version=SPARK_VERSION, num_workers=0).cluster_id
+    # bob may attach to the cluster; what he may read is decided by the secret ACLs alone
+    w.clusters.update_permissions(cluster_id, access_control_list=[
+        ClusterAccessControlRequest(user_name=bob["name"], permission_level=ClusterPermissionLevel.CAN_ATTACH_TO)])
+    return cluster_id
 
 
 @pytest.fixture
