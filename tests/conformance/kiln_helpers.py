@@ -465,3 +465,13 @@ class KilnServer:
 
     def url(self, path: str) -> str:
         return self.host + path
+
+
+def non_admin(kiln, w, prefix: str) -> dict:
+    """A new non-admin user (created by the admin client `w`) with its own PAT:
+    {"name": user name, "w": a WorkspaceClient acting as that user}."""
+    name = unique(prefix) + "@example.com"
+    password = "pw-" + unique(prefix)
+    w.api_client.do("POST", "/api/2.0/preview/scim/v2/Users", body={"userName": name, "password": password})
+    token = kiln.client(username=name, password=password).tokens.create(comment=prefix, lifetime_seconds=3600).token_value
+    return {"name": name, "w": kiln.client(token=token)}

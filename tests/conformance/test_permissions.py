@@ -8,18 +8,14 @@ from databricks.sdk.errors import NotImplemented as NotImplementedError_
 from databricks.sdk.errors import PermissionDenied
 from databricks.sdk.service.compute import ClusterAccessControlRequest, ClusterPermissionLevel, Language
 
-from kiln_helpers import unique
+from kiln_helpers import non_admin, unique
 
 SPARK_VERSION = "16.4.x-scala2.12"
 
 
 @pytest.fixture(scope="module")
 def carol(kiln, w):
-    name = unique("carol") + "@example.com"
-    password = "pw-" + unique("carol")
-    w.api_client.do("POST", "/api/2.0/preview/scim/v2/Users", body={"userName": name, "password": password})
-    token = kiln.client(username=name, password=password).tokens.create(comment="carol", lifetime_seconds=3600).token_value
-    return {"name": name, "w": kiln.client(token=token)}
+    return non_admin(kiln, w, "carol")
 
 
 def grant(w, cluster_id, level, user=None, group=None):

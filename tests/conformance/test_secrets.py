@@ -12,18 +12,14 @@ from databricks.sdk.errors import NotFound, PermissionDenied, ResourceAlreadyExi
 from databricks.sdk.service.compute import ClusterAccessControlRequest, ClusterPermissionLevel, Language
 from databricks.sdk.service.workspace import AclPermission
 
-from kiln_helpers import unique
+from kiln_helpers import non_admin, unique
 
 SPARK_VERSION = "16.4.x-scala2.12"
 
 
 @pytest.fixture(scope="module")
 def bob(kiln, w):
-    name = unique("bob") + "@example.com"
-    password = "pw-" + unique("bob")
-    w.api_client.do("POST", "/api/2.0/preview/scim/v2/Users", body={"userName": name, "password": password})
-    token = kiln.client(username=name, password=password).tokens.create(comment="bob", lifetime_seconds=3600).token_value
-    return {"name": name, "w": kiln.client(token=token)}
+    return non_admin(kiln, w, "bob")
 
 
 @pytest.fixture(scope="module")

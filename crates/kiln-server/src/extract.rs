@@ -75,8 +75,44 @@ fn multipart_boundary(content_type: &str) -> Option<String> {
 /// A multipart body as raw bytes per field, or the operation's parameters
 /// from query/JSON/form: uploads carry file parts that are not text.
 pub enum MultipartOr<T> {
-    Multipart(std::collections::HashMap<String, Bytes>),
+    Multipart(Form),
     Params(T),
+}
+
+/// The fields of a multipart body.
+pub struct Form(std::collections::HashMap<String, Bytes>);
+
+impl Form {
+    /// A field as text (lossy UTF-8).
+    pub fn text(&self, name: &str) -> Option<String> {
+        self.0
+            .get(name)
+            .map(|b| String::from_utf8_lossy(b).to_string())
+    }
+
+    pub fn required(&self, name: &str) -> Result<String, Error> {
+        self.text(name)
+            .ok_or_else(|| Error::invalid(format!("Missing required field: {name}")))
+    }
+
+    /// A boolean field (`true`, any case); absent is false.
+    pub fn flag(&self, name: &str) -> bool {
+        self.text(name)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
+
+    /// A field's raw bytes (a file part); absent is empty.
+    pub fn bytes(&self, name: &str) -> Vec<u8> {
+        self.0.get(name).map(|b| b.to_vec()).unwrap_or_default()
+    }
+}
+
+/// Decodes a base64 field, naming it in the error.
+pub fn base64_field(field: &str, value: &str) -> Result<Vec<u8>, Error> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .map_err(|_| Error::invalid(format!("Invalid value for field {field}: not base64")))
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for MultipartOr<T> {
@@ -112,7 +148,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for MultipartOr<T> {
             let name = field.name().unwrap_or_default().to_string();
             fields.insert(name, field.bytes().await.map_err(bad)?);
         }
-        Ok(Self::Multipart(fields))
+        Ok(Self::Multipart(Form(fields)))
     }
 }
 

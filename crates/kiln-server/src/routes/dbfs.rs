@@ -7,12 +7,11 @@ use axum::Json;
 use base64::Engine as _;
 use kiln_api::dbfs as wire;
 use kiln_api::Empty;
-use kiln_core::Error;
 use kiln_workspace::dbfs::FileInfo;
 
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
-use crate::extract::{MultipartOr, Params};
+use crate::extract::{base64_field, MultipartOr, Params};
 use crate::state::AppState;
 
 const D: &str = "/api/2.0/dbfs";
@@ -52,12 +51,6 @@ fn info(f: FileInfo) -> wire::FileInfo {
     }
 }
 
-fn decode(field: &str, b64: &str) -> Result<Vec<u8>, Error> {
-    base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .map_err(|_| Error::invalid(format!("Invalid value for field {field}: not base64")))
-}
-
 async fn get_status(
     State(state): State<AppState>,
     Params(req): Params<wire::PathRef>,
@@ -89,24 +82,14 @@ async fn put(
 ) -> ApiResult<Json<Empty>> {
     let (path, contents, overwrite) = match body {
         MultipartOr::Params(req) => {
-            let contents = decode("contents", req.contents.as_deref().unwrap_or(""))?;
+            let contents = base64_field("contents", req.contents.as_deref().unwrap_or(""))?;
             (req.path, contents, req.overwrite.unwrap_or(false))
         }
-        MultipartOr::Multipart(fields) => {
-            let text = |name: &str| {
-                fields
-                    .get(name)
-                    .map(|b| String::from_utf8_lossy(b).to_string())
-            };
-            let path =
-                text("path").ok_or_else(|| Error::invalid("Missing required field: path"))?;
-            let overwrite = text("overwrite").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-            let contents = fields
-                .get("contents")
-                .map(|b| b.to_vec())
-                .unwrap_or_default();
-            (path, contents, overwrite)
-        }
+        MultipartOr::Multipart(form) => (
+            form.required("path")?,
+            form.bytes("contents"),
+            form.flag("overwrite"),
+        ),
     };
     state.dbfs.put(&path, &contents, overwrite)?;
     Ok(Json(Empty {}))
@@ -162,7 +145,7 @@ async fn add_block(
 ) -> ApiResult<Json<Empty>> {
     state
         .dbfs
-        .add_block(req.handle, &decode("data", &req.data)?)?;
+        .add_block(req.handle, &base64_field("data", &req.data)?)?;
     Ok(Json(Empty {}))
 }
 

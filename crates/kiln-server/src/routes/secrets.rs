@@ -13,7 +13,7 @@ use kiln_workspace::secrets::AclPermission;
 
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
-use crate::extract::Params;
+use crate::extract::{base64_field, Params};
 use crate::identity::Caller;
 use crate::state::AppState;
 
@@ -134,9 +134,7 @@ async fn put_secret(
 ) -> ApiResult<Json<Empty>> {
     let value = match (req.string_value, req.bytes_value) {
         (Some(text), None) => text.into_bytes(),
-        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .map_err(|_| Error::invalid("Invalid value for field bytes_value: not base64"))?,
+        (None, Some(b64)) => base64_field("bytes_value", &b64)?,
         _ => {
             return Err(
                 Error::invalid("Exactly one of string_value and bytes_value must be given").into(),

@@ -8,12 +8,11 @@ use axum::{Extension, Json};
 use base64::Engine as _;
 use kiln_api::workspace as wire;
 use kiln_api::Empty;
-use kiln_core::Error;
 use kiln_workspace::workspace::{Format, Language, ObjectRecord, ObjectType};
 
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
-use crate::extract::{MultipartOr, Params};
+use crate::extract::{base64_field, MultipartOr, Params};
 use crate::identity::Caller;
 use crate::state::AppState;
 
@@ -112,9 +111,7 @@ async fn import(
     state.workspace.ensure_home(&caller.user_name)?;
     let (path, format, language, content, overwrite) = match body {
         MultipartOr::Params(req) => {
-            let content = base64::engine::general_purpose::STANDARD
-                .decode(req.content.as_deref().unwrap_or("").trim())
-                .map_err(|_| Error::invalid("Invalid value for field content: not base64"))?;
+            let content = base64_field("content", req.content.as_deref().unwrap_or(""))?;
             (
                 req.path,
                 req.format,
@@ -123,26 +120,13 @@ async fn import(
                 req.overwrite.unwrap_or(false),
             )
         }
-        MultipartOr::Multipart(fields) => {
-            let text = |name: &str| {
-                fields
-                    .get(name)
-                    .map(|b| String::from_utf8_lossy(b).to_string())
-            };
-            let path =
-                text("path").ok_or_else(|| Error::invalid("Missing required field: path"))?;
-            let overwrite = text("overwrite").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-            (
-                path,
-                text("format"),
-                text("language"),
-                fields
-                    .get("content")
-                    .map(|b| b.to_vec())
-                    .unwrap_or_default(),
-                overwrite,
-            )
-        }
+        MultipartOr::Multipart(form) => (
+            form.required("path")?,
+            form.text("format"),
+            form.text("language"),
+            form.bytes("content"),
+            form.flag("overwrite"),
+        ),
     };
     let format = Format::parse(format.as_deref().unwrap_or("SOURCE"))?;
     let language = language
