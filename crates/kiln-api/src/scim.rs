@@ -4,12 +4,16 @@ use serde::{Deserialize, Serialize};
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const SP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:ServicePrincipal";
+pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+pub const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 pub const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 
-#[derive(Debug, Serialize, Deserialize, Clone)]
+#[derive(Debug, Serialize, Deserialize, Clone, Default)]
 pub struct ComplexValue {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    #[serde(rename = "$ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub display: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -98,5 +102,49 @@ pub struct ListResponse<T> {
     pub start_index: usize,
     #[serde(rename = "Resources")]
     pub resources: Vec<T>,
+    pub schemas: Vec<String>,
+}
+
+/// A workspace group (`Group`), as returned by get/list/create/update.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Group {
+    pub id: String,
+    pub display_name: String,
+    pub members: Vec<ComplexValue>,
+    pub groups: Vec<ComplexValue>,
+    pub entitlements: Vec<ComplexValue>,
+    pub roles: Vec<ComplexValue>,
+    pub schemas: Vec<String>,
+}
+
+/// POST /Groups and PUT /Groups/{id}.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateGroup {
+    pub display_name: Option<String>,
+    pub members: Option<Vec<ComplexValue>>,
+    #[serde(default)]
+    pub entitlements: Vec<ComplexValue>,
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub schemas: Vec<String>,
+}
+
+/// One SCIM PATCH operation (`Patch`): `op` add/remove/replace, an optional
+/// `path` (`members`, `members[value eq "<id>"]`, `displayName`) and a value.
+#[derive(Debug, Deserialize)]
+pub struct PatchOperation {
+    pub op: String,
+    pub path: Option<String>,
+    pub value: Option<serde_json::Value>,
+}
+
+/// PATCH /Groups/{id}.
+#[derive(Debug, Deserialize)]
+pub struct PatchRequest {
+    #[serde(rename = "Operations", default)]
+    pub operations: Vec<PatchOperation>,
+    #[serde(default)]
     pub schemas: Vec<String>,
 }

@@ -58,3 +58,29 @@ pub fn admin(identity: &Identity, config: &Config) -> Result<()> {
     }
     Ok(())
 }
+
+/// Once per data dir: the `users` group may manage `/Shared`, as on Databricks.
+/// (An admin may change that grant afterwards; it is not re-applied.)
+pub fn shared_folder(
+    store: &dyn Store,
+    workspace: &kiln_workspace::workspace::Workspace,
+    permissions: &kiln_workspace::permissions::Permissions,
+) -> Result<()> {
+    const DONE: &str = "shared_folder_acl";
+    if store.meta(DONE)?.is_some() {
+        return Ok(());
+    }
+    let shared = workspace.get("/Shared")?;
+    permissions.set(
+        "directories",
+        &shared.object_id.to_string(),
+        vec![kiln_workspace::permissions::AclEntry {
+            grantee: kiln_workspace::permissions::Grantee::Group(
+                kiln_workspace::groups::USERS.into(),
+            ),
+            level: "CAN_MANAGE".into(),
+        }],
+        false,
+    )?;
+    store.commit(vec![Write::PutMeta(DONE.into(), "1".into())])
+}

@@ -332,18 +332,35 @@ impl Identity {
         Ok(())
     }
 
+    /// Adds a principal to, or removes it from, the `admins` group.
+    pub fn set_admin(&self, principal_id: &str, admin: bool) -> Result<()> {
+        let mut record = self.principal(principal_id)?;
+        if record.admin == admin {
+            return Ok(());
+        }
+        if !admin && self.admin_count()? <= 1 {
+            return Err(Error::invalid("Cannot remove the last workspace admin."));
+        }
+        record.admin = admin;
+        self.store
+            .commit(vec![Write::PutPrincipal(record.clone())])?;
+        self.write()?.principals.insert(record.id.clone(), record);
+        Ok(())
+    }
+
+    fn admin_count(&self) -> Result<usize> {
+        Ok(self
+            .read()?
+            .principals
+            .values()
+            .filter(|p| p.admin && p.active)
+            .count())
+    }
+
     /// Deletes a principal with its tokens and secrets.
     pub fn delete_principal(&self, id: &str) -> Result<()> {
         let record = self.principal(id)?;
-        if record.admin
-            && self
-                .read()?
-                .principals
-                .values()
-                .filter(|p| p.admin && p.active)
-                .count()
-                <= 1
-        {
+        if record.admin && self.admin_count()? <= 1 {
             return Err(Error::invalid("Cannot delete the last workspace admin."));
         }
         self.store.commit(vec![Write::DeletePrincipal(id.into())])?;

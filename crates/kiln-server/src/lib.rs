@@ -74,8 +74,10 @@ pub async fn serve(
     let dbfs = kiln_workspace::dbfs::Dbfs::open(config.data_dir.join("dbfs"))?;
     let workspace = kiln_workspace::workspace::Workspace::open(store.clone())?;
     let permissions = kiln_workspace::permissions::Permissions::open(store.clone())?;
+    let groups = kiln_workspace::groups::Groups::open(store.clone())?;
     let workspace_id = bootstrap::workspace_id(store.as_ref())?;
     bootstrap::admin(&identity, &config)?;
+    bootstrap::shared_folder(store.as_ref(), &workspace, &permissions)?;
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
         .await
         .map_err(|e| {
@@ -137,6 +139,7 @@ pub async fn serve(
         dbfs,
         workspace,
         permissions,
+        groups,
         limiter,
         workspace_id,
         host: HostInfo::detect(),

@@ -28,6 +28,7 @@ pub struct Shared {
     pub dbfs: kiln_workspace::dbfs::Dbfs,
     pub workspace: kiln_workspace::workspace::Workspace,
     pub permissions: kiln_workspace::permissions::Permissions,
+    pub groups: kiln_workspace::groups::Groups,
     pub limiter: RateLimiter,
     /// Numeric workspace id (host metadata, `X-Databricks-Org-Id`).
     pub workspace_id: String,

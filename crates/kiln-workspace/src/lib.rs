@@ -1,7 +1,9 @@
-//! Workspace-side services: secrets (encrypted at rest, ACL-enforced).
-//! DBFS, workspace files and permissions join here as they are built.
+//! Workspace-side services: secrets (encrypted at rest, ACL-enforced), DBFS,
+//! workspace objects, groups and object permissions.
 
 pub mod dbfs;
+pub mod groups;
+pub mod object_access;
 pub mod permissions;
 pub mod secrets;
 pub mod workspace;

@@ -135,6 +135,12 @@ impl Permissions {
         self.version.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Marks a change that affects effective levels outside the ACLs
+    /// themselves (group membership).
+    pub fn touch(&self) {
+        self.bump();
+    }
+
     fn bump(&self) {
         self.version
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
@@ -194,6 +200,14 @@ impl Permissions {
     }
 
     pub fn forget(&self, object_type: &str, object_id: &str) -> Result<()> {
+        let known = self
+            .acls
+            .read()
+            .map(|a| a.contains_key(&key(object_type, object_id)))
+            .unwrap_or(true);
+        if !known {
+            return Ok(());
+        }
         self.store.commit(vec![Write::DeleteObject {
             kind: KIND,
             key: key(object_type, object_id),

@@ -13,7 +13,11 @@ use base64::Engine as _;
 use kiln_core::{time::now_ms, Error, ErrorCode, Result};
 use kiln_store::{Store, Write};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+
+mod formats;
+
+pub use formats::cells;
+use formats::{interpret, to_jupyter};
 
 const KIND: &str = "workspace";
 const PROTECTED: &[&str] = &["/", "/Users", "/Shared"];
@@ -277,7 +281,44 @@ impl Workspace {
 
     fn ensure_dir(&self, path: &str) -> Result<()> {
         let _guard = self.guard()?;
-        self.mkdirs_locked(path)
+        self.mkdirs_locked(path).map(|_| ())
+    }
+
+    /// The object with this `object_id`.
+    pub fn by_id(&self, object_id: i64) -> Result<ObjectRecord> {
+        self.read()?
+            .values()
+            .find(|o| o.object_id == object_id)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("Object {object_id} does not exist.")))
+    }
+
+    /// The existing directories above `path`, nearest first.
+    pub fn ancestors(&self, path: &str) -> Result<Vec<ObjectRecord>> {
+        let objects = self.read()?;
+        let mut out = Vec::new();
+        let mut current = parent_of(path);
+        while let Some(p) = current {
+            if let Some(o) = objects.get(&p) {
+                out.push(o.clone());
+            }
+            current = parent_of(&p);
+        }
+        Ok(out)
+    }
+
+    /// `path` itself if it exists, else its nearest existing ancestor.
+    pub fn nearest_existing(&self, path: &str) -> Result<ObjectRecord> {
+        let path = normalize(path)?;
+        let objects = self.read()?;
+        let mut current = Some(path);
+        while let Some(p) = current {
+            if let Some(o) = objects.get(&p) {
+                return Ok(o.clone());
+            }
+            current = parent_of(&p);
+        }
+        Err(missing("/"))
     }
 
     /// A user's home folder (`/Users/<user name>`).
@@ -320,13 +361,15 @@ impl Workspace {
             .collect())
     }
 
-    pub fn mkdirs(&self, path: &str) -> Result<()> {
+    /// Creates a directory and its missing parents; returns the created ones,
+    /// outermost first.
+    pub fn mkdirs(&self, path: &str) -> Result<Vec<ObjectRecord>> {
         let path = normalize(path)?;
         let _guard = self.guard()?;
         self.mkdirs_locked(&path)
     }
 
-    fn mkdirs_locked(&self, path: &str) -> Result<()> {
+    fn mkdirs_locked(&self, path: &str) -> Result<Vec<ObjectRecord>> {
         let mut missing_dirs = Vec::new();
         let mut current = Some(path.to_string());
         while let Some(p) = current {
@@ -341,11 +384,13 @@ impl Workspace {
             }
             current = parent_of(&p);
         }
-        let records = missing_dirs
+        let records: Vec<ObjectRecord> = missing_dirs
             .iter()
+            .rev()
             .map(|p| Self::new_record(p, ObjectType::Directory, None, b""))
             .collect();
-        self.commit(records, Vec::new())
+        self.commit(records.clone(), Vec::new())?;
+        Ok(records)
     }
 
     /// Imports content; returns the created object.
@@ -415,7 +460,8 @@ impl Workspace {
         }
     }
 
-    pub fn delete(&self, path: &str, recursive: bool) -> Result<()> {
+    /// Deletes an object (and, `recursive`, what is below it); returns what was deleted.
+    pub fn delete(&self, path: &str, recursive: bool) -> Result<Vec<ObjectRecord>> {
         let path = normalize(path)?;
         if PROTECTED.contains(&path.as_str())
             || (path.starts_with("/Users/") && path.matches('/').count() == 2)
@@ -432,117 +478,22 @@ impl Workspace {
             .cloned()
             .ok_or_else(|| missing(&path))?;
         let prefix = format!("{path}/");
-        let children: Vec<String> = self
+        let mut gone: Vec<ObjectRecord> = self
             .read()?
-            .keys()
-            .filter(|p| p.starts_with(&prefix))
+            .values()
+            .filter(|o| o.path.starts_with(&prefix))
             .cloned()
             .collect();
-        if object.object_type == ObjectType::Directory && !children.is_empty() && !recursive {
+        if object.object_type == ObjectType::Directory && !gone.is_empty() && !recursive {
             return Err(Error::new(
                 ErrorCode::DirectoryNotEmpty,
                 format!("Folder ({path}) is not empty; use recursive=true."),
             ));
         }
-        let mut gone = children;
-        gone.push(path);
-        self.commit(Vec::new(), gone)
+        gone.push(object);
+        self.commit(Vec::new(), gone.iter().map(|o| o.path.clone()).collect())?;
+        Ok(gone)
     }
-}
-
-/// (type, language, stored content) of an import.
-fn interpret(
-    path: &str,
-    format: Format,
-    language: Option<Language>,
-    content: &[u8],
-) -> Result<(ObjectType, Option<Language>, Vec<u8>)> {
-    match format {
-        Format::Raw => Ok((ObjectType::File, None, content.to_vec())),
-        Format::Jupyter => {
-            from_jupyter(content).map(|(l, s)| (ObjectType::Notebook, Some(l), s.into_bytes()))
-        }
-        Format::Source => {
-            let text = String::from_utf8(content.to_vec())
-                .map_err(|_| Error::invalid("SOURCE content must be UTF-8 text"))?;
-            let language = language
-                .or_else(|| detect_notebook(&text))
-                .or_else(|| Language::from_extension(path))
-                .ok_or_else(|| Error::invalid("The language is required for a SOURCE import"))?;
-            Ok((
-                ObjectType::Notebook,
-                Some(language),
-                with_header(language, &text).into_bytes(),
-            ))
-        }
-        Format::Auto => match std::str::from_utf8(content).ok().and_then(detect_notebook) {
-            Some(l) => Ok((ObjectType::Notebook, Some(l), content.to_vec())),
-            None if path.ends_with(".ipynb") => interpret(path, Format::Jupyter, language, content),
-            None => Ok((ObjectType::File, None, content.to_vec())),
-        },
-    }
-}
-
-fn with_header(language: Language, text: &str) -> String {
-    if detect_notebook(text).is_some() {
-        text.to_string()
-    } else {
-        format!("{}\n{text}", language.header())
-    }
-}
-
-/// The cells of a SOURCE notebook.
-pub fn cells(language: Language, source: &str) -> Vec<String> {
-    let body = source.strip_prefix(&language.header()).unwrap_or(source);
-    body.split(&format!("\n{}\n", language.separator()))
-        .map(|c| c.trim_matches('\n').to_string())
-        .filter(|c| !c.is_empty())
-        .collect()
-}
-
-fn from_jupyter(content: &[u8]) -> Result<(Language, String)> {
-    let notebook: Value = serde_json::from_slice(content)
-        .map_err(|e| Error::invalid(format!("Invalid JUPYTER content: {e}")))?;
-    let language = notebook["metadata"]["language_info"]["name"]
-        .as_str()
-        .or_else(|| notebook["metadata"]["kernelspec"]["language"].as_str())
-        .map(|l| Language::parse(l).unwrap_or(Language::Python))
-        .unwrap_or(Language::Python);
-    let cells: Vec<String> = notebook["cells"]
-        .as_array()
-        .ok_or_else(|| Error::invalid("Invalid JUPYTER content: no cells"))?
-        .iter()
-        .filter(|c| c["cell_type"] == "code")
-        .map(|c| match &c["source"] {
-            Value::Array(lines) => lines.iter().filter_map(Value::as_str).collect::<String>(),
-            Value::String(s) => s.clone(),
-            _ => String::new(),
-        })
-        .collect();
-    let source = format!(
-        "{}\n{}",
-        language.header(),
-        cells.join(&format!("\n\n{}\n\n", language.separator()))
-    );
-    Ok((language, source))
-}
-
-fn to_jupyter(object: &ObjectRecord) -> Result<Vec<u8>> {
-    let language = object.language.unwrap_or(Language::Python);
-    let source =
-        String::from_utf8(object.bytes()).map_err(|e| Error::internal("export a notebook", e))?;
-    let cells: Vec<Value> = cells(language, &source)
-        .into_iter()
-        .map(|c| json!({"cell_type": "code", "execution_count": null, "metadata": {}, "outputs": [], "source": c}))
-        .collect();
-    let name = language.as_str().to_ascii_lowercase();
-    let notebook = json!({
-        "cells": cells,
-        "metadata": {"language_info": {"name": name}, "kernelspec": {"language": name, "name": name, "display_name": name}},
-        "nbformat": 4,
-        "nbformat_minor": 5
-    });
-    serde_json::to_vec_pretty(&notebook).map_err(|e| Error::internal("export a notebook", e))
 }
 
 #[cfg(test)]

@@ -2,17 +2,22 @@
 //! services, and what it may do on a cluster.
 
 use kiln_core::Result;
+use kiln_workspace::groups::{ADMINS, USERS};
+use kiln_workspace::object_access;
+use kiln_workspace::workspace::ObjectRecord;
 use kiln_workspace::Principal;
 
 use crate::identity::Caller;
 use crate::state::AppState;
 
-/// The caller as the workspace services see it: its name and groups.
-pub fn principal(caller: &Caller) -> Principal {
-    let mut groups = vec!["users".to_string()];
+/// The caller as the workspace services see it: its name and groups
+/// (`users`, `admins` for admins, and the custom groups it is a member of).
+pub fn principal(state: &AppState, caller: &Caller) -> Principal {
+    let mut groups = vec![USERS.to_string()];
     if caller.admin {
-        groups.push("admins".into());
+        groups.push(ADMINS.into());
     }
+    groups.extend(state.groups.custom_groups_of(&caller.principal_id));
     Principal {
         name: caller.user_name.clone(),
         admin: caller.admin,
@@ -30,7 +35,7 @@ pub fn require_cluster(
 ) -> Result<()> {
     let record = state.clusters.get(cluster_id)?;
     state.permissions.require(
-        &principal(caller),
+        &principal(state, caller),
         "clusters",
         &[("clusters", cluster_id)],
         Some(&record.owner),
@@ -45,7 +50,7 @@ pub fn can_see_cluster(state: &AppState, caller: &Caller, cluster_id: &str, owne
         || state
             .permissions
             .effective(
-                &principal(caller),
+                &principal(state, caller),
                 "clusters",
                 &[("clusters", cluster_id)],
                 Some(owner),
@@ -53,4 +58,29 @@ pub fn can_see_cluster(state: &AppState, caller: &Caller, cluster_id: &str, owne
             .ok()
             .flatten()
             .is_some()
+}
+
+/// Fails with PERMISSION_DENIED unless the caller holds `level` on the
+/// workspace object (through grants, inheritance or its home folder).
+pub fn require_object(
+    state: &AppState,
+    caller: &Caller,
+    object: &ObjectRecord,
+    level: &str,
+) -> Result<()> {
+    object_access::require(
+        &state.permissions,
+        &state.workspace,
+        &principal(state, caller),
+        object,
+        level,
+    )
+}
+
+/// Whether the caller may read (see) the workspace object.
+pub fn can_read_object(state: &AppState, who: &Principal, object: &ObjectRecord) -> bool {
+    object_access::level(&state.permissions, &state.workspace, who, object)
+        .ok()
+        .flatten()
+        .is_some()
 }

@@ -13,6 +13,7 @@ mod libraries;
 mod meta;
 mod permissions;
 mod scim;
+mod scim_groups;
 pub(crate) mod secrets;
 mod unity_catalog;
 mod workspace;
@@ -69,6 +70,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(meta::endpoints());
     all.extend(identity::endpoints());
     all.extend(scim::endpoints());
+    all.extend(scim_groups::endpoints());
     all.extend(clusters::endpoints());
     all.extend(clusters_v12::endpoints());
     all.extend(commands::endpoints());

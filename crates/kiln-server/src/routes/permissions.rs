@@ -1,17 +1,21 @@
 //! Permissions API: `/api/2.0/permissions/{object_type}/{object_id}` and its
-//! `permissionLevels`, for clusters (other object types answer 501 until their
-//! objects exist in Kiln).
+//! `permissionLevels`, for clusters and workspace objects (notebooks,
+//! directories, files); other object types answer 501 until their objects
+//! exist in Kiln.
 
 use axum::extract::{Path, State};
 use axum::http::Method;
 use axum::routing::get;
 use axum::{Extension, Json};
 use kiln_core::{Error, Result};
+use kiln_workspace::groups::ADMINS;
+use kiln_workspace::object_access::{chain, home_owner};
 use kiln_workspace::permissions::{levels, AclEntry, Grantee};
+use kiln_workspace::workspace::ObjectRecord;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::access::require_cluster;
+use super::access::{require_cluster, require_object};
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
 use crate::extract::Params;
@@ -53,13 +57,82 @@ struct SetPermissions {
     access_control_list: Vec<AccessControlRequest>,
 }
 
-/// The object's owner, checking that it exists; only clusters are served.
-fn owner_of(state: &AppState, object_type: &str, object_id: &str) -> Result<String> {
+/// An object whose permissions are served: its chain of (type, id) from the
+/// object to what it inherits from, and its owner (who holds CAN_MANAGE).
+struct Target {
+    object_type: String,
+    object_id: String,
+    chain: Vec<(String, String)>,
+    owner: Option<String>,
+    /// Where the owner's CAN_MANAGE comes from when it is inherited (a home folder).
+    owner_from: Option<String>,
+    object: Option<ObjectRecord>,
+}
+
+/// Finds the object (it must exist and be of the named type).
+fn resolve(state: &AppState, object_type: &str, object_id: &str) -> Result<Target> {
     levels(object_type)?;
     match object_type {
-        "clusters" => Ok(state.clusters.get(object_id)?.owner),
+        "clusters" => Ok(Target {
+            object_type: object_type.into(),
+            object_id: object_id.into(),
+            chain: vec![(object_type.into(), object_id.into())],
+            owner: Some(state.clusters.get(object_id)?.owner),
+            owner_from: None,
+            object: None,
+        }),
+        "notebooks" | "directories" | "files" => {
+            let gone = || {
+                Error::not_found(format!(
+                    "{} {object_id} does not exist.",
+                    singular(object_type)
+                ))
+            };
+            let id: i64 = object_id.parse().map_err(|_| gone())?;
+            let object = state.workspace.by_id(id).map_err(|_| gone())?;
+            if kiln_workspace::object_access::object_type(object.object_type) != object_type {
+                return Err(gone());
+            }
+            let owner = home_owner(&object.path).map(str::to_string);
+            let home = owner.as_ref().map(|o| format!("/Users/{o}"));
+            let owner_from = match home {
+                Some(h) if h != object.path => state
+                    .workspace
+                    .get(&h)
+                    .ok()
+                    .map(|d| format!("/directories/{}", d.object_id)),
+                _ => None,
+            };
+            Ok(Target {
+                object_type: object_type.into(),
+                object_id: object_id.into(),
+                chain: chain(&state.workspace, &object)?,
+                owner,
+                owner_from,
+                object: Some(object),
+            })
+        }
         other => Err(Error::not_implemented(&format!("permissions for {other}"))),
     }
+}
+
+fn singular(object_type: &str) -> &str {
+    match object_type {
+        "directories" => "directory",
+        other => other.strip_suffix('s').unwrap_or(other),
+    }
+}
+
+/// Fails unless the caller holds `level` on the target.
+fn require(state: &AppState, caller: &Caller, target: &Target, level: &str) -> Result<()> {
+    match &target.object {
+        Some(object) => require_object(state, caller, object, level),
+        None => require_cluster(state, caller, &target.object_id, level),
+    }
+}
+
+fn lowest(object_type: &str) -> Result<&'static str> {
+    Ok(levels(object_type)?[0])
 }
 
 fn grantee(state: &AppState, request: &AccessControlRequest) -> Result<Grantee> {
@@ -75,10 +148,13 @@ fn grantee(state: &AppState, request: &AccessControlRequest) -> Result<Grantee> 
                 .ok_or_else(|| Error::invalid(format!("User {user} does not exist")))?;
             Ok(Grantee::User(user.clone()))
         }
-        (None, Some(group), None) if group == "users" || group == "admins" => {
+        (None, Some(group), None) => {
+            state
+                .groups
+                .by_name(group)?
+                .ok_or_else(|| Error::invalid(format!("Group {group} does not exist")))?;
             Ok(Grantee::Group(group.clone()))
         }
-        (None, Some(group), None) => Err(Error::invalid(format!("Group {group} does not exist"))),
         (None, None, Some(sp)) => {
             state
                 .identity
@@ -92,28 +168,64 @@ fn grantee(state: &AppState, request: &AccessControlRequest) -> Result<Grantee> 
     }
 }
 
-fn response(state: &AppState, object_type: &str, object_id: &str, owner: &str) -> Value {
-    let singular = object_type.trim_end_matches('s');
-    let mut acl = vec![json!({
-        "user_name": owner,
-        "all_permissions": [{"permission_level": "CAN_MANAGE", "inherited": false}],
-    })];
-    for entry in state.permissions.entries(object_type, object_id) {
-        let mut item =
-            json!({"all_permissions": [{"permission_level": entry.level, "inherited": false}]});
-        let field = match &entry.grantee {
-            Grantee::User(_) => "user_name",
-            Grantee::Group(_) => "group_name",
-            Grantee::ServicePrincipal(_) => "service_principal_name",
-        };
-        item[field] = json!(entry.grantee.name());
-        acl.push(item);
+fn principal_json(grantee: &Grantee) -> Value {
+    let field = match grantee {
+        Grantee::User(_) => "user_name",
+        Grantee::Group(_) => "group_name",
+        Grantee::ServicePrincipal(_) => "service_principal_name",
+    };
+    json!({ field: grantee.name(), "all_permissions": [] })
+}
+
+fn permission(level: &str, from: Option<&str>) -> Value {
+    match from {
+        None => json!({"permission_level": level, "inherited": false}),
+        Some(from) => {
+            json!({"permission_level": level, "inherited": true, "inherited_from_object": [from]})
+        }
     }
-    acl.push(json!({
-        "group_name": "admins",
-        "all_permissions": [{"permission_level": "CAN_MANAGE", "inherited": true, "inherited_from_object": [format!("/{object_type}/")]}],
-    }));
-    json!({"object_id": format!("/{object_type}/{object_id}"), "object_type": singular, "access_control_list": acl})
+}
+
+/// The ACL as the API reports it: the owner, direct grants, grants inherited
+/// from parent directories, and the admins group.
+fn response(state: &AppState, target: &Target) -> Value {
+    let mut acl: Vec<(Grantee, Value)> = Vec::new();
+    let mut add = |grantee: Grantee, perm: Value| {
+        if let Some((_, item)) = acl.iter_mut().find(|(g, _)| *g == grantee) {
+            if let Some(all) = item["all_permissions"].as_array_mut() {
+                all.push(perm);
+            }
+        } else {
+            let mut item = principal_json(&grantee);
+            item["all_permissions"] = json!([perm]);
+            acl.push((grantee, item));
+        }
+    };
+    if let Some(owner) = &target.owner {
+        add(
+            Grantee::User(owner.clone()),
+            permission("CAN_MANAGE", target.owner_from.as_deref()),
+        );
+    }
+    for (i, (kind, id)) in target.chain.iter().enumerate() {
+        let from = format!("/{kind}/{id}");
+        for entry in state.permissions.entries(kind, id) {
+            add(
+                entry.grantee,
+                permission(&entry.level, (i > 0).then_some(from.as_str())),
+            );
+        }
+    }
+    let root = format!("/{}/", target.object_type);
+    add(
+        Grantee::Group(ADMINS.into()),
+        permission("CAN_MANAGE", Some(&root)),
+    );
+    json!({
+        "object_id": format!("/{}/{}", target.object_type, target.object_id),
+        "object_type": singular(&target.object_type),
+        "access_control_list": acl.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
+    })
 }
 
 async fn get_permissions(
@@ -121,9 +233,9 @@ async fn get_permissions(
     Extension(caller): Extension<Caller>,
     Path((object_type, object_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let owner = owner_of(&state, &object_type, &object_id)?;
-    require_cluster(&state, &caller, &object_id, "CAN_ATTACH_TO")?;
-    Ok(Json(response(&state, &object_type, &object_id, &owner)))
+    let target = resolve(&state, &object_type, &object_id)?;
+    require(&state, &caller, &target, lowest(&object_type)?)?;
+    Ok(Json(response(&state, &target)))
 }
 
 async fn change(
@@ -134,8 +246,8 @@ async fn change(
     req: SetPermissions,
     replace: bool,
 ) -> ApiResult<Json<Value>> {
-    let owner = owner_of(&state, &object_type, &object_id)?;
-    require_cluster(&state, &caller, &object_id, "CAN_MANAGE")?;
+    let target = resolve(&state, &object_type, &object_id)?;
+    require(&state, &caller, &target, "CAN_MANAGE")?;
     let entries = req
         .access_control_list
         .iter()
@@ -149,7 +261,7 @@ async fn change(
     state
         .permissions
         .set(&object_type, &object_id, entries, replace)?;
-    Ok(Json(response(&state, &object_type, &object_id, &owner)))
+    Ok(Json(response(&state, &target)))
 }
 
 async fn set_permissions(
@@ -175,11 +287,11 @@ async fn permission_levels(
     Extension(caller): Extension<Caller>,
     Path((object_type, object_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    owner_of(&state, &object_type, &object_id)?;
-    require_cluster(&state, &caller, &object_id, "CAN_ATTACH_TO")?;
+    let target = resolve(&state, &object_type, &object_id)?;
+    require(&state, &caller, &target, lowest(&object_type)?)?;
     let levels: Vec<Value> = levels(&object_type)?
         .iter()
-        .map(|l| json!({"permission_level": l, "description": format!("{l} on this {}", object_type.trim_end_matches('s'))}))
+        .map(|l| json!({"permission_level": l, "description": format!("{l} on this {}", singular(&object_type))}))
         .collect();
     Ok(Json(json!({"permission_levels": levels})))
 }

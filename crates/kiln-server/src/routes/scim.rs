@@ -9,6 +9,7 @@ use kiln_api::scim as wire;
 use kiln_api::Empty;
 use kiln_core::{Error, Result};
 use kiln_store::{PrincipalKind, PrincipalRecord};
+use kiln_workspace::groups::{ADMINS, USERS};
 
 use super::{ep, todo_ep, Endpoint};
 use crate::error::ApiResult;
@@ -82,28 +83,39 @@ pub fn endpoints() -> Vec<Endpoint> {
             format!("{SCIM}/ServicePrincipals/{{id}}"),
             "scim/ServicePrincipals patch",
         ),
-        todo_ep(M::GET, format!("{SCIM}/Groups"), "scim/Groups list"),
-        todo_ep(M::POST, format!("{SCIM}/Groups"), "scim/Groups create"),
     ]
 }
 
-fn groups(record: &PrincipalRecord) -> Vec<wire::ComplexValue> {
-    let mut names = vec!["users"];
+/// The groups a principal is a direct member of, as SCIM reports them.
+fn groups(state: &AppState, record: &PrincipalRecord) -> Vec<wire::ComplexValue> {
+    let mut names = Vec::new();
     if record.admin {
-        names.insert(0, "admins");
+        names.push(ADMINS.to_string());
     }
+    names.push(USERS.to_string());
+    names.extend(state.groups.custom_groups_of(&record.id));
     names
         .into_iter()
-        .map(|n| wire::ComplexValue {
-            value: Some(n.into()),
-            display: Some(n.into()),
-            primary: None,
-            kind: Some("direct".into()),
+        .map(|n| {
+            let id = state
+                .groups
+                .by_name(&n)
+                .ok()
+                .flatten()
+                .map(|g| g.id)
+                .unwrap_or_else(|| n.clone());
+            wire::ComplexValue {
+                reference: Some(format!("Groups/{id}")),
+                value: Some(id),
+                display: Some(n),
+                kind: Some("direct".into()),
+                ..Default::default()
+            }
         })
         .collect()
 }
 
-fn user(record: &PrincipalRecord) -> wire::User {
+fn user(state: &AppState, record: &PrincipalRecord) -> wire::User {
     wire::User {
         id: record.id.clone(),
         user_name: record.user_name.clone(),
@@ -111,33 +123,33 @@ fn user(record: &PrincipalRecord) -> wire::User {
         active: record.active,
         emails: vec![wire::ComplexValue {
             value: Some(record.user_name.clone()),
-            display: None,
             primary: Some(true),
             kind: Some("work".into()),
+            ..Default::default()
         }],
         name: wire::Name {
             given_name: Some(record.display_name.clone()),
             family_name: None,
         },
-        groups: groups(record),
+        groups: groups(state, record),
         entitlements: Vec::new(),
         schemas: vec![wire::USER_SCHEMA.into()],
     }
 }
 
-fn service_principal(record: &PrincipalRecord) -> wire::ServicePrincipal {
+fn service_principal(state: &AppState, record: &PrincipalRecord) -> wire::ServicePrincipal {
     wire::ServicePrincipal {
         id: record.id.clone(),
         application_id: record.user_name.clone(),
         display_name: record.display_name.clone(),
         active: record.active,
-        groups: groups(record),
+        groups: groups(state, record),
         entitlements: Vec::new(),
         schemas: vec![wire::SP_SCHEMA.into()],
     }
 }
 
-fn require_admin(caller: &Caller) -> Result<()> {
+pub(super) fn require_admin(caller: &Caller) -> Result<()> {
     if caller.admin {
         Ok(())
     } else {
@@ -147,10 +159,14 @@ fn require_admin(caller: &Caller) -> Result<()> {
     }
 }
 
-fn wants_admin(groups: &[wire::ComplexValue]) -> bool {
-    groups
-        .iter()
-        .any(|g| g.display.as_deref() == Some("admins") || g.value.as_deref() == Some("admins"))
+/// Whether a create request puts the principal in `admins` (by name or id).
+fn wants_admin(state: &AppState, groups: &[wire::ComplexValue]) -> bool {
+    let admins_id = state.groups.by_name(ADMINS).ok().flatten().map(|g| g.id);
+    groups.iter().any(|g| {
+        g.display.as_deref() == Some(ADMINS)
+            || g.value.as_deref() == Some(ADMINS)
+            || (g.value.is_some() && g.value == admins_id)
+    })
 }
 
 async fn me(
@@ -158,7 +174,7 @@ async fn me(
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Response> {
     let record = state.identity.principal(&caller.principal_id)?;
-    let mut response = Json(user(&record)).into_response();
+    let mut response = Json(user(&state, &record)).into_response();
     if let Ok(org) = HeaderValue::from_str(&state.workspace_id) {
         response.headers_mut().insert("x-databricks-org-id", org);
     }
@@ -179,11 +195,11 @@ async fn create_user(
         PrincipalKind::User,
         &req.user_name,
         &display,
-        wants_admin(&req.groups),
+        wants_admin(&state, &req.groups),
         req.password.as_deref(),
     )?;
     state.workspace.ensure_home(&record.user_name)?;
-    Ok(Json(user(&record)))
+    Ok(Json(user(&state, &record)))
 }
 
 async fn get_user(
@@ -196,7 +212,7 @@ async fn get_user(
         .ok()
         .filter(|p| p.kind == PrincipalKind::User);
     let record = record.ok_or_else(|| Error::not_found(format!("User {id} does not exist.")))?;
-    Ok(Json(user(&record)))
+    Ok(Json(user(&state, &record)))
 }
 
 async fn list_users(
@@ -207,7 +223,10 @@ async fn list_users(
         state.identity.principals(PrincipalKind::User)?,
         q.filter.as_deref(),
     )?;
-    Ok(Json(page(all.iter().map(user).collect(), &q)))
+    Ok(Json(page(
+        all.iter().map(|r| user(&state, r)).collect(),
+        &q,
+    )))
 }
 
 async fn delete_user(
@@ -232,10 +251,10 @@ async fn create_sp(
         PrincipalKind::ServicePrincipal,
         &application_id,
         &display,
-        wants_admin(&req.groups),
+        wants_admin(&state, &req.groups),
         None,
     )?;
-    Ok(Json(service_principal(&record)))
+    Ok(Json(service_principal(&state, &record)))
 }
 
 async fn get_sp(
@@ -249,7 +268,7 @@ async fn get_sp(
         .filter(|p| p.kind == PrincipalKind::ServicePrincipal);
     let record = record
         .ok_or_else(|| Error::not_found(format!("Service principal {id} does not exist.")))?;
-    Ok(Json(service_principal(&record)))
+    Ok(Json(service_principal(&state, &record)))
 }
 
 async fn list_sps(
@@ -260,7 +279,10 @@ async fn list_sps(
         state.identity.principals(PrincipalKind::ServicePrincipal)?,
         q.filter.as_deref(),
     )?;
-    Ok(Json(page(all.iter().map(service_principal).collect(), &q)))
+    Ok(Json(page(
+        all.iter().map(|r| service_principal(&state, r)).collect(),
+        &q,
+    )))
 }
 
 async fn delete_sp(
@@ -280,7 +302,7 @@ async fn delete_sp(
 }
 
 /// SCIM paging: 1-based `startIndex`, `count` items.
-fn page<T>(all: Vec<T>, q: &wire::ListQuery) -> wire::ListResponse<T> {
+pub(super) fn page<T>(all: Vec<T>, q: &wire::ListQuery) -> wire::ListResponse<T> {
     let total = all.len();
     let start = q.start_index.unwrap_or(1).max(1);
     let count = q.count.unwrap_or(10_000);
@@ -294,57 +316,51 @@ fn page<T>(all: Vec<T>, q: &wire::ListQuery) -> wire::ListResponse<T> {
     }
 }
 
-/// Simple SCIM filters: `<attribute> eq|ne|co|sw "<value>"`.
+/// Simple SCIM filters on principals.
 fn filtered(all: Vec<PrincipalRecord>, filter: Option<&str>) -> Result<Vec<PrincipalRecord>> {
+    filter_by(all, filter, |p, attribute| match attribute {
+        "username" | "applicationid" => Some(p.user_name.clone()),
+        "displayname" => Some(p.display_name.clone()),
+        "id" => Some(p.id.clone()),
+        _ => None,
+    })
+}
+
+/// Simple SCIM filters: `<attribute> eq|ne|co|sw "<value>"`; `field` gives an
+/// item's value of a (lower-cased) attribute, `None` for unknown attributes.
+pub(super) fn filter_by<T>(
+    all: Vec<T>,
+    filter: Option<&str>,
+    field: impl Fn(&T, &str) -> Option<String>,
+) -> Result<Vec<T>> {
     let Some(filter) = filter.map(str::trim).filter(|f| !f.is_empty()) else {
         return Ok(all);
     };
     let bad = || Error::invalid(format!("Unsupported filter: {filter}"));
     let mut parts = filter.splitn(3, ' ');
     let (attribute, op, value) = (
-        parts.next().ok_or_else(bad)?,
-        parts.next().ok_or_else(bad)?,
+        parts.next().ok_or_else(bad)?.to_ascii_lowercase(),
+        parts.next().ok_or_else(bad)?.to_ascii_lowercase(),
         parts.next().ok_or_else(bad)?,
     );
-    let value = value.trim().trim_matches('"').to_string();
-    let field = |p: &PrincipalRecord| -> Option<String> {
-        match attribute.to_ascii_lowercase().as_str() {
-            "username" | "applicationid" => Some(p.user_name.clone()),
-            "displayname" => Some(p.display_name.clone()),
-            "id" => Some(p.id.clone()),
-            _ => None,
-        }
-    };
-    if field(&PrincipalRecord {
-        id: String::new(),
-        user_name: String::new(),
-        display_name: String::new(),
-        kind: PrincipalKind::User,
-        active: true,
-        admin: false,
-        password_hash: None,
-        created_ms: 0,
-    })
-    .is_none()
-    {
+    let value = value.trim().trim_matches('"').to_lowercase();
+    if !["eq", "ne", "co", "sw"].contains(&op.as_str()) {
         return Err(bad());
     }
-    let keep = |p: &PrincipalRecord| {
-        let f = field(p).unwrap_or_default();
-        match op.to_ascii_lowercase().as_str() {
-            "eq" => Some(f.eq_ignore_ascii_case(&value)),
-            "ne" => Some(!f.eq_ignore_ascii_case(&value)),
-            "co" => Some(f.to_lowercase().contains(&value.to_lowercase())),
-            "sw" => Some(f.to_lowercase().starts_with(&value.to_lowercase())),
-            _ => None,
-        }
-    };
     let mut out = Vec::new();
-    for p in all {
-        match keep(&p) {
-            Some(true) => out.push(p),
-            Some(false) => {}
-            None => return Err(bad()),
+    for item in all {
+        let Some(f) = field(&item, &attribute) else {
+            return Err(bad());
+        };
+        let f = f.to_lowercase();
+        let keep = match op.as_str() {
+            "eq" => f == value,
+            "ne" => f != value,
+            "co" => f.contains(&value),
+            _ => f.starts_with(&value),
+        };
+        if keep {
+            out.push(item);
         }
     }
     Ok(out)

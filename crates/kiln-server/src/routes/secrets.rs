@@ -96,7 +96,7 @@ async fn create_scope(
         return Err(Error::invalid("Only DATABRICKS-backed secret scopes are supported").into());
     }
     state.secrets.create_scope(
-        &principal(&caller),
+        &principal(&state, &caller),
         &req.scope,
         req.initial_manage_principal.as_deref(),
     )?;
@@ -110,7 +110,7 @@ async fn delete_scope(
 ) -> ApiResult<Json<Empty>> {
     state
         .secrets
-        .delete_scope(&principal(&caller), &req.scope)?;
+        .delete_scope(&principal(&state, &caller), &req.scope)?;
     Ok(Json(Empty {}))
 }
 
@@ -143,7 +143,7 @@ async fn put_secret(
     };
     state
         .secrets
-        .put_secret(&principal(&caller), &req.scope, &req.key, &value)?;
+        .put_secret(&principal(&state, &caller), &req.scope, &req.key, &value)?;
     Ok(Json(Empty {}))
 }
 
@@ -154,7 +154,7 @@ async fn delete_secret(
 ) -> ApiResult<Json<Empty>> {
     state
         .secrets
-        .delete_secret(&principal(&caller), &req.scope, &req.key)?;
+        .delete_secret(&principal(&state, &caller), &req.scope, &req.key)?;
     Ok(Json(Empty {}))
 }
 
@@ -165,7 +165,7 @@ async fn list_secrets(
 ) -> ApiResult<Json<wire::ListSecretsResponse>> {
     let secrets = state
         .secrets
-        .list_secrets(&principal(&caller), &req.scope)?
+        .list_secrets(&principal(&state, &caller), &req.scope)?
         .into_iter()
         .map(|s| wire::SecretMetadata {
             key: s.key,
@@ -182,7 +182,7 @@ async fn get_secret(
 ) -> ApiResult<Json<wire::GetSecretResponse>> {
     let value = state
         .secrets
-        .get_secret(&principal(&caller), &req.scope, &req.key)?;
+        .get_secret(&principal(&state, &caller), &req.scope, &req.key)?;
     Ok(Json(wire::GetSecretResponse {
         key: req.key,
         value: base64::engine::general_purpose::STANDARD.encode(value),
@@ -195,9 +195,21 @@ async fn put_acl(
     Params(req): Params<wire::PutAcl>,
 ) -> ApiResult<Json<Empty>> {
     let permission = AclPermission::parse(&req.permission)?;
-    state
-        .secrets
-        .put_acl(&principal(&caller), &req.scope, &req.principal, permission)?;
+    let known = state.identity.by_name(&req.principal)?.is_some()
+        || state.groups.by_name(&req.principal)?.is_some();
+    if !known {
+        return Err(kiln_core::Error::not_found(format!(
+            "Principal {} does not exist.",
+            req.principal
+        ))
+        .into());
+    }
+    state.secrets.put_acl(
+        &principal(&state, &caller),
+        &req.scope,
+        &req.principal,
+        permission,
+    )?;
     Ok(Json(Empty {}))
 }
 
@@ -208,7 +220,7 @@ async fn delete_acl(
 ) -> ApiResult<Json<Empty>> {
     state
         .secrets
-        .delete_acl(&principal(&caller), &req.scope, &req.principal)?;
+        .delete_acl(&principal(&state, &caller), &req.scope, &req.principal)?;
     Ok(Json(Empty {}))
 }
 
@@ -219,7 +231,7 @@ async fn get_acl(
 ) -> ApiResult<Json<wire::AclItem>> {
     let acl = state
         .secrets
-        .acl(&principal(&caller), &req.scope, &req.principal)?;
+        .acl(&principal(&state, &caller), &req.scope, &req.principal)?;
     Ok(Json(wire::AclItem {
         principal: acl.principal,
         permission: acl.permission.as_str().into(),
@@ -233,7 +245,7 @@ async fn list_acls(
 ) -> ApiResult<Json<wire::ListAclsResponse>> {
     let items = state
         .secrets
-        .acls(&principal(&caller), &req.scope)?
+        .acls(&principal(&state, &caller), &req.scope)?
         .into_iter()
         .map(|a| wire::AclItem {
             principal: a.principal,

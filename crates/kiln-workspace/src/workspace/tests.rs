@@ -42,7 +42,8 @@ fn jupyter_round_trip() -> Result<()> {
     w.import("/Shared/j", Format::Jupyter, None, ipynb, false)?;
     let (out, ext) = w.export("/Shared/j", Some(Format::Jupyter))?;
     assert_eq!(ext, "ipynb");
-    let value: Value = serde_json::from_slice(&out).map_err(|e| Error::internal("t", e))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&out).map_err(|e| Error::internal("t", e))?;
     assert_eq!(value["cells"][0]["source"], "x = 1\nx");
     Ok(())
 }
