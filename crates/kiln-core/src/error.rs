@@ -16,6 +16,7 @@ pub enum ErrorCode {
     PermissionDenied,
     ResourceDoesNotExist,
     EndpointNotFound,
+    NotFound,
     ResourceAlreadyExists,
     AlreadyExists,
     ResourceConflict,
@@ -49,6 +50,7 @@ impl ErrorCode {
             Self::PermissionDenied => "PERMISSION_DENIED",
             Self::ResourceDoesNotExist => "RESOURCE_DOES_NOT_EXIST",
             Self::EndpointNotFound => "ENDPOINT_NOT_FOUND",
+            Self::NotFound => "NOT_FOUND",
             Self::ResourceAlreadyExists => "RESOURCE_ALREADY_EXISTS",
             Self::AlreadyExists => "ALREADY_EXISTS",
             Self::ResourceConflict => "RESOURCE_CONFLICT",
@@ -84,6 +86,7 @@ impl ErrorCode {
             Self::PermissionDenied => 403,
             Self::ResourceDoesNotExist
             | Self::EndpointNotFound
+            | Self::NotFound
             | Self::CatalogDoesNotExist
             | Self::SchemaDoesNotExist
             | Self::TableDoesNotExist => 404,

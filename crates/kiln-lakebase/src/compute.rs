@@ -1,0 +1,235 @@
+//! One endpoint's postmaster: started as a child of Kiln (it dies with Kiln,
+//! `PR_SET_PDEATHSIG`), listening only on a private Unix socket directory,
+//! ready once a real query answers, stopped with a fast shutdown.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use kiln_core::{Error, Result};
+use tokio::process::Child;
+
+use crate::pg::{self, Postgres};
+
+/// How a postmaster is started.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub pgdata: PathBuf,
+    pub socket_dir: PathBuf,
+    pub log: PathBuf,
+    /// The branch's WAL archive (primaries archive into it; everyone restores from it).
+    pub archive: PathBuf,
+    /// Extra settings (`-c key=value`): recovery targets, primary_conninfo, pg_settings.
+    pub settings: BTreeMap<String, String>,
+    pub min_cu: f64,
+    pub max_cu: f64,
+    pub replica: bool,
+}
+
+impl Launch {
+    fn args(&self) -> Vec<String> {
+        let archive = self.archive.display().to_string();
+        // Scaled-down sizing (Lakebase gives ~2 GB per CU; a dev box cannot).
+        let shared_buffers_mb = (32.0 * self.min_cu).clamp(16.0, 1024.0) as u64;
+        let max_connections = if self.replica {
+            840
+        } else {
+            (210.0 * self.max_cu).clamp(105.0, 840.0) as u64
+        };
+        let mut settings: BTreeMap<String, String> = [
+            ("listen_addresses", String::new()),
+            ("unix_socket_directories", self.socket_dir.display().to_string()),
+            ("unix_socket_permissions", "0700".into()),
+            ("port", pg::SOCKET_PORT.to_string()),
+            ("wal_level", "replica".into()),
+            ("max_wal_senders", "10".into()),
+            ("hot_standby", "on".into()),
+            ("archive_mode", "on".into()),
+            (
+                "archive_command",
+                format!("test ! -f '{archive}/%f' && cp %p '{archive}/%f'"),
+            ),
+            ("restore_command", format!("cp '{archive}/%f' %p")),
+            ("recovery_init_sync_method", "syncfs".into()),
+            ("shared_buffers", format!("{shared_buffers_mb}MB")),
+            ("max_connections", max_connections.to_string()),
+            ("logging_collector", "off".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        settings.extend(self.settings.clone());
+        let mut args = vec!["-D".to_string(), self.pgdata.display().to_string()];
+        for (k, v) in settings {
+            args.push("-c".into());
+            args.push(format!("{k}={v}"));
+        }
+        args
+    }
+}
+
+/// A running postmaster.
+pub struct Postmaster {
+    child: Child,
+    pub pid: u32,
+    pub socket_dir: PathBuf,
+}
+
+impl Postmaster {
+    /// Starts postgres and waits until it answers a query (or exits).
+    pub async fn start(pg: &Postgres, launch: &Launch, timeout: Duration) -> Result<Self> {
+        kill_leftover(&launch.pgdata).await;
+        pg.make_dir(&launch.socket_dir)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&launch.log)
+            .map_err(|e| Error::internal("open the postgres log", e))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| Error::internal("open the postgres log", e))?;
+        let mut command = pg.command("postgres");
+        command
+            .args(launch.args())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .kill_on_drop(true);
+        die_with_parent(&mut command);
+        let child = command
+            .spawn()
+            .map_err(|e| Error::internal("start postgres", e))?;
+        let pid = child.id().unwrap_or(0);
+        let mut postmaster = Self {
+            child,
+            pid,
+            socket_dir: launch.socket_dir.clone(),
+        };
+        if let Err(e) = postmaster.wait_ready(&launch.log, timeout).await {
+            postmaster.stop(Duration::from_secs(5)).await;
+            return Err(e);
+        }
+        Ok(postmaster)
+    }
+
+    async fn wait_ready(&mut self, log: &Path, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(Error::internal(
+                    "start postgres",
+                    format!("postgres exited ({status}): {}", log_tail(log)),
+                ));
+            }
+            if let Ok(client) = pg::connect(&self.socket_dir, "postgres").await {
+                if client.simple_query("SELECT 1").await.is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::internal(
+                    "start postgres",
+                    format!("not ready after {timeout:?}: {}", log_tail(log)),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Whether the postmaster has exited (without being stopped).
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Fast shutdown (SIGINT), SIGKILL after `deadline`; reaps the process.
+    pub async fn stop(&mut self, deadline: Duration) {
+        if self.exited() {
+            return;
+        }
+        signal(self.pid, libc::SIGINT);
+        if tokio::time::timeout(deadline, self.child.wait()).await.is_err() {
+            signal(self.pid, libc::SIGKILL);
+            let _ = self.child.wait().await;
+        }
+    }
+}
+
+fn signal(pid: u32, sig: i32) {
+    if pid > 0 {
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(pid as libc::pid_t, sig);
+        }
+    }
+}
+
+/// A postmaster left behind by an earlier Kiln (it should have died with it;
+/// this covers the window before PDEATHSIG was set) is killed before a start.
+async fn kill_leftover(pgdata: &Path) {
+    let Ok(text) = std::fs::read_to_string(pgdata.join("postmaster.pid")) else {
+        return;
+    };
+    let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<u32>().ok()) else {
+        return;
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let ours = String::from_utf8_lossy(&cmdline).contains(&pgdata.display().to_string());
+    if !ours {
+        return;
+    }
+    tracing::warn!(pid, pgdata = %pgdata.display(), "killing a leftover postgres");
+    signal(pid, libc::SIGKILL);
+    for _ in 0..200 {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join(" | ")
+}
+
+/// The child gets SIGKILL when Kiln dies (set after the uid switch, which
+/// would clear it) and its own process group.
+fn die_with_parent(command: &mut tokio::process::Command) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            libc::setpgid(0, 0);
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_arguments() {
+        let launch = Launch {
+            pgdata: "/d".into(),
+            socket_dir: "/s".into(),
+            log: "/l".into(),
+            archive: "/a".into(),
+            settings: [("work_mem".to_string(), "8MB".to_string())].into(),
+            min_cu: 1.0,
+            max_cu: 2.0,
+            replica: false,
+        };
+        let args = launch.args();
+        assert!(args.contains(&"listen_addresses=".to_string()));
+        assert!(args.contains(&"max_connections=420".to_string()));
+        assert!(args.contains(&"work_mem=8MB".to_string()));
+        assert!(args.contains(&"archive_command=test ! -f '/a/%f' && cp %p '/a/%f'".to_string()));
+    }
+}

@@ -1,0 +1,18 @@
+//! Lakebase Postgres: projects, branches and endpoints backed by real
+//! PostgreSQL servers that Kiln supervises, database credentials, and the TLS
+//! Postgres proxy that authenticates them and wakes suspended endpoints.
+
+pub mod branches;
+pub mod compute;
+pub mod credentials;
+pub mod endpoints;
+pub mod lifecycle;
+pub mod model;
+pub mod pg;
+pub mod projects;
+pub mod proxy;
+pub mod service;
+pub mod storage;
+pub mod tls;
+
+pub use service::{Lakebase, LakebaseConfig};
