@@ -121,7 +121,7 @@ impl Postmaster {
                     format!("postgres exited ({status}): {}", log_tail(log)),
                 ));
             }
-            if let Ok(client) = pg::connect(&self.socket_dir, "postgres").await {
+            if let Some(client) = pg::try_connect(&self.socket_dir).await {
                 if client.simple_query("SELECT 1").await.is_ok() {
                     return Ok(());
                 }

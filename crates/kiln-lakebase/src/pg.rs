@@ -190,6 +190,23 @@ impl Postgres {
     }
 }
 
+/// A control connection, or `None` while the postmaster is not accepting
+/// connections yet (readiness polling; nothing is logged).
+pub async fn try_connect(socket_dir: &Path) -> Option<tokio_postgres::Client> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host_path(socket_dir)
+        .port(SOCKET_PORT)
+        .user(SUPERUSER)
+        .dbname("postgres")
+        .connect_timeout(std::time::Duration::from_secs(2));
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.ok()?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Some(client)
+}
+
 /// A control connection to an endpoint's postmaster as the superuser.
 pub async fn connect(socket_dir: &Path, dbname: &str) -> Result<tokio_postgres::Client> {
     let mut config = tokio_postgres::Config::new();

@@ -20,6 +20,7 @@ pub struct Config {
     pub admin_password: Option<String>,
     pub rate_limit: RateLimitConfig,
     pub clusters: ClustersConfig,
+    pub lakebase: LakebaseSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -40,6 +41,41 @@ pub struct ClustersConfig {
     pub engine_stop_seconds: u64,
 }
 
+/// Lakebase Postgres: where its data lives, the proxy port and limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LakebaseSection {
+    /// Branch and endpoint data (default `<data_dir>/lakebase`). When Kiln runs
+    /// as root, postgres runs as `os_user`, which must be able to reach it.
+    pub dir: Option<PathBuf>,
+    /// The Postgres proxy port (TLS; clients use `sslmode=require`). 0 disables it.
+    pub proxy_port: u16,
+    /// Endpoint hosts are `<endpoint uid>.<host_suffix>`.
+    pub host_suffix: String,
+    /// The OS user postgres runs as when Kiln is root.
+    pub os_user: String,
+    /// Directories holding `<major>/bin/postgres`.
+    pub postgres_roots: Vec<PathBuf>,
+    /// Shortest suspend timeout accepted (Databricks: 60 s; tests lower it).
+    pub min_suspend_seconds: u64,
+    /// Shortest credential lifetime accepted (Databricks: 300 s; tests lower it).
+    pub min_credential_seconds: u64,
+}
+
+impl Default for LakebaseSection {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            proxy_port: 5432,
+            host_suffix: "localhost".into(),
+            os_user: "postgres".into(),
+            postgres_roots: vec![PathBuf::from("/usr/lib/postgresql")],
+            min_suspend_seconds: 60,
+            min_credential_seconds: 300,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -49,6 +85,7 @@ impl Default for Config {
             admin_password: None,
             rate_limit: RateLimitConfig::default(),
             clusters: ClustersConfig::default(),
+            lakebase: LakebaseSection::default(),
         }
     }
 }
@@ -100,6 +137,14 @@ impl Config {
         }
         if let Some(dir) = std::env::var_os("KILN_DATA_DIR") {
             config.data_dir = PathBuf::from(dir);
+        }
+        if let Some(dir) = std::env::var_os("KILN_LAKEBASE_DIR") {
+            config.lakebase.dir = Some(PathBuf::from(dir));
+        }
+        if let Ok(port) = std::env::var("KILN_PG_PORT") {
+            config.lakebase.proxy_port = port
+                .parse()
+                .map_err(|_| format!("KILN_PG_PORT is not a port number: {port}"))?;
         }
         if let Ok(password) = std::env::var("KILN_ADMIN_PASSWORD") {
             config.admin_password = Some(password);

@@ -116,6 +116,12 @@ pub async fn serve(
         runtime_for_libraries,
         config.data_dir.join("dbfs"),
     )?;
+    let lakebase = Arc::new(kiln_lakebase::Lakebase::open(
+        store.clone(),
+        lakebase_config(&config),
+    )?);
+    let lakebase_stop = CancellationToken::new();
+    let lakebase_tasks = start_lakebase(&config, lakebase.clone(), lakebase_stop.clone()).await?;
     let engines_stop = CancellationToken::new();
     let kernels_stop = CancellationToken::new();
     let engines = tokio::spawn(clusters.clone().run_reconciler(engines_stop.clone()));
@@ -140,6 +146,7 @@ pub async fn serve(
         workspace,
         permissions,
         groups,
+        lakebase,
         limiter,
         workspace_id,
         host: HostInfo::detect(),
@@ -153,6 +160,11 @@ pub async fn serve(
     let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await;
+    // Lakebase endpoints stop with the proxy.
+    lakebase_stop.cancel();
+    for task in lakebase_tasks {
+        let _ = task.await;
+    }
     // Kernels first (they talk to engines), then engines.
     kernels_stop.cancel();
     let _ = kernels.await;
@@ -161,6 +173,55 @@ pub async fn serve(
     let _ = engines.await;
     tracing::info!("kiln stopped");
     served.map_err(|e| Error::internal("serve HTTP", e))
+}
+
+fn lakebase_config(config: &Config) -> kiln_lakebase::LakebaseConfig {
+    let section = &config.lakebase;
+    kiln_lakebase::LakebaseConfig {
+        root: section
+            .dir
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("lakebase")),
+        os_user: section.os_user.clone(),
+        pg_roots: section.postgres_roots.clone(),
+        host_suffix: section.host_suffix.clone(),
+        min_suspend_secs: section.min_suspend_seconds,
+        min_credential_secs: section.min_credential_seconds,
+        start_timeout: std::time::Duration::from_secs(60),
+    }
+}
+
+/// Starts the Lakebase reconciler, the Postgres proxy (TLS, certificate in
+/// `<data_dir>/lakebase-tls`) and the resumption of endpoints that were active.
+async fn start_lakebase(
+    config: &Config,
+    lakebase: Arc<kiln_lakebase::Lakebase>,
+    stop: CancellationToken,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut tasks = vec![tokio::spawn(lakebase.clone().run_reconciler(stop.clone()))];
+    tasks.push(tokio::spawn(lakebase.clone().resume()));
+    let port = config.lakebase.proxy_port;
+    if port == 0 {
+        return Ok(tasks);
+    }
+    let tls = kiln_lakebase::tls::server_config(
+        &config.data_dir.join("lakebase-tls"),
+        &config.lakebase.host_suffix,
+    )?;
+    match tokio::net::TcpListener::bind((config.host.as_str(), port)).await {
+        Ok(listener) => {
+            tracing::info!(port, "lakebase postgres proxy listening");
+            tasks.push(tokio::spawn(kiln_lakebase::proxy::serve(
+                lakebase, listener, tls, stop,
+            )));
+        }
+        Err(e) => tracing::error!(
+            port,
+            error = %e,
+            "cannot listen for Postgres clients; set lakebase.proxy_port (KILN_PG_PORT)"
+        ),
+    }
+    Ok(tasks)
 }
 
 /// Where engines reach this server: the bound address, or loopback when bound

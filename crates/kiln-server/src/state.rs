@@ -29,6 +29,7 @@ pub struct Shared {
     pub workspace: kiln_workspace::workspace::Workspace,
     pub permissions: kiln_workspace::permissions::Permissions,
     pub groups: kiln_workspace::groups::Groups,
+    pub lakebase: Arc<kiln_lakebase::Lakebase>,
     pub limiter: RateLimiter,
     /// Numeric workspace id (host metadata, `X-Databricks-Org-Id`).
     pub workspace_id: String,

@@ -12,6 +12,8 @@ mod identity;
 mod libraries;
 mod meta;
 mod permissions;
+mod postgres;
+mod postgres_convert;
 mod scim;
 mod scim_groups;
 pub(crate) mod secrets;
@@ -80,6 +82,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(workspace::endpoints());
     all.extend(permissions::endpoints());
     all.extend(unity_catalog::endpoints());
+    all.extend(postgres::endpoints());
     all.extend(planned_endpoints());
     all
 }

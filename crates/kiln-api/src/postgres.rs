@@ -1,0 +1,232 @@
+//! Lakebase Postgres API (`/api/2.0/postgres/…`, SDK `w.postgres`): projects,
+//! branches, endpoints, operations and database credentials. Durations are
+//! protobuf JSON strings (`"3600s"`), timestamps RFC 3339.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! opt {
+    ($(#[$m:meta])* pub struct $name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+        pub struct $name {
+            $(#[serde(default, skip_serializing_if = "Option::is_none")] pub $field: Option<$ty>,)*
+        }
+    };
+}
+
+opt!(pub struct CustomTag { key: String, value: String });
+
+opt!(
+    /// `ProjectDefaultEndpointSettings`.
+    pub struct DefaultEndpointSettings {
+        autoscaling_limit_min_cu: f64,
+        autoscaling_limit_max_cu: f64,
+        suspend_timeout_duration: String,
+        no_suspension: bool,
+        pg_settings: BTreeMap<String, String>,
+    }
+);
+
+opt!(pub struct ProjectSpec {
+    display_name: String,
+    pg_version: u32,
+    history_retention_duration: String,
+    default_endpoint_settings: DefaultEndpointSettings,
+    default_branch: String,
+    enable_pg_native_login: bool,
+    custom_tags: Vec<CustomTag>,
+    budget_policy_id: String,
+});
+
+opt!(pub struct ProjectStatus {
+    display_name: String,
+    pg_version: u32,
+    history_retention_duration: String,
+    default_endpoint_settings: DefaultEndpointSettings,
+    default_branch: String,
+    enable_pg_native_login: bool,
+    custom_tags: Vec<CustomTag>,
+    budget_policy_id: String,
+    owner: String,
+    project_id: String,
+    branch_logical_size_limit_bytes: u64,
+    synthetic_storage_size_bytes: u64,
+    compute_last_active_time: String,
+});
+
+opt!(pub struct InitialBranchSpec { is_protected: bool });
+
+opt!(pub struct InitialEndpointSpec {
+    autoscaling_limit_min_cu: f64,
+    autoscaling_limit_max_cu: f64,
+    suspend_timeout_duration: String,
+    no_suspension: bool,
+});
+
+opt!(
+    /// `Project` (the create/update body and every answer).
+    pub struct Project {
+        name: String,
+        project_id: String,
+        uid: String,
+        create_time: String,
+        update_time: String,
+        spec: ProjectSpec,
+        status: ProjectStatus,
+        initial_branch_spec: InitialBranchSpec,
+        initial_endpoint_spec: InitialEndpointSpec,
+    }
+);
+
+opt!(pub struct BranchSpec {
+    source_branch: String,
+    source_branch_lsn: String,
+    source_branch_time: String,
+    is_protected: bool,
+    ttl: String,
+    expire_time: String,
+    no_expiry: bool,
+});
+
+opt!(pub struct BranchStatus {
+    branch_id: String,
+    current_state: String,
+    default: bool,
+    is_protected: bool,
+    logical_size_bytes: u64,
+    source_branch: String,
+    source_branch_lsn: String,
+    source_branch_time: String,
+    expire_time: String,
+    state_change_time: String,
+});
+
+opt!(pub struct Branch {
+    name: String,
+    branch_id: String,
+    parent: String,
+    uid: String,
+    create_time: String,
+    update_time: String,
+    spec: BranchSpec,
+    status: BranchStatus,
+});
+
+opt!(pub struct EndpointSettings { pg_settings: BTreeMap<String, String> });
+
+opt!(pub struct EndpointSpec {
+    endpoint_type: String,
+    autoscaling_limit_min_cu: f64,
+    autoscaling_limit_max_cu: f64,
+    suspend_timeout_duration: String,
+    no_suspension: bool,
+    disabled: bool,
+    settings: EndpointSettings,
+});
+
+opt!(pub struct EndpointHosts { host: String, read_only_host: String });
+
+opt!(pub struct EndpointStatus {
+    endpoint_id: String,
+    endpoint_type: String,
+    current_state: String,
+    autoscaling_limit_min_cu: f64,
+    autoscaling_limit_max_cu: f64,
+    suspend_timeout_duration: String,
+    disabled: bool,
+    settings: EndpointSettings,
+    hosts: EndpointHosts,
+    host: String,
+    last_active_time: String,
+});
+
+opt!(pub struct Endpoint {
+    name: String,
+    endpoint_id: String,
+    parent: String,
+    uid: String,
+    create_time: String,
+    update_time: String,
+    spec: EndpointSpec,
+    status: EndpointStatus,
+});
+
+/// `Operation`: every create/update/delete answers one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Operation {
+    pub name: String,
+    pub done: bool,
+    pub metadata: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<OperationError>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OperationError {
+    pub error_code: String,
+    pub message: String,
+}
+
+/// Query of create calls (`?project_id=`, `?branch_id=`, `?endpoint_id=`).
+#[derive(Debug, Default, Deserialize)]
+pub struct CreateQuery {
+    pub project_id: Option<String>,
+    pub branch_id: Option<String>,
+    pub endpoint_id: Option<String>,
+    pub replace_existing: Option<String>,
+}
+
+/// Query of update calls.
+#[derive(Debug, Default, Deserialize)]
+pub struct UpdateQuery {
+    pub update_mask: Option<String>,
+}
+
+/// Query of list calls.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    pub page_size: Option<usize>,
+    pub page_token: Option<String>,
+    pub show_deleted: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListProjectsResponse {
+    pub projects: Vec<Project>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListBranchesResponse {
+    pub branches: Vec<Branch>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListEndpointsResponse {
+    pub endpoints: Vec<Endpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+/// POST /api/2.0/postgres/credentials.
+#[derive(Debug, Deserialize)]
+pub struct GenerateDatabaseCredential {
+    pub endpoint: Option<String>,
+    pub ttl: Option<String>,
+    pub expire_time: Option<String>,
+    #[serde(default)]
+    pub claims: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DatabaseCredential {
+    pub token: String,
+    pub expire_time: String,
+}

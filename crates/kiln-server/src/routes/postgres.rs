@@ -1,0 +1,444 @@
+//! Lakebase Postgres API (`/api/2.0/postgres/…`). Every create, update and
+//! delete does its work (real PostgreSQL) before answering and returns a
+//! finished Operation, which stays readable at `GET /api/2.0/postgres/{name}`.
+//! A project is visible to its creator and to admins.
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::Method;
+use axum::routing::{delete, get, patch, post};
+use axum::{Extension, Json};
+use kiln_api::postgres as wire;
+use kiln_core::{time::now_ms, Error, ErrorCode, Result};
+use kiln_lakebase::endpoints::NewEndpoint;
+use kiln_lakebase::model::{parse_duration, parse_timestamp, EndpointType, OperationRecord, ProjectRecord};
+use serde_json::{json, Value};
+
+use super::postgres_convert as convert;
+use super::{ep, todo_ep, Endpoint};
+use crate::error::ApiResult;
+use crate::extract::{from_json, from_query};
+use crate::identity::Caller;
+use crate::state::AppState;
+
+const PG: &str = "/api/2.0/postgres";
+
+pub fn endpoints() -> Vec<Endpoint> {
+    use Method as M;
+    let p = format!("{PG}/projects/{{project}}");
+    let b = format!("{p}/branches/{{branch}}");
+    let e = format!("{b}/endpoints/{{endpoint}}");
+    vec![
+        ep(M::POST, format!("{PG}/projects"), "postgres/create_project", post(create_project)),
+        ep(M::GET, format!("{PG}/projects"), "postgres/list_projects", get(list_projects)),
+        ep(M::GET, p.clone(), "postgres/get_project", get(get_project)),
+        ep(M::PATCH, p.clone(), "postgres/update_project", patch(update_project)),
+        ep(M::DELETE, p.clone(), "postgres/delete_project", delete(delete_project)),
+        todo_ep(M::POST, format!("{p}/undelete"), "postgres/undelete_project"),
+        ep(M::GET, format!("{p}/operations/{{op}}"), "postgres/get_operation", get(project_operation)),
+        ep(M::POST, format!("{p}/branches"), "postgres/create_branch", post(create_branch)),
+        ep(M::GET, format!("{p}/branches"), "postgres/list_branches", get(list_branches)),
+        ep(M::GET, b.clone(), "postgres/get_branch", get(get_branch)),
+        ep(M::PATCH, b.clone(), "postgres/update_branch", patch(update_branch)),
+        ep(M::DELETE, b.clone(), "postgres/delete_branch", delete(delete_branch)),
+        todo_ep(M::POST, format!("{b}/undelete"), "postgres/undelete_branch"),
+        ep(M::GET, format!("{b}/operations/{{op}}"), "postgres/get_operation (branch)", get(branch_operation)),
+        ep(M::POST, format!("{b}/endpoints"), "postgres/create_endpoint", post(create_endpoint)),
+        ep(M::GET, format!("{b}/endpoints"), "postgres/list_endpoints", get(list_endpoints)),
+        ep(M::GET, e.clone(), "postgres/get_endpoint", get(get_endpoint)),
+        ep(M::PATCH, e.clone(), "postgres/update_endpoint", patch(update_endpoint)),
+        ep(M::DELETE, e.clone(), "postgres/delete_endpoint", delete(delete_endpoint)),
+        ep(M::GET, format!("{e}/operations/{{op}}"), "postgres/get_operation (endpoint)", get(endpoint_operation)),
+        todo_ep(M::POST, format!("{b}/roles"), "postgres/create_role"),
+        todo_ep(M::GET, format!("{b}/roles"), "postgres/list_roles"),
+        todo_ep(M::GET, format!("{b}/roles/{{role}}"), "postgres/get_role"),
+        todo_ep(M::PATCH, format!("{b}/roles/{{role}}"), "postgres/update_role"),
+        todo_ep(M::DELETE, format!("{b}/roles/{{role}}"), "postgres/delete_role"),
+        todo_ep(M::POST, format!("{b}/roles/{{role}}/password"), "postgres/reveal_role_password"),
+        todo_ep(M::POST, format!("{b}/databases"), "postgres/create_database"),
+        todo_ep(M::GET, format!("{b}/databases"), "postgres/list_databases"),
+        todo_ep(M::GET, format!("{b}/databases/{{database}}"), "postgres/get_database"),
+        todo_ep(M::PATCH, format!("{b}/databases/{{database}}"), "postgres/update_database"),
+        todo_ep(M::DELETE, format!("{b}/databases/{{database}}"), "postgres/delete_database"),
+        todo_ep(M::POST, format!("{PG}/catalogs"), "postgres/create_catalog"),
+        todo_ep(M::POST, format!("{PG}/synced_tables"), "postgres/create_synced_table"),
+        ep(M::POST, format!("{PG}/credentials"), "postgres/generate_database_credential", post(generate_credential)),
+    ]
+}
+
+fn operation(op: OperationRecord) -> wire::Operation {
+    wire::Operation {
+        name: op.name,
+        done: true,
+        metadata: json!({"@type": op.metadata_type}),
+        response: op.response,
+        error: op.error.map(|(error_code, message)| wire::OperationError { error_code, message }),
+    }
+}
+
+/// Records the finished work as an Operation. Failures of the request itself
+/// (bad input, missing resources) are answered as errors instead.
+fn finish(state: &AppState, resource: &str, kind: &str, response: Value) -> ApiResult<Json<wire::Operation>> {
+    Ok(Json(operation(state.lakebase.record_operation(resource, kind, Ok(response))?)))
+}
+
+fn typed(kind: &str, value: impl serde::Serialize) -> Value {
+    let mut v = serde_json::to_value(value).unwrap_or_else(|_| json!({}));
+    if let Some(o) = v.as_object_mut() {
+        o.insert("@type".into(), json!(format!("type.googleapis.com/databricks.postgres.v1.{kind}")));
+    }
+    v
+}
+
+fn empty() -> Value {
+    json!({"@type": "type.googleapis.com/google.protobuf.Empty"})
+}
+
+/// The project, if the caller may use it (its creator or an admin).
+fn visible(state: &AppState, caller: &Caller, project_id: &str) -> Result<ProjectRecord> {
+    let project = state.lakebase.project(project_id)?;
+    if caller.admin || project.owner == caller.user_name {
+        Ok(project)
+    } else {
+        Err(Error::permission_denied(format!(
+            "User {} has no access to project {project_id}",
+            caller.user_name
+        )))
+    }
+}
+
+fn query<T: serde::de::DeserializeOwned + Default>(raw: &Option<String>) -> Result<T> {
+    match raw.as_deref() {
+        Some(q) if !q.is_empty() => from_query(q),
+        _ => Ok(T::default()),
+    }
+}
+
+fn body<T: serde::de::DeserializeOwned + Default>(bytes: &Bytes) -> Result<T> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        from_json(bytes)
+    }
+}
+
+/// `page_size`/`page_token` paging over names.
+fn page<T>(items: Vec<(String, T)>, q: &wire::ListQuery) -> (Vec<T>, Option<String>) {
+    let size = q.page_size.filter(|s| *s > 0).unwrap_or(100).min(1000);
+    let start = q.page_token.clone().unwrap_or_default();
+    let mut rest: Vec<(String, T)> = items.into_iter().filter(|(n, _)| *n > start).collect();
+    let more = rest.len() > size;
+    rest.truncate(size);
+    let next = more.then(|| rest.last().map(|(n, _)| n.clone())).flatten();
+    (rest.into_iter().map(|(_, t)| t).collect(), next)
+}
+
+// ---- projects ------------------------------------------------------------------
+
+async fn create_project(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+    bytes: Bytes,
+) -> ApiResult<Json<wire::Operation>> {
+    let q: wire::CreateQuery = query(&raw)?;
+    let project_id = q.project_id.ok_or_else(|| Error::invalid("project_id is required"))?;
+    let new = convert::new_project(&body(&bytes)?)?;
+    let record = state.lakebase.create_project(&caller.user_name, &project_id, new).await?;
+    finish(&state, &record.name(), "Project", typed("Project", convert::project(&record)))
+}
+
+async fn list_projects(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<wire::ListProjectsResponse>> {
+    let q: wire::ListQuery = query(&raw)?;
+    let all = state
+        .lakebase
+        .projects()?
+        .into_iter()
+        .filter(|p| caller.admin || p.owner == caller.user_name)
+        .map(|p| (p.project_id.clone(), convert::project(&p)))
+        .collect();
+    let (projects, next_page_token) = page(all, &q);
+    Ok(Json(wire::ListProjectsResponse { projects, next_page_token }))
+}
+
+async fn get_project(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(project): Path<String>,
+) -> ApiResult<Json<wire::Project>> {
+    Ok(Json(convert::project(&visible(&state, &caller, &project)?)))
+}
+
+async fn update_project(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(project): Path<String>,
+    RawQuery(raw): RawQuery,
+    bytes: Bytes,
+) -> ApiResult<Json<wire::Operation>> {
+    let current = visible(&state, &caller, &project)?;
+    let q: wire::UpdateQuery = query(&raw)?;
+    let paths = convert::mask(q.update_mask.as_deref())?;
+    let patch = convert::project_patch(&current, &body(&bytes)?, &paths)?;
+    let record = state.lakebase.update_project(&project, patch).await?;
+    finish(&state, &record.name(), "Project", typed("Project", convert::project(&record)))
+}
+
+async fn delete_project(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(project): Path<String>,
+) -> ApiResult<Json<wire::Operation>> {
+    let record = visible(&state, &caller, &project)?;
+    state.lakebase.delete_project(&project).await?;
+    finish(&state, &record.name(), "Project", empty())
+}
+
+fn get_op(state: &AppState, caller: &Caller, project: &str, name: String) -> ApiResult<Json<wire::Operation>> {
+    let op = state.lakebase.operation(&name);
+    if op.is_err() {
+        // Operations of a deleted project stay readable by admins and its creator.
+        visible(state, caller, project)?;
+    } else if !caller.admin {
+        if let Ok(p) = state.lakebase.project(project) {
+            if p.owner != caller.user_name {
+                return Err(Error::permission_denied("No access to this operation").into());
+            }
+        }
+    }
+    Ok(Json(operation(op?)))
+}
+
+async fn project_operation(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((project, op)): Path<(String, String)>,
+) -> ApiResult<Json<wire::Operation>> {
+    get_op(&state, &caller, &project, format!("projects/{project}/operations/{op}"))
+}
+
+async fn branch_operation(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((project, branch, op)): Path<(String, String, String)>,
+) -> ApiResult<Json<wire::Operation>> {
+    get_op(&state, &caller, &project, format!("projects/{project}/branches/{branch}/operations/{op}"))
+}
+
+async fn endpoint_operation(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((project, branch, endpoint, op)): Path<(String, String, String, String)>,
+) -> ApiResult<Json<wire::Operation>> {
+    get_op(
+        &state,
+        &caller,
+        &project,
+        format!("projects/{project}/branches/{branch}/endpoints/{endpoint}/operations/{op}"),
+    )
+}
+
+// ---- branches ------------------------------------------------------------------
+
+async fn create_branch(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(project): Path<String>,
+    RawQuery(raw): RawQuery,
+    bytes: Bytes,
+) -> ApiResult<Json<wire::Operation>> {
+    visible(&state, &caller, &project)?;
+    let q: wire::CreateQuery = query(&raw)?;
+    let branch_id = q.branch_id.ok_or_else(|| Error::invalid("branch_id is required"))?;
+    let new = convert::new_branch(&body(&bytes)?)?;
+    let record = state.lakebase.create_branch(&project, &branch_id, new).await?;
+    let wire = convert::branch(&state.lakebase, &record);
+    finish(&state, &record.name(), "Branch", typed("Branch", wire))
+}
+
+async fn list_branches(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(project): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<wire::ListBranchesResponse>> {
+    visible(&state, &caller, &project)?;
+    let q: wire::ListQuery = query(&raw)?;
+    let all = state
+        .lakebase
+        .branches(&project)?
+        .iter()
+        .map(|b| (b.branch_id.clone(), convert::branch(&state.lakebase, b)))
+        .collect();
+    let (branches, next_page_token) = page(all, &q);
+    Ok(Json(wire::ListBranchesResponse { branches, next_page_token }))
+}
+
+async fn get_branch(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((project, branch)): Path<(String, String)>,
+) -> ApiResult<Json<wire::Branch>> {
+    visible(&state, &caller, &project)?;
+    let record = state.lakebase.branch(&project, &branch)?;
+    Ok(Json(convert::branch(&state.lakebase, &record)))
+}
+
+async fn update_branch(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((project, branch)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    bytes: Bytes,
+) -> ApiResult<Json<wire::Operation>> {
+    visible(&state, &caller, &project)?;
+    state.lakebase.branch(&project, &branch)?;
+    let q: wire::UpdateQuery = query(&raw)?;
+    let paths = convert::mask(q.update_mask.as_deref())?;
+    let patch = convert::branch_patch(&body(&bytes)?, &paths)?;
+    let record = state.lakebase.update_branch(&project, &branch, patch).await?;
+    let wire = convert::branch(&state.lakebase, &record);
+    finish(&state, &record.name(), "Branch", typed("Branch", wire))
+}
+
+async fn delete_branch(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((project, branch)): Path<(String, String)>,
+) -> ApiResult<Json<wire::Operation>> {
+    visible(&state, &caller, &project)?;
+    let record = state.lakebase.branch(&project, &branch)?;
+    state.lakebase.delete_branch(&project, &branch).await?;
+    finish(&state, &record.name(), "Branch", empty())
+}
+
+// ---- endpoints -----------------------------------------------------------------
+
+async fn create_endpoint(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((project, branch)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    bytes: Bytes,
+) -> ApiResult<Json<wire::Operation>> {
+    let p = visible(&state, &caller, &project)?;
+    let q: wire::CreateQuery = query(&raw)?;
+    let endpoint_id = q.endpoint_id.ok_or_else(|| Error::invalid("endpoint_id is required"))?;
+    let request: wire::Endpoint = body(&bytes)?;
+    let spec = request.spec.clone().unwrap_or_default();
+    let endpoint_type = EndpointType::parse(
+        spec.endpoint_type
+            .as_deref()
+            .ok_or_else(|| Error::invalid("spec.endpoint_type is required"))?,
+    )?;
+    let new = NewEndpoint {
+        endpoint_type,
+        settings: convert::endpoint_settings(&p.defaults, &spec)?,
+        disabled: spec.disabled.unwrap_or(false),
+    };
+    let record = state.lakebase.create_endpoint(&project, &branch, &endpoint_id, new).await?;
+    let wire = convert::endpoint(&state.lakebase, &record);
+    finish(&state, &record.name(), "Endpoint", typed("Endpoint", wire))
+}
+
+async fn list_endpoints(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((project, branch)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<wire::ListEndpointsResponse>> {
+    visible(&state, &caller, &project)?;
+    let q: wire::ListQuery = query(&raw)?;
+    let all = state
+        .lakebase
+        .endpoints(&project, &branch)?
+        .iter()
+        .map(|e| (e.endpoint_id.clone(), convert::endpoint(&state.lakebase, e)))
+        .collect();
+    let (endpoints, next_page_token) = page(all, &q);
+    Ok(Json(wire::ListEndpointsResponse { endpoints, next_page_token }))
+}
+
+async fn get_endpoint(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((project, branch, endpoint)): Path<(String, String, String)>,
+) -> ApiResult<Json<wire::Endpoint>> {
+    visible(&state, &caller, &project)?;
+    let record = state.lakebase.endpoint(&project, &branch, &endpoint)?;
+    Ok(Json(convert::endpoint(&state.lakebase, &record)))
+}
+
+async fn update_endpoint(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((project, branch, endpoint)): Path<(String, String, String)>,
+    RawQuery(raw): RawQuery,
+    bytes: Bytes,
+) -> ApiResult<Json<wire::Operation>> {
+    visible(&state, &caller, &project)?;
+    let current = state.lakebase.endpoint(&project, &branch, &endpoint)?;
+    let q: wire::UpdateQuery = query(&raw)?;
+    let paths = convert::mask(q.update_mask.as_deref())?;
+    let patch = convert::endpoint_patch(&current, &body(&bytes)?, &paths)?;
+    let record = state.lakebase.update_endpoint(&project, &branch, &endpoint, patch).await?;
+    let wire = convert::endpoint(&state.lakebase, &record);
+    finish(&state, &record.name(), "Endpoint", typed("Endpoint", wire))
+}
+
+async fn delete_endpoint(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((project, branch, endpoint)): Path<(String, String, String)>,
+) -> ApiResult<Json<wire::Operation>> {
+    visible(&state, &caller, &project)?;
+    let record = state.lakebase.endpoint(&project, &branch, &endpoint)?;
+    state.lakebase.delete_endpoint(&project, &branch, &endpoint).await?;
+    finish(&state, &record.name(), "Endpoint", empty())
+}
+
+// ---- credentials ---------------------------------------------------------------
+
+/// A token for `endpoint`, valid for `ttl` or until `expire_time` (5–60 min;
+/// one hour by default).
+async fn generate_credential(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    bytes: Bytes,
+) -> ApiResult<Json<wire::DatabaseCredential>> {
+    let req: wire::GenerateDatabaseCredential = from_json(&bytes)?;
+    let name = req.endpoint.ok_or_else(|| Error::invalid("endpoint is required"))?;
+    let parts: Vec<&str> = name.split('/').collect();
+    let [_, project, _, branch, _, endpoint] = parts.as_slice() else {
+        return Err(Error::invalid(format!(
+            "endpoint must be projects/{{project}}/branches/{{branch}}/endpoints/{{endpoint}}, not '{name}'"
+        ))
+        .into());
+    };
+    visible(&state, &caller, project)?;
+    state.lakebase.endpoint(project, branch, endpoint)?;
+    let now = now_ms();
+    let expire_ms = match (req.ttl.as_deref(), req.expire_time.as_deref()) {
+        (Some(_), Some(_)) => return Err(Error::invalid("Set either ttl or expire_time").into()),
+        (Some(ttl), None) => now + parse_duration("ttl", ttl)? as i64 * 1000,
+        (None, Some(t)) => parse_timestamp("expire_time", t)?,
+        (None, None) => now + 3_600_000,
+    };
+    let min = state.lakebase.config.min_credential_secs as i64 * 1000;
+    if expire_ms - now < min || expire_ms - now > 3_600_000 {
+        return Err(Error::new(
+            ErrorCode::InvalidParameterValue,
+            format!("The credential must live between {}s and 3600s", min / 1000),
+        )
+        .into());
+    }
+    let token = state.lakebase.credentials.issue(&caller.user_name, &name, expire_ms)?;
+    Ok(Json(wire::DatabaseCredential {
+        token,
+        expire_time: kiln_core::time::rfc3339(expire_ms),
+    }))
+}
