@@ -12,7 +12,9 @@ KILN_SKIP_SETUP=1 (do not run `kiln setup` first), KILN_TEST_CLUSTER_TIMEOUT (s,
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import uuid
 
@@ -29,6 +31,7 @@ for _k in ("NO_PROXY", "no_proxy"):
 
 from kiln_helpers import (  # noqa: E402
     KilnServer,
+    free_port,
     kiln_bin,
     run_setup,
 )
@@ -36,10 +39,35 @@ from kiln_helpers import (  # noqa: E402
 ADMIN_PASSWORD = "kiln-admin-" + uuid.uuid4().hex[:12]
 
 
+_LAKEBASE_DIRS: list[str] = []
+
+
+def lakebase_dir() -> str:
+    path = f"/tmp/kiln-lakebase-test-{uuid.uuid4().hex[:10]}"
+    os.makedirs(path, mode=0o755)
+    os.chmod(path, 0o755)
+    _LAKEBASE_DIRS.append(path)
+    return path + "/lakebase"
+
+
+@atexit.register
+def _remove_lakebase_dirs() -> None:
+    for path in _LAKEBASE_DIRS:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def base_config(**overrides) -> dict:
     cfg = {
         "admin_password": ADMIN_PASSWORD,
         "clusters": {"autotermination_minute_seconds": 1},
+        # Lakebase: a dir the unprivileged postgres user can reach (pytest's tmp is 0700),
+        # its own proxy port, and short limits so suspend/expiry tests run in seconds.
+        "lakebase": {
+            "dir": lakebase_dir(),
+            "proxy_port": free_port(),
+            "min_suspend_seconds": 1,
+            "min_credential_seconds": 1,
+        },
     }
     for k, v in overrides.items():
         if isinstance(v, dict) and isinstance(cfg.get(k), dict):

@@ -463,6 +463,11 @@ class KilnServer:
     def http(self, token: Optional[str] = "admin") -> requests.Session:
         return http(self.token if token == "admin" else token)
 
+    @property
+    def pg_port(self) -> int:
+        """The Lakebase Postgres proxy port."""
+        return int(self.config["lakebase"]["proxy_port"])
+
     def url(self, path: str) -> str:
         return self.host + path
 

@@ -81,6 +81,11 @@ impl Postmaster {
     pub async fn start(pg: &Postgres, launch: &Launch, timeout: Duration) -> Result<Self> {
         kill_leftover(&launch.pgdata).await;
         pg.make_dir(&launch.socket_dir)?;
+        // The socket dir is private to this endpoint: a lock left by a dead
+        // postmaster would stop the new one.
+        for stale in [".s.PGSQL.5432", ".s.PGSQL.5432.lock"] {
+            let _ = std::fs::remove_file(launch.socket_dir.join(stale));
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -164,27 +169,41 @@ fn signal(pid: u32, sig: i32) {
 }
 
 /// A postmaster left behind by an earlier Kiln (it should have died with it;
-/// this covers the window before PDEATHSIG was set) is killed before a start.
+/// this covers the window before PDEATHSIG was set) is killed before a start,
+/// and a lock file whose process is gone (or a zombie nobody reaped) is removed.
 async fn kill_leftover(pgdata: &Path) {
-    let Ok(text) = std::fs::read_to_string(pgdata.join("postmaster.pid")) else {
+    let lock = pgdata.join("postmaster.pid");
+    let Ok(text) = std::fs::read_to_string(&lock) else {
         return;
     };
     let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<u32>().ok()) else {
+        let _ = std::fs::remove_file(&lock);
         return;
     };
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let ours = String::from_utf8_lossy(&cmdline).contains(&pgdata.display().to_string());
-    if !ours {
-        return;
-    }
-    tracing::warn!(pid, pgdata = %pgdata.display(), "killing a leftover postgres");
-    signal(pid, libc::SIGKILL);
-    for _ in 0..200 {
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            break;
+    if live_postgres_on(pid, pgdata) {
+        tracing::warn!(pid, pgdata = %pgdata.display(), "killing a leftover postgres");
+        signal(pid, libc::SIGKILL);
+        for _ in 0..500 {
+            if !live_postgres_on(pid, pgdata) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    if !live_postgres_on(pid, pgdata) {
+        let _ = std::fs::remove_file(&lock);
+    }
+}
+
+/// Whether `pid` is a running (not zombie) postgres on `pgdata`.
+fn live_postgres_on(pid: u32, pgdata: &Path) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+    if matches!(state, None | Some("Z") | Some("X")) {
+        return false;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&cmdline).contains(&pgdata.display().to_string())
 }
 
 fn log_tail(log: &Path) -> String {
