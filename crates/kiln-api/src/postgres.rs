@@ -16,7 +16,12 @@ macro_rules! opt {
     };
 }
 
-opt!(pub struct CustomTag { key: String, value: String });
+opt!(
+    pub struct CustomTag {
+        key: String,
+        value: String,
+    }
+);
 
 opt!(
     /// `ProjectDefaultEndpointSettings`.
@@ -29,41 +34,51 @@ opt!(
     }
 );
 
-opt!(pub struct ProjectSpec {
-    display_name: String,
-    pg_version: u32,
-    history_retention_duration: String,
-    default_endpoint_settings: DefaultEndpointSettings,
-    default_branch: String,
-    enable_pg_native_login: bool,
-    custom_tags: Vec<CustomTag>,
-    budget_policy_id: String,
-});
+opt!(
+    pub struct ProjectSpec {
+        display_name: String,
+        pg_version: u32,
+        history_retention_duration: String,
+        default_endpoint_settings: DefaultEndpointSettings,
+        default_branch: String,
+        enable_pg_native_login: bool,
+        custom_tags: Vec<CustomTag>,
+        budget_policy_id: String,
+    }
+);
 
-opt!(pub struct ProjectStatus {
-    display_name: String,
-    pg_version: u32,
-    history_retention_duration: String,
-    default_endpoint_settings: DefaultEndpointSettings,
-    default_branch: String,
-    enable_pg_native_login: bool,
-    custom_tags: Vec<CustomTag>,
-    budget_policy_id: String,
-    owner: String,
-    project_id: String,
-    branch_logical_size_limit_bytes: u64,
-    synthetic_storage_size_bytes: u64,
-    compute_last_active_time: String,
-});
+opt!(
+    pub struct ProjectStatus {
+        display_name: String,
+        pg_version: u32,
+        history_retention_duration: String,
+        default_endpoint_settings: DefaultEndpointSettings,
+        default_branch: String,
+        enable_pg_native_login: bool,
+        custom_tags: Vec<CustomTag>,
+        budget_policy_id: String,
+        owner: String,
+        project_id: String,
+        branch_logical_size_limit_bytes: u64,
+        synthetic_storage_size_bytes: u64,
+        compute_last_active_time: String,
+    }
+);
 
-opt!(pub struct InitialBranchSpec { is_protected: bool });
+opt!(
+    pub struct InitialBranchSpec {
+        is_protected: bool,
+    }
+);
 
-opt!(pub struct InitialEndpointSpec {
-    autoscaling_limit_min_cu: f64,
-    autoscaling_limit_max_cu: f64,
-    suspend_timeout_duration: String,
-    no_suspension: bool,
-});
+opt!(
+    pub struct InitialEndpointSpec {
+        autoscaling_limit_min_cu: f64,
+        autoscaling_limit_max_cu: f64,
+        suspend_timeout_duration: String,
+        no_suspension: bool,
+    }
+);
 
 opt!(
     /// `Project` (the create/update body and every answer).
@@ -80,78 +95,99 @@ opt!(
     }
 );
 
-opt!(pub struct BranchSpec {
-    source_branch: String,
-    source_branch_lsn: String,
-    source_branch_time: String,
-    is_protected: bool,
-    ttl: String,
-    expire_time: String,
-    no_expiry: bool,
-});
+opt!(
+    pub struct BranchSpec {
+        source_branch: String,
+        source_branch_lsn: String,
+        source_branch_time: String,
+        is_protected: bool,
+        ttl: String,
+        expire_time: String,
+        no_expiry: bool,
+    }
+);
 
-opt!(pub struct BranchStatus {
-    branch_id: String,
-    current_state: String,
-    default: bool,
-    is_protected: bool,
-    logical_size_bytes: u64,
-    source_branch: String,
-    source_branch_lsn: String,
-    source_branch_time: String,
-    expire_time: String,
-    state_change_time: String,
-});
+opt!(
+    pub struct BranchStatus {
+        branch_id: String,
+        current_state: String,
+        default: bool,
+        is_protected: bool,
+        logical_size_bytes: u64,
+        source_branch: String,
+        source_branch_lsn: String,
+        source_branch_time: String,
+        expire_time: String,
+        state_change_time: String,
+    }
+);
 
-opt!(pub struct Branch {
-    name: String,
-    branch_id: String,
-    parent: String,
-    uid: String,
-    create_time: String,
-    update_time: String,
-    spec: BranchSpec,
-    status: BranchStatus,
-});
+opt!(
+    pub struct Branch {
+        name: String,
+        branch_id: String,
+        parent: String,
+        uid: String,
+        create_time: String,
+        update_time: String,
+        spec: BranchSpec,
+        status: BranchStatus,
+    }
+);
 
-opt!(pub struct EndpointSettings { pg_settings: BTreeMap<String, String> });
+opt!(
+    pub struct EndpointSettings {
+        pg_settings: BTreeMap<String, String>,
+    }
+);
 
-opt!(pub struct EndpointSpec {
-    endpoint_type: String,
-    autoscaling_limit_min_cu: f64,
-    autoscaling_limit_max_cu: f64,
-    suspend_timeout_duration: String,
-    no_suspension: bool,
-    disabled: bool,
-    settings: EndpointSettings,
-});
+opt!(
+    pub struct EndpointSpec {
+        endpoint_type: String,
+        autoscaling_limit_min_cu: f64,
+        autoscaling_limit_max_cu: f64,
+        suspend_timeout_duration: String,
+        no_suspension: bool,
+        disabled: bool,
+        settings: EndpointSettings,
+    }
+);
 
-opt!(pub struct EndpointHosts { host: String, read_only_host: String });
+opt!(
+    pub struct EndpointHosts {
+        host: String,
+        read_only_host: String,
+    }
+);
 
-opt!(pub struct EndpointStatus {
-    endpoint_id: String,
-    endpoint_type: String,
-    current_state: String,
-    autoscaling_limit_min_cu: f64,
-    autoscaling_limit_max_cu: f64,
-    suspend_timeout_duration: String,
-    disabled: bool,
-    settings: EndpointSettings,
-    hosts: EndpointHosts,
-    host: String,
-    last_active_time: String,
-});
+opt!(
+    pub struct EndpointStatus {
+        endpoint_id: String,
+        endpoint_type: String,
+        current_state: String,
+        autoscaling_limit_min_cu: f64,
+        autoscaling_limit_max_cu: f64,
+        suspend_timeout_duration: String,
+        disabled: bool,
+        settings: EndpointSettings,
+        hosts: EndpointHosts,
+        host: String,
+        last_active_time: String,
+    }
+);
 
-opt!(pub struct Endpoint {
-    name: String,
-    endpoint_id: String,
-    parent: String,
-    uid: String,
-    create_time: String,
-    update_time: String,
-    spec: EndpointSpec,
-    status: EndpointStatus,
-});
+opt!(
+    pub struct Endpoint {
+        name: String,
+        endpoint_id: String,
+        parent: String,
+        uid: String,
+        create_time: String,
+        update_time: String,
+        spec: EndpointSpec,
+        status: EndpointStatus,
+    }
+);
 
 /// `Operation`: every create/update/delete answers one.
 #[derive(Debug, Clone, Serialize)]

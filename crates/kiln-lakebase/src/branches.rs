@@ -96,7 +96,9 @@ impl Lakebase {
         }
         let source = self.branch(project_id, &source_id)?;
         if let Fork::Time(t) = fork {
-            let floor = source.base_ms.max(now_ms() - project.history_retention_secs as i64 * 1000);
+            let floor = source
+                .base_ms
+                .max(now_ms() - project.history_retention_secs as i64 * 1000);
             if t < floor || t > now_ms() {
                 return Err(Error::invalid(format!(
                     "source_branch_time must be inside the restore window of {} (from {} to now)",
@@ -122,8 +124,16 @@ impl Lakebase {
             update_ms: now,
             state_change_ms: now,
         };
-        let endpoint = new_endpoint(project_id, branch_id, DEFAULT_ENDPOINT, EndpointType::ReadWrite, project.defaults.clone());
-        let made = self.materialize(&pg, &source, &branch, &endpoint, &fork).await;
+        let endpoint = new_endpoint(
+            project_id,
+            branch_id,
+            DEFAULT_ENDPOINT,
+            EndpointType::ReadWrite,
+            project.defaults.clone(),
+        );
+        let made = self
+            .materialize(&pg, &source, &branch, &endpoint, &fork)
+            .await;
         let (postmaster, lsn) = match made {
             Ok(done) => done,
             Err(e) => {
@@ -167,7 +177,10 @@ impl Lakebase {
         let pgdata = self.layout.pgdata(&branch.uid);
         let source_archive = self.layout.archive(&source.uid).display().to_string();
         let mut recovery = BTreeMap::from([
-            ("restore_command".to_string(), format!("cp '{source_archive}/%f' %p")),
+            (
+                "restore_command".to_string(),
+                format!("cp '{source_archive}/%f' %p"),
+            ),
             ("recovery_target_action".to_string(), "promote".to_string()),
             ("recovery_target_timeline".to_string(), "latest".to_string()),
         ]);
@@ -179,20 +192,23 @@ impl Lakebase {
                 }
                 (lsn, false) => {
                     let launch = self.launch_on(endpoint, &branch.uid, None)?;
-                    let postmaster = Postmaster::start(pg, &launch, self.config.start_timeout).await?;
+                    let postmaster =
+                        Postmaster::start(pg, &launch, self.config.start_timeout).await?;
                     return self.finish_branch(pg, branch, postmaster, lsn).await;
                 }
             },
             Fork::Lsn(lsn) => {
                 self.prepare_pitr(pg, source).await?;
                 recovery.insert("recovery_target_lsn".into(), lsn.clone());
-                pg.copy_tree(&self.layout.base(&source.uid), &pgdata).await?;
+                pg.copy_tree(&self.layout.base(&source.uid), &pgdata)
+                    .await?;
                 None
             }
             Fork::Time(t) => {
                 self.prepare_pitr(pg, source).await?;
                 recovery.insert("recovery_target_time".into(), pg_timestamp(*t));
-                pg.copy_tree(&self.layout.base(&source.uid), &pgdata).await?;
+                pg.copy_tree(&self.layout.base(&source.uid), &pgdata)
+                    .await?;
                 None
             }
         };
@@ -211,7 +227,8 @@ impl Lakebase {
                 return Err(e);
             }
         };
-        self.finish_branch(pg, branch, postmaster, recovering.unwrap_or(replayed)).await
+        self.finish_branch(pg, branch, postmaster, recovering.unwrap_or(replayed))
+            .await
     }
 
     /// Takes the new branch's base backup from its running primary.
@@ -244,9 +261,12 @@ impl Lakebase {
         source: &BranchRecord,
         to: &std::path::Path,
     ) -> Result<(String, bool)> {
-        let primary = self
-            .primary_of(&source.name())
-            .ok_or_else(|| Error::invalid(format!("Branch {} has no read-write endpoint", source.name())))?;
+        let primary = self.primary_of(&source.name()).ok_or_else(|| {
+            Error::invalid(format!(
+                "Branch {} has no read-write endpoint",
+                source.name()
+            ))
+        })?;
         let runtime = self.runtime(&primary.uid);
         // Held for the whole copy: the source is neither woken nor suspended meanwhile.
         let mut process = runtime.process.lock().await;
@@ -264,9 +284,12 @@ impl Lakebase {
     /// Makes sure the source's archive holds WAL past any target up to now:
     /// a commit record stamped now, then a WAL switch that is archived.
     async fn prepare_pitr(&self, _pg: &Postgres, source: &BranchRecord) -> Result<()> {
-        let primary = self
-            .primary_of(&source.name())
-            .ok_or_else(|| Error::invalid(format!("Branch {} has no read-write endpoint", source.name())))?;
+        let primary = self.primary_of(&source.name()).ok_or_else(|| {
+            Error::invalid(format!(
+                "Branch {} has no read-write endpoint",
+                source.name()
+            ))
+        })?;
         let (socket, _busy) = self.wake(&primary.uid).await?;
         let client = pg::connect(&socket, "postgres").await?;
         pg::execute(&client, "SELECT txid_current()").await?;
@@ -279,14 +302,22 @@ impl Lakebase {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while !archived.exists() {
             if std::time::Instant::now() > deadline {
-                return Err(Error::internal("archive WAL", format!("{segment} was not archived")));
+                return Err(Error::internal(
+                    "archive WAL",
+                    format!("{segment} was not archived"),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
     }
 
-    pub async fn update_branch(&self, project_id: &str, branch_id: &str, patch: BranchPatch) -> Result<BranchRecord> {
+    pub async fn update_branch(
+        &self,
+        project_id: &str,
+        branch_id: &str,
+        patch: BranchPatch,
+    ) -> Result<BranchRecord> {
         let _lock = self.lock_project(project_id).await;
         let mut branch = self.branch(project_id, branch_id)?;
         if let Some(p) = patch.is_protected {
@@ -312,25 +343,48 @@ impl Lakebase {
         let project = self.project(project_id)?;
         let refuse = |why: String| Err(Error::new(ErrorCode::BadRequest, why));
         if branch.is_protected {
-            return refuse(format!("Branch {} is protected and cannot be deleted", branch.name()));
+            return refuse(format!(
+                "Branch {} is protected and cannot be deleted",
+                branch.name()
+            ));
         }
         if project.default_branch == branch_id {
-            return refuse(format!("Branch {} is the project's default branch and cannot be deleted", branch.name()));
+            return refuse(format!(
+                "Branch {} is the project's default branch and cannot be deleted",
+                branch.name()
+            ));
         }
         let (children, endpoints) = {
             let r = self.read()?;
-            let children = r.branches.values().any(|b| b.source_branch.as_deref() == Some(&branch.name()));
-            let endpoints: Vec<EndpointRecord> = r.endpoints.values().filter(|e| e.branch_name() == branch.name()).cloned().collect();
+            let children = r
+                .branches
+                .values()
+                .any(|b| b.source_branch.as_deref() == Some(&branch.name()));
+            let endpoints: Vec<EndpointRecord> = r
+                .endpoints
+                .values()
+                .filter(|e| e.branch_name() == branch.name())
+                .cloned()
+                .collect();
             (children, endpoints)
         };
         if children {
-            return refuse(format!("Branch {} has child branches; delete them first", branch.name()));
+            return refuse(format!(
+                "Branch {} has child branches; delete them first",
+                branch.name()
+            ));
         }
         for ep in &endpoints {
             self.stop_and_remove_endpoint(ep).await?;
         }
-        let mut writes = vec![Write::DeleteObject { kind: BRANCH, key: branch.name() }];
-        writes.extend(endpoints.iter().map(|e| Write::DeleteObject { kind: ENDPOINT, key: e.name() }));
+        let mut writes = vec![Write::DeleteObject {
+            kind: BRANCH,
+            key: branch.name(),
+        }];
+        writes.extend(endpoints.iter().map(|e| Write::DeleteObject {
+            kind: ENDPOINT,
+            key: e.name(),
+        }));
         let name = branch.name();
         self.commit(writes, |r| {
             r.branches.remove(&name);
@@ -357,7 +411,10 @@ async fn wait_promoted(socket_dir: &std::path::Path, timeout: Duration) -> Resul
             return Ok(row.get(1));
         }
         if std::time::Instant::now() > deadline {
-            return Err(Error::internal("wait for promotion", "the branch did not finish recovery"));
+            return Err(Error::internal(
+                "wait for promotion",
+                "the branch did not finish recovery",
+            ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -365,16 +422,19 @@ async fn wait_promoted(socket_dir: &std::path::Path, timeout: Duration) -> Resul
 
 /// `X/Y` hexadecimal, as Postgres prints LSNs.
 fn check_lsn(lsn: &str) -> Result<String> {
-    let ok = lsn
-        .split_once('/')
-        .is_some_and(|(a, b)| {
-            !a.is_empty() && !b.is_empty() && a.len() <= 8 && b.len() <= 8
-                && a.chars().chain(b.chars()).all(|c| c.is_ascii_hexdigit())
-        });
+    let ok = lsn.split_once('/').is_some_and(|(a, b)| {
+        !a.is_empty()
+            && !b.is_empty()
+            && a.len() <= 8
+            && b.len() <= 8
+            && a.chars().chain(b.chars()).all(|c| c.is_ascii_hexdigit())
+    });
     if ok {
         Ok(lsn.to_ascii_uppercase())
     } else {
-        Err(Error::invalid(format!("Invalid source_branch_lsn '{lsn}' (expected e.g. 0/1C016EB8)")))
+        Err(Error::invalid(format!(
+            "Invalid source_branch_lsn '{lsn}' (expected e.g. 0/1C016EB8)"
+        )))
     }
 }
 

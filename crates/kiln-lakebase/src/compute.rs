@@ -39,7 +39,10 @@ impl Launch {
         };
         let mut settings: BTreeMap<String, String> = [
             ("listen_addresses", String::new()),
-            ("unix_socket_directories", self.socket_dir.display().to_string()),
+            (
+                "unix_socket_directories",
+                self.socket_dir.display().to_string(),
+            ),
             ("unix_socket_permissions", "0700".into()),
             ("port", pg::SOCKET_PORT.to_string()),
             ("wal_level", "replica".into()),
@@ -152,7 +155,10 @@ impl Postmaster {
             return;
         }
         signal(self.pid, libc::SIGINT);
-        if tokio::time::timeout(deadline, self.child.wait()).await.is_err() {
+        if tokio::time::timeout(deadline, self.child.wait())
+            .await
+            .is_err()
+        {
             signal(self.pid, libc::SIGKILL);
             let _ = self.child.wait().await;
         }
@@ -176,7 +182,11 @@ async fn kill_leftover(pgdata: &Path) {
     let Ok(text) = std::fs::read_to_string(&lock) else {
         return;
     };
-    let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<u32>().ok()) else {
+    let Some(pid) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<u32>().ok())
+    else {
         let _ = std::fs::remove_file(&lock);
         return;
     };
@@ -198,7 +208,10 @@ async fn kill_leftover(pgdata: &Path) {
 /// Whether `pid` is a running (not zombie) postgres on `pgdata`.
 fn live_postgres_on(pid: u32, pgdata: &Path) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().next());
     if matches!(state, None | Some("Z") | Some("X")) {
         return false;
     }

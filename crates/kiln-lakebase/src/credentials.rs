@@ -49,10 +49,7 @@ impl Credentials {
 
     /// Issues a token valid until `expire_ms`; returns the token (shown once).
     pub fn issue(&self, identity: &str, endpoint: &str, expire_ms: i64) -> Result<String> {
-        let token = format!(
-            "kiln-pg-{}",
-            hex::encode(rand::random::<[u8; 32]>())
-        );
+        let token = format!("kiln-pg-{}", hex::encode(rand::random::<[u8; 32]>()));
         let h = hash(&token);
         let credential = Credential {
             identity: identity.into(),
@@ -66,7 +63,11 @@ impl Credentials {
             key: h.clone(),
             record,
         }];
-        writes.extend(self.expired().into_iter().map(|k| Write::DeleteObject { kind: KIND, key: k }));
+        writes.extend(
+            self.expired()
+                .into_iter()
+                .map(|k| Write::DeleteObject { kind: KIND, key: k }),
+        );
         self.store.commit(writes)?;
         if let Ok(mut map) = self.by_hash.write() {
             let now = now_ms();
@@ -97,8 +98,12 @@ impl Credentials {
             .ok()
             .and_then(|m| m.get(&hash(token)).cloned());
         match found {
-            None => Err("password authentication failed: the token is not a valid Lakebase credential"),
-            Some(c) if c.expire_ms <= now_ms() => Err("password authentication failed: the Lakebase credential has expired"),
+            None => {
+                Err("password authentication failed: the token is not a valid Lakebase credential")
+            }
+            Some(c) if c.expire_ms <= now_ms() => {
+                Err("password authentication failed: the Lakebase credential has expired")
+            }
             Some(c) => Ok(c),
         }
     }
@@ -113,8 +118,15 @@ mod tests {
     fn tokens_are_checked_expire_and_survive_reopen() -> Result<()> {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory()?);
         let creds = Credentials::open(store.clone())?;
-        let token = creds.issue("ann@x.com", "projects/p/branches/b/endpoints/e", now_ms() + 60_000)?;
-        assert_eq!(creds.check(&token).map(|c| c.identity).ok(), Some("ann@x.com".into()));
+        let token = creds.issue(
+            "ann@x.com",
+            "projects/p/branches/b/endpoints/e",
+            now_ms() + 60_000,
+        )?;
+        assert_eq!(
+            creds.check(&token).map(|c| c.identity).ok(),
+            Some("ann@x.com".into())
+        );
         assert!(creds.check("kiln-pg-forged").is_err());
         let old = creds.issue("ann@x.com", "e", now_ms() - 1)?;
         assert!(creds.check(&old).is_err());

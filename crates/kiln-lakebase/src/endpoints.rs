@@ -26,7 +26,12 @@ pub struct EndpointPatch {
 }
 
 impl Lakebase {
-    pub fn endpoint(&self, project_id: &str, branch_id: &str, endpoint_id: &str) -> Result<EndpointRecord> {
+    pub fn endpoint(
+        &self,
+        project_id: &str,
+        branch_id: &str,
+        endpoint_id: &str,
+    ) -> Result<EndpointRecord> {
         let name = format!("projects/{project_id}/branches/{branch_id}/endpoints/{endpoint_id}");
         self.read()?
             .endpoints
@@ -62,7 +67,10 @@ impl Lakebase {
         if self.endpoint(project_id, branch_id, endpoint_id).is_ok() {
             return Err(Error::new(
                 ErrorCode::AlreadyExists,
-                format!("Endpoint with id {endpoint_id} already exists on {}", branch.name()),
+                format!(
+                    "Endpoint with id {endpoint_id} already exists on {}",
+                    branch.name()
+                ),
             ));
         }
         let primary = self.primary_of(&branch.name());
@@ -72,10 +80,18 @@ impl Lakebase {
                 branch.name()
             )));
         }
-        let mut endpoint = new_endpoint(project_id, branch_id, endpoint_id, new.endpoint_type, new.settings);
+        let mut endpoint = new_endpoint(
+            project_id,
+            branch_id,
+            endpoint_id,
+            new.endpoint_type,
+            new.settings,
+        );
         endpoint.disabled = new.disabled;
         pg.make_dir(&self.layout.endpoint_dir(&endpoint.uid))?;
-        let started = self.provision_endpoint(&pg, &branch.uid, &endpoint, primary.as_ref()).await;
+        let started = self
+            .provision_endpoint(&pg, &branch.uid, &endpoint, primary.as_ref())
+            .await;
         let postmaster = match started {
             Ok(p) => p,
             Err(e) => {
@@ -119,7 +135,9 @@ impl Lakebase {
             return Ok(None);
         }
         let launch = self.launch_on(endpoint, branch_uid, None)?;
-        Ok(Some(Postmaster::start(pg, &launch, self.config.start_timeout).await?))
+        Ok(Some(
+            Postmaster::start(pg, &launch, self.config.start_timeout).await?,
+        ))
     }
 
     pub async fn update_endpoint(
@@ -159,13 +177,24 @@ impl Lakebase {
         self.endpoint(project_id, branch_id, endpoint_id)
     }
 
-    pub async fn delete_endpoint(&self, project_id: &str, branch_id: &str, endpoint_id: &str) -> Result<()> {
+    pub async fn delete_endpoint(
+        &self,
+        project_id: &str,
+        branch_id: &str,
+        endpoint_id: &str,
+    ) -> Result<()> {
         let _lock = self.lock_project(project_id).await;
         let endpoint = self.endpoint(project_id, branch_id, endpoint_id)?;
         self.stop_and_remove_endpoint(&endpoint).await?;
         let name = endpoint.name();
-        self.commit(vec![Write::DeleteObject { kind: ENDPOINT, key: name.clone() }], |r| {
-            r.endpoints.remove(&name);
-        })
+        self.commit(
+            vec![Write::DeleteObject {
+                kind: ENDPOINT,
+                key: name.clone(),
+            }],
+            |r| {
+                r.endpoints.remove(&name);
+            },
+        )
     }
 }

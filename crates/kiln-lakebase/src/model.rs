@@ -13,7 +13,9 @@ use crate::lifecycle::{BranchState, EndpointState};
 pub fn check_id(kind: &str, id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 63
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && id.as_bytes()[0].is_ascii_lowercase()
         && !id.ends_with('-');
     if ok {
@@ -27,7 +29,11 @@ pub fn check_id(kind: &str, id: &str) -> Result<()> {
 
 /// Parses a protobuf JSON duration (`"3600s"`, `"1.5s"`) into whole seconds.
 pub fn parse_duration(field: &str, value: &str) -> Result<u64> {
-    let bad = || Error::invalid(format!("Invalid duration for {field}: '{value}' (expected e.g. \"3600s\")"));
+    let bad = || {
+        Error::invalid(format!(
+            "Invalid duration for {field}: '{value}' (expected e.g. \"3600s\")"
+        ))
+    };
     let number = value.strip_suffix('s').ok_or_else(bad)?;
     let secs: f64 = number.parse().map_err(|_| bad())?;
     if !secs.is_finite() || secs < 0.0 {
@@ -43,7 +49,11 @@ pub fn duration(secs: u64) -> String {
 /// Parses an RFC 3339 timestamp (`2026-11-21T10:00:00Z`, fractional seconds
 /// and `+hh:mm` offsets accepted) into epoch milliseconds.
 pub fn parse_timestamp(field: &str, value: &str) -> Result<i64> {
-    let bad = || Error::invalid(format!("Invalid timestamp for {field}: '{value}' (expected RFC 3339)"));
+    let bad = || {
+        Error::invalid(format!(
+            "Invalid timestamp for {field}: '{value}' (expected RFC 3339)"
+        ))
+    };
     let v = value.trim();
     if v.len() < 20 || !v.is_char_boundary(19) {
         return Err(bad());
@@ -120,7 +130,9 @@ impl ComputeSettings {
     /// suspend timeout accepted (60 s unless configured lower for tests).
     pub fn validate(&self, min_suspend: u64) -> Result<()> {
         if !(0.5..=64.0).contains(&self.min_cu) || !(0.5..=64.0).contains(&self.max_cu) {
-            return Err(Error::invalid("autoscaling limits must be between 0.5 and 64 CU"));
+            return Err(Error::invalid(
+                "autoscaling limits must be between 0.5 and 64 CU",
+            ));
         }
         if self.min_cu > self.max_cu {
             return Err(Error::invalid(
@@ -140,7 +152,11 @@ impl ComputeSettings {
             }
         }
         for key in self.pg_settings.keys() {
-            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.') {
+            if key.is_empty()
+                || !key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+            {
                 return Err(Error::invalid(format!("Invalid pg_settings key '{key}'")));
             }
         }

@@ -35,7 +35,10 @@ pub fn installations(roots: &[PathBuf]) -> Vec<Install> {
             continue;
         };
         for entry in entries.flatten() {
-            let Some(major) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok())
+            let Some(major) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
             else {
                 continue;
             };
@@ -45,7 +48,7 @@ pub fn installations(roots: &[PathBuf]) -> Vec<Install> {
             }
         }
     }
-    found.sort_by(|a, b| b.major.cmp(&a.major));
+    found.sort_by_key(|b| std::cmp::Reverse(b.major));
     found.dedup_by(|a, b| a.major == b.major);
     found
 }
@@ -62,8 +65,12 @@ pub fn os_user(name: &str) -> Result<Option<OsUser>> {
     for line in passwd.lines() {
         let fields: Vec<&str> = line.split(':').collect();
         if fields.len() > 3 && fields[0] == name {
-            let uid = fields[2].parse().map_err(|e| Error::internal("parse /etc/passwd", e))?;
-            let gid = fields[3].parse().map_err(|e| Error::internal("parse /etc/passwd", e))?;
+            let uid = fields[2]
+                .parse()
+                .map_err(|e| Error::internal("parse /etc/passwd", e))?;
+            let gid = fields[3]
+                .parse()
+                .map_err(|e| Error::internal("parse /etc/passwd", e))?;
             return Ok(Some(OsUser { uid, gid }));
         }
     }
@@ -157,7 +164,15 @@ impl Postgres {
         command
             .arg("-D")
             .arg(pgdata)
-            .args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8"])
+            .args([
+                "-U",
+                SUPERUSER,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ])
             .arg("--wal-segsize=1");
         self.run(command, "initdb").await?;
         self.write_file(

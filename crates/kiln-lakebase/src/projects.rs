@@ -87,17 +87,25 @@ impl Lakebase {
         let major = match new.pg_version {
             Some(v) => v,
             None => *self.versions().first().ok_or_else(|| {
-                Error::invalid("PostgreSQL is not installed on this host (apt-get install postgresql)")
+                Error::invalid(
+                    "PostgreSQL is not installed on this host (apt-get install postgresql)",
+                )
             })?,
         };
         let pg = self.postgres(major)?;
         let retention = new.history_retention_secs.unwrap_or(604_800);
         check_retention(retention)?;
-        let display_name = new.display_name.clone().unwrap_or_else(|| project_id.to_string());
+        let display_name = new
+            .display_name
+            .clone()
+            .unwrap_or_else(|| project_id.to_string());
         check_display_name(&display_name)?;
         let defaults = new.defaults.clone().unwrap_or_default();
         defaults.validate(self.config.min_suspend_secs)?;
-        let settings = new.initial_endpoint.clone().unwrap_or_else(|| defaults.clone());
+        let settings = new
+            .initial_endpoint
+            .clone()
+            .unwrap_or_else(|| defaults.clone());
         settings.validate(self.config.min_suspend_secs)?;
         let _lock = self.lock_project(project_id).await;
         if self.read()?.projects.contains_key(project_id) {
@@ -139,8 +147,16 @@ impl Lakebase {
             update_ms: now,
             state_change_ms: now,
         };
-        let endpoint = new_endpoint(project_id, DEFAULT_BRANCH, DEFAULT_ENDPOINT, EndpointType::ReadWrite, settings);
-        let result = self.provision_project(&pg, &project, &branch, &endpoint).await;
+        let endpoint = new_endpoint(
+            project_id,
+            DEFAULT_BRANCH,
+            DEFAULT_ENDPOINT,
+            EndpointType::ReadWrite,
+            settings,
+        );
+        let result = self
+            .provision_project(&pg, &project, &branch, &endpoint)
+            .await;
         match result {
             Ok(postmaster) => {
                 let writes = vec![
@@ -188,7 +204,11 @@ impl Lakebase {
         Ok(postmaster)
     }
 
-    pub async fn update_project(&self, project_id: &str, patch: ProjectPatch) -> Result<ProjectRecord> {
+    pub async fn update_project(
+        &self,
+        project_id: &str,
+        patch: ProjectPatch,
+    ) -> Result<ProjectRecord> {
         let _lock = self.lock_project(project_id).await;
         let mut project = self.project(project_id)?;
         if let Some(name) = patch.display_name {
@@ -232,22 +252,44 @@ impl Lakebase {
         self.project(project_id)?;
         let (branches, endpoints) = {
             let r = self.read()?;
-            let branches: Vec<BranchRecord> = r.branches.values().filter(|b| b.project_id == project_id).cloned().collect();
-            let endpoints: Vec<EndpointRecord> = r.endpoints.values().filter(|e| e.project_id == project_id).cloned().collect();
+            let branches: Vec<BranchRecord> = r
+                .branches
+                .values()
+                .filter(|b| b.project_id == project_id)
+                .cloned()
+                .collect();
+            let endpoints: Vec<EndpointRecord> = r
+                .endpoints
+                .values()
+                .filter(|e| e.project_id == project_id)
+                .cloned()
+                .collect();
             (branches, endpoints)
         };
         if let Some(b) = branches.iter().find(|b| b.is_protected) {
             return Err(Error::new(
                 ErrorCode::BadRequest,
-                format!("Project {project_id} has the protected branch {}; unprotect it first", b.branch_id),
+                format!(
+                    "Project {project_id} has the protected branch {}; unprotect it first",
+                    b.branch_id
+                ),
             ));
         }
         for ep in &endpoints {
             self.stop_and_remove_endpoint(ep).await?;
         }
-        let mut writes: Vec<Write> = vec![Write::DeleteObject { kind: PROJECT, key: project_id.into() }];
-        writes.extend(branches.iter().map(|b| Write::DeleteObject { kind: BRANCH, key: b.name() }));
-        writes.extend(endpoints.iter().map(|e| Write::DeleteObject { kind: ENDPOINT, key: e.name() }));
+        let mut writes: Vec<Write> = vec![Write::DeleteObject {
+            kind: PROJECT,
+            key: project_id.into(),
+        }];
+        writes.extend(branches.iter().map(|b| Write::DeleteObject {
+            kind: BRANCH,
+            key: b.name(),
+        }));
+        writes.extend(endpoints.iter().map(|e| Write::DeleteObject {
+            kind: ENDPOINT,
+            key: e.name(),
+        }));
         self.commit(writes, |r| {
             r.projects.remove(project_id);
             r.branches.retain(|_, b| b.project_id != project_id);
@@ -294,5 +336,9 @@ async fn create_roles(socket_dir: &std::path::Path, owner: &str) -> Result<()> {
          GRANT databricks_superuser TO {role};"
     );
     pg::execute(&client, &sql).await?;
-    pg::execute(&client, &format!("CREATE DATABASE {DEFAULT_DATABASE} OWNER {role}")).await
+    pg::execute(
+        &client,
+        &format!("CREATE DATABASE {DEFAULT_DATABASE} OWNER {role}"),
+    )
+    .await
 }

@@ -55,7 +55,12 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (lakebase, acceptor, keys, cancel) = (lakebase.clone(), acceptor.clone(), keys.clone(), cancel.clone());
+        let (lakebase, acceptor, keys, cancel) = (
+            lakebase.clone(),
+            acceptor.clone(),
+            keys.clone(),
+            cancel.clone(),
+        );
         tokio::spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => {}
@@ -143,10 +148,12 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             format!("password authentication failed for user \"{user}\": the credential belongs to another identity"),
         ));
     }
-    let (socket_dir, busy) = lakebase
-        .wake(&endpoint.uid)
-        .await
-        .map_err(|e| refuse("57P03", format!("the endpoint could not be started: {}", e.message)))?;
+    let (socket_dir, busy) = lakebase.wake(&endpoint.uid).await.map_err(|e| {
+        refuse(
+            "57P03",
+            format!("the endpoint could not be started: {}", e.message),
+        )
+    })?;
     let _session = lakebase.session(&busy);
     drop(busy);
     tracing::info!(endpoint = %endpoint.name(), %user, "postgres session");
@@ -170,7 +177,10 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// The endpoint from SNI (`ep-x.<suffix>`) or `options` (`endpoint=ep-x`,
 /// removed before the options go to Postgres); both must agree.
-fn endpoint_id(sni: Option<&str>, params: &mut BTreeMap<String, String>) -> Result<String, Refusal> {
+fn endpoint_id(
+    sni: Option<&str>,
+    params: &mut BTreeMap<String, String>,
+) -> Result<String, Refusal> {
     let from_sni = sni
         .and_then(|s| s.split('.').next())
         .filter(|l| l.starts_with("ep-"))
@@ -220,7 +230,10 @@ fn endpoint_id(sni: Option<&str>, params: &mut BTreeMap<String, String>) -> Resu
 fn parse_startup(body: &[u8]) -> Result<BTreeMap<String, String>, Refusal> {
     let version = code_of(body);
     if version >> 16 != 3 {
-        return Err(refuse("08P01", format!("unsupported protocol version {version}")));
+        return Err(refuse(
+            "08P01",
+            format!("unsupported protocol version {version}"),
+        ));
     }
     let mut params = BTreeMap::new();
     let mut fields = body[4..].split(|b| *b == 0);
@@ -228,7 +241,10 @@ fn parse_startup(body: &[u8]) -> Result<BTreeMap<String, String>, Refusal> {
         if k.is_empty() {
             break;
         }
-        params.insert(String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned());
+        params.insert(
+            String::from_utf8_lossy(k).into_owned(),
+            String::from_utf8_lossy(v).into_owned(),
+        );
     }
     Ok(params)
 }
@@ -248,9 +264,14 @@ fn startup_message(params: &BTreeMap<String, String>) -> Vec<u8> {
 }
 
 /// AuthenticationCleartextPassword, then the client's PasswordMessage.
-async fn ask_password<S: AsyncRead + AsyncWrite + Unpin>(client: &mut S) -> Result<String, Refusal> {
+async fn ask_password<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut S,
+) -> Result<String, Refusal> {
     let io = |e: std::io::Error| refuse("08006", e.to_string());
-    client.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]).await.map_err(io)?;
+    client
+        .write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3])
+        .await
+        .map_err(io)?;
     client.flush().await.map_err(io)?;
     let kind = client.read_u8().await.map_err(io)?;
     let len = client.read_i32().await.map_err(io)?;
@@ -259,7 +280,10 @@ async fn ask_password<S: AsyncRead + AsyncWrite + Unpin>(client: &mut S) -> Resu
     }
     let mut payload = vec![0u8; len as usize - 4];
     client.read_exact(&mut payload).await.map_err(io)?;
-    let end = payload.iter().position(|b| *b == 0).unwrap_or(payload.len());
+    let end = payload
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(payload.len());
     Ok(String::from_utf8_lossy(&payload[..end]).into_owned())
 }
 
@@ -305,7 +329,8 @@ async fn forward_cancel(body: &[u8], keys: &CancelMap) -> std::io::Result<()> {
     let key = (code_of(&body[4..8]), code_of(&body[8..12]));
     let target = keys.lock().ok().and_then(|m| m.get(&key).cloned());
     if let Some(dir) = target {
-        let mut backend = UnixStream::connect(dir.join(format!(".s.PGSQL.{}", pg::SOCKET_PORT))).await?;
+        let mut backend =
+            UnixStream::connect(dir.join(format!(".s.PGSQL.{}", pg::SOCKET_PORT))).await?;
         let mut packet = 16i32.to_be_bytes().to_vec();
         packet.extend_from_slice(body);
         backend.write_all(&packet).await?;
@@ -315,7 +340,12 @@ async fn forward_cancel(body: &[u8], keys: &CancelMap) -> std::io::Result<()> {
 
 async fn send_error<S: AsyncWrite + Unpin>(stream: &mut S, r: &Refusal) -> std::io::Result<()> {
     let mut fields = Vec::new();
-    for (tag, value) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', r.code), (b'M', r.message.as_str())] {
+    for (tag, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', r.code),
+        (b'M', r.message.as_str()),
+    ] {
         fields.push(tag);
         fields.extend_from_slice(value.as_bytes());
         fields.push(0);
@@ -339,17 +369,26 @@ mod tests {
         let mut params = BTreeMap::from([
             ("user".to_string(), "ann@x.com".to_string()),
             ("database".to_string(), "databricks_postgres".to_string()),
-            ("options".to_string(), "endpoint=ep-abc -c work_mem=8MB".to_string()),
+            (
+                "options".to_string(),
+                "endpoint=ep-abc -c work_mem=8MB".to_string(),
+            ),
         ]);
         let message = startup_message(&params);
         let parsed = parse_startup(&message[4..]).ok().unwrap_or_default();
         assert_eq!(parsed, params);
         assert_eq!(endpoint_id(None, &mut params).ok(), Some("ep-abc".into()));
-        assert_eq!(params.get("options").map(String::as_str), Some("-c work_mem=8MB"));
+        assert_eq!(
+            params.get("options").map(String::as_str),
+            Some("-c work_mem=8MB")
+        );
         let mut p2 = BTreeMap::from([("options".to_string(), "endpoint=ep-b".to_string())]);
         assert!(endpoint_id(Some("ep-a.localhost"), &mut p2).is_err());
         let mut p3 = BTreeMap::new();
-        assert_eq!(endpoint_id(Some("ep-a.localhost"), &mut p3).ok(), Some("ep-a".into()));
+        assert_eq!(
+            endpoint_id(Some("ep-a.localhost"), &mut p3).ok(),
+            Some("ep-a".into())
+        );
         assert!(endpoint_id(Some("localhost"), &mut BTreeMap::new()).is_err());
     }
 }

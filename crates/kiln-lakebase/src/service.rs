@@ -179,7 +179,11 @@ impl Lakebase {
     }
 
     /// Commits writes, then applies `apply` to the in-memory records.
-    pub(crate) fn commit(&self, writes: Vec<Write>, apply: impl FnOnce(&mut Records)) -> Result<()> {
+    pub(crate) fn commit(
+        &self,
+        writes: Vec<Write>,
+        apply: impl FnOnce(&mut Records),
+    ) -> Result<()> {
         self.store.commit(writes)?;
         let mut records = self
             .records
@@ -189,11 +193,16 @@ impl Lakebase {
         Ok(())
     }
 
-    pub(crate) fn put<T: serde::Serialize>(kind: &'static str, key: String, value: &T) -> Result<Write> {
+    pub(crate) fn put<T: serde::Serialize>(
+        kind: &'static str,
+        key: String,
+        value: &T,
+    ) -> Result<Write> {
         Ok(Write::PutObject {
             kind,
             key,
-            record: serde_json::to_value(value).map_err(|e| Error::internal("write Lakebase records", e))?,
+            record: serde_json::to_value(value)
+                .map_err(|e| Error::internal("write Lakebase records", e))?,
         })
     }
 
@@ -231,7 +240,9 @@ impl Lakebase {
     ) -> Result<OperationRecord> {
         let op = OperationRecord {
             name: format!("{resource}/operations/{}", kiln_core::ids::uuid4()),
-            metadata_type: format!("type.googleapis.com/databricks.postgres.v1.{kind}OperationMetadata"),
+            metadata_type: format!(
+                "type.googleapis.com/databricks.postgres.v1.{kind}OperationMetadata"
+            ),
             response: outcome.as_ref().ok().cloned(),
             error: outcome
                 .err()
@@ -333,9 +344,12 @@ impl Lakebase {
     }
 
     pub(crate) fn primary_of(&self, branch_name: &str) -> Option<EndpointRecord> {
-        self.read().ok()?.endpoints.values().find(|e| {
-            e.branch_name() == branch_name && e.endpoint_type == EndpointType::ReadWrite
-        }).cloned()
+        self.read()
+            .ok()?
+            .endpoints
+            .values()
+            .find(|e| e.branch_name() == branch_name && e.endpoint_type == EndpointType::ReadWrite)
+            .cloned()
     }
 
     pub(crate) fn pg_version_of(&self, project_id: &str) -> Result<u32> {
@@ -458,7 +472,8 @@ impl Lakebase {
             return self.observe(&ep.name(), EndpointEvent::Crashed);
         }
         let idle_ms = now_ms() - runtime.last_active_ms.load(Ordering::Acquire);
-        let in_use = runtime.sessions.load(Ordering::Acquire) + runtime.busy.load(Ordering::Acquire);
+        let in_use =
+            runtime.sessions.load(Ordering::Acquire) + runtime.busy.load(Ordering::Acquire);
         let expired = ep
             .settings
             .suspend_secs
@@ -484,7 +499,9 @@ impl Lakebase {
         for ep in active {
             match self.wake(&ep.uid).await {
                 Ok(_) => tracing::info!(endpoint = %ep.name(), "endpoint resumed"),
-                Err(e) => tracing::warn!(endpoint = %ep.name(), error = %e.message, "resume endpoint"),
+                Err(e) => {
+                    tracing::warn!(endpoint = %ep.name(), error = %e.message, "resume endpoint")
+                }
             }
         }
     }

@@ -57,7 +57,12 @@ pub fn remove(path: &Path) -> Result<()> {
 }
 
 fn remove_runtime_files(pgdata: &Path) {
-    for f in ["postmaster.pid", "postmaster.opts", "standby.signal", "recovery.signal"] {
+    for f in [
+        "postmaster.pid",
+        "postmaster.opts",
+        "standby.signal",
+        "recovery.signal",
+    ] {
         let _ = std::fs::remove_file(pgdata.join(f));
     }
 }
@@ -115,7 +120,8 @@ pub async fn clone_online(
     let label: String = row.get(1);
     // The WAL written up to the stop point (pg_backup_stop waited for its archiving).
     remove(&to.join("pg_wal"))?;
-    pg.copy_tree(&from.join("pg_wal"), &to.join("pg_wal")).await?;
+    pg.copy_tree(&from.join("pg_wal"), &to.join("pg_wal"))
+        .await?;
     remove_runtime_files(to);
     let _ = std::fs::remove_file(to.join("backup_label.old"));
     pg.write_file(&to.join("backup_label"), &label)?;

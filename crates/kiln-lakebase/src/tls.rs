@@ -44,7 +44,10 @@ fn generate(dir: &Path, host_suffix: &str) -> Result<()> {
     ];
     let certified = rcgen::generate_simple_self_signed(names)
         .map_err(|e| Error::internal("generate the proxy certificate", e))?;
-    write_private(&dir.join("server.key"), certified.signing_key.serialize_pem().as_bytes())?;
+    write_private(
+        &dir.join("server.key"),
+        certified.signing_key.serialize_pem().as_bytes(),
+    )?;
     std::fs::write(dir.join("server.crt"), certified.cert.pem())
         .map_err(|e| Error::internal("write the proxy certificate", e))
 }
@@ -72,7 +75,10 @@ mod tests {
         server_config(dir.path(), "localhost")?;
         let first = std::fs::read(dir.path().join("server.crt")).unwrap_or_default();
         server_config(dir.path(), "localhost")?;
-        assert_eq!(std::fs::read(dir.path().join("server.crt")).unwrap_or_default(), first);
+        assert_eq!(
+            std::fs::read(dir.path().join("server.crt")).unwrap_or_default(),
+            first
+        );
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join("server.key"))
             .map(|m| m.permissions().mode() & 0o777)

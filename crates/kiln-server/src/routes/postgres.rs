@@ -11,7 +11,9 @@ use axum::{Extension, Json};
 use kiln_api::postgres as wire;
 use kiln_core::{time::now_ms, Error, ErrorCode, Result};
 use kiln_lakebase::endpoints::NewEndpoint;
-use kiln_lakebase::model::{parse_duration, parse_timestamp, EndpointType, OperationRecord, ProjectRecord};
+use kiln_lakebase::model::{
+    parse_duration, parse_timestamp, EndpointType, OperationRecord, ProjectRecord,
+};
 use serde_json::{json, Value};
 
 use super::postgres_convert as convert;
@@ -29,40 +31,161 @@ pub fn endpoints() -> Vec<Endpoint> {
     let b = format!("{p}/branches/{{branch}}");
     let e = format!("{b}/endpoints/{{endpoint}}");
     vec![
-        ep(M::POST, format!("{PG}/projects"), "postgres/create_project", post(create_project)),
-        ep(M::GET, format!("{PG}/projects"), "postgres/list_projects", get(list_projects)),
+        ep(
+            M::POST,
+            format!("{PG}/projects"),
+            "postgres/create_project",
+            post(create_project),
+        ),
+        ep(
+            M::GET,
+            format!("{PG}/projects"),
+            "postgres/list_projects",
+            get(list_projects),
+        ),
         ep(M::GET, p.clone(), "postgres/get_project", get(get_project)),
-        ep(M::PATCH, p.clone(), "postgres/update_project", patch(update_project)),
-        ep(M::DELETE, p.clone(), "postgres/delete_project", delete(delete_project)),
-        todo_ep(M::POST, format!("{p}/undelete"), "postgres/undelete_project"),
-        ep(M::GET, format!("{p}/operations/{{op}}"), "postgres/get_operation", get(project_operation)),
-        ep(M::POST, format!("{p}/branches"), "postgres/create_branch", post(create_branch)),
-        ep(M::GET, format!("{p}/branches"), "postgres/list_branches", get(list_branches)),
+        ep(
+            M::PATCH,
+            p.clone(),
+            "postgres/update_project",
+            patch(update_project),
+        ),
+        ep(
+            M::DELETE,
+            p.clone(),
+            "postgres/delete_project",
+            delete(delete_project),
+        ),
+        todo_ep(
+            M::POST,
+            format!("{p}/undelete"),
+            "postgres/undelete_project",
+        ),
+        ep(
+            M::GET,
+            format!("{p}/operations/{{op}}"),
+            "postgres/get_operation",
+            get(project_operation),
+        ),
+        ep(
+            M::POST,
+            format!("{p}/branches"),
+            "postgres/create_branch",
+            post(create_branch),
+        ),
+        ep(
+            M::GET,
+            format!("{p}/branches"),
+            "postgres/list_branches",
+            get(list_branches),
+        ),
         ep(M::GET, b.clone(), "postgres/get_branch", get(get_branch)),
-        ep(M::PATCH, b.clone(), "postgres/update_branch", patch(update_branch)),
-        ep(M::DELETE, b.clone(), "postgres/delete_branch", delete(delete_branch)),
+        ep(
+            M::PATCH,
+            b.clone(),
+            "postgres/update_branch",
+            patch(update_branch),
+        ),
+        ep(
+            M::DELETE,
+            b.clone(),
+            "postgres/delete_branch",
+            delete(delete_branch),
+        ),
         todo_ep(M::POST, format!("{b}/undelete"), "postgres/undelete_branch"),
-        ep(M::GET, format!("{b}/operations/{{op}}"), "postgres/get_operation (branch)", get(branch_operation)),
-        ep(M::POST, format!("{b}/endpoints"), "postgres/create_endpoint", post(create_endpoint)),
-        ep(M::GET, format!("{b}/endpoints"), "postgres/list_endpoints", get(list_endpoints)),
-        ep(M::GET, e.clone(), "postgres/get_endpoint", get(get_endpoint)),
-        ep(M::PATCH, e.clone(), "postgres/update_endpoint", patch(update_endpoint)),
-        ep(M::DELETE, e.clone(), "postgres/delete_endpoint", delete(delete_endpoint)),
-        ep(M::GET, format!("{e}/operations/{{op}}"), "postgres/get_operation (endpoint)", get(endpoint_operation)),
+        ep(
+            M::GET,
+            format!("{b}/operations/{{op}}"),
+            "postgres/get_operation (branch)",
+            get(branch_operation),
+        ),
+        ep(
+            M::POST,
+            format!("{b}/endpoints"),
+            "postgres/create_endpoint",
+            post(create_endpoint),
+        ),
+        ep(
+            M::GET,
+            format!("{b}/endpoints"),
+            "postgres/list_endpoints",
+            get(list_endpoints),
+        ),
+        ep(
+            M::GET,
+            e.clone(),
+            "postgres/get_endpoint",
+            get(get_endpoint),
+        ),
+        ep(
+            M::PATCH,
+            e.clone(),
+            "postgres/update_endpoint",
+            patch(update_endpoint),
+        ),
+        ep(
+            M::DELETE,
+            e.clone(),
+            "postgres/delete_endpoint",
+            delete(delete_endpoint),
+        ),
+        ep(
+            M::GET,
+            format!("{e}/operations/{{op}}"),
+            "postgres/get_operation (endpoint)",
+            get(endpoint_operation),
+        ),
         todo_ep(M::POST, format!("{b}/roles"), "postgres/create_role"),
         todo_ep(M::GET, format!("{b}/roles"), "postgres/list_roles"),
         todo_ep(M::GET, format!("{b}/roles/{{role}}"), "postgres/get_role"),
-        todo_ep(M::PATCH, format!("{b}/roles/{{role}}"), "postgres/update_role"),
-        todo_ep(M::DELETE, format!("{b}/roles/{{role}}"), "postgres/delete_role"),
-        todo_ep(M::POST, format!("{b}/roles/{{role}}/password"), "postgres/reveal_role_password"),
-        todo_ep(M::POST, format!("{b}/databases"), "postgres/create_database"),
+        todo_ep(
+            M::PATCH,
+            format!("{b}/roles/{{role}}"),
+            "postgres/update_role",
+        ),
+        todo_ep(
+            M::DELETE,
+            format!("{b}/roles/{{role}}"),
+            "postgres/delete_role",
+        ),
+        todo_ep(
+            M::POST,
+            format!("{b}/roles/{{role}}/password"),
+            "postgres/reveal_role_password",
+        ),
+        todo_ep(
+            M::POST,
+            format!("{b}/databases"),
+            "postgres/create_database",
+        ),
         todo_ep(M::GET, format!("{b}/databases"), "postgres/list_databases"),
-        todo_ep(M::GET, format!("{b}/databases/{{database}}"), "postgres/get_database"),
-        todo_ep(M::PATCH, format!("{b}/databases/{{database}}"), "postgres/update_database"),
-        todo_ep(M::DELETE, format!("{b}/databases/{{database}}"), "postgres/delete_database"),
+        todo_ep(
+            M::GET,
+            format!("{b}/databases/{{database}}"),
+            "postgres/get_database",
+        ),
+        todo_ep(
+            M::PATCH,
+            format!("{b}/databases/{{database}}"),
+            "postgres/update_database",
+        ),
+        todo_ep(
+            M::DELETE,
+            format!("{b}/databases/{{database}}"),
+            "postgres/delete_database",
+        ),
         todo_ep(M::POST, format!("{PG}/catalogs"), "postgres/create_catalog"),
-        todo_ep(M::POST, format!("{PG}/synced_tables"), "postgres/create_synced_table"),
-        ep(M::POST, format!("{PG}/credentials"), "postgres/generate_database_credential", post(generate_credential)),
+        todo_ep(
+            M::POST,
+            format!("{PG}/synced_tables"),
+            "postgres/create_synced_table",
+        ),
+        ep(
+            M::POST,
+            format!("{PG}/credentials"),
+            "postgres/generate_database_credential",
+            post(generate_credential),
+        ),
     ]
 }
 
@@ -72,20 +195,35 @@ fn operation(op: OperationRecord) -> wire::Operation {
         done: true,
         metadata: json!({"@type": op.metadata_type}),
         response: op.response,
-        error: op.error.map(|(error_code, message)| wire::OperationError { error_code, message }),
+        error: op.error.map(|(error_code, message)| wire::OperationError {
+            error_code,
+            message,
+        }),
     }
 }
 
 /// Records the finished work as an Operation. Failures of the request itself
 /// (bad input, missing resources) are answered as errors instead.
-fn finish(state: &AppState, resource: &str, kind: &str, response: Value) -> ApiResult<Json<wire::Operation>> {
-    Ok(Json(operation(state.lakebase.record_operation(resource, kind, Ok(response))?)))
+fn finish(
+    state: &AppState,
+    resource: &str,
+    kind: &str,
+    response: Value,
+) -> ApiResult<Json<wire::Operation>> {
+    Ok(Json(operation(state.lakebase.record_operation(
+        resource,
+        kind,
+        Ok(response),
+    )?)))
 }
 
 fn typed(kind: &str, value: impl serde::Serialize) -> Value {
     let mut v = serde_json::to_value(value).unwrap_or_else(|_| json!({}));
     if let Some(o) = v.as_object_mut() {
-        o.insert("@type".into(), json!(format!("type.googleapis.com/databricks.postgres.v1.{kind}")));
+        o.insert(
+            "@type".into(),
+            json!(format!("type.googleapis.com/databricks.postgres.v1.{kind}")),
+        );
     }
     v
 }
@@ -142,10 +280,20 @@ async fn create_project(
     bytes: Bytes,
 ) -> ApiResult<Json<wire::Operation>> {
     let q: wire::CreateQuery = query(&raw)?;
-    let project_id = q.project_id.ok_or_else(|| Error::invalid("project_id is required"))?;
+    let project_id = q
+        .project_id
+        .ok_or_else(|| Error::invalid("project_id is required"))?;
     let new = convert::new_project(&body(&bytes)?)?;
-    let record = state.lakebase.create_project(&caller.user_name, &project_id, new).await?;
-    finish(&state, &record.name(), "Project", typed("Project", convert::project(&record)))
+    let record = state
+        .lakebase
+        .create_project(&caller.user_name, &project_id, new)
+        .await?;
+    finish(
+        &state,
+        &record.name(),
+        "Project",
+        typed("Project", convert::project(&record)),
+    )
 }
 
 async fn list_projects(
@@ -162,7 +310,10 @@ async fn list_projects(
         .map(|p| (p.project_id.clone(), convert::project(&p)))
         .collect();
     let (projects, next_page_token) = page(all, &q);
-    Ok(Json(wire::ListProjectsResponse { projects, next_page_token }))
+    Ok(Json(wire::ListProjectsResponse {
+        projects,
+        next_page_token,
+    }))
 }
 
 async fn get_project(
@@ -185,7 +336,12 @@ async fn update_project(
     let paths = convert::mask(q.update_mask.as_deref())?;
     let patch = convert::project_patch(&current, &body(&bytes)?, &paths)?;
     let record = state.lakebase.update_project(&project, patch).await?;
-    finish(&state, &record.name(), "Project", typed("Project", convert::project(&record)))
+    finish(
+        &state,
+        &record.name(),
+        "Project",
+        typed("Project", convert::project(&record)),
+    )
 }
 
 async fn delete_project(
@@ -198,7 +354,12 @@ async fn delete_project(
     finish(&state, &record.name(), "Project", empty())
 }
 
-fn get_op(state: &AppState, caller: &Caller, project: &str, name: String) -> ApiResult<Json<wire::Operation>> {
+fn get_op(
+    state: &AppState,
+    caller: &Caller,
+    project: &str,
+    name: String,
+) -> ApiResult<Json<wire::Operation>> {
     let op = state.lakebase.operation(&name);
     if op.is_err() {
         // Operations of a deleted project stay readable by admins and its creator.
@@ -218,7 +379,12 @@ async fn project_operation(
     Extension(caller): Extension<Caller>,
     Path((project, op)): Path<(String, String)>,
 ) -> ApiResult<Json<wire::Operation>> {
-    get_op(&state, &caller, &project, format!("projects/{project}/operations/{op}"))
+    get_op(
+        &state,
+        &caller,
+        &project,
+        format!("projects/{project}/operations/{op}"),
+    )
 }
 
 async fn branch_operation(
@@ -226,7 +392,12 @@ async fn branch_operation(
     Extension(caller): Extension<Caller>,
     Path((project, branch, op)): Path<(String, String, String)>,
 ) -> ApiResult<Json<wire::Operation>> {
-    get_op(&state, &caller, &project, format!("projects/{project}/branches/{branch}/operations/{op}"))
+    get_op(
+        &state,
+        &caller,
+        &project,
+        format!("projects/{project}/branches/{branch}/operations/{op}"),
+    )
 }
 
 async fn endpoint_operation(
@@ -253,9 +424,14 @@ async fn create_branch(
 ) -> ApiResult<Json<wire::Operation>> {
     visible(&state, &caller, &project)?;
     let q: wire::CreateQuery = query(&raw)?;
-    let branch_id = q.branch_id.ok_or_else(|| Error::invalid("branch_id is required"))?;
+    let branch_id = q
+        .branch_id
+        .ok_or_else(|| Error::invalid("branch_id is required"))?;
     let new = convert::new_branch(&body(&bytes)?)?;
-    let record = state.lakebase.create_branch(&project, &branch_id, new).await?;
+    let record = state
+        .lakebase
+        .create_branch(&project, &branch_id, new)
+        .await?;
     let wire = convert::branch(&state.lakebase, &record);
     finish(&state, &record.name(), "Branch", typed("Branch", wire))
 }
@@ -275,7 +451,10 @@ async fn list_branches(
         .map(|b| (b.branch_id.clone(), convert::branch(&state.lakebase, b)))
         .collect();
     let (branches, next_page_token) = page(all, &q);
-    Ok(Json(wire::ListBranchesResponse { branches, next_page_token }))
+    Ok(Json(wire::ListBranchesResponse {
+        branches,
+        next_page_token,
+    }))
 }
 
 async fn get_branch(
@@ -300,7 +479,10 @@ async fn update_branch(
     let q: wire::UpdateQuery = query(&raw)?;
     let paths = convert::mask(q.update_mask.as_deref())?;
     let patch = convert::branch_patch(&body(&bytes)?, &paths)?;
-    let record = state.lakebase.update_branch(&project, &branch, patch).await?;
+    let record = state
+        .lakebase
+        .update_branch(&project, &branch, patch)
+        .await?;
     let wire = convert::branch(&state.lakebase, &record);
     finish(&state, &record.name(), "Branch", typed("Branch", wire))
 }
@@ -327,7 +509,9 @@ async fn create_endpoint(
 ) -> ApiResult<Json<wire::Operation>> {
     let p = visible(&state, &caller, &project)?;
     let q: wire::CreateQuery = query(&raw)?;
-    let endpoint_id = q.endpoint_id.ok_or_else(|| Error::invalid("endpoint_id is required"))?;
+    let endpoint_id = q
+        .endpoint_id
+        .ok_or_else(|| Error::invalid("endpoint_id is required"))?;
     let request: wire::Endpoint = body(&bytes)?;
     let spec = request.spec.clone().unwrap_or_default();
     let endpoint_type = EndpointType::parse(
@@ -340,7 +524,10 @@ async fn create_endpoint(
         settings: convert::endpoint_settings(&p.defaults, &spec)?,
         disabled: spec.disabled.unwrap_or(false),
     };
-    let record = state.lakebase.create_endpoint(&project, &branch, &endpoint_id, new).await?;
+    let record = state
+        .lakebase
+        .create_endpoint(&project, &branch, &endpoint_id, new)
+        .await?;
     let wire = convert::endpoint(&state.lakebase, &record);
     finish(&state, &record.name(), "Endpoint", typed("Endpoint", wire))
 }
@@ -360,7 +547,10 @@ async fn list_endpoints(
         .map(|e| (e.endpoint_id.clone(), convert::endpoint(&state.lakebase, e)))
         .collect();
     let (endpoints, next_page_token) = page(all, &q);
-    Ok(Json(wire::ListEndpointsResponse { endpoints, next_page_token }))
+    Ok(Json(wire::ListEndpointsResponse {
+        endpoints,
+        next_page_token,
+    }))
 }
 
 async fn get_endpoint(
@@ -385,7 +575,10 @@ async fn update_endpoint(
     let q: wire::UpdateQuery = query(&raw)?;
     let paths = convert::mask(q.update_mask.as_deref())?;
     let patch = convert::endpoint_patch(&current, &body(&bytes)?, &paths)?;
-    let record = state.lakebase.update_endpoint(&project, &branch, &endpoint, patch).await?;
+    let record = state
+        .lakebase
+        .update_endpoint(&project, &branch, &endpoint, patch)
+        .await?;
     let wire = convert::endpoint(&state.lakebase, &record);
     finish(&state, &record.name(), "Endpoint", typed("Endpoint", wire))
 }
@@ -397,7 +590,10 @@ async fn delete_endpoint(
 ) -> ApiResult<Json<wire::Operation>> {
     visible(&state, &caller, &project)?;
     let record = state.lakebase.endpoint(&project, &branch, &endpoint)?;
-    state.lakebase.delete_endpoint(&project, &branch, &endpoint).await?;
+    state
+        .lakebase
+        .delete_endpoint(&project, &branch, &endpoint)
+        .await?;
     finish(&state, &record.name(), "Endpoint", empty())
 }
 
@@ -411,7 +607,9 @@ async fn generate_credential(
     bytes: Bytes,
 ) -> ApiResult<Json<wire::DatabaseCredential>> {
     let req: wire::GenerateDatabaseCredential = from_json(&bytes)?;
-    let name = req.endpoint.ok_or_else(|| Error::invalid("endpoint is required"))?;
+    let name = req
+        .endpoint
+        .ok_or_else(|| Error::invalid("endpoint is required"))?;
     let parts: Vec<&str> = name.split('/').collect();
     let [_, project, _, branch, _, endpoint] = parts.as_slice() else {
         return Err(Error::invalid(format!(
@@ -436,7 +634,10 @@ async fn generate_credential(
         )
         .into());
     }
-    let token = state.lakebase.credentials.issue(&caller.user_name, &name, expire_ms)?;
+    let token = state
+        .lakebase
+        .credentials
+        .issue(&caller.user_name, &name, expire_ms)?;
     Ok(Json(wire::DatabaseCredential {
         token,
         expire_time: kiln_core::time::rfc3339(expire_ms),

@@ -73,7 +73,8 @@ pub fn project(p: &ProjectRecord) -> wire::Project {
 }
 
 pub fn branch(lb: &Lakebase, b: &BranchRecord) -> wire::Branch {
-    let size = kiln_lakebase::storage::size_of(&lb.config.root.join("b").join(&b.uid).join("pgdata"));
+    let size =
+        kiln_lakebase::storage::size_of(&lb.config.root.join("b").join(&b.uid).join("pgdata"));
     let spec = wire::BranchSpec {
         source_branch: b.source_branch.clone(),
         is_protected: Some(b.is_protected),
@@ -166,7 +167,9 @@ fn settings_from(
     }
     if let Some(d) = suspend {
         if no_suspension == Some(true) {
-            return Err(Error::invalid("Set either suspend_timeout_duration or no_suspension"));
+            return Err(Error::invalid(
+                "Set either suspend_timeout_duration or no_suspension",
+            ));
         }
         s.suspend_secs = Some(parse_duration("suspend_timeout_duration", d)?);
     } else if no_suspension == Some(true) {
@@ -178,7 +181,10 @@ fn settings_from(
     Ok(s)
 }
 
-fn defaults_from(base: &ComputeSettings, d: &wire::DefaultEndpointSettings) -> Result<ComputeSettings> {
+fn defaults_from(
+    base: &ComputeSettings,
+    d: &wire::DefaultEndpointSettings,
+) -> Result<ComputeSettings> {
     settings_from(
         base,
         d.autoscaling_limit_min_cu,
@@ -191,7 +197,12 @@ fn defaults_from(base: &ComputeSettings, d: &wire::DefaultEndpointSettings) -> R
 
 fn tags_from(tags: &[wire::CustomTag]) -> Vec<(String, String)> {
     tags.iter()
-        .map(|t| (t.key.clone().unwrap_or_default(), t.value.clone().unwrap_or_default()))
+        .map(|t| {
+            (
+                t.key.clone().unwrap_or_default(),
+                t.value.clone().unwrap_or_default(),
+            )
+        })
         .collect()
 }
 
@@ -247,27 +258,42 @@ pub fn mask(update_mask: Option<&str>) -> Result<Vec<String>> {
         .filter(|p| !p.is_empty())
         .collect();
     if paths.is_empty() {
-        return Err(Error::invalid("update_mask is required: name the fields to change, e.g. spec.display_name"));
+        return Err(Error::invalid(
+            "update_mask is required: name the fields to change, e.g. spec.display_name",
+        ));
     }
     Ok(paths)
 }
 
 fn unknown(path: &str) -> Error {
-    Error::invalid(format!("Field '{path}' cannot be updated (unknown or immutable)"))
+    Error::invalid(format!(
+        "Field '{path}' cannot be updated (unknown or immutable)"
+    ))
 }
 
-pub fn project_patch(current: &ProjectRecord, body: &wire::Project, paths: &[String]) -> Result<ProjectPatch> {
+pub fn project_patch(
+    current: &ProjectRecord,
+    body: &wire::Project,
+    paths: &[String],
+) -> Result<ProjectPatch> {
     let spec = body.spec.clone().unwrap_or_default();
     let mut patch = ProjectPatch::default();
     for path in paths {
         let all = path == "*" || path == "spec";
-        let p = path.replace("spec.project_default_settings", "spec.default_endpoint_settings");
+        let p = path.replace(
+            "spec.project_default_settings",
+            "spec.default_endpoint_settings",
+        );
         if all || p == "spec.display_name" {
-            patch.display_name = spec.display_name.clone().or_else(|| all.then(|| current.display_name.clone()));
+            patch.display_name = spec
+                .display_name
+                .clone()
+                .or_else(|| all.then(|| current.display_name.clone()));
         }
         if all || p == "spec.history_retention_duration" {
             if let Some(d) = spec.history_retention_duration.as_deref() {
-                patch.history_retention_secs = Some(parse_duration("history_retention_duration", d)?);
+                patch.history_retention_secs =
+                    Some(parse_duration("history_retention_duration", d)?);
             }
         }
         if all || p.starts_with("spec.default_endpoint_settings") {
@@ -288,7 +314,15 @@ pub fn project_patch(current: &ProjectRecord, body: &wire::Project, paths: &[Str
         }
         let known = all
             || p.starts_with("spec.default_endpoint_settings")
-            || ["spec.display_name", "spec.history_retention_duration", "spec.custom_tags", "spec.enable_pg_native_login", "spec.budget_policy_id", "spec.default_branch"].contains(&p.as_str());
+            || [
+                "spec.display_name",
+                "spec.history_retention_duration",
+                "spec.custom_tags",
+                "spec.enable_pg_native_login",
+                "spec.budget_policy_id",
+                "spec.default_branch",
+            ]
+            .contains(&p.as_str());
         if !known {
             return Err(unknown(path));
         }
@@ -300,11 +334,15 @@ pub fn project_patch(current: &ProjectRecord, body: &wire::Project, paths: &[Str
 fn expiry(spec: &wire::BranchSpec) -> Result<Option<Option<i64>>> {
     let now = kiln_core::time::now_ms();
     match (&spec.ttl, &spec.expire_time, spec.no_expiry) {
-        (Some(ttl), None, None | Some(false)) => Ok(Some(Some(now + parse_duration("ttl", ttl)? as i64 * 1000))),
+        (Some(ttl), None, None | Some(false)) => {
+            Ok(Some(Some(now + parse_duration("ttl", ttl)? as i64 * 1000)))
+        }
         (None, Some(t), None | Some(false)) => Ok(Some(Some(parse_timestamp("expire_time", t)?))),
         (None, None, Some(true)) => Ok(Some(None)),
         (None, None, _) => Ok(None),
-        _ => Err(Error::invalid("Set only one of ttl, expire_time and no_expiry")),
+        _ => Err(Error::invalid(
+            "Set only one of ttl, expire_time and no_expiry",
+        )),
     }
 }
 
@@ -343,7 +381,10 @@ pub fn branch_patch(body: &wire::Branch, paths: &[String]) -> Result<BranchPatch
     Ok(patch)
 }
 
-pub fn endpoint_settings(base: &ComputeSettings, spec: &wire::EndpointSpec) -> Result<ComputeSettings> {
+pub fn endpoint_settings(
+    base: &ComputeSettings,
+    spec: &wire::EndpointSpec,
+) -> Result<ComputeSettings> {
     settings_from(
         base,
         spec.autoscaling_limit_min_cu,
@@ -354,7 +395,11 @@ pub fn endpoint_settings(base: &ComputeSettings, spec: &wire::EndpointSpec) -> R
     )
 }
 
-pub fn endpoint_patch(current: &EndpointRecord, body: &wire::Endpoint, paths: &[String]) -> Result<EndpointPatch> {
+pub fn endpoint_patch(
+    current: &EndpointRecord,
+    body: &wire::Endpoint,
+    paths: &[String],
+) -> Result<EndpointPatch> {
     let spec = body.spec.clone().unwrap_or_default();
     let mut patch = EndpointPatch::default();
     let mut settings = current.settings.clone();
@@ -365,13 +410,28 @@ pub fn endpoint_patch(current: &EndpointRecord, body: &wire::Endpoint, paths: &[
                 settings = endpoint_settings(&settings, &spec)?;
                 patch.disabled = spec.disabled;
             }
-            "spec.autoscaling_limit_min_cu" => settings.min_cu = spec.autoscaling_limit_min_cu.unwrap_or(settings.min_cu),
-            "spec.autoscaling_limit_max_cu" => settings.max_cu = spec.autoscaling_limit_max_cu.unwrap_or(settings.max_cu),
+            "spec.autoscaling_limit_min_cu" => {
+                settings.min_cu = spec.autoscaling_limit_min_cu.unwrap_or(settings.min_cu)
+            }
+            "spec.autoscaling_limit_max_cu" => {
+                settings.max_cu = spec.autoscaling_limit_max_cu.unwrap_or(settings.max_cu)
+            }
             "spec.suspend_timeout_duration" | "spec.no_suspension" | "spec.suspension" => {
-                settings = settings_from(&settings, None, None, spec.suspend_timeout_duration.as_deref(), spec.no_suspension, None)?;
+                settings = settings_from(
+                    &settings,
+                    None,
+                    None,
+                    spec.suspend_timeout_duration.as_deref(),
+                    spec.no_suspension,
+                    None,
+                )?;
             }
             "spec.settings" | "spec.settings.pg_settings" => {
-                settings.pg_settings = spec.settings.as_ref().and_then(|s| s.pg_settings.clone()).unwrap_or_default();
+                settings.pg_settings = spec
+                    .settings
+                    .as_ref()
+                    .and_then(|s| s.pg_settings.clone())
+                    .unwrap_or_default();
             }
             "spec.disabled" => patch.disabled = Some(spec.disabled.unwrap_or(false)),
             _ => return Err(unknown(path)),
