@@ -125,6 +125,7 @@ impl Lakebase {
         for o in load::<OperationRecord>(store.as_ref(), OPERATION)? {
             records.operations.insert(o.name.clone(), o);
         }
+        remove_unreferenced(&config.root, &records);
         let credentials = Credentials::open(store.clone())?;
         let user = pg::os_user(&config.os_user).unwrap_or_else(|e| {
             tracing::warn!(error = %e.message, "Lakebase endpoints cannot start");
@@ -528,6 +529,25 @@ impl Lakebase {
             check_reachable(&self.layout.root, user)?;
         }
         Ok(())
+    }
+}
+
+/// Directories no record names (an operation interrupted by a crash before it
+/// committed) are removed before Kiln serves again.
+fn remove_unreferenced(root: &Path, records: &Records) {
+    let branches: Vec<&str> = records.branches.values().map(|b| b.uid.as_str()).collect();
+    let endpoints: Vec<&str> = records.endpoints.values().map(|e| e.uid.as_str()).collect();
+    for (dir, known) in [("b", &branches), ("e", &endpoints)] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !known.contains(&name.as_str()) {
+                tracing::warn!(path = %entry.path().display(), "removing Lakebase data no record names");
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
     }
 }
 
