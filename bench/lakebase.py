@@ -16,7 +16,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,20 +27,7 @@ from pathlib import Path
 import psycopg
 import requests
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def kiln_bin() -> Path:
-    if os.environ.get("KILN_BIN"):
-        return Path(os.environ["KILN_BIN"])
-    release = REPO / "target" / "release" / "kiln"
-    return release if release.exists() else REPO / "target" / "debug" / "kiln"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from bench import default_bin, free_port  # the shared helpers of bench/bench.py
 
 
 class Server:
@@ -56,7 +42,7 @@ class Server:
             "min_suspend_seconds = 1\nmin_credential_seconds = 1\n"
         )
         self.proc = subprocess.Popen(
-            [str(kiln_bin()), "serve", "--port", str(self.port), "--data-dir", str(self.work / "data"),
+            [str(default_bin()), "serve", "--port", str(self.port), "--data-dir", str(self.work / "data"),
              "--config", str(self.work / "kiln.toml")],
             stdout=open(self.work / "kiln.log", "wb"), stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}"

@@ -162,23 +162,9 @@ fn spawn(runtime: &Runtime, spec: &EngineSpec, port: u16) -> Result<Child> {
     })
 }
 
-/// Makes the child get SIGKILL when the thread that spawned it (a runtime worker
-/// thread, alive as long as Kiln) dies, and puts it in its own process group so
-/// a terminal's Ctrl-C reaches Kiln, which then stops engines in order.
+/// Children die with Kiln (see [`kiln_core::process::die_with_parent`]).
 pub(crate) fn die_with_parent(command: &mut Command) {
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: only async-signal-safe calls (prctl, getppid, setpgid, _exit)
-    // between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            libc::setpgid(0, 0);
-            Ok(())
-        });
-    }
+    kiln_core::process::die_with_parent(command.as_std_mut());
 }
 
 async fn wait_ready(child: &mut Child, port: u16) -> Result<()> {
@@ -206,13 +192,7 @@ async fn wait_ready(child: &mut Child, port: u16) -> Result<()> {
     }
 }
 
-/// Sends `sig` to `pid`.
-pub fn signal(pid: u32, sig: libc::c_int) {
-    if pid > 0 {
-        // SAFETY: kill(2) with a pid we started.
-        unsafe { libc::kill(pid as libc::pid_t, sig) };
-    }
-}
+pub use kiln_core::process::signal;
 
 /// Kills a leftover engine of `cluster_id` from an earlier Kiln process, if
 /// `pid` is still alive and really is that engine (checked in /proc).

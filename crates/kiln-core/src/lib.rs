@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod ids;
+pub mod process;
 pub mod time;
 
 pub use error::{Error, ErrorCode, Result};

@@ -40,6 +40,60 @@ pub fn rfc3339(ms: i64) -> String {
     )
 }
 
+/// Parses an RFC 3339 timestamp (`2026-11-21T10:00:00Z`, fractional seconds
+/// and `+hh:mm` offsets accepted) into epoch milliseconds.
+pub fn parse_rfc3339(value: &str) -> Option<i64> {
+    let v = value.trim();
+    if v.len() < 20 || !v.is_char_boundary(19) {
+        return None;
+    }
+    let (date, rest) = v.split_at(10);
+    let num = |s: &str| s.parse::<i64>().ok();
+    let parts: Vec<&str> = date.split('-').collect();
+    if parts.len() != 3 || !rest.starts_with(['T', 't', ' ']) {
+        return None;
+    }
+    let (y, m, d) = (num(parts[0])?, num(parts[1])?, num(parts[2])?);
+    let time = &rest[1..9];
+    let hms: Vec<&str> = time.split(':').collect();
+    if hms.len() != 3 {
+        return None;
+    }
+    let (hh, mm, ss) = (num(hms[0])?, num(hms[1])?, num(hms[2])?);
+    let mut tail = &rest[9..];
+    let mut millis = 0i64;
+    if let Some(frac) = tail.strip_prefix('.') {
+        let digits: String = frac.chars().take_while(char::is_ascii_digit).collect();
+        let padded = format!("{:0<3}", &digits[..digits.len().min(3)]);
+        millis = num(&padded)?;
+        tail = &frac[digits.len()..];
+    }
+    let offset_min = match tail {
+        "Z" | "z" => 0,
+        t if (t.starts_with('+') || t.starts_with('-')) && t.len() == 6 => {
+            let sign = if t.starts_with('-') { -1 } else { 1 };
+            sign * (num(&t[1..3])? * 60 + num(&t[4..6])?)
+        }
+        _ => return None,
+    };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let days = days_from_civil(y, m as u32, d as u32);
+    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) - offset_min * 60) * 1000 + millis)
+}
+
+/// Days since the epoch of a civil date (inverse of `civil_from_days`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Howard Hinnant's days-to-civil algorithm.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;

@@ -12,7 +12,7 @@ use kiln_store::Write;
 
 use crate::compute::Postmaster;
 use crate::lifecycle::BranchState;
-use crate::model::{check_id, random_suffix, BranchRecord, EndpointRecord, EndpointType};
+use crate::model::{check_id, BranchRecord, EndpointRecord, EndpointType};
 use crate::pg::{self, Postgres};
 use crate::projects::{new_endpoint, DEFAULT_ENDPOINT};
 use crate::service::{not_found, Lakebase, BRANCH, ENDPOINT};
@@ -111,7 +111,7 @@ impl Lakebase {
         let mut branch = BranchRecord {
             project_id: project_id.into(),
             branch_id: branch_id.into(),
-            uid: format!("br-{}", random_suffix(12)),
+            uid: format!("br-{}", kiln_core::ids::random_alnum(12)),
             source_branch: Some(source.name()),
             source_lsn: None,
             source_time_ms: Some(now),
@@ -198,14 +198,14 @@ impl Lakebase {
                 }
             },
             Fork::Lsn(lsn) => {
-                self.prepare_pitr(pg, source).await?;
+                self.prepare_pitr(source).await?;
                 recovery.insert("recovery_target_lsn".into(), lsn.clone());
                 pg.copy_tree(&self.layout.base(&source.uid), &pgdata)
                     .await?;
                 None
             }
             Fork::Time(t) => {
-                self.prepare_pitr(pg, source).await?;
+                self.prepare_pitr(source).await?;
                 recovery.insert("recovery_target_time".into(), pg_timestamp(*t));
                 pg.copy_tree(&self.layout.base(&source.uid), &pgdata)
                     .await?;
@@ -283,7 +283,7 @@ impl Lakebase {
 
     /// Makes sure the source's archive holds WAL past any target up to now:
     /// a commit record stamped now, then a WAL switch that is archived.
-    async fn prepare_pitr(&self, _pg: &Postgres, source: &BranchRecord) -> Result<()> {
+    async fn prepare_pitr(&self, source: &BranchRecord) -> Result<()> {
         let primary = self.primary_of(&source.name()).ok_or_else(|| {
             Error::invalid(format!(
                 "Branch {} has no read-write endpoint",

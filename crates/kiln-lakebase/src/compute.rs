@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use kiln_core::{Error, Result};
 use tokio::process::Child;
 
+use kiln_core::process::signal;
+
 use crate::pg::{self, Postgres};
 
 /// How a postmaster is started.
@@ -103,7 +105,7 @@ impl Postmaster {
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
             .kill_on_drop(true);
-        die_with_parent(&mut command);
+        kiln_core::process::die_with_parent(command.as_std_mut());
         let child = command
             .spawn()
             .map_err(|e| Error::internal("start postgres", e))?;
@@ -165,15 +167,6 @@ impl Postmaster {
     }
 }
 
-fn signal(pid: u32, sig: i32) {
-    if pid > 0 {
-        // SAFETY: sending a signal to our own child process.
-        unsafe {
-            libc::kill(pid as libc::pid_t, sig);
-        }
-    }
-}
-
 /// A postmaster left behind by an earlier Kiln (it should have died with it;
 /// this covers the window before PDEATHSIG was set) is killed before a start,
 /// and a lock file whose process is gone (or a zombie nobody reaped) is removed.
@@ -223,23 +216,6 @@ fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(5)..].join(" | ")
-}
-
-/// The child gets SIGKILL when Kiln dies (set after the uid switch, which
-/// would clear it) and its own process group.
-fn die_with_parent(command: &mut tokio::process::Command) {
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            libc::setpgid(0, 0);
-            Ok(())
-        });
-    }
 }
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ impl Credentials {
 
     /// Issues a token valid until `expire_ms`; returns the token (shown once).
     pub fn issue(&self, identity: &str, endpoint: &str, expire_ms: i64) -> Result<String> {
-        let token = format!("kiln-pg-{}", hex::encode(rand::random::<[u8; 32]>()));
+        let token = format!("kiln-pg-{}", kiln_core::ids::random_hex(32));
         let h = hash(&token);
         let credential = Credential {
             identity: identity.into(),

@@ -1,7 +1,6 @@
 //! The lifecycles of Lakebase endpoints and branches: one enum each, with every
 //! allowed transition here.
 
-use kiln_core::Result;
 use serde::{Deserialize, Serialize};
 
 /// `EndpointStatusState`: INIT while its data is prepared, ACTIVE while its
@@ -36,13 +35,12 @@ impl EndpointState {
         }
     }
 
-    pub fn next(self, event: EndpointEvent) -> Result<Self> {
-        use EndpointEvent as E;
-        use EndpointState as S;
-        match (self, event) {
-            (S::Init | S::Idle | S::Degraded | S::Active, E::Started) => Ok(S::Active),
-            (S::Active | S::Init | S::Degraded | S::Idle, E::Suspended) => Ok(S::Idle),
-            (_, E::Crashed) => Ok(S::Degraded),
+    /// Every state moves on every event: the event alone decides the next state.
+    pub fn next(self, event: EndpointEvent) -> Self {
+        match event {
+            EndpointEvent::Started => Self::Active,
+            EndpointEvent::Suspended => Self::Idle,
+            EndpointEvent::Crashed => Self::Degraded,
         }
     }
 }
@@ -71,11 +69,11 @@ mod tests {
     fn endpoint_transitions() {
         use EndpointEvent as E;
         use EndpointState as S;
-        assert_eq!(S::Init.next(E::Started).ok(), Some(S::Active));
-        assert_eq!(S::Active.next(E::Suspended).ok(), Some(S::Idle));
-        assert_eq!(S::Idle.next(E::Started).ok(), Some(S::Active));
-        assert_eq!(S::Active.next(E::Crashed).ok(), Some(S::Degraded));
-        assert_eq!(S::Degraded.next(E::Started).ok(), Some(S::Active));
-        assert_eq!(S::Idle.next(E::Crashed).ok(), Some(S::Degraded));
+        assert_eq!(S::Init.next(E::Started), S::Active);
+        assert_eq!(S::Active.next(E::Suspended), S::Idle);
+        assert_eq!(S::Idle.next(E::Started), S::Active);
+        assert_eq!(S::Active.next(E::Crashed), S::Degraded);
+        assert_eq!(S::Degraded.next(E::Started), S::Active);
+        assert_eq!(S::Idle.next(E::Crashed), S::Degraded);
     }
 }

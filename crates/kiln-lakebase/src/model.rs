@@ -46,62 +46,13 @@ pub fn duration(secs: u64) -> String {
     format!("{secs}s")
 }
 
-/// Parses an RFC 3339 timestamp (`2026-11-21T10:00:00Z`, fractional seconds
-/// and `+hh:mm` offsets accepted) into epoch milliseconds.
+/// Parses an RFC 3339 timestamp into epoch milliseconds.
 pub fn parse_timestamp(field: &str, value: &str) -> Result<i64> {
-    let bad = || {
+    kiln_core::time::parse_rfc3339(value).ok_or_else(|| {
         Error::invalid(format!(
             "Invalid timestamp for {field}: '{value}' (expected RFC 3339)"
         ))
-    };
-    let v = value.trim();
-    if v.len() < 20 || !v.is_char_boundary(19) {
-        return Err(bad());
-    }
-    let (date, rest) = v.split_at(10);
-    let num = |s: &str| s.parse::<i64>().map_err(|_| bad());
-    let parts: Vec<&str> = date.split('-').collect();
-    if parts.len() != 3 || !rest.starts_with(['T', 't', ' ']) {
-        return Err(bad());
-    }
-    let (y, m, d) = (num(parts[0])?, num(parts[1])?, num(parts[2])?);
-    let time = &rest[1..9];
-    let hms: Vec<&str> = time.split(':').collect();
-    if hms.len() != 3 {
-        return Err(bad());
-    }
-    let (hh, mm, ss) = (num(hms[0])?, num(hms[1])?, num(hms[2])?);
-    let mut tail = &rest[9..];
-    let mut millis = 0i64;
-    if let Some(frac) = tail.strip_prefix('.') {
-        let digits: String = frac.chars().take_while(char::is_ascii_digit).collect();
-        let padded = format!("{:0<3}", &digits[..digits.len().min(3)]);
-        millis = num(&padded)?;
-        tail = &frac[digits.len()..];
-    }
-    let offset_min = match tail {
-        "Z" | "z" => 0,
-        t if (t.starts_with('+') || t.starts_with('-')) && t.len() == 6 => {
-            let sign = if t.starts_with('-') { -1 } else { 1 };
-            sign * (num(&t[1..3])? * 60 + num(&t[4..6])?)
-        }
-        _ => return Err(bad()),
-    };
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
-        return Err(bad());
-    }
-    let days = days_from_civil(y, m as u32, d as u32);
-    Ok(((days * 86_400 + hh * 3600 + mm * 60 + ss) - offset_min * 60) * 1000 + millis)
-}
-
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m as i64 + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    })
 }
 
 /// Compute settings shared by endpoints and project defaults.
@@ -275,19 +226,10 @@ impl EndpointRecord {
 pub struct OperationRecord {
     pub name: String,
     pub metadata_type: String,
-    pub response: Option<serde_json::Value>,
-    pub error: Option<(String, String)>,
+    pub response: serde_json::Value,
+    /// Who asked for it (operations are readable by their requester and admins).
+    pub requested_by: String,
     pub create_ms: i64,
-}
-
-/// A random lowercase alphanumeric suffix.
-pub fn random_suffix(len: usize) -> String {
-    use rand::Rng;
-    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..len)
-        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
-        .collect()
 }
 
 #[cfg(test)]

@@ -9,8 +9,7 @@ use kiln_store::Write;
 use crate::compute::Postmaster;
 use crate::lifecycle::{BranchState, EndpointState};
 use crate::model::{
-    check_id, random_suffix, BranchRecord, ComputeSettings, EndpointRecord, EndpointType,
-    ProjectRecord,
+    check_id, BranchRecord, ComputeSettings, EndpointRecord, EndpointType, ProjectRecord,
 };
 use crate::pg::{self, Postgres};
 use crate::service::{not_found, Lakebase, BRANCH, ENDPOINT, PROJECT};
@@ -134,7 +133,7 @@ impl Lakebase {
         let branch = BranchRecord {
             project_id: project_id.into(),
             branch_id: DEFAULT_BRANCH.into(),
-            uid: format!("br-{}", random_suffix(12)),
+            uid: format!("br-{}", kiln_core::ids::random_alnum(12)),
             source_branch: None,
             source_lsn: None,
             source_time_ms: None,
@@ -314,7 +313,7 @@ pub(crate) fn new_endpoint(
         project_id: project_id.into(),
         branch_id: branch_id.into(),
         endpoint_id: endpoint_id.into(),
-        uid: format!("ep-{}", random_suffix(12)),
+        uid: format!("ep-{}", kiln_core::ids::random_alnum(12)),
         endpoint_type,
         settings,
         disabled: false,

@@ -237,17 +237,16 @@ impl Lakebase {
         &self,
         resource: &str,
         kind: &str,
-        outcome: std::result::Result<serde_json::Value, &Error>,
+        requested_by: &str,
+        response: serde_json::Value,
     ) -> Result<OperationRecord> {
         let op = OperationRecord {
             name: format!("{resource}/operations/{}", kiln_core::ids::uuid4()),
             metadata_type: format!(
                 "type.googleapis.com/databricks.postgres.v1.{kind}OperationMetadata"
             ),
-            response: outcome.as_ref().ok().cloned(),
-            error: outcome
-                .err()
-                .map(|e| (e.code.as_str().to_string(), e.message.clone())),
+            response,
+            requested_by: requested_by.into(),
             create_ms: now_ms(),
         };
         let write = Self::put(OPERATION, op.name.clone(), &op)?;
@@ -421,7 +420,7 @@ impl Lakebase {
         let Some(mut ep) = self.read()?.endpoints.get(endpoint_name).cloned() else {
             return Ok(());
         };
-        let next = ep.state.next(event)?;
+        let next = ep.state.next(event);
         if next == ep.state && event != EndpointEvent::Started {
             return Ok(());
         }

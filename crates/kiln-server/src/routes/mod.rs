@@ -13,6 +13,7 @@ mod libraries;
 mod meta;
 mod permissions;
 mod postgres;
+mod postgres_compute;
 mod postgres_convert;
 mod scim;
 mod scim_groups;

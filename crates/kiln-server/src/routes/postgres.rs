@@ -9,13 +9,11 @@ use axum::http::Method;
 use axum::routing::{delete, get, patch, post};
 use axum::{Extension, Json};
 use kiln_api::postgres as wire;
-use kiln_core::{time::now_ms, Error, ErrorCode, Result};
-use kiln_lakebase::endpoints::NewEndpoint;
-use kiln_lakebase::model::{
-    parse_duration, parse_timestamp, EndpointType, OperationRecord, ProjectRecord,
-};
+use kiln_core::{Error, Result};
+use kiln_lakebase::model::{OperationRecord, ProjectRecord};
 use serde_json::{json, Value};
 
+use super::postgres_compute as compute;
 use super::postgres_convert as convert;
 use super::{ep, todo_ep, Endpoint};
 use crate::error::ApiResult;
@@ -103,31 +101,31 @@ pub fn endpoints() -> Vec<Endpoint> {
             M::POST,
             format!("{b}/endpoints"),
             "postgres/create_endpoint",
-            post(create_endpoint),
+            post(compute::create_endpoint),
         ),
         ep(
             M::GET,
             format!("{b}/endpoints"),
             "postgres/list_endpoints",
-            get(list_endpoints),
+            get(compute::list_endpoints),
         ),
         ep(
             M::GET,
             e.clone(),
             "postgres/get_endpoint",
-            get(get_endpoint),
+            get(compute::get_endpoint),
         ),
         ep(
             M::PATCH,
             e.clone(),
             "postgres/update_endpoint",
-            patch(update_endpoint),
+            patch(compute::update_endpoint),
         ),
         ep(
             M::DELETE,
             e.clone(),
             "postgres/delete_endpoint",
-            delete(delete_endpoint),
+            delete(compute::delete_endpoint),
         ),
         ep(
             M::GET,
@@ -184,40 +182,37 @@ pub fn endpoints() -> Vec<Endpoint> {
             M::POST,
             format!("{PG}/credentials"),
             "postgres/generate_database_credential",
-            post(generate_credential),
+            post(compute::generate_credential),
         ),
     ]
 }
 
-fn operation(op: OperationRecord) -> wire::Operation {
+pub(super) fn operation(op: OperationRecord) -> wire::Operation {
     wire::Operation {
         name: op.name,
         done: true,
         metadata: json!({"@type": op.metadata_type}),
-        response: op.response,
-        error: op.error.map(|(error_code, message)| wire::OperationError {
-            error_code,
-            message,
-        }),
+        response: Some(op.response),
+        error: None,
     }
 }
 
 /// Records the finished work as an Operation. Failures of the request itself
 /// (bad input, missing resources) are answered as errors instead.
-fn finish(
+pub(super) fn finish(
     state: &AppState,
+    caller: &Caller,
     resource: &str,
     kind: &str,
     response: Value,
 ) -> ApiResult<Json<wire::Operation>> {
-    Ok(Json(operation(state.lakebase.record_operation(
-        resource,
-        kind,
-        Ok(response),
-    )?)))
+    let op = state
+        .lakebase
+        .record_operation(resource, kind, &caller.user_name, response)?;
+    Ok(Json(operation(op)))
 }
 
-fn typed(kind: &str, value: impl serde::Serialize) -> Value {
+pub(super) fn typed(kind: &str, value: impl serde::Serialize) -> Value {
     let mut v = serde_json::to_value(value).unwrap_or_else(|_| json!({}));
     if let Some(o) = v.as_object_mut() {
         o.insert(
@@ -228,12 +223,16 @@ fn typed(kind: &str, value: impl serde::Serialize) -> Value {
     v
 }
 
-fn empty() -> Value {
+pub(super) fn empty() -> Value {
     json!({"@type": "type.googleapis.com/google.protobuf.Empty"})
 }
 
 /// The project, if the caller may use it (its creator or an admin).
-fn visible(state: &AppState, caller: &Caller, project_id: &str) -> Result<ProjectRecord> {
+pub(super) fn visible(
+    state: &AppState,
+    caller: &Caller,
+    project_id: &str,
+) -> Result<ProjectRecord> {
     let project = state.lakebase.project(project_id)?;
     if caller.admin || project.owner == caller.user_name {
         Ok(project)
@@ -245,14 +244,14 @@ fn visible(state: &AppState, caller: &Caller, project_id: &str) -> Result<Projec
     }
 }
 
-fn query<T: serde::de::DeserializeOwned + Default>(raw: &Option<String>) -> Result<T> {
+pub(super) fn query<T: serde::de::DeserializeOwned + Default>(raw: &Option<String>) -> Result<T> {
     match raw.as_deref() {
         Some(q) if !q.is_empty() => from_query(q),
         _ => Ok(T::default()),
     }
 }
 
-fn body<T: serde::de::DeserializeOwned + Default>(bytes: &Bytes) -> Result<T> {
+pub(super) fn body<T: serde::de::DeserializeOwned + Default>(bytes: &Bytes) -> Result<T> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         Ok(T::default())
     } else {
@@ -261,7 +260,7 @@ fn body<T: serde::de::DeserializeOwned + Default>(bytes: &Bytes) -> Result<T> {
 }
 
 /// `page_size`/`page_token` paging over names.
-fn page<T>(items: Vec<(String, T)>, q: &wire::ListQuery) -> (Vec<T>, Option<String>) {
+pub(super) fn page<T>(items: Vec<(String, T)>, q: &wire::ListQuery) -> (Vec<T>, Option<String>) {
     let size = q.page_size.filter(|s| *s > 0).unwrap_or(100).min(1000);
     let start = q.page_token.clone().unwrap_or_default();
     let mut rest: Vec<(String, T)> = items.into_iter().filter(|(n, _)| *n > start).collect();
@@ -290,6 +289,7 @@ async fn create_project(
         .await?;
     finish(
         &state,
+        &caller,
         &record.name(),
         "Project",
         typed("Project", convert::project(&record)),
@@ -338,6 +338,7 @@ async fn update_project(
     let record = state.lakebase.update_project(&project, patch).await?;
     finish(
         &state,
+        &caller,
         &record.name(),
         "Project",
         typed("Project", convert::project(&record)),
@@ -351,27 +352,17 @@ async fn delete_project(
 ) -> ApiResult<Json<wire::Operation>> {
     let record = visible(&state, &caller, &project)?;
     state.lakebase.delete_project(&project).await?;
-    finish(&state, &record.name(), "Project", empty())
+    finish(&state, &caller, &record.name(), "Project", empty())
 }
 
-fn get_op(
-    state: &AppState,
-    caller: &Caller,
-    project: &str,
-    name: String,
-) -> ApiResult<Json<wire::Operation>> {
-    let op = state.lakebase.operation(&name);
-    if op.is_err() {
-        // Operations of a deleted project stay readable by admins and its creator.
-        visible(state, caller, project)?;
-    } else if !caller.admin {
-        if let Ok(p) = state.lakebase.project(project) {
-            if p.owner != caller.user_name {
-                return Err(Error::permission_denied("No access to this operation").into());
-            }
-        }
+/// An operation, readable by whoever asked for it and by admins (also after
+/// its project was deleted).
+fn get_op(state: &AppState, caller: &Caller, name: String) -> ApiResult<Json<wire::Operation>> {
+    let op = state.lakebase.operation(&name)?;
+    if !caller.admin && op.requested_by != caller.user_name {
+        return Err(Error::permission_denied(format!("No access to operation {name}")).into());
     }
-    Ok(Json(operation(op?)))
+    Ok(Json(operation(op)))
 }
 
 async fn project_operation(
@@ -382,7 +373,6 @@ async fn project_operation(
     get_op(
         &state,
         &caller,
-        &project,
         format!("projects/{project}/operations/{op}"),
     )
 }
@@ -395,7 +385,6 @@ async fn branch_operation(
     get_op(
         &state,
         &caller,
-        &project,
         format!("projects/{project}/branches/{branch}/operations/{op}"),
     )
 }
@@ -408,7 +397,6 @@ async fn endpoint_operation(
     get_op(
         &state,
         &caller,
-        &project,
         format!("projects/{project}/branches/{branch}/endpoints/{endpoint}/operations/{op}"),
     )
 }
@@ -433,7 +421,13 @@ async fn create_branch(
         .create_branch(&project, &branch_id, new)
         .await?;
     let wire = convert::branch(&state.lakebase, &record);
-    finish(&state, &record.name(), "Branch", typed("Branch", wire))
+    finish(
+        &state,
+        &caller,
+        &record.name(),
+        "Branch",
+        typed("Branch", wire),
+    )
 }
 
 async fn list_branches(
@@ -484,7 +478,13 @@ async fn update_branch(
         .update_branch(&project, &branch, patch)
         .await?;
     let wire = convert::branch(&state.lakebase, &record);
-    finish(&state, &record.name(), "Branch", typed("Branch", wire))
+    finish(
+        &state,
+        &caller,
+        &record.name(),
+        "Branch",
+        typed("Branch", wire),
+    )
 }
 
 async fn delete_branch(
@@ -495,151 +495,5 @@ async fn delete_branch(
     visible(&state, &caller, &project)?;
     let record = state.lakebase.branch(&project, &branch)?;
     state.lakebase.delete_branch(&project, &branch).await?;
-    finish(&state, &record.name(), "Branch", empty())
-}
-
-// ---- endpoints -----------------------------------------------------------------
-
-async fn create_endpoint(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path((project, branch)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
-    bytes: Bytes,
-) -> ApiResult<Json<wire::Operation>> {
-    let p = visible(&state, &caller, &project)?;
-    let q: wire::CreateQuery = query(&raw)?;
-    let endpoint_id = q
-        .endpoint_id
-        .ok_or_else(|| Error::invalid("endpoint_id is required"))?;
-    let request: wire::Endpoint = body(&bytes)?;
-    let spec = request.spec.clone().unwrap_or_default();
-    let endpoint_type = EndpointType::parse(
-        spec.endpoint_type
-            .as_deref()
-            .ok_or_else(|| Error::invalid("spec.endpoint_type is required"))?,
-    )?;
-    let new = NewEndpoint {
-        endpoint_type,
-        settings: convert::endpoint_settings(&p.defaults, &spec)?,
-        disabled: spec.disabled.unwrap_or(false),
-    };
-    let record = state
-        .lakebase
-        .create_endpoint(&project, &branch, &endpoint_id, new)
-        .await?;
-    let wire = convert::endpoint(&state.lakebase, &record);
-    finish(&state, &record.name(), "Endpoint", typed("Endpoint", wire))
-}
-
-async fn list_endpoints(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path((project, branch)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult<Json<wire::ListEndpointsResponse>> {
-    visible(&state, &caller, &project)?;
-    let q: wire::ListQuery = query(&raw)?;
-    let all = state
-        .lakebase
-        .endpoints(&project, &branch)?
-        .iter()
-        .map(|e| (e.endpoint_id.clone(), convert::endpoint(&state.lakebase, e)))
-        .collect();
-    let (endpoints, next_page_token) = page(all, &q);
-    Ok(Json(wire::ListEndpointsResponse {
-        endpoints,
-        next_page_token,
-    }))
-}
-
-async fn get_endpoint(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path((project, branch, endpoint)): Path<(String, String, String)>,
-) -> ApiResult<Json<wire::Endpoint>> {
-    visible(&state, &caller, &project)?;
-    let record = state.lakebase.endpoint(&project, &branch, &endpoint)?;
-    Ok(Json(convert::endpoint(&state.lakebase, &record)))
-}
-
-async fn update_endpoint(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path((project, branch, endpoint)): Path<(String, String, String)>,
-    RawQuery(raw): RawQuery,
-    bytes: Bytes,
-) -> ApiResult<Json<wire::Operation>> {
-    visible(&state, &caller, &project)?;
-    let current = state.lakebase.endpoint(&project, &branch, &endpoint)?;
-    let q: wire::UpdateQuery = query(&raw)?;
-    let paths = convert::mask(q.update_mask.as_deref())?;
-    let patch = convert::endpoint_patch(&current, &body(&bytes)?, &paths)?;
-    let record = state
-        .lakebase
-        .update_endpoint(&project, &branch, &endpoint, patch)
-        .await?;
-    let wire = convert::endpoint(&state.lakebase, &record);
-    finish(&state, &record.name(), "Endpoint", typed("Endpoint", wire))
-}
-
-async fn delete_endpoint(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path((project, branch, endpoint)): Path<(String, String, String)>,
-) -> ApiResult<Json<wire::Operation>> {
-    visible(&state, &caller, &project)?;
-    let record = state.lakebase.endpoint(&project, &branch, &endpoint)?;
-    state
-        .lakebase
-        .delete_endpoint(&project, &branch, &endpoint)
-        .await?;
-    finish(&state, &record.name(), "Endpoint", empty())
-}
-
-// ---- credentials ---------------------------------------------------------------
-
-/// A token for `endpoint`, valid for `ttl` or until `expire_time` (5–60 min;
-/// one hour by default).
-async fn generate_credential(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    bytes: Bytes,
-) -> ApiResult<Json<wire::DatabaseCredential>> {
-    let req: wire::GenerateDatabaseCredential = from_json(&bytes)?;
-    let name = req
-        .endpoint
-        .ok_or_else(|| Error::invalid("endpoint is required"))?;
-    let parts: Vec<&str> = name.split('/').collect();
-    let [_, project, _, branch, _, endpoint] = parts.as_slice() else {
-        return Err(Error::invalid(format!(
-            "endpoint must be projects/{{project}}/branches/{{branch}}/endpoints/{{endpoint}}, not '{name}'"
-        ))
-        .into());
-    };
-    visible(&state, &caller, project)?;
-    state.lakebase.endpoint(project, branch, endpoint)?;
-    let now = now_ms();
-    let expire_ms = match (req.ttl.as_deref(), req.expire_time.as_deref()) {
-        (Some(_), Some(_)) => return Err(Error::invalid("Set either ttl or expire_time").into()),
-        (Some(ttl), None) => now + parse_duration("ttl", ttl)? as i64 * 1000,
-        (None, Some(t)) => parse_timestamp("expire_time", t)?,
-        (None, None) => now + 3_600_000,
-    };
-    let min = state.lakebase.config.min_credential_secs as i64 * 1000;
-    if expire_ms - now < min || expire_ms - now > 3_600_000 {
-        return Err(Error::new(
-            ErrorCode::InvalidParameterValue,
-            format!("The credential must live between {}s and 3600s", min / 1000),
-        )
-        .into());
-    }
-    let token = state
-        .lakebase
-        .credentials
-        .issue(&caller.user_name, &name, expire_ms)?;
-    Ok(Json(wire::DatabaseCredential {
-        token,
-        expire_time: kiln_core::time::rfc3339(expire_ms),
-    }))
+    finish(&state, &caller, &record.name(), "Branch", empty())
 }

@@ -1,0 +1,190 @@
+//! Tables: listing, staging tables (Kiln picks the managed location), create
+//! (managed and external, Delta) and drop (with the managed data).
+
+use std::path::PathBuf;
+
+use kiln_core::{ids, time::now_ms, Error, ErrorCode, Result};
+use kiln_store::Write;
+
+use super::{
+    check_identifier, normalize, put, split_full_name, uc_error, Catalog, NewTable, StagingTable,
+    TableInfo,
+};
+
+impl Catalog {
+    pub fn tables(&self, catalog_name: &str, schema_name: &str) -> Result<Vec<TableInfo>> {
+        let schema = self.get_schema(&format!(
+            "{}.{}",
+            normalize(catalog_name),
+            normalize(schema_name)
+        ))?;
+        Ok(self
+            .read()?
+            .tables
+            .values()
+            .filter(|t| t.catalog_name == schema.catalog_name && t.schema_name == schema.name)
+            .cloned()
+            .collect())
+    }
+
+    pub fn get_table(&self, full_name: &str) -> Result<TableInfo> {
+        let key = split_full_name(full_name).join(".");
+        self.read()?.tables.get(&key).cloned().ok_or_else(|| {
+            uc_error(
+                ErrorCode::TableDoesNotExist,
+                format!("Table '{key}' does not exist."),
+            )
+        })
+    }
+
+    /// Hands out the location of a managed table about to be created.
+    pub fn create_staging_table(
+        &self,
+        catalog_name: &str,
+        schema_name: &str,
+        name: &str,
+    ) -> Result<StagingTable> {
+        let schema = self.get_schema(&format!(
+            "{}.{}",
+            normalize(catalog_name),
+            normalize(schema_name)
+        ))?;
+        let name = normalize(name);
+        check_identifier("table", &name)?;
+        let id = ids::uuid4();
+        let path = self
+            .root
+            .join(&schema.catalog_name)
+            .join(&schema.name)
+            .join(&id);
+        let staging = StagingTable {
+            id: id.clone(),
+            catalog_name: schema.catalog_name,
+            schema_name: schema.name,
+            name,
+            staging_location: format!("file://{}", path.display()),
+        };
+        let _guard = self.lock_writer()?;
+        let value = staging.clone();
+        self.commit(vec![put("staging", &id, &staging)?], move |s| {
+            s.staging.insert(id, value);
+        })?;
+        Ok(staging)
+    }
+
+    pub fn create_table(&self, owner: &str, new: NewTable) -> Result<TableInfo> {
+        let schema = self.get_schema(&format!(
+            "{}.{}",
+            normalize(&new.catalog_name),
+            normalize(&new.schema_name)
+        ))?;
+        let name = normalize(&new.name);
+        check_identifier("table", &name)?;
+        let managed = new.table_type.eq_ignore_ascii_case("MANAGED");
+        let location = new
+            .storage_location
+            .as_deref()
+            .map(|l| l.trim_end_matches('/').to_string());
+        let _guard = self.lock_writer()?;
+        let key = format!("{}.{}.{name}", schema.catalog_name, schema.name);
+        let staged = {
+            let state = self.read()?;
+            if state.tables.contains_key(&key) {
+                return Err(uc_error(
+                    ErrorCode::TableAlreadyExists,
+                    format!("Table '{key}' already exists."),
+                ));
+            }
+            location.as_ref().and_then(|l| {
+                state
+                    .staging
+                    .values()
+                    .find(|s| &s.staging_location == l)
+                    .cloned()
+            })
+        };
+        if managed && staged.is_none() {
+            return Err(Error::invalid(
+                "A managed table needs a storage_location handed out by staging-tables.",
+            ));
+        }
+        let now = now_ms();
+        let info = TableInfo {
+            catalog_name: schema.catalog_name,
+            schema_name: schema.name,
+            name,
+            table_id: staged
+                .as_ref()
+                .map(|s| s.id.clone())
+                .unwrap_or_else(ids::uuid4),
+            table_type: new.table_type.to_ascii_uppercase(),
+            data_source_format: new.data_source_format.to_ascii_uppercase(),
+            storage_location: location,
+            columns: new.columns,
+            properties: new.properties,
+            comment: new.comment,
+            owner: owner.into(),
+            created_at: now,
+            updated_at: now,
+        };
+        let mut writes = vec![put("table", &key, &info)?];
+        if let Some(staged) = &staged {
+            writes.push(Write::DeleteUc {
+                kind: "staging",
+                key: staged.id.clone(),
+            });
+        }
+        let value = info.clone();
+        self.commit(writes, move |s| {
+            if let Some(staged) = staged {
+                s.staging.remove(&staged.id);
+            }
+            s.tables.insert(key, value);
+        })?;
+        Ok(info)
+    }
+
+    /// Drops a table; a managed table's data goes with it.
+    pub fn delete_table(&self, full_name: &str) -> Result<()> {
+        let table = self.get_table(full_name)?;
+        let key = table.full_name();
+        let _guard = self.lock_writer()?;
+        let writes = vec![
+            Write::DeleteUc {
+                kind: "table",
+                key: key.clone(),
+            },
+            Write::DeleteUc {
+                kind: "commits",
+                key: table.table_id.clone(),
+            },
+        ];
+        let table_id = table.table_id.clone();
+        self.commit(writes, |s| {
+            s.tables.remove(&key);
+            s.commits.remove(&table_id);
+        })?;
+        if table.table_type == "MANAGED" {
+            self.remove_managed_data(&table);
+        }
+        Ok(())
+    }
+
+    fn remove_managed_data(&self, table: &TableInfo) {
+        let Some(location) = table.storage_location.as_deref() else {
+            return;
+        };
+        let path = PathBuf::from(location.strip_prefix("file://").unwrap_or(location));
+        match path.canonicalize() {
+            Ok(real) if real.starts_with(&self.root) && real != self.root => {
+                if let Err(e) = std::fs::remove_dir_all(&real) {
+                    tracing::warn!(table = %table.full_name(), error = %e, "could not remove managed table data");
+                }
+            }
+            Ok(real) => {
+                tracing::warn!(path = %real.display(), "refusing to remove data outside the warehouse")
+            }
+            Err(_) => {}
+        }
+    }
+}
