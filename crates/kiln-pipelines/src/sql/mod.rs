@@ -1,0 +1,10 @@
+//! DLT SQL: tokenizer, statement model and parser.
+
+pub mod lexer;
+pub mod model;
+pub mod parser;
+#[cfg(test)]
+mod tests;
+
+pub use model::*;
+pub use parser::parse;

@@ -1,0 +1,312 @@
+"""The pipeline worker main loop.
+
+Started by Kiln as `python -m kiln_pipelines.worker` with KILN_SPARK_URL (the
+update's engine). Speaks line-delimited JSON on stdin/stdout: each request has an
+`id` and an `op`; each answer is `{"id", "ok": true, "result"}` or
+`{"id", "ok": false, "error": {"class_name", "message"}}`. Requests run on their
+own threads, so independent flows run concurrently on one Spark session; every
+query of a flow carries the flow's tag, which `cancel` interrupts.
+"""
+
+import json
+import os
+import sys
+import threading
+import traceback
+
+from kiln_pipelines import delta_log, expectations
+
+
+class FlowError(Exception):
+    """A user-facing failure of a flow (shown in the event log)."""
+
+
+class Worker:
+    def __init__(self, spark_url):
+        from pyspark.sql import SparkSession
+
+        self.spark = SparkSession.builder.remote(spark_url).getOrCreate()
+        self.spark.conf.set("spark.sql.sources.default", "delta")
+        self.spark.sql("SELECT 1").collect()
+        self.locations = {}
+        self.lock = threading.Lock()
+        self.python = None
+
+    # ---- tables -----------------------------------------------------------
+
+    def location(self, table):
+        if table not in self.locations:
+            rows = self.spark.sql(f"DESCRIBE TABLE EXTENDED {table}").collect()
+            found = [r for r in rows if r[0] == "Location"]
+            if not found:
+                raise FlowError(f"table {table} has no location")
+            self.locations[table] = found[0][1]
+        return self.locations[table]
+
+    def exists(self, table):
+        return self.spark.catalog.tableExists(table)
+
+    def op_table_version(self, req):
+        table = req["table"]
+        if not self.exists(table):
+            return {"version": -1}
+        self.locations.pop(table, None)
+        return {"version": delta_log.latest_version(self.location(table))}
+
+    def op_find_commit(self, req):
+        table = req["table"]
+        if not self.exists(table):
+            return {"version": None}
+        return {"version": delta_log.find_commit(self.location(table), req["user_metadata"])}
+
+    def op_drop(self, req):
+        for table in req["tables"]:
+            self.spark.sql(f"DROP TABLE IF EXISTS {table}").collect()
+            self.locations.pop(table, None)
+        return {}
+
+    # ---- binding inputs ---------------------------------------------------
+
+    def frame(self, binding, schemas=None):
+        """A DataFrame for one input binding."""
+        from pyspark.sql.types import StructType
+
+        kind = binding["kind"]
+        if kind == "empty":
+            schema = StructType.fromJson(json.loads(binding["schema"]))
+            return self.spark.createDataFrame([], schema)
+        if kind == "table":
+            return self.spark.table(binding["table"])
+        if kind == "files":
+            schema = binding.get("schema")
+            files = binding["files"]
+            if not files:
+                if not schema:
+                    raise FlowError(
+                        f"no files found in {binding['path']} to infer a schema from"
+                    )
+                return self.spark.createDataFrame([], StructType.fromJson(json.loads(schema)))
+            reader = self.spark.read.format(binding.get("format") or "json")
+            for key, value in binding.get("options") or []:
+                reader = reader.option(key, value)
+            if schema:
+                reader = reader.schema(StructType.fromJson(json.loads(schema)))
+            return reader.load(["file://" + f for f in files])
+        if kind == "delta_range":
+            return self.delta_range(binding)
+        if kind == "view":
+            self.bind(binding.get("inputs") or {})
+            frame = self.spark.sql(binding["sql"])
+            return expectations.apply_view(frame, binding.get("expectations") or [])
+        raise FlowError(f"unknown input kind {kind}")
+
+    def delta_range(self, binding):
+        from pyspark.sql import functions as F
+
+        table = binding["table"]
+        target = self.spark.table(table)
+        schema = target.schema
+        first, last = binding["from"], binding["to"]
+        if last < first:
+            return self.spark.createDataFrame([], schema)
+        try:
+            files = delta_log.added_files(self.location(table), first, last)
+        except delta_log.NotAppendOnly as exc:
+            raise FlowError(f"streaming read of {table}: {exc}") from None
+        if not files:
+            return self.spark.createDataFrame([], schema)
+        groups = {}
+        for path, values in files:
+            groups.setdefault(tuple(sorted(values.items())), []).append("file://" + path)
+        frames = []
+        data_fields = None
+        for values, paths in groups.items():
+            frame = self.spark.read.parquet(*paths)
+            for key, value in values:
+                field = schema[key]
+                frame = frame.withColumn(key, F.lit(value).cast(field.dataType))
+            if data_fields is None:
+                data_fields = [f.name for f in schema.fields]
+            frames.append(frame.select(*data_fields))
+        out = frames[0]
+        for frame in frames[1:]:
+            out = out.unionByName(frame)
+        return out
+
+    def bind(self, inputs):
+        for name, binding in inputs.items():
+            self.frame(binding).createOrReplaceTempView(name)
+
+    def unbind(self, inputs):
+        for name, binding in inputs.items():
+            try:
+                self.spark.catalog.dropTempView(name)
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+            if binding.get("kind") == "view":
+                self.unbind(binding.get("inputs") or {})
+
+    def query(self, req):
+        self.bind(req.get("inputs") or {})
+        if req.get("python"):
+            from kiln_pipelines import dlt_shim
+
+            return dlt_shim.call_flow(self, req["python"], req.get("inputs") or {})
+        return self.spark.sql(req["sql"])
+
+    # ---- analysis ---------------------------------------------------------
+
+    def op_analyze(self, req):
+        """Plans each step against empty inputs of its upstream schemas; never
+        reads a pipeline table. Returns each step's schema or its error."""
+        out = []
+        for step in req["steps"]:
+            tag = None
+            try:
+                frame = self.query(step)
+                schema = frame.schema
+                for exp in step.get("expectations") or []:
+                    expectations.check_expression(frame, exp)
+                out.append({"ok": True, "schema": schema.json()})
+            except Exception as exc:  # noqa: BLE001 - reported per step
+                out.append({"ok": False, "error": describe(exc)})
+            finally:
+                self.unbind(step.get("inputs") or {})
+                del tag
+        return {"steps": out}
+
+    # ---- running a flow ---------------------------------------------------
+
+    def op_run(self, req):
+        tag = req["tag"]
+        self.spark.addTag(tag)
+        try:
+            return self.run(req)
+        finally:
+            self.spark.removeTag(tag)
+            self.unbind(req.get("inputs") or {})
+
+    def run(self, req):
+        table = req["target"]
+        frame = self.query(req)
+        quality = expectations.Evaluation(req.get("expectations") or [])
+        frame = quality.evaluate(self.spark, frame, req["flow"])
+        created = False
+        if req["mode"] == "complete":
+            if self.exists(table) and self.spark.table(table).schema != frame.schema:
+                self.spark.sql(f"DROP TABLE {table}").collect()
+                self.locations.pop(table, None)
+        if not self.exists(table):
+            self.create(table, frame, req.get("create") or {})
+            created = True
+        metadata = req["user_metadata"]
+        writer = frame.write.option("userMetadata", metadata)
+        writer.mode("overwrite" if req["mode"] == "complete" else "append").insertInto(table)
+        location = self.location(table)
+        version = delta_log.find_commit(location, metadata)
+        rows = 0
+        if version is not None:
+            metrics = delta_log.commit_info(location, version).get("operationMetrics") or {}
+            rows = int(metrics.get("numOutputRows") or 0)
+        return {
+            "num_output_rows": rows,
+            "version": version,
+            "created": created,
+            "data_quality": quality.report(),
+            "schema": frame.schema.json(),
+        }
+
+    def create(self, table, frame, spec):
+        view = "__kiln_create_" + os.urandom(6).hex()
+        frame.limit(0).createOrReplaceTempView(view)
+        clauses = ""
+        if spec.get("partition_cols"):
+            clauses += " PARTITIONED BY (" + ", ".join(quote(c) for c in spec["partition_cols"]) + ")"
+        props = [(k, v) for k, v in spec.get("table_properties") or [] if not k.startswith("pipelines.")]
+        if props:
+            clauses += " TBLPROPERTIES (" + ", ".join(f"{sql_str(k)} = {sql_str(v)}" for k, v in props) + ")"
+        try:
+            self.spark.sql(f"CREATE TABLE {table} USING delta{clauses} AS SELECT * FROM {view} LIMIT 0").collect()
+        finally:
+            self.spark.catalog.dropTempView(view)
+        self.locations.pop(table, None)
+
+    def op_cancel(self, req):
+        self.spark.interruptTag(req["tag"])
+        return {}
+
+    def op_ping(self, req):
+        return {}
+
+    # ---- Python libraries -------------------------------------------------
+
+    def op_register_python(self, req):
+        from kiln_pipelines import dlt_shim
+
+        self.python = dlt_shim.Registry(self)
+        return self.python.register(req["libraries"], req.get("configuration") or {})
+
+
+def quote(name):
+    return "`" + name.replace("`", "``") + "`"
+
+
+def sql_str(value):
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def describe(exc):
+    if isinstance(exc, (FlowError, expectations.ExpectationViolation)):
+        return {"class_name": type(exc).__name__, "message": str(exc)}
+    name = type(exc).__name__
+    message = str(exc).strip() or name
+    # Spark Connect errors carry the server's message first; keep it short.
+    first = message.splitlines()[0] if message else name
+    return {
+        "class_name": name,
+        "message": first[:2000],
+        "stack": traceback.format_exception_only(type(exc), exc)[-1:][:1],
+    }
+
+
+def main():
+    out_lock = threading.Lock()
+
+    def send(message):
+        line = json.dumps(message, default=str)
+        with out_lock:
+            sys.__stdout__.write(line + "\n")
+            sys.__stdout__.flush()
+
+    try:
+        worker = Worker(os.environ["KILN_SPARK_URL"])
+    except Exception as exc:  # noqa: BLE001
+        send({"ready": False, "error": describe(exc)})
+        return 1
+    # User code's prints must not reach the protocol stream.
+    sys.stdout = sys.stderr
+    send({"ready": True})
+
+    def handle(request):
+        op = getattr(worker, "op_" + str(request.get("op")), None)
+        try:
+            if op is None:
+                raise FlowError(f"unknown op {request.get('op')}")
+            send({"id": request.get("id"), "ok": True, "result": op(request)})
+        except BaseException as exc:  # noqa: BLE001 - every failure is an answer
+            send({"id": request.get("id"), "ok": False, "error": describe(exc)})
+
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            request = json.loads(line)
+        except ValueError:
+            continue
+        threading.Thread(target=handle, args=(request,), daemon=True).start()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
