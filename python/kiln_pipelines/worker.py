@@ -80,6 +80,12 @@ class Worker:
         if kind == "files":
             schema = binding.get("schema")
             files = binding["files"]
+            sample = binding.get("sample") or []
+            if not files and sample and not schema:
+                reader = self.spark.read.format(binding.get("format") or "json")
+                for key, value in binding.get("options") or []:
+                    reader = reader.option(key, value)
+                return reader.load(["file://" + f for f in sample]).limit(0)
             if not files:
                 if not schema:
                     raise FlowError(
@@ -161,7 +167,6 @@ class Worker:
         reads a pipeline table. Returns each step's schema or its error."""
         out = []
         for step in req["steps"]:
-            tag = None
             try:
                 frame = self.query(step)
                 schema = frame.schema
@@ -172,7 +177,6 @@ class Worker:
                 out.append({"ok": False, "error": describe(exc)})
             finally:
                 self.unbind(step.get("inputs") or {})
-                del tag
         return {"steps": out}
 
     # ---- running a flow ---------------------------------------------------
@@ -230,6 +234,10 @@ class Worker:
         finally:
             self.spark.catalog.dropTempView(view)
         self.locations.pop(table, None)
+
+    def op_ensure_schema(self, req):
+        self.spark.sql(f"CREATE SCHEMA IF NOT EXISTS {req['schema']}").collect()
+        return {}
 
     def op_cancel(self, req):
         self.spark.interruptTag(req["tag"])

@@ -10,6 +10,7 @@ pub mod error;
 pub mod lenient;
 pub mod libraries;
 pub mod oauth;
+pub mod pipelines;
 pub mod postgres;
 pub mod scim;
 pub mod secrets;

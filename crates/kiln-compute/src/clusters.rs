@@ -503,7 +503,7 @@ impl Clusters {
             .unwrap_or_default()
     }
 
-    pub(crate) fn engine_dir(&self, cluster_id: &str) -> PathBuf {
+    pub fn engine_dir(&self, cluster_id: &str) -> PathBuf {
         self.settings.data_dir.join("engines").join(cluster_id)
     }
 }

@@ -1,4 +1,5 @@
 //! One kernel process: `python -m kiln_kernel.kernel` in the runtime venv,
+//! (the embedded sources also carry `kiln_pipelines`, the pipeline worker),
 //! speaking line-delimited JSON (see `python/kiln_kernel/protocol.py`).
 //!
 //! The kernel's Python sources are embedded in the binary and unpacked into the
@@ -23,24 +24,44 @@ use crate::runtime::Runtime;
 
 const SOURCES: &[(&str, &str)] = &[
     (
-        "__init__.py",
+        "kiln_kernel/__init__.py",
         include_str!("../../../python/kiln_kernel/__init__.py"),
     ),
     (
-        "protocol.py",
+        "kiln_kernel/protocol.py",
         include_str!("../../../python/kiln_kernel/protocol.py"),
     ),
     (
-        "results.py",
+        "kiln_kernel/results.py",
         include_str!("../../../python/kiln_kernel/results.py"),
     ),
     (
-        "dbutils.py",
+        "kiln_kernel/dbutils.py",
         include_str!("../../../python/kiln_kernel/dbutils.py"),
     ),
     (
-        "kernel.py",
+        "kiln_kernel/kernel.py",
         include_str!("../../../python/kiln_kernel/kernel.py"),
+    ),
+    (
+        "kiln_pipelines/__init__.py",
+        include_str!("../../../python/kiln_pipelines/__init__.py"),
+    ),
+    (
+        "kiln_pipelines/delta_log.py",
+        include_str!("../../../python/kiln_pipelines/delta_log.py"),
+    ),
+    (
+        "kiln_pipelines/expectations.py",
+        include_str!("../../../python/kiln_pipelines/expectations.py"),
+    ),
+    (
+        "kiln_pipelines/dlt_shim.py",
+        include_str!("../../../python/kiln_pipelines/dlt_shim.py"),
+    ),
+    (
+        "kiln_pipelines/worker.py",
+        include_str!("../../../python/kiln_pipelines/worker.py"),
     ),
 ];
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -54,17 +75,21 @@ pub fn install_sources(cache: &Path) -> Result<PathBuf> {
         hasher.update(text.as_bytes());
     }
     let root = cache.join(format!("kernel-{}", &hex::encode(hasher.finalize())[..12]));
-    let package = root.join("kiln_kernel");
-    if !package.join("kernel.py").exists() {
-        std::fs::create_dir_all(&package).map_err(|e| Error::internal("unpack the kernel", e))?;
+    if !root.join(".complete").exists() {
         // Several Kiln processes may unpack at once: unique temp names, atomic renames.
         let suffix = kiln_core::ids::random_hex(4);
         for (name, text) in SOURCES {
-            let tmp = package.join(format!("{name}.{suffix}.tmp"));
+            let path = root.join(name);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::internal("unpack the kernel", e))?;
+            }
+            let tmp = root.join(format!("{name}.{suffix}.tmp"));
             std::fs::write(&tmp, text).map_err(|e| Error::internal("unpack the kernel", e))?;
-            std::fs::rename(&tmp, package.join(name))
-                .map_err(|e| Error::internal("unpack the kernel", e))?;
+            std::fs::rename(&tmp, path).map_err(|e| Error::internal("unpack the kernel", e))?;
         }
+        std::fs::write(root.join(".complete"), b"")
+            .map_err(|e| Error::internal("unpack the kernel", e))?;
     }
     Ok(root)
 }

@@ -74,7 +74,10 @@ pub fn parse_filter(text: &str) -> Result<Filter> {
     let string = |i: usize| -> Result<String> {
         match tokens.get(i) {
             Some(t) if t.kind == crate::sql::lexer::Kind::Str => Ok(t.string_value(text)),
-            _ => Err(bad(format!("expected a quoted value after '{}'", word(i.saturating_sub(1))))),
+            _ => Err(bad(format!(
+                "expected a quoted value after '{}'",
+                word(i.saturating_sub(1))
+            ))),
         }
     };
     while i < tokens.len() {
@@ -147,7 +150,10 @@ fn level(value: &str) -> Result<String> {
     if LEVELS.contains(&upper.as_str()) {
         Ok(upper)
     } else {
-        Err(bad(format!("unknown level '{value}': use one of {}", LEVELS.join(", "))))
+        Err(bad(format!(
+            "unknown level '{value}': use one of {}",
+            LEVELS.join(", ")
+        )))
     }
 }
 
@@ -231,8 +237,9 @@ mod tests {
 
     #[test]
     fn filters_of_the_seed() {
-        let f = parse_filter("level in ('ERROR', 'WARN') AND timestamp> '2021-07-22T06:37:33.083Z'")
-            .unwrap_or_else(|e| panic!("{e:?}"));
+        let f =
+            parse_filter("level in ('ERROR', 'WARN') AND timestamp> '2021-07-22T06:37:33.083Z'")
+                .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(f.terms.len(), 2);
         let t = kiln_core::time::parse_rfc3339("2021-07-22T06:37:33.083Z").unwrap_or(0);
         assert!(f.matches(&ev(1, "WARN", t + 1)));

@@ -44,7 +44,10 @@ impl Dataset {
 pub enum FlowQuery {
     Sql(Query),
     /// A Python flow function, by its registration id, and the datasets it reads.
-    Python { id: String, reads: Vec<(String, bool)> },
+    Python {
+        id: String,
+        reads: Vec<(String, bool)>,
+    },
     Cdc(Box<CdcDef>),
 }
 
@@ -126,7 +129,11 @@ impl Graph {
                     "DUPLICATE_GRAPH_ELEMENT",
                     format!(
                         "Dataset '{}' is defined twice: at {}:{} and at {}:{}",
-                        d.name, existing.origin.path, existing.origin.line, d.origin.path, d.origin.line
+                        d.name,
+                        existing.origin.path,
+                        existing.origin.line,
+                        d.origin.path,
+                        d.origin.line
                     ),
                     &d.origin,
                 )
@@ -198,7 +205,9 @@ impl Graph {
                     let target = f.target.last().cloned().unwrap_or_default();
                     let name = f.name.clone().unwrap_or_else(|| target.clone());
                     let (kind, query, once) = match f.body {
-                        FlowBody::Append { query, once } => (FlowKind::Append, FlowQuery::Sql(query), once),
+                        FlowBody::Append { query, once } => {
+                            (FlowKind::Append, FlowQuery::Sql(query), once)
+                        }
                         FlowBody::Cdc(c) => (FlowKind::Cdc, FlowQuery::Cdc(c), false),
                     };
                     self.add_flow(Flow {
@@ -235,9 +244,9 @@ impl Graph {
         q.items
             .iter()
             .filter_map(|i| match &i.kind {
-                ItemKind::Relation { parts, streaming, .. } => {
-                    self.internal(parts).map(|k| (k, *streaming))
-                }
+                ItemKind::Relation {
+                    parts, streaming, ..
+                } => self.internal(parts).map(|k| (k, *streaming)),
                 ItemKind::Files { .. } => None,
             })
             .collect()
@@ -253,7 +262,10 @@ impl Graph {
 
     /// The flows writing into a dataset.
     pub fn flows_into(&self, dataset: &str) -> Vec<&Flow> {
-        self.flows.values().filter(|f| key(&f.target) == dataset).collect()
+        self.flows
+            .values()
+            .filter(|f| key(&f.target) == dataset)
+            .collect()
     }
 
     /// Validates the graph and computes the execution order.
@@ -281,7 +293,10 @@ impl Graph {
                     dataset: Some(ds.name.clone()),
                     ..error(
                         "INVALID_FLOW_TARGET",
-                        format!("Flow '{}' can only write to a streaming table; '{}' is not one", flow.name, ds.name),
+                        format!(
+                            "Flow '{}' can only write to a streaming table; '{}' is not one",
+                            flow.name, ds.name
+                        ),
                         &flow.origin,
                     )
                 });
@@ -333,7 +348,10 @@ impl Graph {
                     dataset: Some(ds.name.clone()),
                     ..error(
                         "PIPELINE_DATASET_WITHOUT_FLOW",
-                        format!("Dataset '{}' has no query and no flow writes to it", ds.name),
+                        format!(
+                            "Dataset '{}' has no query and no flow writes to it",
+                            ds.name
+                        ),
                         &ds.origin,
                     )
                 });
@@ -343,7 +361,10 @@ impl Graph {
                     dataset: Some(ds.name.clone()),
                     ..error(
                         "MATERIALIZED_VIEW_WITH_MULTIPLE_QUERIES",
-                        format!("'{}' has {n} flows; only a streaming table may have several", ds.name),
+                        format!(
+                            "'{}' has {n} flows; only a streaming table may have several",
+                            ds.name
+                        ),
                         &ds.origin,
                     )
                 });
@@ -366,13 +387,21 @@ impl Graph {
                     });
                 let names: Vec<String> = cycle
                     .iter()
-                    .map(|k| self.datasets.get(k).map(|d| d.name.clone()).unwrap_or(k.clone()))
+                    .map(|k| {
+                        self.datasets
+                            .get(k)
+                            .map(|d| d.name.clone())
+                            .unwrap_or(k.clone())
+                    })
                     .collect();
                 errors.push(GraphError {
                     dataset: names.first().cloned(),
                     ..error(
                         "CIRCULAR_DEPENDENCY",
-                        format!("Circular dependency between datasets: {}", names.join(" -> ")),
+                        format!(
+                            "Circular dependency between datasets: {}",
+                            names.join(" -> ")
+                        ),
                         &origin,
                     )
                 });
@@ -461,9 +490,9 @@ fn live_missing(g: &Graph, q: &Query) -> Vec<String> {
     q.items
         .iter()
         .filter_map(|i| match &i.kind {
-            ItemKind::Relation { parts, live: true, .. } if g.internal(parts).is_none() => {
-                Some(parts.join("."))
-            }
+            ItemKind::Relation {
+                parts, live: true, ..
+            } if g.internal(parts).is_none() => Some(parts.join(".")),
             _ => None,
         })
         .collect()
@@ -478,7 +507,13 @@ mod tests {
         let mut errors = Vec::new();
         for (path, text) in files {
             let statements = sql::parse(text).unwrap_or_else(|e| panic!("{e}"));
-            g.add_sql(SqlSource { path: path.to_string(), statements }, &mut errors);
+            g.add_sql(
+                SqlSource {
+                    path: path.to_string(),
+                    statements,
+                },
+                &mut errors,
+            );
         }
         g.resolve(&mut errors);
         (g, errors)
@@ -499,14 +534,24 @@ mod tests {
         let agg = g.order.iter().position(|f| f == "agg");
         assert!(raw < agg, "{:?}", g.order);
         let deps = g.table_deps(&g.flows["agg"]);
-        assert_eq!(deps.into_iter().collect::<Vec<_>>(), vec!["raw".to_string()]);
+        assert_eq!(
+            deps.into_iter().collect::<Vec<_>>(),
+            vec!["raw".to_string()]
+        );
     }
 
     #[test]
     fn missing_dataset_names_it() {
-        let (_, errors) = build(&[("/nb", "CREATE OR REFRESH LIVE TABLE t AS SELECT * FROM LIVE.nope")]);
+        let (_, errors) = build(&[(
+            "/nb",
+            "CREATE OR REFRESH LIVE TABLE t AS SELECT * FROM LIVE.nope",
+        )]);
         assert_eq!(errors.len(), 1);
-        assert!(errors[0].message.contains("'nope'"), "{}", errors[0].message);
+        assert!(
+            errors[0].message.contains("'nope'"),
+            "{}",
+            errors[0].message
+        );
         assert!(errors[0].message.contains("/nb:1"));
         assert_eq!(errors[0].flow.as_deref(), Some("t"));
     }
@@ -518,7 +563,10 @@ mod tests {
             "CREATE OR REFRESH LIVE TABLE a AS SELECT * FROM b;
              CREATE OR REFRESH LIVE TABLE b AS SELECT * FROM a;",
         )]);
-        assert!(errors.iter().any(|e| e.class_name == "CIRCULAR_DEPENDENCY"), "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.class_name == "CIRCULAR_DEPENDENCY"),
+            "{errors:?}"
+        );
         let (_, errors) = build(&[
             ("/x", "CREATE OR REFRESH LIVE TABLE a AS SELECT 1"),
             ("/y", "CREATE OR REFRESH LIVE TABLE A AS SELECT 2"),
@@ -531,7 +579,10 @@ mod tests {
              CREATE FLOW f AS INSERT INTO m SELECT 2 AS x;",
         )]);
         let classes: Vec<_> = errors.iter().map(|e| e.class_name).collect();
-        assert!(classes.contains(&"PIPELINE_DATASET_WITHOUT_FLOW"), "{classes:?}");
+        assert!(
+            classes.contains(&"PIPELINE_DATASET_WITHOUT_FLOW"),
+            "{classes:?}"
+        );
         assert!(classes.contains(&"INVALID_FLOW_TARGET"), "{classes:?}");
         let (_, errors) = build(&[("/x", "CREATE OR REFRESH STREAMING TABLE s AS SELECT 1 AS x")]);
         assert_eq!(errors[0].class_name, "NON_STREAMING_QUERY");

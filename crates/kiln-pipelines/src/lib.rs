@@ -2,8 +2,18 @@
 //! dataflow graph (`graph`), the update lifecycle, the event log, and the
 //! service that runs updates on engines through a Python worker.
 
+mod analysis;
+mod bind;
 pub mod events;
+mod flows;
 pub mod graph;
+pub mod libraries;
 pub mod lifecycle;
 pub mod model;
+mod runner;
+pub mod service;
+mod sink;
 pub mod sql;
+pub mod worker;
+
+pub use service::{Pipelines, StartRequest};

@@ -75,7 +75,11 @@ pub fn next_state(from: UpdateState, to: UpdateState) -> Result<UpdateState> {
     } else {
         Err(Error::new(
             ErrorCode::InvalidState,
-            format!("An update cannot move from {} to {}", from.as_str(), to.as_str()),
+            format!(
+                "An update cannot move from {} to {}",
+                from.as_str(),
+                to.as_str()
+            ),
         ))
     }
 }

@@ -72,7 +72,7 @@ pub async fn serve(
     )?;
     let secrets = kiln_workspace::secrets::Secrets::open(store.clone(), cipher)?;
     let dbfs = kiln_workspace::dbfs::Dbfs::open(config.data_dir.join("dbfs"))?;
-    let workspace = kiln_workspace::workspace::Workspace::open(store.clone())?;
+    let workspace = Arc::new(kiln_workspace::workspace::Workspace::open(store.clone())?);
     let permissions = kiln_workspace::permissions::Permissions::open(store.clone())?;
     let groups = kiln_workspace::groups::Groups::open(store.clone())?;
     let workspace_id = bootstrap::workspace_id(store.as_ref())?;
@@ -102,6 +102,14 @@ pub async fn serve(
     };
     let clusters = Clusters::open(store.clone(), runtime.clone(), settings)?;
     let runtime_for_libraries = runtime.clone();
+    let pipelines = kiln_pipelines::Pipelines::open(
+        store.clone(),
+        workspace.clone(),
+        clusters.clone(),
+        runtime.clone(),
+        sources.clone(),
+        config.data_dir.clone(),
+    )?;
     let api_url = format!("http://{}", loopback_address(address));
     let contexts = Contexts::new(
         clusters.clone(),
@@ -147,6 +155,7 @@ pub async fn serve(
         permissions,
         groups,
         lakebase,
+        pipelines: pipelines.clone(),
         limiter,
         workspace_id,
         host: HostInfo::detect(),
@@ -165,7 +174,8 @@ pub async fn serve(
     for task in lakebase_tasks {
         let _ = task.await;
     }
-    // Kernels first (they talk to engines), then engines.
+    // Pipeline updates, then kernels (they talk to engines), then engines.
+    pipelines.shutdown().await;
     kernels_stop.cancel();
     let _ = kernels.await;
     let _ = installs.await;

@@ -26,10 +26,11 @@ pub struct Shared {
     pub libraries: Arc<Libraries>,
     pub secrets: kiln_workspace::secrets::Secrets,
     pub dbfs: kiln_workspace::dbfs::Dbfs,
-    pub workspace: kiln_workspace::workspace::Workspace,
+    pub workspace: Arc<kiln_workspace::workspace::Workspace>,
     pub permissions: kiln_workspace::permissions::Permissions,
     pub groups: kiln_workspace::groups::Groups,
     pub lakebase: Arc<kiln_lakebase::Lakebase>,
+    pub pipelines: Arc<kiln_pipelines::Pipelines>,
     pub limiter: RateLimiter,
     /// Numeric workspace id (host metadata, `X-Databricks-Org-Id`).
     pub workspace_id: String,

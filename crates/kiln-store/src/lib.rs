@@ -62,6 +62,14 @@ pub enum Write {
         kind: &'static str,
         key: String,
     },
+    /// One event of a pipeline's event log.
+    AppendPipelineEvent {
+        pipeline_id: String,
+        seq: i64,
+        record: serde_json::Value,
+    },
+    /// Removes a pipeline's whole event log.
+    DeletePipelineEvents(String),
 }
 
 /// Which events of one cluster to read.
@@ -89,6 +97,8 @@ pub trait Store: Send + Sync + 'static {
     fn uc_objects(&self, kind: &str) -> Result<Vec<serde_json::Value>>;
     /// Workspace-side objects of one kind, oldest first.
     fn objects(&self, kind: &str) -> Result<Vec<serde_json::Value>>;
+    /// A pipeline's events, in sequence order.
+    fn pipeline_events(&self, pipeline_id: &str) -> Result<Vec<serde_json::Value>>;
     /// Every cluster library record, oldest first.
     fn libraries(&self) -> Result<Vec<serde_json::Value>>;
     /// Events matching the query, and the total number matching before paging.

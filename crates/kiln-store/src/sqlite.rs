@@ -19,6 +19,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (2, include_str!("../migrations/0002_unity_catalog.sql")),
     (3, include_str!("../migrations/0003_libraries.sql")),
     (4, include_str!("../migrations/0004_objects.sql")),
+    (5, include_str!("../migrations/0005_pipeline_events.sql")),
 ];
 
 pub struct SqliteStore {
@@ -161,6 +162,18 @@ fn apply(tx: &Transaction<'_>, write: &Write) -> rusqlite::Result<()> {
         Write::DeleteObject { kind, key } => {
             tx.execute("DELETE FROM objects WHERE kind = ?1 AND key = ?2", params![kind, key])
         }
+        Write::AppendPipelineEvent {
+            pipeline_id,
+            seq,
+            record,
+        } => tx.execute(
+            "INSERT INTO pipeline_events (pipeline_id, seq, record) VALUES (?1, ?2, ?3)",
+            params![pipeline_id, seq, record.to_string()],
+        ),
+        Write::DeletePipelineEvents(pipeline_id) => tx.execute(
+            "DELETE FROM pipeline_events WHERE pipeline_id = ?1",
+            params![pipeline_id],
+        ),
         Write::PutMeta(key, value) => tx.execute(
             "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             params![key, value],
@@ -250,6 +263,24 @@ impl Store for SqliteStore {
             let mut out = Vec::new();
             for row in rows {
                 out.push(decode(&row.map_err(db_err("read objects"))?)?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn pipeline_events(&self, pipeline_id: &str) -> Result<Vec<serde_json::Value>> {
+        self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT record FROM pipeline_events WHERE pipeline_id = ?1 ORDER BY seq",
+                )
+                .map_err(db_err("read pipeline events"))?;
+            let rows = stmt
+                .query_map(params![pipeline_id], |row| row.get::<_, String>(0))
+                .map_err(db_err("read pipeline events"))?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(decode(&row.map_err(db_err("read pipeline events"))?)?);
             }
             Ok(out)
         })

@@ -17,6 +17,7 @@ const KIND: &str = "acl";
 pub fn levels(object_type: &str) -> Result<&'static [&'static str]> {
     match object_type {
         "clusters" => Ok(&["CAN_ATTACH_TO", "CAN_RESTART", "CAN_MANAGE"]),
+        "pipelines" => Ok(&["CAN_VIEW", "CAN_RUN", "CAN_MANAGE", "IS_OWNER"]),
         "directories" | "notebooks" | "files" => {
             Ok(&["CAN_READ", "CAN_RUN", "CAN_EDIT", "CAN_MANAGE"])
         }
@@ -32,7 +33,6 @@ pub fn levels(object_type: &str) -> Result<&'static [&'static str]> {
         | "instance-pools"
         | "jobs"
         | "knowledge-assistants"
-        | "pipelines"
         | "queries"
         | "registered-models"
         | "repos"
@@ -354,7 +354,7 @@ mod tests {
             Some(2)
         );
         assert_eq!(
-            levels("pipelines").err().map(|e| e.code),
+            levels("jobs").err().map(|e| e.code),
             Some(ErrorCode::NotImplemented)
         );
         Ok(())

@@ -219,7 +219,16 @@ mod tests {
         assert_eq!(
             texts(s),
             vec![
-                "SELECT", "'a;b'", ",", "\"c\"", "FROM", "`we``ird`", "WHERE", "a", ">=", "1",
+                "SELECT",
+                "'a;b'",
+                ",",
+                "\"c\"",
+                "FROM",
+                "`we``ird`",
+                "WHERE",
+                "a",
+                ">=",
+                "1",
                 ";"
             ]
         );
@@ -248,7 +257,17 @@ mod tests {
 
     #[test]
     fn never_panics_on_odd_bytes() {
-        for s in ["'", "\\", "é'", "`", "/*/", "-", "'\\'", "\u{1F600}", "a=>b<=>c"] {
+        for s in [
+            "'",
+            "\\",
+            "é'",
+            "`",
+            "/*/",
+            "-",
+            "'\\'",
+            "\u{1F600}",
+            "a=>b<=>c",
+        ] {
             let _ = tokenize(s);
         }
     }

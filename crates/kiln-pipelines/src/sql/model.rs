@@ -131,7 +131,10 @@ pub struct CdcDef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum FlowBody {
     /// `INSERT INTO target [BY NAME] query`.
-    Append { query: Query, once: bool },
+    Append {
+        query: Query,
+        once: bool,
+    },
     Cdc(Box<CdcDef>),
 }
 
@@ -148,8 +151,14 @@ pub struct FlowDef {
 pub enum StatementKind {
     Dataset(Box<DatasetDef>),
     Flow(Box<FlowDef>),
-    Set { key: String, value: String },
-    Use { catalog: Option<String>, schema: Option<String> },
+    Set {
+        key: String,
+        value: String,
+    },
+    Use {
+        catalog: Option<String>,
+        schema: Option<String>,
+    },
 }
 
 /// One parsed statement with where it came from.

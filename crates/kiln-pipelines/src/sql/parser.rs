@@ -94,8 +94,23 @@ const FROM_END: &[&str] = &[
 ];
 /// Words after a relation that are not its alias.
 const NOT_ALIAS: &[&str] = &[
-    "JOIN", "INNER", "LEFT", "RIGHT", "FULL", "CROSS", "NATURAL", "ANTI", "SEMI", "ON", "USING",
-    "LATERAL", "TABLESAMPLE", "VERSION", "TIMESTAMP", "FOR", "WITH",
+    "JOIN",
+    "INNER",
+    "LEFT",
+    "RIGHT",
+    "FULL",
+    "CROSS",
+    "NATURAL",
+    "ANTI",
+    "SEMI",
+    "ON",
+    "USING",
+    "LATERAL",
+    "TABLESAMPLE",
+    "VERSION",
+    "TIMESTAMP",
+    "FOR",
+    "WITH",
 ];
 /// Clause keywords of APPLY CHANGES / AUTO CDC.
 const CDC_CLAUSES: &[&str] = &[
@@ -410,7 +425,10 @@ impl<'a> Cursor<'a> {
             def.query = Some(self.query(self.at, self.toks.len())?);
             self.at = self.toks.len();
         } else if !self.done() {
-            return Err(format!("expected AS or a table clause, found {}", self.found()));
+            return Err(format!(
+                "expected AS or a table clause, found {}",
+                self.found()
+            ));
         } else if kind != DatasetKind::StreamingTable {
             return Err(format!(
                 "{} needs a query (AS SELECT …); only a streaming table may be declared without one",
@@ -510,7 +528,8 @@ impl<'a> Cursor<'a> {
             } else if self.is("SCHEDULE") || self.is("TRIGGER") || self.is("REFRESH") {
                 let what = self.found();
                 self.skip_clause();
-                self.ignored.push(format!("SCHEDULE/TRIGGER clause at {what}"));
+                self.ignored
+                    .push(format!("SCHEDULE/TRIGGER clause at {what}"));
             } else if self.eat("WITH") {
                 self.expect("ROW")?;
                 self.expect("FILTER")?;
@@ -536,9 +555,16 @@ impl<'a> Cursor<'a> {
                 }
                 continue;
             }
-            let stop = ["AS", "COMMENT", "PARTITIONED", "TBLPROPERTIES", "CLUSTER", "WITH"]
-                .iter()
-                .any(|k| t.is(self.src, k));
+            let stop = [
+                "AS",
+                "COMMENT",
+                "PARTITIONED",
+                "TBLPROPERTIES",
+                "CLUSTER",
+                "WITH",
+            ]
+            .iter()
+            .any(|k| t.is(self.src, k));
             if stop {
                 return;
             }
@@ -721,7 +747,9 @@ impl<'a> Cursor<'a> {
             .into_iter()
             .filter(|i| match &i.kind {
                 ItemKind::Relation { parts, live, .. } => {
-                    *live || parts.len() > 1 || !ctes.iter().any(|c| c.eq_ignore_ascii_case(&parts[0]))
+                    *live
+                        || parts.len() > 1
+                        || !ctes.iter().any(|c| c.eq_ignore_ascii_case(&parts[0]))
                 }
                 ItemKind::Files { .. } => true,
             })
@@ -861,7 +889,10 @@ impl Scan<'_> {
             if paren {
                 let close = self.c.matching_paren()?;
                 let mut inner = self.c.sub(self.c.at + 1, close);
-                let kind = if inner.peek().is_some_and(|t| is_files_fn(src, t, inner.peek_at(1))) {
+                let kind = if inner
+                    .peek()
+                    .is_some_and(|t| is_files_fn(src, t, inner.peek_at(1)))
+                {
                     files_call(&mut inner, true)?
                 } else {
                     let parts = inner.object_name()?;
@@ -875,7 +906,11 @@ impl Scan<'_> {
                 });
                 return Ok(());
             }
-            let kind = if self.c.peek().is_some_and(|t| is_files_fn(src, t, self.c.peek_at(1))) {
+            let kind = if self
+                .c
+                .peek()
+                .is_some_and(|t| is_files_fn(src, t, self.c.peek_at(1)))
+            {
                 let close = {
                     self.c.at += 1;
                     self.c.matching_paren()?
@@ -907,7 +942,9 @@ impl Scan<'_> {
             return Ok(());
         }
         if !matches!(t.kind, Kind::Word | Kind::Quoted)
-            || ["LATERAL", "VALUES", "SELECT", "UNNEST"].iter().any(|k| t.is(src, k))
+            || ["LATERAL", "VALUES", "SELECT", "UNNEST"]
+                .iter()
+                .any(|k| t.is(src, k))
         {
             return Ok(());
         }
@@ -979,7 +1016,9 @@ fn files_call(c: &mut Cursor<'_>, stream: bool) -> PResult<ItemKind> {
     };
     let path = {
         let mut a = c.sub(first_from, first_to);
-        let p = a.string().map_err(|_| "the first argument of read_files/cloud_files is the path, a string literal".to_string())?;
+        let p = a.string().map_err(|_| {
+            "the first argument of read_files/cloud_files is the path, a string literal".to_string()
+        })?;
         a.end()?;
         p
     };

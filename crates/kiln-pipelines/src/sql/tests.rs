@@ -111,11 +111,18 @@ fn stream_spellings_and_live_prefix() {
     );
     let q = d.query.unwrap_or_else(|| panic!("query"));
     assert_eq!(relations(&q), vec![("raw_orders".into(), true, true)]);
-    let d = dataset("CREATE STREAMING TABLE big AS SELECT * FROM STREAM orders_clean WHERE amount > 100");
+    let d = dataset(
+        "CREATE STREAMING TABLE big AS SELECT * FROM STREAM orders_clean WHERE amount > 100",
+    );
     let q = d.query.unwrap_or_else(|| panic!("query"));
     assert_eq!(relations(&q), vec![("orders_clean".into(), true, false)]);
-    assert_eq!(q.render(|_| "T".into()), "SELECT * FROM T WHERE amount > 100");
-    let d = dataset("create or refresh live table t as select * from live.a join LIVE.b on a.id = b.id, c");
+    assert_eq!(
+        q.render(|_| "T".into()),
+        "SELECT * FROM T WHERE amount > 100"
+    );
+    let d = dataset(
+        "create or refresh live table t as select * from live.a join LIVE.b on a.id = b.id, c",
+    );
     let q = d.query.unwrap_or_else(|| panic!("query"));
     assert_eq!(
         relations(&q),
@@ -164,7 +171,9 @@ fn views_flows_and_cdc() {
     assert_eq!(v.expectations.len(), 1);
     let target = dataset("CREATE OR REFRESH STREAMING TABLE all_events");
     assert!(target.query.is_none());
-    match one("CREATE FLOW web AS INSERT INTO all_events BY NAME SELECT * FROM STREAM(raw_web)").kind {
+    match one("CREATE FLOW web AS INSERT INTO all_events BY NAME SELECT * FROM STREAM(raw_web)")
+        .kind
+    {
         StatementKind::Flow(f) => {
             assert_eq!(f.name.as_deref(), Some("web"));
             assert_eq!(f.target, vec!["all_events"]);
@@ -172,7 +181,11 @@ fn views_flows_and_cdc() {
         }
         other => panic!("{other:?}"),
     }
-    match one("CREATE FLOW backfill AS INSERT INTO ONCE all_events SELECT * FROM archive.events_2019").kind {
+    match one(
+        "CREATE FLOW backfill AS INSERT INTO ONCE all_events SELECT * FROM archive.events_2019",
+    )
+    .kind
+    {
         StatementKind::Flow(f) => assert!(matches!(f.body, FlowBody::Append { once: true, .. })),
         other => panic!("{other:?}"),
     }
@@ -194,7 +207,10 @@ fn views_flows_and_cdc() {
     assert_eq!(c.delete_when.as_deref(), Some("op = 'D'"));
     assert_eq!(c.sequence_by, "seq");
     assert_eq!(c.except_columns, vec!["op", "seq"]);
-    assert_eq!(relations(&c.source), vec![("raw_customers".into(), true, true)]);
+    assert_eq!(
+        relations(&c.source),
+        vec![("raw_customers".into(), true, true)]
+    );
     let (name, _, c) = cdc(
         "CREATE FLOW hist AS AUTO CDC INTO customers_scd2 FROM STREAM(raw)
          KEYS (id, region) IGNORE NULL UPDATES SEQUENCE BY struct(ts, n) STORED AS SCD TYPE 2",
@@ -215,7 +231,9 @@ fn several_statements_set_use_and_ignored_clauses() {
     )
     .unwrap_or_default();
     assert_eq!(all.len(), 4);
-    assert!(matches!(&all[0].kind, StatementKind::Set { key, value } if key == "spark.sql.ansi.enabled" && value == "true"));
+    assert!(
+        matches!(&all[0].kind, StatementKind::Set { key, value } if key == "spark.sql.ansi.enabled" && value == "true")
+    );
     assert!(matches!(&all[1].kind, StatementKind::Use { schema: Some(s), .. } if s == "silver"));
     assert_eq!(all[2].ignored.len(), 2);
     assert_eq!(all[3].line, 6);

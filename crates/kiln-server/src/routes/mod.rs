@@ -12,6 +12,7 @@ mod identity;
 mod libraries;
 mod meta;
 mod permissions;
+pub(crate) mod pipelines;
 mod postgres;
 mod postgres_compute;
 mod postgres_convert;
@@ -78,6 +79,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(clusters_v12::endpoints());
     all.extend(commands::endpoints());
     all.extend(libraries::endpoints());
+    all.extend(pipelines::endpoints());
     all.extend(secrets::endpoints());
     all.extend(dbfs::endpoints());
     all.extend(workspace::endpoints());

@@ -112,6 +112,14 @@ fn resolve(state: &AppState, object_type: &str, object_id: &str) -> Result<Targe
                 object: Some(object),
             })
         }
+        "pipelines" => Ok(Target {
+            object_type: object_type.into(),
+            object_id: object_id.into(),
+            chain: vec![(object_type.into(), object_id.into())],
+            owner: Some(state.pipelines.get(object_id)?.run_as),
+            owner_from: None,
+            object: None,
+        }),
         other => Err(Error::not_implemented(&format!("permissions for {other}"))),
     }
 }
@@ -127,6 +135,9 @@ fn singular(object_type: &str) -> &str {
 fn require(state: &AppState, caller: &Caller, target: &Target, level: &str) -> Result<()> {
     match &target.object {
         Some(object) => require_object(state, caller, object, level),
+        None if target.object_type == "pipelines" => {
+            super::pipelines::require_pipeline(state, caller, &target.object_id, level).map(|_| ())
+        }
         None => require_cluster(state, caller, &target.object_id, level),
     }
 }
@@ -204,7 +215,14 @@ fn response(state: &AppState, target: &Target) -> Value {
     if let Some(owner) = &target.owner {
         add(
             Grantee::User(owner.clone()),
-            permission("CAN_MANAGE", target.owner_from.as_deref()),
+            permission(
+                if target.object_type == "pipelines" {
+                    "IS_OWNER"
+                } else {
+                    "CAN_MANAGE"
+                },
+                target.owner_from.as_deref(),
+            ),
         );
     }
     for (i, (kind, id)) in target.chain.iter().enumerate() {

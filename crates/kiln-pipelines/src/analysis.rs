@@ -1,0 +1,99 @@
+//! Analysis: every flow planned in dependency order against empty inputs of
+//! its upstream schemas, before anything is written.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
+
+use crate::bind::{Binder, Mode};
+use crate::graph::{key, FlowQuery, Graph};
+use crate::runner::{fail, truncate, Stop};
+use crate::sink::{error_json, Sink};
+use crate::worker::Worker;
+
+pub(crate) fn expectations(graph: &Graph, dataset: &str) -> Vec<Value> {
+    graph
+        .datasets
+        .get(dataset)
+        .map(|d| {
+            d.expectations
+                .iter()
+                .map(|e| json!({"name": e.name, "expr": e.expr, "action": format!("{:?}", e.action).to_lowercase(), "dataset": d.name}))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The schema (Spark JSON) of every dataset, or the first error naming its flow.
+pub(crate) async fn analyze(
+    worker: &Worker,
+    graph: &Graph,
+    binder: &Binder,
+    sink: &mut Sink,
+) -> Result<BTreeMap<String, String>, Stop> {
+    let mut schemas = BTreeMap::new();
+    for name in &graph.order {
+        let flow = &graph.flows[name];
+        let target = key(&flow.target);
+        let query = match &flow.query {
+            FlowQuery::Sql(q) => q,
+            FlowQuery::Cdc(_) => {
+                return Err(fail(
+                    "UnsupportedFlow",
+                    format!(
+                        "Flow '{}' uses APPLY CHANGES, which Kiln does not run yet",
+                        flow.name
+                    ),
+                ))
+            }
+            FlowQuery::Python { .. } => {
+                return Err(fail(
+                    "UnsupportedLanguage",
+                    "Python flows are not supported yet",
+                ))
+            }
+        };
+        let mut inputs = Map::new();
+        let sql = binder.render(query, &Mode::Analysis, &schemas, &mut inputs)?;
+        let step =
+            json!({"sql": sql, "inputs": inputs, "expectations": expectations(graph, &target)});
+        let answer = worker
+            .call("analyze", json!({"steps": [step]}))
+            .await
+            .map_err(|e| fail(&e.class_name, e.message))?;
+        let result = &answer["steps"][0];
+        if result["ok"] == json!(true) {
+            schemas
+                .entry(target)
+                .or_insert_with(|| result["schema"].as_str().unwrap_or_default().to_string());
+            continue;
+        }
+        let message = format!(
+            "Failed to analyze flow '{}' of dataset '{}' ({}:{}: {}): {}",
+            flow.name,
+            flow.target,
+            flow.origin.path,
+            flow.origin.line,
+            truncate(&flow.origin.statement),
+            result["error"]["message"]
+                .as_str()
+                .unwrap_or("unknown error")
+        );
+        let mut e = sink.flow_event(
+            &flow.name,
+            &flow.target,
+            "ERROR",
+            "flow_progress",
+            &message,
+            json!({"status": "FAILED"}),
+        );
+        let class = result["error"]["class_name"]
+            .as_str()
+            .unwrap_or("AnalysisException")
+            .to_string();
+        e.error = Some(error_json(&class, &message));
+        sink.push(e);
+        return Err(fail(&class, message));
+    }
+    Ok(schemas)
+}

@@ -1,0 +1,651 @@
+//! Runs one update: compute, graph, analysis, reset, table setup, then the
+//! flows in dependency order (independent flows concurrently), with the event
+//! log written as it goes. Every state change goes through the lifecycle.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_compute::pyenv;
+use kiln_core::Error;
+use kiln_store::ClusterConfig;
+use serde_json::{json, Value};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::bind::Binder;
+use crate::graph::{key, FlowQuery, Graph};
+use crate::libraries::{self, SourceLanguage};
+use crate::lifecycle::UpdateState;
+use crate::model::{PipelineRecord, UpdateRecord};
+use crate::service::Pipelines;
+use crate::sink::{error_json, Sink};
+use crate::sql::DatasetKind;
+use crate::worker::Worker;
+
+/// Why an update ended early.
+pub(crate) enum Stop {
+    Canceled,
+    Failed { class_name: String, message: String },
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Self {
+        Stop::Failed {
+            class_name: "KilnError".into(),
+            message: e.message,
+        }
+    }
+}
+
+pub(crate) fn fail(class_name: &str, message: impl Into<String>) -> Stop {
+    Stop::Failed {
+        class_name: class_name.into(),
+        message: message.into(),
+    }
+}
+
+const MAX_CONCURRENT_FLOWS: usize = 4;
+
+pub async fn run(svc: Arc<Pipelines>, mut update: UpdateRecord, cancel: CancellationToken) {
+    let Ok(mut pipeline) = svc.get(&update.pipeline_id) else {
+        return;
+    };
+    let mut sink = Sink::new(&pipeline, &update.update_id);
+    let mut worker: Option<Arc<Worker>> = None;
+    let result = execute(
+        &svc,
+        &mut pipeline,
+        &mut update,
+        &mut sink,
+        &cancel,
+        &mut worker,
+    )
+    .await;
+    let outcome = match result {
+        Ok(()) => svc.transition(&mut update, UpdateState::Completed, sink.take(), &sink),
+        Err(Stop::Canceled) => {
+            let _ = svc.transition(&mut update, UpdateState::Stopping, sink.take(), &sink);
+            svc.transition(&mut update, UpdateState::Canceled, sink.take(), &sink)
+        }
+        Err(Stop::Failed {
+            class_name,
+            message,
+        }) => {
+            let mut events = sink.take();
+            let mut e = sink.event(
+                "ERROR",
+                "update_progress",
+                &format!("Update {} is FAILED: {message}", &update.update_id[..6]),
+                json!({"state": "FAILED"}),
+            );
+            e.error = Some(error_json(&class_name, &message));
+            events.push(e);
+            update.state = UpdateState::Failed;
+            svc.commit_update(&update, events)
+        }
+    };
+    if let Err(e) = outcome {
+        tracing::error!(pipeline = %update.pipeline_id, error = %e.message, "record the end of an update");
+    }
+    if let Some(w) = worker {
+        w.kill().await;
+    }
+    pipeline.unhealthy = update.state == UpdateState::Failed;
+    let development = update.config["development"].as_bool().unwrap_or(false);
+    if !development {
+        if let Some(cluster) = &pipeline.cluster_id {
+            let _ = svc.clusters.terminate(&pipeline.run_as, cluster).await;
+        }
+    }
+    if let Ok(current) = svc.get(&pipeline.pipeline_id) {
+        let mut current = current;
+        current.unhealthy = pipeline.unhealthy;
+        current.cluster_id = pipeline.cluster_id.clone();
+        let _ = svc.set_pipeline(&current);
+    }
+}
+
+async fn execute(
+    svc: &Arc<Pipelines>,
+    pipeline: &mut PipelineRecord,
+    update: &mut UpdateRecord,
+    sink: &mut Sink,
+    cancel: &CancellationToken,
+    worker_slot: &mut Option<Arc<Worker>>,
+) -> Result<(), Stop> {
+    svc.transition(update, UpdateState::WaitingForResources, sink.take(), sink)?;
+    let (cluster_id, port) = tokio::select! {
+        r = ensure_cluster(svc, pipeline, update) => r?,
+        _ = cancel.cancelled() => return Err(Stop::Canceled),
+    };
+    sink.set_cluster(&cluster_id);
+    update.cluster_id = Some(cluster_id.clone());
+    pipeline.cluster_id = Some(cluster_id.clone());
+    if let Ok(mut current) = svc.get(&pipeline.pipeline_id) {
+        current.cluster_id = Some(cluster_id.clone());
+        svc.set_pipeline(&current)?;
+    }
+    let engine_dir = svc.clusters.engine_dir(&cluster_id);
+    let python = pyenv::ensure(&svc.runtime, &engine_dir).await?;
+    let log = svc.logs.join(format!("{}.log", pipeline.pipeline_id));
+    let spark_url = format!("sc://127.0.0.1:{port}");
+    let worker = tokio::select! {
+        w = Worker::spawn(&python, &svc.sources, &spark_url, &log) => Arc::new(w?),
+        _ = cancel.cancelled() => return Err(Stop::Canceled),
+    };
+    *worker_slot = Some(worker.clone());
+
+    svc.transition(update, UpdateState::Initializing, sink.take(), sink)?;
+    let graph = Arc::new(load_graph(svc, update, sink)?);
+    let (catalog, schema) = publish_schema(&update.config);
+    let binder = Binder::new(graph.clone(), &catalog, &schema, svc.dbfs_root.clone());
+    definitions(&graph, &binder, sink);
+    svc.commit_events(&pipeline.pipeline_id, sink.take())?;
+    let schemas = crate::analysis::analyze(&worker, &graph, &binder, sink).await?;
+    if update.validate_only {
+        return Ok(());
+    }
+    if cancel.is_cancelled() {
+        return Err(Stop::Canceled);
+    }
+    let resets = resets(&graph, update)?;
+    if !resets.is_empty() {
+        svc.transition(update, UpdateState::Resetting, sink.take(), sink)?;
+        let tables: Vec<String> = resets.iter().map(|d| binder.table(d)).collect();
+        worker
+            .call("drop", json!({"tables": tables}))
+            .await
+            .map_err(|e| fail(&e.class_name, e.message))?;
+        for d in &resets {
+            for f in graph.flows_into(d) {
+                svc.reset_checkpoint(&pipeline.pipeline_id, &key(&f.name))?;
+            }
+        }
+    }
+    svc.transition(update, UpdateState::SettingUpTables, sink.take(), sink)?;
+    worker
+        .call(
+            "ensure_schema",
+            json!({"schema": format!("`{catalog}`.`{schema}`")}),
+        )
+        .await
+        .map_err(|e| {
+            fail(
+                &e.class_name,
+                format!(
+                    "cannot create the target schema {catalog}.{schema}: {}",
+                    e.message
+                ),
+            )
+        })?;
+    svc.transition(update, UpdateState::Running, sink.take(), sink)?;
+    let ctx = Arc::new(crate::flows::FlowContext {
+        svc: svc.clone(),
+        worker,
+        graph: graph.clone(),
+        binder,
+        schemas,
+        pipeline_id: pipeline.pipeline_id.clone(),
+        update_id: update.update_id.clone(),
+        sink: Sink::new(pipeline, &update.update_id),
+    });
+    let continuous = update.config["continuous"].as_bool().unwrap_or(false);
+    loop {
+        schedule(&ctx, update, cancel).await?;
+        if !continuous {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = cancel.cancelled() => return Err(Stop::Canceled),
+        }
+    }
+}
+
+fn publish_schema(config: &Value) -> (String, String) {
+    let catalog = config["catalog"].as_str().unwrap_or("main").to_string();
+    let schema = config["schema"]
+        .as_str()
+        .or(config["target"].as_str())
+        .unwrap_or("default")
+        .to_string();
+    (catalog, schema)
+}
+
+/// The pipeline's engine: its development cluster when still running, else a new one.
+async fn ensure_cluster(
+    svc: &Pipelines,
+    pipeline: &PipelineRecord,
+    update: &UpdateRecord,
+) -> Result<(String, u16), Stop> {
+    if let Some(id) = &pipeline.cluster_id {
+        if let Ok(c) = svc.clusters.get(id) {
+            if c.state == "RUNNING"
+                && c.engine_port.is_some()
+                && update.config["development"].as_bool().unwrap_or(false)
+            {
+                return Ok((id.clone(), c.engine_port.unwrap_or_default()));
+            }
+        }
+    }
+    let spec = update.config["clusters"]
+        .as_array()
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c["label"].as_str().unwrap_or("default") == "default")
+                .cloned()
+        })
+        .unwrap_or(json!({}));
+    let strings = |v: &Value| -> BTreeMap<String, String> {
+        v.as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| v.to_string()),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let autoscale = spec["autoscale"].as_object().map(|a| {
+        let min = a.get("min_workers").and_then(Value::as_u64).unwrap_or(1) as u32;
+        let max = a
+            .get("max_workers")
+            .and_then(Value::as_u64)
+            .unwrap_or(min as u64) as u32;
+        (min.min(8), max.clamp(min.min(8), 8))
+    });
+    let config = ClusterConfig {
+        cluster_name: format!("dlt-execution-{}", pipeline.pipeline_id),
+        spark_version: "16.4.x-scala2.12".into(),
+        node_type_id: spec["node_type_id"].as_str().unwrap_or("kiln-local").into(),
+        driver_node_type_id: spec["driver_node_type_id"]
+            .as_str()
+            .unwrap_or("kiln-local")
+            .into(),
+        num_workers: spec["num_workers"].as_u64().unwrap_or(0).min(8) as u32,
+        autoscale,
+        autotermination_minutes: if update.config["development"].as_bool().unwrap_or(false) {
+            120
+        } else {
+            0
+        },
+        spark_conf: strings(&spec["spark_conf"]),
+        spark_env_vars: BTreeMap::new(),
+        custom_tags: strings(&spec["custom_tags"]),
+        cluster_source: "PIPELINE".into(),
+        other: BTreeMap::new(),
+    };
+    let record = svc.clusters.create(&pipeline.run_as, config).await?;
+    for _ in 0..1200 {
+        let c = svc.clusters.get(&record.cluster_id)?;
+        match (c.state.as_str(), c.engine_port) {
+            ("RUNNING", Some(port)) => return Ok((record.cluster_id, port)),
+            ("TERMINATED" | "ERROR", _) => {
+                return Err(fail(
+                    "ClusterFailure",
+                    format!(
+                        "the pipeline's cluster {} failed to start: {}",
+                        record.cluster_id, c.state_message
+                    ),
+                ))
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    Err(fail(
+        "ClusterFailure",
+        "the pipeline's cluster did not start within 60 s",
+    ))
+}
+
+/// Reads, parses and resolves every library; errors fail the update naming
+/// the file, the statement and the dataset.
+fn load_graph(svc: &Pipelines, update: &UpdateRecord, sink: &mut Sink) -> Result<Graph, Stop> {
+    let configuration: BTreeMap<String, String> = update.config["configuration"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut graph = Graph::default();
+    let mut errors = Vec::new();
+    for lib in update.config["libraries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let path = libraries::library_path(&lib)?;
+        let source = libraries::read(&svc.workspace, &path)?;
+        let (text, ignored) = libraries::strip_notebook(&source.text, source.language);
+        for what in ignored {
+            sink.emit(
+                "WARN",
+                "planning_information",
+                &format!("'{what}' in {path} is ignored by pipelines on Kiln."),
+                json!({}),
+            );
+        }
+        let text = libraries::substitute(&text, &configuration);
+        match source.language {
+            SourceLanguage::Sql => {
+                let statements = crate::sql::parse(&text).map_err(|e| {
+                    fail(
+                        "ParseException",
+                        format!(
+                            "Syntax error in {path} at line {}: {}. Statement: {}",
+                            e.line,
+                            e.message,
+                            truncate(&e.statement)
+                        ),
+                    )
+                })?;
+                for st in &statements {
+                    for what in &st.ignored {
+                        sink.emit(
+                            "WARN",
+                            "planning_information",
+                            &format!(
+                                "{what} in {path}:{} is parsed and ignored by Kiln.",
+                                st.line
+                            ),
+                            json!({}),
+                        );
+                    }
+                }
+                graph.add_sql(
+                    crate::graph::SqlSource {
+                        path: source.path.clone(),
+                        statements,
+                    },
+                    &mut errors,
+                );
+            }
+            SourceLanguage::Python => {
+                return Err(fail("UnsupportedLanguage", format!("{path} is a Python library; Python pipeline sources are not supported by Kiln yet")));
+            }
+        }
+    }
+    graph.resolve(&mut errors);
+    if let Some(first) = errors.first() {
+        for e in &errors {
+            let mut ev = sink.flow_event(
+                e.flow.as_deref().unwrap_or(""),
+                e.dataset.as_deref().unwrap_or(""),
+                "ERROR",
+                "flow_progress",
+                &e.message,
+                json!({"status": "FAILED"}),
+            );
+            ev.error = Some(error_json(e.class_name, &e.message));
+            sink.push(ev);
+        }
+        let place = first
+            .origin
+            .as_ref()
+            .map(|o| format!(" ({}:{}: {})", o.path, o.line, truncate(&o.statement)))
+            .unwrap_or_default();
+        return Err(fail(first.class_name, format!("{}{place}", first.message)));
+    }
+    Ok(graph)
+}
+
+pub(crate) fn truncate(s: &str) -> String {
+    let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() > 160 {
+        format!("{}…", one.chars().take(160).collect::<String>())
+    } else {
+        one
+    }
+}
+
+fn definitions(graph: &Graph, binder: &Binder, sink: &mut Sink) {
+    for ds in graph.datasets.values() {
+        let dataset_type = match ds.kind {
+            DatasetKind::MaterializedView => "MATERIALIZED_VIEW",
+            DatasetKind::StreamingTable => "STREAMING_TABLE",
+            DatasetKind::View => "VIEW",
+        };
+        let e = sink.flow_event("", &ds.name, "INFO", "dataset_definition", &format!("Dataset '{}' is defined as a {}.", ds.name, dataset_type.to_lowercase().replace('_', " ")), json!({
+            "dataset_type": dataset_type,
+            "num_flows": graph.flows_into(&key(&ds.name)).len(),
+            "expectations": ds.expectations.iter().map(|e| json!({"name": e.name, "constraint": e.expr, "action": format!("{:?}", e.action).to_uppercase()})).collect::<Vec<_>>(),
+            "table_properties": ds.table_properties.iter().cloned().collect::<BTreeMap<_, _>>(),
+            "partition_columns": ds.partition_cols,
+            "path": if ds.kind == DatasetKind::View { Value::Null } else { json!(binder.table(&key(&ds.name))) },
+        }));
+        sink.push(e);
+    }
+    for name in &graph.order {
+        let flow = &graph.flows[name];
+        let inputs: Vec<String> = graph
+            .reads(flow)
+            .into_iter()
+            .map(|(k, _)| graph.datasets.get(&k).map(|d| d.name.clone()).unwrap_or(k))
+            .chain(external_inputs(&flow.query))
+            .collect();
+        let e = sink.flow_event(
+            &flow.name,
+            &flow.target,
+            "INFO",
+            "flow_definition",
+            &format!("Flow '{}' is defined as {}.", flow.name, flow.kind.as_str()),
+            json!({
+                "output_dataset": flow.target,
+                "input_datasets": inputs,
+                "flow_type": flow.kind.as_str(),
+                "language": "SQL",
+                "source_code_location": {"path": flow.origin.path, "line_number": flow.origin.line},
+            }),
+        );
+        sink.push(e);
+    }
+}
+
+fn external_inputs(q: &FlowQuery) -> Vec<String> {
+    let query = match q {
+        FlowQuery::Sql(q) => q,
+        FlowQuery::Cdc(c) => &c.source,
+        FlowQuery::Python { .. } => return Vec::new(),
+    };
+    query
+        .items
+        .iter()
+        .filter_map(|i| match &i.kind {
+            crate::sql::ItemKind::Files { path, .. } => Some(path.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The tables a full refresh resets.
+fn resets(graph: &Graph, update: &UpdateRecord) -> Result<Vec<String>, Stop> {
+    let tables = graph
+        .datasets
+        .values()
+        .filter(|d| d.kind != DatasetKind::View);
+    if update.full_refresh {
+        return Ok(tables
+            .filter(|d| d.resettable())
+            .map(|d| key(&d.name))
+            .collect());
+    }
+    let mut out = Vec::new();
+    for name in &update.full_refresh_selection {
+        let Some(d) = graph.datasets.get(&key(name)) else {
+            return Err(fail("TABLE_NOT_FOUND", format!("full_refresh_selection names '{name}', which is not a dataset of this pipeline")));
+        };
+        if !d.resettable() {
+            return Err(fail(
+                "TABLE_NOT_RESETTABLE",
+                format!(
+                    "'{name}' has pipelines.reset.allowed = false and cannot be fully refreshed"
+                ),
+            ));
+        }
+        out.push(key(name));
+    }
+    Ok(out)
+}
+
+/// Runs the selected flows in dependency order.
+async fn schedule(
+    ctx: &Arc<crate::flows::FlowContext>,
+    update: &UpdateRecord,
+    cancel: &CancellationToken,
+) -> Result<(), Stop> {
+    let graph = &ctx.graph;
+    let selection: BTreeSet<String> = update
+        .refresh_selection
+        .iter()
+        .chain(&update.full_refresh_selection)
+        .map(|s| key(s))
+        .collect();
+    let runnable: Vec<String> = graph
+        .order
+        .iter()
+        .filter(|f| {
+            graph
+                .datasets
+                .get(&key(&graph.flows[*f].target))
+                .is_some_and(|d| d.kind != DatasetKind::View)
+        })
+        .cloned()
+        .collect();
+    let mut pending: Vec<String> = Vec::new();
+    let mut done: BTreeMap<String, bool> = BTreeMap::new();
+    let mut events = Vec::new();
+    for f in &runnable {
+        let flow = &graph.flows[f];
+        if selection.is_empty() || selection.contains(&key(&flow.target)) {
+            pending.push(f.clone());
+            events.push(ctx.sink.flow_event(
+                &flow.name,
+                &flow.target,
+                "INFO",
+                "flow_progress",
+                &format!("Flow '{}' is QUEUED.", flow.name),
+                json!({"status": "QUEUED"}),
+            ));
+        } else {
+            done.insert(f.clone(), true);
+            events.push(ctx.sink.flow_event(
+                &flow.name,
+                &flow.target,
+                "INFO",
+                "flow_progress",
+                &format!("Flow '{}' is EXCLUDED.", flow.name),
+                json!({"status": "EXCLUDED"}),
+            ));
+        }
+    }
+    ctx.svc.commit_events(&ctx.pipeline_id, events)?;
+    let mut running: JoinSet<(String, bool)> = JoinSet::new();
+    let mut failed_any: Option<String> = None;
+    loop {
+        // Start every flow whose upstream tables are done.
+        let mut i = 0;
+        while i < pending.len() && running.len() < MAX_CONCURRENT_FLOWS && !cancel.is_cancelled() {
+            let f = pending[i].clone();
+            let deps: Vec<String> = graph
+                .table_deps(&graph.flows[&f])
+                .into_iter()
+                .flat_map(|d| {
+                    graph
+                        .flows_into(&d)
+                        .into_iter()
+                        .map(|x| key(&x.name))
+                        .collect::<Vec<_>>()
+                })
+                .filter(|d| *d != f)
+                .collect();
+            if deps.iter().any(|d| done.get(d) == Some(&false)) {
+                pending.remove(i);
+                let flow = &graph.flows[&f];
+                ctx.svc.commit_events(
+                    &ctx.pipeline_id,
+                    vec![ctx.sink.flow_event(
+                        &flow.name,
+                        &flow.target,
+                        "WARN",
+                        "flow_progress",
+                        &format!("Flow '{}' SKIPPED due to upstream failure(s).", flow.name),
+                        json!({"status": "SKIPPED"}),
+                    )],
+                )?;
+                done.insert(f, false);
+                continue;
+            }
+            if deps.iter().all(|d| done.contains_key(d)) {
+                pending.remove(i);
+                let c = ctx.clone();
+                let token = cancel.clone();
+                running.spawn(async move {
+                    let ok = crate::flows::run_flow(&c, &f, &token).await;
+                    (f, ok)
+                });
+                continue;
+            }
+            i += 1;
+        }
+        if running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            joined = running.join_next() => {
+                if let Some(Ok((f, ok))) = joined {
+                    if !ok && failed_any.is_none() {
+                        failed_any = Some(f.clone());
+                    }
+                    done.insert(f, ok);
+                }
+            }
+            _ = cancel.cancelled() => {
+                ctx.cancel_all().await;
+                while running.join_next().await.is_some() {}
+                break;
+            }
+        }
+    }
+    if cancel.is_cancelled() {
+        let mut events = Vec::new();
+        for f in pending {
+            let flow = &graph.flows[&f];
+            events.push(ctx.sink.flow_event(
+                &flow.name,
+                &flow.target,
+                "INFO",
+                "flow_progress",
+                &format!("Flow '{}' has STOPPED.", flow.name),
+                json!({"status": "STOPPED"}),
+            ));
+        }
+        ctx.svc.commit_events(&ctx.pipeline_id, events)?;
+        return Err(Stop::Canceled);
+    }
+    match failed_any {
+        Some(f) => Err(fail(
+            "FlowFailure",
+            format!(
+                "Flow '{}' failed; see its flow_progress event",
+                graph.flows[&f].name
+            ),
+        )),
+        None => Ok(()),
+    }
+}

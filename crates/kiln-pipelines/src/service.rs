@@ -1,0 +1,628 @@
+//! The pipelines service: durable pipeline and update records, the event log,
+//! and the owned tasks that run updates.
+//!
+//! Invariants: a mutation is committed before the call that caused it answers;
+//! at most one active update per pipeline; every update task is tracked and
+//! cancelled on shutdown; an update found active when Kiln starts is marked
+//! FAILED (its streaming checkpoints resolve a half-written batch from the
+//! table's Delta log at the next run).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use kiln_compute::clusters::Clusters;
+use kiln_compute::runtime::Runtime;
+use kiln_core::{time::now_ms, Error, ErrorCode, Result};
+use kiln_store::{Store, Write};
+use kiln_workspace::workspace::Workspace;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::events::Event;
+use crate::lifecycle::{next_state, UpdateState};
+use crate::model::*;
+
+pub struct Pipelines {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) workspace: Arc<Workspace>,
+    pub(crate) clusters: Arc<Clusters>,
+    pub(crate) runtime: Runtime,
+    pub(crate) sources: PathBuf,
+    pub(crate) dbfs_root: PathBuf,
+    pub(crate) logs: PathBuf,
+    records: RwLock<BTreeMap<String, PipelineRecord>>,
+    updates: RwLock<BTreeMap<String, Vec<UpdateRecord>>>,
+    seqs: Mutex<HashMap<String, i64>>,
+    active: Mutex<HashMap<String, (String, CancellationToken)>>,
+    writer: tokio::sync::Mutex<()>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// What start_update asks for.
+#[derive(Debug, Clone, Default)]
+pub struct StartRequest {
+    pub cause: String,
+    pub full_refresh: bool,
+    pub full_refresh_selection: Vec<String>,
+    pub refresh_selection: Vec<String>,
+    pub validate_only: bool,
+}
+
+fn poisoned<T>(_: T) -> Error {
+    Error::internal("pipelines", "lock poisoned")
+}
+
+impl Pipelines {
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        store: Arc<dyn Store>,
+        workspace: Arc<Workspace>,
+        clusters: Arc<Clusters>,
+        runtime: Runtime,
+        sources: PathBuf,
+        data_dir: PathBuf,
+    ) -> Result<Arc<Self>> {
+        let logs = data_dir.join("pipelines");
+        std::fs::create_dir_all(&logs)
+            .map_err(|e| Error::internal("create the pipelines dir", e))?;
+        let mut records = BTreeMap::new();
+        for v in store.objects(KIND_PIPELINE)? {
+            let r: PipelineRecord =
+                serde_json::from_value(v).map_err(|e| Error::internal("read a pipeline", e))?;
+            records.insert(r.pipeline_id.clone(), r);
+        }
+        let mut updates: BTreeMap<String, Vec<UpdateRecord>> = BTreeMap::new();
+        for v in store.objects(KIND_UPDATE)? {
+            let u: UpdateRecord =
+                serde_json::from_value(v).map_err(|e| Error::internal("read an update", e))?;
+            updates.entry(u.pipeline_id.clone()).or_default().push(u);
+        }
+        let service = Arc::new(Pipelines {
+            store,
+            workspace,
+            clusters,
+            runtime,
+            sources,
+            dbfs_root: data_dir.join("dbfs"),
+            logs,
+            records: RwLock::new(records),
+            updates: RwLock::new(updates),
+            seqs: Mutex::default(),
+            active: Mutex::default(),
+            writer: tokio::sync::Mutex::new(()),
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        });
+        service.recover()?;
+        Ok(service)
+    }
+
+    /// Updates that were live when Kiln stopped end FAILED, each with an event.
+    fn recover(&self) -> Result<()> {
+        let live: Vec<UpdateRecord> = self
+            .updates
+            .read()
+            .map_err(poisoned)?
+            .values()
+            .flatten()
+            .filter(|u| !u.state.is_terminal())
+            .cloned()
+            .collect();
+        for mut u in live {
+            let Some(p) = self.get(&u.pipeline_id).ok() else {
+                continue;
+            };
+            u.state = UpdateState::Failed;
+            let mut sink = self.sink(&p, &u.update_id);
+            sink.error(
+                "update_progress",
+                "Update FAILED: Kiln restarted while it was running; start a new update to continue.",
+                json!({"state": "FAILED"}),
+                "KilnRestarted",
+                "Kiln restarted while the update was running",
+            );
+            self.commit_update(&u, sink.take())?;
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, pipeline_id: &str) -> Result<PipelineRecord> {
+        self.records
+            .read()
+            .map_err(poisoned)?
+            .get(pipeline_id)
+            .cloned()
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::ResourceDoesNotExist,
+                    format!("Pipeline {pipeline_id} does not exist."),
+                )
+            })
+    }
+
+    pub fn list(&self) -> Result<Vec<PipelineRecord>> {
+        Ok(self
+            .records
+            .read()
+            .map_err(poisoned)?
+            .values()
+            .cloned()
+            .collect())
+    }
+
+    /// Updates of a pipeline, newest first.
+    pub fn updates(&self, pipeline_id: &str) -> Vec<UpdateRecord> {
+        let mut v = self
+            .updates
+            .read()
+            .ok()
+            .and_then(|u| u.get(pipeline_id).cloned())
+            .unwrap_or_default();
+        v.sort_by(|a, b| {
+            b.creation_time
+                .cmp(&a.creation_time)
+                .then(b.update_id.cmp(&a.update_id))
+        });
+        v
+    }
+
+    pub fn update(&self, pipeline_id: &str, update_id: &str) -> Result<UpdateRecord> {
+        self.updates(pipeline_id)
+            .into_iter()
+            .find(|u| u.update_id == update_id)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::ResourceDoesNotExist,
+                    format!("Update {update_id} of pipeline {pipeline_id} does not exist."),
+                )
+            })
+    }
+
+    pub fn events(&self, pipeline_id: &str) -> Result<Vec<Event>> {
+        self.store
+            .pipeline_events(pipeline_id)?
+            .into_iter()
+            .map(|v| serde_json::from_value(v).map_err(|e| Error::internal("read an event", e)))
+            .collect()
+    }
+
+    fn check_name(&self, spec: &Value, except: Option<&str>) -> Result<()> {
+        let name = spec["name"].as_str().unwrap_or_default();
+        if spec["allow_duplicate_names"].as_bool().unwrap_or(false) || name.is_empty() {
+            return Ok(());
+        }
+        let taken = self
+            .records
+            .read()
+            .map_err(poisoned)?
+            .values()
+            .any(|r| r.name() == name && Some(r.pipeline_id.as_str()) != except);
+        if taken {
+            return Err(Error::new(
+                ErrorCode::ResourceConflict,
+                format!("Pipeline with name '{name}' already exists. Set allow_duplicate_names to create another."),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Validates a spec's libraries: each notebook or file must exist.
+    pub fn check_libraries(&self, spec: &Value) -> Result<()> {
+        let libs = spec["libraries"].as_array().cloned().unwrap_or_default();
+        if libs.is_empty() {
+            return Err(Error::invalid(
+                "Invalid value for field libraries: a pipeline needs at least one notebook or file",
+            ));
+        }
+        for lib in libs {
+            let path = crate::libraries::library_path(&lib)?;
+            crate::libraries::read(&self.workspace, &path)?;
+        }
+        Ok(())
+    }
+
+    pub async fn create(
+        &self,
+        actor: &str,
+        mut spec: Value,
+        dry_run: bool,
+    ) -> Result<PipelineRecord> {
+        let _guard = self.writer.lock().await;
+        self.check_name(&spec, None)?;
+        self.check_libraries(&spec)?;
+        let id = kiln_core::ids::uuid4();
+        spec["id"] = json!(id);
+        if let Some(obj) = spec.as_object_mut() {
+            obj.remove("allow_duplicate_names");
+            obj.remove("dry_run");
+        }
+        if spec.get("storage").is_none() {
+            spec["storage"] = json!(format!("dbfs:/pipelines/{id}"));
+        }
+        let now = now_ms();
+        let record = PipelineRecord {
+            pipeline_id: id.clone(),
+            spec,
+            creator: actor.into(),
+            run_as: actor.into(),
+            created_at: now,
+            last_modified: now,
+            cluster_id: None,
+            unhealthy: false,
+        };
+        if dry_run {
+            return Ok(record);
+        }
+        let mut sink = self.sink(&record, "");
+        sink.emit(
+            "INFO",
+            "user_action",
+            &format!("User {actor} created pipeline '{}'.", record.name()),
+            json!({"action": "CREATE", "user_name": actor}),
+        );
+        let mut writes = vec![put_pipeline(&record)?];
+        writes.extend(self.event_writes(&record.pipeline_id, sink.take())?);
+        self.store.commit(writes)?;
+        self.records
+            .write()
+            .map_err(poisoned)?
+            .insert(id, record.clone());
+        Ok(record)
+    }
+
+    pub async fn edit(
+        &self,
+        actor: &str,
+        pipeline_id: &str,
+        mut spec: Value,
+        expected_last_modified: Option<i64>,
+    ) -> Result<()> {
+        let _guard = self.writer.lock().await;
+        let mut record = self.get(pipeline_id)?;
+        if let Some(expected) = expected_last_modified {
+            if expected != record.last_modified {
+                return Err(Error::new(ErrorCode::ResourceConflict, format!(
+                    "Pipeline {pipeline_id} was modified at {} (expected_last_modified {expected})", record.last_modified
+                )));
+            }
+        }
+        if let Some(id) = spec["id"].as_str() {
+            if id != pipeline_id {
+                return Err(Error::invalid(
+                    "Invalid value for field id: it must be the pipeline's id",
+                ));
+            }
+        }
+        self.check_name(&spec, Some(pipeline_id))?;
+        self.check_libraries(&spec)?;
+        spec["id"] = json!(pipeline_id);
+        if let Some(obj) = spec.as_object_mut() {
+            obj.remove("allow_duplicate_names");
+            obj.remove("expected_last_modified");
+        }
+        match (spec.get("storage"), record.spec.get("storage")) {
+            (Some(new), Some(old)) if new != old => {
+                return Err(Error::invalid(
+                    "Invalid value for field storage: it cannot be changed after creation",
+                ))
+            }
+            (None, Some(old)) => spec["storage"] = old.clone(),
+            _ => {}
+        }
+        record.spec = spec;
+        record.last_modified = now_ms().max(record.last_modified + 1);
+        let mut sink = self.sink(&record, "");
+        sink.emit(
+            "INFO",
+            "user_action",
+            &format!("User {actor} edited pipeline '{}'.", record.name()),
+            json!({"action": "EDIT", "user_name": actor}),
+        );
+        let mut writes = vec![put_pipeline(&record)?];
+        writes.extend(self.event_writes(&record.pipeline_id, sink.take())?);
+        self.store.commit(writes)?;
+        self.records
+            .write()
+            .map_err(poisoned)?
+            .insert(pipeline_id.into(), record);
+        Ok(())
+    }
+
+    pub async fn delete(&self, pipeline_id: &str) -> Result<()> {
+        let record = self.get(pipeline_id)?;
+        self.stop_and_wait(pipeline_id).await;
+        let _guard = self.writer.lock().await;
+        let mut writes = vec![
+            Write::DeleteObject {
+                kind: KIND_PIPELINE,
+                key: pipeline_id.into(),
+            },
+            Write::DeletePipelineEvents(pipeline_id.into()),
+        ];
+        for u in self.updates(pipeline_id) {
+            writes.push(Write::DeleteObject {
+                kind: KIND_UPDATE,
+                key: update_key(pipeline_id, &u.update_id),
+            });
+        }
+        for v in self.store.objects(KIND_FLOW)? {
+            if v["pipeline_id"] == json!(pipeline_id) {
+                if let Some(flow) = v["flow"].as_str() {
+                    writes.push(Write::DeleteObject {
+                        kind: KIND_FLOW,
+                        key: flow_key(pipeline_id, flow),
+                    });
+                }
+            }
+        }
+        self.store.commit(writes)?;
+        self.records.write().map_err(poisoned)?.remove(pipeline_id);
+        self.updates.write().map_err(poisoned)?.remove(pipeline_id);
+        if let Some(cluster) = record.cluster_id {
+            let _ = self.clusters.terminate(&record.run_as, &cluster).await;
+        }
+        Ok(())
+    }
+
+    /// Starts an update (committed as CREATED before this returns) and its task.
+    pub async fn start_update(
+        self: &Arc<Self>,
+        actor: &str,
+        pipeline_id: &str,
+        req: StartRequest,
+    ) -> Result<UpdateRecord> {
+        let _guard = self.writer.lock().await;
+        let pipeline = self.get(pipeline_id)?;
+        if req.full_refresh
+            && !(req.full_refresh_selection.is_empty() && req.refresh_selection.is_empty())
+        {
+            return Err(Error::invalid(
+                "full_refresh cannot be combined with refresh_selection or full_refresh_selection",
+            ));
+        }
+        let mut active = self.active.lock().map_err(poisoned)?;
+        if let Some((update, _)) = active.get(pipeline_id) {
+            return Err(Error::new(
+                ErrorCode::ResourceConflict,
+                format!("Pipeline {pipeline_id} has an active update {update}. Stop it before starting another."),
+            ));
+        }
+        let update = UpdateRecord {
+            pipeline_id: pipeline_id.into(),
+            update_id: kiln_core::ids::uuid4(),
+            state: UpdateState::Created,
+            cause: if req.cause.is_empty() {
+                "API_CALL".into()
+            } else {
+                req.cause.clone()
+            },
+            creation_time: now_ms(),
+            full_refresh: req.full_refresh,
+            full_refresh_selection: req.full_refresh_selection.clone(),
+            refresh_selection: req.refresh_selection.clone(),
+            validate_only: req.validate_only,
+            cluster_id: pipeline.cluster_id.clone(),
+            config: pipeline.spec.clone(),
+            requested_by: actor.into(),
+        };
+        let mut sink = self.sink(&pipeline, &update.update_id);
+        sink.emit(
+            "INFO",
+            "user_action",
+            &format!("User {actor} started an update."),
+            json!({"action": "START", "user_name": actor}),
+        );
+        sink.emit(
+            "INFO",
+            "create_update",
+            &format!("Update {} started by {}.", &update.update_id[..6], update.cause),
+            json!({
+                "cause": update.cause, "full_refresh": update.full_refresh,
+                "full_refresh_selection": update.full_refresh_selection,
+                "refresh_selection": update.refresh_selection, "validate_only": update.validate_only,
+                "run_as": pipeline.run_as, "runtime_version": {"dbr_version": "16.4"},
+                "config": pipeline.spec,
+            }),
+        );
+        sink.emit(
+            "INFO",
+            "update_progress",
+            &format!("Update {} is CREATED.", &update.update_id[..6]),
+            json!({"state": "CREATED"}),
+        );
+        self.commit_update(&update, sink.take())?;
+        let cancel = self.shutdown.child_token();
+        active.insert(
+            pipeline_id.into(),
+            (update.update_id.clone(), cancel.clone()),
+        );
+        drop(active);
+        let me = self.clone();
+        let u = update.clone();
+        self.tasks.spawn(async move {
+            crate::runner::run(me.clone(), u.clone(), cancel).await;
+            if let Ok(mut a) = me.active.lock() {
+                if a.get(&u.pipeline_id)
+                    .is_some_and(|(id, _)| *id == u.update_id)
+                {
+                    a.remove(&u.pipeline_id);
+                }
+            }
+        });
+        Ok(update)
+    }
+
+    /// Asks the active update to stop (a no-op when idle).
+    pub fn stop(&self, pipeline_id: &str) -> Result<()> {
+        self.get(pipeline_id)?;
+        if let Some((_, token)) = self.active.lock().map_err(poisoned)?.get(pipeline_id) {
+            token.cancel();
+        }
+        Ok(())
+    }
+
+    async fn stop_and_wait(&self, pipeline_id: &str) {
+        let _ = self.stop(pipeline_id);
+        for _ in 0..600 {
+            if !self
+                .active
+                .lock()
+                .map(|a| a.contains_key(pipeline_id))
+                .unwrap_or(false)
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn is_active(&self, pipeline_id: &str) -> bool {
+        self.active
+            .lock()
+            .map(|a| a.contains_key(pipeline_id))
+            .unwrap_or(false)
+    }
+
+    /// Cancels every update and waits for their tasks (bounded by the tasks' own deadlines).
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(20), self.tasks.wait()).await;
+    }
+
+    // ---- records and events --------------------------------------------------
+
+    pub(crate) fn sink(&self, pipeline: &PipelineRecord, update_id: &str) -> crate::sink::Sink {
+        crate::sink::Sink::new(pipeline, update_id)
+    }
+
+    /// Assigns sequence numbers to the events and returns their writes.
+    pub(crate) fn event_writes(&self, pipeline_id: &str, events: Vec<Event>) -> Result<Vec<Write>> {
+        let mut seqs = self.seqs.lock().map_err(poisoned)?;
+        let seq = match seqs.get(pipeline_id) {
+            Some(s) => *s,
+            None => self
+                .store
+                .pipeline_events(pipeline_id)?
+                .last()
+                .and_then(|v| v["seq"].as_i64())
+                .unwrap_or(0),
+        };
+        let mut seq = seq;
+        let mut writes = Vec::new();
+        for mut e in events {
+            seq += 1;
+            e.seq = seq;
+            writes.push(Write::AppendPipelineEvent {
+                pipeline_id: pipeline_id.into(),
+                seq,
+                record: serde_json::to_value(&e)
+                    .map_err(|e| Error::internal("encode an event", e))?,
+            });
+        }
+        seqs.insert(pipeline_id.into(), seq);
+        Ok(writes)
+    }
+
+    /// Commits an update record with its events.
+    pub(crate) fn commit_update(&self, update: &UpdateRecord, events: Vec<Event>) -> Result<()> {
+        let mut writes = vec![Write::PutObject {
+            kind: KIND_UPDATE,
+            key: update_key(&update.pipeline_id, &update.update_id),
+            record: serde_json::to_value(update)
+                .map_err(|e| Error::internal("encode an update", e))?,
+        }];
+        writes.extend(self.event_writes(&update.pipeline_id, events)?);
+        self.store.commit(writes)?;
+        let mut all = self.updates.write().map_err(poisoned)?;
+        let list = all.entry(update.pipeline_id.clone()).or_default();
+        match list.iter_mut().find(|u| u.update_id == update.update_id) {
+            Some(slot) => *slot = update.clone(),
+            None => list.push(update.clone()),
+        }
+        Ok(())
+    }
+
+    /// Moves an update to `to` (through the lifecycle) with its events.
+    pub(crate) fn transition(
+        &self,
+        update: &mut UpdateRecord,
+        to: UpdateState,
+        mut events: Vec<Event>,
+        sink: &crate::sink::Sink,
+    ) -> Result<()> {
+        update.state = next_state(update.state, to)?;
+        let level = if to == UpdateState::Failed {
+            "ERROR"
+        } else {
+            "INFO"
+        };
+        events.push(sink.event(
+            level,
+            "update_progress",
+            &format!("Update {} is {}.", &update.update_id[..6], to.as_str()),
+            json!({"state": to.as_str()}),
+        ));
+        self.commit_update(update, events)
+    }
+
+    pub(crate) fn commit_events(&self, pipeline_id: &str, events: Vec<Event>) -> Result<()> {
+        let writes = self.event_writes(pipeline_id, events)?;
+        self.store.commit(writes)
+    }
+
+    pub(crate) fn set_pipeline(&self, record: &PipelineRecord) -> Result<()> {
+        self.store.commit(vec![put_pipeline(record)?])?;
+        self.records
+            .write()
+            .map_err(poisoned)?
+            .insert(record.pipeline_id.clone(), record.clone());
+        Ok(())
+    }
+
+    pub(crate) fn checkpoint(&self, pipeline_id: &str, flow: &str) -> Result<FlowCheckpoint> {
+        let key = flow_key(pipeline_id, flow);
+        Ok(self
+            .store
+            .objects(KIND_FLOW)?
+            .into_iter()
+            .find(|v| v["pipeline_id"] == json!(pipeline_id) && v["flow"] == json!(flow))
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_else(|| {
+                let _ = &key;
+                FlowCheckpoint {
+                    pipeline_id: pipeline_id.into(),
+                    flow: flow.into(),
+                    ..Default::default()
+                }
+            }))
+    }
+
+    pub(crate) fn save_checkpoint(&self, c: &FlowCheckpoint) -> Result<()> {
+        self.store.commit(vec![Write::PutObject {
+            kind: KIND_FLOW,
+            key: flow_key(&c.pipeline_id, &c.flow),
+            record: serde_json::to_value(c)
+                .map_err(|e| Error::internal("encode a checkpoint", e))?,
+        }])
+    }
+
+    pub(crate) fn reset_checkpoint(&self, pipeline_id: &str, flow: &str) -> Result<()> {
+        self.store.commit(vec![Write::DeleteObject {
+            kind: KIND_FLOW,
+            key: flow_key(pipeline_id, flow),
+        }])
+    }
+}
+
+fn put_pipeline(record: &PipelineRecord) -> Result<Write> {
+    Ok(Write::PutObject {
+        kind: KIND_PIPELINE,
+        key: record.pipeline_id.clone(),
+        record: serde_json::to_value(record)
+            .map_err(|e| Error::internal("encode a pipeline", e))?,
+    })
+}
