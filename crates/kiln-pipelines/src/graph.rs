@@ -82,6 +82,7 @@ pub struct Flow {
 }
 
 /// A graph error with the element it concerns.
+#[allow(clippy::result_large_err)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GraphError {
     pub dataset: Option<String>,
@@ -120,6 +121,7 @@ fn error(class_name: &'static str, message: String, origin: &Origin) -> GraphErr
 }
 
 impl Graph {
+    #[allow(clippy::result_large_err)]
     pub fn add_dataset(&mut self, d: Dataset) -> Result<(), GraphError> {
         let k = key(&d.name);
         if let Some(existing) = self.datasets.get(&k) {
@@ -143,6 +145,7 @@ impl Graph {
         Ok(())
     }
 
+    #[allow(clippy::result_large_err)]
     pub fn add_flow(&mut self, f: Flow) -> Result<(), GraphError> {
         let k = key(&f.name);
         if self.flows.contains_key(&k) {

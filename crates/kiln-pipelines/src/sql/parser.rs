@@ -365,10 +365,8 @@ impl<'a> Cursor<'a> {
     }
 
     fn create(&mut self) -> PResult<StatementKind> {
-        if self.eat("OR") {
-            if !(self.eat("REFRESH") || self.eat("REPLACE")) {
-                return Err(format!("expected REFRESH after OR, found {}", self.found()));
-            }
+        if self.eat("OR") && !(self.eat("REFRESH") || self.eat("REPLACE")) {
+            return Err(format!("expected REFRESH after OR, found {}", self.found()));
         }
         if self.eat("FLOW") {
             return self.create_flow();
@@ -827,9 +825,10 @@ impl Scan<'_> {
             } else if FROM_END.iter().any(|k| t.is(src, k)) && self.in_from() {
                 self.from_depths.pop();
                 self.c.at += 1;
-            } else if t.is(src, "STREAM") || is_files_fn(src, t, self.c.peek_at(1)) {
-                self.relation()?;
-            } else if t.is(src, "LIVE") && self.c.peek_at(1).is_some_and(|n| n.is_punct(src, ".")) {
+            } else if t.is(src, "STREAM")
+                || is_files_fn(src, t, self.c.peek_at(1))
+                || (t.is(src, "LIVE") && self.c.peek_at(1).is_some_and(|n| n.is_punct(src, ".")))
+            {
                 self.relation()?;
             } else {
                 self.c.at += 1;

@@ -307,7 +307,9 @@ fn like(pattern: &str, value: &str) -> bool {
 }
 
 /// `notebook='<path>'` or `name LIKE '<pattern>'`.
-fn pipeline_filter(filter: &str) -> Result<Box<dyn Fn(&PipelineRecord) -> bool>> {
+type RecordFilter = Box<dyn Fn(&PipelineRecord) -> bool>;
+
+fn pipeline_filter(filter: &str) -> Result<RecordFilter> {
     let f = filter.trim();
     let quoted = |s: &str| -> Option<String> {
         let s = s.trim();

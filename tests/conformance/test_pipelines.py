@@ -1,0 +1,187 @@
+"""Delta Live Tables pipelines: the seed's curl calls and the SDK, against real
+updates that write Delta tables on a Sail engine."""
+
+from __future__ import annotations
+
+import base64
+import json
+import pytest
+from databricks.sdk.errors import NotFound, PermissionDenied
+from databricks.sdk.service.compute import Language
+from databricks.sdk.service.workspace import ImportFormat
+from databricks.sdk.service.workspace import Language as NbLanguage
+
+from kiln_helpers import assert_error, non_admin, unique, wait_for
+
+SQL_NOTEBOOK = """-- Databricks notebook source
+CREATE OR REFRESH STREAMING TABLE raw_orders (
+  CONSTRAINT has_id EXPECT (id IS NOT NULL) ON VIOLATION DROP ROW
+) AS SELECT * FROM STREAM read_files('${source}', format => 'json')
+
+-- COMMAND ----------
+
+CREATE OR REFRESH MATERIALIZED VIEW totals (CONSTRAINT positive EXPECT (amount > 0))
+AS SELECT id, sum(amount) AS amount FROM LIVE.raw_orders GROUP BY id
+"""
+
+
+@pytest.fixture(scope="module")
+def env(kiln_factory):
+    server = kiln_factory()
+    return {"server": server, "w": server.client()}
+
+
+def notebook(w, path: str, text: str):
+    w.workspace.mkdirs(path.rsplit("/", 1)[0])
+    w.workspace.import_(path=path, format=ImportFormat.SOURCE, language=NbLanguage.SQL,
+                        content=base64.b64encode(text.encode()).decode(), overwrite=True)
+
+
+def put_file(server, path: str, text: str):
+    local = server.data_dir / "dbfs" / path.lstrip("/")
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_text(text)
+
+
+def wait_update(w, pipeline_id: str, update_id: str, timeout: float = 180):
+    def done():
+        u = w.pipelines.get_update(pipeline_id=pipeline_id, update_id=update_id).update
+        return u if u.state.value in ("COMPLETED", "FAILED", "CANCELED") else None
+    return wait_for(done, timeout, f"update {update_id}", interval=0.2)
+
+
+def events(server, pipeline_id: str, **params):
+    r = server.http().get(server.url(f"/api/2.0/pipelines/{pipeline_id}/events"), params=params)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def sql(w, query: str):
+    cluster = w.clusters.create_and_wait(cluster_name=unique("reader"), spark_version="16.4.x-scala2.12", num_workers=0)
+    ctx = w.command_execution.create_and_wait(cluster_id=cluster.cluster_id, language=Language.SQL)
+    try:
+        res = w.command_execution.execute_and_wait(cluster_id=cluster.cluster_id, context_id=ctx.id, language=Language.SQL, command=query)
+        assert res.status.value == "Finished", res.results.as_dict()
+        assert res.results.result_type.value == "table", res.results.as_dict()
+        return res.results.data
+    finally:
+        w.clusters.permanent_delete(cluster.cluster_id)
+
+
+def test_seed_create_start_complete_and_incremental(env):
+    server, w = env["server"], env["w"]
+    src = f"/data/{unique('orders')}"
+    put_file(server, f"{src}/a.json", '{"id":1,"amount":10.0}\n{"id":2,"amount":-5.0}\n{"id":null,"amount":3.0}\n')
+    path = f"/Users/admin/{unique('dlt')}/orders"
+    notebook(w, path, SQL_NOTEBOOK)
+    target = unique("sales")
+    # The seed's pipeline-settings.json, sent as curl --data @file does.
+    settings = {
+        "name": unique("Wikipedia pipeline (SQL)"), "storage": "/Users/username/data",
+        "clusters": [{"label": "default", "autoscale": {"min_workers": 1, "max_workers": 5}}],
+        "libraries": [{"notebook": {"path": path}}], "target": target, "continuous": False,
+        "configuration": {"source": src},
+    }
+    r = server.http().post(server.url("/api/2.0/pipelines"), data=json.dumps(settings))
+    assert r.status_code == 200, r.text
+    pid = r.json()["pipeline_id"]
+    got = w.pipelines.get(pid)
+    assert got.state.value == "IDLE" and got.spec.target == target and got.creator_user_name == "admin"
+    r = server.http().post(server.url(f"/api/2.0/pipelines/{pid}/updates"), data='{ "full_refresh": "true" }')
+    assert r.status_code == 200, r.text
+    u = wait_update(w, pid, r.json()["update_id"])
+    assert u.state.value == "COMPLETED", events(server, pid, max_results=100)
+    rows = sql(w, f"SELECT id, amount FROM main.{target}.totals ORDER BY id")
+    assert rows == [[1, 10.0], [2, -5.0]]
+    flows = [e for e in events(server, pid, max_results=100, filter="level='INFO'")["events"]
+             if e["event_type"] == "flow_progress" and e["details"]["flow_progress"]["status"] == "COMPLETED"]
+    dq = {e["origin"]["flow_name"]: e["details"]["flow_progress"].get("data_quality") for e in flows}
+    assert dq["raw_orders"]["dropped_records"] == 1
+    assert dq["totals"]["expectations"][0] == {"name": "positive", "dataset": "totals", "passed_records": 1, "failed_records": 1}
+    # A new file: only its rows are appended; then nothing new adds nothing.
+    put_file(server, f"{src}/b.json", '{"id":3,"amount":7.0}\n')
+    u2 = w.pipelines.start_update(pid).update_id
+    assert wait_update(w, pid, u2).state.value == "COMPLETED"
+    assert sql(w, f"SELECT count(*) FROM main.{target}.raw_orders") == [[3]]
+    u3 = w.pipelines.start_update(pid).update_id
+    assert wait_update(w, pid, u3).state.value == "COMPLETED"
+    assert sql(w, f"SELECT count(*) FROM main.{target}.raw_orders") == [[3]]
+    noop = [e for e in events(server, pid, max_results=100)["events"]
+            if e["event_type"] == "planning_information" and e["origin"].get("update_id") == u3]
+    assert noop and noop[0]["details"]["planning_information"]["technique_information"][0]["maintenance_type"] == "MAINTENANCE_TYPE_NO_OP"
+    assert [x.update_id for x in w.pipelines.get(pid).latest_updates][:3] == [u3, u2, u.update_id]
+
+
+def test_missing_dataset_and_fail_update_write_nothing(env):
+    server, w = env["server"], env["w"]
+    path = f"/Users/admin/{unique('dlt')}/bad"
+    notebook(w, path, "CREATE OR REFRESH MATERIALIZED VIEW t AS SELECT * FROM LIVE.nowhere")
+    r = server.http().post(server.url("/api/2.0/pipelines"), json={"name": unique("bad"), "target": unique("bad"), "libraries": [{"notebook": {"path": path}}]})
+    pid = r.json()["pipeline_id"]
+    u = wait_update(w, pid, w.pipelines.start_update(pid).update_id)
+    assert u.state.value == "FAILED"
+    errors = events(server, pid, filter="level='ERROR'", max_results=50)["events"]
+    assert any("nowhere" in e["message"] and path in e["message"] for e in errors), errors
+    # FAIL UPDATE: the flow fails before anything is committed.
+    target = unique("fail")
+    notebook(w, path, "CREATE OR REFRESH MATERIALIZED VIEW t (CONSTRAINT pos EXPECT (x > 0) ON VIOLATION FAIL UPDATE) AS SELECT explode(array(1, -1)) AS x")
+    w.api_client.do("PUT", f"/api/2.0/pipelines/{pid}", body={"name": unique("bad"), "target": target, "libraries": [{"notebook": {"path": path}}]})
+    u = wait_update(w, pid, w.pipelines.start_update(pid).update_id)
+    assert u.state.value == "FAILED"
+    errors = events(server, pid, filter="level='ERROR'", max_results=50)["events"]
+    assert any("pos" in e["message"] and "nothing was written" in e["message"] for e in errors)
+    assert not w.tables.exists(f"main.{target}.t").table_exists
+
+
+def test_bad_input_and_events_paging(env):
+    server, w = env["server"], env["w"]
+    h = server.http()
+    assert_error(h.post(server.url("/api/2.0/pipelines"), json={"name": unique("x"), "libraries": []}), 400, "INVALID_PARAMETER_VALUE")
+    assert_error(h.post(server.url("/api/2.0/pipelines"), json={"name": unique("x"), "libraries": [{"notebook": {"path": "/nope"}}]}), 400, "INVALID_PARAMETER_VALUE")
+    assert_error(h.get(server.url("/api/2.0/pipelines"), params={"max_results": 101}), 400, "INVALID_PARAMETER_VALUE")
+    path = f"/Users/admin/{unique('dlt')}/n"
+    notebook(w, path, "CREATE OR REFRESH MATERIALIZED VIEW m AS SELECT 1 AS x")
+    name = unique("paging")
+    pid = h.post(server.url("/api/2.0/pipelines"), json={"name": name, "libraries": [{"notebook": {"path": path}}]}).json()["pipeline_id"]
+    assert_error(h.post(server.url("/api/2.0/pipelines"), json={"name": name, "libraries": [{"notebook": {"path": path}}]}), 409)
+    assert [s.pipeline_id for s in w.pipelines.list_pipelines(filter=f"name LIKE '%{name[-8:]}%'")] == [pid]
+    assert [s.pipeline_id for s in w.pipelines.list_pipelines(filter=f"notebook='{path}'")] == [pid]
+    u = w.pipelines.start_update(pid, validate_only=True).update_id
+    assert wait_update(w, pid, u).state.value == "COMPLETED"
+    first = events(server, pid, max_results=3)
+    assert len(first["events"]) == 3 and "next_page_token" in first
+    ts = [e["timestamp"] for e in first["events"]]
+    assert ts == sorted(ts, reverse=True)
+    second = events(server, pid, page_token=first["next_page_token"], max_results=3)
+    assert {e["id"] for e in second["events"]}.isdisjoint({e["id"] for e in first["events"]})
+    assert_error(h.get(server.url(f"/api/2.0/pipelines/{pid}/events"), params={"page_token": first["next_page_token"], "filter": "level='INFO'"}), 400, "INVALID_PARAMETER_VALUE")
+    assert_error(h.get(server.url(f"/api/2.0/pipelines/{pid}/events"), params={"filter": "name='x'"}), 400, "INVALID_PARAMETER_VALUE")
+    asc = events(server, pid, order_by="timestamp asc", max_results=100)["events"]
+    assert asc[0]["event_type"] == "user_action" and asc[0]["details"]["user_action"]["action"] == "CREATE"
+    all_sdk = list(w.pipelines.list_pipeline_events(pid, max_results=2))
+    assert len(all_sdk) == len(asc)
+
+
+def test_permissions_level_by_level(env, kiln_factory):
+    server, w = env["server"], env["w"]
+    path = f"/Users/admin/{unique('dlt')}/p"
+    notebook(w, path, "CREATE OR REFRESH MATERIALIZED VIEW m AS SELECT 1 AS x")
+    pid = w.pipelines.create(name=unique("perm"), libraries=[{"notebook": {"path": path}}]).pipeline_id
+    other = non_admin(server, w, "dltuser")
+    ow = other["w"]
+    with pytest.raises(PermissionDenied):
+        ow.pipelines.get(pid)
+    assert pid not in [s.pipeline_id for s in ow.pipelines.list_pipelines()]
+    w.pipelines.set_permissions(pid, access_control_list=[{"user_name": other["name"], "permission_level": "CAN_VIEW"}])
+    assert ow.pipelines.get(pid).pipeline_id == pid
+    with pytest.raises(PermissionDenied):
+        ow.pipelines.start_update(pid)
+    w.pipelines.update_permissions(pid, access_control_list=[{"user_name": other["name"], "permission_level": "CAN_RUN"}])
+    ow.pipelines.stop(pid)
+    with pytest.raises(PermissionDenied):
+        ow.pipelines.delete(pid)
+    levels = [l.permission_level.value for l in w.pipelines.get_permission_levels(pid).permission_levels]
+    assert levels == ["CAN_VIEW", "CAN_RUN", "CAN_MANAGE", "IS_OWNER"]
+    w.pipelines.delete(pid)
+    with pytest.raises(NotFound):
+        w.pipelines.get(pid)
