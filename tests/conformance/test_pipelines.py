@@ -74,7 +74,7 @@ def test_seed_create_start_complete_and_incremental(env):
     put_file(server, f"{src}/a.json", '{"id":1,"amount":10.0}\n{"id":2,"amount":-5.0}\n{"id":null,"amount":3.0}\n')
     path = f"/Users/admin/{unique('dlt')}/orders"
     notebook(w, path, SQL_NOTEBOOK)
-    target = unique("sales")
+    target = unique("sales").replace("-", "_")
     # The seed's pipeline-settings.json, sent as curl --data @file does.
     settings = {
         "name": unique("Wikipedia pipeline (SQL)"), "storage": "/Users/username/data",
@@ -116,14 +116,14 @@ def test_missing_dataset_and_fail_update_write_nothing(env):
     server, w = env["server"], env["w"]
     path = f"/Users/admin/{unique('dlt')}/bad"
     notebook(w, path, "CREATE OR REFRESH MATERIALIZED VIEW t AS SELECT * FROM LIVE.nowhere")
-    r = server.http().post(server.url("/api/2.0/pipelines"), json={"name": unique("bad"), "target": unique("bad"), "libraries": [{"notebook": {"path": path}}]})
+    r = server.http().post(server.url("/api/2.0/pipelines"), json={"name": unique("bad"), "target": unique("bad").replace("-", "_"), "libraries": [{"notebook": {"path": path}}]})
     pid = r.json()["pipeline_id"]
     u = wait_update(w, pid, w.pipelines.start_update(pid).update_id)
     assert u.state.value == "FAILED"
     errors = events(server, pid, filter="level='ERROR'", max_results=50)["events"]
     assert any("nowhere" in e["message"] and path in e["message"] for e in errors), errors
     # FAIL UPDATE: the flow fails before anything is committed.
-    target = unique("fail")
+    target = unique("fail").replace("-", "_")
     notebook(w, path, "CREATE OR REFRESH MATERIALIZED VIEW t (CONSTRAINT pos EXPECT (x > 0) ON VIOLATION FAIL UPDATE) AS SELECT explode(array(1, -1)) AS x")
     w.api_client.do("PUT", f"/api/2.0/pipelines/{pid}", body={"name": unique("bad"), "target": target, "libraries": [{"notebook": {"path": path}}]})
     u = wait_update(w, pid, w.pipelines.start_update(pid).update_id)
