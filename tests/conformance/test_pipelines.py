@@ -8,6 +8,8 @@ import json
 import pytest
 from databricks.sdk.errors import NotFound, PermissionDenied
 from databricks.sdk.service.compute import Language
+from databricks.sdk.service.pipelines import PipelineAccessControlRequest as Acl
+from databricks.sdk.service.pipelines import PipelinePermissionLevel as Level
 from databricks.sdk.service.workspace import ImportFormat
 from databricks.sdk.service.workspace import Language as NbLanguage
 
@@ -166,17 +168,17 @@ def test_permissions_level_by_level(env, kiln_factory):
     server, w = env["server"], env["w"]
     path = f"/Users/admin/{unique('dlt')}/p"
     notebook(w, path, "CREATE OR REFRESH MATERIALIZED VIEW m AS SELECT 1 AS x")
-    pid = w.pipelines.create(name=unique("perm"), libraries=[{"notebook": {"path": path}}]).pipeline_id
+    pid = server.http().post(server.url("/api/2.0/pipelines"), json={"name": unique("perm"), "libraries": [{"notebook": {"path": path}}]}).json()["pipeline_id"]
     other = non_admin(server, w, "dltuser")
     ow = other["w"]
     with pytest.raises(PermissionDenied):
         ow.pipelines.get(pid)
     assert pid not in [s.pipeline_id for s in ow.pipelines.list_pipelines()]
-    w.pipelines.set_permissions(pid, access_control_list=[{"user_name": other["name"], "permission_level": "CAN_VIEW"}])
+    w.pipelines.set_permissions(pid, access_control_list=[Acl(user_name=other["name"], permission_level=Level.CAN_VIEW)])
     assert ow.pipelines.get(pid).pipeline_id == pid
     with pytest.raises(PermissionDenied):
         ow.pipelines.start_update(pid)
-    w.pipelines.update_permissions(pid, access_control_list=[{"user_name": other["name"], "permission_level": "CAN_RUN"}])
+    w.pipelines.update_permissions(pid, access_control_list=[Acl(user_name=other["name"], permission_level=Level.CAN_RUN)])
     ow.pipelines.stop(pid)
     with pytest.raises(PermissionDenied):
         ow.pipelines.delete(pid)
