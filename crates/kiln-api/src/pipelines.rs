@@ -46,18 +46,8 @@ pub struct ListPipelines {
     pub page_token: Option<String>,
 }
 
-/// `GET /api/2.0/pipelines/{id}/events`.
-#[derive(Debug, Default, Deserialize)]
-pub struct ListPipelineEvents {
-    #[serde(default)]
-    pub filter: Option<String>,
-    #[serde(default)]
-    pub max_results: Option<i64>,
-    #[serde(default)]
-    pub order_by: Vec<String>,
-    #[serde(default)]
-    pub page_token: Option<String>,
-}
+/// `GET /api/2.0/pipelines/{id}/events` takes the same parameters as the list.
+pub type ListPipelineEvents = ListPipelines;
 
 /// `GET /api/2.0/pipelines/{id}/updates`.
 #[derive(Debug, Default, Deserialize)]

@@ -7,7 +7,8 @@ use serde_json::{json, Map, Value};
 
 use crate::bind::{Binder, Mode};
 use crate::graph::{key, FlowQuery, Graph};
-use crate::runner::{fail, truncate, Stop};
+use crate::plan::truncate;
+use crate::runner::{fail, Stop};
 use crate::sink::{error_json, Sink};
 use crate::worker::Worker;
 

@@ -253,25 +253,19 @@ impl Binder {
                         })?;
                         json!({"kind": "empty", "schema": schema})
                     }
-                    Mode::Run(sel) if self.is_view(&k) => {
+                    Mode::Run(_) if self.is_view(&k) => {
                         let vq = self.view_query(&k).ok_or_else(|| {
                             fail("UnsupportedView", format!("view '{k}' has no SQL query"))
                         })?;
                         let mut sub = Map::new();
                         let sql = self.render(vq, mode, schemas, &mut sub)?;
-                        let _ = sel;
                         let exps: Vec<Value> = self.graph.datasets.get(&k).map(|d| d.expectations.iter().map(|e| json!({"name": e.name, "expr": e.expr, "action": format!("{:?}", e.action).to_lowercase()})).collect()).unwrap_or_default();
                         json!({"kind": "view", "sql": sql, "inputs": sub, "expectations": exps})
                     }
                     Mode::Run(sel) => {
                         let table = self.table(&k);
                         if *streaming {
-                            let (from, to) = sel
-                                .versions
-                                .get(&format!("delta:{table}"))
-                                .copied()
-                                .unwrap_or((0, -1));
-                            json!({"kind": "delta_range", "table": table, "from": from, "to": to})
+                            delta_range(sel, table)
                         } else {
                             json!({"kind": "table", "table": table})
                         }
@@ -281,14 +275,7 @@ impl Binder {
                     let table = parts.join(".");
                     match mode {
                         Mode::Analysis => json!({"kind": "table", "table": table}),
-                        Mode::Run(sel) => {
-                            let (from, to) = sel
-                                .versions
-                                .get(&format!("delta:{table}"))
-                                .copied()
-                                .unwrap_or((0, -1));
-                            json!({"kind": "delta_range", "table": table, "from": from, "to": to})
-                        }
+                        Mode::Run(sel) => delta_range(sel, table),
                     }
                 }
                 None => return Ok(original.to_string()),
@@ -321,6 +308,16 @@ impl Binder {
         inputs.insert(name.clone(), binding);
         Ok(name)
     }
+}
+
+/// The binding of a streaming read of a Delta table: the versions selected for it.
+fn delta_range(sel: &Selection, table: String) -> Value {
+    let (from, to) = sel
+        .versions
+        .get(&format!("delta:{table}"))
+        .copied()
+        .unwrap_or((0, -1));
+    json!({"kind": "delta_range", "table": table, "from": from, "to": to})
 }
 
 fn mtime(meta: &std::fs::Metadata) -> i64 {

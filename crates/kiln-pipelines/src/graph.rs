@@ -6,8 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::sql::{
-    self, Action, CdcDef, ColumnDef, DatasetKind, Expectation, FlowBody, ItemKind, Query,
-    StatementKind,
+    self, CdcDef, ColumnDef, DatasetKind, Expectation, FlowBody, ItemKind, Query, StatementKind,
 };
 
 /// Where an element was declared.
@@ -371,9 +370,6 @@ impl Graph {
                         &ds.origin,
                     )
                 });
-            }
-            for e in &ds.expectations {
-                let _ = matches!(e.action, Action::Warn);
             }
         }
         match self.toposort() {

@@ -10,6 +10,8 @@ pub mod graph;
 pub mod libraries;
 pub mod lifecycle;
 pub mod model;
+mod plan;
+mod records;
 mod runner;
 pub mod service;
 mod sink;

@@ -32,36 +32,36 @@ impl PipelineRecord {
     pub fn name(&self) -> &str {
         self.spec["name"].as_str().unwrap_or_default()
     }
-    pub fn flag(&self, key: &str) -> bool {
-        self.spec[key].as_bool().unwrap_or(false)
-    }
-    /// `catalog` (default `main`) and `schema` (or legacy `target`, default `default`).
-    pub fn publish_schema(&self) -> (String, String) {
-        let catalog = self.spec["catalog"].as_str().unwrap_or("main").to_string();
-        let schema = self.spec["schema"]
-            .as_str()
-            .or(self.spec["target"].as_str())
-            .unwrap_or("default")
-            .to_string();
-        (catalog, schema)
-    }
-    pub fn configuration(&self) -> BTreeMap<String, String> {
-        self.spec["configuration"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| {
-                        (
-                            k.clone(),
-                            v.as_str()
-                                .map(str::to_string)
-                                .unwrap_or_else(|| v.to_string()),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
+}
+
+/// A JSON object of settings as strings (`configuration`, `spark_conf`, tags).
+pub fn string_map(v: &Value) -> BTreeMap<String, String> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Where a spec publishes: `catalog` (default `main`) and `schema` (or legacy
+/// `target`, default `default`).
+pub fn publish_schema(spec: &Value) -> (String, String) {
+    let catalog = spec["catalog"].as_str().unwrap_or("main").to_string();
+    let schema = spec["schema"]
+        .as_str()
+        .or(spec["target"].as_str())
+        .unwrap_or("default")
+        .to_string();
+    (catalog, schema)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

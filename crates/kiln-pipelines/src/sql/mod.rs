@@ -1,5 +1,7 @@
 //! DLT SQL: tokenizer, statement model and parser.
 
+mod body;
+mod flows;
 pub mod lexer;
 pub mod model;
 pub mod parser;
