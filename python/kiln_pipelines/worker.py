@@ -14,7 +14,7 @@ import sys
 import threading
 import traceback
 
-from kiln_pipelines import delta_log, expectations
+from kiln_pipelines import cdc, delta_log, expectations
 
 
 class FlowError(Exception):
@@ -82,29 +82,32 @@ class Worker:
             files = binding["files"]
             sample = binding.get("sample") or []
             if not files and sample and not schema:
-                reader = self.spark.read.format(binding.get("format") or "json")
-                for key, value in binding.get("options") or []:
-                    reader = reader.option(key, value)
-                return reader.load(["file://" + f for f in sample]).limit(0)
+                return self.reader(binding).load(["file://" + f for f in sample]).limit(0)
             if not files:
                 if not schema:
                     raise FlowError(
                         f"no files found in {binding['path']} to infer a schema from"
                     )
                 return self.spark.createDataFrame([], StructType.fromJson(json.loads(schema)))
-            reader = self.spark.read.format(binding.get("format") or "json")
-            for key, value in binding.get("options") or []:
-                reader = reader.option(key, value)
+            reader = self.reader(binding)
             if schema:
                 reader = reader.schema(StructType.fromJson(json.loads(schema)))
             return reader.load(["file://" + f for f in files])
         if kind == "delta_range":
             return self.delta_range(binding)
         if kind == "view":
-            self.bind(binding.get("inputs") or {})
-            frame = self.spark.sql(binding["sql"])
+            frame = self.query(binding)
             return expectations.apply_view(frame, binding.get("expectations") or [])
         raise FlowError(f"unknown input kind {kind}")
+
+    def reader(self, binding):
+        reader = self.spark.read.format(binding.get("format") or "json")
+        for key, value in binding.get("options") or []:
+            if key == "__schema_ddl":
+                reader = reader.schema(value)
+            else:
+                reader = reader.option(key, value)
+        return reader
 
     def delta_range(self, binding):
         from pyspark.sql import functions as F
@@ -157,7 +160,7 @@ class Worker:
         if req.get("python"):
             from kiln_pipelines import dlt_shim
 
-            return dlt_shim.call_flow(self, req["python"], req.get("inputs") or {})
+            return dlt_shim.call_flow(self, req["python"], req.get("refs") or {})
         return self.spark.sql(req["sql"])
 
     # ---- analysis ---------------------------------------------------------
@@ -169,6 +172,8 @@ class Worker:
         for step in req["steps"]:
             try:
                 frame = self.query(step)
+                if step.get("cdc"):
+                    frame = cdc.check(frame, step["cdc"])
                 schema = frame.schema
                 for exp in step.get("expectations") or []:
                     expectations.check_expression(frame, exp)
@@ -195,6 +200,10 @@ class Worker:
         frame = self.query(req)
         quality = expectations.Evaluation(req.get("expectations") or [])
         frame = quality.evaluate(self.spark, frame, req["flow"])
+        if req["mode"] == "cdc":
+            metrics = cdc.run(self, req, frame)
+            return {"num_output_rows": metrics["num_upserted_rows"], "metrics": metrics,
+                    "data_quality": quality.report()}
         created = False
         if req["mode"] == "complete":
             if self.exists(table) and self.spark.table(table).schema != frame.schema:
@@ -264,7 +273,7 @@ def sql_str(value):
 
 
 def describe(exc):
-    if isinstance(exc, (FlowError, expectations.ExpectationViolation)):
+    if isinstance(exc, (FlowError, expectations.ExpectationViolation, cdc.CdcError)):
         return {"class_name": type(exc).__name__, "message": str(exc)}
     name = type(exc).__name__
     message = str(exc).strip() or name

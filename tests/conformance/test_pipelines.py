@@ -187,3 +187,123 @@ def test_permissions_level_by_level(env, kiln_factory):
     w.pipelines.delete(pid)
     with pytest.raises(NotFound):
         w.pipelines.get(pid)
+
+
+PY_NOTEBOOK = """# Databricks notebook source
+import dlt
+from pyspark.sql.functions import *
+
+SRC = spark.conf.get("source")
+
+# COMMAND ----------
+
+@dlt.table(comment="raw events", table_properties={"quality": "bronze"})
+@dlt.expect_or_drop("has_id", "id IS NOT NULL")
+def raw():
+    return spark.readStream.format("cloudFiles").option("cloudFiles.format", "json").load(SRC)
+
+# COMMAND ----------
+
+@dlt.expect("small", "total < 100")
+@dlt.table
+def totals():
+    # `sum` is pyspark's here: Kiln's own code must not care.
+    return dlt.read("raw").groupBy("k").agg(sum("v").alias("total"))
+
+@dlt.view
+def big():
+    return dlt.read("totals").where(col("total") > 5)
+
+@dlt.table(name="big_copy")
+def big_copy():
+    return spark.read.table("LIVE.big")
+"""
+
+DP_NOTEBOOK = """from pyspark import pipelines as dp
+
+@dp.materialized_view(name="doubled")
+def doubled():
+    return spark.read.table("raw").selectExpr("id", "v * 2 AS v2")
+"""
+
+
+def pipeline(server, w, name, paths, configuration=None, target=None):
+    body = {"name": unique(name), "libraries": [{"notebook": {"path": p}} for p in paths],
+            "target": target or unique(name).replace("-", "_"), "configuration": configuration or {}}
+    r = server.http().post(server.url("/api/2.0/pipelines"), json=body)
+    assert r.status_code == 200, r.text
+    return r.json()["pipeline_id"], body["target"]
+
+
+def python_notebook(w, path, text):
+    w.workspace.mkdirs(path.rsplit("/", 1)[0])
+    w.workspace.import_(path=path, format=ImportFormat.SOURCE, language=NbLanguage.PYTHON,
+                        content=base64.b64encode(text.encode()).decode(), overwrite=True)
+
+
+def test_python_and_pyspark_pipelines_notebooks(env):
+    server, w = env["server"], env["w"]
+    src = f"/data/{unique('py')}"
+    put_file(server, f"{src}/a.json", '{"id":1,"k":"a","v":4}\n{"id":2,"k":"a","v":3}\n{"id":null,"k":"b","v":1}\n{"id":3,"k":"b","v":200}\n')
+    base = f"/Users/admin/{unique('pydlt')}"
+    python_notebook(w, f"{base}/dlt_nb", PY_NOTEBOOK)
+    python_notebook(w, f"{base}/dp_nb", DP_NOTEBOOK)
+    pid, target = pipeline(server, w, "py", [f"{base}/dlt_nb", f"{base}/dp_nb"], {"source": src})
+    u = wait_update(w, pid, w.pipelines.start_update(pid).update_id)
+    assert u.state.value == "COMPLETED", [e["message"] for e in events(server, pid, max_results=100)["events"]]
+    assert sql(w, f"SELECT k, total FROM main.{target}.totals ORDER BY k") == [["a", 7], ["b", 200]]
+    assert sql(w, f"SELECT k FROM main.{target}.big_copy ORDER BY k") == [["a"], ["b"]]
+    assert sql(w, f"SELECT sum(v2) FROM main.{target}.doubled") == [[414]]
+    evs = events(server, pid, max_results=100)["events"]
+    defs = {e["details"]["flow_definition"]["output_dataset"]: e["details"]["flow_definition"] for e in evs if e["event_type"] == "flow_definition"}
+    assert defs["raw"]["flow_type"] == "APPEND" and defs["totals"]["flow_type"] == "COMPLETE"
+    assert defs["totals"]["input_datasets"] == ["raw"] and defs["totals"]["language"] == "PYTHON"
+    done = {e["origin"]["flow_name"]: e["details"]["flow_progress"] for e in evs
+            if e["event_type"] == "flow_progress" and e["details"]["flow_progress"]["status"] == "COMPLETED"}
+    assert done["raw"]["data_quality"]["dropped_records"] == 1
+    assert done["totals"]["data_quality"]["expectations"][0]["failed_records"] == 1
+    # Streaming: a new file appends only its rows.
+    put_file(server, f"{src}/b.json", '{"id":4,"k":"a","v":1}\n')
+    assert wait_update(w, pid, w.pipelines.start_update(pid).update_id).state.value == "COMPLETED"
+    assert sql(w, f"SELECT count(*) FROM main.{target}.raw") == [[4]]
+
+
+CDC_SQL = """
+CREATE OR REFRESH STREAMING TABLE customers;
+
+APPLY CHANGES INTO LIVE.customers FROM STREAM(LIVE.cdc_raw)
+  KEYS (id) APPLY AS DELETE WHEN op = 'D' SEQUENCE BY seq
+  COLUMNS * EXCEPT (op, seq) STORED AS SCD TYPE 1;
+
+CREATE OR REFRESH STREAMING TABLE cdc_raw AS SELECT * FROM STREAM read_files('${src}', format => 'json');
+"""
+
+
+def test_apply_changes_out_of_order_and_deletes(env):
+    server, w = env["server"], env["w"]
+    src = f"/data/{unique('cdc')}"
+    put_file(server, f"{src}/1.json", "\n".join(json.dumps(r) for r in [
+        {"id": 1, "seq": 1, "op": "U", "name": "a"}, {"id": 1, "seq": 3, "op": "U", "name": "c"},
+        {"id": 1, "seq": 2, "op": "U", "name": "b"}, {"id": 2, "seq": 1, "op": "U", "name": "x"},
+        {"id": 3, "seq": 1, "op": "U", "name": "y"}, {"id": 3, "seq": 2, "op": "D", "name": None},
+    ]) + "\n")
+    path = f"/Users/admin/{unique('cdc')}/nb"
+    notebook(w, path, CDC_SQL)
+    pid, target = pipeline(server, w, "cdc", [path], {"src": src})
+    u = wait_update(w, pid, w.pipelines.start_update(pid).update_id)
+    assert u.state.value == "COMPLETED", [e["message"] for e in events(server, pid, max_results=100)["events"]]
+    assert sql(w, f"SELECT * FROM main.{target}.customers ORDER BY id") == [[1, "c"], [2, "x"]]
+    put_file(server, f"{src}/2.json", "\n".join(json.dumps(r) for r in [
+        {"id": 1, "seq": 2, "op": "U", "name": "late"}, {"id": 2, "seq": 5, "op": "D", "name": None},
+        {"id": 3, "seq": 1, "op": "U", "name": "zombie"}, {"id": 4, "seq": 1, "op": "U", "name": "new"},
+    ]) + "\n")
+    assert wait_update(w, pid, w.pipelines.start_update(pid).update_id).state.value == "COMPLETED"
+    assert sql(w, f"SELECT * FROM main.{target}.customers ORDER BY id") == [[1, "c"], [4, "new"]]
+    cdc = [e["details"]["flow_progress"]["metrics"] for e in events(server, pid, max_results=100)["events"]
+           if e["event_type"] == "flow_progress" and e["origin"].get("flow_name") == "customers"
+           and e["details"]["flow_progress"]["status"] == "COMPLETED"]
+    assert cdc[0]["num_upserted_rows"] == 3 and cdc[0]["num_deleted_rows"] == 1
+    # Full refresh rebuilds from all files with the same result.
+    u = wait_update(w, pid, w.pipelines.start_update(pid, full_refresh=True).update_id)
+    assert u.state.value == "COMPLETED"
+    assert sql(w, f"SELECT * FROM main.{target}.customers ORDER BY id") == [[1, "c"], [4, "new"]]

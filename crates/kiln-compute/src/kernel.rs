@@ -48,6 +48,10 @@ const SOURCES: &[(&str, &str)] = &[
         include_str!("../../../python/kiln_pipelines/__init__.py"),
     ),
     (
+        "kiln_pipelines/cdc.py",
+        include_str!("../../../python/kiln_pipelines/cdc.py"),
+    ),
+    (
         "kiln_pipelines/delta_log.py",
         include_str!("../../../python/kiln_pipelines/delta_log.py"),
     ),

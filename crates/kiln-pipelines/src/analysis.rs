@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::bind::{Binder, Mode};
-use crate::graph::{key, FlowQuery, Graph};
+use crate::graph::{key, Graph};
 use crate::plan::truncate;
 use crate::runner::{fail, Stop};
 use crate::sink::{error_json, Sink};
@@ -36,28 +36,8 @@ pub(crate) async fn analyze(
     for name in &graph.order {
         let flow = &graph.flows[name];
         let target = key(&flow.target);
-        let query = match &flow.query {
-            FlowQuery::Sql(q) => q,
-            FlowQuery::Cdc(_) => {
-                return Err(fail(
-                    "UnsupportedFlow",
-                    format!(
-                        "Flow '{}' uses APPLY CHANGES, which Kiln does not run yet",
-                        flow.name
-                    ),
-                ))
-            }
-            FlowQuery::Python { .. } => {
-                return Err(fail(
-                    "UnsupportedLanguage",
-                    "Python flows are not supported yet",
-                ))
-            }
-        };
-        let mut inputs = Map::new();
-        let sql = binder.render(query, &Mode::Analysis, &schemas, &mut inputs)?;
-        let step =
-            json!({"sql": sql, "inputs": inputs, "expectations": expectations(graph, &target)});
+        let mut step = binder.bind_flow(flow, &Mode::Analysis, &schemas)?;
+        step["expectations"] = json!(expectations(graph, &target));
         let answer = worker
             .call("analyze", json!({"steps": [step]}))
             .await

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::graph::{FlowQuery, Graph};
+use crate::graph::{key, Flow, FlowQuery, Graph};
 use crate::runner::{fail, Stop};
-use crate::sql::{DatasetKind, ItemKind, Query};
+use crate::sql::{DatasetKind, ItemKind};
 
 /// What a run reads from its streaming sources.
 #[derive(Debug, Clone, Default)]
@@ -74,6 +74,22 @@ impl Binder {
         )
     }
 
+    /// The append-only log of change events behind an APPLY CHANGES target.
+    pub fn cdc_log(&self, dataset: &str) -> String {
+        let name = self
+            .graph
+            .datasets
+            .get(dataset)
+            .map(|d| d.name.as_str())
+            .unwrap_or(dataset);
+        format!(
+            "{}.{}.{}",
+            quote(&self.catalog),
+            quote(&self.schema),
+            quote(&format!("__kiln_cdc_log_{name}"))
+        )
+    }
+
     fn placeholder(&self) -> String {
         format!(
             "__kiln_src_{}",
@@ -128,19 +144,19 @@ impl Binder {
         Ok(out)
     }
 
-    /// The streaming sources a query reads, looking through views.
-    pub fn sources(&self, q: &Query) -> Vec<Source> {
+    /// The streaming sources a flow reads, looking through views.
+    pub fn sources(&self, flow: &Flow) -> Vec<Source> {
         let mut out = Vec::new();
-        self.collect_sources(q, &mut out, 0);
+        self.collect_sources(self.graph.flow_items(flow), &mut out, 0);
         out
     }
 
-    fn collect_sources(&self, q: &Query, out: &mut Vec<Source>, depth: usize) {
+    fn collect_sources(&self, items: Vec<&ItemKind>, out: &mut Vec<Source>, depth: usize) {
         if depth > 32 {
             return;
         }
-        for item in &q.items {
-            let source = match &item.kind {
+        for item in items {
+            let source = match item {
                 ItemKind::Files {
                     streaming: true,
                     path,
@@ -153,8 +169,8 @@ impl Binder {
                     parts, streaming, ..
                 } => match self.graph.internal(parts) {
                     Some(k) if self.is_view(&k) => {
-                        if let Some(vq) = self.view_query(&k) {
-                            self.collect_sources(vq, out, depth + 1);
+                        if let Some(view) = self.view_flow(&k) {
+                            self.collect_sources(self.graph.flow_items(view), out, depth + 1);
                         }
                         None
                     }
@@ -191,54 +207,77 @@ impl Binder {
             .is_some_and(|d| d.kind == DatasetKind::View)
     }
 
-    fn view_query(&self, k: &str) -> Option<&Query> {
-        self.graph
-            .flows_into(k)
-            .into_iter()
-            .find_map(|f| match &f.query {
-                FlowQuery::Sql(q) => Some(q),
-                _ => None,
-            })
+    fn view_flow(&self, k: &str) -> Option<&Flow> {
+        self.graph.flows_into(k).into_iter().next()
     }
 
-    /// The SQL with every reference replaced, and the inputs to bind.
-    pub fn render(
+    /// What the worker needs to build a flow's DataFrame: `sql` (with every
+    /// reference replaced) or `python` (the function and `refs`, the views its
+    /// reads resolve to), and the `inputs` to bind.
+    pub fn bind_flow(
         &self,
-        q: &Query,
+        flow: &Flow,
         mode: &Mode,
         schemas: &BTreeMap<String, String>,
-        inputs: &mut Map<String, Value>,
-    ) -> Result<String, Stop> {
-        let mut failure = None;
-        let sql = q.render(|item| {
-            match self.bind_item(
-                &item.kind,
-                &q.text[item.span.clone()],
-                mode,
-                schemas,
-                inputs,
-            ) {
-                Ok(s) => s,
-                Err(e) => {
-                    failure.get_or_insert(e);
-                    String::new()
+    ) -> Result<Value, Stop> {
+        let mut inputs = Map::new();
+        match &flow.query {
+            FlowQuery::Sql(q) => {
+                let mut failure = None;
+                let sql =
+                    q.render(
+                        |item| match self.bind_item(&item.kind, mode, schemas, &mut inputs) {
+                            Ok(Some(name)) => name,
+                            Ok(None) => q.text[item.span.clone()].to_string(),
+                            Err(e) => {
+                                failure.get_or_insert(e);
+                                String::new()
+                            }
+                        },
+                    );
+                if let Some(e) = failure {
+                    return Err(e);
                 }
+                Ok(json!({"sql": sql, "inputs": inputs}))
             }
-        });
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(sql),
+            FlowQuery::Python { id, items } => {
+                let mut refs = Map::new();
+                for item in items {
+                    if let Some(name) = self.bind_item(item, mode, schemas, &mut inputs)? {
+                        refs.insert(ref_key(item), json!(name));
+                    }
+                }
+                Ok(json!({"python": id, "refs": refs, "inputs": inputs}))
+            }
+            FlowQuery::Cdc(c) => {
+                let item = c.source.items.first().map(|i| &i.kind).ok_or_else(|| {
+                    fail("InvalidFlow", format!("flow '{}' has no source", flow.name))
+                })?;
+                let name = self.bind_item(item, mode, schemas, &mut inputs)?;
+                let source = name.unwrap_or_else(|| c.source.text.clone());
+                Ok(json!({
+                    "sql": format!("SELECT * FROM {source}"),
+                    "inputs": inputs,
+                    "cdc": {
+                        "keys": c.keys, "sequence_by": c.sequence_by, "delete_when": c.delete_when,
+                        "truncate_when": c.truncate_when, "ignore_null_updates": c.ignore_null_updates,
+                        "columns": c.columns, "except_columns": c.except_columns,
+                        "scd_type": c.scd_type, "where": c.where_clause,
+                    },
+                    "cdc_log": self.cdc_log(&key(&flow.target)),
+                }))
+            }
         }
     }
 
+    /// Binds one reference; `None` leaves it as written (an external table read in batch).
     fn bind_item(
         &self,
         kind: &ItemKind,
-        original: &str,
         mode: &Mode,
         schemas: &BTreeMap<String, String>,
         inputs: &mut Map<String, Value>,
-    ) -> Result<String, Stop> {
+    ) -> Result<Option<String>, Stop> {
         let binding = match kind {
             ItemKind::Relation {
                 parts, streaming, ..
@@ -254,13 +293,14 @@ impl Binder {
                         json!({"kind": "empty", "schema": schema})
                     }
                     Mode::Run(_) if self.is_view(&k) => {
-                        let vq = self.view_query(&k).ok_or_else(|| {
-                            fail("UnsupportedView", format!("view '{k}' has no SQL query"))
+                        let view = self.view_flow(&k).ok_or_else(|| {
+                            fail("InvalidView", format!("view '{k}' has no query"))
                         })?;
-                        let mut sub = Map::new();
-                        let sql = self.render(vq, mode, schemas, &mut sub)?;
-                        let exps: Vec<Value> = self.graph.datasets.get(&k).map(|d| d.expectations.iter().map(|e| json!({"name": e.name, "expr": e.expr, "action": format!("{:?}", e.action).to_lowercase()})).collect()).unwrap_or_default();
-                        json!({"kind": "view", "sql": sql, "inputs": sub, "expectations": exps})
+                        let mut binding = self.bind_flow(view, mode, schemas)?;
+                        binding["kind"] = json!("view");
+                        binding["expectations"] =
+                            json!(crate::analysis::expectations(&self.graph, &k));
+                        binding
                     }
                     Mode::Run(sel) => {
                         let table = self.table(&k);
@@ -278,7 +318,7 @@ impl Binder {
                         Mode::Run(sel) => delta_range(sel, table),
                     }
                 }
-                None => return Ok(original.to_string()),
+                None => return Ok(None),
             },
             ItemKind::Files {
                 streaming,
@@ -306,7 +346,15 @@ impl Binder {
         };
         let name = self.placeholder();
         inputs.insert(name.clone(), binding);
-        Ok(name)
+        Ok(Some(name))
+    }
+}
+
+/// How a Python function names a read: `ds:<name>` or `files:<path>`.
+fn ref_key(item: &ItemKind) -> String {
+    match item {
+        ItemKind::Relation { parts, .. } => format!("ds:{}", parts.join(".").to_ascii_lowercase()),
+        ItemKind::Files { path, .. } => format!("files:{path}"),
     }
 }
 

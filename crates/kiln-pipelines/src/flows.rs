@@ -8,12 +8,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::analysis::expectations;
 use crate::bind::{Binder, Mode, Selection, Source};
-use crate::graph::{key, Flow, FlowKind, FlowQuery, Graph};
+use crate::graph::{key, Flow, FlowKind, Graph};
 use crate::model::{Batch, FlowCheckpoint};
 use crate::runner::{fail, Stop};
 use crate::service::Pipelines;
@@ -89,6 +89,8 @@ impl FlowContext {
 #[derive(Default)]
 struct Outcome {
     rows: i64,
+    /// Extra metrics (num_upserted_rows, num_deleted_rows for CDC flows).
+    metrics: Option<Value>,
     data_quality: Option<Value>,
     no_op: bool,
 }
@@ -119,10 +121,7 @@ pub(crate) async fn run_flow(ctx: &FlowContext, name: &str, cancel: &Cancellatio
     let result = match flow.kind {
         FlowKind::Complete => complete(ctx, flow, &tag).await,
         FlowKind::Append => append(ctx, flow, &tag).await,
-        FlowKind::Cdc => Err(fail(
-            "UnsupportedFlow",
-            "APPLY CHANGES is not supported by Kiln yet",
-        )),
+        FlowKind::Cdc => append(ctx, flow, &tag).await,
     };
     if let Ok(mut t) = RUNNING_TAGS.lock() {
         t.remove(&tag);
@@ -131,6 +130,11 @@ pub(crate) async fn run_flow(ctx: &FlowContext, name: &str, cancel: &Cancellatio
         Ok(outcome) => {
             let mut details =
                 json!({"status": "COMPLETED", "metrics": {"num_output_rows": outcome.rows}});
+            if let Some(Value::Object(extra)) = outcome.metrics {
+                for (k, v) in extra {
+                    details["metrics"][k] = v;
+                }
+            }
             if let Some(dq) = outcome.data_quality {
                 details["data_quality"] = dq;
             }
@@ -181,16 +185,6 @@ pub(crate) async fn run_flow(ctx: &FlowContext, name: &str, cancel: &Cancellatio
     }
 }
 
-fn query(flow: &Flow) -> Result<&crate::sql::Query, Stop> {
-    match &flow.query {
-        FlowQuery::Sql(q) => Ok(q),
-        _ => Err(fail(
-            "UnsupportedFlow",
-            format!("flow '{}' cannot run yet", flow.name),
-        )),
-    }
-}
-
 fn create_spec(ctx: &FlowContext, flow: &Flow) -> Value {
     ctx.graph
         .datasets
@@ -207,21 +201,25 @@ async fn write(
     selection: Selection,
     metadata: &str,
 ) -> Result<Outcome, Stop> {
-    let q = query(flow)?;
-    let mut inputs = Map::new();
-    let sql = ctx
-        .binder
-        .render(q, &Mode::Run(selection), &ctx.schemas, &mut inputs)?;
     let target = key(&flow.target);
-    let answer = ctx
-        .call("run", json!({
-            "flow": flow.name, "target": ctx.binder.table(&target), "mode": mode, "sql": sql, "inputs": inputs,
-            "expectations": expectations(&ctx.graph, &target), "user_metadata": metadata, "tag": tag,
-            "create": create_spec(ctx, flow),
-        }))
-        .await?;
+    let mut request = ctx
+        .binder
+        .bind_flow(flow, &Mode::Run(selection), &ctx.schemas)?;
+    for (k, v) in [
+        ("flow", json!(flow.name)),
+        ("target", json!(ctx.binder.table(&target))),
+        ("mode", json!(mode)),
+        ("expectations", json!(expectations(&ctx.graph, &target))),
+        ("user_metadata", json!(metadata)),
+        ("tag", json!(tag)),
+        ("create", create_spec(ctx, flow)),
+    ] {
+        request[k] = v;
+    }
+    let answer = ctx.call("run", request).await?;
     Ok(Outcome {
         rows: answer["num_output_rows"].as_i64().unwrap_or(0),
+        metrics: answer.get("metrics").cloned(),
         data_quality: answer.get("data_quality").filter(|v| !v.is_null()).cloned(),
         no_op: false,
     })
@@ -237,18 +235,17 @@ async fn table_version(ctx: &FlowContext, table: &str) -> Result<i64, Stop> {
 
 /// A materialized view: recomputed, unless nothing it reads changed.
 async fn complete(ctx: &FlowContext, flow: &Flow, tag: &str) -> Result<Outcome, Stop> {
-    let q = query(flow)?;
     let target = key(&flow.target);
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    q.text.hash(&mut hasher);
+    flow.origin.statement.hash(&mut hasher);
     format!("{:?}", expectations(&ctx.graph, &target)).hash(&mut hasher);
     for dep in ctx.graph.table_deps(flow) {
         table_version(ctx, &ctx.binder.table(&dep))
             .await?
             .hash(&mut hasher);
     }
-    for item in &q.items {
-        match &item.kind {
+    for item in ctx.graph.flow_items(flow) {
+        match item {
             crate::sql::ItemKind::Files { path, .. } => {
                 ctx.binder.list_files(path)?.hash(&mut hasher)
             }
@@ -305,7 +302,6 @@ fn apply(ckpt: &mut FlowCheckpoint, batch: &Batch) {
 
 /// A streaming flow: exactly the input that is new since its checkpoint.
 async fn append(ctx: &FlowContext, flow: &Flow, tag: &str) -> Result<Outcome, Stop> {
-    let q = query(flow)?;
     let target_table = ctx.binder.table(&key(&flow.target));
     let mut ckpt = ctx.svc.checkpoint(&ctx.pipeline_id, &key(&flow.name))?;
     if let Some(pending) = ckpt.pending.clone() {
@@ -334,7 +330,7 @@ async fn append(ctx: &FlowContext, flow: &Flow, tag: &str) -> Result<Outcome, St
     };
     let mut selection = Selection::default();
     let mut anything = false;
-    for source in ctx.binder.sources(q) {
+    for source in ctx.binder.sources(flow) {
         match source {
             Source::Files { key, path } => {
                 let seen = ckpt.seen.get(&key).cloned().unwrap_or_default();
@@ -375,7 +371,12 @@ async fn append(ctx: &FlowContext, flow: &Flow, tag: &str) -> Result<Outcome, St
     batch.user_metadata = format!("kiln:{}:{}:{}", ctx.pipeline_id, key(&flow.name), batch.id);
     ckpt.pending = Some(batch.clone());
     ctx.svc.save_checkpoint(&ckpt)?;
-    let outcome = write(ctx, flow, tag, "append", selection, &batch.user_metadata).await?;
+    let mode = if flow.kind == FlowKind::Cdc {
+        "cdc"
+    } else {
+        "append"
+    };
+    let outcome = write(ctx, flow, tag, mode, selection, &batch.user_metadata).await?;
     apply(&mut ckpt, &batch);
     ctx.svc.save_checkpoint(&ckpt)?;
     Ok(outcome)

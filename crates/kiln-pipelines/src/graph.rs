@@ -42,10 +42,11 @@ impl Dataset {
 #[derive(Debug, Clone)]
 pub enum FlowQuery {
     Sql(Query),
-    /// A Python flow function, by its registration id, and the datasets it reads.
+    /// A Python flow function, by its registration id, and what it reads
+    /// (recorded when Kiln registered it).
     Python {
         id: String,
-        reads: Vec<(String, bool)>,
+        items: Vec<ItemKind>,
     },
     Cdc(Box<CdcDef>),
 }
@@ -229,23 +230,20 @@ impl Graph {
         }
     }
 
-    /// The datasets a flow's query reads directly: (dataset key, streaming).
-    pub fn reads(&self, flow: &Flow) -> Vec<(String, bool)> {
+    /// What a flow reads: the references of its query or function.
+    pub fn flow_items<'a>(&self, flow: &'a Flow) -> Vec<&'a ItemKind> {
         match &flow.query {
-            FlowQuery::Sql(q) => self.query_reads(q),
-            FlowQuery::Cdc(c) => self.query_reads(&c.source),
-            FlowQuery::Python { reads, .. } => reads
-                .iter()
-                .filter(|(n, _)| self.datasets.contains_key(&key(n)))
-                .map(|(n, s)| (key(n), *s))
-                .collect(),
+            FlowQuery::Sql(q) => q.items.iter().map(|i| &i.kind).collect(),
+            FlowQuery::Cdc(c) => c.source.items.iter().map(|i| &i.kind).collect(),
+            FlowQuery::Python { items, .. } => items.iter().collect(),
         }
     }
 
-    pub fn query_reads(&self, q: &Query) -> Vec<(String, bool)> {
-        q.items
-            .iter()
-            .filter_map(|i| match &i.kind {
+    /// The datasets a flow reads directly: (dataset key, streaming).
+    pub fn reads(&self, flow: &Flow) -> Vec<(String, bool)> {
+        self.flow_items(flow)
+            .into_iter()
+            .filter_map(|i| match i {
                 ItemKind::Relation {
                     parts, streaming, ..
                 } => self.internal(parts).map(|k| (k, *streaming)),
@@ -303,15 +301,7 @@ impl Graph {
                     )
                 });
             }
-            let missing: Vec<String> = match &flow.query {
-                FlowQuery::Sql(q) => live_missing(self, q),
-                FlowQuery::Cdc(c) => live_missing(self, &c.source),
-                FlowQuery::Python { reads, .. } => reads
-                    .iter()
-                    .filter(|(n, _)| !self.datasets.contains_key(&key(n)) && !n.contains('.'))
-                    .map(|(n, _)| n.clone())
-                    .collect(),
-            };
+            let missing = live_missing(self, flow);
             for name in missing {
                 errors.push(GraphError {
                     flow: Some(flow.name.clone()),
@@ -485,10 +475,10 @@ impl Graph {
     }
 }
 
-fn live_missing(g: &Graph, q: &Query) -> Vec<String> {
-    q.items
-        .iter()
-        .filter_map(|i| match &i.kind {
+fn live_missing(g: &Graph, flow: &Flow) -> Vec<String> {
+    g.flow_items(flow)
+        .into_iter()
+        .filter_map(|i| match i {
             ItemKind::Relation {
                 parts, live: true, ..
             } if g.internal(parts).is_none() => Some(parts.join(".")),

@@ -11,6 +11,7 @@ pub mod libraries;
 pub mod lifecycle;
 pub mod model;
 mod plan;
+mod python;
 mod records;
 mod runner;
 pub mod service;

@@ -14,17 +14,20 @@ use crate::runner::{fail, Stop};
 use crate::service::Pipelines;
 use crate::sink::{error_json, Sink};
 use crate::sql::DatasetKind;
+use crate::worker::Worker;
 
 /// Reads, parses and resolves every library; errors fail the update naming
 /// the file, the statement and the dataset.
-pub(crate) fn load_graph(
+pub(crate) async fn load_graph(
     svc: &Pipelines,
+    worker: &Worker,
     update: &UpdateRecord,
     sink: &mut Sink,
 ) -> Result<Graph, Stop> {
     let configuration = string_map(&update.config["configuration"]);
     let mut graph = Graph::default();
     let mut errors = Vec::new();
+    let mut python = Vec::new();
     for lib in update.config["libraries"]
         .as_array()
         .cloned()
@@ -76,10 +79,18 @@ pub(crate) fn load_graph(
                     &mut errors,
                 );
             }
-            SourceLanguage::Python => {
-                return Err(fail("UnsupportedLanguage", format!("{path} is a Python library; Python pipeline sources are not supported by Kiln yet")));
-            }
+            SourceLanguage::Python => python.push(json!({"path": source.path, "source": text})),
         }
+    }
+    if !python.is_empty() {
+        let elements = worker
+            .call(
+                "register_python",
+                json!({"libraries": python, "configuration": configuration}),
+            )
+            .await
+            .map_err(|e| fail("PythonRegistrationError", e.message))?;
+        crate::python::add_elements(&mut graph, &elements, &mut errors)?;
     }
     graph.resolve(&mut errors);
     if let Some(first) = errors.first() {
@@ -149,7 +160,7 @@ pub(crate) fn definitions(graph: &Graph, binder: &Binder, sink: &mut Sink) {
                 "output_dataset": flow.target,
                 "input_datasets": inputs,
                 "flow_type": flow.kind.as_str(),
-                "language": "SQL",
+                "language": if matches!(flow.query, FlowQuery::Python { .. }) { "PYTHON" } else { "SQL" },
                 "source_code_location": {"path": flow.origin.path, "line_number": flow.origin.line},
             }),
         );

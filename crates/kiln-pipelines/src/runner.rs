@@ -136,7 +136,7 @@ async fn execute(
     *worker_slot = Some(worker.clone());
 
     svc.transition(update, UpdateState::Initializing, sink.take(), sink)?;
-    let graph = Arc::new(crate::plan::load_graph(svc, update, sink)?);
+    let graph = Arc::new(crate::plan::load_graph(svc, &worker, update, sink).await?);
     let (catalog, schema) = publish_schema(&update.config);
     let binder = Binder::new(graph.clone(), &catalog, &schema, svc.dbfs_root.clone());
     crate::plan::definitions(&graph, &binder, sink);
@@ -151,7 +151,10 @@ async fn execute(
     let resets = crate::plan::resets(&graph, update)?;
     if !resets.is_empty() {
         svc.transition(update, UpdateState::Resetting, sink.take(), sink)?;
-        let tables: Vec<String> = resets.iter().map(|d| binder.table(d)).collect();
+        let tables: Vec<String> = resets
+            .iter()
+            .flat_map(|d| [binder.table(d), binder.cdc_log(d)])
+            .collect();
         worker
             .call("drop", json!({"tables": tables}))
             .await
