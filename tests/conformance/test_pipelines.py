@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import pytest
 from databricks.sdk.errors import NotFound, PermissionDenied
 from databricks.sdk.service.compute import Language
@@ -307,3 +308,66 @@ def test_apply_changes_out_of_order_and_deletes(env):
     u = wait_update(w, pid, w.pipelines.start_update(pid, full_refresh=True).update_id)
     assert u.state.value == "COMPLETED"
     assert sql(w, f"SELECT * FROM main.{target}.customers ORDER BY id") == [[1, "c"], [4, "new"]]
+
+
+LONG_SQL = "CREATE OR REFRESH MATERIALIZED VIEW slow AS SELECT sum(a.id * b.id) AS s FROM range(200000) a CROSS JOIN range(200000) b"
+
+
+def flow_running(server, pid, flow):
+    evs = events(server, pid, max_results=100)["events"]
+    return any(e["event_type"] == "flow_progress" and e["origin"].get("flow_name") == flow
+               and e["details"]["flow_progress"]["status"] == "RUNNING" for e in evs)
+
+
+def worker_procs():
+    from kiln_helpers import all_procs
+    return [p for p in all_procs() if "kiln_pipelines.worker" in p.cmdline]
+
+
+def test_stop_cancels_a_long_query(env):
+    server, w = env["server"], env["w"]
+    path = f"/Users/admin/{unique('slow')}/nb"
+    notebook(w, path, LONG_SQL)
+    pid, target = pipeline(server, w, "slow", [path])
+    update = w.pipelines.start_update(pid).update_id
+    wait_for(lambda: flow_running(server, pid, "slow"), 120, "the slow flow to run", 0.2)
+    time.sleep(1)
+    stopped_at = time.monotonic()
+    w.pipelines.stop_and_wait(pid)
+    assert time.monotonic() - stopped_at < 15
+    u = w.pipelines.get_update(pipeline_id=pid, update_id=update).update
+    assert u.state.value == "CANCELED"
+    statuses = [e["details"]["flow_progress"]["status"] for e in events(server, pid, max_results=100)["events"]
+                if e["event_type"] == "flow_progress" and e["origin"].get("flow_name") == "slow"]
+    assert statuses[0] == "STOPPED", statuses
+    # The table may exist (tables are set up before flows run) but holds nothing.
+    if w.tables.exists(f"main.{target}.slow").table_exists:
+        assert sql(w, f"SELECT count(*) FROM main.{target}.slow") == [[0]]
+    # A stop with nothing running is a no-op.
+    w.pipelines.stop_and_wait(pid)
+
+
+def test_kill_9_during_an_update_then_restart(kiln_factory):
+    server = kiln_factory()
+    w = server.client()
+    path = f"/Users/admin/{unique('crash')}/nb"
+    notebook(w, path, LONG_SQL)
+    pid, target = pipeline(server, w, "crash", [path])
+    update = w.pipelines.start_update(pid).update_id
+    wait_for(lambda: flow_running(server, pid, "slow"), 120, "the slow flow to run", 0.2)
+    workers = worker_procs()
+    assert workers
+    server.restart()
+    w = server.client()
+    from kiln_helpers import is_alive
+    wait_for(lambda: not [p for p in workers if is_alive(p)], 30, "the old worker to be gone", 0.1)
+    u = w.pipelines.get_update(pipeline_id=pid, update_id=update).update
+    assert u.state.value == "FAILED"
+    assert w.pipelines.get(pid).state.value == "IDLE"
+    cluster = w.pipelines.get(pid).cluster_id
+    wait_for(lambda: w.clusters.get(cluster).state.value == "TERMINATED", 60, "the pipeline cluster to stop", 0.2)
+    # The next update runs to completion.
+    notebook(w, path, "CREATE OR REFRESH MATERIALIZED VIEW slow AS SELECT 42 AS s")
+    assert wait_update(w, pid, w.pipelines.start_update(pid).update_id).state.value == "COMPLETED"
+    assert sql(w, f"SELECT s FROM main.{target}.slow") == [[42]]
+    server.stop()

@@ -130,6 +130,23 @@ impl Pipelines {
         Ok(())
     }
 
+    /// Starts the service's background work: clusters of pipelines that are
+    /// not running an update (and not in development mode) are terminated, so
+    /// an update interrupted by a crash does not keep its engine.
+    pub fn start(self: &Arc<Self>) {
+        let me = self.clone();
+        self.tasks.spawn(async move {
+            for p in me.list().unwrap_or_default() {
+                let development = p.spec["development"].as_bool().unwrap_or(false);
+                if let (Some(cluster), false, false) = (&p.cluster_id, development, me.is_active(&p.pipeline_id)) {
+                    if me.clusters.get(cluster).is_ok_and(|c| c.state != "TERMINATED") {
+                        let _ = me.clusters.terminate(&p.run_as, cluster).await;
+                    }
+                }
+            }
+        });
+    }
+
     pub fn get(&self, pipeline_id: &str) -> Result<PipelineRecord> {
         self.records
             .read()

@@ -110,6 +110,7 @@ pub async fn serve(
         sources.clone(),
         config.data_dir.clone(),
     )?;
+    pipelines.start();
     let api_url = format!("http://{}", loopback_address(address));
     let contexts = Contexts::new(
         clusters.clone(),
