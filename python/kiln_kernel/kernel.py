@@ -10,6 +10,7 @@ Started by Kiln as `python -m kiln_kernel.kernel` with:
 import ast
 import io
 import os
+import re
 import signal
 import sys
 import threading
@@ -134,7 +135,7 @@ class Kernel:
             raise ValueError("No SQL statement to run")
         frame = None
         for statement in statements:
-            frame = self.spark.sql(statement)
+            frame = self.spark.sql(map_sql_paths(statement, self.dbfs_root))
         self.pending_table = self.table_of(frame)
 
     def error_result(self, exc, language):
@@ -158,14 +159,30 @@ class Kernel:
 
 
 def dbfs_to_local(path, dbfs_root):
-    """`dbfs:/x` → `file://<dbfs root>/x`, refusing paths that leave the root."""
-    if not isinstance(path, str) or not path.startswith("dbfs:/"):
+    """`dbfs:/x` and bare absolute paths `/x` (as Databricks resolves them) →
+    `file://<dbfs root>/x`, refusing paths that leave the root. Paths with
+    another scheme (`file:`, `s3:`) are left to the engine."""
+    if not isinstance(path, str):
+        return path
+    if path.startswith("dbfs:/"):
+        rel = path[len("dbfs:/"):]
+    elif path.startswith("/") and not path.startswith("//"):
+        rel = path[1:]
+    else:
         return path
     root = os.path.realpath(dbfs_root)
-    local = os.path.realpath(os.path.join(root, path[len("dbfs:/"):].lstrip("/")))
+    local = os.path.realpath(os.path.join(root, rel.lstrip("/")))
     if local != root and not local.startswith(root + os.sep):
         raise PermissionError(f"Path escapes DBFS: {path}")
     return "file://" + local
+
+
+_PATH_TABLE = re.compile(r"\b(json|csv|parquet|delta|text|orc|avro|binaryFile)\.`((?:dbfs:)?/[^`]*)`", re.IGNORECASE)
+
+
+def map_sql_paths(statement, dbfs_root):
+    """``json.`/x` `` and ``delta.`dbfs:/x` `` in SQL read DBFS, as on Databricks."""
+    return _PATH_TABLE.sub(lambda m: f"{m.group(1)}.`{dbfs_to_local(m.group(2), dbfs_root)}`", statement)
 
 
 def map_dbfs_paths(dbfs_root):

@@ -14,6 +14,7 @@ import sys
 import threading
 import traceback
 
+from kiln_kernel.kernel import map_sql_paths
 from kiln_pipelines import cdc, delta_log, expectations
 
 
@@ -161,7 +162,7 @@ class Worker:
             from kiln_pipelines import dlt_shim
 
             return dlt_shim.call_flow(self, req["python"], req.get("refs") or {})
-        return self.spark.sql(req["sql"])
+        return self.spark.sql(map_sql_paths(req["sql"], os.environ.get("KILN_DBFS_ROOT", "/nonexistent")))
 
     # ---- analysis ---------------------------------------------------------
 

@@ -88,3 +88,21 @@ def test_engines_see_what_the_api_wrote(w):
     assert result.status.value == "Finished", result.results.as_dict()
     assert any(f.path.endswith(".parquet") for f in w.dbfs.list(f"{root}/out"))
     w.clusters.permanent_delete(cluster)
+
+
+def test_bare_absolute_paths_are_dbfs_in_contexts(w):
+    root = "/" + unique("bare")
+    w.dbfs.put(f"{root}/x.json", contents=base64.b64encode(b'{"a": 1}\n{"a": 2}\n').decode())
+    cluster = w.clusters.create_and_wait(cluster_name=unique("bare"), spark_version=SPARK_VERSION, num_workers=0).cluster_id
+    try:
+        ctx = w.command_execution.create_and_wait(cluster_id=cluster, language=Language.PYTHON)
+        code = f"sorted(r['a'] for r in spark.read.json('{root}/x.json').collect())"
+        result = w.command_execution.execute_and_wait(cluster_id=cluster, context_id=ctx.id, language=Language.PYTHON, command=code)
+        assert (result.status.value, result.results.data) == ("Finished", "[1, 2]")
+        sql_ctx = w.command_execution.create_and_wait(cluster_id=cluster, language=Language.SQL)
+        result = w.command_execution.execute_and_wait(
+            cluster_id=cluster, context_id=sql_ctx.id, language=Language.SQL,
+            command=f"SELECT sum(a) AS s FROM json.`{root}/x.json`")
+        assert (result.status.value, result.results.data) == ("Finished", [[3]]), result.results.as_dict()
+    finally:
+        w.clusters.permanent_delete(cluster)

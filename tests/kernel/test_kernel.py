@@ -235,6 +235,12 @@ def test_dbfs_paths_map_into_the_dbfs_root(tmp_path):
     root = tmp_path / "dbfs"
     root.mkdir()
     assert dbfs_to_local("dbfs:/data/x.csv", str(root)) == "file://" + str(root.resolve() / "data" / "x.csv")
-    assert dbfs_to_local("/local/path", str(root)) == "/local/path"
+    # A bare absolute path is a DBFS path, as Databricks resolves it.
+    assert dbfs_to_local("/FileStore/x.json", str(root)) == "file://" + str(root.resolve() / "FileStore" / "x.json")
+    assert dbfs_to_local("file:///local/path", str(root)) == "file:///local/path"
+    from kiln_kernel.kernel import map_sql_paths
+    assert map_sql_paths("SELECT * FROM json.`/mnt/x` JOIN t", str(root)) == (
+        "SELECT * FROM json.`file://" + str(root.resolve() / "mnt" / "x") + "` JOIN t")
+    assert map_sql_paths("SELECT '/mnt/x' FROM t", str(root)) == "SELECT '/mnt/x' FROM t"
     with pytest.raises(PermissionError):
         dbfs_to_local("dbfs:/../etc/passwd", str(root))

@@ -130,7 +130,7 @@ async fn execute(
     let log = svc.logs.join(format!("{}.log", pipeline.pipeline_id));
     let spark_url = format!("sc://127.0.0.1:{port}");
     let worker = tokio::select! {
-        w = Worker::spawn(&python, &svc.sources, &spark_url, &log) => Arc::new(w?),
+        w = Worker::spawn(&python, &svc.sources, &spark_url, &svc.dbfs_root, &log) => Arc::new(w?),
         _ = cancel.cancelled() => return Err(Stop::Canceled),
     };
     *worker_slot = Some(worker.clone());

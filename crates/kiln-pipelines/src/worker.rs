@@ -52,6 +52,7 @@ impl Worker {
             .args(["-u", "-m", "kiln_pipelines.worker"])
             .env("PYTHONPATH", sources)
             .env("KILN_SPARK_URL", spark_url)
+            .env("KILN_DBFS_ROOT", dbfs_root)
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .current_dir(sources)
             .stdin(Stdio::piped())
