@@ -138,8 +138,14 @@ impl Pipelines {
         self.tasks.spawn(async move {
             for p in me.list().unwrap_or_default() {
                 let development = p.spec["development"].as_bool().unwrap_or(false);
-                if let (Some(cluster), false, false) = (&p.cluster_id, development, me.is_active(&p.pipeline_id)) {
-                    if me.clusters.get(cluster).is_ok_and(|c| c.state != "TERMINATED") {
+                if let (Some(cluster), false, false) =
+                    (&p.cluster_id, development, me.is_active(&p.pipeline_id))
+                {
+                    if me
+                        .clusters
+                        .get(cluster)
+                        .is_ok_and(|c| c.state != "TERMINATED")
+                    {
                         let _ = me.clusters.terminate(&p.run_as, cluster).await;
                     }
                 }

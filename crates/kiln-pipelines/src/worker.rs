@@ -40,6 +40,7 @@ impl Worker {
         python: &Path,
         sources: &Path,
         spark_url: &str,
+        dbfs_root: &Path,
         log: &Path,
     ) -> Result<Worker> {
         let log = std::fs::OpenOptions::new()
