@@ -64,6 +64,9 @@ def write_csv(path: Path, start: int, rows: int) -> None:
             f.write(f"{i},{k},{rnd.uniform(-10, 1000):.2f}\n")
 
 
+VERBOSE = False
+
+
 def ts(event: dict) -> float:
     return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
 
@@ -82,9 +85,13 @@ def run_update(srv: Server, pid: str, body: dict | None = None) -> dict:
     if state != "COMPLETED":
         raise RuntimeError(f"update {uid} ended {state}")
     events = srv.api("GET", f"/api/2.0/pipelines/{pid}/events",
-                     params={"order_by": "timestamp asc", "max_results": 100})["events"]
+                     params={"max_results": 100})["events"]
     mine = [e for e in events if e["origin"].get("update_id") == uid]
     at = {e["details"]["update_progress"]["state"]: ts(e) for e in mine if e["event_type"] == "update_progress"}
+    order = sorted(at.items(), key=lambda kv: kv[1])
+    phases = " ".join(f"{a}->{b}:{(tb - ta) * 1000:.0f}" for (a, ta), (b, tb) in zip(order, order[1:]))
+    if VERBOSE:
+        print(f"  phases (ms): {phases}")
     return {"total": at["COMPLETED"] - at["CREATED"],
             "engine": at["INITIALIZING"] - at["WAITING_FOR_RESOURCES"],
             "running": at["COMPLETED"] - at["RUNNING"]}
@@ -125,7 +132,10 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--files", type=int, default=10)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--verbose", action="store_true", help="print each update's phase times")
     args = ap.parse_args()
+    global VERBOSE
+    VERBOSE = args.verbose
     binary = default_bin()
     workdir = Path(tempfile.mkdtemp(prefix="kiln-bench-dlt-"))
     srv = Server(binary, workdir)

@@ -49,9 +49,12 @@ class Worker:
 
     def op_table_version(self, req):
         table = req["table"]
+        cached = self.locations.get(table)
+        if cached is not None and delta_log.versions(cached):
+            return {"version": delta_log.latest_version(cached)}
+        self.locations.pop(table, None)
         if not self.exists(table):
             return {"version": -1}
-        self.locations.pop(table, None)
         return {"version": delta_log.latest_version(self.location(table))}
 
     def op_find_commit(self, req):

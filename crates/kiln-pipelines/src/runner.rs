@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bind::Binder;
 use crate::graph::key;
-use crate::lifecycle::UpdateState;
+use crate::lifecycle::{next_state, UpdateState};
 use crate::model::{publish_schema, string_map, PipelineRecord, UpdateRecord};
 use crate::service::Pipelines;
 use crate::sink::{error_json, Sink};
@@ -51,7 +51,7 @@ pub async fn run(svc: Arc<Pipelines>, mut update: UpdateRecord, cancel: Cancella
         return;
     };
     let mut sink = Sink::new(&pipeline, &update.update_id);
-    let mut worker: Option<Arc<Worker>> = None;
+    let mut worker: Option<(Arc<Worker>, String)> = None;
     let result = execute(
         &svc,
         &mut pipeline,
@@ -61,12 +61,33 @@ pub async fn run(svc: Arc<Pipelines>, mut update: UpdateRecord, cancel: Cancella
         &mut worker,
     )
     .await;
+    // Clean up before the end is visible: a client that sees the update end
+    // may start the next one at once.
+    let development = update.config["development"].as_bool().unwrap_or(false);
+    if let Some((w, url)) = worker {
+        // Development pipelines keep their engine, and its worker, between updates.
+        if development && result.is_ok() {
+            svc.keep_worker(&update.pipeline_id, url, w);
+        } else {
+            w.kill().await;
+        }
+    }
+    if !development {
+        if let Some(cluster) = &pipeline.cluster_id {
+            let _ = svc.clusters.terminate(&pipeline.run_as, cluster).await;
+        }
+    }
+    if let Ok(mut current) = svc.get(&pipeline.pipeline_id) {
+        current.unhealthy = matches!(result, Err(Stop::Failed { .. }));
+        current.cluster_id = pipeline.cluster_id.clone();
+        let _ = svc.set_pipeline(&current);
+    }
+    svc.release(&update.pipeline_id, &update.update_id);
     let outcome = match result {
         Ok(()) => svc.transition(&mut update, UpdateState::Completed, sink.take(), &sink),
-        Err(Stop::Canceled) => {
-            let _ = svc.transition(&mut update, UpdateState::Stopping, sink.take(), &sink);
-            svc.transition(&mut update, UpdateState::Canceled, sink.take(), &sink)
-        }
+        Err(Stop::Canceled) => svc
+            .transition(&mut update, UpdateState::Stopping, sink.take(), &sink)
+            .and_then(|()| svc.transition(&mut update, UpdateState::Canceled, sink.take(), &sink)),
         Err(Stop::Failed {
             class_name,
             message,
@@ -80,28 +101,14 @@ pub async fn run(svc: Arc<Pipelines>, mut update: UpdateRecord, cancel: Cancella
             );
             e.error = Some(error_json(&class_name, &message));
             events.push(e);
-            update.state = UpdateState::Failed;
-            svc.commit_update(&update, events)
+            next_state(update.state, UpdateState::Failed).and_then(|s| {
+                update.state = s;
+                svc.commit_update(&update, events)
+            })
         }
     };
     if let Err(e) = outcome {
         tracing::error!(pipeline = %update.pipeline_id, error = %e.message, "record the end of an update");
-    }
-    if let Some(w) = worker {
-        w.kill().await;
-    }
-    pipeline.unhealthy = update.state == UpdateState::Failed;
-    let development = update.config["development"].as_bool().unwrap_or(false);
-    if !development {
-        if let Some(cluster) = &pipeline.cluster_id {
-            let _ = svc.clusters.terminate(&pipeline.run_as, cluster).await;
-        }
-    }
-    if let Ok(current) = svc.get(&pipeline.pipeline_id) {
-        let mut current = current;
-        current.unhealthy = pipeline.unhealthy;
-        current.cluster_id = pipeline.cluster_id.clone();
-        let _ = svc.set_pipeline(&current);
     }
 }
 
@@ -111,7 +118,7 @@ async fn execute(
     update: &mut UpdateRecord,
     sink: &mut Sink,
     cancel: &CancellationToken,
-    worker_slot: &mut Option<Arc<Worker>>,
+    worker_slot: &mut Option<(Arc<Worker>, String)>,
 ) -> Result<(), Stop> {
     svc.transition(update, UpdateState::WaitingForResources, sink.take(), sink)?;
     let (cluster_id, port) = tokio::select! {
@@ -129,11 +136,14 @@ async fn execute(
     let python = pyenv::ensure(&svc.runtime, &engine_dir).await?;
     let log = svc.logs.join(format!("{}.log", pipeline.pipeline_id));
     let spark_url = format!("sc://127.0.0.1:{port}");
-    let worker = tokio::select! {
-        w = Worker::spawn(&python, &svc.sources, &spark_url, &svc.dbfs_root, &log) => Arc::new(w?),
-        _ = cancel.cancelled() => return Err(Stop::Canceled),
+    let worker = match svc.take_worker(&pipeline.pipeline_id, &spark_url) {
+        Some(w) if w.call("ping", json!({})).await.is_ok() => w,
+        _ => tokio::select! {
+            w = Worker::spawn(&python, &svc.sources, &spark_url, &svc.dbfs_root, &log) => Arc::new(w?),
+            _ = cancel.cancelled() => return Err(Stop::Canceled),
+        },
     };
-    *worker_slot = Some(worker.clone());
+    *worker_slot = Some((worker.clone(), spark_url));
 
     svc.transition(update, UpdateState::Initializing, sink.take(), sink)?;
     let graph = Arc::new(crate::plan::load_graph(svc, &worker, update, sink).await?);

@@ -24,6 +24,7 @@ use crate::events::Event;
 use crate::lifecycle::UpdateState;
 use crate::model::*;
 use crate::records::put_pipeline;
+use crate::worker::Worker;
 
 pub struct Pipelines {
     pub(crate) store: Arc<dyn Store>,
@@ -37,6 +38,8 @@ pub struct Pipelines {
     pub(crate) updates: RwLock<BTreeMap<String, Vec<UpdateRecord>>>,
     pub(crate) seqs: Mutex<HashMap<String, i64>>,
     active: Mutex<HashMap<String, (String, CancellationToken)>>,
+    /// Workers kept between updates of development pipelines, with their engine URL.
+    workers: Mutex<HashMap<String, (String, Arc<Worker>)>>,
     writer: tokio::sync::Mutex<()>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -93,6 +96,7 @@ impl Pipelines {
             updates: RwLock::new(updates),
             seqs: Mutex::default(),
             active: Mutex::default(),
+            workers: Mutex::default(),
             writer: tokio::sync::Mutex::new(()),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
@@ -358,6 +362,7 @@ impl Pipelines {
     pub async fn delete(&self, pipeline_id: &str) -> Result<()> {
         let record = self.get(pipeline_id)?;
         self.stop_and_wait(pipeline_id).await;
+        self.drop_worker(pipeline_id).await;
         let _guard = self.writer.lock().await;
         let mut writes = vec![
             Write::DeleteObject {
@@ -468,15 +473,41 @@ impl Pipelines {
         let u = update.clone();
         self.tasks.spawn(async move {
             crate::runner::run(me.clone(), u.clone(), cancel).await;
-            if let Ok(mut a) = me.active.lock() {
-                if a.get(&u.pipeline_id)
-                    .is_some_and(|(id, _)| *id == u.update_id)
-                {
-                    a.remove(&u.pipeline_id);
-                }
-            }
+            me.release(&u.pipeline_id, &u.update_id);
         });
         Ok(update)
+    }
+
+    /// The worker a development pipeline kept, when it talks to `spark_url`.
+    pub(crate) fn take_worker(&self, pipeline_id: &str, spark_url: &str) -> Option<Arc<Worker>> {
+        let (url, worker) = self.workers.lock().ok()?.remove(pipeline_id)?;
+        (url == spark_url).then_some(worker)
+    }
+
+    pub(crate) fn keep_worker(&self, pipeline_id: &str, spark_url: String, worker: Arc<Worker>) {
+        if let Ok(mut w) = self.workers.lock() {
+            w.insert(pipeline_id.into(), (spark_url, worker));
+        }
+    }
+
+    async fn drop_worker(&self, pipeline_id: &str) {
+        let kept = self
+            .workers
+            .lock()
+            .ok()
+            .and_then(|mut w| w.remove(pipeline_id));
+        if let Some((_, worker)) = kept {
+            worker.kill().await;
+        }
+    }
+
+    /// Forgets the pipeline's active update (when it is this one).
+    pub(crate) fn release(&self, pipeline_id: &str, update_id: &str) {
+        if let Ok(mut a) = self.active.lock() {
+            if a.get(pipeline_id).is_some_and(|(id, _)| id == update_id) {
+                a.remove(pipeline_id);
+            }
+        }
     }
 
     /// Asks the active update to stop (a no-op when idle).
@@ -491,12 +522,11 @@ impl Pipelines {
     async fn stop_and_wait(&self, pipeline_id: &str) {
         let _ = self.stop(pipeline_id);
         for _ in 0..600 {
-            if !self
-                .active
-                .lock()
-                .map(|a| a.contains_key(pipeline_id))
-                .unwrap_or(false)
-            {
+            let ended = self
+                .updates(pipeline_id)
+                .first()
+                .is_none_or(|u| u.state.is_terminal());
+            if ended && !self.is_active(pipeline_id) {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -513,6 +543,14 @@ impl Pipelines {
     /// Cancels every update and waits for their tasks (bounded by the tasks' own deadlines).
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
+        let kept: Vec<Arc<Worker>> = self
+            .workers
+            .lock()
+            .map(|mut w| w.drain().map(|(_, (_, worker))| worker).collect())
+            .unwrap_or_default();
+        for worker in kept {
+            worker.kill().await;
+        }
         self.tasks.close();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(20), self.tasks.wait()).await;
     }
