@@ -371,3 +371,71 @@ def test_kill_9_during_an_update_then_restart(kiln_factory):
     assert wait_update(w, pid, w.pipelines.start_update(pid).update_id).state.value == "COMPLETED"
     assert sql(w, f"SELECT s FROM main.{target}.slow") == [[42]]
     server.stop()
+
+
+def test_continuous_pipeline_picks_up_new_files_until_stopped(env):
+    server, w = env["server"], env["w"]
+    src = f"/data/{unique('cont')}"
+    put_file(server, f"{src}/1.json", '{"id":1}\n')
+    path = f"/Users/admin/{unique('cont')}/nb"
+    notebook(w, path, "CREATE OR REFRESH STREAMING TABLE ids AS SELECT * FROM STREAM read_files('${src}', format => 'json')")
+    body = {"name": unique("cont"), "target": unique("cont").replace("-", "_"), "continuous": True,
+            "configuration": {"src": src, "pipelines.trigger.interval": "1 second"},
+            "libraries": [{"notebook": {"path": path}}]}
+    pid = server.http().post(server.url("/api/2.0/pipelines"), json=body).json()["pipeline_id"]
+    update = w.pipelines.start_update(pid).update_id
+
+    def rows_written():
+        return sum(e["details"]["flow_progress"]["metrics"]["num_output_rows"]
+                   for e in events(server, pid, max_results=100)["events"]
+                   if e["event_type"] == "flow_progress" and e["details"]["flow_progress"]["status"] == "COMPLETED")
+
+    wait_for(lambda: rows_written() == 1, 120, "the first file", 0.2)
+    assert w.pipelines.get_update(pipeline_id=pid, update_id=update).update.state.value == "RUNNING"
+    put_file(server, f"{src}/2.json", '{"id":2}\n{"id":3}\n')
+    wait_for(lambda: rows_written() == 3, 60, "the new file", 0.2)
+    w.pipelines.stop_and_wait(pid)
+    assert w.pipelines.get_update(pipeline_id=pid, update_id=update).update.state.value == "CANCELED"
+    assert w.pipelines.get_update(pipeline_id=pid, update_id=update).update.mode.value == "CONTINUOUS"
+
+
+def test_development_mode_reuses_the_engine_and_selections(env):
+    server, w = env["server"], env["w"]
+    src = f"/data/{unique('sel')}"
+    put_file(server, f"{src}/1.json", '{"id":1}\n')
+    path = f"/Users/admin/{unique('sel')}/nb"
+    notebook(w, path, """
+CREATE OR REFRESH STREAMING TABLE a AS SELECT * FROM STREAM read_files('${src}', format => 'json');
+CREATE OR REFRESH STREAMING TABLE keep TBLPROPERTIES ('pipelines.reset.allowed' = 'false')
+  AS SELECT * FROM STREAM read_files('${src}', format => 'json');
+CREATE OR REFRESH MATERIALIZED VIEW b AS SELECT count(*) AS n FROM a;
+""")
+    target = unique("sel").replace("-", "_")
+    body = {"name": unique("sel"), "target": target, "development": True, "configuration": {"src": src},
+            "libraries": [{"notebook": {"path": path}}]}
+    pid = server.http().post(server.url("/api/2.0/pipelines"), json=body).json()["pipeline_id"]
+    assert wait_update(w, pid, w.pipelines.start_update(pid).update_id).state.value == "COMPLETED"
+    cluster = w.pipelines.get(pid).cluster_id
+    assert w.clusters.get(cluster).state.value == "RUNNING"
+    # Started as soon as the last one ended: no conflict, same engine.
+    second = w.pipelines.start_update(pid, refresh_selection=["a"]).update_id
+    assert wait_update(w, pid, second).state.value == "COMPLETED"
+    assert w.pipelines.get(pid).cluster_id == cluster
+    statuses = {e["origin"]["flow_name"]: e["details"]["flow_progress"]["status"]
+                for e in events(server, pid, max_results=100)["events"]
+                if e["event_type"] == "flow_progress" and e["origin"].get("update_id") == second
+                and e["details"]["flow_progress"]["status"] in ("EXCLUDED", "COMPLETED")}
+    assert statuses == {"a": "COMPLETED", "keep": "EXCLUDED", "b": "EXCLUDED"}
+    # A table with pipelines.reset.allowed = false cannot be fully refreshed by name...
+    u = wait_update(w, pid, w.pipelines.start_update(pid, full_refresh_selection=["keep"]).update_id)
+    assert u.state.value == "FAILED"
+    assert any("reset.allowed" in e["message"] for e in events(server, pid, filter="level='ERROR'", max_results=20)["events"])
+    # ...and a full refresh of everything keeps it: with the first file gone, the reset
+    # tables hold only the new file, while `keep` keeps its row and adds the new one.
+    (server.data_dir / "dbfs" / src.lstrip("/") / "1.json").unlink()
+    put_file(server, f"{src}/2.json", '{"id":2}\n')
+    assert wait_update(w, pid, w.pipelines.start_update(pid, full_refresh=True).update_id).state.value == "COMPLETED"
+    assert sql(w, f"SELECT 'a' AS t, count(*) AS n FROM main.{target}.a UNION ALL SELECT 'keep', count(*) FROM main.{target}.keep "
+                  f"UNION ALL SELECT 'b', n FROM main.{target}.b ORDER BY t") == [["a", 1], ["b", 1], ["keep", 2]]
+    w.pipelines.delete(pid)
+    wait_for(lambda: w.clusters.get(cluster).state.value == "TERMINATED", 60, "the cluster to stop", 0.2)

@@ -203,16 +203,33 @@ async fn execute(
         sink: Sink::new(pipeline, &update.update_id),
     });
     let continuous = update.config["continuous"].as_bool().unwrap_or(false);
+    let interval = trigger_interval(&update.config["configuration"]["pipelines.trigger.interval"]);
     loop {
         schedule(&ctx, update, cancel).await?;
         if !continuous {
             return Ok(());
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = tokio::time::sleep(interval) => {}
             _ = cancel.cancelled() => return Err(Stop::Canceled),
         }
     }
+}
+
+/// `pipelines.trigger.interval` ("10 seconds", "1 minute", "500 ms"); 5 s by default.
+pub(crate) fn trigger_interval(value: &Value) -> Duration {
+    let text = value.as_str().unwrap_or("").trim().to_ascii_lowercase();
+    let (number, unit) = text.split_once(' ').unwrap_or((text.as_str(), "seconds"));
+    let Ok(n) = number.trim().parse::<f64>() else {
+        return Duration::from_secs(5);
+    };
+    let secs = match unit.trim().trim_end_matches('s') {
+        "m" | "millisecond" => n / 1000.0,
+        "minute" | "min" => n * 60.0,
+        "hour" => n * 3600.0,
+        _ => n,
+    };
+    Duration::from_secs_f64(secs.clamp(0.1, 86_400.0))
 }
 
 /// The pipeline's engine: its development cluster when still running, else a new one.
@@ -436,5 +453,29 @@ async fn schedule(
             ),
         )),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trigger_intervals() {
+        assert_eq!(
+            trigger_interval(&json!("10 seconds")),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            trigger_interval(&json!("1 minute")),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            trigger_interval(&json!("500 ms")),
+            Duration::from_millis(500)
+        );
+        assert_eq!(trigger_interval(&json!("2")), Duration::from_secs(2));
+        assert_eq!(trigger_interval(&json!("soon")), Duration::from_secs(5));
+        assert_eq!(trigger_interval(&Value::Null), Duration::from_secs(5));
     }
 }
