@@ -357,6 +357,7 @@ class KilnServer:
         ]  # fmt: skip
         # settings that kiln would take from the environment over our config file
         env = {k: v for k, v in os.environ.items() if k not in SERVER_ENV_OVERRIDES}
+        env.update(getattr(self, "extra_env", {}))
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== {time.strftime('%H:%M:%S')} {' '.join(cmd)}\n".encode())
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)

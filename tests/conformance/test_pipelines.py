@@ -439,3 +439,31 @@ CREATE OR REFRESH MATERIALIZED VIEW b AS SELECT count(*) AS n FROM a;
                   f"UNION ALL SELECT 'b', n FROM main.{target}.b ORDER BY t") == [["a", 1], ["b", 1], ["keep", 2]]
     w.pipelines.delete(pid)
     wait_for(lambda: w.clusters.get(cluster).state.value == "TERMINATED", 60, "the cluster to stop", 0.2)
+
+
+@pytest.mark.parametrize("failpoint", ["pipeline-before-write", "pipeline-after-write"])
+def test_a_crash_around_a_batch_never_loses_or_doubles_it(kiln_factory, failpoint):
+    server = kiln_factory()
+    w = server.client()
+    src = f"/data/{unique('once')}"
+    put_file(server, f"{src}/1.json", '{"id":1}\n{"id":2}\n')
+    path = f"/Users/admin/{unique('once')}/nb"
+    notebook(w, path, "CREATE OR REFRESH STREAMING TABLE ids AS SELECT * FROM STREAM read_files('${src}', format => 'json')")
+    pid, target = pipeline(server, w, "once", [path], {"src": src})
+    # Kiln dies (abort, as kill -9) between planning the batch and recording it as committed.
+    server.proc.kill()
+    server.proc.wait()
+    server.extra_env = {"KILN_FAILPOINT": failpoint}
+    server.start()
+    w = server.client()
+    w.pipelines.start_update(pid)
+    wait_for(lambda: server.proc.poll() is not None, 120, "Kiln to abort at the failpoint", 0.2)
+    server.extra_env = {}
+    server.start()
+    w = server.client()
+    assert w.pipelines.get(pid).latest_updates[0].state.value == "FAILED"
+    assert wait_update(w, pid, w.pipelines.start_update(pid).update_id).state.value == "COMPLETED"
+    assert sql(w, f"SELECT count(*), count(DISTINCT id) FROM main.{target}.ids") == [[2, 2]]
+    assert wait_update(w, pid, w.pipelines.start_update(pid).update_id).state.value == "COMPLETED"
+    assert sql(w, f"SELECT count(*) FROM main.{target}.ids") == [[2]]
+    server.stop()

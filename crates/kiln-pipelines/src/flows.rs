@@ -376,8 +376,20 @@ async fn append(ctx: &FlowContext, flow: &Flow, tag: &str) -> Result<Outcome, St
     } else {
         "append"
     };
+    failpoint("pipeline-before-write");
     let outcome = write(ctx, flow, tag, mode, selection, &batch.user_metadata).await?;
+    failpoint("pipeline-after-write");
     apply(&mut ckpt, &batch);
     ctx.svc.save_checkpoint(&ckpt)?;
     Ok(outcome)
+}
+
+/// Crash-test hook: `KILN_FAILPOINT=<name>` aborts the whole process at that
+/// point (between recording a batch as planned, writing it, and recording it
+/// as committed), as kill -9 would. Unset in normal operation.
+fn failpoint(name: &str) {
+    if std::env::var("KILN_FAILPOINT").is_ok_and(|v| v == name) {
+        tracing::error!(failpoint = name, "aborting at a failpoint");
+        std::process::abort();
+    }
 }
