@@ -62,6 +62,33 @@ def events(frame, spec):
     )
 
 
+def latest_sql(view, columns, spec):
+    """The target's rows from the log: per key the latest event, or with
+    IGNORE NULL UPDATES each column's latest non-NULL value since the key's
+    latest delete; keys whose latest event is a delete are absent."""
+    keys = ", ".join(quote(k) for k in spec["keys"])
+    if not spec.get("ignore_null_updates"):
+        return (
+            f"SELECT {', '.join(quote(c) for c in columns)} FROM ("
+            f" SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY __kiln_seq DESC, __kiln_deleted DESC) AS __kiln_rank"
+            f" FROM {view}) WHERE __kiln_rank = 1 AND NOT __kiln_deleted"
+        )
+    key_set = {k.lower() for k in spec["keys"]}
+    picks = [
+        f"e.{quote(c)}" if c.lower() in key_set
+        else f"max_by(e.{quote(c)}, CASE WHEN e.{quote(c)} IS NOT NULL THEN e.__kiln_seq END) AS {quote(c)}"
+        for c in columns
+    ]
+    on = " AND ".join(f"e.{quote(k)} = d.{quote(k)}" for k in spec["keys"])
+    return (
+        f"SELECT {', '.join(picks)} FROM {view} e JOIN ("
+        f" SELECT {keys}, max(CASE WHEN __kiln_deleted THEN __kiln_seq END) AS __kiln_del, max(__kiln_seq) AS __kiln_last"
+        f" FROM {view} GROUP BY {keys}) d ON {on}"
+        f" WHERE NOT e.__kiln_deleted AND (d.__kiln_del IS NULL OR e.__kiln_seq > d.__kiln_del)"
+        f" GROUP BY {', '.join('e.' + quote(k) for k in spec['keys'])}"
+    )
+
+
 def run(worker, req, frame):
     spec = req["cdc"]
     check(frame, spec)
@@ -79,14 +106,9 @@ def run(worker, req, frame):
     if delta_log.find_commit(worker.location(log), metadata) is None:
         batch.write.option("userMetadata", metadata).mode("append").insertInto(log)
     columns = [c for c in batch.columns if c not in ("__kiln_seq", "__kiln_deleted")]
-    keys = ", ".join(quote(k) for k in spec["keys"])
     view = "__kiln_cdc_" + str(abs(hash(log)))
     worker.spark.table(log).createOrReplaceTempView(view)
-    latest = worker.spark.sql(
-        f"SELECT {', '.join(quote(c) for c in columns)} FROM ("
-        f" SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY __kiln_seq DESC, __kiln_deleted DESC) AS __kiln_rank"
-        f" FROM {view}) WHERE __kiln_rank = 1 AND NOT __kiln_deleted"
-    )
+    latest = worker.spark.sql(latest_sql(view, columns, spec))
     if not worker.exists(table):
         worker.create(table, latest, req.get("create") or {})
     latest.write.option("userMetadata", metadata).mode("overwrite").insertInto(table)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from databricks.sdk.errors import NotImplemented as NotImplementedError_
-from databricks.sdk.errors import PermissionDenied
+from databricks.sdk.errors import NotFound, PermissionDenied
 from databricks.sdk.service.compute import ClusterAccessControlRequest, ClusterPermissionLevel, Language
 
 from kiln_helpers import non_admin, unique
@@ -78,4 +78,7 @@ def test_creator_manages_own_cluster(w, carol):
 
 def test_unsupported_object_types_are_501(w):
     with pytest.raises(NotImplementedError_):
+        w.permissions.get(request_object_type="jobs", request_object_id="x")
+    # Pipelines are served: a missing one is reported as such.
+    with pytest.raises(NotFound):
         w.permissions.get(request_object_type="pipelines", request_object_id="x")

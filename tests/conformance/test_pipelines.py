@@ -467,3 +467,50 @@ def test_a_crash_around_a_batch_never_loses_or_doubles_it(kiln_factory, failpoin
     assert wait_update(w, pid, w.pipelines.start_update(pid).update_id).state.value == "COMPLETED"
     assert sql(w, f"SELECT count(*) FROM main.{target}.ids") == [[2]]
     server.stop()
+
+
+def test_a_pipeline_cannot_run_a_notebook_its_creator_cannot_read(env):
+    server, w = env["server"], env["w"]
+    path = f"/Users/admin/{unique('private')}/nb"
+    notebook(w, path, "CREATE OR REFRESH MATERIALIZED VIEW m AS SELECT 1 AS x")
+    other = non_admin(server, w, "dltthief")
+    r = http_as(server, other["w"]).post(server.url("/api/2.0/pipelines"), json={
+        "name": unique("thief"), "libraries": [{"notebook": {"path": path}}]})
+    assert_error(r, 403, "PERMISSION_DENIED")
+    assert not [s for s in w.pipelines.list_pipelines() if s.name and s.name.startswith("thief")]
+
+
+def http_as(server, client):
+    return server.http(client.config.token)
+
+
+CDC_PY = """# Databricks notebook source
+import dlt
+from pyspark.sql.functions import col
+
+@dlt.view
+def changes():
+    return spark.readStream.format("cloudFiles").option("cloudFiles.format", "json").load(spark.conf.get("src"))
+
+dlt.create_streaming_table("people")
+dlt.apply_changes(target="people", source="changes", keys=["id"], sequence_by=col("seq"),
+                  apply_as_deletes="op = 'D'", except_column_list=["op", "seq"], ignore_null_updates=True)
+"""
+
+
+def test_python_apply_changes_with_ignore_null_updates(env):
+    server, w = env["server"], env["w"]
+    src = f"/data/{unique('pycdc')}"
+    put_file(server, f"{src}/1.json", "\n".join(json.dumps(r) for r in [
+        {"id": 1, "seq": 1, "op": "U", "name": "a", "city": "x"},
+        {"id": 1, "seq": 2, "op": "U", "name": None, "city": "y"},
+        {"id": 2, "seq": 1, "op": "U", "name": "b", "city": "z"},
+        {"id": 2, "seq": 2, "op": "D", "name": None, "city": None},
+        {"id": 2, "seq": 3, "op": "U", "name": "c", "city": None},
+    ]) + "\n")
+    path = f"/Users/admin/{unique('pycdc')}/nb"
+    python_notebook(w, path, CDC_PY)
+    pid, target = pipeline(server, w, "pycdc", [path], {"src": src})
+    u = wait_update(w, pid, w.pipelines.start_update(pid).update_id)
+    assert u.state.value == "COMPLETED", [e["message"] for e in events(server, pid, max_results=100)["events"]]
+    assert sql(w, f"SELECT id, name, city FROM main.{target}.people ORDER BY id") == [[1, "a", "y"], [2, "c", None]]

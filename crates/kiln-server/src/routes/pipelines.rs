@@ -133,7 +133,7 @@ fn spec_of(mut body: Value) -> Result<(Value, PipelineFlags)> {
     for k in ["dry_run", "expected_last_modified"] {
         obj.remove(k);
     }
-    if obj.get("catalog").is_some() && obj.get("target").is_some() && obj.get("schema").is_some() {
+    if obj.get("target").is_some() && obj.get("schema").is_some() {
         return Err(Error::invalid(
             "Invalid value for field target: set schema or target, not both",
         ));
@@ -188,6 +188,7 @@ async fn create(
             Error::invalid("Invalid value for field id: the id is assigned by the system").into(),
         );
     }
+    require_libraries(&state, &caller, &spec)?;
     let dry_run = flags.dry_run.unwrap_or(false);
     let record = state
         .pipelines
@@ -197,6 +198,18 @@ async fn create(
         return Ok(Json(json!({"effective_settings": record.spec})));
     }
     Ok(Json(json!({"pipeline_id": record.pipeline_id})))
+}
+
+/// The caller must be able to read every notebook and file the pipeline runs
+/// (a missing one is reported by the service, naming the field).
+fn require_libraries(state: &AppState, caller: &Caller, spec: &Value) -> Result<()> {
+    for lib in spec["libraries"].as_array().into_iter().flatten() {
+        let path = kiln_pipelines::libraries::library_path(lib)?;
+        if let Ok(object) = state.workspace.get(&path) {
+            super::access::require_object(state, caller, &object, "CAN_READ")?;
+        }
+    }
+    Ok(())
 }
 
 fn latest_updates(state: &AppState, pipeline_id: &str) -> Vec<Value> {
@@ -253,6 +266,7 @@ async fn edit(
 ) -> ApiResult<Json<Value>> {
     require_pipeline(&state, &caller, &pipeline_id, "CAN_MANAGE")?;
     let (mut spec, flags) = spec_of(body)?;
+    require_libraries(&state, &caller, &spec)?;
     if let Some(true) = flags.allow_duplicate_names {
         spec["allow_duplicate_names"] = json!(true);
     }
