@@ -514,3 +514,32 @@ def test_python_apply_changes_with_ignore_null_updates(env):
     u = wait_update(w, pid, w.pipelines.start_update(pid).update_id)
     assert u.state.value == "COMPLETED", [e["message"] for e in events(server, pid, max_results=100)["events"]]
     assert sql(w, f"SELECT id, name, city FROM main.{target}.people ORDER BY id") == [[1, "a", "y"], [2, "c", None]]
+
+
+def test_dry_run_optimistic_edits_and_update_paging(env):
+    server, w = env["server"], env["w"]
+    h = server.http()
+    path = f"/Users/admin/{unique('misc')}/nb"
+    notebook(w, path, "CREATE OR REFRESH MATERIALIZED VIEW m AS SELECT 1 AS x")
+    name = unique("misc")
+    spec = {"name": name, "libraries": [{"notebook": {"path": path}}], "target": "misc"}
+    dry = h.post(server.url("/api/2.0/pipelines"), json={**spec, "dry_run": True}).json()
+    assert dry["effective_settings"]["name"] == name and "pipeline_id" not in dry
+    assert not [s for s in w.pipelines.list_pipelines(filter=f"name LIKE '{name}'")]
+    pid = h.post(server.url("/api/2.0/pipelines"), json=spec).json()["pipeline_id"]
+    modified = w.pipelines.get(pid).last_modified
+    # The legacy CLI's edit: the whole spec with its id.
+    r = h.put(server.url(f"/api/2.0/pipelines/{pid}"), json={**spec, "id": pid, "development": True, "expected_last_modified": modified})
+    assert r.status_code == 200 and r.json() == {}
+    assert w.pipelines.get(pid).spec.development is True
+    assert_error(h.put(server.url(f"/api/2.0/pipelines/{pid}"), json={**spec, "expected_last_modified": modified}), 409)
+    assert_error(h.put(server.url(f"/api/2.0/pipelines/{pid}"), json={**spec, "storage": "/elsewhere"}), 400, "INVALID_PARAMETER_VALUE")
+    ids = []
+    for _ in range(3):
+        ids.append(w.pipelines.start_update(pid, validate_only=True).update_id)
+        wait_update(w, pid, ids[-1])
+    first = w.pipelines.list_updates(pid, max_results=2)
+    assert [u.update_id for u in first.updates] == ids[::-1][:2] and first.next_page_token
+    second = w.pipelines.list_updates(pid, max_results=2, page_token=first.next_page_token)
+    assert [u.update_id for u in second.updates] == [ids[0]] and not second.next_page_token
+    assert_error(h.get(server.url(f"/api/2.0/pipelines/{pid}/updates/nope")), 404, "RESOURCE_DOES_NOT_EXIST")

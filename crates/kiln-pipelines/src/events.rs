@@ -292,4 +292,46 @@ mod tests {
         assert!(next.is_none());
         assert!(decode_token("garbage!").is_err());
     }
+
+    #[test]
+    fn fuzz_filters_never_panic() {
+        const PIECES: &[&str] = &[
+            "level",
+            "id",
+            "timestamp",
+            "=",
+            "in",
+            "(",
+            ")",
+            ",",
+            "'INFO'",
+            "'WARN'",
+            "AND",
+            "and",
+            "OR",
+            ">",
+            ">=",
+            "<",
+            "'2021-07-22T06:37:33.083Z'",
+            "'",
+            "é",
+            "x",
+            "''",
+        ];
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 12) as usize;
+            let mut s = String::new();
+            let mut k = state;
+            for _ in 0..len {
+                k = k.rotate_left(7).wrapping_mul(0x2545_F491_4F6C_DD1D);
+                s.push_str(PIECES[(k % PIECES.len() as u64) as usize]);
+                s.push(' ');
+            }
+            let _ = parse_filter(&s);
+        }
+    }
 }

@@ -285,3 +285,102 @@ fn never_panics_on_prefixes_of_valid_statements() {
         }
     }
 }
+
+/// A bounded fuzz run: random sequences of SQL fragments, keywords and odd
+/// bytes never panic the parser (each either parses or reports an error with a line).
+#[test]
+fn fuzz_random_fragments_never_panic() {
+    const PIECES: &[&str] = &[
+        "CREATE",
+        "OR",
+        "REFRESH",
+        "STREAMING",
+        "LIVE",
+        "TABLE",
+        "MATERIALIZED",
+        "VIEW",
+        "TEMPORARY",
+        "FLOW",
+        "AS",
+        "INSERT",
+        "INTO",
+        "ONCE",
+        "APPLY",
+        "CHANGES",
+        "AUTO",
+        "CDC",
+        "KEYS",
+        "SEQUENCE",
+        "BY",
+        "COLUMNS",
+        "EXCEPT",
+        "STORED",
+        "SCD",
+        "TYPE",
+        "CONSTRAINT",
+        "EXPECT",
+        "ON",
+        "VIOLATION",
+        "DROP",
+        "ROW",
+        "FAIL",
+        "UPDATE",
+        "SELECT",
+        "FROM",
+        "JOIN",
+        "WHERE",
+        "WITH",
+        "STREAM",
+        "read_files",
+        "cloud_files",
+        "map",
+        "LIVE.",
+        "x",
+        "`a`",
+        "'s'",
+        "\"d\"",
+        "1",
+        "(",
+        ")",
+        ",",
+        ";",
+        ".",
+        "=>",
+        "=",
+        "*",
+        "--c\n",
+        "/*c*/",
+        "'",
+        "`",
+        "\\",
+        "é",
+        "${k}",
+        "PARTITIONED",
+        "TBLPROPERTIES",
+        "COMMENT",
+        "USING",
+        "delta",
+        "SET",
+        "USE",
+        "SCHEMA",
+        "\n",
+    ];
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..20_000 {
+        let len = (next() % 24) as usize;
+        let text: Vec<&str> = (0..len)
+            .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+            .collect();
+        let sql = text.join(" ");
+        if let Err(e) = parse(&sql) {
+            assert!(e.line >= 1, "{sql}: {e}");
+            assert!(!e.message.is_empty());
+        }
+    }
+}
