@@ -18,6 +18,14 @@ from kiln_kernel.kernel import map_sql_paths
 from kiln_pipelines import cdc, delta_log, expectations
 
 
+EVENT_ORIGIN = ("pipeline_id", "pipeline_name", "update_id", "cluster_id", "flow_id", "flow_name", "dataset_name")
+EVENT_SCHEMA = (
+    "id string, timestamp timestamp, level string, event_type string, message string, maturity_level string, "
+    "origin struct<" + ", ".join(f"{k}:string" for k in EVENT_ORIGIN) + ">, "
+    "sequence struct<control_plane_seq_no:bigint>, details string, error string"
+)
+
+
 class FlowError(Exception):
     """A user-facing failure of a flow (shown in the event log)."""
 
@@ -251,6 +259,24 @@ class Worker:
     def op_ensure_schema(self, req):
         self.spark.sql(f"CREATE SCHEMA IF NOT EXISTS {req['schema']}").collect()
         return {}
+
+    def op_write_events(self, req):
+        """Appends events to the Delta table at `path` (the pipeline's storage)."""
+        import datetime
+
+        rows = []
+        for e in req["events"]:
+            when = datetime.datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00"))
+            o = e.get("origin") or {}
+            rows.append((
+                e["id"], when, e["level"], e["event_type"], e["message"], e.get("maturity_level"),
+                tuple(o.get(k) for k in EVENT_ORIGIN),
+                (e["sequence"]["control_plane_seq_no"],),
+                json.dumps(e.get("details") or {}), json.dumps(e["error"]) if e.get("error") else None,
+            ))
+        frame = self.spark.createDataFrame(rows, EVENT_SCHEMA)
+        frame.write.format("delta").mode("append").save("file://" + req["path"])
+        return {"rows": len(rows)}
 
     def op_cancel(self, req):
         self.spark.interruptTag(req["tag"])

@@ -113,6 +113,11 @@ def test_seed_create_start_complete_and_incremental(env):
             if e["event_type"] == "planning_information" and e["origin"].get("update_id") == u3]
     assert noop and noop[0]["details"]["planning_information"]["technique_information"][0]["maintenance_type"] == "MAINTENANCE_TYPE_NO_OP"
     assert [x.update_id for x in w.pipelines.get(pid).latest_updates][:3] == [u3, u2, u.update_id]
+    # The event log is also a Delta table under the pipeline's storage.
+    rows = sql(w, "SELECT count(DISTINCT origin.update_id), count_if(event_type = 'flow_progress' AND level = 'INFO') > 0, "
+                  "count_if(origin.update_id = '" + u3 + "' AND get_json_object(details, '$.update_progress.state') = 'COMPLETED') "
+                  "FROM delta.`/Users/username/data/system/events`")
+    assert rows == [[3, True, 1]], rows
 
 
 def test_missing_dataset_and_fail_update_write_nothing(env):

@@ -99,18 +99,7 @@ impl Binder {
 
     /// The local directory of a DBFS path (`/x`, `dbfs:/x`); nothing outside DBFS.
     pub fn resolve_path(&self, path: &str) -> Result<PathBuf, Stop> {
-        let rel = path.strip_prefix("dbfs:").unwrap_or(path);
-        if !rel.starts_with('/') {
-            return Err(fail(
-                "InvalidPath",
-                format!("{path} is not an absolute DBFS path"),
-            ));
-        }
-        let rel = Path::new(rel.trim_start_matches('/'));
-        if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-            return Err(fail("InvalidPath", format!("{path} leaves DBFS")));
-        }
-        Ok(self.dbfs_root.join(rel))
+        dbfs_path(&self.dbfs_root, path)
     }
 
     /// Every data file under a source path: (local path, size, mtime ms), sorted.
@@ -356,6 +345,22 @@ fn ref_key(item: &ItemKind) -> String {
         ItemKind::Relation { parts, .. } => format!("ds:{}", parts.join(".").to_ascii_lowercase()),
         ItemKind::Files { path, .. } => format!("files:{path}"),
     }
+}
+
+/// The local directory of a DBFS path (`/x`, `dbfs:/x`); nothing outside DBFS.
+pub fn dbfs_path(dbfs_root: &Path, path: &str) -> Result<PathBuf, Stop> {
+    let rel = path.strip_prefix("dbfs:").unwrap_or(path);
+    if !rel.starts_with('/') {
+        return Err(fail(
+            "InvalidPath",
+            format!("{path} is not an absolute DBFS path"),
+        ));
+    }
+    let rel = Path::new(rel.trim_start_matches('/'));
+    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(fail("InvalidPath", format!("{path} leaves DBFS")));
+    }
+    Ok(dbfs_root.join(rel))
 }
 
 /// The binding of a streaming read of a Delta table: the versions selected for it.

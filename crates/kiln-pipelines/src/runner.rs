@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::bind::Binder;
+use crate::events::Event;
 use crate::graph::key;
 use crate::lifecycle::{next_state, UpdateState};
 use crate::model::{publish_schema, string_map, PipelineRecord, UpdateRecord};
@@ -61,6 +62,46 @@ pub async fn run(svc: Arc<Pipelines>, mut update: UpdateRecord, cancel: Cancella
         &mut worker,
     )
     .await;
+    // The update's last events, decided before anything is cleaned up.
+    let progress = |state: UpdateState| {
+        sink.event(
+            "INFO",
+            "update_progress",
+            &format!("Update {} is {}.", &update.update_id[..6], state.as_str()),
+            json!({"state": state.as_str()}),
+        )
+    };
+    let (ends, last) = match &result {
+        Ok(()) => (
+            vec![UpdateState::Completed],
+            vec![progress(UpdateState::Completed)],
+        ),
+        Err(Stop::Canceled) => (
+            vec![UpdateState::Stopping, UpdateState::Canceled],
+            vec![
+                progress(UpdateState::Stopping),
+                progress(UpdateState::Canceled),
+            ],
+        ),
+        Err(Stop::Failed {
+            class_name,
+            message,
+        }) => {
+            let mut e = sink.event(
+                "ERROR",
+                "update_progress",
+                &format!("Update {} is FAILED: {message}", &update.update_id[..6]),
+                json!({"state": "FAILED"}),
+            );
+            e.error = Some(error_json(class_name, message));
+            (vec![UpdateState::Failed], vec![e])
+        }
+    };
+    let mut events = sink.take();
+    events.extend(last);
+    if let Some((w, _)) = &worker {
+        copy_event_log(&svc, w, &update, &events).await;
+    }
     // Clean up before the end is visible: a client that sees the update end
     // may start the next one at once.
     let development = update.config["development"].as_bool().unwrap_or(false);
@@ -83,32 +124,40 @@ pub async fn run(svc: Arc<Pipelines>, mut update: UpdateRecord, cancel: Cancella
         let _ = svc.set_pipeline(&current);
     }
     svc.release(&update.pipeline_id, &update.update_id);
-    let outcome = match result {
-        Ok(()) => svc.transition(&mut update, UpdateState::Completed, sink.take(), &sink),
-        Err(Stop::Canceled) => svc
-            .transition(&mut update, UpdateState::Stopping, sink.take(), &sink)
-            .and_then(|()| svc.transition(&mut update, UpdateState::Canceled, sink.take(), &sink)),
-        Err(Stop::Failed {
-            class_name,
-            message,
-        }) => {
-            let mut events = sink.take();
-            let mut e = sink.event(
-                "ERROR",
-                "update_progress",
-                &format!("Update {} is FAILED: {message}", &update.update_id[..6]),
-                json!({"state": "FAILED"}),
-            );
-            e.error = Some(error_json(&class_name, &message));
-            events.push(e);
-            next_state(update.state, UpdateState::Failed).and_then(|s| {
-                update.state = s;
-                svc.commit_update(&update, events)
-            })
-        }
-    };
+    let outcome = ends
+        .into_iter()
+        .try_fold(update.state, next_state)
+        .and_then(|state| {
+            update.state = state;
+            svc.commit_update(&update, events)
+        });
     if let Err(e) = outcome {
         tracing::error!(pipeline = %update.pipeline_id, error = %e.message, "record the end of an update");
+    }
+}
+
+/// Appends the update's events to the Delta table `<storage>/system/events`
+/// (queryable as ``delta.`<storage>/system/events` ``). A failure is logged,
+/// never fails the update: the authoritative log is Kiln's store.
+async fn copy_event_log(svc: &Pipelines, worker: &Worker, update: &UpdateRecord, last: &[Event]) {
+    let default = format!("dbfs:/pipelines/{}", update.pipeline_id);
+    let storage = update.config["storage"].as_str().unwrap_or(&default);
+    let Ok(root) = crate::bind::dbfs_path(&svc.dbfs_root, storage) else {
+        return;
+    };
+    let stored = svc.events(&update.pipeline_id).unwrap_or_default();
+    let rows: Vec<Value> = stored
+        .iter()
+        .filter(|e| e.origin["update_id"].as_str() == Some(update.update_id.as_str()))
+        .chain(last)
+        .map(Event::to_json)
+        .collect();
+    let path = root.join("system").join("events");
+    if let Err(e) = worker
+        .call("write_events", json!({"path": path, "events": rows}))
+        .await
+    {
+        tracing::warn!(pipeline = %update.pipeline_id, error = %e.message, "copy the event log to storage");
     }
 }
 
