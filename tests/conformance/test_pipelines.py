@@ -336,6 +336,8 @@ def test_stop_cancels_a_long_query(env):
     pid, target = pipeline(server, w, "slow", [path])
     update = w.pipelines.start_update(pid).update_id
     wait_for(lambda: flow_running(server, pid, "slow"), 120, "the slow flow to run", 0.2)
+    # One active update at a time.
+    assert_error(server.http().post(server.url(f"/api/2.0/pipelines/{pid}/updates"), json={}), 409, "RESOURCE_CONFLICT")
     time.sleep(1)
     stopped_at = time.monotonic()
     w.pipelines.stop_and_wait(pid)
@@ -548,3 +550,23 @@ def test_dry_run_optimistic_edits_and_update_paging(env):
     second = w.pipelines.list_updates(pid, max_results=2, page_token=first.next_page_token)
     assert [u.update_id for u in second.updates] == [ids[0]] and not second.next_page_token
     assert_error(h.get(server.url(f"/api/2.0/pipelines/{pid}/updates/nope")), 404, "RESOURCE_DOES_NOT_EXIST")
+
+
+def test_a_failed_flow_skips_its_downstream_only(env):
+    server, w = env["server"], env["w"]
+    path = f"/Users/admin/{unique('skip')}/nb"
+    notebook(w, path, """
+CREATE OR REFRESH MATERIALIZED VIEW bad (CONSTRAINT never EXPECT (x < 0) ON VIOLATION FAIL UPDATE) AS SELECT 1 AS x;
+CREATE OR REFRESH MATERIALIZED VIEW after_bad AS SELECT x + 1 AS y FROM bad;
+CREATE OR REFRESH MATERIALIZED VIEW independent AS SELECT 7 AS z;
+""")
+    pid, target = pipeline(server, w, "skip", [path])
+    u = wait_update(w, pid, w.pipelines.start_update(pid).update_id)
+    assert u.state.value == "FAILED"
+    last = {}
+    for e in events(server, pid, order_by="timestamp asc", max_results=100)["events"]:
+        if e["event_type"] == "flow_progress":
+            last[e["origin"]["flow_name"]] = e["details"]["flow_progress"]["status"]
+    assert last == {"bad": "FAILED", "after_bad": "SKIPPED", "independent": "COMPLETED"}, last
+    assert sql(w, f"SELECT z FROM main.{target}.independent") == [[7]]
+    assert w.pipelines.get(pid).health.value == "UNHEALTHY"
