@@ -29,8 +29,10 @@ use crate::runtime::Runtime;
 /// Tunables of the cluster service.
 #[derive(Debug, Clone)]
 pub struct ClusterSettings {
-    /// Engines' working directories live under `<data_dir>/engines/<cluster_id>`.
+    /// Kiln's private directory (logs of kernels).
     pub data_dir: PathBuf,
+    /// Who user code runs as; engines' directories live under its `engines/<cluster_id>`.
+    pub isolation: Arc<crate::isolation::Isolation>,
     /// The length of one minute of `autotermination_minutes` (tests shorten it).
     pub autotermination_minute: Duration,
     /// How long an engine gets to exit after SIGTERM before SIGKILL.
@@ -504,7 +506,30 @@ impl Clusters {
     }
 
     pub fn engine_dir(&self, cluster_id: &str) -> PathBuf {
-        self.settings.data_dir.join("engines").join(cluster_id)
+        self.settings.isolation.engines().join(cluster_id)
+    }
+
+    pub fn isolation(&self) -> &Arc<crate::isolation::Isolation> {
+        &self.settings.isolation
+    }
+
+    /// Creates the cluster's directory, owned by the cluster's identity (0750:
+    /// its kernels, in its group, read its environment; nobody else does).
+    pub fn prepare_engine_dir(&self, cluster_id: &str) -> Result<PathBuf> {
+        let dir = self.engine_dir(cluster_id);
+        let iso = &self.settings.isolation;
+        iso.own_dir(&dir, iso.cluster_identity(cluster_id).as_ref(), 0o750)?;
+        Ok(dir)
+    }
+
+    /// Where a cluster's kernels write their stderr (private to Kiln).
+    pub fn kernel_log(&self, cluster_id: &str) -> PathBuf {
+        let dir = self.settings.data_dir.join("logs");
+        if !dir.exists() {
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
+        }
+        dir.join(format!("kernels-{cluster_id}.log"))
     }
 }
 

@@ -101,7 +101,6 @@ pub struct Contexts {
     pub(crate) clusters: Arc<Clusters>,
     pub(crate) runtime: Runtime,
     pub(crate) sources: PathBuf,
-    pub(crate) data_dir: PathBuf,
     /// Where kernels reach Kiln's API (e.g. for `dbutils.secrets`).
     pub(crate) api_url: String,
     pub(crate) contexts: Mutex<HashMap<String, Arc<Context>>>,
@@ -178,14 +177,12 @@ impl Contexts {
         clusters: Arc<Clusters>,
         runtime: Runtime,
         sources: PathBuf,
-        data_dir: PathBuf,
         api_url: String,
     ) -> Arc<Self> {
         Arc::new(Self {
             clusters,
             runtime,
             sources,
-            data_dir,
             api_url,
             contexts: Mutex::new(HashMap::new()),
             warm: Mutex::new(HashMap::new()),
@@ -196,14 +193,17 @@ impl Contexts {
     }
 
     pub(crate) fn kernel_spec(&self, cluster_id: &str, engine_port: u16) -> KernelSpec {
-        let engine_dir = self.clusters.engine_dir(cluster_id);
+        let isolation = self.clusters.isolation().clone();
         KernelSpec {
             cluster_id: cluster_id.into(),
             spark_url: format!("sc://127.0.0.1:{engine_port}"),
-            dbfs_root: self.data_dir.join("dbfs"),
-            engine_dir: engine_dir.clone(),
+            dbfs_root: isolation.dbfs(),
+            engine_dir: self.clusters.engine_dir(cluster_id),
             sources: self.sources.clone(),
-            log: engine_dir.join("kernel.log"),
+            log: self.clusters.kernel_log(cluster_id),
+            cluster_identity: isolation.cluster_identity(cluster_id),
+            identity: isolation.process_identity(cluster_id),
+            isolation,
         }
     }
 
@@ -267,6 +267,14 @@ impl Contexts {
             .filter(|c| c.cluster_id == cluster_id)
             .cloned()
             .ok_or_else(|| context_not_found(context_id))
+    }
+
+    /// Whether a context exists and has not ended (its credential is valid).
+    pub fn is_live(&self, context_id: &str) -> bool {
+        lock(&self.contexts)
+            .ok()
+            .and_then(|map| map.get(context_id).cloned())
+            .is_some_and(|c| c.status() != ContextStatus::Error)
     }
 
     pub fn destroy_context(&self, cluster_id: &str, context_id: &str) -> Result<()> {

@@ -19,10 +19,6 @@ use tokio::process::{Child, Command};
 use crate::runtime::Runtime;
 use crate::spark_connect;
 
-/// Variables Sail reads as overrides of its catalog settings (and the SDK's
-/// credentials): an engine never inherits them from Kiln's environment.
-const INHERITED_OVERRIDES: &[&str] = &["DATABRICKS_", "UNITY_", "UC_", "SAIL_", "SPARK_REMOTE"];
-
 /// The query that proves an engine answers.
 pub const HEALTH_QUERY: &str = "SELECT 1 AS kiln_health";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -36,6 +32,8 @@ pub struct EngineSpec {
     pub num_workers: u32,
     pub max_workers: u32,
     pub env: BTreeMap<String, String>,
+    /// The cluster's OS identity (when Kiln is root).
+    pub identity: Option<kiln_core::process::OsIdentity>,
 }
 
 /// A live engine process.
@@ -49,8 +47,7 @@ pub struct Engine {
 impl Engine {
     /// Starts an engine and waits until it answers [`HEALTH_QUERY`].
     pub async fn launch(runtime: &Runtime, spec: &EngineSpec) -> Result<Engine> {
-        std::fs::create_dir_all(&spec.work_dir)
-            .map_err(|e| Error::internal("create the engine directory", e))?;
+        crate::isolation::own_dir(&spec.work_dir, spec.identity.as_ref(), 0o750)?;
         let port = free_port()?;
         let mut child = spawn(runtime, spec, port)?;
         let pid = child.id().unwrap_or(0);
@@ -109,15 +106,8 @@ fn spawn(runtime: &Runtime, spec: &EngineSpec, port: u16) -> Result<Child> {
         .try_clone()
         .map_err(|e| Error::internal("open the engine log", e))?;
     let mut command = Command::new(&runtime.sail);
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy();
-        if INHERITED_OVERRIDES
-            .iter()
-            .any(|prefix| key.starts_with(prefix))
-        {
-            command.env_remove(key.as_ref());
-        }
-    }
+    // Nothing of Kiln's environment (credentials, Sail overrides) reaches it.
+    crate::isolation::Isolation::base_env(&mut command, &spec.work_dir);
     command
         .args([
             "spark",
@@ -129,6 +119,7 @@ fn spawn(runtime: &Runtime, spec: &EngineSpec, port: u16) -> Result<Child> {
         ])
         .arg("-C")
         .arg(&spec.work_dir)
+        .current_dir(&spec.work_dir)
         .envs(&spec.env)
         .env("KILN_CLUSTER_ID", &spec.cluster_id)
         .env("RUST_LOG", "warn")
@@ -150,7 +141,7 @@ fn spawn(runtime: &Runtime, spec: &EngineSpec, port: u16) -> Result<Child> {
     } else {
         command.env("SAIL_MODE", "local");
     }
-    die_with_parent(&mut command);
+    kiln_core::process::spawn_as(command.as_std_mut(), spec.identity.as_ref());
     command.spawn().map_err(|e| {
         Error::new(
             ErrorCode::TemporarilyUnavailable,
@@ -160,11 +151,6 @@ fn spawn(runtime: &Runtime, spec: &EngineSpec, port: u16) -> Result<Child> {
             ),
         )
     })
-}
-
-/// Children die with Kiln (see [`kiln_core::process::die_with_parent`]).
-pub(crate) fn die_with_parent(command: &mut Command) {
-    kiln_core::process::die_with_parent(command.as_std_mut());
 }
 
 async fn wait_ready(child: &mut Child, port: u16) -> Result<()> {

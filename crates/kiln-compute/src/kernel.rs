@@ -9,7 +9,10 @@
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
+
+use kiln_core::process::OsIdentity;
 
 use kiln_core::{Error, ErrorCode, Result};
 use serde_json::{json, Value};
@@ -19,7 +22,8 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::engine::{die_with_parent, signal};
+use crate::engine::signal;
+use crate::isolation::Isolation;
 use crate::runtime::Runtime;
 
 const SOURCES: &[(&str, &str)] = &[
@@ -108,6 +112,11 @@ pub struct KernelSpec {
     pub engine_dir: PathBuf,
     pub sources: PathBuf,
     pub log: PathBuf,
+    /// The cluster's identity (owner of its environment) and the kernel's own.
+    pub cluster_identity: Option<OsIdentity>,
+    pub identity: Option<OsIdentity>,
+    /// Creates private scratch directories.
+    pub isolation: Arc<Isolation>,
 }
 
 /// What a kernel reports.
@@ -129,6 +138,8 @@ pub struct Kernel {
     pub pid: u32,
     pub events: mpsc::UnboundedReceiver<KernelEvent>,
     reader: JoinHandle<()>,
+    /// The kernel's private working directory, removed with it.
+    scratch: PathBuf,
 }
 
 impl Kernel {
@@ -139,8 +150,11 @@ impl Kernel {
             .append(true)
             .open(&spec.log)
             .map_err(|e| Error::internal("open the kernel log", e))?;
-        let python = crate::pyenv::ensure(runtime, &spec.engine_dir).await?;
+        let python =
+            crate::pyenv::ensure(runtime, &spec.engine_dir, spec.cluster_identity.as_ref()).await?;
+        let scratch = spec.isolation.scratch(spec.identity.as_ref())?;
         let mut command = Command::new(python);
+        Isolation::base_env(&mut command, &scratch);
         command
             .args(["-u", "-m", "kiln_kernel.kernel"])
             .env("PYTHONPATH", &spec.sources)
@@ -149,13 +163,14 @@ impl Kernel {
             .env("KILN_CLUSTER_ID", &spec.cluster_id)
             .env("MPLBACKEND", "Agg")
             .env("PYTHONDONTWRITEBYTECODE", "1")
-            .current_dir(spec.dbfs_root.parent().unwrap_or(Path::new("/")))
+            .current_dir(&scratch)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)
             .kill_on_drop(true);
-        die_with_parent(&mut command);
+        kiln_core::process::spawn_as(command.as_std_mut(), spec.identity.as_ref());
         let mut child = command.spawn().map_err(|e| {
+            remove_scratch(scratch.clone());
             Error::new(
                 ErrorCode::TemporarilyUnavailable,
                 format!("cannot start a kernel: {e}"),
@@ -175,6 +190,7 @@ impl Kernel {
             pid,
             events,
             reader,
+            scratch,
         };
         match tokio::time::timeout(READY_TIMEOUT, ready_rx).await {
             Ok(Ok(())) => Ok(kernel),
@@ -224,6 +240,22 @@ impl Kernel {
 impl Drop for Kernel {
     fn drop(&mut self) {
         self.reader.abort();
+        remove_scratch(std::mem::take(&mut self.scratch));
+    }
+}
+
+/// Removes a kernel's scratch directory off the async workers.
+fn remove_scratch(dir: PathBuf) {
+    if dir.as_os_str().is_empty() {
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn_blocking(move || std::fs::remove_dir_all(dir));
+        }
+        Err(_) => {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

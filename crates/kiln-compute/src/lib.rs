@@ -14,12 +14,14 @@ pub mod clusters;
 pub mod command_lifecycle;
 pub mod contexts;
 pub mod engine;
+pub mod isolation;
 pub mod kernel;
 pub mod libraries;
 pub mod lifecycle;
 pub mod pyenv;
 pub mod runtime;
 pub mod spark_connect;
+pub mod validate;
 
 mod context_worker;
 mod reconciler;

@@ -26,6 +26,19 @@ use crate::lifecycle::ClusterState;
 use crate::runtime::Runtime;
 
 const PIP_TIMEOUT: Duration = Duration::from_secs(600);
+/// Variables pip may take from Kiln's environment (proxies, index, CA bundle).
+const PIP_INHERITED: &[&str] = &[
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_TRUSTED_HOST",
+    "PIP_CERT",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+];
 const TICK: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,11 +92,24 @@ impl LibrarySource {
                 .ok_or_else(|| Error::invalid(format!("Invalid value for field {field}")))
         };
         match kinds[0].as_str() {
-            "pypi" => Ok(Self::Pypi {
-                package: text(&library["pypi"]["package"], "pypi.package")?,
-                repo: library["pypi"]["repo"].as_str().map(str::to_string),
-            }),
-            "whl" => Ok(Self::Whl(text(&library["whl"], "whl")?)),
+            "pypi" => {
+                let package = text(&library["pypi"]["package"], "pypi.package")?;
+                crate::validate::pypi_requirement(&package)?;
+                let repo = library["pypi"]["repo"].as_str().map(str::to_string);
+                if let Some(repo) = &repo {
+                    crate::validate::index_url(repo)?;
+                }
+                Ok(Self::Pypi { package, repo })
+            }
+            "whl" => {
+                let path = text(&library["whl"], "whl")?;
+                if !path.ends_with(".whl") || path.chars().any(|c| c.is_control()) {
+                    return Err(Error::invalid(format!(
+                        "Invalid value for field whl: {path:?} is not the path of a .whl file"
+                    )));
+                }
+                Ok(Self::Whl(path))
+            }
             "requirements" => Ok(Self::Requirements(text(&library["requirements"], "requirements")?)),
             kind @ ("jar" | "egg" | "maven" | "cran") => Err(Error::invalid(format!(
                 "Library type {kind} is not supported: Kiln clusters run Sail (Python, no JVM or R). Supported: pypi, whl, requirements."
@@ -404,7 +430,11 @@ impl Libraries {
     /// Runs pip for one library; `Err` carries pip's reason.
     async fn pip_install(&self, record: &LibraryRecord) -> std::result::Result<(), String> {
         let engine_dir = self.clusters.engine_dir(&record.cluster_id);
-        let python = crate::pyenv::ensure(&self.runtime, &engine_dir)
+        let identity = self
+            .clusters
+            .isolation()
+            .cluster_identity(&record.cluster_id);
+        let python = crate::pyenv::ensure(&self.runtime, &engine_dir, identity.as_ref())
             .await
             .map_err(|e| e.message)?;
         let mut args: Vec<String> = vec![
@@ -422,10 +452,24 @@ impl Libraries {
             }
             LibrarySource::Whl(path) => args.push(self.local_file(path)?.display().to_string()),
             LibrarySource::Requirements(path) => {
-                args.extend(["-r".into(), self.local_file(path)?.display().to_string()])
+                let file = self.local_file(path)?;
+                let text = tokio::fs::read_to_string(&file)
+                    .await
+                    .map_err(|e| format!("cannot read {path}: {e}"))?;
+                crate::validate::requirements_file(&text).map_err(|e| e.message)?;
+                args.extend(["-r".into(), file.display().to_string()])
             }
         }
         let mut command = tokio::process::Command::new(&self.runtime.python);
+        // pip runs as the cluster (it writes only the cluster's environment),
+        // with a clean environment but for proxy and index settings.
+        crate::isolation::Isolation::base_env(&mut command, &engine_dir);
+        for (key, value) in std::env::vars_os() {
+            if PIP_INHERITED.iter().any(|k| key.eq_ignore_ascii_case(k)) {
+                command.env(key, value);
+            }
+        }
+        kiln_core::process::spawn_as(command.as_std_mut(), identity.as_ref());
         command
             .args(["-m", "pip", "--python"])
             .arg(&python)

@@ -44,13 +44,17 @@ pub fn libs_dir(runtime: &Runtime, engine_dir: &Path) -> Result<PathBuf> {
 }
 
 /// Creates the environment if missing (atomically: built aside, then renamed).
-pub async fn ensure(runtime: &Runtime, engine_dir: &Path) -> Result<PathBuf> {
+/// With an identity (the cluster's), the environment belongs to it.
+pub async fn ensure(
+    runtime: &Runtime,
+    engine_dir: &Path,
+    identity: Option<&kiln_core::process::OsIdentity>,
+) -> Result<PathBuf> {
     let target = env_dir(engine_dir);
     if target.join("bin/python").exists() {
         return Ok(python(engine_dir));
     }
-    std::fs::create_dir_all(engine_dir)
-        .map_err(|e| Error::internal("create a cluster environment", e))?;
+    crate::isolation::own_dir(engine_dir, identity, 0o750)?;
     let staging = engine_dir.join(format!("pyenv.{}", kiln_core::ids::random_hex(4)));
     let status = Command::new(&runtime.python)
         .args(["-m", "venv", "--without-pip"])
@@ -70,6 +74,7 @@ pub async fn ensure(runtime: &Runtime, engine_dir: &Path) -> Result<PathBuf> {
         format!("{}\n", runtime_site.display()),
     )
     .map_err(|e| Error::internal("create a cluster environment", e))?;
+    crate::isolation::give_tree(&staging, identity)?;
     if std::fs::rename(&staging, &target).is_err() {
         let _ = std::fs::remove_dir_all(&staging); // another task created it first
     }

@@ -23,10 +23,18 @@ pub struct Runtime {
     pub sail: PathBuf,
 }
 
-/// `$KILN_CACHE_DIR`, else `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`.
+/// Where the runtime lives when Kiln runs as root: user code runs as
+/// unprivileged users that must reach it, and root's home usually is 0700.
+pub const ROOT_CACHE_DIR: &str = "/var/cache/kiln";
+
+/// `$KILN_CACHE_DIR`, else `/var/cache/kiln` for root, else
+/// `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`.
 pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("KILN_CACHE_DIR") {
         return PathBuf::from(dir);
+    }
+    if kiln_core::process::is_root() {
+        return PathBuf::from(ROOT_CACHE_DIR);
     }
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(dir).join("kiln");
@@ -118,10 +126,14 @@ fn install(root: &Path) -> Result<()> {
 }
 
 /// `$KILN_PYTHON`, else `python3`, checked for version and the venv module.
+/// As root, the interpreter must be reachable by unprivileged users (a venv
+/// links to it): a `python3` under an unreachable home falls back to
+/// `/usr/bin/python3`.
 fn find_python() -> Result<PathBuf> {
-    let python = std::env::var_os("KILN_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("python3"));
+    let python = match std::env::var_os("KILN_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => default_python(),
+    };
     let probe = Command::new(&python)
         .args(["-c", "import sys, venv, ensurepip; print('%d.%d' % sys.version_info[:2])"])
         .output()
@@ -145,6 +157,47 @@ fn find_python() -> Result<PathBuf> {
         )));
     }
     Ok(python)
+}
+
+fn default_python() -> PathBuf {
+    let plain = PathBuf::from("python3");
+    if !kiln_core::process::is_root() {
+        return plain;
+    }
+    let resolved = Command::new("python3")
+        .args(["-c", "import os, sys; print(os.path.realpath(sys.executable))"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    match resolved {
+        Some(path) if reachable(&path) => plain,
+        _ if Path::new("/usr/bin/python3").exists() => PathBuf::from("/usr/bin/python3"),
+        _ => plain,
+    }
+}
+
+/// A file whose directories unprivileged users can search.
+fn reachable(path: &Path) -> bool {
+    path.parent()
+        .is_some_and(kiln_core::process::reachable_by_others)
+}
+
+impl Runtime {
+    /// As root, checks that unprivileged users can run the runtime's Python
+    /// (and so the interpreter it links to); the message tells the fix.
+    pub fn check_reachable(&self) -> Result<()> {
+        let real = self.python.canonicalize().unwrap_or_else(|_| self.python.clone());
+        if reachable(&self.root.join("bin")) && reachable(&real) {
+            return Ok(());
+        }
+        Err(setup_error(format!(
+            "Kiln runs as root and runs user code as unprivileged users, which cannot reach the engine runtime {} (its Python is {}): \
+             set KILN_CACHE_DIR to a directory others can search (default for root: {ROOT_CACHE_DIR}) and KILN_PYTHON to a Python outside a private home (e.g. /usr/bin/python3), then run `kiln setup`",
+            self.root.display(),
+            real.display()
+        )))
+    }
 }
 
 fn run(command: &mut Command, what: &str, hint: &str) -> Result<()> {

@@ -1,7 +1,18 @@
-//! Child processes that die with Kiln, and signals to them.
+//! Child processes that die with Kiln, the OS identity they run as, and
+//! signals to them.
 #![allow(unsafe_code)]
 
 use std::os::unix::process::CommandExt;
+use std::path::Path;
+
+/// The OS identity a child runs as when Kiln is root: its uid, primary gid
+/// and supplementary groups (no passwd entry is needed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OsIdentity {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
 
 /// The child gets SIGKILL when the thread that spawned it dies
 /// (`PR_SET_PDEATHSIG`; spawn from a runtime worker thread, alive as long as
@@ -9,11 +20,30 @@ use std::os::unix::process::CommandExt;
 /// group, so a terminal's Ctrl-C reaches Kiln, which stops children in order.
 /// A child whose parent is already gone exits at once.
 pub fn die_with_parent(command: &mut std::process::Command) {
+    spawn_as(command, None);
+}
+
+/// [`die_with_parent`], and when `identity` is given the child drops to it
+/// (supplementary groups, gid, uid, in that order) with `no_new_privs`, so
+/// no setuid program can raise it again.
+pub fn spawn_as(command: &mut std::process::Command, identity: Option<&OsIdentity>) {
     let parent = std::process::id() as libc::pid_t;
-    // SAFETY: only async-signal-safe calls (prctl, getppid, setpgid, _exit)
-    // between fork and exec.
+    let identity = identity.cloned();
+    let groups: Vec<libc::gid_t> = identity.as_ref().map(|i| i.groups.clone()).unwrap_or_default();
+    // SAFETY: only async-signal-safe calls (setgroups, setgid, setuid, prctl,
+    // getppid, setpgid, _exit) between fork and exec; the group vector is
+    // allocated before fork.
     unsafe {
         command.pre_exec(move || {
+            if let Some(id) = &identity {
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(id.gid) != 0
+                    || libc::setuid(id.uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+            }
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             if libc::getppid() != parent {
                 libc::_exit(1);
@@ -22,6 +52,32 @@ pub fn die_with_parent(command: &mut std::process::Command) {
             Ok(())
         });
     }
+}
+
+/// Whether Kiln runs as root (and so can give children identities of their own).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Sets the process umask (returns the previous one).
+pub fn set_umask(mask: u32) -> u32 {
+    // SAFETY: umask has no preconditions.
+    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}
+
+/// Whether every directory above `path` (and `path` itself) can be searched by
+/// a user that is neither its owner nor in its group.
+pub fn reachable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(path) = path.canonicalize() else {
+        return false;
+    };
+    path.ancestors().all(|dir| {
+        std::fs::metadata(dir)
+            .map(|m| m.permissions().mode() & 0o001 != 0)
+            .unwrap_or(false)
+    })
 }
 
 /// Sends `sig` to a process Kiln started (nothing for pid 0).

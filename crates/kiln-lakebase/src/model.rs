@@ -102,17 +102,46 @@ impl ComputeSettings {
                 )));
             }
         }
-        for key in self.pg_settings.keys() {
-            if key.is_empty()
-                || !key
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
-            {
-                return Err(Error::invalid(format!("Invalid pg_settings key '{key}'")));
+        for (key, value) in &self.pg_settings {
+            if !user_setting(key) {
+                return Err(Error::invalid(format!(
+                    "Invalid value for field settings.pg_settings: '{key}' is not a setting users may change (session, planner, resource and logging settings such as work_mem, statement_timeout, search_path, timezone are; file locations, commands, connection, TLS and preload settings are Kiln's)"
+                )));
+            }
+            if value.chars().any(|c| c.is_control()) {
+                return Err(Error::invalid(format!(
+                    "Invalid value for field settings.pg_settings.{key}: control characters are not allowed"
+                )));
             }
         }
         Ok(())
     }
+}
+
+/// Postgres settings a Lakebase user may set (names are case-insensitive).
+const USER_SETTINGS: &[&str] = &[
+    "application_name", "bytea_output", "client_encoding", "client_min_messages",
+    "cpu_index_tuple_cost", "cpu_operator_cost", "cpu_tuple_cost", "datestyle",
+    "deadlock_timeout", "default_statistics_target", "default_transaction_isolation",
+    "default_transaction_read_only", "effective_cache_size", "effective_io_concurrency",
+    "extra_float_digits", "from_collapse_limit", "geqo", "geqo_threshold",
+    "idle_in_transaction_session_timeout", "idle_session_timeout", "intervalstyle", "jit",
+    "jit_above_cost", "join_collapse_limit", "lc_monetary", "lc_numeric", "lc_time",
+    "lock_timeout", "log_lock_waits", "log_min_duration_statement", "log_statement",
+    "maintenance_work_mem", "max_parallel_maintenance_workers", "max_parallel_workers_per_gather",
+    "parallel_setup_cost", "parallel_tuple_cost", "plan_cache_mode", "random_page_cost",
+    "row_security", "search_path", "seq_page_cost", "standard_conforming_strings",
+    "statement_timeout", "synchronous_commit", "temp_buffers", "timezone", "track_io_timing",
+    "vacuum_cost_delay", "vacuum_cost_limit", "work_mem", "xmloption",
+];
+
+/// Whether users may set `key`: the list above and the planner's `enable_*` switches.
+pub fn user_setting(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    USER_SETTINGS.contains(&key.as_str())
+        || (key.starts_with("enable_")
+            && key.len() > 7
+            && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -235,6 +264,20 @@ pub struct OperationRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_user_settings_are_accepted() {
+        for ok in ["work_mem", "statement_timeout", "search_path", "TimeZone", "enable_seqscan"] {
+            assert!(user_setting(ok), "{ok}");
+        }
+        for bad in [
+            "archive_command", "restore_command", "listen_addresses", "ssl", "ssl_key_file",
+            "shared_preload_libraries", "unix_socket_directories", "hba_file", "data_directory",
+            "log_directory", "primary_conninfo", "port", "enable_", "session_preload_libraries",
+        ] {
+            assert!(!user_setting(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn ids_durations_and_timestamps() {

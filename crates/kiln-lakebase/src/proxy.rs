@@ -148,6 +148,12 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             format!("password authentication failed for user \"{user}\": the credential belongs to another identity"),
         ));
     }
+    if project_of(&credential.endpoint) != project_of(&endpoint.name()) {
+        return Err(refuse(
+            "28P01",
+            format!("password authentication failed for user \"{user}\": the credential was issued for another project"),
+        ));
+    }
     let (socket_dir, busy) = lakebase.wake(&endpoint.uid).await.map_err(|e| {
         refuse(
             "57P03",
@@ -173,6 +179,11 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         map.remove(&key);
     }
     Ok(())
+}
+
+/// `projects/{p}/…` → `p`.
+fn project_of(name: &str) -> &str {
+    name.split('/').nth(1).unwrap_or_default()
 }
 
 /// The endpoint from SNI (`ep-x.<suffix>`) or `options` (`endpoint=ep-x`,

@@ -21,7 +21,7 @@ use crate::model::{publish_schema, string_map, PipelineRecord, UpdateRecord};
 use crate::service::Pipelines;
 use crate::sink::{error_json, Sink};
 use crate::sql::DatasetKind;
-use crate::worker::Worker;
+use crate::worker::{Worker, WorkerSpec};
 
 /// Why an update ended early.
 pub(crate) enum Stop {
@@ -182,13 +182,23 @@ async fn execute(
         svc.set_pipeline(&current)?;
     }
     let engine_dir = svc.clusters.engine_dir(&cluster_id);
-    let python = pyenv::ensure(&svc.runtime, &engine_dir).await?;
+    let isolation = svc.clusters.isolation().clone();
+    let cluster_identity = isolation.cluster_identity(&cluster_id);
+    let python = pyenv::ensure(&svc.runtime, &engine_dir, cluster_identity.as_ref()).await?;
     let log = svc.logs.join(format!("{}.log", pipeline.pipeline_id));
     let spark_url = format!("sc://127.0.0.1:{port}");
     let worker = match svc.take_worker(&pipeline.pipeline_id, &spark_url) {
         Some(w) if w.call("ping", json!({})).await.is_ok() => w,
         _ => tokio::select! {
-            w = Worker::spawn(&python, &svc.sources, &spark_url, &svc.dbfs_root, &log) => Arc::new(w?),
+            w = Worker::spawn(WorkerSpec {
+                python: &python,
+                sources: &svc.sources,
+                spark_url: &spark_url,
+                dbfs_root: &svc.dbfs_root,
+                log: &log,
+                isolation: &isolation,
+                cluster_id: &cluster_id,
+            }) => Arc::new(w?),
             _ = cancel.cancelled() => return Err(Stop::Canceled),
         },
     };

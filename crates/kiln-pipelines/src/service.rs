@@ -72,6 +72,11 @@ impl Pipelines {
         let logs = data_dir.join("pipelines");
         std::fs::create_dir_all(&logs)
             .map_err(|e| Error::internal("create the pipelines dir", e))?;
+        std::fs::set_permissions(
+            &logs,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .map_err(|e| Error::internal("create the pipelines dir", e))?;
         let mut records = BTreeMap::new();
         for v in store.objects(KIND_PIPELINE)? {
             let r: PipelineRecord =
@@ -84,13 +89,14 @@ impl Pipelines {
                 serde_json::from_value(v).map_err(|e| Error::internal("read an update", e))?;
             updates.entry(u.pipeline_id.clone()).or_default().push(u);
         }
+        let dbfs_root = clusters.isolation().dbfs();
         let service = Arc::new(Pipelines {
             store,
             workspace,
             clusters,
             runtime,
             sources,
-            dbfs_root: data_dir.join("dbfs"),
+            dbfs_root,
             logs,
             records: RwLock::new(records),
             updates: RwLock::new(updates),

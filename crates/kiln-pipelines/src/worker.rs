@@ -31,37 +31,50 @@ pub struct Worker {
     pending: Pending,
     next: AtomicU64,
     reader: JoinHandle<()>,
+    /// The worker's private working directory, removed with it.
+    scratch: std::path::PathBuf,
+}
+
+/// Where a worker runs and as whom.
+pub struct WorkerSpec<'a> {
+    pub python: &'a Path,
+    pub sources: &'a Path,
+    pub spark_url: &'a str,
+    pub dbfs_root: &'a Path,
+    pub log: &'a Path,
+    pub isolation: &'a kiln_compute::isolation::Isolation,
+    pub cluster_id: &'a str,
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Worker {
-    pub async fn spawn(
-        python: &Path,
-        sources: &Path,
-        spark_url: &str,
-        dbfs_root: &Path,
-        log: &Path,
-    ) -> Result<Worker> {
+    pub async fn spawn(spec: WorkerSpec<'_>) -> Result<Worker> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(log)
+            .open(spec.log)
             .map_err(|e| Error::internal("open the pipeline worker log", e))?;
+        let identity = spec.isolation.process_identity(spec.cluster_id);
+        let scratch = spec.isolation.scratch(identity.as_ref())?;
+        let (python, sources, spark_url, dbfs_root) =
+            (spec.python, spec.sources, spec.spark_url, spec.dbfs_root);
         let mut command = Command::new(python);
+        kiln_compute::isolation::Isolation::base_env(&mut command, &scratch);
         command
             .args(["-u", "-m", "kiln_pipelines.worker"])
             .env("PYTHONPATH", sources)
             .env("KILN_SPARK_URL", spark_url)
             .env("KILN_DBFS_ROOT", dbfs_root)
             .env("PYTHONDONTWRITEBYTECODE", "1")
-            .current_dir(sources)
+            .current_dir(&scratch)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)
             .kill_on_drop(true);
-        kiln_core::process::die_with_parent(command.as_std_mut());
+        kiln_core::process::spawn_as(command.as_std_mut(), identity.as_ref());
         let mut child = command.spawn().map_err(|e| {
+            let _ = std::fs::remove_dir_all(&scratch);
             Error::new(
                 ErrorCode::TemporarilyUnavailable,
                 format!("cannot start the pipeline worker: {e}"),
@@ -80,6 +93,7 @@ impl Worker {
             pending,
             next: AtomicU64::new(1),
             reader,
+            scratch,
         };
         match tokio::time::timeout(READY_TIMEOUT, ready_rx).await {
             Ok(Ok(v)) if v["ready"] == json!(true) => Ok(worker),
@@ -154,6 +168,10 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         self.reader.abort();
+        let scratch = std::mem::take(&mut self.scratch);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn_blocking(move || std::fs::remove_dir_all(scratch));
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// Everything `kiln serve` can be told. See `docs/configuration.md`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address to bind. Loopback by default: Kiln is not meant to face a network unprotected.
@@ -18,6 +18,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Password for the `admin` user's Basic auth (optional; the admin token always works).
     pub admin_password: Option<String>,
+    /// Where the files user code may reach live (DBFS, warehouse, cluster
+    /// environments, scratch, Lakebase data). Default: the data dir, or when
+    /// Kiln is root and others cannot reach the data dir,
+    /// `/var/lib/kiln/shared/<name>-<hash>`.
+    pub shared_dir: Option<PathBuf>,
     pub rate_limit: RateLimitConfig,
     pub clusters: ClustersConfig,
     pub lakebase: LakebaseSection,
@@ -83,6 +88,7 @@ impl Default for Config {
             port: 8080,
             data_dir: PathBuf::from("kiln-data"),
             admin_password: None,
+            shared_dir: None,
             rate_limit: RateLimitConfig::default(),
             clusters: ClustersConfig::default(),
             lakebase: LakebaseSection::default(),
@@ -105,6 +111,25 @@ impl Default for ClustersConfig {
             autotermination_minute_seconds: 60.0,
             engine_stop_seconds: 5,
         }
+    }
+}
+
+/// Debug without secrets: `admin_password` shows only whether it is set.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "admin_password",
+                &self.admin_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field("shared_dir", &self.shared_dir)
+            .field("rate_limit", &self.rate_limit)
+            .field("clusters", &self.clusters)
+            .field("lakebase", &self.lakebase)
+            .finish()
     }
 }
 
@@ -138,6 +163,9 @@ impl Config {
         if let Some(dir) = std::env::var_os("KILN_DATA_DIR") {
             config.data_dir = PathBuf::from(dir);
         }
+        if let Some(dir) = std::env::var_os("KILN_SHARED_DIR") {
+            config.shared_dir = Some(PathBuf::from(dir));
+        }
         if let Some(dir) = std::env::var_os("KILN_LAKEBASE_DIR") {
             config.lakebase.dir = Some(PathBuf::from(dir));
         }
@@ -156,6 +184,17 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_never_shows_the_admin_password() {
+        let config = Config {
+            admin_password: Some("s3cret-pw".into()),
+            ..Config::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+    }
 
     #[test]
     fn defaults_bind_loopback() {

@@ -27,6 +27,20 @@ pub struct Caller {
     pub admin: bool,
     /// The credential used (token id, or `basic:<principal>`), the rate-limit key.
     pub credential: String,
+    /// What the credential may reach (see `middleware::check_scope`).
+    pub scope: Scope,
+}
+
+/// Where a credential is valid.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// Every route the principal may call.
+    #[default]
+    Full,
+    /// Only the Unity Catalog routes (the credential engines hold).
+    Catalog,
+    /// While this execution context lives (a kernel's credential).
+    Context(String),
 }
 
 #[derive(Default)]
@@ -47,7 +61,8 @@ pub struct Identity {
     system_token_hash: String,
     system_token: String,
     /// Credentials handed to execution contexts: in memory only (contexts do
-    /// not outlive Kiln), keyed by SHA-256, with an expiry.
+    /// not outlive Kiln), keyed by SHA-256, with an expiry; valid only while
+    /// their context lives (scope `Context`, bound once the context exists).
     ephemeral: std::sync::Mutex<HashMap<String, (Caller, i64)>>,
 }
 
@@ -119,7 +134,7 @@ impl Identity {
     fn ephemeral_caller(&self, hash: &str) -> Option<Caller> {
         let map = self.ephemeral.lock().ok()?;
         map.get(hash)
-            .filter(|(_, expiry)| *expiry > now_ms())
+            .filter(|(caller, expiry)| *expiry > now_ms() && caller.scope != Scope::Full)
             .map(|(caller, _)| caller.clone())
     }
 
@@ -132,12 +147,23 @@ impl Identity {
             .lock()
             .map_err(|_| Error::internal("issue a context credential", "poisoned lock"))?;
         map.retain(|_, (_, expiry)| *expiry > now);
+        // Not valid until bound to its context (`Scope::Full` is never accepted here).
         let acting = Caller {
             credential: format!("context:{}", caller.principal_id),
+            scope: Scope::Full,
             ..caller.clone()
         };
         map.insert(sha256_hex(&value), (acting, now + CONTEXT_CREDENTIAL_MS));
         Ok(value)
+    }
+
+    /// Makes a context credential valid for as long as `context_id` lives.
+    pub fn bind_context_credential(&self, value: &str, context_id: &str) {
+        if let Ok(mut map) = self.ephemeral.lock() {
+            if let Some((caller, _)) = map.get_mut(&sha256_hex(value)) {
+                caller.scope = Scope::Context(context_id.to_string());
+            }
+        }
     }
 
     pub fn revoke_context_credential(&self, value: &str) {
@@ -166,6 +192,7 @@ impl Identity {
                 user_name: SYSTEM_USER.into(),
                 admin: true,
                 credential: "system".into(),
+                scope: Scope::Catalog,
             });
         }
         if let Some(caller) = self.ephemeral_caller(&hash) {
@@ -489,6 +516,7 @@ fn caller(principal: &PrincipalRecord, credential: String) -> Caller {
         user_name: principal.user_name.clone(),
         admin: principal.admin,
         credential,
+        scope: Scope::Full,
     }
 }
 

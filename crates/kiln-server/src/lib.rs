@@ -22,6 +22,7 @@ use axum::Router;
 use kiln_compute::catalog::Catalog;
 use kiln_compute::clusters::{ClusterSettings, Clusters, EngineCatalog};
 use kiln_compute::contexts::Contexts;
+use kiln_compute::isolation::Isolation;
 use kiln_compute::libraries::Libraries;
 use kiln_compute::runtime::{cache_dir, Runtime};
 use kiln_core::{Error, Result};
@@ -65,13 +66,29 @@ pub async fn serve(
             .map_err(|e| Error::internal("install the engine runtime", e))??
     };
     let sources = kiln_compute::kernel::install_sources(&cache)?;
+    let isolation = Arc::new(Isolation::open(
+        &config.data_dir,
+        config.shared_dir.clone(),
+    )?);
+    if isolation.users() {
+        runtime.check_reachable()?;
+        // Files Kiln creates in DBFS and the warehouse stay writable by the
+        // data group; private files are made private explicitly.
+        kiln_core::process::set_umask(0o002);
+    }
+    tracing::info!(
+        isolation = isolation.mode(),
+        shared_dir = %isolation.shared().display(),
+        "user code isolation"
+    );
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir.join("kiln.db"))?);
+    private_files(&config.data_dir)?;
     let identity = identity::Identity::open(store.clone())?;
     let cipher = kiln_workspace::secrets::SecretCipher::load_or_create(
         &config.data_dir.join("secrets.key"),
     )?;
     let secrets = kiln_workspace::secrets::Secrets::open(store.clone(), cipher)?;
-    let dbfs = kiln_workspace::dbfs::Dbfs::open(config.data_dir.join("dbfs"))?;
+    let dbfs = kiln_workspace::dbfs::Dbfs::open(isolation.dbfs())?;
     let workspace = Arc::new(kiln_workspace::workspace::Workspace::open(store.clone())?);
     let permissions = kiln_workspace::permissions::Permissions::open(store.clone())?;
     let groups = kiln_workspace::groups::Groups::open(store.clone())?;
@@ -89,9 +106,10 @@ pub async fn serve(
     let address = listener
         .local_addr()
         .map_err(|e| Error::internal("bind the HTTP port", e))?;
-    let catalog = Catalog::open(store.clone(), config.data_dir.join("warehouse"))?;
+    let catalog = Catalog::open(store.clone(), isolation.warehouse())?;
     let settings = ClusterSettings {
         data_dir: config.data_dir.clone(),
+        isolation: isolation.clone(),
         autotermination_minute: config.clusters.minute(),
         stop_deadline: std::time::Duration::from_secs(config.clusters.engine_stop_seconds),
         engine_catalog: Some(EngineCatalog {
@@ -112,25 +130,20 @@ pub async fn serve(
     )?;
     pipelines.start();
     let api_url = format!("http://{}", loopback_address(address));
-    let contexts = Contexts::new(
-        clusters.clone(),
-        runtime,
-        sources,
-        config.data_dir.clone(),
-        api_url,
-    );
+    let contexts = Contexts::new(clusters.clone(), runtime, sources, api_url);
     let libraries = Libraries::open(
         store.clone(),
         clusters.clone(),
         runtime_for_libraries,
-        config.data_dir.join("dbfs"),
+        isolation.dbfs(),
     )?;
     let lakebase = Arc::new(kiln_lakebase::Lakebase::open(
         store.clone(),
-        lakebase_config(&config),
+        lakebase_config(&config, &isolation),
     )?);
     let lakebase_stop = CancellationToken::new();
     let lakebase_tasks = start_lakebase(&config, lakebase.clone(), lakebase_stop.clone()).await?;
+    private_files(&config.data_dir)?;
     let engines_stop = CancellationToken::new();
     let kernels_stop = CancellationToken::new();
     let engines = tokio::spawn(clusters.clone().run_reconciler(engines_stop.clone()));
@@ -186,13 +199,38 @@ pub async fn serve(
     served.map_err(|e| Error::internal("serve HTTP", e))
 }
 
-fn lakebase_config(config: &Config) -> kiln_lakebase::LakebaseConfig {
+/// Kiln's private files: only Kiln's OS user reads them (user code never runs as it).
+fn private_files(data_dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for (name, mode) in [
+        ("kiln.db", 0o600),
+        ("kiln.db-wal", 0o600),
+        ("kiln.db-shm", 0o600),
+        ("admin.token", 0o600),
+        ("secrets.key", 0o600),
+        ("lakebase-tls", 0o700),
+        ("logs", 0o700),
+        ("pipelines", 0o700),
+    ] {
+        let path = data_dir.join(name);
+        if name == "logs" {
+            std::fs::create_dir_all(&path).map_err(|e| Error::internal("create logs", e))?;
+        }
+        if path.exists() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::internal(&format!("chmod {}", path.display()), e))?;
+        }
+    }
+    Ok(())
+}
+
+fn lakebase_config(config: &Config, isolation: &Isolation) -> kiln_lakebase::LakebaseConfig {
     let section = &config.lakebase;
     kiln_lakebase::LakebaseConfig {
         root: section
             .dir
             .clone()
-            .unwrap_or_else(|| config.data_dir.join("lakebase")),
+            .unwrap_or_else(|| isolation.shared().join("lakebase")),
         os_user: section.os_user.clone(),
         pg_roots: section.postgres_roots.clone(),
         host_suffix: section.host_suffix.clone(),

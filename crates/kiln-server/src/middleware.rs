@@ -8,10 +8,10 @@ use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use kiln_core::Error;
+use kiln_core::{Error, ErrorCode};
 
 use crate::error::ApiError;
-use crate::identity::Caller;
+use crate::identity::{Caller, Scope};
 use crate::state::AppState;
 
 /// Routes answered without credentials.
@@ -72,6 +72,9 @@ pub async fn authenticate(
         Ok(caller) => caller,
         Err(err) => return ApiError(err).into_response(),
     };
+    if let Err(err) = check_scope(&state, &caller, request.uri().path()) {
+        return ApiError(err).into_response();
+    }
     // Kiln's own engines are not throttled: they call the catalog on every statement.
     if caller.credential != "system" {
         if let Err(err) = state.limiter.check(&caller.credential) {
@@ -82,6 +85,23 @@ pub async fn authenticate(
     let mut response = next.run(request).await;
     response.extensions_mut().insert(caller);
     response
+}
+
+/// A scoped credential reaches only its routes: the engines' credential the
+/// Unity Catalog API, a context's credential nothing once its context ended.
+fn check_scope(state: &AppState, caller: &Caller, path: &str) -> Result<(), Error> {
+    match &caller.scope {
+        Scope::Full => Ok(()),
+        Scope::Catalog if path.starts_with("/api/2.1/unity-catalog/") => Ok(()),
+        Scope::Catalog => Err(Error::new(
+            ErrorCode::PermissionDenied,
+            "This credential is limited to the Unity Catalog API.",
+        )),
+        Scope::Context(context_id) if state.contexts.is_live(context_id) => Ok(()),
+        Scope::Context(_) => Err(Error::unauthenticated(
+            "Invalid access token: its execution context has ended.",
+        )),
+    }
 }
 
 fn credentials(state: &AppState, request: &Request) -> Result<Caller, Error> {

@@ -84,3 +84,17 @@ pub fn can_read_object(state: &AppState, who: &Principal, object: &ObjectRecord)
         .flatten()
         .is_some()
 }
+
+/// Running code (contexts, library installs, pipeline updates) needs an
+/// identity of its own for that code. When Kiln cannot give it one (not root,
+/// see `kiln_compute::isolation`), user code would run as Kiln itself and
+/// could read its private state, so only admins may run code.
+pub fn require_code_execution(state: &AppState, caller: &Caller) -> Result<()> {
+    if caller.admin || state.clusters.isolation().users() {
+        return Ok(());
+    }
+    Err(kiln_core::Error::new(
+        kiln_core::ErrorCode::PermissionDenied,
+        "Running code needs user isolation, which this Kiln lacks (it does not run as root): only admins may run code here. Run Kiln as root (user code then runs as unprivileged users) to let other users run code.",
+    ))
+}

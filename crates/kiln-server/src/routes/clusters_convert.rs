@@ -56,6 +56,12 @@ pub fn config_from_spec(spec: wire::ClusterSpec) -> Result<ClusterConfig> {
             "Invalid value for field autotermination_minutes: it must be 0 (disabled) or between 10 and 43200.",
         ));
     }
+    if let Some(vars) = &spec.spark_env_vars {
+        kiln_compute::validate::spark_env_vars(vars)?;
+    }
+    if let Some(conf) = &spec.spark_conf {
+        kiln_compute::validate::spark_conf(conf)?;
+    }
     let node_type_id = spec.node_type_id.unwrap_or_else(|| NODE_TYPE_ID.into());
     let source = spec
         .cluster_source

@@ -65,6 +65,7 @@ async fn create_context(
     Params(req): Params<wire::CreateContext>,
 ) -> ApiResult<Json<wire::Created>> {
     require_cluster(&state, &caller, &req.cluster_id, "CAN_ATTACH_TO")?;
+    crate::routes::access::require_code_execution(&state, &caller)?;
     let language = Language::parse(req.language.as_deref().unwrap_or("python"))?;
     let credential = state.identity.issue_context_credential(&caller)?;
     let context = state
@@ -76,6 +77,9 @@ async fn create_context(
             language,
         )
         .inspect_err(|_| state.identity.revoke_context_credential(&credential))?;
+    state
+        .identity
+        .bind_context_credential(&credential, &context.id);
     Ok(Json(wire::Created {
         id: context.id.clone(),
     }))

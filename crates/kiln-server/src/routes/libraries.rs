@@ -81,6 +81,7 @@ async fn install(
     Params(req): Params<wire::InstallLibraries>,
 ) -> ApiResult<Json<Empty>> {
     require_cluster(&state, &caller, &req.cluster_id, "CAN_MANAGE")?;
+    crate::routes::access::require_code_execution(&state, &caller)?;
     require_some(&req.libraries)?;
     state.libraries.install(&req.cluster_id, &req.libraries)?;
     Ok(Json(Empty {}))
@@ -168,6 +169,7 @@ async fn upload_v12(
     Params(req): Params<wire::UploadLibraryV12>,
 ) -> ApiResult<Json<wire::UploadLibraryV12Response>> {
     require_cluster(&state, &caller, &req.cluster_id, "CAN_MANAGE")?;
+    crate::routes::access::require_code_execution(&state, &caller)?;
     if !req.language.eq_ignore_ascii_case("python") {
         return Err(Error::invalid(format!(
             "Libraries of language {} are not supported: Kiln clusters run Python (Sail).",

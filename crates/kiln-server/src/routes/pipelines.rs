@@ -455,6 +455,7 @@ async fn start_update(
     Params(req): Params<StartUpdate>,
 ) -> ApiResult<Json<Value>> {
     require_pipeline(&state, &caller, &pipeline_id, "CAN_RUN")?;
+    crate::routes::access::require_code_execution(&state, &caller)?;
     let update = state
         .pipelines
         .start_update(

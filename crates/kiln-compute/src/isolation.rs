@@ -1,0 +1,315 @@
+//! The trust boundary around user code: which OS identity engines, kernels,
+//! pipeline workers and pip run as, where the files they may touch live, and
+//! the environment they start with.
+//!
+//! When Kiln runs as root ("users" mode) every cluster has its own uid and gid
+//! (its engine, pip and its environment's files), every kernel and pipeline
+//! worker a fresh uid of its own in its cluster's group, and all of them share
+//! only the `kiln-data` group that owns DBFS and the warehouse. Kiln's private
+//! state (`kiln.db`, `admin.token`, `secrets.key`, TLS keys, logs) stays
+//! root-only. Otherwise ("none" mode) user code runs as Kiln's own user, and
+//! only admins may run code (see `routes::access::require_code_execution`).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use kiln_core::process::{reachable_by_others, OsIdentity};
+use kiln_core::{Error, Result};
+use sha2::{Digest, Sha256};
+
+/// The group that owns DBFS and the warehouse (shared by every engine and kernel).
+pub const DATA_GID: u32 = 0x0FFF_FFFF;
+const CLUSTER_UID_BASE: u32 = 0x1000_0000;
+const PROCESS_UID_BASE: u32 = 0x2000_0000;
+const UID_SPAN: u32 = 1 << 24;
+/// Where the shared tree goes when the data dir cannot be reached by others.
+const FALLBACK_ROOT: &str = "/var/lib/kiln/shared";
+/// Environment variables a child inherits from Kiln; everything else is dropped.
+const INHERITED: &[&str] = &["PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ"];
+
+#[derive(Debug)]
+pub struct Isolation {
+    users: bool,
+    shared: PathBuf,
+    next_uid: AtomicU32,
+}
+
+impl Isolation {
+    /// Detects the mode (root → users), chooses and prepares the shared tree.
+    /// `shared` overrides the choice (config `shared_dir`).
+    pub fn open(data_dir: &Path, shared: Option<PathBuf>) -> Result<Self> {
+        let users = kiln_core::process::is_root();
+        let shared = match shared {
+            Some(dir) => dir,
+            None => choose_shared(data_dir, users)?,
+        };
+        let isolation = Self {
+            users,
+            shared,
+            next_uid: AtomicU32::new(rand::random::<u32>() % UID_SPAN),
+        };
+        isolation.prepare(data_dir)?;
+        Ok(isolation)
+    }
+
+    /// No identities, everything under `dir` (unit tests).
+    pub fn unisolated(dir: &Path) -> Self {
+        Self {
+            users: false,
+            shared: dir.to_path_buf(),
+            next_uid: AtomicU32::new(0),
+        }
+    }
+
+    /// Whether user code runs under identities of its own.
+    pub fn users(&self) -> bool {
+        self.users
+    }
+
+    pub fn mode(&self) -> &'static str {
+        if self.users {
+            "users"
+        } else {
+            "none"
+        }
+    }
+
+    /// The tree user code may reach: `dbfs`, `warehouse`, `engines`, `scratch`.
+    pub fn shared(&self) -> &Path {
+        &self.shared
+    }
+
+    pub fn dbfs(&self) -> PathBuf {
+        self.shared.join("dbfs")
+    }
+
+    pub fn warehouse(&self) -> PathBuf {
+        self.shared.join("warehouse")
+    }
+
+    pub fn engines(&self) -> PathBuf {
+        self.shared.join("engines")
+    }
+
+    /// A cluster's identity: engine, pip and its environment's files.
+    pub fn cluster_identity(&self, cluster_id: &str) -> Option<OsIdentity> {
+        if !self.users {
+            return None;
+        }
+        let digest = Sha256::digest(cluster_id.as_bytes());
+        let n = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % UID_SPAN;
+        let id = CLUSTER_UID_BASE + n;
+        Some(OsIdentity {
+            uid: id,
+            gid: id,
+            groups: vec![id, DATA_GID],
+        })
+    }
+
+    /// A fresh identity for one process (kernel, pipeline worker) on a cluster:
+    /// its own uid, the cluster's group (to read its environment) and the data group.
+    pub fn process_identity(&self, cluster_id: &str) -> Option<OsIdentity> {
+        let cluster = self.cluster_identity(cluster_id)?;
+        let n = self.next_uid.fetch_add(1, Ordering::Relaxed) % UID_SPAN;
+        Some(OsIdentity {
+            uid: PROCESS_UID_BASE + n,
+            gid: cluster.gid,
+            groups: vec![cluster.gid, DATA_GID],
+        })
+    }
+
+    /// Creates `dir` (and parents) for `identity`, with `mode`.
+    pub fn own_dir(&self, dir: &Path, identity: Option<&OsIdentity>, mode: u32) -> Result<()> {
+        own_dir(dir, identity, mode)
+    }
+
+    /// Gives a tree Kiln created to `identity` (e.g. a cluster environment).
+    pub fn give_tree(&self, dir: &Path, identity: Option<&OsIdentity>) -> Result<()> {
+        give_tree(dir, identity)
+    }
+
+    /// A private scratch working directory for a process (mode 0700).
+    pub fn scratch(&self, identity: Option<&OsIdentity>) -> Result<PathBuf> {
+        let name = match identity {
+            Some(id) => format!("{}", id.uid),
+            None => kiln_core::ids::random_hex(8),
+        };
+        let dir = self.shared.join("scratch").join(name);
+        if dir.exists() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        self.own_dir(&dir, identity, 0o700)?;
+        Ok(dir)
+    }
+
+    /// Clears a child's environment down to the few variables it needs.
+    pub fn base_env(command: &mut tokio::process::Command, home: &Path) {
+        command.env_clear();
+        for key in INHERITED {
+            if let Some(value) = std::env::var_os(key) {
+                command.env(key, value);
+            }
+        }
+        if std::env::var_os("PATH").is_none() {
+            command.env("PATH", "/usr/local/bin:/usr/bin:/bin");
+        }
+        command.env("HOME", home).env("USER", "kiln-compute");
+    }
+
+    /// Modes and owners of the shared tree, and of Kiln's private files.
+    fn prepare(&self, data_dir: &Path) -> Result<()> {
+        if !self.users {
+            return Ok(());
+        }
+        chmod(data_dir, 0o711)?;
+        self.own_dir(&self.shared, None, 0o711)?;
+        chmod(&self.shared, 0o711)?;
+        for dir in ["engines", "scratch"] {
+            let path = self.shared.join(dir);
+            std::fs::create_dir_all(&path).map_err(|e| Error::internal("create a directory", e))?;
+            chmod(&path, 0o711)?;
+        }
+        let scratch = self.shared.join("scratch");
+        if let Ok(entries) = std::fs::read_dir(&scratch) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        for dir in ["dbfs", "warehouse"] {
+            share_with_data_group(&self.shared.join(dir))?;
+        }
+        Ok(())
+    }
+}
+
+/// The data dir when others can reach it; otherwise a directory under
+/// `/var/lib/kiln/shared` named after it. An existing install whose DBFS or
+/// warehouse already lives in an unreachable data dir is refused with the fix.
+fn choose_shared(data_dir: &Path, users: bool) -> Result<PathBuf> {
+    if !users {
+        return Ok(data_dir.to_path_buf());
+    }
+    chmod(data_dir, 0o711)?;
+    if reachable_by_others(data_dir) {
+        return Ok(data_dir.to_path_buf());
+    }
+    let canonical = data_dir
+        .canonicalize()
+        .map_err(|e| Error::internal("resolve the data dir", e))?;
+    if canonical.join("warehouse").exists() || canonical.join("dbfs").exists() {
+        return Err(Error::invalid(format!(
+            "Kiln runs as root and user code runs as unprivileged users, which cannot reach {}: \
+             make its parent directories searchable (chmod o+x) or move DBFS and the warehouse \
+             to a reachable directory and set shared_dir (KILN_SHARED_DIR) to it",
+            canonical.display()
+        )));
+    }
+    let name = canonical
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "data".into());
+    let digest = hex::encode(Sha256::digest(canonical.to_string_lossy().as_bytes()));
+    Ok(PathBuf::from(FALLBACK_ROOT).join(format!("{name}-{}", &digest[..12])))
+}
+
+/// `root:kiln-data`, mode 2770 (new entries inherit the group), fixed
+/// recursively the first time (an install from before isolation).
+fn share_with_data_group(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::create_dir_all(dir).map_err(|e| Error::internal("create a directory", e))?;
+    let meta = std::fs::metadata(dir).map_err(|e| Error::internal("read a directory", e))?;
+    if meta.gid() == DATA_GID {
+        return Ok(());
+    }
+    walk(dir, &mut |path| {
+        std::os::unix::fs::lchown(path, None, Some(DATA_GID))
+            .map_err(|e| Error::internal("share a directory", e))?;
+        let meta = std::fs::symlink_metadata(path).map_err(|e| Error::internal("stat", e))?;
+        if meta.is_dir() {
+            chmod(path, 0o2770)
+        } else if meta.is_file() {
+            chmod(path, 0o660)
+        } else {
+            Ok(())
+        }
+    })
+}
+
+/// Gives a tree Kiln created to `identity` (nothing without one).
+pub fn give_tree(dir: &Path, identity: Option<&OsIdentity>) -> Result<()> {
+    let Some(id) = identity else {
+        return Ok(());
+    };
+    walk(dir, &mut |path| {
+        std::os::unix::fs::lchown(path, Some(id.uid), Some(id.gid))
+            .map_err(|e| Error::internal("give a tree to its user", e))
+    })
+}
+
+/// Creates `dir` (and parents); with an identity, gives it to it with `mode`.
+pub fn own_dir(dir: &Path, identity: Option<&OsIdentity>, mode: u32) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::internal("create a directory", e))?;
+    if let Some(id) = identity {
+        std::os::unix::fs::chown(dir, Some(id.uid), Some(id.gid))
+            .map_err(|e| Error::internal("give a directory to its user", e))?;
+        chmod(dir, mode)?;
+    }
+    Ok(())
+}
+
+fn chmod(path: &Path, mode: u32) -> Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::internal(&format!("chmod {}", path.display()), e))
+}
+
+/// Calls `f` on `dir` and everything below it (symlinks are not followed).
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path) -> Result<()>) -> Result<()> {
+    f(dir)?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| Error::internal("stat", e))?;
+    if !meta.is_dir() {
+        return Ok(());
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::internal("read a directory", e))?;
+    for entry in entries.flatten() {
+        walk(&entry.path(), f)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_are_stable_per_cluster_and_fresh_per_process() {
+        let iso = Isolation {
+            users: true,
+            shared: PathBuf::from("/x"),
+            next_uid: AtomicU32::new(5),
+        };
+        let a = iso.cluster_identity("c-1");
+        assert_eq!(a, iso.cluster_identity("c-1"));
+        assert_ne!(a, iso.cluster_identity("c-2"));
+        let (Some(a), Some(p), Some(q)) = (
+            a,
+            iso.process_identity("c-1"),
+            iso.process_identity("c-1"),
+        ) else {
+            panic!("users mode gives identities");
+        };
+        assert_ne!(p.uid, q.uid);
+        assert_eq!(p.gid, a.gid);
+        assert!(p.groups.contains(&DATA_GID));
+        assert!(p.uid != a.uid && p.uid >= PROCESS_UID_BASE);
+        assert!(a.uid >= CLUSTER_UID_BASE && a.uid < PROCESS_UID_BASE);
+    }
+
+    #[test]
+    fn unisolated_gives_no_identity() {
+        let iso = Isolation::unisolated(Path::new("/x"));
+        assert!(iso.cluster_identity("c").is_none());
+        assert!(iso.process_identity("c").is_none());
+        assert_eq!(iso.dbfs(), PathBuf::from("/x/dbfs"));
+    }
+}
