@@ -310,6 +310,7 @@ def main() -> int:
         print(f"kiln binary not found at {binary} (cargo build --release, or set KILN_BIN)", file=sys.stderr)
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
+    workdir.chmod(0o711)  # reachable by the unprivileged users user code runs as (when root)
     if not args.skip_setup:
         with open(workdir / "setup.log", "wb") as log:
             subprocess.run([str(binary), "setup"], stdout=log, stderr=subprocess.STDOUT, check=True, timeout=1800)

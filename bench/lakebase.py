@@ -33,6 +33,7 @@ from bench import default_bin, free_port  # the shared helpers of bench/bench.py
 class Server:
     def __init__(self):
         self.work = Path(tempfile.mkdtemp(prefix="kiln-bench-lb-"))
+        self.work.chmod(0o711)  # reachable by the unprivileged users user code runs as (when root)
         self.lb_root = Path(f"/tmp/kiln-bench-lakebase-{uuid.uuid4().hex[:8]}")
         self.lb_root.mkdir(mode=0o755)
         os.chmod(self.lb_root, 0o755)

@@ -138,6 +138,7 @@ def main() -> int:
     VERBOSE = args.verbose
     binary = default_bin()
     workdir = Path(tempfile.mkdtemp(prefix="kiln-bench-dlt-"))
+    workdir.chmod(0o711)  # reachable by the unprivileged users user code runs as (when root)
     srv = Server(binary, workdir)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:

@@ -42,12 +42,18 @@ ADMIN_PASSWORD = "kiln-admin-" + uuid.uuid4().hex[:12]
 _LAKEBASE_DIRS: list[str] = []
 
 
-def lakebase_dir() -> str:
-    path = f"/tmp/kiln-lakebase-test-{uuid.uuid4().hex[:10]}"
-    os.makedirs(path, mode=0o755)
-    os.chmod(path, 0o755)
+def reachable_dir() -> str:
+    """A directory unprivileged users can reach (pytest's tmp is 0700): when the
+    tests run as root, user code and postgres run as such users."""
+    path = f"/tmp/kiln-shared-test-{uuid.uuid4().hex[:10]}"
+    os.makedirs(path, mode=0o711)
+    os.chmod(path, 0o711)
     _LAKEBASE_DIRS.append(path)
-    return path + "/lakebase"
+    return path
+
+
+def lakebase_dir() -> str:
+    return reachable_dir() + "/lakebase"
 
 
 @atexit.register
@@ -59,6 +65,7 @@ def _remove_lakebase_dirs() -> None:
 def base_config(**overrides) -> dict:
     cfg = {
         "admin_password": ADMIN_PASSWORD,
+        "shared_dir": reachable_dir() + "/shared",
         "clusters": {"autotermination_minute_seconds": 1},
         # Lakebase: a dir the unprivileged postgres user can reach (pytest's tmp is 0700),
         # its own proxy port, and short limits so suspend/expiry tests run in seconds.

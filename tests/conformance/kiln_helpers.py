@@ -465,6 +465,11 @@ class KilnServer:
         return http(self.token if token == "admin" else token)
 
     @property
+    def shared_dir(self) -> Path:
+        """Where DBFS, the warehouse and cluster environments live (`shared_dir`)."""
+        return Path(self.config.get("shared_dir") or self.data_dir)
+
+    @property
     def pg_port(self) -> int:
         """The Lakebase Postgres proxy port."""
         return int(self.config["lakebase"]["proxy_port"])

@@ -55,7 +55,7 @@ def test_table_created_on_one_cluster_is_used_from_another(lake):
     assert table.data_source_format.value == "DELTA"
     assert table.table_type.value == "MANAGED"
     location = table.storage_location.removeprefix("file://")
-    assert location.startswith(str(lake["server"].data_dir.resolve() / "warehouse"))
+    assert location.startswith(str(lake["server"].shared_dir.resolve() / "warehouse"))
     assert os.path.isdir(os.path.join(location, "_delta_log"))
 
 

@@ -838,7 +838,7 @@ dbutils.notebook.exit(json.dumps(out))
     assert out["after_mv"] == ["a.txt", "c.txt", "sub/"], out
     assert out["sub"] == [], out
     # dbfs:/ is <data_dir>/dbfs on disk, shared with other contexts
-    local = Path(kiln.data_dir) / "dbfs" / d[len("dbfs:/"):]
+    local = Path(kiln.shared_dir) / "dbfs" / d[len("dbfs:/"):]
     assert (local / "a.txt").read_text() == "hello dbfs"
     assert not (local / "c.txt").exists()
     other = api.create()
@@ -861,7 +861,7 @@ def test_dbutils_fs_refuses_to_escape_dbfs(kiln, api, call):
     body = api.run(ctx, call.format(tag=tag))
     assert body["status"] == "Error", body
     assert_error_result(body["results"])
-    root = Path(kiln.data_dir)
+    root = Path(kiln.shared_dir)
     assert not (root / f"escaped-{tag}.txt").exists()
     assert not (root / f"escaped-dir-{tag}").exists()
     assert not (root / "dbfs" / f"copied-{tag}").exists()
@@ -897,7 +897,7 @@ def test_matplotlib_figure_is_an_image(kiln, api):
     assert r["resultType"] == "image", r
     m = re.fullmatch(r"/plots/([0-9a-f-]{36})\.png", r["fileName"])
     assert m, r
-    png = Path(kiln.data_dir) / "dbfs" / "FileStore" / "plots" / f"{m.group(1)}.png"
+    png = Path(kiln.shared_dir) / "dbfs" / "FileStore" / "plots" / f"{m.group(1)}.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # two figures -> images
     body = api.run(ctx, "plt.figure(); plt.plot([1]); plt.figure(); plt.plot([2])")

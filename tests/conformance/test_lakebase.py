@@ -18,10 +18,12 @@ from databricks.sdk.service.postgres import (
     Branch,
     BranchSpec,
     Endpoint,
+    EndpointSettings,
     EndpointSpec,
     EndpointStatusState,
     EndpointType,
     Project,
+    ProjectDefaultEndpointSettings,
     ProjectSpec,
 )
 from google.protobuf.duration_pb2 import Duration
@@ -250,11 +252,43 @@ def test_expired_foreign_and_forged_tokens_are_refused(kiln, w, project):
     token = theirs.postgres.generate_database_credential(endpoint=their_ep.name).token
     with pytest.raises(psycopg.OperationalError, match="another identity"):
         connect(kiln, w, ep, token=token, user="admin")
+    # a credential opens only the project it was issued for, even for its own identity
+    admins = w.postgres.generate_database_credential(endpoint=ep.name).token
+    with pytest.raises(psycopg.OperationalError, match="another project"):
+        connect(kiln, w, their_ep, token=admins, user="admin")
     with connect(kiln, theirs, their_ep, token=token, user=other["name"]) as conn:
         assert conn.execute("SELECT current_user").fetchone()[0] == other["name"]
     assert own in [p.project_id for p in w.postgres.list_projects()], "admins see every project"
     assert project not in [p.project_id for p in theirs.postgres.list_projects()]
     theirs.postgres.delete_project(f"projects/{own}").wait()
+
+
+@pytest.mark.parametrize("setting", [
+    "archive_command", "restore_command", "shared_preload_libraries", "listen_addresses",
+    "ssl_key_file", "unix_socket_directories", "hba_file", "data_directory", "log_directory",
+])  # fmt: skip
+def test_pg_settings_outside_the_allowlist_are_refused(w, project, setting):
+    ep = primary(w, project)
+    with pytest.raises(InvalidParameterValue, match=setting):
+        w.postgres.update_endpoint(
+            name=ep.name,
+            endpoint=Endpoint(spec=EndpointSpec(endpoint_type=EndpointType.READ_WRITE, settings=EndpointSettings(pg_settings={setting: "x"}))),
+            update_mask=FieldMask(field_mask=["spec.settings.pg_settings"]),
+        ).wait()
+    with pytest.raises(InvalidParameterValue, match=setting):
+        create_project(w, pid("bad-pg"), default_endpoint_settings=ProjectDefaultEndpointSettings(pg_settings={setting: "x"}))
+    assert setting not in (primary(w, project).status.settings.pg_settings or {})
+
+
+def test_allowed_pg_settings_reach_postgres(kiln, w, project):
+    ep = primary(w, project)
+    w.postgres.update_endpoint(
+        name=ep.name,
+        endpoint=Endpoint(spec=EndpointSpec(endpoint_type=EndpointType.READ_WRITE, settings=EndpointSettings(pg_settings={"work_mem": "7MB"}))),
+        update_mask=FieldMask(field_mask=["spec.settings.pg_settings"]),
+    ).wait()
+    with connect(kiln, w, primary(w, project)) as conn:
+        assert conn.execute("SHOW work_mem").fetchone()[0] == "7MB"
 
 
 def test_protected_and_default_branches_refuse_delete(w, project):

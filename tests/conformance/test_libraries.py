@@ -93,7 +93,7 @@ def build_wheel(name: str, version: str, value: int) -> bytes:
 
 
 def test_wheel_from_dbfs_then_uninstall_on_restart(kiln, w, libs):
-    wheel_dir = kiln.data_dir / "dbfs" / "libs"
+    wheel_dir = kiln.shared_dir / "dbfs" / "libs"
     wheel_dir.mkdir(parents=True, exist_ok=True)
     (wheel_dir / "kiln_demo_pkg-0.1-py3-none-any.whl").write_bytes(build_wheel("kiln_demo_pkg", "0.1", 42))
     path = "dbfs:/libs/kiln_demo_pkg-0.1-py3-none-any.whl"

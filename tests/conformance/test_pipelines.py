@@ -41,7 +41,7 @@ def notebook(w, path: str, text: str):
 
 
 def put_file(server, path: str, text: str):
-    local = server.data_dir / "dbfs" / path.lstrip("/")
+    local = server.shared_dir / "dbfs" / path.lstrip("/")
     local.parent.mkdir(parents=True, exist_ok=True)
     local.write_text(text)
 
@@ -439,7 +439,7 @@ CREATE OR REFRESH MATERIALIZED VIEW b AS SELECT count(*) AS n FROM a;
     assert any("reset.allowed" in e["message"] for e in events(server, pid, filter="level='ERROR'", max_results=20)["events"])
     # ...and a full refresh of everything keeps it: with the first file gone, the reset
     # tables hold only the new file, while `keep` keeps its row and adds the new one.
-    (server.data_dir / "dbfs" / src.lstrip("/") / "1.json").unlink()
+    (server.shared_dir / "dbfs" / src.lstrip("/") / "1.json").unlink()
     put_file(server, f"{src}/2.json", '{"id":2}\n')
     assert wait_update(w, pid, w.pipelines.start_update(pid, full_refresh=True).update_id).state.value == "COMPLETED"
     assert sql(w, f"SELECT 'a' AS t, count(*) AS n FROM main.{target}.a UNION ALL SELECT 'keep', count(*) FROM main.{target}.keep "
