@@ -360,6 +360,7 @@ class KilnServer:
         env.update(getattr(self, "extra_env", {}))
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== {time.strftime('%H:%M:%S')} {' '.join(cmd)}\n".encode())
+            cmd = list(getattr(self, "command_prefix", [])) + cmd
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         self.server_pids.append(self.proc.pid)
         self._wait_healthy(timeout)

@@ -15,6 +15,7 @@ import datetime
 import json
 import os
 import re
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Optional
@@ -625,6 +626,23 @@ def test_raw_cancel_running_command(api):
     assert api.status(ctx, cmd)["status"] == "Cancelled"
 
 
+def test_cancel_at_any_instant_interrupts_and_keeps_the_context(api):
+    """A cancel right after execute can land before the kernel began executing
+    (its SIGINT would be ignored): the command is still cancelled, quickly, and
+    the same kernel goes on."""
+    ctx = api.create()
+    pid, _ = kernel_pid(api, ctx)
+    for attempt in range(5):
+        cmd = api.execute(ctx, SLEEPER)
+        api.cancel(ctx, cmd)
+        body = api.wait(ctx, cmd)
+        assert body["status"] == "Cancelled", (attempt, body)
+        # a missed SIGINT used to end in the whole kernel being killed after the grace period
+        assert api.context_status(ctx) == "Running", attempt
+    assert kernel_pid(api, ctx)[0] == pid
+    assert api.value(ctx, "6*7") == "42"
+
+
 def test_cancel_queued_command(api):
     ctx = api.create()
     sleeper = api.execute(ctx, SLEEPER)
@@ -867,7 +885,10 @@ def test_dbutils_fs_refuses_to_escape_dbfs(kiln, api, call):
     assert not (root / "dbfs" / f"copied-{tag}").exists()
 
 
-def test_dbutils_fs_ls_file_scheme_reports_file_paths(api, tmp_path):
+def test_dbutils_fs_ls_file_scheme_reports_file_paths(api):
+    # a local directory user code may read (it runs as an unprivileged user when Kiln is root)
+    tmp_path = Path(tempfile.mkdtemp(prefix="kiln-file-scheme-"))
+    tmp_path.chmod(0o755)
     (tmp_path / "local.txt").write_text("x")
     ctx = api.create()
     paths = json.loads(api.value(ctx, f"import json\ndbutils.notebook.exit(json.dumps([f.path for f in dbutils.fs.ls('file:{tmp_path}')]))"))

@@ -272,7 +272,7 @@ def test_pg_settings_outside_the_allowlist_are_refused(w, project, setting):
     with pytest.raises(InvalidParameterValue, match=setting):
         w.postgres.update_endpoint(
             name=ep.name,
-            endpoint=Endpoint(spec=EndpointSpec(endpoint_type=EndpointType.READ_WRITE, settings=EndpointSettings(pg_settings={setting: "x"}))),
+            endpoint=Endpoint(spec=EndpointSpec(endpoint_type=EndpointType.ENDPOINT_TYPE_READ_WRITE, settings=EndpointSettings(pg_settings={setting: "x"}))),
             update_mask=FieldMask(field_mask=["spec.settings.pg_settings"]),
         ).wait()
     with pytest.raises(InvalidParameterValue, match=setting):
@@ -284,7 +284,7 @@ def test_allowed_pg_settings_reach_postgres(kiln, w, project):
     ep = primary(w, project)
     w.postgres.update_endpoint(
         name=ep.name,
-        endpoint=Endpoint(spec=EndpointSpec(endpoint_type=EndpointType.READ_WRITE, settings=EndpointSettings(pg_settings={"work_mem": "7MB"}))),
+        endpoint=Endpoint(spec=EndpointSpec(endpoint_type=EndpointType.ENDPOINT_TYPE_READ_WRITE, settings=EndpointSettings(pg_settings={"work_mem": "7MB"}))),
         update_mask=FieldMask(field_mask=["spec.settings.pg_settings"]),
     ).wait()
     with connect(kiln, w, primary(w, project)) as conn:

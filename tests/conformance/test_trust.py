@@ -313,3 +313,42 @@ def test_kiln_as_root_from_a_private_home(kiln_binary):
         shutil.rmtree(home, ignore_errors=True)
         if shared is not None:
             shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_without_isolation_only_admins_run_code(kiln_binary, admin):
+    """Kiln not running as root (here: as `nobody`) cannot give user code an
+    identity of its own, so code would run as Kiln: only admins may run it."""
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is needed to run Kiln as an unprivileged user")
+    work = Path(tempfile.mkdtemp(prefix="kiln-unprivileged-"))
+    work.chmod(0o755)
+    os.chown(work, 65534, 65534)
+    config = base_config()
+    config.pop("shared_dir")
+    config["lakebase"] = {**config["lakebase"], "proxy_port": 0}
+    config["lakebase"].pop("dir")
+    srv = KilnServer(kiln_binary, work / "w", config)
+    for path in (srv.workdir, srv.config_path, srv.log_path):
+        path.touch() if not path.exists() else None
+        os.chown(path, 65534, 65534)
+    srv.command_prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    cache = os.environ.get("KILN_CACHE_DIR", "/var/cache/kiln")
+    srv.extra_env = {"KILN_CACHE_DIR": cache, "HOME": str(work)}
+    srv.start()
+    try:
+        assert "isolation=\"none\"" in srv.log_path.read_text()
+        w = srv.client()
+        cid = w.clusters.create_and_wait(cluster_name=unique("noiso"), spark_version=SPARK_VERSION, num_workers=0).cluster_id
+        srv.track(cid)
+        mine = Ctx(w, cid)
+        assert mine.value("import os; print(os.getuid())").strip() == "65534"  # Kiln's own user: admins only
+        carol = non_admin(srv, w, "carol")
+        attach(w, cid, carol)
+        with pytest.raises(PermissionDenied, match="isolation"):
+            carol["w"].command_execution.create(cluster_id=cid, language=Language.PYTHON)
+        r = srv.http(carol["w"].config.token).post(srv.url("/api/2.0/libraries/install"), json={"cluster_id": cid, "libraries": [{"pypi": {"package": "six"}}]})
+        assert r.status_code == 403  # needs CAN_MANAGE first, then isolation
+        w.clusters.permanent_delete(cid)
+    finally:
+        srv.stop()
+        shutil.rmtree(work, ignore_errors=True)

@@ -527,7 +527,8 @@ impl Clusters {
         let dir = self.settings.data_dir.join("logs");
         if !dir.exists() {
             let _ = std::fs::create_dir_all(&dir);
-            let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
+            let _ =
+                std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
         }
         dir.join(format!("kernels-{cluster_id}.log"))
     }

@@ -111,6 +111,10 @@ async fn run_command(
         contexts.clusters.touch(&context.cluster_id);
         match event {
             None if is_cancelling(context, command_id) => {
+                // A SIGINT that reached the kernel before it began executing
+                // the command was ignored: repeat it every tick until the
+                // kernel answers, so a cancel works at any instant.
+                kernel.interrupt();
                 let since = *cancel_seen.get_or_insert_with(Instant::now);
                 if since.elapsed() > CANCEL_GRACE {
                     let _ = context.advance(command_id, CommandEvent::Cancelled, None);

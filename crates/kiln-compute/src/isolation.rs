@@ -291,11 +291,9 @@ mod tests {
         let a = iso.cluster_identity("c-1");
         assert_eq!(a, iso.cluster_identity("c-1"));
         assert_ne!(a, iso.cluster_identity("c-2"));
-        let (Some(a), Some(p), Some(q)) = (
-            a,
-            iso.process_identity("c-1"),
-            iso.process_identity("c-1"),
-        ) else {
+        let (Some(a), Some(p), Some(q)) =
+            (a, iso.process_identity("c-1"), iso.process_identity("c-1"))
+        else {
             panic!("users mode gives identities");
         };
         assert_ne!(p.uid, q.uid);

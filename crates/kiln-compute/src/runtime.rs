@@ -165,7 +165,10 @@ fn default_python() -> PathBuf {
         return plain;
     }
     let resolved = Command::new("python3")
-        .args(["-c", "import os, sys; print(os.path.realpath(sys.executable))"])
+        .args([
+            "-c",
+            "import os, sys; print(os.path.realpath(sys.executable))",
+        ])
         .output()
         .ok()
         .filter(|o| o.status.success())
@@ -187,7 +190,10 @@ impl Runtime {
     /// As root, checks that unprivileged users can run the runtime's Python
     /// (and so the interpreter it links to); the message tells the fix.
     pub fn check_reachable(&self) -> Result<()> {
-        let real = self.python.canonicalize().unwrap_or_else(|_| self.python.clone());
+        let real = self
+            .python
+            .canonicalize()
+            .unwrap_or_else(|_| self.python.clone());
         if reachable(&self.root.join("bin")) && reachable(&real) {
             return Ok(());
         }

@@ -193,7 +193,13 @@ mod tests {
     fn index_urls_are_http_urls() {
         assert!(index_url("https://pypi.example.com/simple").is_ok());
         assert!(index_url("http://127.0.0.1:9/simple").is_ok());
-        for bad in ["--trusted-host x", "file:///etc", "https://", "https://a b", "ftp://x"] {
+        for bad in [
+            "--trusted-host x",
+            "file:///etc",
+            "https://",
+            "https://a b",
+            "ftp://x",
+        ] {
             assert!(index_url(bad).is_err(), "{bad}");
         }
     }
@@ -201,7 +207,12 @@ mod tests {
     #[test]
     fn requirements_files_hold_only_requirements() {
         assert!(requirements_file("# deps\nsimplejson==3.19.2\n\nsix>=1  # comment\n").is_ok());
-        for bad in ["-r /etc/passwd", "six\n--index-url http://x", "-e .", "--pre"] {
+        for bad in [
+            "-r /etc/passwd",
+            "six\n--index-url http://x",
+            "-e .",
+            "--pre",
+        ] {
             assert!(requirements_file(bad).is_err(), "{bad}");
         }
     }
@@ -210,9 +221,21 @@ mod tests {
     fn env_vars_and_conf_are_checked() {
         let ok = [("MY_VAR".to_string(), "x y".to_string())];
         assert!(spark_env_vars(ok.iter().map(|(a, b)| (a, b))).is_ok());
-        for name in ["SAIL_MODE", "LD_PRELOAD", "KILN_X", "PYTHONPATH", "HOME", "1X", "A-B", ""] {
+        for name in [
+            "SAIL_MODE",
+            "LD_PRELOAD",
+            "KILN_X",
+            "PYTHONPATH",
+            "HOME",
+            "1X",
+            "A-B",
+            "",
+        ] {
             let vars = [(name.to_string(), "v".to_string())];
-            assert!(spark_env_vars(vars.iter().map(|(a, b)| (a, b))).is_err(), "{name}");
+            assert!(
+                spark_env_vars(vars.iter().map(|(a, b)| (a, b))).is_err(),
+                "{name}"
+            );
         }
         let conf = [("spark.sql.shuffle.partitions".to_string(), "4".to_string())];
         assert!(spark_conf(conf.iter().map(|(a, b)| (a, b))).is_ok());

@@ -29,7 +29,10 @@ pub fn die_with_parent(command: &mut std::process::Command) {
 pub fn spawn_as(command: &mut std::process::Command, identity: Option<&OsIdentity>) {
     let parent = std::process::id() as libc::pid_t;
     let identity = identity.cloned();
-    let groups: Vec<libc::gid_t> = identity.as_ref().map(|i| i.groups.clone()).unwrap_or_default();
+    let groups: Vec<libc::gid_t> = identity
+        .as_ref()
+        .map(|i| i.groups.clone())
+        .unwrap_or_default();
     // SAFETY: only async-signal-safe calls (setgroups, setgid, setuid, prctl,
     // getppid, setpgid, _exit) between fork and exec; the group vector is
     // allocated before fork.

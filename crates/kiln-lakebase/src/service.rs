@@ -520,6 +520,15 @@ impl Lakebase {
         }
     }
 
+    /// At start-up: when PostgreSQL is installed, its data root must exist and
+    /// be reachable by its OS user now, not at the first project.
+    pub fn check_layout(&self) -> Result<()> {
+        match self.versions().first() {
+            Some(major) => self.ensure_root(&self.postgres(*major)?),
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn ensure_root(&self, pg: &Postgres) -> Result<()> {
         pg.make_dir(&self.layout.root)?;
         pg.make_dir(&self.layout.root.join("b"))?;

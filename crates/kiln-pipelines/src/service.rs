@@ -72,11 +72,8 @@ impl Pipelines {
         let logs = data_dir.join("pipelines");
         std::fs::create_dir_all(&logs)
             .map_err(|e| Error::internal("create the pipelines dir", e))?;
-        std::fs::set_permissions(
-            &logs,
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )
-        .map_err(|e| Error::internal("create the pipelines dir", e))?;
+        std::fs::set_permissions(&logs, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(|e| Error::internal("create the pipelines dir", e))?;
         let mut records = BTreeMap::new();
         for v in store.objects(KIND_PIPELINE)? {
             let r: PipelineRecord =

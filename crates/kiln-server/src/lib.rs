@@ -141,6 +141,12 @@ pub async fn serve(
         store.clone(),
         lakebase_config(&config, &isolation),
     )?);
+    lakebase.check_layout().map_err(|e| {
+        Error::invalid(format!(
+            "Lakebase cannot prepare its data directory ({}): set lakebase.dir (KILN_LAKEBASE_DIR) to a directory Kiln can create and the postgres OS user can reach",
+            e.message
+        ))
+    })?;
     let lakebase_stop = CancellationToken::new();
     let lakebase_tasks = start_lakebase(&config, lakebase.clone(), lakebase_stop.clone()).await?;
     private_files(&config.data_dir)?;
