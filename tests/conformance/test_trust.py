@@ -315,12 +315,8 @@ def test_kiln_as_root_from_a_private_home(kiln_binary):
             shutil.rmtree(shared, ignore_errors=True)
 
 
-def test_without_isolation_only_admins_run_code(kiln_binary, admin):
-    """Kiln not running as root (here: as `nobody`) cannot give user code an
-    identity of its own, so code would run as Kiln: only admins may run it."""
-    if not shutil.which("setpriv"):
-        pytest.skip("setpriv (util-linux) is needed to run Kiln as an unprivileged user")
-    work = Path(tempfile.mkdtemp(prefix="kiln-unprivileged-"))
+def unprivileged_server(kiln_binary, work: Path, env: dict) -> KilnServer:
+    """Kiln started as `nobody` (uid 65534) on a data dir of its own."""
     work.chmod(0o755)
     os.chown(work, 65534, 65534)
     config = base_config()
@@ -328,26 +324,83 @@ def test_without_isolation_only_admins_run_code(kiln_binary, admin):
     config["lakebase"] = {**config["lakebase"], "proxy_port": 0}
     config["lakebase"].pop("dir")
     srv = KilnServer(kiln_binary, work / "w", config)
-    for path in (srv.workdir, srv.config_path, srv.log_path):
-        path.touch() if not path.exists() else None
+    for path in (srv.workdir, srv.config_path):
         os.chown(path, 65534, 65534)
     srv.command_prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    cache = os.environ.get("KILN_CACHE_DIR", "/var/cache/kiln")
-    srv.extra_env = {"KILN_CACHE_DIR": cache, "HOME": str(work)}
-    srv.start()
+    srv.extra_env = {"KILN_CACHE_DIR": os.environ.get("KILN_CACHE_DIR", "/var/cache/kiln"), "HOME": str(work), **env}
+    return srv.start()
+
+
+needs_setpriv = pytest.mark.skipif(not shutil.which("setpriv"), reason="setpriv (util-linux) runs Kiln as an unprivileged user")
+
+
+@needs_setpriv
+def test_without_isolation_only_admins_run_code(kiln_binary):
+    """Kiln not running as root and without a sandbox cannot keep user code
+    from its own files, so only admins may run code."""
+    work = Path(tempfile.mkdtemp(prefix="kiln-unprivileged-"))
+    srv = unprivileged_server(kiln_binary, work, {"KILN_ISOLATION": "none"})
     try:
-        assert "isolation=\"none\"" in srv.log_path.read_text()
+        assert 'isolation="none"' in srv.log_path.read_text()
         w = srv.client()
         cid = w.clusters.create_and_wait(cluster_name=unique("noiso"), spark_version=SPARK_VERSION, num_workers=0).cluster_id
         srv.track(cid)
-        mine = Ctx(w, cid)
-        assert mine.value("import os; print(os.getuid())").strip() == "65534"  # Kiln's own user: admins only
+        assert Ctx(w, cid).value("import os; print(os.getuid())").strip() == "65534"  # Kiln's own user: admins only
         carol = non_admin(srv, w, "carol")
         attach(w, cid, carol)
         with pytest.raises(PermissionDenied, match="isolation"):
             carol["w"].command_execution.create(cluster_id=cid, language=Language.PYTHON)
-        r = srv.http(carol["w"].config.token).post(srv.url("/api/2.0/libraries/install"), json={"cluster_id": cid, "libraries": [{"pypi": {"package": "six"}}]})
-        assert r.status_code == 403  # needs CAN_MANAGE first, then isolation
+        w.clusters.permanent_delete(cid)
+    finally:
+        srv.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@needs_setpriv
+@pytest.mark.skipif(not shutil.which("bwrap"), reason="the sandbox mode needs bubblewrap")
+def test_sandbox_keeps_user_code_from_kilns_state(kiln_binary):
+    """Kiln not running as root, with bubblewrap: every user may run code, in a
+    sandbox that shows neither Kiln's private files nor its processes."""
+    work = Path(tempfile.mkdtemp(prefix="kiln-sandboxed-"))
+    srv = unprivileged_server(kiln_binary, work, {})
+    try:
+        assert 'isolation="sandbox"' in srv.log_path.read_text()
+        w = srv.client()
+        cid = w.clusters.create_and_wait(cluster_name=unique("sandbox"), spark_version=SPARK_VERSION, num_workers=0).cluster_id
+        srv.track(cid)
+        carol = non_admin(srv, w, "carol")
+        attach(w, cid, carol)
+        ctx = Ctx(carol["w"], cid)
+        token_path = srv.data_dir / "admin.token"
+        out = json.loads(ctx.value(PROBE + f"""
+import os
+pids = [p for p in os.listdir('/proc') if p.isdigit()]
+cmdlines = [open(f'/proc/{{p}}/cmdline', 'rb').read().replace(b'\\0', b' ').decode() for p in pids]
+print(json.dumps({{
+    'token': probe(lambda: open({str(token_path)!r}).read()),
+    'db': probe(lambda: open({str(srv.data_dir / 'kiln.db')!r}, 'rb').read(1)),
+    'kiln_visible': any('kiln serve' in c for c in cmdlines),
+    'dbfs': probe(lambda: os.listdir({str(srv.data_dir / 'dbfs')!r})),
+}}))
+"""))
+        assert out == {"token": "FileNotFoundError", "db": "FileNotFoundError", "kiln_visible": False, "dbfs": "READ"}, out
+        assert ctx.value("spark.range(5).write.format('delta').save('/tmp/sbx'); print(spark.read.format('delta').load('/tmp/sbx').count())").strip() == "5"
+        udf = ctx.value(f"""
+from pyspark.sql.functions import udf
+@udf('string')
+def attempt(_):
+    try:
+        return open({str(token_path)!r}).read()
+    except OSError as e:
+        return type(e).__name__
+print(spark.range(1).select(attempt('id')).first()[0])
+""")
+        assert udf.strip() == "FileNotFoundError", udf
+        cmd = carol["w"].command_execution.execute(cluster_id=cid, context_id=ctx.id, language=Language.PYTHON, command="import time\ntime.sleep(600)").response.id
+        wait_for(lambda: carol["w"].command_execution.command_status(cluster_id=cid, context_id=ctx.id, command_id=cmd).status.value == "Running", 30, "the command to run")
+        res = carol["w"].command_execution.cancel_and_wait(cluster_id=cid, context_id=ctx.id, command_id=cmd)
+        assert res.status.value == "Cancelled"
+        assert ctx.value("6*7") == "42", "the sandboxed kernel was interrupted, not killed"
         w.clusters.permanent_delete(cid)
     finally:
         srv.stop()

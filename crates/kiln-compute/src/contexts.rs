@@ -355,7 +355,7 @@ impl Contexts {
         let state = context.advance(command_id, CommandEvent::Cancel, Some(cancelled))?;
         if state == CommandState::Cancelling {
             let pid = lock(&context.inner)?.kernel_pid;
-            crate::engine::signal(pid, libc::SIGINT);
+            crate::engine::signal(kiln_core::process::signal_target(pid), libc::SIGINT);
         }
         Ok(state)
     }

@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use kiln_core::{Error, ErrorCode, Result};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::runtime::Runtime;
 use crate::spark_connect;
@@ -34,6 +34,8 @@ pub struct EngineSpec {
     pub env: BTreeMap<String, String>,
     /// The cluster's OS identity (when Kiln is root).
     pub identity: Option<kiln_core::process::OsIdentity>,
+    /// Who user code runs as (a sandbox, when Kiln is not root).
+    pub isolation: std::sync::Arc<crate::isolation::Isolation>,
 }
 
 /// A live engine process.
@@ -105,7 +107,14 @@ fn spawn(runtime: &Runtime, spec: &EngineSpec, port: u16) -> Result<Child> {
     let log_err = log
         .try_clone()
         .map_err(|e| Error::internal("open the engine log", e))?;
-    let mut command = Command::new(&runtime.sail);
+    let (dbfs, warehouse) = (spec.isolation.dbfs(), spec.isolation.warehouse());
+    let read = runtime.read_paths();
+    let view = crate::isolation::View {
+        rw: vec![&spec.work_dir, &dbfs, &warehouse],
+        ro: read.iter().map(|p| p.as_path()).collect(),
+        cwd: &spec.work_dir,
+    };
+    let mut command = spec.isolation.command(&runtime.sail, &view);
     // Nothing of Kiln's environment (credentials, Sail overrides) reaches it.
     crate::isolation::Isolation::base_env(&mut command, &spec.work_dir);
     command
@@ -119,7 +128,6 @@ fn spawn(runtime: &Runtime, spec: &EngineSpec, port: u16) -> Result<Child> {
         ])
         .arg("-C")
         .arg(&spec.work_dir)
-        .current_dir(&spec.work_dir)
         .envs(&spec.env)
         .env("KILN_CLUSTER_ID", &spec.cluster_id)
         .env("RUST_LOG", "warn")

@@ -7,8 +7,12 @@
 //! worker a fresh uid of its own in its cluster's group, and all of them share
 //! only the `kiln-data` group that owns DBFS and the warehouse. Kiln's private
 //! state (`kiln.db`, `admin.token`, `secrets.key`, TLS keys, logs) stays
-//! root-only. Otherwise ("none" mode) user code runs as Kiln's own user, and
-//! only admins may run code (see `routes::access::require_code_execution`).
+//! root-only. When Kiln is not root but bubblewrap works ("sandbox" mode),
+//! every such process runs in its own namespaces (`bwrap`: user, pid, mount,
+//! ipc, uts) that show only the system directories, the runtime and the paths
+//! it needs. Otherwise ("none" mode, or `KILN_ISOLATION=none`) user code would
+//! run as Kiln itself, so only admins may run code (see
+//! `routes::access::require_code_execution`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -31,21 +35,44 @@ const INHERITED: &[&str] = &["PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ"];
 #[derive(Debug)]
 pub struct Isolation {
     users: bool,
+    /// `bwrap`, when Kiln is not root and a sandbox works.
+    sandbox: Option<PathBuf>,
     shared: PathBuf,
     next_uid: AtomicU32,
 }
+
+/// What a sandboxed process sees besides the system directories: paths it may
+/// write, paths it may read, and its working directory.
+pub struct View<'a> {
+    pub rw: Vec<&'a Path>,
+    pub ro: Vec<&'a Path>,
+    pub cwd: &'a Path,
+}
+
+/// System directories a sandbox shows read-only (those that exist).
+const SYSTEM_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/opt",
+];
 
 impl Isolation {
     /// Detects the mode (root → users), chooses and prepares the shared tree.
     /// `shared` overrides the choice (config `shared_dir`).
     pub fn open(data_dir: &Path, shared: Option<PathBuf>) -> Result<Self> {
         let users = kiln_core::process::is_root();
+        let wanted = std::env::var("KILN_ISOLATION").unwrap_or_default() != "none";
+        let sandbox = if users || !wanted {
+            None
+        } else {
+            find_sandbox()
+        };
+        let users = users && wanted;
         let shared = match shared {
             Some(dir) => dir,
             None => choose_shared(data_dir, users)?,
         };
         let isolation = Self {
             users,
+            sandbox,
             shared,
             next_uid: AtomicU32::new(rand::random::<u32>() % UID_SPAN),
         };
@@ -57,6 +84,7 @@ impl Isolation {
     pub fn unisolated(dir: &Path) -> Self {
         Self {
             users: false,
+            sandbox: None,
             shared: dir.to_path_buf(),
             next_uid: AtomicU32::new(0),
         }
@@ -67,12 +95,47 @@ impl Isolation {
         self.users
     }
 
+    /// Whether user code is kept from Kiln's private state (users or sandbox).
+    pub fn isolates(&self) -> bool {
+        self.users || self.sandbox.is_some()
+    }
+
     pub fn mode(&self) -> &'static str {
-        if self.users {
-            "users"
-        } else {
-            "none"
+        match (self.users, &self.sandbox) {
+            (true, _) => "users",
+            (false, Some(_)) => "sandbox",
+            (false, None) => "none",
         }
+    }
+
+    /// A command for `program`: the program itself, or in sandbox mode
+    /// `bwrap … -- program` showing only the system directories and `view`.
+    pub fn command(&self, program: &Path, view: &View<'_>) -> tokio::process::Command {
+        let Some(bwrap) = &self.sandbox else {
+            let mut command = tokio::process::Command::new(program);
+            command.current_dir(view.cwd);
+            return command;
+        };
+        let mut command = tokio::process::Command::new(bwrap);
+        command.args([
+            "--unshare-all",
+            "--share-net",
+            "--die-with-parent",
+            "--cap-drop",
+            "ALL",
+        ]);
+        for dir in SYSTEM_DIRS {
+            command.arg("--ro-bind-try").arg(dir).arg(dir);
+        }
+        command.args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+        for path in &view.ro {
+            command.arg("--ro-bind-try").arg(path).arg(path);
+        }
+        for path in &view.rw {
+            command.arg("--bind-try").arg(path).arg(path);
+        }
+        command.arg("--chdir").arg(view.cwd).arg("--").arg(program);
+        command
     }
 
     /// The tree user code may reach: `dbfs`, `warehouse`, `engines`, `scratch`.
@@ -183,6 +246,24 @@ impl Isolation {
     }
 }
 
+/// `bwrap` from PATH, if a sandbox can actually be made here (user namespaces
+/// may be disabled).
+fn find_sandbox() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    let bwrap = std::env::split_paths(&path)
+        .map(|dir| dir.join("bwrap"))
+        .find(|p| p.is_file())?;
+    let ok = std::process::Command::new(&bwrap)
+        .args(["--unshare-all", "--share-net", "--die-with-parent"])
+        .args(["--ro-bind", "/", "/", "true"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(bwrap)
+}
+
 /// The data dir when others can reach it; otherwise a directory under
 /// `/var/lib/kiln/shared` named after it. An existing install whose DBFS or
 /// warehouse already lives in an unreachable data dir is refused with the fix.
@@ -285,6 +366,7 @@ mod tests {
     fn identities_are_stable_per_cluster_and_fresh_per_process() {
         let iso = Isolation {
             users: true,
+            sandbox: None,
             shared: PathBuf::from("/x"),
             next_uid: AtomicU32::new(5),
         };

@@ -18,12 +18,12 @@ use kiln_core::{Error, ErrorCode, Result};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::{Child, ChildStdin};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::engine::signal;
-use crate::isolation::Isolation;
+use crate::isolation::{Isolation, View};
 use crate::runtime::Runtime;
 
 const SOURCES: &[(&str, &str)] = &[
@@ -153,7 +153,16 @@ impl Kernel {
         let python =
             crate::pyenv::ensure(runtime, &spec.engine_dir, spec.cluster_identity.as_ref()).await?;
         let scratch = spec.isolation.scratch(spec.identity.as_ref())?;
-        let mut command = Command::new(python);
+        let (dbfs, warehouse) = (spec.isolation.dbfs(), spec.isolation.warehouse());
+        let read = runtime.read_paths();
+        let mut ro: Vec<&Path> = read.iter().map(|p| p.as_path()).collect();
+        ro.extend([spec.engine_dir.as_path(), spec.sources.as_path()]);
+        let view = View {
+            rw: vec![&scratch, &dbfs, &warehouse],
+            ro,
+            cwd: &scratch,
+        };
+        let mut command = spec.isolation.command(&python, &view);
         Isolation::base_env(&mut command, &scratch);
         command
             .args(["-u", "-m", "kiln_kernel.kernel"])
@@ -163,7 +172,6 @@ impl Kernel {
             .env("KILN_CLUSTER_ID", &spec.cluster_id)
             .env("MPLBACKEND", "Agg")
             .env("PYTHONDONTWRITEBYTECODE", "1")
-            .current_dir(&scratch)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -227,7 +235,7 @@ impl Kernel {
 
     /// Interrupts the running command (SIGINT).
     pub fn interrupt(&self) {
-        signal(self.pid, libc::SIGINT);
+        signal(kiln_core::process::signal_target(self.pid), libc::SIGINT);
     }
 
     pub async fn kill(&mut self) {

@@ -460,7 +460,16 @@ impl Libraries {
                 args.extend(["-r".into(), file.display().to_string()])
             }
         }
-        let mut command = tokio::process::Command::new(&self.runtime.python);
+        let isolation = self.clusters.isolation();
+        let read = self.runtime.read_paths();
+        let mut ro: Vec<&std::path::Path> = read.iter().map(|p| p.as_path()).collect();
+        ro.push(&self.dbfs_root);
+        let view = crate::isolation::View {
+            rw: vec![&engine_dir],
+            ro,
+            cwd: &engine_dir,
+        };
+        let mut command = isolation.command(&self.runtime.python, &view);
         // pip runs as the cluster (it writes only the cluster's environment),
         // with a clean environment but for proxy and index settings.
         crate::isolation::Isolation::base_env(&mut command, &engine_dir);

@@ -228,6 +228,7 @@ async fn launch(clusters: &Clusters, cluster_id: &str, generation: u64) -> kiln_
         cluster_id: cluster_id.into(),
         work_dir: clusters.engine_dir(cluster_id),
         identity: clusters.isolation().cluster_identity(cluster_id),
+        isolation: clusters.isolation().clone(),
         num_workers: workers.0,
         max_workers: workers.1,
         env: engine_env(clusters, &record),

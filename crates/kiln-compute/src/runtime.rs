@@ -187,6 +187,24 @@ fn reachable(path: &Path) -> bool {
 }
 
 impl Runtime {
+    /// The interpreter installation the venv links to (`home` in `pyvenv.cfg`,
+    /// minus `bin`): sandboxed processes must see it.
+    pub fn base_prefix(&self) -> Option<PathBuf> {
+        let cfg = fs::read_to_string(self.root.join("pyvenv.cfg")).ok()?;
+        let home = cfg.lines().find_map(|line| {
+            let (key, value) = line.split_once('=')?;
+            (key.trim() == "home").then(|| PathBuf::from(value.trim()))
+        })?;
+        home.parent().map(Path::to_path_buf)
+    }
+
+    /// Read-only paths a sandboxed process needs to run the runtime's Python.
+    pub fn read_paths(&self) -> Vec<PathBuf> {
+        let mut paths = vec![self.root.clone()];
+        paths.extend(self.base_prefix());
+        paths
+    }
+
     /// As root, checks that unprivileged users can run the runtime's Python
     /// (and so the interpreter it links to); the message tells the fix.
     pub fn check_reachable(&self) -> Result<()> {

@@ -83,6 +83,30 @@ pub fn reachable_by_others(path: &Path) -> bool {
     })
 }
 
+/// The process a signal meant for `pid` should reach: `pid` itself, or when
+/// `pid` is a sandbox (`bwrap`, which does not forward signals) the program
+/// running inside it.
+pub fn signal_target(pid: u32) -> u32 {
+    let mut current = pid;
+    for _ in 0..4 {
+        let comm = std::fs::read_to_string(format!("/proc/{current}/comm")).unwrap_or_default();
+        if comm.trim() != "bwrap" {
+            return current;
+        }
+        let children = std::fs::read_to_string(format!("/proc/{current}/task/{current}/children"))
+            .unwrap_or_default();
+        match children
+            .split_whitespace()
+            .next()
+            .and_then(|c| c.parse().ok())
+        {
+            Some(child) => current = child,
+            None => return current,
+        }
+    }
+    current
+}
+
 /// Sends `sig` to a process Kiln started (nothing for pid 0).
 pub fn signal(pid: u32, sig: libc::c_int) {
     if pid > 0 {

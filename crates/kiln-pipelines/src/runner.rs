@@ -198,6 +198,7 @@ async fn execute(
                 log: &log,
                 isolation: &isolation,
                 cluster_id: &cluster_id,
+                read: [svc.runtime.read_paths(), vec![engine_dir.clone()]].concat(),
             }) => Arc::new(w?),
             _ = cancel.cancelled() => return Err(Stop::Canceled),
         },

@@ -12,7 +12,7 @@ use std::time::Duration;
 use kiln_core::{Error, ErrorCode, Result};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::{Child, ChildStdin};
 use tokio::sync::{oneshot, Mutex as AsyncMutex};
 use tokio::task::JoinHandle;
 
@@ -44,6 +44,8 @@ pub struct WorkerSpec<'a> {
     pub log: &'a Path,
     pub isolation: &'a kiln_compute::isolation::Isolation,
     pub cluster_id: &'a str,
+    /// What the worker reads besides DBFS: the runtime, the cluster's environment.
+    pub read: Vec<std::path::PathBuf>,
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -59,7 +61,15 @@ impl Worker {
         let scratch = spec.isolation.scratch(identity.as_ref())?;
         let (python, sources, spark_url, dbfs_root) =
             (spec.python, spec.sources, spec.spark_url, spec.dbfs_root);
-        let mut command = Command::new(python);
+        let (dbfs, warehouse) = (spec.isolation.dbfs(), spec.isolation.warehouse());
+        let mut ro: Vec<&Path> = spec.read.iter().map(|p| p.as_path()).collect();
+        ro.push(sources);
+        let view = kiln_compute::isolation::View {
+            rw: vec![&scratch, &dbfs, &warehouse],
+            ro,
+            cwd: &scratch,
+        };
+        let mut command = spec.isolation.command(python, &view);
         kiln_compute::isolation::Isolation::base_env(&mut command, &scratch);
         command
             .args(["-u", "-m", "kiln_pipelines.worker"])
@@ -67,7 +77,6 @@ impl Worker {
             .env("KILN_SPARK_URL", spark_url)
             .env("KILN_DBFS_ROOT", dbfs_root)
             .env("PYTHONDONTWRITEBYTECODE", "1")
-            .current_dir(&scratch)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)

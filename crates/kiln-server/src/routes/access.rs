@@ -90,11 +90,11 @@ pub fn can_read_object(state: &AppState, who: &Principal, object: &ObjectRecord)
 /// see `kiln_compute::isolation`), user code would run as Kiln itself and
 /// could read its private state, so only admins may run code.
 pub fn require_code_execution(state: &AppState, caller: &Caller) -> Result<()> {
-    if caller.admin || state.clusters.isolation().users() {
+    if caller.admin || state.clusters.isolation().isolates() {
         return Ok(());
     }
     Err(kiln_core::Error::new(
         kiln_core::ErrorCode::PermissionDenied,
-        "Running code needs user isolation, which this Kiln lacks (it does not run as root): only admins may run code here. Run Kiln as root (user code then runs as unprivileged users) to let other users run code.",
+        "Running code needs user isolation, which this Kiln lacks (it does not run as root and bubblewrap is unavailable): only admins may run code here. Run Kiln as root (user code then runs as unprivileged users) or install bubblewrap to let other users run code.",
     ))
 }
