@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from databricks.sdk.common.types.fieldmask import FieldMask
-from databricks.sdk.errors import AlreadyExists, InvalidParameterValue, NotFound, PermissionDenied
+from databricks.sdk.errors import AlreadyExists, BadRequest, InvalidParameterValue, NotFound, PermissionDenied
 from databricks.sdk.service.postgres import (
     Branch,
     BranchSpec,
@@ -294,12 +294,12 @@ def test_allowed_pg_settings_reach_postgres(kiln, w, project):
 def test_protected_and_default_branches_refuse_delete(w, project):
     parent = f"projects/{project}"
     b = w.postgres.create_branch(parent, Branch(spec=BranchSpec(no_expiry=True, is_protected=True)), branch_id="keep").wait()
-    with pytest.raises(Exception):
+    with pytest.raises(BadRequest, match="protected"):
         w.postgres.delete_branch(b.name)
     w.postgres.update_branch(b.name, Branch(spec=BranchSpec(is_protected=False)), FieldMask(field_mask=["spec.is_protected"])).wait()
     assert not w.postgres.get_branch(b.name).status.is_protected
     w.postgres.delete_branch(b.name).wait()
-    with pytest.raises(Exception):
+    with pytest.raises(BadRequest, match="default branch"):
         w.postgres.delete_branch(f"{parent}/branches/production")
 
 
@@ -328,3 +328,42 @@ def test_restart_keeps_states_and_delete_cleans_up(kiln_factory):
     wait_for(lambda: not postgres_procs(f"/b/{branch_uid}/pgdata"), 30, "postgres to stop after delete")
     with pytest.raises(NotFound):
         w.postgres.get_project(f"projects/{project_id}")
+
+
+def test_operations_are_long_running_and_survive_a_crash(kiln_factory):
+    """With no grace to finish in the request (operation_wait_ms = 0), a create
+    answers `done: false`, the SDK's wait() polls the operation to its result,
+    and an operation pending when Kiln is killed ends done after restart."""
+    server = kiln_factory(lakebase={"operation_wait_ms": 0})
+    w = server.client()
+    s = server.http()
+    project_id = pid("lro")
+    r = s.post(server.url(f"/api/2.0/postgres/projects?project_id={project_id}"), json={"spec": {}})
+    assert r.status_code == 200, r.text
+    op = r.json()
+    assert op["done"] is False and "response" not in op, op
+    assert op["name"].startswith(f"projects/{project_id}/operations/")
+    done = wait_for(lambda: (lambda o: o if o["done"] else None)(s.get(server.url(f"/api/2.0/postgres/{op['name']}")).json()),
+                    120, "the operation to finish", 0.1)
+    assert done["response"]["name"] == f"projects/{project_id}" and "error" not in done, done
+    # validation failures are still the request's own errors, not operations
+    dup = s.post(server.url(f"/api/2.0/postgres/projects?project_id={project_id}"), json={"spec": {}})
+    assert dup.status_code == 409, dup.text
+    # the SDK polls a pending operation to its result
+    branch = w.postgres.create_branch(f"projects/{project_id}", Branch(spec=BranchSpec(no_expiry=True)), branch_id="dev").wait()
+    assert branch.name == f"projects/{project_id}/branches/dev"
+    # kill -9 while an operation may still run: after restart it is done, never stuck pending
+    other = pid("lro-crash")
+    pending = s.post(server.url(f"/api/2.0/postgres/projects?project_id={other}"), json={"spec": {}}).json()
+    server.restart()
+    after = server.http().get(server.url(f"/api/2.0/postgres/{pending['name']}")).json()
+    assert after["done"] is True, after
+    exists = server.http().get(server.url(f"/api/2.0/postgres/projects/{other}")).status_code == 200
+    if "error" in after:
+        assert after["error"]["error_code"] == "ABORTED" and not exists, after
+    else:
+        assert exists, after
+    w = server.client()
+    for p in (project_id, other):
+        if server.http().get(server.url(f"/api/2.0/postgres/projects/{p}")).status_code == 200:
+            w.postgres.delete_project(f"projects/{p}").wait()

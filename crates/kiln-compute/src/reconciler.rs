@@ -3,7 +3,7 @@
 //! the gap. It owns every step task; on cancellation it waits for them (with a
 //! deadline) and stops every engine.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,29 +45,28 @@ enum Step {
 }
 
 pub(crate) async fn run(clusters: Arc<Clusters>, cancel: CancellationToken) {
-    let mut steps: JoinSet<String> = JoinSet::new();
-    let mut busy: HashSet<String> = HashSet::new();
+    let mut steps: JoinSet<()> = JoinSet::new();
+    // Which cluster each step task works on: a step that panics frees its
+    // cluster like one that returns (the next tick plans it again).
+    let mut busy: HashMap<tokio::task::Id, String> = HashMap::new();
     loop {
-        for (cluster_id, step) in plan(&clusters, &busy) {
-            busy.insert(cluster_id.clone());
+        let taken: HashSet<String> = busy.values().cloned().collect();
+        for (cluster_id, step) in plan(&clusters, &taken) {
             let clusters = clusters.clone();
-            steps.spawn(async move {
-                run_step(&clusters, &cluster_id, step).await;
-                cluster_id
+            let id = cluster_id.clone();
+            let handle = steps.spawn(async move {
+                run_step(&clusters, &id, step).await;
             });
+            busy.insert(handle.id(), cluster_id);
         }
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = clusters.nudge.notified() => {}
             _ = tokio::time::sleep(TICK) => {}
-            Some(done) = steps.join_next(), if !steps.is_empty() => {
-                if let Ok(cluster_id) = done { busy.remove(&cluster_id); }
-            }
+            Some(done) = steps.join_next_with_id(), if !steps.is_empty() => finish_step(&mut busy, done),
         }
-        while let Some(done) = steps.try_join_next() {
-            if let Ok(cluster_id) = done {
-                busy.remove(&cluster_id);
-            }
+        while let Some(done) = steps.try_join_next_with_id() {
+            finish_step(&mut busy, done);
         }
     }
     if tokio::time::timeout(STEP_DRAIN_DEADLINE, async {
@@ -93,6 +92,22 @@ async fn stop_all(clusters: &Clusters) {
         stops.spawn(slot.engine.stop(deadline));
     }
     while stops.join_next().await.is_some() {}
+}
+
+fn finish_step(
+    busy: &mut HashMap<tokio::task::Id, String>,
+    done: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+) {
+    let id = match done {
+        Ok((id, ())) => id,
+        Err(e) => {
+            if e.is_panic() {
+                tracing::error!("a reconcile step panicked; its cluster is planned again");
+            }
+            e.id()
+        }
+    };
+    busy.remove(&id);
 }
 
 fn plan(clusters: &Clusters, busy: &HashSet<String>) -> Vec<(String, Step)> {

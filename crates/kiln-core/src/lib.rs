@@ -3,6 +3,7 @@
 //! Every crate reports failures as [`Error`], whose [`ErrorCode`] is one of the
 //! `error_code` strings the Databricks SDK knows. The HTTP edge renders it once.
 
+pub mod blocking;
 pub mod error;
 pub mod ids;
 pub mod process;

@@ -107,6 +107,7 @@ impl Lakebase {
                 )));
             }
         }
+        crate::operations::accepted();
         let now = now_ms();
         let mut branch = BranchRecord {
             project_id: project_id.into(),
@@ -267,18 +268,22 @@ impl Lakebase {
                 source.name()
             ))
         })?;
-        let runtime = self.runtime(&primary.uid);
-        // Held for the whole copy: the source is neither woken nor suspended meanwhile.
-        let mut process = runtime.process.lock().await;
         let from = self.layout.pgdata(&source.uid);
-        let running = process.as_mut().map(|p| !p.exited()).unwrap_or(false);
-        match process.as_ref() {
-            Some(p) if running => {
-                let lsn = storage::clone_online(pg, &p.socket_dir, &from, to).await?;
-                Ok((lsn, true))
-            }
-            _ => Ok((storage::clone_offline(pg, &from, to).await?, false)),
+        if !primary.disabled {
+            // An online copy of the running source (woken if it was idle). The
+            // endpoint's process lock is held only while it starts; `busy`
+            // keeps it from being suspended during the copy, so a login that
+            // wakes it meanwhile does not wait for the copy.
+            let (socket_dir, busy) = self.wake(&primary.uid).await?;
+            let lsn = storage::clone_online(pg, &socket_dir, &from, to).await?;
+            drop(busy);
+            return Ok((lsn, true));
         }
+        // A disabled source is never woken (logins are refused before they
+        // lock); the lock keeps it stopped for the offline copy.
+        let runtime = self.runtime(&primary.uid);
+        let _process = runtime.process.lock().await;
+        Ok((storage::clone_offline(pg, &from, to).await?, false))
     }
 
     /// Makes sure the source's archive holds WAL past any target up to now:

@@ -88,6 +88,7 @@ impl Lakebase {
             new.settings,
         );
         endpoint.disabled = new.disabled;
+        crate::operations::accepted();
         pg.make_dir(&self.layout.endpoint_dir(&endpoint.uid))?;
         let started = self
             .provision_endpoint(&pg, &branch.uid, &endpoint, primary.as_ref())

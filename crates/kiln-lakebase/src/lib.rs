@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod endpoints;
 pub mod lifecycle;
 pub mod model;
+pub mod operations;
 pub mod pg;
 pub mod projects;
 pub mod proxy;

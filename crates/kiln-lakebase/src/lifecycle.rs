@@ -23,6 +23,8 @@ pub enum EndpointEvent {
     Suspended,
     /// Its postgres exited without being asked to, or failed to start.
     Crashed,
+    /// Recorded ACTIVE, but no postgres runs for it (found by the reconciler).
+    Lost,
 }
 
 impl EndpointState {
@@ -35,12 +37,18 @@ impl EndpointState {
         }
     }
 
-    /// Every state moves on every event: the event alone decides the next state.
-    pub fn next(self, event: EndpointEvent) -> Self {
-        match event {
-            EndpointEvent::Started => Self::Active,
-            EndpointEvent::Suspended => Self::Idle,
-            EndpointEvent::Crashed => Self::Degraded,
+    /// The next state, or `None` when the event does not apply in this state
+    /// (the record then stays as it is).
+    pub fn next(self, event: EndpointEvent) -> Option<Self> {
+        use EndpointEvent as E;
+        match (self, event) {
+            (_, E::Started) => Some(Self::Active),
+            (Self::Init | Self::Active | Self::Degraded, E::Suspended) => Some(Self::Idle),
+            (Self::Idle, E::Suspended) => None,
+            (Self::Init | Self::Active | Self::Idle, E::Crashed) => Some(Self::Degraded),
+            (Self::Degraded, E::Crashed) => None,
+            (Self::Active, E::Lost) => Some(Self::Degraded),
+            (_, E::Lost) => None,
         }
     }
 }
@@ -69,11 +77,19 @@ mod tests {
     fn endpoint_transitions() {
         use EndpointEvent as E;
         use EndpointState as S;
-        assert_eq!(S::Init.next(E::Started), S::Active);
-        assert_eq!(S::Active.next(E::Suspended), S::Idle);
-        assert_eq!(S::Idle.next(E::Started), S::Active);
-        assert_eq!(S::Active.next(E::Crashed), S::Degraded);
-        assert_eq!(S::Degraded.next(E::Started), S::Active);
-        assert_eq!(S::Idle.next(E::Crashed), S::Degraded);
+        assert_eq!(S::Init.next(E::Started), Some(S::Active));
+        assert_eq!(S::Active.next(E::Suspended), Some(S::Idle));
+        assert_eq!(S::Idle.next(E::Started), Some(S::Active));
+        assert_eq!(S::Active.next(E::Crashed), Some(S::Degraded));
+        assert_eq!(S::Degraded.next(E::Started), Some(S::Active));
+        assert_eq!(S::Idle.next(E::Crashed), Some(S::Degraded));
+        assert_eq!(S::Active.next(E::Lost), Some(S::Degraded));
+        assert_eq!(S::Active.next(E::Started), Some(S::Active));
+        // events that do not apply leave the state alone
+        assert_eq!(S::Idle.next(E::Suspended), None);
+        assert_eq!(S::Degraded.next(E::Crashed), None);
+        for s in [S::Init, S::Idle, S::Degraded] {
+            assert_eq!(s.next(E::Lost), None, "{s:?}");
+        }
     }
 }

@@ -287,8 +287,8 @@ impl EndpointRecord {
     }
 }
 
-/// A finished long-running operation (Kiln completes the work before it
-/// answers, so every recorded operation is done).
+/// A long-running operation (see `operations`): pending until its work ends,
+/// then done with a response or an error.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OperationRecord {
     pub name: String,
@@ -297,6 +297,22 @@ pub struct OperationRecord {
     /// Who asked for it (operations are readable by their requester and admins).
     pub requested_by: String,
     pub create_ms: i64,
+    /// Records from before operations could be pending were all done.
+    #[serde(default = "done_by_default")]
+    pub done: bool,
+    #[serde(default)]
+    pub error: Option<OperationError>,
+}
+
+fn done_by_default() -> bool {
+    true
+}
+
+/// Why an operation failed, in Databricks `error_code` terms.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OperationError {
+    pub error_code: String,
+    pub message: String,
 }
 
 #[cfg(test)]

@@ -113,6 +113,7 @@ impl Lakebase {
                 format!("Project with id {project_id} already exists"),
             ));
         }
+        crate::operations::accepted();
         self.ensure_root(&pg)?;
         let now = now_ms();
         let project = ProjectRecord {
@@ -249,6 +250,7 @@ impl Lakebase {
     pub async fn delete_project(&self, project_id: &str) -> Result<()> {
         let _lock = self.lock_project(project_id).await;
         self.project(project_id)?;
+        crate::operations::accepted();
         let (branches, endpoints) = {
             let r = self.read()?;
             let branches: Vec<BranchRecord> = r

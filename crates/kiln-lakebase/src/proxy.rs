@@ -402,4 +402,56 @@ mod tests {
         );
         assert!(endpoint_id(Some("localhost"), &mut BTreeMap::new()).is_err());
     }
+
+    /// A bounded fuzz run over the bytes a client controls before it has
+    /// authenticated: startup bodies (any version, keys, values, NULs, odd
+    /// `options`) and SNI names never panic the parser or the endpoint lookup.
+    #[test]
+    fn fuzz_startup_messages_never_panic() {
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        const WORDS: &[&[u8]] = &[
+            b"user",
+            b"database",
+            b"options",
+            b"endpoint=",
+            b"endpoint=ep-x",
+            b"-c",
+            b" ",
+            b"\0",
+            b"\xff",
+            b"ep-a.localhost",
+            b"=",
+            b"replication",
+            b"\xc3",
+            b"--",
+            b"",
+        ];
+        for _ in 0..20_000 {
+            let mut body = match next() % 4 {
+                0 => (next() as i32).to_be_bytes().to_vec(),
+                _ => 196_608i32.to_be_bytes().to_vec(),
+            };
+            for _ in 0..next() % 12 {
+                match next() % 3 {
+                    0 => body.push((next() % 256) as u8),
+                    _ => body.extend_from_slice(WORDS[(next() % WORDS.len() as u64) as usize]),
+                }
+            }
+            if let Ok(mut params) = parse_startup(&body) {
+                let sni = match next() % 3 {
+                    0 => None,
+                    1 => Some("ep-a.localhost".to_string()),
+                    _ => Some(String::from_utf8_lossy(&body[4..]).into_owned()),
+                };
+                let _ = endpoint_id(sni.as_deref(), &mut params);
+                let _ = startup_message(&params);
+            }
+        }
+    }
 }

@@ -29,7 +29,7 @@ use crate::storage::Layout;
 pub(crate) const PROJECT: &str = "pg_project";
 pub(crate) const BRANCH: &str = "pg_branch";
 pub(crate) const ENDPOINT: &str = "pg_endpoint";
-const OPERATION: &str = "pg_operation";
+pub(crate) const OPERATION: &str = "pg_operation";
 
 #[derive(Debug, Clone)]
 pub struct LakebaseConfig {
@@ -46,6 +46,8 @@ pub struct LakebaseConfig {
     /// Shortest accepted credential lifetime (300 s as on Databricks; tests lower it).
     pub min_credential_secs: u64,
     pub start_timeout: Duration,
+    /// How long a request waits for its operation before answering `done: false`.
+    pub operation_wait: Duration,
 }
 
 /// What Kiln keeps about every resource.
@@ -76,6 +78,8 @@ pub struct Lakebase {
     runtimes: Mutex<HashMap<String, Arc<Runtime>>>,
     project_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub credentials: Credentials,
+    /// The tasks running operations' work (see `operations`).
+    pub(crate) operations_tasks: Mutex<tokio::task::JoinSet<()>>,
 }
 
 /// Held while an operation uses an endpoint (it is not suspended meanwhile).
@@ -143,6 +147,11 @@ impl Lakebase {
             runtimes: Mutex::new(HashMap::new()),
             project_locks: Mutex::new(HashMap::new()),
             credentials,
+            operations_tasks: Mutex::new(tokio::task::JoinSet::new()),
+        })
+        .and_then(|lakebase: Self| {
+            lakebase.abort_interrupted()?;
+            Ok(lakebase)
         })
     }
 
@@ -217,6 +226,16 @@ impl Lakebase {
         lock.lock_owned().await
     }
 
+    /// The project's lock if nobody holds it (the reconciler never waits).
+    fn try_lock_project(&self, project_id: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        let lock = self
+            .project_locks
+            .lock()
+            .map(|mut m| m.entry(project_id.to_string()).or_default().clone())
+            .ok()?;
+        lock.try_lock_owned().ok()
+    }
+
     pub(crate) fn runtime(&self, endpoint_uid: &str) -> Arc<Runtime> {
         self.runtimes
             .lock()
@@ -228,41 +247,6 @@ impl Lakebase {
         if let Ok(mut m) = self.runtimes.lock() {
             m.remove(endpoint_uid);
         }
-    }
-
-    // ---- operations ------------------------------------------------------------
-
-    /// Records a finished operation on `resource` and returns it.
-    pub fn record_operation(
-        &self,
-        resource: &str,
-        kind: &str,
-        requested_by: &str,
-        response: serde_json::Value,
-    ) -> Result<OperationRecord> {
-        let op = OperationRecord {
-            name: format!("{resource}/operations/{}", kiln_core::ids::uuid4()),
-            metadata_type: format!(
-                "type.googleapis.com/databricks.postgres.v1.{kind}OperationMetadata"
-            ),
-            response,
-            requested_by: requested_by.into(),
-            create_ms: now_ms(),
-        };
-        let write = Self::put(OPERATION, op.name.clone(), &op)?;
-        let stored = op.clone();
-        self.commit(vec![write], |r| {
-            r.operations.insert(stored.name.clone(), stored);
-        })?;
-        Ok(op)
-    }
-
-    pub fn operation(&self, name: &str) -> Result<OperationRecord> {
-        self.read()?
-            .operations
-            .get(name)
-            .cloned()
-            .ok_or_else(|| not_found("Operation", name))
     }
 
     // ---- endpoints at run time --------------------------------------------------
@@ -420,16 +404,42 @@ impl Lakebase {
         let Some(mut ep) = self.read()?.endpoints.get(endpoint_name).cloned() else {
             return Ok(());
         };
-        let next = ep.state.next(event);
-        if next == ep.state && event != EndpointEvent::Started {
+        let Some(next) = ep.state.next(event) else {
             return Ok(());
-        }
+        };
         ep.state = next;
         ep.last_active_ms = now_ms();
         let write = Self::put(ENDPOINT, ep.name(), &ep)?;
         self.commit(vec![write], |r| {
             r.endpoints.insert(ep.name(), ep);
         })
+    }
+
+    /// A recorded ACTIVE endpoint with no postgres (and no start under way):
+    /// DEGRADED, then started again.
+    async fn recover_lost(&self, ep: &EndpointRecord, runtime: &Runtime) -> Result<()> {
+        if ep.state != EndpointState::Active
+            || ep.disabled
+            || runtime.busy.load(Ordering::Acquire) > 0
+        {
+            return Ok(());
+        }
+        // Under the project's lock, so no delete or update runs meanwhile, and
+        // only if the record still says ACTIVE.
+        let Some(_lock) = self.try_lock_project(&ep.project_id) else {
+            return Ok(());
+        };
+        let current = self.read()?.endpoints.get(&ep.name()).cloned();
+        let still_lost = current.is_some_and(|e| e.state == EndpointState::Active && !e.disabled)
+            && runtime.process.try_lock().is_ok_and(|p| p.is_none());
+        if !still_lost {
+            return Ok(());
+        }
+        tracing::warn!(endpoint = %ep.name(), "recorded ACTIVE but not running: restarting it");
+        self.observe(&ep.name(), EndpointEvent::Lost)?;
+        let (_socket, busy) = self.wake(&ep.uid).await?;
+        drop(busy);
+        Ok(())
     }
 
     /// Suspends endpoints idle past their timeout; notices crashed ones.
@@ -464,7 +474,10 @@ impl Lakebase {
                     true
                 }
                 Some(false) => false,
-                None => return Ok(()),
+                None => {
+                    drop(process);
+                    return self.recover_lost(ep, &runtime).await;
+                }
             }
         };
         if crashed {
@@ -506,8 +519,10 @@ impl Lakebase {
         }
     }
 
-    /// Stops every postmaster (Kiln is shutting down); recorded states stay.
+    /// Lets running operations finish (30 s at most), then stops every
+    /// postmaster (Kiln is shutting down); recorded states stay.
     pub async fn shutdown(&self) {
+        self.drain_operations(Duration::from_secs(30)).await;
         let runtimes: Vec<Arc<Runtime>> = self
             .runtimes
             .lock()

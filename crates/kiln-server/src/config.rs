@@ -65,6 +65,9 @@ pub struct LakebaseSection {
     pub min_suspend_seconds: u64,
     /// Shortest credential lifetime accepted (Databricks: 300 s; tests lower it).
     pub min_credential_seconds: u64,
+    /// How long a create/update/delete waits for its work before it answers
+    /// with a pending operation (`done: false`) that the client polls.
+    pub operation_wait_ms: u64,
 }
 
 impl Default for LakebaseSection {
@@ -77,6 +80,7 @@ impl Default for LakebaseSection {
             postgres_roots: vec![PathBuf::from("/usr/lib/postgresql")],
             min_suspend_seconds: 60,
             min_credential_seconds: 300,
+            operation_wait_ms: 1000,
         }
     }
 }

@@ -243,8 +243,7 @@ impl Identity {
             .ok_or_else(unauthenticated)?;
         let parsed =
             PasswordHash::new(hash).map_err(|e| Error::internal("read a password hash", e))?;
-        Argon2::default()
-            .verify_password(secret.as_bytes(), &parsed)
+        kiln_core::blocking::run(|| Argon2::default().verify_password(secret.as_bytes(), &parsed))
             .map_err(|_| unauthenticated())?;
         self.write()?
             .verified_passwords
@@ -350,7 +349,7 @@ impl Identity {
 
     pub fn set_password(&self, principal_id: &str, password: &str) -> Result<()> {
         let mut record = self.principal(principal_id)?;
-        record.password_hash = Some(hash_password(password)?);
+        record.password_hash = Some(kiln_core::blocking::run(|| hash_password(password))?);
         self.store
             .commit(vec![Write::PutPrincipal(record.clone())])?;
         let mut index = self.write()?;

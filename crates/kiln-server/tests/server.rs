@@ -36,6 +36,8 @@ async fn start(
         data_dir: dir.to_path_buf(),
         ..Config::default()
     };
+    // Never the default 5432 (a system Postgres holds it on many machines).
+    config.lakebase.proxy_port = 0;
     configure(&mut config);
     let base = format!("http://127.0.0.1:{}", config.port);
     let (stop, stopped) = oneshot::channel::<()>();
@@ -292,7 +294,7 @@ async fn cluster_runs_a_real_engine_and_survives_a_restart() -> TestResult {
     assert_eq!(status, StatusCode::OK, "{created}");
     let id = created["cluster_id"]
         .as_str()
-        .unwrap_or_default()
+        .ok_or("clusters/create answered no cluster_id")?
         .to_string();
     let (_, pending) = server
         .get(&format!("/api/2.1/clusters/get?cluster_id={id}"))
@@ -341,7 +343,7 @@ async fn cluster_runs_a_real_engine_and_survives_a_restart() -> TestResult {
         .await?;
     let second_token = token["token_value"]
         .as_str()
-        .unwrap_or_default()
+        .ok_or("token/create answered no token_value")?
         .to_string();
     server.stop().await?;
 

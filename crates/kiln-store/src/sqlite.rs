@@ -201,12 +201,15 @@ impl Store for SqliteStore {
         if writes.is_empty() {
             return Ok(());
         }
-        self.with_conn(|conn| {
-            let tx = conn.transaction().map_err(db_err("begin a write"))?;
-            for write in &writes {
-                apply(&tx, write).map_err(db_err("write to the store"))?;
-            }
-            tx.commit().map_err(db_err("commit a write"))
+        // The transaction ends in an fsync (synchronous=FULL): off the async workers.
+        kiln_core::blocking::run(|| {
+            self.with_conn(|conn| {
+                let tx = conn.transaction().map_err(db_err("begin a write"))?;
+                for write in &writes {
+                    apply(&tx, write).map_err(db_err("write to the store"))?;
+                }
+                tx.commit().map_err(db_err("commit a write"))
+            })
         })
     }
 

@@ -7,6 +7,7 @@ use axum::Json;
 use base64::Engine as _;
 use kiln_api::dbfs as wire;
 use kiln_api::Empty;
+use kiln_core::blocking::run;
 use kiln_workspace::dbfs::FileInfo;
 
 use super::{ep, Endpoint};
@@ -55,7 +56,7 @@ async fn get_status(
     State(state): State<AppState>,
     Params(req): Params<wire::PathRef>,
 ) -> ApiResult<Json<wire::FileInfo>> {
-    Ok(Json(info(state.dbfs.get_status(&req.path)?)))
+    Ok(Json(info(run(|| state.dbfs.get_status(&req.path))?)))
 }
 
 async fn list(
@@ -63,7 +64,10 @@ async fn list(
     Params(req): Params<wire::PathRef>,
 ) -> ApiResult<Json<wire::ListStatusResponse>> {
     Ok(Json(wire::ListStatusResponse {
-        files: state.dbfs.list(&req.path)?.into_iter().map(info).collect(),
+        files: run(|| state.dbfs.list(&req.path))?
+            .into_iter()
+            .map(info)
+            .collect(),
     }))
 }
 
@@ -71,7 +75,7 @@ async fn mkdirs(
     State(state): State<AppState>,
     Params(req): Params<wire::PathRef>,
 ) -> ApiResult<Json<Empty>> {
-    state.dbfs.mkdirs(&req.path)?;
+    run(|| state.dbfs.mkdirs(&req.path))?;
     Ok(Json(Empty {}))
 }
 
@@ -91,7 +95,7 @@ async fn put(
             form.flag("overwrite"),
         ),
     };
-    state.dbfs.put(&path, &contents, overwrite)?;
+    run(|| state.dbfs.put(&path, &contents, overwrite))?;
     Ok(Json(Empty {}))
 }
 
@@ -99,9 +103,11 @@ async fn read(
     State(state): State<AppState>,
     Params(req): Params<wire::Read>,
 ) -> ApiResult<Json<wire::ReadResponse>> {
-    let data = state
-        .dbfs
-        .read(&req.path, req.offset.unwrap_or(0), req.length)?;
+    let data = run(|| {
+        state
+            .dbfs
+            .read(&req.path, req.offset.unwrap_or(0), req.length)
+    })?;
     Ok(Json(wire::ReadResponse {
         bytes_read: data.len() as u64,
         data: base64::engine::general_purpose::STANDARD.encode(data),
@@ -112,9 +118,7 @@ async fn delete(
     State(state): State<AppState>,
     Params(req): Params<wire::Delete>,
 ) -> ApiResult<Json<Empty>> {
-    state
-        .dbfs
-        .delete(&req.path, req.recursive.unwrap_or(false))?;
+    run(|| state.dbfs.delete(&req.path, req.recursive.unwrap_or(false)))?;
     Ok(Json(Empty {}))
 }
 
@@ -122,9 +126,11 @@ async fn move_path(
     State(state): State<AppState>,
     Params(req): Params<wire::Move>,
 ) -> ApiResult<Json<Empty>> {
-    state
-        .dbfs
-        .move_path(&req.source_path, &req.destination_path)?;
+    run(|| {
+        state
+            .dbfs
+            .move_path(&req.source_path, &req.destination_path)
+    })?;
     Ok(Json(Empty {}))
 }
 
@@ -133,9 +139,7 @@ async fn create(
     Params(req): Params<wire::Create>,
 ) -> ApiResult<Json<wire::CreateResponse>> {
     Ok(Json(wire::CreateResponse {
-        handle: state
-            .dbfs
-            .create(&req.path, req.overwrite.unwrap_or(false))?,
+        handle: run(|| state.dbfs.create(&req.path, req.overwrite.unwrap_or(false)))?,
     }))
 }
 
@@ -143,9 +147,8 @@ async fn add_block(
     State(state): State<AppState>,
     Params(req): Params<wire::AddBlock>,
 ) -> ApiResult<Json<Empty>> {
-    state
-        .dbfs
-        .add_block(req.handle, &base64_field("data", &req.data)?)?;
+    let data = base64_field("data", &req.data)?;
+    run(|| state.dbfs.add_block(req.handle, &data))?;
     Ok(Json(Empty {}))
 }
 
@@ -153,6 +156,6 @@ async fn close(
     State(state): State<AppState>,
     Params(req): Params<wire::Close>,
 ) -> ApiResult<Json<Empty>> {
-    state.dbfs.close(req.handle)?;
+    run(|| state.dbfs.close(req.handle))?;
     Ok(Json(Empty {}))
 }

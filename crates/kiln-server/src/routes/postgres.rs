@@ -188,27 +188,37 @@ pub fn endpoints() -> Vec<Endpoint> {
 }
 
 pub(super) fn operation(op: OperationRecord) -> wire::Operation {
+    let error = op.error.map(|e| wire::OperationError {
+        error_code: e.error_code,
+        message: e.message,
+    });
     wire::Operation {
         name: op.name,
-        done: true,
+        done: op.done,
         metadata: json!({"@type": op.metadata_type}),
-        response: Some(op.response),
-        error: None,
+        response: (op.done && error.is_none()).then_some(op.response),
+        error,
     }
 }
 
-/// Records the finished work as an Operation. Failures of the request itself
-/// (bad input, missing resources) are answered as errors instead.
-pub(super) fn finish(
+/// Runs the work of a create/update/delete as a long-running operation on
+/// `resource` (see `kiln_lakebase::operations`): failures before the work is
+/// accepted are the request's errors; the answer is the Operation, finished
+/// or pending.
+pub(super) async fn long_running<F>(
     state: &AppState,
     caller: &Caller,
-    resource: &str,
+    resource: String,
     kind: &str,
-    response: Value,
-) -> ApiResult<Json<wire::Operation>> {
+    work: F,
+) -> ApiResult<Json<wire::Operation>>
+where
+    F: std::future::Future<Output = Result<Value>> + Send + 'static,
+{
     let op = state
         .lakebase
-        .record_operation(resource, kind, &caller.user_name, response)?;
+        .run_operation(&resource, kind, &caller.user_name, work)
+        .await?;
     Ok(Json(operation(op)))
 }
 
@@ -283,17 +293,13 @@ async fn create_project(
         .project_id
         .ok_or_else(|| Error::invalid("project_id is required"))?;
     let new = convert::new_project(&body(&bytes)?)?;
-    let record = state
-        .lakebase
-        .create_project(&caller.user_name, &project_id, new)
-        .await?;
-    finish(
-        &state,
-        &caller,
-        &record.name(),
-        "Project",
-        typed("Project", convert::project(&record)),
-    )
+    let (lakebase, owner) = (state.lakebase.clone(), caller.user_name.clone());
+    let name = format!("projects/{project_id}");
+    long_running(&state, &caller, name, "Project", async move {
+        let record = lakebase.create_project(&owner, &project_id, new).await?;
+        Ok(typed("Project", convert::project(&record)))
+    })
+    .await
 }
 
 async fn list_projects(
@@ -335,14 +341,12 @@ async fn update_project(
     let q: wire::UpdateQuery = query(&raw)?;
     let paths = convert::mask(q.update_mask.as_deref())?;
     let patch = convert::project_patch(&current, &body(&bytes)?, &paths)?;
-    let record = state.lakebase.update_project(&project, patch).await?;
-    finish(
-        &state,
-        &caller,
-        &record.name(),
-        "Project",
-        typed("Project", convert::project(&record)),
-    )
+    let lakebase = state.lakebase.clone();
+    long_running(&state, &caller, current.name(), "Project", async move {
+        let record = lakebase.update_project(&project, patch).await?;
+        Ok(typed("Project", convert::project(&record)))
+    })
+    .await
 }
 
 async fn delete_project(
@@ -351,8 +355,12 @@ async fn delete_project(
     Path(project): Path<String>,
 ) -> ApiResult<Json<wire::Operation>> {
     let record = visible(&state, &caller, &project)?;
-    state.lakebase.delete_project(&project).await?;
-    finish(&state, &caller, &record.name(), "Project", empty())
+    let lakebase = state.lakebase.clone();
+    long_running(&state, &caller, record.name(), "Project", async move {
+        lakebase.delete_project(&project).await?;
+        Ok(empty())
+    })
+    .await
 }
 
 /// An operation, readable by whoever asked for it and by admins (also after
@@ -416,18 +424,13 @@ async fn create_branch(
         .branch_id
         .ok_or_else(|| Error::invalid("branch_id is required"))?;
     let new = convert::new_branch(&body(&bytes)?)?;
-    let record = state
-        .lakebase
-        .create_branch(&project, &branch_id, new)
-        .await?;
-    let wire = convert::branch(&state.lakebase, &record);
-    finish(
-        &state,
-        &caller,
-        &record.name(),
-        "Branch",
-        typed("Branch", wire),
-    )
+    let lakebase = state.lakebase.clone();
+    let name = format!("projects/{project}/branches/{branch_id}");
+    long_running(&state, &caller, name, "Branch", async move {
+        let record = lakebase.create_branch(&project, &branch_id, new).await?;
+        Ok(typed("Branch", convert::branch(&lakebase, &record)))
+    })
+    .await
 }
 
 async fn list_branches(
@@ -473,18 +476,13 @@ async fn update_branch(
     let q: wire::UpdateQuery = query(&raw)?;
     let paths = convert::mask(q.update_mask.as_deref())?;
     let patch = convert::branch_patch(&body(&bytes)?, &paths)?;
-    let record = state
-        .lakebase
-        .update_branch(&project, &branch, patch)
-        .await?;
-    let wire = convert::branch(&state.lakebase, &record);
-    finish(
-        &state,
-        &caller,
-        &record.name(),
-        "Branch",
-        typed("Branch", wire),
-    )
+    let lakebase = state.lakebase.clone();
+    let name = format!("projects/{project}/branches/{branch}");
+    long_running(&state, &caller, name, "Branch", async move {
+        let record = lakebase.update_branch(&project, &branch, patch).await?;
+        Ok(typed("Branch", convert::branch(&lakebase, &record)))
+    })
+    .await
 }
 
 async fn delete_branch(
@@ -494,6 +492,10 @@ async fn delete_branch(
 ) -> ApiResult<Json<wire::Operation>> {
     visible(&state, &caller, &project)?;
     let record = state.lakebase.branch(&project, &branch)?;
-    state.lakebase.delete_branch(&project, &branch).await?;
-    finish(&state, &caller, &record.name(), "Branch", empty())
+    let lakebase = state.lakebase.clone();
+    long_running(&state, &caller, record.name(), "Branch", async move {
+        lakebase.delete_branch(&project, &branch).await?;
+        Ok(empty())
+    })
+    .await
 }

@@ -9,7 +9,7 @@ use kiln_core::{time::now_ms, Error, ErrorCode};
 use kiln_lakebase::endpoints::NewEndpoint;
 use kiln_lakebase::model::{parse_duration, parse_timestamp, EndpointType};
 
-use super::postgres::{body, empty, finish, page, query, typed, visible};
+use super::postgres::{body, empty, long_running, page, query, typed, visible};
 use super::postgres_convert as convert;
 use crate::error::ApiResult;
 use crate::extract::from_json;
@@ -42,18 +42,15 @@ pub(super) async fn create_endpoint(
         settings: convert::endpoint_settings(&p.defaults, &spec)?,
         disabled: spec.disabled.unwrap_or(false),
     };
-    let record = state
-        .lakebase
-        .create_endpoint(&project, &branch, &endpoint_id, new)
-        .await?;
-    let wire = convert::endpoint(&state.lakebase, &record);
-    finish(
-        &state,
-        &caller,
-        &record.name(),
-        "Endpoint",
-        typed("Endpoint", wire),
-    )
+    let lakebase = state.lakebase.clone();
+    let name = format!("projects/{project}/branches/{branch}/endpoints/{endpoint_id}");
+    long_running(&state, &caller, name, "Endpoint", async move {
+        let record = lakebase
+            .create_endpoint(&project, &branch, &endpoint_id, new)
+            .await?;
+        Ok(typed("Endpoint", convert::endpoint(&lakebase, &record)))
+    })
+    .await
 }
 
 pub(super) async fn list_endpoints(
@@ -99,18 +96,14 @@ pub(super) async fn update_endpoint(
     let q: wire::UpdateQuery = query(&raw)?;
     let paths = convert::mask(q.update_mask.as_deref())?;
     let patch = convert::endpoint_patch(&current, &body(&bytes)?, &paths)?;
-    let record = state
-        .lakebase
-        .update_endpoint(&project, &branch, &endpoint, patch)
-        .await?;
-    let wire = convert::endpoint(&state.lakebase, &record);
-    finish(
-        &state,
-        &caller,
-        &record.name(),
-        "Endpoint",
-        typed("Endpoint", wire),
-    )
+    let lakebase = state.lakebase.clone();
+    long_running(&state, &caller, current.name(), "Endpoint", async move {
+        let record = lakebase
+            .update_endpoint(&project, &branch, &endpoint, patch)
+            .await?;
+        Ok(typed("Endpoint", convert::endpoint(&lakebase, &record)))
+    })
+    .await
 }
 
 pub(super) async fn delete_endpoint(
@@ -120,11 +113,14 @@ pub(super) async fn delete_endpoint(
 ) -> ApiResult<Json<wire::Operation>> {
     visible(&state, &caller, &project)?;
     let record = state.lakebase.endpoint(&project, &branch, &endpoint)?;
-    state
-        .lakebase
-        .delete_endpoint(&project, &branch, &endpoint)
-        .await?;
-    finish(&state, &caller, &record.name(), "Endpoint", empty())
+    let lakebase = state.lakebase.clone();
+    long_running(&state, &caller, record.name(), "Endpoint", async move {
+        lakebase
+            .delete_endpoint(&project, &branch, &endpoint)
+            .await?;
+        Ok(empty())
+    })
+    .await
 }
 
 // ---- credentials ---------------------------------------------------------------

@@ -365,3 +365,58 @@ pub(super) fn filter_by<T>(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bounded fuzz run: SCIM filters built from random pieces either
+    /// select principals or answer INVALID_PARAMETER_VALUE, never panic.
+    #[test]
+    fn fuzz_filters_never_panic() {
+        let mut seed: u64 = 0xD1B5_4A32_D192_ED03;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        const PIECES: &[&str] = &[
+            "userName",
+            "displayName",
+            "id",
+            "eq",
+            "ne",
+            "co",
+            "sw",
+            "pr",
+            " ",
+            "\"",
+            "a@x",
+            "and",
+            "or",
+            "(",
+            ")",
+            "[",
+            "]",
+            "\u{0}",
+            "é",
+            "",
+            "  ",
+            "members[value eq \"1\"]",
+        ];
+        let items = vec!["a@x.com".to_string(), "B".to_string(), String::new()];
+        for _ in 0..20_000 {
+            let filter: String = (0..next() % 8)
+                .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+                .collect::<Vec<_>>()
+                .join(if next() % 2 == 0 { " " } else { "" });
+            let result = filter_by(items.clone(), Some(&filter), |item, attribute| {
+                (attribute == "username").then(|| item.clone())
+            });
+            if let Err(e) = result {
+                assert_eq!(e.code, kiln_core::ErrorCode::InvalidParameterValue);
+            }
+        }
+    }
+}

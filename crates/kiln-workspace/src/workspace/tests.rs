@@ -83,3 +83,56 @@ fn bad_paths_and_conflicts_change_nothing() -> Result<()> {
     assert!(w.delete("/Shared", true).is_err());
     Ok(())
 }
+
+/// A bounded fuzz run over notebook imports: random bytes, mangled SOURCE
+/// headers and mangled Jupyter JSON, in every format, never panic (each is a
+/// notebook, a file, or an INVALID_PARAMETER_VALUE).
+#[test]
+fn fuzz_imports_never_panic() {
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    const PIECES: &[&str] = &[
+        "# Databricks notebook source\n",
+        "-- Databricks notebook source\n",
+        "\n# COMMAND ----------\n",
+        "\n-- COMMAND ----------\n",
+        "# MAGIC %sql\n",
+        "{\"cells\": [",
+        "{\"cell_type\": \"code\", \"source\": [\"x\"]}",
+        "\"metadata\": {\"language_info\": {\"name\": \"python\"}}",
+        "{\"nbformat\": 4, ",
+        "]",
+        "}",
+        ",",
+        "null",
+        "\u{0}",
+        "print(1)",
+        "\u{fffd}",
+    ];
+    let formats = [Format::Source, Format::Auto, Format::Jupyter, Format::Raw];
+    let paths = ["/x/nb", "/x/nb.py", "/x/q.sql", "/x/n.ipynb", "/x/r.scala"];
+    for _ in 0..5_000 {
+        let mut content: Vec<u8> = Vec::new();
+        for _ in 0..next() % 10 {
+            if next() % 4 == 0 {
+                content.push((next() % 256) as u8);
+            } else {
+                content
+                    .extend_from_slice(PIECES[(next() % PIECES.len() as u64) as usize].as_bytes());
+            }
+        }
+        let format = formats[(next() % 4) as usize];
+        let path = paths[(next() % paths.len() as u64) as usize];
+        let language = [None, Some(Language::Python), Some(Language::Sql)][(next() % 3) as usize];
+        if let Ok((_, Some(language), stored)) =
+            formats::interpret(path, format, language, &content)
+        {
+            let _ = cells(language, &String::from_utf8_lossy(&stored));
+        }
+    }
+}
