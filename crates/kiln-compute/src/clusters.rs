@@ -184,7 +184,7 @@ pub(crate) fn reason_json(reason: &TerminationReason) -> Value {
 }
 
 pub(crate) fn state_of(record: &ClusterRecord) -> ClusterState {
-    ClusterState::parse(&record.state).unwrap_or(ClusterState::Unknown)
+    record.state
 }
 
 /// Moves `record` along `transition`; returns the new state.
@@ -194,7 +194,7 @@ pub(crate) fn transition(
     message: &str,
 ) -> Result<ClusterState> {
     let to = next_state(&record.cluster_id, state_of(record), transition)?;
-    record.state = to.as_str().into();
+    record.state = to;
     record.state_message = message.into();
     Ok(to)
 }
@@ -276,7 +276,7 @@ impl Clusters {
             config,
             creator: actor.into(),
             owner: actor.into(),
-            state: ClusterState::Pending.as_str().into(),
+            state: ClusterState::Pending,
             state_message: "Starting Spark engine".into(),
             start_time: now,
             terminated_time: None,
@@ -543,8 +543,10 @@ fn recover(record: &mut ClusterRecord, writes: &mut Vec<Write>) {
     }
     record.engine_port = None;
     let state = state_of(record);
+    // Every recovery goes through the lifecycle (it accepts every state).
+    let next = next_state(&record.cluster_id, state, Transition::Recover).unwrap_or(state);
     if state.wants_engine() {
-        record.state = ClusterState::Pending.as_str().into();
+        record.state = next;
         record.state_message = "Starting a new Spark engine after Kiln restarted".into();
         record.generation += 1;
         record.last_activity_time = now_ms();
@@ -554,7 +556,7 @@ fn recover(record: &mut ClusterRecord, writes: &mut Vec<Write>) {
             json!({"user": "kiln"}),
         )));
     } else if state == ClusterState::Terminating {
-        record.state = ClusterState::Terminated.as_str().into();
+        record.state = next;
         record.terminated_time = Some(now_ms());
         if record.termination_reason.is_none() {
             record.termination_reason = Some(reason("USER_REQUEST", "SUCCESS", &[]));

@@ -11,6 +11,25 @@ pub enum ContextStatus {
     Error,
 }
 
+/// What happens to a context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContextEvent {
+    /// Its kernel is connected to the engine.
+    KernelReady,
+    /// Destroyed, its kernel died, or its cluster stopped.
+    Ended,
+}
+
+/// The one place context statuses change: Pending → Running when its kernel is
+/// ready; any → Error when it ends (Error is final).
+pub fn next_context_status(from: ContextStatus, event: ContextEvent) -> ContextStatus {
+    match (from, event) {
+        (ContextStatus::Pending, ContextEvent::KernelReady) => ContextStatus::Running,
+        (_, ContextEvent::Ended) => ContextStatus::Error,
+        (status, ContextEvent::KernelReady) => status,
+    }
+}
+
 impl ContextStatus {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -141,5 +160,15 @@ mod tests {
             ]
         );
         assert_eq!(ContextStatus::Running.as_str(), "Running");
+        use ContextEvent as E;
+        use ContextStatus as S;
+        assert_eq!(next_context_status(S::Pending, E::KernelReady), S::Running);
+        assert_eq!(next_context_status(S::Running, E::Ended), S::Error);
+        assert_eq!(next_context_status(S::Pending, E::Ended), S::Error);
+        assert_eq!(
+            next_context_status(S::Error, E::KernelReady),
+            S::Error,
+            "an ended context stays ended"
+        );
     }
 }

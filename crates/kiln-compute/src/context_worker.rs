@@ -10,7 +10,9 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::command_lifecycle::{CommandEvent, CommandState, ContextStatus};
+use crate::command_lifecycle::{
+    next_context_status, CommandEvent, CommandState, ContextEvent, ContextStatus,
+};
 use crate::contexts::{error_results, Context, Contexts, Language, WarmKernel};
 use crate::kernel::{Kernel, KernelEvent};
 use crate::lifecycle::ClusterState;
@@ -43,9 +45,7 @@ pub(crate) async fn run(
     };
     if let Ok(mut inner) = context.inner.lock() {
         inner.kernel_pid = kernel.pid;
-        if inner.status == ContextStatus::Pending {
-            inner.status = ContextStatus::Running;
-        }
+        inner.status = next_context_status(inner.status, ContextEvent::KernelReady);
     }
     loop {
         let job = tokio::select! {
@@ -174,7 +174,7 @@ fn running_engines(contexts: &Contexts) -> std::collections::HashMap<String, u16
         .list()
         .unwrap_or_default()
         .into_iter()
-        .filter(|r| ClusterState::parse(&r.state) == Some(ClusterState::Running))
+        .filter(|r| r.state == ClusterState::Running)
         .filter_map(|r| r.engine_port.map(|p| (r.cluster_id, p)))
         .collect()
 }

@@ -155,7 +155,10 @@ impl Context {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
-        inner.status = ContextStatus::Error;
+        inner.status = crate::command_lifecycle::next_context_status(
+            inner.status,
+            crate::command_lifecycle::ContextEvent::Ended,
+        );
         for entry in inner.commands.values_mut() {
             if !entry.state.is_terminal() {
                 entry.state = CommandState::Error;
@@ -210,12 +213,12 @@ impl Contexts {
     /// The engine port of a RUNNING cluster, or the Databricks error for others.
     fn running_port(&self, cluster_id: &str) -> Result<u16> {
         let record = self.clusters.get(cluster_id)?;
-        let state = ClusterState::parse(&record.state).unwrap_or(ClusterState::Unknown);
+        let state = record.state;
         match (state, record.engine_port) {
             (ClusterState::Running, Some(port)) => Ok(port),
             _ => Err(Error::invalid_state(format!(
                 "Cluster {cluster_id} is not running (state {}); start it before creating a context.",
-                record.state
+                record.state.as_str()
             ))),
         }
     }

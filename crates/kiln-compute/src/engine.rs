@@ -150,7 +150,7 @@ fn spawn(runtime: &Runtime, spec: &EngineSpec, port: u16) -> Result<Child> {
         command.env("SAIL_MODE", "local");
     }
     kiln_core::process::spawn_as(command.as_std_mut(), spec.identity.as_ref());
-    command.spawn().map_err(|e| {
+    kiln_core::process::spawn(command).map_err(|e| {
         Error::new(
             ErrorCode::TemporarilyUnavailable,
             format!(

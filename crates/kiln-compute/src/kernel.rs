@@ -177,7 +177,7 @@ impl Kernel {
             .stderr(log)
             .kill_on_drop(true);
         kiln_core::process::spawn_as(command.as_std_mut(), spec.identity.as_ref());
-        let mut child = command.spawn().map_err(|e| {
+        let mut child = kiln_core::process::spawn(command).map_err(|e| {
             remove_scratch(scratch.clone());
             Error::new(
                 ErrorCode::TemporarilyUnavailable,

@@ -335,7 +335,7 @@ impl Libraries {
             .list()
             .unwrap_or_default()
             .into_iter()
-            .filter(|r| ClusterState::parse(&r.state) == Some(ClusterState::Running))
+            .filter(|r| r.state == ClusterState::Running)
             .map(|r| (r.cluster_id, r.spark_context_id))
             .collect()
     }
@@ -485,7 +485,10 @@ impl Libraries {
             .args(&args)
             .stdin(Stdio::null())
             .kill_on_drop(true);
-        let output = tokio::time::timeout(PIP_TIMEOUT, command.output())
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child =
+            kiln_core::process::spawn(command).map_err(|e| format!("cannot run pip: {e}"))?;
+        let output = tokio::time::timeout(PIP_TIMEOUT, child.wait_with_output())
             .await
             .map_err(|_| "pip did not finish within 10 minutes".to_string())?
             .map_err(|e| format!("cannot run pip: {e}"))?;

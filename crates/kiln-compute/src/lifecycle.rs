@@ -2,69 +2,7 @@
 
 use kiln_core::{Error, Result};
 
-/// Cluster `State` as Databricks spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClusterState {
-    Pending,
-    Running,
-    Restarting,
-    Resizing,
-    Terminating,
-    Terminated,
-    Error,
-    Unknown,
-}
-
-impl ClusterState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "PENDING",
-            Self::Running => "RUNNING",
-            Self::Restarting => "RESTARTING",
-            Self::Resizing => "RESIZING",
-            Self::Terminating => "TERMINATING",
-            Self::Terminated => "TERMINATED",
-            Self::Error => "ERROR",
-            Self::Unknown => "UNKNOWN",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "PENDING" => Self::Pending,
-            "RUNNING" => Self::Running,
-            "RESTARTING" => Self::Restarting,
-            "RESIZING" => Self::Resizing,
-            "TERMINATING" => Self::Terminating,
-            "TERMINATED" => Self::Terminated,
-            "ERROR" => Self::Error,
-            "UNKNOWN" => Self::Unknown,
-            _ => return None,
-        })
-    }
-
-    /// The status word of REST API 1.2 (`clusters/list`, `clusters/status`).
-    pub fn status_v12(self) -> &'static str {
-        match self {
-            Self::Pending => "Pending",
-            Self::Running => "Running",
-            Self::Restarting => "Restarting",
-            Self::Resizing => "Reconfiguring",
-            Self::Terminating => "Terminating",
-            Self::Terminated => "Terminated",
-            Self::Error => "Error",
-            Self::Unknown => "Unknown",
-        }
-    }
-
-    /// Whether an engine should be up in this state (the desired state).
-    pub fn wants_engine(self) -> bool {
-        matches!(
-            self,
-            Self::Pending | Self::Running | Self::Restarting | Self::Resizing
-        )
-    }
-}
+pub use kiln_store::ClusterState;
 
 /// What moves a cluster: a user request or a reconciler observation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +17,9 @@ pub enum Transition {
     EngineStopped,
     EngineFailed,
     Idle,
+    /// Kiln started: a cluster that wanted an engine starts a fresh one; one
+    /// that was terminating is terminated (its engine died with the old Kiln).
+    Recover,
 }
 
 /// The state `transition` leads to from `from`, or `INVALID_STATE`.
@@ -104,6 +45,9 @@ pub fn next_state(
         (T::EngineStopped, S::Terminating) => S::Terminated,
         (T::EngineFailed, S::Pending | S::Running | S::Restarting | S::Resizing) => S::Terminated,
         (T::Idle, S::Running) => S::Terminating,
+        (T::Recover, S::Pending | S::Running | S::Restarting | S::Resizing) => S::Pending,
+        (T::Recover, S::Terminating) => S::Terminated,
+        (T::Recover, S::Terminated | S::Error | S::Unknown) => from,
         _ => {
             return Err(Error::invalid_state(format!(
                 "Cluster {cluster_id} is in unexpected state {}.",
@@ -163,6 +107,15 @@ mod tests {
         check(S::Running, T::EngineFailed, Some(S::Terminated));
         check(S::Running, T::Idle, Some(S::Terminating));
         check(S::Terminated, T::Idle, None);
+    }
+
+    #[test]
+    fn recovery_at_start() {
+        for s in [S::Pending, S::Running, S::Restarting, S::Resizing] {
+            check(s, T::Recover, Some(S::Pending));
+        }
+        check(S::Terminating, T::Recover, Some(S::Terminated));
+        check(S::Terminated, T::Recover, Some(S::Terminated));
     }
 
     #[test]

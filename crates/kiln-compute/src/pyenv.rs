@@ -93,7 +93,7 @@ pub fn clear(runtime: &Runtime, engine_dir: &Path) -> Result<()> {
         }
         let path = entry.path();
         let removed = if path.is_dir() {
-            std::fs::remove_dir_all(&path)
+            kiln_core::blocking::run(|| std::fs::remove_dir_all(&path))
         } else {
             std::fs::remove_file(&path)
         };

@@ -223,7 +223,8 @@ async fn run_step(clusters: &Clusters, cluster_id: &str, step: Step) {
                 slot.engine.stop(clusters.settings.stop_deadline).await;
             }
             if clusters.get(cluster_id).is_err() {
-                let _ = std::fs::remove_dir_all(clusters.engine_dir(cluster_id));
+                let dir = clusters.engine_dir(cluster_id);
+                let _ = kiln_core::blocking::run(|| std::fs::remove_dir_all(dir));
             }
             Ok(())
         }

@@ -15,8 +15,8 @@ pub struct OsIdentity {
 }
 
 /// The child gets SIGKILL when the thread that spawned it dies
-/// (`PR_SET_PDEATHSIG`; spawn from a runtime worker thread, alive as long as
-/// Kiln; set after any uid switch, which would clear it) and its own process
+/// (`PR_SET_PDEATHSIG`, set after any uid switch, which would clear it; spawn
+/// with [`spawn`], whose thread lives as long as Kiln) and its own process
 /// group, so a terminal's Ctrl-C reaches Kiln, which stops children in order.
 /// A child whose parent is already gone exits at once.
 pub fn die_with_parent(command: &mut std::process::Command) {
@@ -55,6 +55,45 @@ pub fn spawn_as(command: &mut std::process::Command, identity: Option<&OsIdentit
             Ok(())
         });
     }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+static SPAWNER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> =
+    std::sync::OnceLock::new();
+
+/// Spawns `command` from Kiln's spawner thread, which lives as long as Kiln.
+/// `PR_SET_PDEATHSIG` follows the spawning *thread*: a child spawned from a
+/// Tokio worker would be killed when that thread leaves the pool (which
+/// `block_in_place` and idle blocking threads do).
+pub fn spawn(mut command: tokio::process::Command) -> std::io::Result<tokio::process::Child> {
+    let handle = tokio::runtime::Handle::try_current().ok();
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let job: Job = Box::new(move || {
+        let _guard = handle.as_ref().map(|h| h.enter());
+        let _ = tx.send(command.spawn());
+    });
+    let sender = SPAWNER.get_or_init(|| {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let started = std::thread::Builder::new()
+            .name("kiln-spawner".into())
+            .spawn(move || {
+                for job in queue {
+                    job();
+                }
+            });
+        if let Err(e) = started {
+            tracing::error!(error = %e, "cannot start the spawner thread");
+        }
+        std::sync::Mutex::new(jobs)
+    });
+    let sent = sender
+        .lock()
+        .map_err(|_| std::io::Error::other("spawner lock poisoned"))?
+        .send(job);
+    sent.map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
 }
 
 /// Whether Kiln runs as root (and so can give children identities of their own).

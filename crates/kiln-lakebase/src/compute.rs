@@ -106,9 +106,8 @@ impl Postmaster {
             .stderr(Stdio::from(log_err))
             .kill_on_drop(true);
         kiln_core::process::die_with_parent(command.as_std_mut());
-        let child = command
-            .spawn()
-            .map_err(|e| Error::internal("start postgres", e))?;
+        let child =
+            kiln_core::process::spawn(command).map_err(|e| Error::internal("start postgres", e))?;
         let pid = child.id().unwrap_or(0);
         let mut postmaster = Self {
             child,

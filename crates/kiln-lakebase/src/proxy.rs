@@ -46,6 +46,9 @@ pub async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let keys: CancelMap = Arc::default();
+    // Every connection's task is owned here: cancelled with the proxy, and
+    // waited for (5 s at most) before the proxy returns.
+    let connections = tokio_util::task::TaskTracker::new();
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -61,7 +64,7 @@ pub async fn serve(
             keys.clone(),
             cancel.clone(),
         );
-        tokio::spawn(async move {
+        connections.spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 r = handle(lakebase, stream, acceptor, keys) => {
@@ -72,6 +75,8 @@ pub async fn serve(
             }
         });
     }
+    connections.close();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), connections.wait()).await;
 }
 
 async fn read_packet<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Vec<u8>> {

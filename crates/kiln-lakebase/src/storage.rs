@@ -49,7 +49,7 @@ impl Layout {
 
 /// Removes a directory tree if it exists.
 pub fn remove(path: &Path) -> Result<()> {
-    match std::fs::remove_dir_all(path) {
+    match kiln_core::blocking::run(|| std::fs::remove_dir_all(path)) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::internal(&format!("remove {}", path.display()), e)),

@@ -300,7 +300,7 @@ async fn ensure_cluster(
 ) -> Result<(String, u16), Stop> {
     if let Some(id) = &pipeline.cluster_id {
         if let Ok(c) = svc.clusters.get(id) {
-            if c.state == "RUNNING"
+            if c.state == kiln_compute::lifecycle::ClusterState::Running
                 && c.engine_port.is_some()
                 && update.config["development"].as_bool().unwrap_or(false)
             {

@@ -151,7 +151,7 @@ impl Pipelines {
                     if me
                         .clusters
                         .get(cluster)
-                        .is_ok_and(|c| c.state != "TERMINATED")
+                        .is_ok_and(|c| c.state != kiln_compute::lifecycle::ClusterState::Terminated)
                     {
                         let _ = me.clusters.terminate(&p.run_as, cluster).await;
                     }

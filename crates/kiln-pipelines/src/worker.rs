@@ -82,7 +82,7 @@ impl Worker {
             .stderr(log)
             .kill_on_drop(true);
         kiln_core::process::spawn_as(command.as_std_mut(), identity.as_ref());
-        let mut child = command.spawn().map_err(|e| {
+        let mut child = kiln_core::process::spawn(command).map_err(|e| {
             let _ = std::fs::remove_dir_all(&scratch);
             Error::new(
                 ErrorCode::TemporarilyUnavailable,

@@ -64,7 +64,7 @@ pub struct ClusterRecord {
     pub config: ClusterConfig,
     pub creator: String,
     pub owner: String,
-    pub state: String,
+    pub state: ClusterState,
     pub state_message: String,
     pub start_time: i64,
     pub terminated_time: Option<i64>,
@@ -115,4 +115,70 @@ pub struct ClusterEventRecord {
     pub event_type: String,
     /// EventDetails attributes (JSON object).
     pub details: Value,
+}
+
+/// Cluster `State` as Databricks spells it.
+/// Stored as its Databricks name; its transitions are `kiln_compute::lifecycle`'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ClusterState {
+    Pending,
+    Running,
+    Restarting,
+    Resizing,
+    Terminating,
+    Terminated,
+    Error,
+    Unknown,
+}
+
+impl ClusterState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Running => "RUNNING",
+            Self::Restarting => "RESTARTING",
+            Self::Resizing => "RESIZING",
+            Self::Terminating => "TERMINATING",
+            Self::Terminated => "TERMINATED",
+            Self::Error => "ERROR",
+            Self::Unknown => "UNKNOWN",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "PENDING" => Self::Pending,
+            "RUNNING" => Self::Running,
+            "RESTARTING" => Self::Restarting,
+            "RESIZING" => Self::Resizing,
+            "TERMINATING" => Self::Terminating,
+            "TERMINATED" => Self::Terminated,
+            "ERROR" => Self::Error,
+            "UNKNOWN" => Self::Unknown,
+            _ => return None,
+        })
+    }
+
+    /// The status word of REST API 1.2 (`clusters/list`, `clusters/status`).
+    pub fn status_v12(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Running => "Running",
+            Self::Restarting => "Restarting",
+            Self::Resizing => "Reconfiguring",
+            Self::Terminating => "Terminating",
+            Self::Terminated => "Terminated",
+            Self::Error => "Error",
+            Self::Unknown => "Unknown",
+        }
+    }
+
+    /// Whether an engine should be up in this state (the desired state).
+    pub fn wants_engine(self) -> bool {
+        matches!(
+            self,
+            Self::Pending | Self::Running | Self::Restarting | Self::Resizing
+        )
+    }
 }

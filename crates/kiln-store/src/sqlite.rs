@@ -370,7 +370,7 @@ mod tests {
             config: ClusterConfig::default(),
             creator: "a".into(),
             owner: "a".into(),
-            state: "PENDING".into(),
+            state: crate::ClusterState::Pending,
             state_message: String::new(),
             start_time: 1,
             terminated_time: None,

@@ -177,7 +177,7 @@ impl Catalog {
         let path = PathBuf::from(location.strip_prefix("file://").unwrap_or(location));
         match path.canonicalize() {
             Ok(real) if real.starts_with(&self.root) && real != self.root => {
-                if let Err(e) = std::fs::remove_dir_all(&real) {
+                if let Err(e) = kiln_core::blocking::run(|| std::fs::remove_dir_all(&real)) {
                     tracing::warn!(table = %table.full_name(), error = %e, "could not remove managed table data");
                 }
             }

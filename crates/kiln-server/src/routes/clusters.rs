@@ -286,7 +286,7 @@ fn matches_filter(record: &ClusterRecord, req: &wire::ListClusters) -> bool {
         || req.filter_cluster_states.iter().any(|s| {
             serde_json::to_value(s)
                 .ok()
-                .and_then(|v| v.as_str().map(|v| v == record.state))
+                .and_then(|v| v.as_str().map(|v| v == record.state.as_str()))
                 .unwrap_or(false)
         });
     let source_ok = req.filter_cluster_sources.is_empty()
@@ -320,7 +320,7 @@ fn sort_clusters(records: &mut [ClusterRecord], req: &wire::ListClusters) {
         if by_name {
             return name;
         }
-        let running = |r: &ClusterRecord| r.state != "RUNNING";
+        let running = |r: &ClusterRecord| r.state != kiln_compute::lifecycle::ClusterState::Running;
         running(a)
             .cmp(&running(b))
             .then_with(|| b.pinned.cmp(&a.pinned))

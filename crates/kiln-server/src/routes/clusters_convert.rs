@@ -126,7 +126,8 @@ pub fn spec_json(config: &ClusterConfig) -> Map<String, Value> {
 }
 
 fn state_of(record: &ClusterRecord) -> wire::State {
-    serde_json::from_value(Value::String(record.state.clone())).unwrap_or(wire::State::Unknown)
+    serde_json::from_value(Value::String(record.state.as_str().into()))
+        .unwrap_or(wire::State::Unknown)
 }
 
 /// `ClusterDetails` for get/list.

@@ -39,7 +39,7 @@ pub fn endpoints() -> Vec<Endpoint> {
 }
 
 fn info(record: &ClusterRecord) -> wire::ClusterInfoV12 {
-    let state = ClusterState::parse(&record.state).unwrap_or(ClusterState::Unknown);
+    let state = record.state;
     wire::ClusterInfoV12 {
         id: record.cluster_id.clone(),
         name: record.config.cluster_name.clone(),
