@@ -160,14 +160,21 @@ mod tests {
             ]
         );
         assert_eq!(ContextStatus::Running.as_str(), "Running");
-        use ContextEvent as E;
-        use ContextStatus as S;
-        assert_eq!(next_context_status(S::Pending, E::KernelReady), S::Running);
-        assert_eq!(next_context_status(S::Running, E::Ended), S::Error);
-        assert_eq!(next_context_status(S::Pending, E::Ended), S::Error);
+    }
+
+    #[test]
+    fn context_statuses() {
+        use ContextEvent as CE;
+        use ContextStatus as CS;
         assert_eq!(
-            next_context_status(S::Error, E::KernelReady),
-            S::Error,
+            next_context_status(CS::Pending, CE::KernelReady),
+            CS::Running
+        );
+        assert_eq!(next_context_status(CS::Running, CE::Ended), CS::Error);
+        assert_eq!(next_context_status(CS::Pending, CE::Ended), CS::Error);
+        assert_eq!(
+            next_context_status(CS::Error, CE::KernelReady),
+            CS::Error,
             "an ended context stays ended"
         );
     }
