@@ -60,13 +60,15 @@ pub(crate) async fn run(
     kernel.kill().await;
 }
 
-/// Marks the command Running and returns what to run, unless it was cancelled while queued.
+/// Marks the command dispatched and returns what to run, unless it was
+/// cancelled while queued. It becomes Running when the kernel says it started.
 fn take_job(context: &Context, command_id: &str) -> Option<(Language, String, Value)> {
-    context
-        .advance(command_id, CommandEvent::Start, None)
-        .ok()?;
-    let inner = context.inner.lock().ok()?;
-    let entry = inner.commands.get(command_id)?;
+    let mut inner = context.inner.lock().ok()?;
+    let entry = inner.commands.get_mut(command_id)?;
+    if entry.state != CommandState::Queued {
+        return None;
+    }
+    entry.dispatched = true;
     Some((entry.language, entry.code.clone(), entry.options.clone()))
 }
 
@@ -122,11 +124,17 @@ async fn run_command(
                     return false;
                 }
             }
+            Some(KernelEvent::Started(id)) if id == command_id => {
+                // Cancelled meanwhile: the command is Cancelling already (see `cancel`).
+                let _ = context.advance(command_id, CommandEvent::Start, None);
+            }
             Some(KernelEvent::Done {
                 id,
                 status,
                 results,
             }) if id == command_id => {
+                // (the kernel always reports `started` first; this only makes sure)
+                let _ = context.advance(command_id, CommandEvent::Start, None);
                 let event = match status.as_str() {
                     "Finished" => CommandEvent::Finish,
                     "Cancelled" => CommandEvent::Cancelled,

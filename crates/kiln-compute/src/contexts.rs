@@ -70,6 +70,9 @@ pub(crate) struct CommandEntry {
     pub code: String,
     pub options: Value,
     pub results: Option<Value>,
+    /// Sent to the kernel, which has not yet said it started: still Queued,
+    /// but a cancel must interrupt the kernel rather than just mark it.
+    pub dispatched: bool,
 }
 
 pub(crate) struct ContextInner {
@@ -307,6 +310,7 @@ impl Contexts {
             inner.commands.insert(
                 id.clone(),
                 CommandEntry {
+                    dispatched: false,
                     state: CommandState::Queued,
                     language: language.unwrap_or(context.language),
                     code,
@@ -355,6 +359,15 @@ impl Contexts {
             "CommandCancelledException",
             "the command was cancelled",
         );
+        // A command already handed to the kernel counts as started for its
+        // cancellation: Queued → Running → Cancelling, and the kernel is interrupted.
+        let dispatched = lock(&context.inner)?
+            .commands
+            .get(command_id)
+            .is_some_and(|c| c.dispatched && c.state == CommandState::Queued);
+        if dispatched {
+            context.advance(command_id, CommandEvent::Start, None)?;
+        }
         let state = context.advance(command_id, CommandEvent::Cancel, Some(cancelled))?;
         if state == CommandState::Cancelling {
             let pid = lock(&context.inner)?.kernel_pid;
