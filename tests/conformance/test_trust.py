@@ -401,7 +401,49 @@ print(spark.range(1).select(attempt('id')).first()[0])
         res = carol["w"].command_execution.cancel_and_wait(cluster_id=cid, context_id=ctx.id, command_id=cmd)
         assert res.status.value == "Cancelled"
         assert ctx.value("6*7") == "42", "the sandboxed kernel was interrupted, not killed"
+        # pip runs sandboxed too, into the cluster's environment only
+        from databricks.sdk.service.compute import Library, PythonPyPiLibrary
+
+        w.libraries.install(cid, [Library(pypi=PythonPyPiLibrary(package="simplejson==3.19.3"))])
+
+        def installed():
+            states = [s.status.value for s in w.libraries.cluster_status(cid) if s.library.pypi]
+            return states if states and states[0] in ("INSTALLED", "FAILED") else None
+
+        assert wait_for(installed, 300, "the library to install") == ["INSTALLED"]
+        assert Ctx(carol["w"], cid).value("import simplejson; print(simplejson.dumps([1]))").strip() == "[1]"
         w.clusters.permanent_delete(cid)
+    finally:
+        srv.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@needs_setpriv
+@pytest.mark.skipif(not shutil.which("bwrap"), reason="the sandbox mode needs bubblewrap")
+def test_sandboxed_pipeline_update_writes_its_tables(kiln_binary):
+    """A pipeline update runs its worker and engine in sandboxes (as on a
+    laptop where Kiln is not root) and writes real Delta tables."""
+    from test_pipelines import SQL_NOTEBOOK, notebook, put_file, sql, wait_update
+
+    work = Path(tempfile.mkdtemp(prefix="kiln-sandboxed-dlt-"))
+    srv = unprivileged_server(kiln_binary, work, {})
+    try:
+        assert 'isolation="sandbox"' in srv.log_path.read_text()
+        w = srv.client()
+        src = f"/data/{unique('orders')}"
+        put_file(srv, f"{src}/a.json", '{"id":1,"amount":10.0}\n{"id":2,"amount":-5.0}\n')
+        path = f"/Users/admin/{unique('dlt')}/orders"
+        notebook(w, path, SQL_NOTEBOOK)
+        target = unique("sbx").replace("-", "_")
+        created = srv.http().post(srv.url("/api/2.0/pipelines"), json={
+            "name": unique("sandboxed"), "libraries": [{"notebook": {"path": path}}], "target": target,
+            "configuration": {"source": src}, "development": False})
+        assert created.status_code == 200, created.text
+        pid = created.json()["pipeline_id"]
+        update = w.pipelines.start_update(pid).update_id
+        assert wait_update(w, pid, update).state.value == "COMPLETED"
+        assert sql(w, f"SELECT id, amount FROM main.{target}.totals ORDER BY id") == [[1, 10.0], [2, -5.0]]
+        w.pipelines.delete(pid)
     finally:
         srv.stop()
         shutil.rmtree(work, ignore_errors=True)
