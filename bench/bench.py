@@ -114,6 +114,11 @@ class Server:
             if time.monotonic() > deadline:
                 raise RuntimeError("kiln serve did not become healthy")
             time.sleep(0.05)
+        # /health may have come from another process that took the port while
+        # this one was down (a restart after kill -9): ours must still be alive.
+        time.sleep(0.3)
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"kiln serve exited after start (port {self.port} taken?); see {self.workdir / 'kiln.log'}")
         self.token = (self.data_dir / "admin.token").read_text().strip()
         self.session.headers["Authorization"] = f"Bearer {self.token}"
 

@@ -90,27 +90,31 @@ def mutate(srv: Server, ledger: Ledger, i: int, scope: str) -> None:
             ledger.tokens.add(r.json()["token_info"]["token_id"])
 
 
-def verify(srv: Server, ledger: Ledger, scope: str) -> int:
+def verify(srv: Server, ledger: Ledger, scope: str, lost_examples: list) -> int:
     """Acknowledged writes missing after a restart (or deletes undone)."""
-    lost = 0
+    lost = []
     s, h = srv.session, srv.host
     keys = {k["key"] for k in s.get(h + "/api/2.0/secrets/list", params={"scope": scope}, timeout=30).json().get("secrets", [])}
     for key, value in ledger.secrets.items():
         got = s.get(h + "/api/2.0/secrets/get", params={"scope": scope, "key": key}, timeout=30)
-        ok = key in keys and got.ok and base64.b64decode(got.json().get("value", "")).decode() == value
-        lost += not ok
+        if not (key in keys and got.ok and base64.b64decode(got.json().get("value", "")).decode() == value):
+            lost.append(f"secret {key}")
     for path, data in ledger.files.items():
         got = s.get(h + "/api/2.0/dbfs/read", params={"path": path, "length": 1 << 20}, timeout=30)
-        lost += not (got.ok and base64.b64decode(got.json().get("data", "")) == data)
+        if not (got.ok and base64.b64decode(got.json().get("data", "")) == data):
+            lost.append(f"file {path} {got.status_code}")
     for path in ledger.deleted_files - set(ledger.files):
-        lost += s.get(h + "/api/2.0/dbfs/get-status", params={"path": path}, timeout=30).ok
+        if s.get(h + "/api/2.0/dbfs/get-status", params={"path": path}, timeout=30).ok:
+            lost.append(f"deleted file back {path}")
     for path in ledger.notebooks:
-        lost += not s.get(h + "/api/2.0/workspace/get-status", params={"path": path}, timeout=30).ok
+        if not s.get(h + "/api/2.0/workspace/get-status", params={"path": path}, timeout=30).ok:
+            lost.append(f"notebook {path}")
     tokens = {t["token_id"] for t in s.get(h + "/api/2.0/token/list", timeout=30).json().get("token_infos", [])}
-    lost += len(ledger.tokens - tokens)
+    lost += [f"token {t}" for t in ledger.tokens - tokens]
     listed = {c["cluster_id"] for c in s.get(h + "/api/2.1/clusters/list", timeout=30).json().get("clusters", [])}
-    lost += len(ledger.clusters - listed)
-    return lost
+    lost += [f"cluster {c}" for c in ledger.clusters - listed]
+    lost_examples.extend(lost)
+    return len(lost)
 
 
 def orphans(srv: Server) -> int:
@@ -132,6 +136,7 @@ def crashes(srv: Server, kills: int, calls: int) -> dict:
     s.post(srv.host + "/api/2.0/workspace/mkdirs", json={"path": "/Shared/faults"}, timeout=30)
     per_kill = max(1, calls // kills)
     lost = orphaned = done = 0
+    examples: list = []
     for k in range(kills):
         stop = threading.Event()
 
@@ -154,7 +159,7 @@ def crashes(srv: Server, kills: int, calls: int) -> dict:
         stop.set()
         t.join()
         srv.start()
-        lost += verify(srv, ledger, scope)
+        lost += verify(srv, ledger, scope, examples)
         time.sleep(0.5)
         orphaned += orphans(srv)
     deadline = time.monotonic() + 120
@@ -167,7 +172,7 @@ def crashes(srv: Server, kills: int, calls: int) -> dict:
     for cid in ledger.clusters:
         s.post(srv.host + "/api/2.1/clusters/permanent-delete", json={"cluster_id": cid}, timeout=60)
     return {"kills": kills, "mutating_calls": done, "acknowledged_writes_lost": lost,
-            "orphan_processes": orphaned, "transitional_after_settle": stuck}
+            "orphan_processes": orphaned, "transitional_after_settle": stuck, "lost_examples": sorted(set(examples))[:5]}
 
 
 def routes(srv: Server) -> list[tuple[str, str]]:
