@@ -222,6 +222,12 @@ impl Isolation {
 
     /// Modes and owners of the shared tree, and of Kiln's private files.
     fn prepare(&self, data_dir: &Path) -> Result<()> {
+        // Scratch dirs of processes from an earlier run (they died with it).
+        if let Ok(entries) = std::fs::read_dir(self.shared.join("scratch")) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
         if !self.users {
             return Ok(());
         }
@@ -232,12 +238,6 @@ impl Isolation {
             let path = self.shared.join(dir);
             std::fs::create_dir_all(&path).map_err(|e| Error::internal("create a directory", e))?;
             chmod(&path, 0o711)?;
-        }
-        let scratch = self.shared.join("scratch");
-        if let Ok(entries) = std::fs::read_dir(&scratch) {
-            for entry in entries.flatten() {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
         }
         for dir in ["dbfs", "warehouse"] {
             share_with_data_group(&self.shared.join(dir))?;

@@ -5,6 +5,7 @@
 
 pub mod blocking;
 pub mod error;
+pub mod fuzz;
 pub mod ids;
 pub mod process;
 pub mod time;

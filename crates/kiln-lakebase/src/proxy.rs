@@ -413,13 +413,8 @@ mod tests {
     /// `options`) and SNI names never panic the parser or the endpoint lookup.
     #[test]
     fn fuzz_startup_messages_never_panic() {
-        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = kiln_core::fuzz::Rng::new(0x9E37_79B9_7F4A_7C15);
+        let mut next = move || rng.next_u64();
         const WORDS: &[&[u8]] = &[
             b"user",
             b"database",

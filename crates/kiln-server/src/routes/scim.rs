@@ -374,13 +374,8 @@ mod tests {
     /// select principals or answer INVALID_PARAMETER_VALUE, never panic.
     #[test]
     fn fuzz_filters_never_panic() {
-        let mut seed: u64 = 0xD1B5_4A32_D192_ED03;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = kiln_core::fuzz::Rng::new(0xD1B5_4A32_D192_ED03);
+        let mut next = move || rng.next_u64();
         const PIECES: &[&str] = &[
             "userName",
             "displayName",

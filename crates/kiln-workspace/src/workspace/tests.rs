@@ -89,13 +89,8 @@ fn bad_paths_and_conflicts_change_nothing() -> Result<()> {
 /// notebook, a file, or an INVALID_PARAMETER_VALUE).
 #[test]
 fn fuzz_imports_never_panic() {
-    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = kiln_core::fuzz::Rng::new(0x2545_F491_4F6C_DD1D);
+    let mut next = move || rng.next_u64();
     const PIECES: &[&str] = &[
         "# Databricks notebook source\n",
         "-- Databricks notebook source\n",
