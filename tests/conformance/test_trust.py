@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -334,6 +335,19 @@ def unprivileged_server(kiln_binary, work: Path, env: dict) -> KilnServer:
 needs_setpriv = pytest.mark.skipif(not shutil.which("setpriv"), reason="setpriv (util-linux) runs Kiln as an unprivileged user")
 
 
+def _sandbox_works() -> bool:
+    """Whether bubblewrap can make a sandbox for an unprivileged user here
+    (it needs unprivileged user namespaces, which some hosts disable)."""
+    if not (shutil.which("bwrap") and shutil.which("setpriv")):
+        return False
+    probe = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             "bwrap", "--unshare-all", "--share-net", "--die-with-parent", "--ro-bind", "/", "/", "true"]
+    return subprocess.run(probe, capture_output=True).returncode == 0
+
+
+needs_sandbox = pytest.mark.skipif(not _sandbox_works(), reason="bubblewrap cannot make a sandbox for an unprivileged user on this host")
+
+
 @needs_setpriv
 def test_without_isolation_only_admins_run_code(kiln_binary):
     """Kiln not running as root and without a sandbox cannot keep user code
@@ -356,8 +370,7 @@ def test_without_isolation_only_admins_run_code(kiln_binary):
         shutil.rmtree(work, ignore_errors=True)
 
 
-@needs_setpriv
-@pytest.mark.skipif(not shutil.which("bwrap"), reason="the sandbox mode needs bubblewrap")
+@needs_sandbox
 def test_sandbox_keeps_user_code_from_kilns_state(kiln_binary):
     """Kiln not running as root, with bubblewrap: every user may run code, in a
     sandbox that shows neither Kiln's private files nor its processes."""
@@ -418,8 +431,7 @@ print(spark.range(1).select(attempt('id')).first()[0])
         shutil.rmtree(work, ignore_errors=True)
 
 
-@needs_setpriv
-@pytest.mark.skipif(not shutil.which("bwrap"), reason="the sandbox mode needs bubblewrap")
+@needs_sandbox
 def test_sandboxed_pipeline_update_writes_its_tables(kiln_binary):
     """A pipeline update runs its worker and engine in sandboxes (as on a
     laptop where Kiln is not root) and writes real Delta tables."""
