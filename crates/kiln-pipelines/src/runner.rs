@@ -482,8 +482,15 @@ async fn schedule(
                 }
             }
             _ = cancel.cancelled() => {
-                ctx.cancel_all().await;
-                while running.join_next().await.is_some() {}
+                // A query the engine has not registered yet misses an
+                // interrupt: repeat it until every running flow has ended.
+                loop {
+                    ctx.cancel_all().await;
+                    tokio::select! {
+                        joined = running.join_next() => if joined.is_none() { break },
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+                    }
+                }
                 break;
             }
         }
