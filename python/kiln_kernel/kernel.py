@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import sys
+import textwrap
 import threading
 import uuid
 from contextlib import redirect_stderr, redirect_stdout
@@ -113,10 +114,14 @@ class Kernel:
         shown = self.flush_figures()
         if shown:
             return "Finished", results.images(shown)
-        return "Finished", results.text(output.getvalue())
+        # As Databricks shows it: `print("Hello, World!")` is "Hello, World!".
+        text = output.getvalue()
+        return "Finished", results.text(text[:-1] if text.endswith("\n") else text)
 
     def run_python(self, code, output):
-        tree = ast.parse(code, filename="<command>", mode="exec")
+        # Source indented as a whole (the SDK's dbutils proxy sends it so) runs
+        # as Databricks runs it: with the common indent removed.
+        tree = ast.parse(textwrap.dedent(code), filename="<command>", mode="exec")
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
             last = ast.Expression(tree.body.pop().value)

@@ -67,6 +67,7 @@ def base_config(**overrides) -> dict:
         "admin_password": ADMIN_PASSWORD,
         "shared_dir": reachable_dir() + "/shared",
         "clusters": {"autotermination_minute_seconds": 1},
+        "server": {"https_port": free_port()},
         # Lakebase: a dir the unprivileged postgres user can reach (pytest's tmp is 0700),
         # its own proxy port, and short limits so suspend/expiry tests run in seconds.
         "lakebase": {

@@ -31,7 +31,7 @@ SETUP_TIMEOUT = float(os.environ.get("KILN_TEST_SETUP_TIMEOUT", "900"))
 SDK_TIMEOUT = datetime.timedelta(seconds=CLUSTER_TIMEOUT)
 
 SPARK_VERSION = "15.4.x-scala2.12"
-SERVER_ENV_OVERRIDES = ("KILN_HOST", "KILN_PORT", "KILN_DATA_DIR", "KILN_ADMIN_PASSWORD")
+SERVER_ENV_OVERRIDES = ("KILN_HOST", "KILN_PORT", "KILN_HTTPS_PORT", "KILN_PG_PORT", "KILN_DATA_DIR", "KILN_ADMIN_PASSWORD")
 ENGINE_ENV = "KILN_CLUSTER_ID"
 
 
@@ -276,6 +276,10 @@ def error_body(resp: requests.Response) -> dict:
 def assert_error(resp: requests.Response, status: int, code: Optional[str] = None) -> dict:
     assert resp.status_code == status, f"expected HTTP {status}, got {resp.status_code}: {resp.text[:500]}"
     body = error_body(resp)
+    if "/api/1.2/" in resp.url and status not in (401, 429):
+        # REST API 1.2 has its own error body; the status tells the kind.
+        assert set(body) == {"error"} and isinstance(body["error"], str) and body["error"], body
+        return body
     if code is not None:
         assert body.get("error_code") == code, body
     assert isinstance(body.get("message"), str) and body["message"], body
@@ -477,6 +481,24 @@ class KilnServer:
 
     def url(self, path: str) -> str:
         return self.host + path
+
+    @property
+    def https_port(self) -> int:
+        return int(self.config.get("server", {}).get("https_port", 8443))
+
+    @property
+    def https_host(self) -> str:
+        return f"https://localhost:{self.https_port}"
+
+    @property
+    def ca_cert(self) -> Path:
+        """Kiln's local CA certificate (what clients trust)."""
+        return self.data_dir / "tls" / "ca.crt"
+
+    @property
+    def ca_bundle(self) -> Path:
+        """The system roots plus Kiln's CA (for settings that replace the roots)."""
+        return self.data_dir / "tls" / "bundle.pem"
 
 
 def non_admin(kiln, w, prefix: str) -> dict:

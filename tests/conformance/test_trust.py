@@ -99,7 +99,7 @@ def probe(fn):
 
 def test_private_files_are_out_of_reach_of_python(server, ctx):
     private = [server.data_dir / n for n in ("admin.token", "secrets.key", "kiln.db", "kiln.db-wal")]
-    paths = [str(p) for p in private] + [str(server.data_dir / "lakebase-tls" / "server.key")]
+    paths = [str(p) for p in private] + [str(server.data_dir / "tls" / "ca.key")]
     code = PROBE + f"""
 import os
 out = {{p: probe(lambda p=p: open(p, 'rb').read(1)) for p in {paths!r}}}

@@ -333,6 +333,17 @@ pub struct NodeType {
     pub photon_driver_capable: bool,
     pub photon_worker_capable: bool,
     pub display_order: u32,
+    pub node_instance_type: NodeInstanceType,
+}
+
+/// The instance behind a node type (`select_node_type(local_disk=True)` reads it).
+#[derive(Debug, Serialize)]
+pub struct NodeInstanceType {
+    pub instance_type_id: String,
+    pub local_disks: u32,
+    pub local_disk_size_gb: u64,
+    pub local_nvme_disks: u32,
+    pub local_nvme_disk_size_gb: u64,
 }
 
 #[derive(Debug, Serialize)]

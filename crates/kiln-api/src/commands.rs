@@ -13,7 +13,8 @@ pub struct CreateContext {
     pub language: Option<String>,
 }
 
-/// `{"id": ...}`, the answer of contexts/create and commands/execute.
+/// `{"id": ...}`, the answer of contexts/create, contexts/destroy,
+/// commands/execute and commands/cancel.
 #[derive(Debug, Serialize)]
 pub struct Created {
     pub id: String,
@@ -42,7 +43,10 @@ pub struct ExecuteCommand {
     #[serde(rename = "contextId", alias = "contextid", alias = "context_id")]
     pub context_id: String,
     pub language: Option<String>,
-    pub command: String,
+    /// The source to run; or `commandFile`, a file part holding it.
+    pub command: Option<String>,
+    #[serde(rename = "commandFile", alias = "commandfile", alias = "command_file")]
+    pub command_file: Option<String>,
     /// e.g. `{"displayRowLimit": 100}`; form posts may send it as a JSON string.
     pub options: Option<Value>,
 }

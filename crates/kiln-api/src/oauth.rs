@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 pub struct HostMetadata {
     pub oidc_endpoint: String,
     pub workspace_id: String,
+    pub account_id: String,
     pub cloud: String,
 }
 

@@ -110,6 +110,14 @@ pub struct Clusters {
 /// Databricks runtime versions Kiln answers to; all run on the Sail engine.
 pub const SPARK_VERSIONS: &[(&str, &str)] = &[
     (
+        "19.3.x-scala2.13",
+        "19.3 (includes Apache Spark 4.1.0, Scala 2.13) on Kiln Sail 0.7.2",
+    ),
+    (
+        "18.3.x-scala2.13",
+        "18.3 LTS (includes Apache Spark 4.0.0, Scala 2.13) on Kiln Sail 0.7.2",
+    ),
+    (
         "17.3.x-scala2.13",
         "17.3 LTS (includes Apache Spark 4.0.0, Scala 2.13) on Kiln Sail 0.7.2",
     ),

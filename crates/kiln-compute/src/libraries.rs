@@ -140,6 +140,9 @@ pub struct LibraryRecord {
     pub status: LibraryStatus,
     pub messages: Vec<String>,
     pub created_ms: i64,
+    /// The name it was uploaded under (REST API 1.2 `libraries/upload`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 pub struct Libraries {
@@ -197,6 +200,16 @@ impl Libraries {
     }
 
     pub fn install(&self, cluster_id: &str, libraries: &[Value]) -> Result<()> {
+        self.install_named(cluster_id, libraries, None)
+    }
+
+    /// Installs libraries, recording the name a REST API 1.2 upload gave them.
+    pub fn install_named(
+        &self,
+        cluster_id: &str,
+        libraries: &[Value],
+        name: Option<&str>,
+    ) -> Result<()> {
         self.clusters.get(cluster_id)?;
         let parsed: Vec<(Value, LibrarySource)> = libraries
             .iter()
@@ -222,6 +235,7 @@ impl Libraries {
                 Some(r) => LibraryRecord {
                     status: LibraryStatus::Pending,
                     messages: Vec::new(),
+                    name: name.map(str::to_string).or(r.name.clone()),
                     ..r
                 },
                 None => LibraryRecord {
@@ -232,6 +246,7 @@ impl Libraries {
                     status: LibraryStatus::Pending,
                     messages: Vec::new(),
                     created_ms: now_ms(),
+                    name: name.map(str::to_string),
                 },
             };
             self.save(record)?;

@@ -9,5 +9,6 @@ pub mod fuzz;
 pub mod ids;
 pub mod process;
 pub mod time;
+pub mod tls;
 
 pub use error::{Error, ErrorCode, Result};

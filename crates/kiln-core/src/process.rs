@@ -102,6 +102,20 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// The size in GB of the filesystem holding `path` (0 when it cannot be read).
+pub fn disk_size_gb(path: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return 0;
+    };
+    // SAFETY: statvfs writes only into the zeroed struct we own; the path is NUL-terminated.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return 0;
+    }
+    (stat.f_blocks as u64).saturating_mul(stat.f_frsize as u64) / 1_000_000_000
+}
+
 /// Sets the process umask (returns the previous one).
 pub fn set_umask(mask: u32) -> u32 {
     // SAFETY: umask has no preconditions.

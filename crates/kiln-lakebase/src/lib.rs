@@ -14,6 +14,5 @@ pub mod projects;
 pub mod proxy;
 pub mod service;
 pub mod storage;
-pub mod tls;
 
 pub use service::{Lakebase, LakebaseConfig};

@@ -22,6 +22,26 @@ pub fn workspace_id(store: &dyn Store) -> Result<String> {
     Ok(id)
 }
 
+/// The account this workspace belongs to (a UUID, created once): clients read
+/// it from the host metadata.
+pub fn account_id(store: &dyn Store) -> Result<String> {
+    if let Some(id) = store.meta("account_id")? {
+        return Ok(id);
+    }
+    let bytes: [u8; 16] = rand::random();
+    let hex = hex::encode(bytes);
+    let id = format!(
+        "{}-{}-4{}-a{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    );
+    store.commit(vec![Write::PutMeta("account_id".into(), id.clone())])?;
+    Ok(id)
+}
+
 /// Creates the admin and its token on an empty data dir; applies a configured
 /// admin password on every start.
 pub fn admin(identity: &Identity, config: &Config) -> Result<()> {

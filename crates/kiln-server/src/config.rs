@@ -23,9 +23,40 @@ pub struct Config {
     /// Kiln is root and others cannot reach the data dir,
     /// `/var/lib/kiln/shared/<name>-<hash>`.
     pub shared_dir: Option<PathBuf>,
+    pub server: ServerSection,
     pub rate_limit: RateLimitConfig,
     pub clusters: ClustersConfig,
     pub lakebase: LakebaseSection,
+}
+
+/// HTTPS and extra listeners of the workspace API (the REST API and the
+/// Spark Connect gateway answer on every one of them).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSection {
+    /// HTTPS port (TLS 1.2/1.3, ALPN h2 and http/1.1); 0 disables it. 443
+    /// needs root or `CAP_NET_BIND_SERVICE`.
+    pub https_port: u16,
+    /// More plain-HTTP ports (e.g. 80 for the legacy CLI's `http://` hosts).
+    pub extra_http_ports: Vec<u16>,
+    /// Names (DNS or IP) the certificate covers besides localhost, 127.0.0.1 and ::1.
+    pub tls_names: Vec<String>,
+    /// A certificate chain (PEM) to present instead of one from Kiln's CA.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            https_port: 8443,
+            extra_http_ports: Vec::new(),
+            tls_names: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -93,6 +124,7 @@ impl Default for Config {
             data_dir: PathBuf::from("kiln-data"),
             admin_password: None,
             shared_dir: None,
+            server: ServerSection::default(),
             rate_limit: RateLimitConfig::default(),
             clusters: ClustersConfig::default(),
             lakebase: LakebaseSection::default(),
@@ -130,6 +162,7 @@ impl std::fmt::Debug for Config {
                 &self.admin_password.as_ref().map(|_| "<redacted>"),
             )
             .field("shared_dir", &self.shared_dir)
+            .field("server", &self.server)
             .field("rate_limit", &self.rate_limit)
             .field("clusters", &self.clusters)
             .field("lakebase", &self.lakebase)
@@ -163,6 +196,11 @@ impl Config {
             config.port = port
                 .parse()
                 .map_err(|_| format!("KILN_PORT is not a port number: {port}"))?;
+        }
+        if let Ok(port) = std::env::var("KILN_HTTPS_PORT") {
+            config.server.https_port = port
+                .parse()
+                .map_err(|_| format!("KILN_HTTPS_PORT is not a port number: {port}"))?;
         }
         if let Some(dir) = std::env::var_os("KILN_DATA_DIR") {
             config.data_dir = PathBuf::from(dir);

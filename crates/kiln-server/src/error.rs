@@ -12,6 +12,11 @@ pub struct ApiError(pub Error);
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// The message of an error response, kept on the response so an API family
+/// with another error body (REST API 1.2) can render it its own way.
+#[derive(Debug, Clone)]
+pub struct RenderedError(pub String);
+
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         Self(e)
@@ -30,9 +35,12 @@ impl IntoResponse for ApiError {
             StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = ErrorBody {
             error_code: self.0.code.as_str().into(),
-            message: self.0.message,
+            message: self.0.message.clone(),
         };
         let mut response = (status, axum::Json(body)).into_response();
+        response
+            .extensions_mut()
+            .insert(RenderedError(self.0.message));
         if let Some(secs) = self.0.retry_after_secs {
             if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);

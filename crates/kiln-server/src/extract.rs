@@ -79,13 +79,27 @@ pub enum MultipartOr<T> {
     Params(T),
 }
 
-/// The fields of a multipart body.
-pub struct Form(std::collections::HashMap<String, Bytes>);
+/// The fields of a multipart body, and which of them were file parts.
+pub struct Form {
+    fields: std::collections::HashMap<String, Bytes>,
+    /// Names of the parts sent with a `filename` (file uploads), in order.
+    files: Vec<String>,
+}
 
 impl Form {
+    /// The uploaded file: the part named `preferred`, else the first file part
+    /// whatever its name (the legacy CLI names it `file`). `None` when the body
+    /// carries no file at all: an upload without data is an error, never an
+    /// empty file.
+    pub fn file(&self, preferred: &str) -> Option<&Bytes> {
+        self.fields
+            .get(preferred)
+            .or_else(|| self.files.first().and_then(|name| self.fields.get(name)))
+    }
+
     /// A field as text (lossy UTF-8).
     pub fn text(&self, name: &str) -> Option<String> {
-        self.0
+        self.fields
             .get(name)
             .map(|b| String::from_utf8_lossy(b).to_string())
     }
@@ -99,11 +113,6 @@ impl Form {
     pub fn flag(&self, name: &str) -> bool {
         self.text(name)
             .is_some_and(|v| v.eq_ignore_ascii_case("true"))
-    }
-
-    /// A field's raw bytes (a file part); absent is empty.
-    pub fn bytes(&self, name: &str) -> Vec<u8> {
-        self.0.get(name).map(|b| b.to_vec()).unwrap_or_default()
     }
 }
 
@@ -138,6 +147,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for MultipartOr<T> {
         let stream = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(body) });
         let mut form = multer::Multipart::new(stream, boundary);
         let mut fields = std::collections::HashMap::new();
+        let mut files = Vec::new();
         let bad = |e: multer::Error| {
             ApiError::new(
                 ErrorCode::MalformedRequest,
@@ -146,9 +156,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for MultipartOr<T> {
         };
         while let Some(field) = form.next_field().await.map_err(bad)? {
             let name = field.name().unwrap_or_default().to_string();
+            if field.file_name().is_some() {
+                files.push(name.clone());
+            }
             fields.insert(name, field.bytes().await.map_err(bad)?);
         }
-        Ok(Self::Multipart(Form(fields)))
+        Ok(Self::Multipart(Form { fields, files }))
     }
 }
 

@@ -445,6 +445,30 @@ impl Identity {
         Ok(tokens)
     }
 
+    /// Every personal access token of the workspace (token management), oldest first.
+    pub fn all_personal_tokens(&self) -> Result<Vec<TokenRecord>> {
+        let mut tokens: Vec<_> = self
+            .read()?
+            .tokens
+            .values()
+            .filter(|t| t.kind == TokenKind::Personal)
+            .cloned()
+            .collect();
+        tokens.sort_by_key(|t| t.created_ms);
+        Ok(tokens)
+    }
+
+    /// Revokes any personal access token (token management, admins).
+    pub fn revoke_any_token(&self, token_id: &str) -> Result<()> {
+        let owner = self
+            .all_personal_tokens()?
+            .into_iter()
+            .find(|t| t.token_id == token_id)
+            .map(|t| t.principal_id)
+            .ok_or_else(|| Error::not_found(format!("Token with ID {token_id} does not exist.")))?;
+        self.revoke_token(&owner, token_id)
+    }
+
     /// Revokes one of the caller's tokens.
     pub fn revoke_token(&self, principal_id: &str, token_id: &str) -> Result<()> {
         let hash = self

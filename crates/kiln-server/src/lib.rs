@@ -7,7 +7,9 @@
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod gateway;
 pub mod identity;
+pub mod listen;
 pub mod middleware;
 pub mod ratelimit;
 pub mod routes;
@@ -41,6 +43,7 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             middleware::authenticate,
         ))
+        .layer(axum::middleware::from_fn(middleware::rest12_errors))
         .layer(axum::middleware::from_fn(middleware::trace))
         .with_state(state)
 }
@@ -93,17 +96,12 @@ pub async fn serve(
     let permissions = kiln_workspace::permissions::Permissions::open(store.clone())?;
     let groups = kiln_workspace::groups::Groups::open(store.clone())?;
     let workspace_id = bootstrap::workspace_id(store.as_ref())?;
+    let account_id = bootstrap::account_id(store.as_ref())?;
     bootstrap::admin(&identity, &config)?;
     bootstrap::shared_folder(store.as_ref(), &workspace, &permissions)?;
-    let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
-        .await
-        .map_err(|e| {
-            Error::invalid(format!(
-                "cannot listen on {}:{}: {e}",
-                config.host, config.port
-            ))
-        })?;
-    let address = listener
+    let listeners = bind_listeners(&config).await?;
+    let address = listeners[0]
+        .tcp
         .local_addr()
         .map_err(|e| Error::internal("bind the HTTP port", e))?;
     let catalog = Catalog::open(store.clone(), isolation.warehouse())?;
@@ -162,6 +160,7 @@ pub async fn serve(
         config.rate_limit.requests_per_second,
         config.rate_limit.burst,
     );
+    let host = HostInfo::detect(&config.data_dir);
     let shared = Shared {
         config,
         identity,
@@ -178,7 +177,8 @@ pub async fn serve(
         pipelines: pipelines.clone(),
         limiter,
         workspace_id,
-        host: HostInfo::detect(),
+        account_id,
+        host,
         list_cache: Default::default(),
     };
     let state = AppState {
@@ -186,9 +186,22 @@ pub async fn serve(
     };
     tracing::info!(%address, "kiln is serving");
     println!("Kiln is listening on http://{address}");
-    let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    for listener in &listeners[1..] {
+        if let Ok(extra) = listener.tcp.local_addr() {
+            let scheme = if listener.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            tracing::info!(address = %extra, scheme, "kiln is serving");
+            println!("Kiln is listening on {scheme}://{extra}");
+        }
+    }
+    let services = listen::Services {
+        app: app(state.clone()),
+        gateway: gateway::Gateway::new(state),
+    };
+    listen::serve(listeners, services, shutdown).await;
     // Lakebase endpoints stop with the proxy.
     lakebase_stop.cancel();
     for task in lakebase_tasks {
@@ -202,7 +215,61 @@ pub async fn serve(
     engines_stop.cancel();
     let _ = engines.await;
     tracing::info!("kiln stopped");
-    served.map_err(|e| Error::internal("serve HTTP", e))
+    Ok(())
+}
+
+/// The plain-HTTP port first, then the HTTPS port and any extra plain ports.
+async fn bind_listeners(config: &Config) -> Result<Vec<listen::Listener>> {
+    let bind = |port: u16| async move {
+        tokio::net::TcpListener::bind((config.host.as_str(), port))
+            .await
+            .map_err(|e| {
+                let hint = if port < 1024 {
+                    " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+                } else {
+                    ""
+                };
+                Error::invalid(format!(
+                    "cannot listen on {}:{port}: {e}{hint}",
+                    config.host
+                ))
+            })
+    };
+    let mut listeners = vec![listen::Listener {
+        tcp: bind(config.port).await?,
+        tls: None,
+    }];
+    let server = &config.server;
+    if server.https_port != 0 {
+        listeners.push(listen::Listener {
+            tcp: bind(server.https_port).await?,
+            tls: Some(workspace_tls(config)?),
+        });
+    }
+    for port in &server.extra_http_ports {
+        listeners.push(listen::Listener {
+            tcp: bind(*port).await?,
+            tls: None,
+        });
+    }
+    Ok(listeners)
+}
+
+/// The HTTPS identity: the configured certificate, or a leaf from Kiln's CA.
+fn workspace_tls(config: &Config) -> Result<Arc<tokio_rustls::rustls::ServerConfig>> {
+    use kiln_core::tls;
+    let server = &config.server;
+    match (&server.tls_cert, &server.tls_key) {
+        (Some(cert), Some(key)) => tls::server_config_from_files(cert, key, tls::HTTP_ALPN),
+        (None, None) => {
+            let ca = tls::LocalCa::open(&config.data_dir.join("tls"))?;
+            ca.write_bundle()?;
+            ca.server_config(&tls::default_names(&server.tls_names), tls::HTTP_ALPN)
+        }
+        _ => Err(Error::invalid(
+            "server.tls_cert and server.tls_key go together: set both or neither",
+        )),
+    }
 }
 
 /// Kiln's private files: only Kiln's OS user reads them (user code never runs as it).
@@ -215,6 +282,8 @@ fn private_files(data_dir: &std::path::Path) -> Result<()> {
         ("admin.token", 0o600),
         ("secrets.key", 0o600),
         ("lakebase-tls", 0o700),
+        ("tls", 0o755),
+        ("tls/ca.key", 0o600),
         ("logs", 0o700),
         ("pipelines", 0o700),
     ] {
@@ -247,8 +316,8 @@ fn lakebase_config(config: &Config, isolation: &Isolation) -> kiln_lakebase::Lak
     }
 }
 
-/// Starts the Lakebase reconciler, the Postgres proxy (TLS, certificate in
-/// `<data_dir>/lakebase-tls`) and the resumption of endpoints that were active.
+/// Starts the Lakebase reconciler, the Postgres proxy (TLS, certificates from
+/// Kiln's CA in `<data_dir>/tls`) and the resumption of endpoints that were active.
 async fn start_lakebase(
     config: &Config,
     lakebase: Arc<kiln_lakebase::Lakebase>,
@@ -260,10 +329,14 @@ async fn start_lakebase(
     if port == 0 {
         return Ok(tasks);
     }
-    let tls = kiln_lakebase::tls::server_config(
-        &config.data_dir.join("lakebase-tls"),
+    // Each endpoint host name gets a leaf of its own from Kiln's CA (Node
+    // rejects `*.localhost`); IP-address clients get the default leaf.
+    let tls = kiln_core::tls::SniCertificates::new(
+        kiln_core::tls::LocalCa::open(&config.data_dir.join("tls"))?,
         &config.lakebase.host_suffix,
-    )?;
+        &kiln_core::tls::default_names(&config.server.tls_names),
+    )?
+    .into_config(&[])?;
     match tokio::net::TcpListener::bind((config.host.as_str(), port)).await {
         Ok(listener) => {
             tracing::info!(port, "lakebase postgres proxy listening");

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use kiln_core::{Error, ErrorCode};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, RenderedError};
 use crate::identity::{Caller, Scope};
 use crate::state::AppState;
 
@@ -59,6 +59,30 @@ pub async fn trace(request: Request, next: Next) -> Response {
     response
 }
 
+/// REST API 1.2 errors have that API's body, `{"error": "<message>"}` (the
+/// SDK reads the text as the message and the status as the kind). Credential
+/// and rate-limit refusals keep the workspace's body, as Databricks' gateway
+/// sends them before the request reaches the 1.2 service.
+pub async fn rest12_errors(request: Request, next: Next) -> Response {
+    if !request.uri().path().starts_with("/api/1.2/") {
+        return next.run(request).await;
+    }
+    let response = next.run(request).await;
+    let status = response.status();
+    if matches!(status.as_u16(), 401 | 429) {
+        return response;
+    }
+    match response.extensions().get::<RenderedError>().cloned() {
+        Some(RenderedError(message)) => {
+            let (mut parts, _) = response.into_parts();
+            parts.headers.remove(header::CONTENT_LENGTH);
+            let body = serde_json::json!({ "error": message }).to_string();
+            Response::from_parts(parts, axum::body::Body::from(body))
+        }
+        None => response,
+    }
+}
+
 /// Authenticates the caller (Bearer or Basic) and applies its rate limit.
 pub async fn authenticate(
     State(state): State<AppState>,
@@ -68,7 +92,7 @@ pub async fn authenticate(
     if is_public(request.uri().path()) {
         return next.run(request).await;
     }
-    let caller = match credentials(&state, &request) {
+    let caller = match credentials(&state, request.headers()) {
         Ok(caller) => caller,
         Err(err) => return ApiError(err).into_response(),
     };
@@ -89,7 +113,7 @@ pub async fn authenticate(
 
 /// A scoped credential reaches only its routes: the engines' credential the
 /// Unity Catalog API, a context's credential nothing once its context ended.
-fn check_scope(state: &AppState, caller: &Caller, path: &str) -> Result<(), Error> {
+pub(crate) fn check_scope(state: &AppState, caller: &Caller, path: &str) -> Result<(), Error> {
     match &caller.scope {
         Scope::Full => Ok(()),
         Scope::Catalog if path.starts_with("/api/2.1/unity-catalog/") => Ok(()),
@@ -104,9 +128,11 @@ fn check_scope(state: &AppState, caller: &Caller, path: &str) -> Result<(), Erro
     }
 }
 
-fn credentials(state: &AppState, request: &Request) -> Result<Caller, Error> {
-    let header = request
-        .headers()
+pub(crate) fn credentials(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<Caller, Error> {
+    let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| {

@@ -34,6 +34,7 @@ pub struct Shared {
     pub limiter: RateLimiter,
     /// Numeric workspace id (host metadata, `X-Databricks-Org-Id`).
     pub workspace_id: String,
+    pub account_id: String,
     /// Serialised clusters/list responses.
     pub list_cache: ResponseCache,
     /// The machine engines run on (node type, cluster cores and memory).

@@ -29,10 +29,23 @@ enum Command {
         /// HTTP port [env: KILN_PORT] [default: 8080]
         #[arg(long)]
         port: Option<u16>,
+        /// HTTPS port, 0 = off [env: KILN_HTTPS_PORT] [default: 8443]
+        #[arg(long)]
+        https_port: Option<u16>,
         /// Data directory [env: KILN_DATA_DIR] [default: ./kiln-data]
         #[arg(long)]
         data_dir: Option<PathBuf>,
         /// TOML configuration file (see docs/configuration.md)
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print the environment settings that make clients trust Kiln's HTTPS
+    /// and Postgres certificates (creates Kiln's CA if needed).
+    Trust {
+        /// Data directory [env: KILN_DATA_DIR] [default: ./kiln-data]
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// TOML configuration file
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -54,12 +67,14 @@ fn main() -> ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::Setup => setup(),
+        Command::Trust { data_dir, config } => trust(data_dir, config),
         Command::Serve {
             host,
             port,
+            https_port,
             data_dir,
             config,
-        } => serve(host, port, data_dir, config),
+        } => serve(host, port, https_port, data_dir, config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,9 +91,34 @@ fn setup() -> Result<(), String> {
     Ok(())
 }
 
+fn trust(data_dir: Option<PathBuf>, file: Option<PathBuf>) -> Result<(), String> {
+    let mut config = Config::load(file.as_deref())?;
+    if let Some(dir) = data_dir {
+        config.data_dir = dir;
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
+    let data_dir = config
+        .data_dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+    let ca = kiln_core::tls::LocalCa::open(&data_dir.join("tls")).map_err(|e| e.message)?;
+    let bundle = ca.write_bundle().map_err(|e| e.message)?;
+    let ca = ca.cert_path().display().to_string();
+    let bundle = bundle.display().to_string();
+    println!("# Trust Kiln's local CA ({ca}); paste into your shell:");
+    println!("export REQUESTS_CA_BUNDLE={bundle}");
+    println!("export SSL_CERT_FILE={bundle}");
+    println!("export GRPC_DEFAULT_SSL_ROOTS_FILE_PATH={bundle}");
+    println!("export NODE_EXTRA_CA_CERTS={ca}");
+    println!("export PGSSLROOTCERT={ca}");
+    Ok(())
+}
+
 fn serve(
     host: Option<String>,
     port: Option<u16>,
+    https_port: Option<u16>,
     data_dir: Option<PathBuf>,
     file: Option<PathBuf>,
 ) -> Result<(), String> {
@@ -88,6 +128,9 @@ fn serve(
     }
     if let Some(port) = port {
         config.port = port;
+    }
+    if let Some(port) = https_port {
+        config.server.https_port = port;
     }
     if let Some(dir) = data_dir {
         config.data_dir = dir;

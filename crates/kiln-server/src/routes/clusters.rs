@@ -530,6 +530,13 @@ async fn list_node_types(State(state): State<AppState>) -> Json<wire::ListNodeTy
             photon_driver_capable: false,
             photon_worker_capable: false,
             display_order: 0,
+            node_instance_type: wire::NodeInstanceType {
+                instance_type_id: NODE_TYPE_ID.into(),
+                local_disks: 1,
+                local_disk_size_gb: state.host.disk_gb,
+                local_nvme_disks: 0,
+                local_nvme_disk_size_gb: 0,
+            },
         }],
     })
 }

@@ -15,10 +15,12 @@ pub const NODE_TYPE_ID: &str = "kiln-local";
 pub struct HostInfo {
     pub cores: f64,
     pub memory_mb: u64,
+    /// The size of the filesystem holding the data dir (the clusters' local disk).
+    pub disk_gb: u64,
 }
 
 impl HostInfo {
-    pub fn detect() -> Self {
+    pub fn detect(data_dir: &std::path::Path) -> Self {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get() as f64)
             .unwrap_or(1.0);
@@ -32,7 +34,11 @@ impl HostInfo {
             })
             .map(|kb| kb / 1024)
             .unwrap_or(0);
-        Self { cores, memory_mb }
+        Self {
+            cores,
+            memory_mb,
+            disk_gb: kiln_core::process::disk_size_gb(data_dir),
+        }
     }
 }
 

@@ -5,7 +5,6 @@ use axum::http::Method;
 use axum::routing::{get, post};
 use axum::{Extension, Json};
 use kiln_api::commands as wire;
-use kiln_api::Empty;
 use kiln_compute::contexts::Language;
 use kiln_core::Error;
 use serde_json::Value;
@@ -102,12 +101,12 @@ async fn destroy_context(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Params(req): Params<wire::ContextRef>,
-) -> ApiResult<Json<Empty>> {
+) -> ApiResult<Json<wire::Created>> {
     require_cluster(&state, &caller, &req.cluster_id, "CAN_ATTACH_TO")?;
     state
         .contexts
         .destroy_context(&req.cluster_id, &req.context_id)?;
-    Ok(Json(Empty {}))
+    Ok(Json(wire::Created { id: req.context_id }))
 }
 
 fn options_of(options: Option<Value>) -> Result<Value, Error> {
@@ -132,6 +131,13 @@ async fn execute_command(
 ) -> ApiResult<Json<wire::Created>> {
     require_cluster(&state, &caller, &req.cluster_id, "CAN_ATTACH_TO")?;
     let language = req.language.as_deref().map(Language::parse).transpose()?;
+    let command = match (req.command, req.command_file) {
+        (Some(command), None) | (None, Some(command)) => command,
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid("Specify either command or commandFile, not both").into())
+        }
+        (None, None) => return Err(Error::invalid("Missing required field: command").into()),
+    };
     let options = options_of(req.options)?;
     if let Some(limit) = options.get("displayRowLimit") {
         if limit.as_u64().is_none_or(|n| n == 0) {
@@ -141,13 +147,10 @@ async fn execute_command(
             .into());
         }
     }
-    let id = state.contexts.execute(
-        &req.cluster_id,
-        &req.context_id,
-        language,
-        req.command,
-        options,
-    )?;
+    let id =
+        state
+            .contexts
+            .execute(&req.cluster_id, &req.context_id, language, command, options)?;
     Ok(Json(wire::Created { id }))
 }
 
@@ -171,10 +174,10 @@ async fn cancel_command(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Params(req): Params<wire::CommandRef>,
-) -> ApiResult<Json<Empty>> {
+) -> ApiResult<Json<wire::Created>> {
     require_cluster(&state, &caller, &req.cluster_id, "CAN_ATTACH_TO")?;
     state
         .contexts
         .cancel(&req.cluster_id, &req.context_id, &req.command_id)?;
-    Ok(Json(Empty {}))
+    Ok(Json(wire::Created { id: req.command_id }))
 }

@@ -8,6 +8,7 @@ use base64::Engine as _;
 use kiln_api::dbfs as wire;
 use kiln_api::Empty;
 use kiln_core::blocking::run;
+use kiln_core::Error;
 use kiln_workspace::dbfs::FileInfo;
 
 use super::{ep, Endpoint};
@@ -79,7 +80,8 @@ async fn mkdirs(
     Ok(Json(Empty {}))
 }
 
-/// Inline base64 `contents`, or multipart with a raw `contents` file part.
+/// Inline base64 `contents`, or multipart with the file as a raw part (named
+/// `contents` by curl examples, `file` by the legacy CLI).
 async fn put(
     State(state): State<AppState>,
     body: MultipartOr<wire::Put>,
@@ -89,11 +91,18 @@ async fn put(
             let contents = base64_field("contents", req.contents.as_deref().unwrap_or(""))?;
             (req.path, contents, req.overwrite.unwrap_or(false))
         }
-        MultipartOr::Multipart(form) => (
-            form.required("path")?,
-            form.bytes("contents"),
-            form.flag("overwrite"),
-        ),
+        MultipartOr::Multipart(form) => {
+            let contents = form.file("contents").ok_or_else(|| {
+                Error::invalid(
+                    "Missing required field: contents (the multipart body has no file part)",
+                )
+            })?;
+            (
+                form.required("path")?,
+                contents.to_vec(),
+                form.flag("overwrite"),
+            )
+        }
     };
     run(|| state.dbfs.put(&path, &contents, overwrite))?;
     Ok(Json(Empty {}))

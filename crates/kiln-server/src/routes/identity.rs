@@ -17,6 +17,7 @@ use super::{ep, Endpoint};
 use crate::error::ApiResult;
 use crate::extract::{from_query, Params};
 use crate::identity::{Caller, OAUTH_TOKEN_SECONDS};
+use crate::listen::Scheme;
 use crate::middleware::decode_basic;
 use crate::state::AppState;
 
@@ -129,27 +130,42 @@ async fn revoke_token(
     Ok(Json(Empty {}))
 }
 
-fn base_url(headers: &HeaderMap) -> String {
+/// The workspace URL as the client reached it (scheme, host and port).
+/// HTTP/2 clients send no `Host`: their `:authority` is in the URI.
+pub(crate) fn base_url(
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    scheme: Option<Extension<Scheme>>,
+) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
         .unwrap_or("127.0.0.1");
-    format!("http://{host}")
+    let scheme = scheme.map(|Extension(s)| s).unwrap_or(Scheme::Http);
+    format!("{}://{host}", scheme.as_str())
 }
 
 async fn host_metadata(
     State(state): State<AppState>,
+    scheme: Option<Extension<Scheme>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Json<oauth_wire::HostMetadata> {
     Json(oauth_wire::HostMetadata {
-        oidc_endpoint: format!("{}/oidc", base_url(&headers)),
+        oidc_endpoint: format!("{}/oidc", base_url(&headers, &uri, scheme)),
         workspace_id: state.workspace_id.clone(),
+        account_id: state.account_id.clone(),
         cloud: "AWS".into(),
     })
 }
 
-async fn oidc_discovery(headers: HeaderMap) -> Json<oauth_wire::OidcDiscovery> {
-    let base = base_url(&headers);
+async fn oidc_discovery(
+    scheme: Option<Extension<Scheme>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Json<oauth_wire::OidcDiscovery> {
+    let base = base_url(&headers, &uri, scheme);
     Json(oauth_wire::OidcDiscovery {
         issuer: format!("{base}/oidc"),
         authorization_endpoint: format!("{base}/oidc/v1/authorize"),

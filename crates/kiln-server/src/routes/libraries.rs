@@ -146,11 +146,12 @@ async fn list_v12(
         libraries
             .into_iter()
             .map(|r| wire::LibraryV12 {
-                name: r
-                    .key
-                    .split_once(':')
-                    .map(|(_, name)| name.trim_end_matches('@').to_string())
-                    .unwrap_or(r.key.clone()),
+                name: r.name.clone().unwrap_or_else(|| {
+                    r.key
+                        .split_once(':')
+                        .map(|(_, name)| name.trim_end_matches('@').to_string())
+                        .unwrap_or(r.key.clone())
+                }),
                 status: match r.status {
                     LibraryStatus::Installed | LibraryStatus::UninstallOnRestart => "LibraryLoaded",
                     LibraryStatus::Failed => "LibraryError",
@@ -162,7 +163,8 @@ async fn list_v12(
     ))
 }
 
-/// Registers a Python library from a URI: `dbfs:/…` wheels, or http(s) URLs pip fetches.
+/// Registers a Python library from a URI: `dbfs:/…` wheels, http(s) URLs pip
+/// fetches, or (admins only) a `file:` wheel on Kiln's host, copied into DBFS.
 async fn upload_v12(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -181,13 +183,55 @@ async fn upload_v12(
         json!({"whl": req.uri})
     } else if req.uri.starts_with("http://") || req.uri.starts_with("https://") {
         json!({"pypi": {"package": req.uri}})
+    } else if let Some(path) = req.uri.strip_prefix("file:") {
+        json!({"whl": host_wheel_to_dbfs(&state, &caller, path)?})
     } else {
-        return Err(Error::invalid("uri must be a dbfs:/ wheel or an http(s) URL; file: URIs name the client's machine, upload the file to DBFS first").into());
+        return Err(
+            Error::invalid("uri must be a dbfs:/ or file: wheel, or an http(s) URL").into(),
+        );
     };
-    let _ = req.name;
-    state.libraries.install(&req.cluster_id, &[library])?;
+    state
+        .libraries
+        .install_named(&req.cluster_id, &[library], req.name.as_deref())?;
     Ok(Json(wire::UploadLibraryV12Response {
         language: req.language,
         uri: req.uri,
     }))
+}
+
+/// A `file:` URI names a file on Kiln's host, so only admins may use one. It
+/// must be an absolute path to a `.whl` outside Kiln's data dir (Kiln's
+/// private state is never a library source); its bytes are copied into DBFS
+/// under `/FileStore/libraries/` and installed from there.
+fn host_wheel_to_dbfs(state: &AppState, caller: &Caller, uri_path: &str) -> Result<String, Error> {
+    if !caller.admin {
+        return Err(Error::new(
+            kiln_core::ErrorCode::PermissionDenied,
+            "file: URIs read files on Kiln's host and are for workspace admins; upload the wheel to DBFS and use its dbfs:/ URI",
+        ));
+    }
+    let path = std::path::Path::new(uri_path.trim_start_matches("//"));
+    let refused = |why: &str| Error::invalid(format!("uri file:{uri_path}: {why}"));
+    if !path.is_absolute()
+        || path
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(refused("must be an absolute path without '..'"));
+    }
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| n.ends_with(".whl"))
+        .ok_or_else(|| refused("must name a .whl file"))?;
+    let real = path.canonicalize().map_err(|e| refused(&e.to_string()))?;
+    let private = state.config.data_dir.canonicalize().unwrap_or_default();
+    if real.starts_with(&private) || !real.is_file() {
+        return Err(refused("is not a wheel Kiln may read"));
+    }
+    let bytes =
+        kiln_core::blocking::run(|| std::fs::read(&real).map_err(|e| refused(&e.to_string())))?;
+    let target = format!("/FileStore/libraries/{name}");
+    kiln_core::blocking::run(|| state.dbfs.put(&target, &bytes, true))?;
+    Ok(format!("dbfs:{target}"))
 }

@@ -19,6 +19,7 @@ mod postgres_convert;
 mod scim;
 mod scim_groups;
 pub(crate) mod secrets;
+mod token_management;
 mod unity_catalog;
 mod workspace;
 
@@ -73,6 +74,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     let mut all = Vec::new();
     all.extend(meta::endpoints());
     all.extend(identity::endpoints());
+    all.extend(token_management::endpoints());
     all.extend(scim::endpoints());
     all.extend(scim_groups::endpoints());
     all.extend(clusters::endpoints());

@@ -176,7 +176,7 @@ async fn import(
             form.required("path")?,
             form.text("format"),
             form.text("language"),
-            form.bytes("content"),
+            form.file("content").map(|b| b.to_vec()).unwrap_or_default(),
             form.flag("overwrite"),
         ),
     };

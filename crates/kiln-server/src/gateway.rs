@@ -1,0 +1,506 @@
+//! The Spark Connect gateway: Databricks Connect and raw Spark Connect
+//! clients speak gRPC (`/spark.connect.SparkConnectService/*`) to the
+//! workspace's own ports, as they do to Databricks. Each call is
+//! authenticated like a REST call (Bearer token), needs `CAN_ATTACH_TO` on the
+//! cluster named by `x-databricks-cluster-id`, and is forwarded (without its
+//! `authorization`) over HTTP/2 to that cluster's engine on loopback, its
+//! response and trailers streamed back. A Spark session id belongs to the
+//! user that first used it.
+//!
+//! Errors are gRPC statuses: a bad token is UNAUTHENTICATED, an unknown
+//! cluster NOT_FOUND, a cluster that is not running FAILED_PRECONDITION with
+//! `is in unexpected state Pending` (what Databricks Connect retries on; a
+//! terminated cluster is started first when the caller may start it).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, Request, Response, Uri};
+use bytes::BytesMut;
+use futures_util::StreamExt as _;
+use http_body_util::{BodyExt as _, BodyStream, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use kiln_core::{Error, ErrorCode};
+use kiln_store::ClusterState;
+
+use crate::identity::Caller;
+use crate::state::AppState;
+
+const SERVICE_PREFIX: &str = "/spark.connect.SparkConnectService/";
+/// Bytes of the first message read to find its session id (field 1, first).
+const PEEK_LIMIT: usize = 512;
+/// Sessions remembered (oldest forgotten first beyond this).
+const MAX_SESSIONS: usize = 100_000;
+
+/// gRPC status codes used here.
+#[derive(Debug, Clone, Copy)]
+enum Status {
+    InvalidArgument = 3,
+    NotFound = 5,
+    PermissionDenied = 7,
+    ResourceExhausted = 8,
+    FailedPrecondition = 9,
+    Internal = 13,
+    Unavailable = 14,
+    Unauthenticated = 16,
+}
+
+/// Whether a request is a Spark Connect call.
+pub fn is_spark_connect<B>(request: &Request<B>) -> bool {
+    request.uri().path().starts_with(SERVICE_PREFIX)
+}
+
+#[derive(Clone)]
+pub struct Gateway {
+    state: AppState,
+    client: Client<HttpConnector, Body>,
+    /// Spark session id → (principal id, last use).
+    sessions: Arc<Mutex<HashMap<String, (String, Instant)>>>,
+}
+
+impl Gateway {
+    pub fn new(state: AppState) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        let client = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build(connector);
+        Self {
+            state,
+            client,
+            sessions: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let path = request.uri().path().to_string();
+        let (response, user) = match self.forward(request).await {
+            Ok((response, user)) => (response, user),
+            Err((status, message, user)) => (grpc_error(status, &message), user),
+        };
+        tracing::info!(
+            path = %path,
+            grpc_status = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("streamed"),
+            micros = started.elapsed().as_micros() as u64,
+            user = %user,
+            "spark connect"
+        );
+        response
+    }
+
+    async fn forward(
+        &self,
+        request: Request<Incoming>,
+    ) -> Result<(Response<Body>, String), (Status, String, String)> {
+        let caller = self
+            .authenticate(request.headers(), request.uri().path())
+            .map_err(|(s, m)| (s, m, String::new()))?;
+        let user = caller.user_name.clone();
+        let fail = |(status, message): (Status, String)| (status, message, user.clone());
+        let port = self
+            .engine_port(&caller, request.headers())
+            .await
+            .map_err(fail)?;
+        let (mut parts, body) = request.into_parts();
+        let (prefix, rest) = peek(body).await.map_err(fail)?;
+        if let Some(first) = first_fields(&prefix) {
+            if self.bind_session(&first.session, &caller).map_err(fail)? {
+                self.session_defaults(port, &first).await;
+            }
+        }
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default();
+        parts.uri = format!("http://127.0.0.1:{port}{path_and_query}")
+            .parse::<Uri>()
+            .map_err(|e| (Status::Internal, e.to_string()))
+            .map_err(fail)?;
+        parts.headers.remove(header::AUTHORIZATION);
+        parts.headers.remove(header::HOST);
+        parts.extensions = Default::default();
+        let first = futures_util::stream::iter(
+            (!prefix.is_empty()).then(|| Ok::<_, hyper::Error>(Frame::data(prefix.freeze()))),
+        );
+        let body = Body::new(StreamBody::new(first.chain(BodyStream::new(rest))));
+        let response = self
+            .client
+            .request(Request::from_parts(parts, body))
+            .await
+            .map_err(|e| {
+                fail((
+                    Status::Unavailable,
+                    format!("the cluster's Spark engine did not answer: {e}"),
+                ))
+            })?;
+        Ok((response.map(Body::new), user))
+    }
+
+    fn authenticate(&self, headers: &HeaderMap, path: &str) -> Result<Caller, (Status, String)> {
+        let caller = crate::middleware::credentials(&self.state, headers)
+            .map_err(|e| (Status::Unauthenticated, e.message))?;
+        crate::middleware::check_scope(&self.state, &caller, path).map_err(|e| {
+            let status = if e.code == ErrorCode::Unauthenticated {
+                Status::Unauthenticated
+            } else {
+                Status::PermissionDenied
+            };
+            (status, e.message)
+        })?;
+        if caller.credential != "system" {
+            self.state
+                .limiter
+                .check(&caller.credential)
+                .map_err(|e| (Status::ResourceExhausted, e.message))?;
+        }
+        Ok(caller)
+    }
+
+    /// The engine port of the cluster the call names, once the caller may
+    /// attach to it and it runs.
+    async fn engine_port(
+        &self,
+        caller: &Caller,
+        headers: &HeaderMap,
+    ) -> Result<u16, (Status, String)> {
+        let cluster_id = headers
+            .get("x-databricks-cluster-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                (
+                    Status::InvalidArgument,
+                    "Missing x-databricks-cluster-id: name the cluster to connect to".to_string(),
+                )
+            })?
+            .to_string();
+        let state = &self.state;
+        let record = state
+            .clusters
+            .get(&cluster_id)
+            .map_err(|e| (Status::NotFound, e.message))?;
+        crate::routes::access::require_cluster(state, caller, &cluster_id, "CAN_ATTACH_TO")
+            .map_err(status_of)?;
+        match (record.state, record.engine_port) {
+            (ClusterState::Running | ClusterState::Resizing, Some(port)) => {
+                state.clusters.touch(&cluster_id);
+                Ok(port)
+            }
+            (ClusterState::Terminated | ClusterState::Error, _) => {
+                let may_start = crate::routes::access::require_cluster(
+                    state,
+                    caller,
+                    &cluster_id,
+                    "CAN_RESTART",
+                )
+                .is_ok();
+                if !may_start {
+                    return Err(not_running(&cluster_id, "Terminated"));
+                }
+                state
+                    .clusters
+                    .start(&caller.user_name, &cluster_id)
+                    .await
+                    .map_err(status_of)?;
+                Err(not_running(&cluster_id, "Pending"))
+            }
+            (ClusterState::Terminating, _) => Err(not_running(&cluster_id, "Terminating")),
+            _ => Err(not_running(&cluster_id, "Pending")),
+        }
+    }
+
+    /// A new session gets Databricks' defaults before its first call: tables
+    /// are Delta unless the client says otherwise (`saveAsTable` with no format).
+    async fn session_defaults(&self, port: u16, first: &FirstFields) {
+        let message = config_set(first, &[("spark.sql.sources.default", "delta")]);
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&message);
+        let request = Request::post(format!("http://127.0.0.1:{port}{SERVICE_PREFIX}Config"))
+            .header(header::CONTENT_TYPE, "application/grpc")
+            .header("te", "trailers")
+            .body(Body::from(framed));
+        let Ok(request) = request else { return };
+        let outcome = match self.client.request(request).await {
+            Ok(response) => {
+                let headers = response.headers().clone();
+                let trailers = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .ok()
+                    .and_then(|b| b.trailers().cloned());
+                grpc_status(&headers).or_else(|| trailers.as_ref().and_then(grpc_status))
+            }
+            Err(_) => None,
+        };
+        if outcome != Some(0) {
+            tracing::warn!(status = ?outcome, "could not set a new Spark session's defaults");
+        }
+    }
+
+    /// Binds a session to the caller; true when the session is new.
+    fn bind_session(&self, session: &str, caller: &Caller) -> Result<bool, (Status, String)> {
+        let mut sessions = self
+            .sessions
+            .lock()
+            .map_err(|_| (Status::Internal, "session table poisoned".to_string()))?;
+        let now = Instant::now();
+        match sessions.get_mut(session) {
+            Some((owner, used)) if *owner == caller.principal_id => {
+                *used = now;
+                Ok(false)
+            }
+            Some(_) => Err((
+                Status::PermissionDenied,
+                format!("Spark session {session} belongs to another user"),
+            )),
+            None => {
+                if sessions.len() >= MAX_SESSIONS {
+                    forget_oldest(&mut sessions);
+                }
+                sessions.insert(session.to_string(), (caller.principal_id.clone(), now));
+                Ok(true)
+            }
+        }
+    }
+}
+
+fn forget_oldest(sessions: &mut HashMap<String, (String, Instant)>) {
+    let mut ages: Vec<Instant> = sessions.values().map(|(_, used)| *used).collect();
+    ages.sort();
+    if let Some(cutoff) = ages.get(ages.len() / 2).copied() {
+        sessions.retain(|_, (_, used)| *used > cutoff);
+    }
+}
+
+fn not_running(cluster_id: &str, state: &str) -> (Status, String) {
+    (
+        Status::FailedPrecondition,
+        format!("INVALID_STATE: cluster {cluster_id} is in unexpected state {state}."),
+    )
+}
+
+fn status_of(error: Error) -> (Status, String) {
+    let status = match error.code {
+        ErrorCode::ResourceDoesNotExist | ErrorCode::NotFound => Status::NotFound,
+        ErrorCode::PermissionDenied => Status::PermissionDenied,
+        ErrorCode::Unauthenticated => Status::Unauthenticated,
+        ErrorCode::InvalidParameterValue => Status::InvalidArgument,
+        ErrorCode::InvalidState => Status::FailedPrecondition,
+        _ => Status::Internal,
+    };
+    (status, error.message)
+}
+
+/// Reads the start of the body (enough of the first gRPC message to hold its
+/// session id) and returns it with the rest of the body.
+async fn peek(mut body: Incoming) -> Result<(BytesMut, Incoming), (Status, String)> {
+    let mut prefix = BytesMut::new();
+    while prefix.len() < wanted(&prefix) {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    prefix.extend_from_slice(&data);
+                }
+            }
+            Some(Err(e)) => return Err((Status::InvalidArgument, e.to_string())),
+            None => break,
+        }
+    }
+    Ok((prefix, body))
+}
+
+/// How many bytes of the body to hold before forwarding.
+fn wanted(prefix: &[u8]) -> usize {
+    if prefix.len() < 5 {
+        return 5;
+    }
+    let length = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+    5 + length.min(PEEK_LIMIT)
+}
+
+/// What every Spark Connect request starts with: `session_id` (field 1) and
+/// `user_context` (field 2, kept as its encoded bytes).
+#[derive(Debug, PartialEq)]
+struct FirstFields {
+    session: String,
+    user_context: Option<Vec<u8>>,
+}
+
+/// The leading fields of the first, uncompressed message.
+fn first_fields(prefix: &[u8]) -> Option<FirstFields> {
+    let (&compressed, message) = prefix.split_first()?;
+    if compressed != 0 || message.len() < 4 {
+        return None;
+    }
+    let (session, rest) = length_delimited(&message[4..], 0x0A)?;
+    let session = String::from_utf8(session.to_vec()).ok()?;
+    let user_context = length_delimited(rest, 0x12).map(|(bytes, _)| bytes.to_vec());
+    Some(FirstFields {
+        session,
+        user_context,
+    })
+}
+
+/// A length-delimited field with the given tag at the start of `bytes`, and what follows it.
+fn length_delimited(bytes: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&found, rest) = bytes.split_first()?;
+    if found != tag {
+        return None;
+    }
+    let (length, used) = varint(rest)?;
+    let end = used.checked_add(usize::try_from(length).ok()?)?;
+    Some((rest.get(used..end)?, rest.get(end..)?))
+}
+
+fn put_field(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+    out.push(tag);
+    let mut length = bytes.len() as u64;
+    loop {
+        let byte = (length & 0x7F) as u8;
+        length >>= 7;
+        if length == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(bytes);
+}
+
+/// A `ConfigRequest` setting `pairs` in the client's session (same user context).
+fn config_set(first: &FirstFields, pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut set = Vec::new();
+    for (key, value) in pairs {
+        let mut pair = Vec::new();
+        put_field(&mut pair, 0x0A, key.as_bytes());
+        put_field(&mut pair, 0x12, value.as_bytes());
+        put_field(&mut set, 0x0A, &pair);
+    }
+    let mut operation = Vec::new();
+    put_field(&mut operation, 0x0A, &set);
+    let mut request = Vec::new();
+    put_field(&mut request, 0x0A, first.session.as_bytes());
+    if let Some(context) = &first.user_context {
+        put_field(&mut request, 0x12, context);
+    }
+    put_field(&mut request, 0x1A, &operation);
+    request
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<u16> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+fn varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, byte) in bytes.iter().take(10).enumerate() {
+        value |= u64::from(byte & 0x7F) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// A trailers-only gRPC error response.
+fn grpc_error(status: Status, message: &str) -> Response<Body> {
+    let mut response = Response::new(Body::empty());
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", HeaderValue::from(status as u16));
+    let encoded: String = message
+        .bytes()
+        .flat_map(|b| {
+            if (0x20..0x7F).contains(&b) && b != b'%' {
+                vec![b as char]
+            } else {
+                format!("%{b:02X}").chars().collect()
+            }
+        })
+        .collect();
+    if let Ok(value) = HeaderValue::from_str(&encoded) {
+        headers.insert("grpc-message", value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(message: &[u8]) -> Vec<u8> {
+        let mut out = vec![0u8];
+        out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        out.extend_from_slice(message);
+        out
+    }
+
+    #[test]
+    fn reads_the_session_id_of_the_first_message() {
+        let session = "7f1c1b2e-0000-4000-8000-000000000001";
+        let mut message = vec![0x0A, session.len() as u8];
+        message.extend_from_slice(session.as_bytes());
+        message.extend_from_slice(&[0x12, 0x00]);
+        let body = framed(&message);
+        assert_eq!(wanted(&body[..3]), 5);
+        assert_eq!(wanted(&body), body.len());
+        let first = first_fields(&body);
+        assert_eq!(first.as_ref().map(|f| f.session.as_str()), Some(session));
+        assert_eq!(first.and_then(|f| f.user_context), Some(Vec::new()));
+    }
+
+    #[test]
+    fn other_shapes_have_no_session() {
+        assert_eq!(first_fields(&framed(&[0x12, 0x01, b'x'])), None);
+        let mut compressed = framed(&[0x0A, 0x01, b'x']);
+        compressed[0] = 1;
+        assert_eq!(first_fields(&compressed), None);
+        assert_eq!(first_fields(&[0, 0, 0]), None);
+        assert_eq!(first_fields(&framed(&[0x0A, 0x05, b'x'])), None);
+    }
+
+    #[test]
+    fn config_requests_carry_the_session_and_user_context() {
+        let first = FirstFields {
+            session: "s1".into(),
+            user_context: Some(vec![0x0A, 0x01, b'u']),
+        };
+        let message = config_set(&first, &[("k", "v")]);
+        assert_eq!(
+            message,
+            vec![
+                0x0A, 2, b's', b'1', 0x12, 3, 0x0A, 1, b'u', 0x1A, 10, 0x0A, 8, 0x0A, 6, 0x0A, 1,
+                b'k', 0x12, 1, b'v'
+            ]
+        );
+    }
+
+    #[test]
+    fn error_messages_are_percent_encoded() {
+        let response = grpc_error(Status::NotFound, "cluster 1 is gone — 100%");
+        let message = response
+            .headers()
+            .get("grpc-message")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(message, "cluster 1 is gone %E2%80%94 100%25");
+    }
+}
