@@ -412,3 +412,107 @@ def test_a_terminated_cluster_starts_on_connect(kiln, w):
         assert ok.returncode == 0, ok.stderr[-3000:]
     finally:
         w.clusters.permanent_delete(cid)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lakebase clients: the proxy's certificates chain to Kiln's CA, and PGHOST=127.0.0.1 just works
+
+
+@pytest.fixture(scope="module")
+def lakebase_endpoint(w):
+    from databricks.sdk.service.postgres import Project, ProjectSpec
+
+    project_id = unique("cli").lower()
+    w.postgres.create_project(project=Project(spec=ProjectSpec(display_name="clients")), project_id=project_id).wait()
+    yield w.postgres.get_endpoint(f"projects/{project_id}/branches/production/endpoints/primary")
+    w.postgres.delete_project(f"projects/{project_id}").wait()
+
+
+def test_lakebase_verify_full_with_kilns_ca_and_plain_127_0_0_1(kiln, w, lakebase_endpoint):
+    import psycopg
+
+    ep = lakebase_endpoint
+    token = w.postgres.generate_database_credential(endpoint=ep.name).token
+    common = dict(port=kiln.pg_port, user="admin", password=token, dbname="databricks_postgres", connect_timeout=30)
+    # the endpoint's own host name, verified against Kiln's CA (a leaf for exactly that name)
+    with psycopg.connect(
+        host=ep.status.hosts.host, hostaddr="127.0.0.1", sslmode="verify-full", sslrootcert=str(kiln.ca_cert), **common
+    ) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    # PGHOST=127.0.0.1 with nothing naming the endpoint: the credential names it; the IP is in the certificate
+    with psycopg.connect(host="127.0.0.1", sslmode="verify-full", sslrootcert=str(kiln.ca_cert), **common) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("admin",)
+    # a certificate for a name that is not Kiln's is never presented
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(
+            host="ep-other.example.com", hostaddr="127.0.0.1", sslmode="verify-full", sslrootcert=str(kiln.ca_cert), **common
+        )
+
+
+def test_lakebase_certificate_names_the_endpoint(kiln, lakebase_endpoint):
+    host = lakebase_endpoint.status.hosts.host
+    ctx = ssl.create_default_context(cafile=str(kiln.ca_cert))
+    with socket.create_connection(("127.0.0.1", kiln.pg_port), timeout=10) as raw:
+        raw.sendall(b"\x00\x00\x00\x08\x04\xd2\x16\x2f")  # SSLRequest
+        assert raw.recv(1) == b"S"
+        with ctx.wrap_socket(raw, server_hostname=host) as tls:
+            names = [v for k, v in tls.getpeercert()["subjectAltName"] if k == "DNS"]
+    assert names == [host], names  # exactly this endpoint: Node refuses a two-label wildcard
+
+
+# ---------------------------------------------------------------------------------------------
+# The JavaScript clients (Node): @databricks/sdk-experimental and @databricks/lakebase
+
+
+@pytest.fixture(scope="module")
+def node_clients():
+    import os
+    import shutil
+    from pathlib import Path
+
+    where = os.environ.get("KILN_NODE_CLIENTS")
+    if not where or not shutil.which("node"):
+        if os.environ.get("CI"):
+            pytest.fail("KILN_NODE_CLIENTS is not set: scripts/test installs tests/clients with npm")
+        pytest.skip("KILN_NODE_CLIENTS not set (scripts/test installs tests/clients with npm)")
+    here = Path(__file__).resolve().parent.parent / "clients"
+    for script in here.glob("*.mjs"):
+        shutil.copy(script, Path(where) / script.name)  # next to its node_modules
+    return Path(where)
+
+
+def node(where, script: str, env: dict, *args: str):
+    import os
+
+    return subprocess.run(
+        ["node", str(where / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, **env},
+        cwd=where,
+    )
+
+
+def test_js_sdk_lists_clusters_and_runs_a_command(kiln, cluster, node_clients):
+    r = node(node_clients, "sdk.mjs", {"DATABRICKS_HOST": kiln.host, "DATABRICKS_TOKEN": kiln.token}, cluster)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == {"listed": True, "status": "Finished", "data": "42"}
+
+
+def test_lakebase_npm_package_with_pghost_127_0_0_1(kiln, lakebase_endpoint, node_clients):
+    env = {
+        # as README shows: the workspace over HTTPS, Kiln's CA for Node, PGHOST an address
+        "DATABRICKS_HOST": kiln.https_host,
+        "DATABRICKS_TOKEN": kiln.token,
+        "NODE_EXTRA_CA_CERTS": str(kiln.ca_cert),
+        "PGHOST": "127.0.0.1",
+        "PGPORT": str(kiln.pg_port),
+        "PGDATABASE": "databricks_postgres",
+        "PGUSER": "admin",
+        "PGSSLMODE": "require",
+        "LAKEBASE_ENDPOINT": lakebase_endpoint.name,
+    }
+    r = node(node_clients, "lakebase.mjs", env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == {"who": "admin", "answer": 42}

@@ -138,10 +138,15 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         .get("user")
         .cloned()
         .ok_or_else(|| refuse("28000", "no user name in the startup message"))?;
-    let uid = endpoint_id(sni, &mut params)?;
-    let endpoint = lakebase
-        .endpoint_by_uid(&uid)
-        .ok_or_else(|| refuse("3D000", format!("endpoint {uid} does not exist")))?;
+    let named = endpoint_id(sni, &mut params)?;
+    let named = match named {
+        Some(uid) => Some(
+            lakebase
+                .endpoint_by_uid(&uid)
+                .ok_or_else(|| refuse("3D000", format!("endpoint {uid} does not exist")))?,
+        ),
+        None => None,
+    };
     let password = ask_password(client).await?;
     let credential = lakebase
         .credentials
@@ -153,6 +158,19 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             format!("password authentication failed for user \"{user}\": the credential belongs to another identity"),
         ));
     }
+    // Neither the TLS server name nor `options` named an endpoint (a client
+    // given `127.0.0.1`): the credential was issued for one.
+    let endpoint = match named {
+        Some(endpoint) => endpoint,
+        None => lakebase
+            .endpoint_by_name(&credential.endpoint)
+            .ok_or_else(|| {
+                refuse(
+                    "3D000",
+                    format!("endpoint {} does not exist", credential.endpoint),
+                )
+            })?,
+    };
     if project_of(&credential.endpoint) != project_of(&endpoint.name()) {
         return Err(refuse(
             "28P01",
@@ -193,10 +211,11 @@ fn project_of(name: &str) -> &str {
 
 /// The endpoint from SNI (`ep-x.<suffix>`) or `options` (`endpoint=ep-x`,
 /// removed before the options go to Postgres); both must agree.
+/// The endpoint uid the client named (TLS server name or `options`), if any.
 fn endpoint_id(
     sni: Option<&str>,
     params: &mut BTreeMap<String, String>,
-) -> Result<String, Refusal> {
+) -> Result<Option<String>, Refusal> {
     let from_sni = sni
         .and_then(|s| s.split('.').next())
         .filter(|l| l.starts_with("ep-"))
@@ -235,11 +254,8 @@ fn endpoint_id(
             "08004",
             format!("the TLS server name names endpoint {a} but options name {b}"),
         )),
-        (Some(a), _) | (None, Some(a)) => Ok(a),
-        (None, None) => Err(refuse(
-            "08004",
-            "Endpoint ID is not specified: connect to <endpoint uid>.<host> with TLS, or set options=endpoint=<endpoint uid>",
-        )),
+        (Some(a), _) | (None, Some(a)) => Ok(Some(a)),
+        (None, None) => Ok(None),
     }
 }
 
@@ -393,7 +409,10 @@ mod tests {
         let message = startup_message(&params);
         let parsed = parse_startup(&message[4..]).ok().unwrap_or_default();
         assert_eq!(parsed, params);
-        assert_eq!(endpoint_id(None, &mut params).ok(), Some("ep-abc".into()));
+        assert_eq!(
+            endpoint_id(None, &mut params).ok(),
+            Some(Some("ep-abc".into()))
+        );
         assert_eq!(
             params.get("options").map(String::as_str),
             Some("-c work_mem=8MB")
@@ -403,9 +422,12 @@ mod tests {
         let mut p3 = BTreeMap::new();
         assert_eq!(
             endpoint_id(Some("ep-a.localhost"), &mut p3).ok(),
-            Some("ep-a".into())
+            Some(Some("ep-a".into()))
         );
-        assert!(endpoint_id(Some("localhost"), &mut BTreeMap::new()).is_err());
+        assert_eq!(
+            endpoint_id(Some("localhost"), &mut BTreeMap::new()).ok(),
+            Some(None)
+        );
     }
 
     /// A bounded fuzz run over the bytes a client controls before it has

@@ -260,6 +260,11 @@ impl Lakebase {
             .cloned()
     }
 
+    /// An endpoint by its resource name (`projects/…/endpoints/…`).
+    pub fn endpoint_by_name(&self, name: &str) -> Option<EndpointRecord> {
+        self.read().ok()?.endpoints.get(name).cloned()
+    }
+
     pub fn endpoint_host(&self, uid: &str) -> String {
         format!("{uid}.{}", self.config.host_suffix)
     }

@@ -8,6 +8,7 @@ mod clusters_convert;
 mod clusters_v12;
 mod commands;
 mod dbfs;
+mod groups_v2;
 mod identity;
 mod libraries;
 mod meta;
@@ -77,6 +78,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(token_management::endpoints());
     all.extend(scim::endpoints());
     all.extend(scim_groups::endpoints());
+    all.extend(groups_v2::endpoints());
     all.extend(clusters::endpoints());
     all.extend(clusters_v12::endpoints());
     all.extend(commands::endpoints());

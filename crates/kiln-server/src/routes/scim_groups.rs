@@ -41,7 +41,7 @@ pub fn endpoints() -> Vec<Endpoint> {
 }
 
 /// The principals in a group (built-ins follow the principals' flags).
-fn members_of(state: &AppState, group: &GroupRecord) -> Result<Vec<PrincipalRecord>> {
+pub(super) fn members_of(state: &AppState, group: &GroupRecord) -> Result<Vec<PrincipalRecord>> {
     let mut all = state.identity.principals(PrincipalKind::User)?;
     all.extend(state.identity.principals(PrincipalKind::ServicePrincipal)?);
     Ok(all
@@ -104,7 +104,7 @@ fn member_ids(state: &AppState, members: &[wire::ComplexValue]) -> Result<Vec<St
 }
 
 /// Applies a new member list; for `admins` that means admin flags.
-fn set_members(state: &AppState, record: &GroupRecord, ids: Vec<String>) -> Result<()> {
+pub(super) fn set_members(state: &AppState, record: &GroupRecord, ids: Vec<String>) -> Result<()> {
     match (record.builtin, record.display_name.as_str()) {
         (false, _) => {
             state.groups.replace(&record.id, None, Some(ids))?;
