@@ -19,6 +19,8 @@ pub struct OidcDiscovery {
     pub authorization_endpoint: String,
     pub token_endpoint: String,
     pub grant_types_supported: Vec<String>,
+    pub response_types_supported: Vec<String>,
+    pub code_challenge_methods_supported: Vec<String>,
     pub token_endpoint_auth_methods_supported: Vec<String>,
     pub scopes_supported: Vec<String>,
 }
@@ -30,6 +32,12 @@ pub struct TokenRequest {
     pub scope: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
+    /// authorization_code grant
+    pub code: Option<String>,
+    pub code_verifier: Option<String>,
+    pub redirect_uri: Option<String>,
+    /// refresh_token grant
+    pub refresh_token: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -38,6 +46,8 @@ pub struct TokenResponse {
     pub token_type: String,
     pub expires_in: i64,
     pub scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
 /// OAuth-style error body (RFC 6749 §5.2).

@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod identity;
 pub mod listen;
 pub mod middleware;
+pub mod oauth_u2m;
 pub mod ratelimit;
 pub mod routes;
 pub mod state;
@@ -164,6 +165,7 @@ pub async fn serve(
     let shared = Shared {
         config,
         identity,
+        u2m: oauth_u2m::U2m::open(store.clone())?,
         clusters,
         contexts,
         catalog,

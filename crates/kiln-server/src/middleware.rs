@@ -22,6 +22,7 @@ pub fn is_public(path: &str) -> bool {
             | "/.well-known/databricks-config"
             | "/oidc/.well-known/oauth-authorization-server"
             | "/oidc/v1/token"
+            | "/oidc/v1/authorize"
     )
 }
 

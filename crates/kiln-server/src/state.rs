@@ -20,6 +20,7 @@ pub struct AppState {
 pub struct Shared {
     pub config: Config,
     pub identity: Identity,
+    pub u2m: crate::oauth_u2m::U2m,
     pub clusters: Arc<Clusters>,
     pub contexts: Arc<Contexts>,
     pub catalog: Arc<Catalog>,

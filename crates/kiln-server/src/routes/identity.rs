@@ -170,16 +170,23 @@ async fn oidc_discovery(
         issuer: format!("{base}/oidc"),
         authorization_endpoint: format!("{base}/oidc/v1/authorize"),
         token_endpoint: format!("{base}/oidc/v1/token"),
-        grant_types_supported: vec!["client_credentials".into()],
+        grant_types_supported: vec![
+            "client_credentials".into(),
+            "authorization_code".into(),
+            "refresh_token".into(),
+        ],
+        response_types_supported: vec!["code".into()],
+        code_challenge_methods_supported: vec!["S256".into()],
         token_endpoint_auth_methods_supported: vec![
             "client_secret_basic".into(),
             "client_secret_post".into(),
+            "none".into(),
         ],
-        scopes_supported: vec!["all-apis".into()],
+        scopes_supported: vec!["all-apis".into(), "offline_access".into()],
     })
 }
 
-fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+pub(super) fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     let body = oauth_wire::OAuthError {
         error: error.into(),
         error_description: description.into(),
@@ -193,12 +200,18 @@ async fn oauth_token(State(state): State<AppState>, headers: HeaderMap, body: By
         Ok(form) => form,
         Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e.message),
     };
-    if form.grant_type.as_deref() != Some("client_credentials") {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            "only client_credentials is supported",
-        );
+    match form.grant_type.as_deref() {
+        Some("client_credentials") => {}
+        Some("authorization_code") | Some("refresh_token") => {
+            return super::oauth_u2m::token_grant(&state, form)
+        }
+        _ => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "grant_type must be client_credentials, authorization_code or refresh_token",
+            )
+        }
     }
     let basic = headers
         .get(header::AUTHORIZATION)
@@ -225,6 +238,7 @@ async fn oauth_token(State(state): State<AppState>, headers: HeaderMap, body: By
             token_type: "Bearer".into(),
             expires_in: OAUTH_TOKEN_SECONDS,
             scope: form.scope.unwrap_or_else(|| "all-apis".into()),
+            refresh_token: None,
         })
         .into_response(),
         Err(_) => oauth_error(

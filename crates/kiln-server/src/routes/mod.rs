@@ -12,6 +12,7 @@ mod groups_v2;
 mod identity;
 mod libraries;
 mod meta;
+mod oauth_u2m;
 mod permissions;
 pub(crate) mod pipelines;
 mod postgres;
@@ -75,6 +76,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     let mut all = Vec::new();
     all.extend(meta::endpoints());
     all.extend(identity::endpoints());
+    all.extend(oauth_u2m::endpoints());
     all.extend(token_management::endpoints());
     all.extend(scim::endpoints());
     all.extend(scim_groups::endpoints());
