@@ -38,6 +38,8 @@ async fn start(
     };
     // Never the default 5432 (a system Postgres holds it on many machines).
     config.lakebase.proxy_port = 0;
+    // Nor the default HTTPS port: these tests run side by side.
+    config.server.https_port = free_port();
     configure(&mut config);
     let base = format!("http://127.0.0.1:{}", config.port);
     let (stop, stopped) = oneshot::channel::<()>();
