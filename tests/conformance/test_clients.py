@@ -449,6 +449,23 @@ def test_lakebase_verify_full_with_kilns_ca_and_plain_127_0_0_1(kiln, w, lakebas
         )
 
 
+def test_psql_with_pghost_127_0_0_1(kiln, w, lakebase_endpoint):
+    import os
+    import shutil
+
+    psql = shutil.which("psql")
+    assert psql, "psql is installed with PostgreSQL"
+    token = w.postgres.generate_database_credential(endpoint=lakebase_endpoint.name).token
+    env = {**os.environ, "PGPASSWORD": token}
+    dsn = (
+        f"host=127.0.0.1 port={kiln.pg_port} dbname=databricks_postgres user=admin "
+        f"sslmode=verify-full sslrootcert={kiln.ca_cert}"
+    )
+    r = subprocess.run([psql, dsn, "-Atc", "SELECT 'psql ' || current_user"], capture_output=True, text=True,
+                       env=env, timeout=60)  # fmt: skip
+    assert r.returncode == 0 and r.stdout.strip() == "psql admin", r.stderr
+
+
 def test_lakebase_certificate_names_the_endpoint(kiln, lakebase_endpoint):
     host = lakebase_endpoint.status.hosts.host
     ctx = ssl.create_default_context(cafile=str(kiln.ca_cert))
