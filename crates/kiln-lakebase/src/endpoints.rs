@@ -26,6 +26,21 @@ pub struct EndpointPatch {
 }
 
 impl Lakebase {
+    /// An endpoint by its uid (`ep-…`, what clients name in the TLS server name or options).
+    pub fn endpoint_by_uid(&self, uid: &str) -> Option<EndpointRecord> {
+        self.read()
+            .ok()?
+            .endpoints
+            .values()
+            .find(|e| e.uid == uid)
+            .cloned()
+    }
+
+    /// An endpoint by its resource name (`projects/…/endpoints/…`).
+    pub fn endpoint_by_name(&self, name: &str) -> Option<EndpointRecord> {
+        self.read().ok()?.endpoints.get(name).cloned()
+    }
+
     pub fn endpoint(
         &self,
         project_id: &str,

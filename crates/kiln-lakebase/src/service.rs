@@ -251,20 +251,6 @@ impl Lakebase {
 
     // ---- endpoints at run time --------------------------------------------------
 
-    pub fn endpoint_by_uid(&self, uid: &str) -> Option<EndpointRecord> {
-        self.read()
-            .ok()?
-            .endpoints
-            .values()
-            .find(|e| e.uid == uid)
-            .cloned()
-    }
-
-    /// An endpoint by its resource name (`projects/…/endpoints/…`).
-    pub fn endpoint_by_name(&self, name: &str) -> Option<EndpointRecord> {
-        self.read().ok()?.endpoints.get(name).cloned()
-    }
-
     pub fn endpoint_host(&self, uid: &str) -> String {
         format!("{uid}.{}", self.config.host_suffix)
     }
