@@ -533,3 +533,23 @@ def test_lakebase_npm_package_with_pghost_127_0_0_1(kiln, lakebase_endpoint, nod
     r = node(node_clients, "lakebase.mjs", env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(r.stdout.strip().splitlines()[-1]) == {"who": "admin", "answer": 42}
+
+
+def test_a_user_supplied_certificate_replaces_kilns(kiln_factory, tmp_path):
+    from kiln_helpers import free_port
+
+    cert, key = tmp_path / "own.crt", tmp_path / "own.key"
+    made = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=kiln.test",
+         "-addext", "subjectAltName=DNS:kiln.test,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    port = free_port()
+    server = kiln_factory(server={"https_port": port, "tls_cert": str(cert), "tls_key": str(key)})
+    s = http(server.token)
+    s.verify = str(cert)
+    assert s.get(f"https://127.0.0.1:{port}/api/2.1/clusters/list").status_code == 200
+    # Kiln's own CA does not vouch for it
+    with pytest.raises(requests.exceptions.SSLError):
+        https_session(server).get(f"https://127.0.0.1:{port}/health")
