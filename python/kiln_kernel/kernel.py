@@ -45,6 +45,7 @@ class Kernel:
             self.spark.sql("SELECT 1").collect()  # connect now, not on the first command
         if self.spark is not None:
             map_dbfs_paths(dbfs_root)
+        map_local_paths(dbfs_root)
         self.pending_table = None
         self.row_limit = DEFAULT_ROW_LIMIT
         self.api = {}
@@ -188,6 +189,56 @@ _PATH_TABLE = re.compile(r"\b(json|csv|parquet|delta|text|orc|avro|binaryFile)\.
 def map_sql_paths(statement, dbfs_root):
     """``json.`/x` `` and ``delta.`dbfs:/x` `` in SQL read DBFS, as on Databricks."""
     return _PATH_TABLE.sub(lambda m: f"{m.group(1)}.`{dbfs_to_local(m.group(2), dbfs_root)}`", statement)
+
+
+LOCAL_PREFIXES = ("/Volumes/", "/dbfs/")
+
+
+def local_path(path, dbfs_root):
+    """`/Volumes/c/s/v/x` and `/dbfs/x` → the file behind them, as Databricks'
+    FUSE mounts show them to local Python; other paths unchanged."""
+    text = os.fspath(path) if isinstance(path, os.PathLike) else path
+    if not isinstance(text, str):
+        return path
+    if text.startswith("/Volumes/") or text == "/Volumes":
+        rel = text[1:]
+    elif text.startswith("/dbfs/") or text == "/dbfs":
+        rel = text[len("/dbfs"):].lstrip("/")
+    else:
+        return path
+    root = os.path.realpath(dbfs_root)
+    local = os.path.realpath(os.path.join(root, rel))
+    if local != root and not local.startswith(root + os.sep):
+        raise PermissionError(f"Path escapes its volume or DBFS: {text}")
+    return local
+
+
+_LOCAL_ROOT = [None]
+
+
+def map_local_paths(dbfs_root):
+    """Local Python (`open()`, pandas, `os` calls) reaches volumes and DBFS by
+    the paths Databricks users write."""
+    import builtins
+
+    _LOCAL_ROOT[0] = dbfs_root
+    if getattr(builtins.open, "_kiln_local", False):
+        return
+
+    def wrap(fn):
+        def mapped(path, *args, **kwargs):
+            return fn(local_path(path, _LOCAL_ROOT[0]), *args, **kwargs)
+
+        mapped._kiln_local = True
+        mapped.__wrapped__ = fn
+        return mapped
+
+    builtins.open = wrap(builtins.open)
+    io.open = builtins.open
+    for name in ("listdir", "makedirs", "mkdir", "remove", "unlink", "rmdir", "stat", "scandir"):
+        setattr(os, name, wrap(getattr(os, name)))
+    for name in ("exists", "isfile", "isdir", "getsize"):
+        setattr(os.path, name, wrap(getattr(os.path, name)))
 
 
 def map_dbfs_paths(dbfs_root):

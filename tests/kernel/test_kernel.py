@@ -244,3 +244,21 @@ def test_dbfs_paths_map_into_the_dbfs_root(tmp_path):
     assert map_sql_paths("SELECT '/mnt/x' FROM t", str(root)) == "SELECT '/mnt/x' FROM t"
     with pytest.raises(PermissionError):
         dbfs_to_local("dbfs:/../etc/passwd", str(root))
+
+
+def test_volumes_and_dbfs_fuse_paths_reach_local_python(kernel, tmp_path):
+    volume = tmp_path / "dbfs" / "Volumes" / "main" / "default" / "landing"
+    volume.mkdir(parents=True)
+    (volume / "in.csv").write_text("a,b\n1,2\n")
+    code = (
+        "import os, pandas\n"
+        "df = pandas.read_csv('/Volumes/main/default/landing/in.csv')\n"
+        "os.makedirs('/Volumes/main/default/landing/out', exist_ok=True)\n"
+        "with open('/Volumes/main/default/landing/out/x.txt', 'w') as f: f.write(str(int(df.b.sum())))\n"
+        "(sorted(os.listdir('/Volumes/main/default/landing')), open('/dbfs/Volumes/main/default/landing/out/x.txt').read())"
+    )
+    status, result = kernel.execute("python", code, {})
+    assert (status, result["data"]) == ("Finished", "(['in.csv', 'out'], '2')"), result
+    assert (volume / "out" / "x.txt").read_text() == "2"
+    status, result = kernel.execute("python", "open('/Volumes/../../etc/passwd').read()", {})
+    assert status == "Error" and "PermissionError" in result["cause"], result

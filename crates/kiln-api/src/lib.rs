@@ -7,6 +7,7 @@ pub mod clusters_v12;
 pub mod commands;
 pub mod dbfs;
 pub mod error;
+pub mod files;
 pub mod groups;
 pub mod lenient;
 pub mod libraries;

@@ -163,3 +163,85 @@ pub struct CommitRequest {
     pub latest_backfilled_version: Option<i64>,
     pub metadata: Option<Value>,
 }
+
+// ---- volumes (`w.volumes`) and their grants (`w.grants`) ------------------------
+
+#[derive(Debug, Serialize)]
+pub struct VolumeInfo {
+    pub catalog_name: String,
+    pub schema_name: String,
+    pub name: String,
+    pub full_name: String,
+    pub volume_id: String,
+    pub volume_type: String,
+    pub storage_location: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    pub owner: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CreateVolume {
+    pub catalog_name: String,
+    pub schema_name: String,
+    pub name: String,
+    pub volume_type: String,
+    pub comment: Option<String>,
+    pub storage_location: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListVolumes {
+    pub catalog_name: String,
+    pub schema_name: String,
+    pub max_results: Option<usize>,
+    pub page_token: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListVolumesResponse {
+    pub volumes: Vec<VolumeInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UpdateVolume {
+    pub new_name: Option<String>,
+    pub comment: Option<String>,
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PermissionsChange {
+    pub principal: String,
+    #[serde(default)]
+    pub add: Vec<String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UpdatePermissions {
+    #[serde(default)]
+    pub changes: Vec<PermissionsChange>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GetPermissions {
+    pub principal: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PrivilegeAssignment {
+    pub principal: String,
+    pub privileges: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PermissionsList {
+    pub privilege_assignments: Vec<PrivilegeAssignment>,
+}

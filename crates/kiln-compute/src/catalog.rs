@@ -112,11 +112,14 @@ struct State {
     tables: BTreeMap<String, TableInfo>,
     staging: HashMap<String, StagingTable>,
     commits: HashMap<String, CommitLog>,
+    volumes: BTreeMap<String, VolumeInfo>,
 }
 
 pub struct Catalog {
     store: Arc<dyn Store>,
     root: PathBuf,
+    /// `<dbfs root>/Volumes`: volumes are DBFS paths too.
+    volumes_root: PathBuf,
     state: RwLock<State>,
     writer: std::sync::Mutex<()>,
 }
@@ -179,7 +182,7 @@ fn put<T: Serialize>(kind: &'static str, key: &str, value: &T) -> Result<Write> 
 
 impl Catalog {
     /// Opens the catalog; creates `main.default` on first use.
-    pub fn open(store: Arc<dyn Store>, root: PathBuf) -> Result<Arc<Self>> {
+    pub fn open(store: Arc<dyn Store>, root: PathBuf, dbfs_root: &Path) -> Result<Arc<Self>> {
         let mut state = State::default();
         for c in load::<CatalogInfo>(store.as_ref(), "catalog")? {
             state.catalogs.insert(c.name.clone(), c);
@@ -196,6 +199,12 @@ impl Catalog {
         for c in load::<CommitLog>(store.as_ref(), "commits")? {
             state.commits.insert(c.table_id.clone(), c);
         }
+        for v in load::<VolumeInfo>(store.as_ref(), "volume")? {
+            state.volumes.insert(v.full_name(), v);
+        }
+        let volumes_root = dbfs_root.join("Volumes");
+        std::fs::create_dir_all(&volumes_root)
+            .map_err(|e| Error::internal("create the volumes root", e))?;
         std::fs::create_dir_all(&root).map_err(|e| Error::internal("create the warehouse", e))?;
         let root = root
             .canonicalize()
@@ -203,6 +212,7 @@ impl Catalog {
         let catalog = Arc::new(Self {
             store,
             root,
+            volumes_root,
             state: RwLock::new(state),
             writer: std::sync::Mutex::new(()),
         });
@@ -413,7 +423,14 @@ impl Catalog {
             .filter(|t| t.starts_with(&format!("{key}.")))
             .cloned()
             .collect();
-        if !tables.is_empty() && !force {
+        let volumes: Vec<String> = self
+            .read()?
+            .volumes
+            .keys()
+            .filter(|v| v.starts_with(&format!("{key}.")))
+            .cloned()
+            .collect();
+        if (!tables.is_empty() || !volumes.is_empty()) && !force {
             return Err(uc_error(
                 ErrorCode::SchemaNotEmpty,
                 format!("Schema '{key}' is not empty; use force=true."),
@@ -421,6 +438,9 @@ impl Catalog {
         }
         for table in &tables {
             self.delete_table(table)?;
+        }
+        for volume in &volumes {
+            self.delete_volume(volume)?;
         }
         let _guard = self.lock_writer()?;
         self.commit(
@@ -437,5 +457,10 @@ impl Catalog {
 
 mod commits;
 mod tables;
+mod volumes;
+
+pub use volumes::{
+    GrantChange, VolumeInfo, VolumeUpdate, ALL_PRIVILEGES, READ_VOLUME, WRITE_VOLUME,
+};
 #[cfg(test)]
 mod tests;

@@ -105,7 +105,7 @@ pub async fn serve(
         .tcp
         .local_addr()
         .map_err(|e| Error::internal("bind the HTTP port", e))?;
-    let catalog = Catalog::open(store.clone(), isolation.warehouse())?;
+    let catalog = Catalog::open(store.clone(), isolation.warehouse(), &isolation.dbfs())?;
     let settings = ClusterSettings {
         data_dir: config.data_dir.clone(),
         isolation: isolation.clone(),

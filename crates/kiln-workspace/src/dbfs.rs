@@ -81,6 +81,15 @@ impl Dbfs {
                 Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
             }
         }
+        if parts.first().is_some_and(|p| p == "Volumes") {
+            // Volumes have privileges of their own, which the Files API enforces.
+            return Err(Error::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "{path} is in a Unity Catalog volume: use the Files API (/api/2.0/fs/files)"
+                ),
+            ));
+        }
         let local = parts.iter().fold(self.root.clone(), |p, c| p.join(c));
         self.check_inside(&local, path)?;
         Ok((format!("/{}", parts.join("/")), local))

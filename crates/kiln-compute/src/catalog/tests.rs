@@ -6,6 +6,7 @@ fn catalog(dir: &Path) -> Result<Arc<Catalog>> {
     Catalog::open(
         Arc::new(SqliteStore::open(&dir.join("k.db"))?),
         dir.join("warehouse"),
+        &dir.join("dbfs"),
     )
 }
 
@@ -112,5 +113,53 @@ fn managed_tables_need_a_staged_location() -> Result<()> {
         },
     );
     assert!(result.is_err());
+    Ok(())
+}
+
+#[test]
+fn volumes_live_under_dbfs_and_go_with_their_data() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| Error::internal("tempdir", e))?;
+    let cat = catalog(dir.path())?;
+    let v = cat.create_volume("u", "main", "default", "Landing", "MANAGED", None)?;
+    assert_eq!(v.path(), "/Volumes/main/default/landing");
+    let files = dir.path().join("dbfs/Volumes/main/default/landing");
+    assert!(files.is_dir());
+    std::fs::write(files.join("a.json"), b"{}").map_err(|e| Error::internal("w", e))?;
+    assert!(cat
+        .create_volume("u", "main", "default", "landing", "MANAGED", None)
+        .is_err());
+    assert!(cat
+        .create_volume("u", "main", "default", "x", "EXTERNAL", None)
+        .is_err());
+    let renamed = cat.update_volume(
+        "main.default.landing",
+        VolumeUpdate {
+            new_name: Some("raw".into()),
+            ..Default::default()
+        },
+    )?;
+    assert!(dir
+        .path()
+        .join("dbfs/Volumes/main/default/raw/a.json")
+        .is_file());
+    assert!(cat.get_volume("main.default.landing").is_err());
+    let granted = cat.update_volume_grants(
+        &renamed.full_name(),
+        &[GrantChange {
+            principal: "bob".into(),
+            add: vec![READ_VOLUME.into()],
+            remove: vec![],
+        }],
+    )?;
+    assert!(granted.granted(&["bob".into()], READ_VOLUME));
+    assert!(!granted.granted(&["bob".into()], WRITE_VOLUME));
+    // reopened from the store
+    drop(cat);
+    let cat = catalog(dir.path())?;
+    assert!(cat
+        .get_volume("main.default.raw")?
+        .granted(&["bob".into()], READ_VOLUME));
+    cat.delete_volume("main.default.raw")?;
+    assert!(!dir.path().join("dbfs/Volumes/main/default/raw").exists());
     Ok(())
 }

@@ -8,6 +8,7 @@ mod clusters_convert;
 mod clusters_v12;
 mod commands;
 mod dbfs;
+mod files;
 mod groups_v2;
 mod identity;
 mod libraries;
@@ -22,6 +23,7 @@ mod scim;
 mod scim_groups;
 pub(crate) mod secrets;
 mod token_management;
+mod uc_volumes;
 mod unity_catalog;
 mod workspace;
 
@@ -91,6 +93,8 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(workspace::endpoints());
     all.extend(permissions::endpoints());
     all.extend(unity_catalog::endpoints());
+    all.extend(uc_volumes::endpoints());
+    all.extend(files::endpoints());
     all.extend(postgres::endpoints());
     all.extend(planned_endpoints());
     all

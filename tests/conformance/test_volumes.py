@@ -1,0 +1,179 @@
+"""Unity Catalog volumes and the Files API (issue 14, first part): `w.volumes`, `w.files` and
+`w.grants` with the SDK, two identities for privileges, and the same files from a command on a
+real cluster (Spark readers and writers, SQL, `open()`/pandas, `dbutils.fs`) by the paths a
+Databricks user writes (`/Volumes/<catalog>/<schema>/<volume>/…`)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from databricks.sdk.errors import AlreadyExists, DatabricksError, NotFound, PermissionDenied
+from databricks.sdk.service.catalog import PermissionsChange, Privilege, VolumeType
+from databricks.sdk.service.compute import CommandStatus, Language, State
+
+from kiln_helpers import SDK_TIMEOUT, SPARK_VERSION, http, non_admin, unique
+
+
+@pytest.fixture(scope="module")
+def volume(w):
+    name = unique("vol").replace("-", "_")
+    v = w.volumes.create(catalog_name="main", schema_name="default", name=name, volume_type=VolumeType.MANAGED)
+    yield v
+    try:
+        w.volumes.delete(v.full_name)
+    except DatabricksError:
+        pass
+
+
+def test_volume_lifecycle(w, volume):
+    assert volume.full_name == f"main.default.{volume.name}" and volume.volume_type == VolumeType.MANAGED
+    assert w.volumes.read(volume.full_name).volume_id == volume.volume_id
+    listed = [v.full_name for v in w.volumes.list(catalog_name="main", schema_name="default")]
+    assert volume.full_name in listed
+    with pytest.raises(AlreadyExists):
+        w.volumes.create(catalog_name="main", schema_name="default", name=volume.name, volume_type=VolumeType.MANAGED)
+    other = w.volumes.create(catalog_name="main", schema_name="default", name=volume.name + "_b",
+                             volume_type=VolumeType.MANAGED, comment="first")  # fmt: skip
+    w.files.upload(f"/Volumes/main/default/{other.name}/keep.txt", io.BytesIO(b"kept"))
+    renamed = w.volumes.update(other.full_name, new_name=volume.name + "_c", comment="second")
+    assert (renamed.name, renamed.comment) == (volume.name + "_c", "second")
+    # the files moved with it
+    assert w.files.download(f"/Volumes/main/default/{renamed.name}/keep.txt").contents.read() == b"kept"
+    w.volumes.delete(renamed.full_name)
+    with pytest.raises(NotFound):
+        w.volumes.read(renamed.full_name)
+    with pytest.raises(DatabricksError):
+        w.files.get_metadata(f"/Volumes/main/default/{renamed.name}/keep.txt")
+
+
+def test_files_upload_download_list_delete(kiln, w, volume):
+    base = f"/Volumes/main/default/{volume.name}"
+    data = bytes(range(256)) * 4096  # 1 MiB
+    w.files.upload(f"{base}/raw/a.bin", io.BytesIO(data))
+    assert w.files.download(f"{base}/raw/a.bin").contents.read() == data
+    meta = w.files.get_metadata(f"{base}/raw/a.bin")
+    assert meta.content_length == len(data) and meta.last_modified
+    with pytest.raises(AlreadyExists):
+        w.files.upload(f"{base}/raw/a.bin", io.BytesIO(b"x"), overwrite=False)
+    w.files.upload(f"{base}/raw/a.bin", io.BytesIO(b"new"), overwrite=True)
+    assert w.files.download(f"{base}/raw/a.bin").contents.read() == b"new"
+    w.files.create_directory(f"{base}/raw/sub")
+    w.files.get_directory_metadata(f"{base}/raw/sub")
+    entries = {e.name: e for e in w.files.list_directory_contents(f"{base}/raw")}
+    assert set(entries) == {"a.bin", "sub"} and entries["sub"].is_directory and entries["a.bin"].file_size == 3
+    assert entries["a.bin"].path == f"{base}/raw/a.bin"
+    # ranged reads
+    w.files.upload(f"{base}/range.bin", io.BytesIO(data), overwrite=True)
+    s = kiln.http()
+    r = s.get(kiln.url(f"/api/2.0/fs/files{base}/range.bin"), headers={"Range": "bytes=1000-1999"})
+    assert r.status_code == 206 and r.content == data[1000:2000], r.status_code
+    assert r.headers["content-range"] == f"bytes 1000-1999/{len(data)}"
+    assert s.get(kiln.url(f"/api/2.0/fs/files{base}/range.bin"), headers={"Range": "bytes=-10"}).content == data[-10:]
+    assert s.get(kiln.url(f"/api/2.0/fs/files{base}/range.bin"), headers={"Range": f"bytes={len(data)}-"}).status_code == 416
+    # deletes: a non-empty directory stays, an empty one goes
+    with pytest.raises(DatabricksError):
+        w.files.delete_directory(f"{base}/raw")
+    w.files.delete(f"{base}/raw/a.bin")
+    w.files.delete_directory(f"{base}/raw/sub")
+    with pytest.raises(NotFound):
+        w.files.get_metadata(f"{base}/raw/a.bin")
+
+
+def test_paths_never_leave_their_volume(kiln, w, volume):
+    s = kiln.http()
+    base = f"/api/2.0/fs/files/Volumes/main/default/{volume.name}"
+    for bad in ("/../../../../etc/passwd", "/a/%2E%2E/%2E%2E/x", "/./x"):
+        r = s.get(kiln.url(base + bad))
+        assert r.status_code in (400, 404), (bad, r.status_code, r.text)
+        assert "root:" not in r.text
+    r = s.get(kiln.url("/api/2.0/fs/files/etc/passwd"))
+    assert r.status_code == 400
+    # a symlink planted inside the volume (as user code could) is refused
+    target = kiln.shared_dir / "dbfs" / "Volumes" / "main" / "default" / volume.name / "link"
+    target.symlink_to("/etc")
+    try:
+        assert s.get(kiln.url(base + "/link/passwd")).status_code == 400
+    finally:
+        target.unlink()
+    # the DBFS API does not reach volumes (their privileges are the Files API's)
+    r = s.get(kiln.url("/api/2.0/dbfs/list"), params={"path": f"/Volumes/main/default/{volume.name}"})
+    assert r.status_code == 403, r.text
+
+
+def test_volume_privileges(kiln, w, volume):
+    base = f"/Volumes/main/default/{volume.name}"
+    w.files.upload(f"{base}/shared.txt", io.BytesIO(b"for readers"), overwrite=True)
+    other = non_admin(kiln, w, "volpriv")
+    ow = other["w"]
+    with pytest.raises(PermissionDenied):
+        ow.files.download(f"{base}/shared.txt")
+    w.grants.update("volume", volume.full_name,
+                    changes=[PermissionsChange(principal=other["name"], add=[Privilege.READ_VOLUME])])  # fmt: skip
+    got = w.grants.get("volume", volume.full_name)
+    assert {(a.principal, tuple(a.privileges)) for a in got.privilege_assignments} == {(other["name"], (Privilege.READ_VOLUME,))}
+    assert ow.files.download(f"{base}/shared.txt").contents.read() == b"for readers"
+    assert "shared.txt" in [e.name for e in ow.files.list_directory_contents(base)]
+    with pytest.raises(PermissionDenied):
+        ow.files.upload(f"{base}/mine.txt", io.BytesIO(b"x"))
+    with pytest.raises(PermissionDenied):
+        ow.volumes.update(volume.full_name, comment="not yours")
+    with pytest.raises(PermissionDenied):
+        ow.grants.update("volume", volume.full_name,
+                         changes=[PermissionsChange(principal=other["name"], add=[Privilege.WRITE_VOLUME])])  # fmt: skip
+    w.grants.update("volume", volume.full_name,
+                    changes=[PermissionsChange(principal=other["name"], add=[Privilege.WRITE_VOLUME])])  # fmt: skip
+    ow.files.upload(f"{base}/mine.txt", io.BytesIO(b"x"))
+    w.grants.update("volume", volume.full_name,
+                    changes=[PermissionsChange(principal=other["name"], remove=[Privilege.READ_VOLUME, Privilege.WRITE_VOLUME])])  # fmt: skip
+    with pytest.raises(PermissionDenied):
+        ow.files.download(f"{base}/shared.txt")
+
+
+@pytest.fixture(scope="module")
+def cluster(kiln, w):
+    c = w.clusters.create_and_wait(cluster_name=unique("vols"), spark_version=SPARK_VERSION, num_workers=0,
+                                   timeout=SDK_TIMEOUT)  # fmt: skip
+    assert c.state == State.RUNNING
+    yield kiln.track(c.cluster_id)
+    w.clusters.permanent_delete(c.cluster_id)
+
+
+def run(w, cluster, ctx, command, language=Language.PYTHON):
+    import datetime
+
+    res = w.command_execution.execute_and_wait(cluster_id=cluster, context_id=ctx, language=language, command=command,
+                                               timeout=datetime.timedelta(seconds=300))  # fmt: skip
+    assert res.status == CommandStatus.FINISHED, res.results
+    return res.results.data
+
+
+def test_the_same_files_from_commands(w, cluster, volume):
+    import datetime
+
+    base = f"/Volumes/main/default/{volume.name}"
+    rows = "\n".join(json.dumps({"id": i, "v": i * i}) for i in range(5))
+    w.files.upload(f"{base}/landing/events.json", io.BytesIO(rows.encode()), overwrite=True)
+    ctx = w.command_execution.create_and_wait(cluster_id=cluster, language=Language.PYTHON,
+                                              timeout=datetime.timedelta(seconds=300)).id  # fmt: skip
+    try:
+        assert run(w, cluster, ctx, f"spark.read.json('{base}/landing/').count()") == "5"
+        assert run(w, cluster, ctx, f"spark.read.json('dbfs:{base}/landing/events.json').count()") == "5"
+        assert run(w, cluster, ctx, f"SELECT sum(v) AS s FROM json.`{base}/landing/`", Language.SQL) == [[30]]
+        code = (
+            f"import pandas\n"
+            f"int(pandas.read_json('{base}/landing/events.json', lines=True).v.sum())"
+        )
+        assert run(w, cluster, ctx, code) == "30"
+        code = f"sorted((f.name, f.size) for f in dbutils.fs.ls('{base}/landing'))"
+        assert run(w, cluster, ctx, code) == f"[('events.json', {len(rows)})]"
+        run(w, cluster, ctx, f"spark.range(3).write.mode('overwrite').parquet('{base}/out/numbers')")
+        run(w, cluster, ctx, f"open('{base}/out/note.txt', 'w').write('from a command')")
+    finally:
+        w.command_execution.destroy(cluster_id=cluster, context_id=ctx)
+    names = {e.name for e in w.files.list_directory_contents(f"{base}/out")}
+    assert names == {"numbers", "note.txt"}, names
+    assert w.files.download(f"{base}/out/note.txt").contents.read() == b"from a command"
+    parts = [e.name for e in w.files.list_directory_contents(f"{base}/out/numbers") if e.name.endswith(".parquet")]
+    assert parts, "Spark wrote parquet files into the volume"
