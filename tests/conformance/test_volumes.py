@@ -177,3 +177,54 @@ def test_the_same_files_from_commands(w, cluster, volume):
     assert w.files.download(f"{base}/out/note.txt").contents.read() == b"from a command"
     parts = [e.name for e in w.files.list_directory_contents(f"{base}/out/numbers") if e.name.endswith(".parquet")]
     assert parts, "Spark wrote parquet files into the volume"
+
+
+def test_sdk_dbutils_fs_on_volumes(w, volume):
+    """`w.dbutils.fs` (the SDK's local dbutils) drives the Files API for /Volumes paths."""
+    base = f"/Volumes/main/default/{volume.name}/dbu"
+    fs = w.dbutils.fs
+    assert fs.mkdirs(base)
+    fs.put(f"{base}/hello.txt", "hello volumes", overwrite=True)
+    assert fs.head(f"{base}/hello.txt") == "hello volumes"
+    fs.cp(f"{base}/hello.txt", f"{base}/copy.txt")
+    listed = {f.name: f.size for f in fs.ls(base)}
+    assert listed == {"hello.txt": 13, "copy.txt": 13}, listed
+    fs.rm(f"{base}/copy.txt")
+    assert [f.name for f in fs.ls(base)] == ["hello.txt"]
+
+
+def test_a_pipeline_reads_a_volume(kiln, w, cluster, volume):
+    import base64
+    import datetime
+
+    from databricks.sdk.service.workspace import ImportFormat
+    from databricks.sdk.service.workspace import Language as NbLanguage
+
+    from kiln_helpers import wait_for
+
+    base = f"/Volumes/main/default/{volume.name}/pipe"
+    rows = "\n".join(json.dumps({"id": i}) for i in range(7))
+    w.files.upload(f"{base}/part-0.json", io.BytesIO(rows.encode()), overwrite=True)
+    path = f"/Users/admin/{unique('volpipe')}"
+    text = f"CREATE OR REFRESH MATERIALIZED VIEW from_volume AS SELECT * FROM read_files('{base}/', format => 'json')"
+    w.workspace.import_(path=path, format=ImportFormat.SOURCE, language=NbLanguage.SQL,
+                        content=base64.b64encode(text.encode()).decode(), overwrite=True)  # fmt: skip
+    target = unique("volpipe").replace("-", "_")
+    r = kiln.http().post(kiln.url("/api/2.0/pipelines"),
+                         json={"name": target, "libraries": [{"notebook": {"path": path}}], "target": target})  # fmt: skip
+    assert r.status_code == 200, r.text
+    pid = r.json()["pipeline_id"]
+    update = w.pipelines.start_update(pipeline_id=pid).update_id
+
+    def done():
+        u = w.pipelines.get_update(pipeline_id=pid, update_id=update).update
+        return u if u.state.value in ("COMPLETED", "FAILED", "CANCELED") else None
+
+    assert wait_for(done, 300, "the pipeline update", interval=0.5).state.value == "COMPLETED"
+    ctx = w.command_execution.create_and_wait(cluster_id=cluster, language=Language.PYTHON,
+                                              timeout=datetime.timedelta(seconds=300)).id  # fmt: skip
+    try:
+        assert run(w, cluster, ctx, f"spark.table('main.{target}.from_volume').count()") == "7"
+    finally:
+        w.command_execution.destroy(cluster_id=cluster, context_id=ctx)
+    w.pipelines.delete(pipeline_id=pid)
