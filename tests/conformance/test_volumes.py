@@ -228,3 +228,38 @@ def test_a_pipeline_reads_a_volume(kiln, w, cluster, volume):
     finally:
         w.command_execution.destroy(cluster_id=cluster, context_id=ctx)
     w.pipelines.delete(pipeline_id=pid)
+
+
+def test_a_wheel_from_a_volume_installs(kiln, w, cluster, volume):
+    import datetime
+
+    from databricks.sdk.service.compute import Library, LibraryInstallStatus
+
+    from kiln_helpers import wait_for
+    from test_libraries import build_wheel
+
+    name = f"volwheel_{unique('w').replace('-', '_')}"
+    path = f"/Volumes/main/default/{volume.name}/libs/{name}-1.0.0-py3-none-any.whl"
+    w.files.upload(path, io.BytesIO(build_wheel(name, "1.0.0", 41)), overwrite=True)
+    # a user who may manage the cluster but not read the volume is refused
+    other = non_admin(kiln, w, "volwhl")
+    w.api_client.do("PATCH", f"/api/2.0/permissions/clusters/{cluster}",
+                    body={"access_control_list": [{"user_name": other["name"], "permission_level": "CAN_MANAGE"}]})  # fmt: skip
+    with pytest.raises(PermissionDenied):
+        other["w"].libraries.install(cluster, [Library(whl=path)])
+    w.libraries.install(cluster, [Library(whl=path)])
+
+    def installed():
+        for s in w.libraries.cluster_status(cluster):
+            if s.library.whl == path:
+                assert s.status != LibraryInstallStatus.FAILED, s.messages
+                return s.status == LibraryInstallStatus.INSTALLED
+        return False
+
+    wait_for(installed, 300, "the wheel from the volume to install", interval=1)
+    ctx = w.command_execution.create_and_wait(cluster_id=cluster, language=Language.PYTHON,
+                                              timeout=datetime.timedelta(seconds=300)).id  # fmt: skip
+    try:
+        assert run(w, cluster, ctx, f"import {name}\n{name}.VALUE + 1") == "42"
+    finally:
+        w.command_execution.destroy(cluster_id=cluster, context_id=ctx)

@@ -522,12 +522,17 @@ impl Libraries {
         })
     }
 
-    /// A `dbfs:/` path as a local file inside the DBFS root.
+    /// A `dbfs:/` or `/Volumes/…` path as a local file inside the DBFS root
+    /// (volumes live under `<dbfs root>/Volumes`).
     fn local_file(&self, path: &str) -> std::result::Result<PathBuf, String> {
-        let Some(rest) = path.strip_prefix("dbfs:/") else {
-            return Err(format!(
-                "{path}: only dbfs:/ paths are supported for wheels and requirements files for now"
-            ));
+        let rest = match (path.strip_prefix("dbfs:/"), path.starts_with("/Volumes/")) {
+            (Some(rest), _) => rest,
+            (None, true) => path,
+            (None, false) => {
+                return Err(format!(
+                    "{path}: wheels and requirements files are read from dbfs:/ or /Volumes/ paths"
+                ))
+            }
         };
         let root = self
             .dbfs_root

@@ -83,8 +83,29 @@ async fn install(
     require_cluster(&state, &caller, &req.cluster_id, "CAN_MANAGE")?;
     crate::routes::access::require_code_execution(&state, &caller)?;
     require_some(&req.libraries)?;
+    for library in &req.libraries {
+        require_volume_read(&state, &caller, library)?;
+    }
     state.libraries.install(&req.cluster_id, &req.libraries)?;
     Ok(Json(Empty {}))
+}
+
+/// A wheel or requirements file in a volume needs `READ_VOLUME` on it.
+fn require_volume_read(state: &AppState, caller: &Caller, library: &serde_json::Value) -> Result<(), Error> {
+    let path = ["whl", "requirements"]
+        .iter()
+        .find_map(|kind| library.get(kind).and_then(|v| v.as_str()));
+    let Some(path) = path.filter(|p| p.starts_with("/Volumes/")) else {
+        return Ok(());
+    };
+    let parts: Vec<&str> = path.split('/').collect();
+    if parts.len() < 6 {
+        return Err(Error::invalid(format!("{path} is not a file in a volume")));
+    }
+    let volume = state
+        .catalog
+        .get_volume(&format!("{}.{}.{}", parts[2], parts[3], parts[4]))?;
+    super::uc_volumes::require_privilege(state, caller, &volume, kiln_compute::catalog::READ_VOLUME)
 }
 
 async fn uninstall(
