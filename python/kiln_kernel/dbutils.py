@@ -12,6 +12,7 @@ import urllib.request
 from collections import namedtuple
 
 FileInfo = namedtuple("FileInfo", ["path", "name", "size", "modificationTime"])
+MountInfo = namedtuple("MountInfo", ["mountPoint", "source", "encryptionType"])
 SecretMetadata = namedtuple("SecretMetadata", ["key"])
 SecretScope = namedtuple("SecretScope", ["name"])
 
@@ -58,6 +59,25 @@ class _Fs:
             stat = os.stat(entry)
             infos.append(FileInfo(dbfs, name, 0 if is_dir else stat.st_size, int(stat.st_mtime * 1000)))
         return infos
+
+    def mounts(self):
+        """What a Databricks workspace shows: the DBFS root, Unity Catalog
+        volumes and the sample datasets, all served from Kiln's DBFS root."""
+        return [
+            MountInfo("/", "DatabricksRoot", ""),
+            MountInfo("/Volumes", "UnityCatalogVolumes", ""),
+            MountInfo("/databricks-datasets", "databricks-datasets", ""),
+        ]
+
+    def refreshMounts(self) -> bool:
+        return True
+
+    def help(self, method: str = ""):
+        print(
+            "dbutils.fs: ls(path), mkdirs(path), put(file, contents, overwrite), head(file, maxBytes), "
+            "cp(from, to, recurse), mv(from, to, recurse), rm(path, recurse), mounts(), refreshMounts(). "
+            "Paths: dbfs:/x or /x (DBFS), /Volumes/<catalog>/<schema>/<volume>/x, file:/x (local)."
+        )
 
     def mkdirs(self, path: str) -> bool:
         os.makedirs(self._local(path), exist_ok=True)

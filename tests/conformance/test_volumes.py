@@ -263,3 +263,21 @@ def test_a_wheel_from_a_volume_installs(kiln, w, cluster, volume):
         assert run(w, cluster, ctx, f"import {name}\n{name}.VALUE + 1") == "42"
     finally:
         w.command_execution.destroy(cluster_id=cluster, context_id=ctx)
+
+
+def test_a_fresh_dbfs_root_and_its_sample_datasets(w, cluster):
+    import datetime
+
+    top = {f.path for f in w.dbfs.list("/")}
+    assert {"/FileStore", "/tmp", "/user", "/databricks-datasets"} <= top, top
+    ctx = w.command_execution.create_and_wait(cluster_id=cluster, language=Language.PYTHON,
+                                              timeout=datetime.timedelta(seconds=300)).id  # fmt: skip
+    try:
+        code = "spark.read.json('/databricks-datasets/kiln-samples/clickstream/').count()"
+        assert run(w, cluster, ctx, code) == "2000"
+        code = ("spark.read.option('header', True).csv('dbfs:/databricks-datasets/kiln-samples/orders/orders.csv')"
+                ".selectExpr('count(*)').first()[0]")  # fmt: skip
+        assert run(w, cluster, ctx, code) == "1000"
+        assert "dbfs:/Volumes/" in run(w, cluster, ctx, "[m.mountPoint for m in dbutils.fs.mounts()] and str(dbutils.fs.ls('/'))")
+    finally:
+        w.command_execution.destroy(cluster_id=cluster, context_id=ctx)

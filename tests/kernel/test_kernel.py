@@ -262,3 +262,15 @@ def test_volumes_and_dbfs_fuse_paths_reach_local_python(kernel, tmp_path):
     assert (volume / "out" / "x.txt").read_text() == "2"
     status, result = kernel.execute("python", "open('/Volumes/../../etc/passwd').read()", {})
     assert status == "Error" and "PermissionError" in result["cause"], result
+
+
+def test_dbutils_fs_mounts_and_help(tmp_path, capsys):
+    dbutils = DBUtils(str(tmp_path / "dbfs"))
+    assert [m.mountPoint for m in dbutils.fs.mounts()] == ["/", "/Volumes", "/databricks-datasets"]
+    assert dbutils.fs.refreshMounts() is True
+    dbutils.fs.help()
+    assert "mounts()" in capsys.readouterr().out
+    dbutils.fs.put("/Volumes/main/default/v/a.txt", "abc")
+    (info,) = dbutils.fs.ls("/Volumes/main/default/v")
+    assert (info.path, info.name, info.size) == ("dbfs:/Volumes/main/default/v/a.txt", "a.txt", 3)
+    assert info.modificationTime > 0

@@ -52,8 +52,9 @@ fn exists(path: &str) -> Error {
 
 impl Dbfs {
     pub fn open(root: PathBuf) -> Result<Self> {
-        fs::create_dir_all(root.join("FileStore")).map_err(|e| io("create DBFS", e))?;
+        fs::create_dir_all(&root).map_err(|e| io("create DBFS", e))?;
         let root = root.canonicalize().map_err(|e| io("create DBFS", e))?;
+        crate::samples::ensure(&root)?;
         Ok(Self {
             root,
             handles: Mutex::new(HashMap::new()),

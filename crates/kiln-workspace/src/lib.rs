@@ -5,6 +5,7 @@ pub mod dbfs;
 pub mod groups;
 pub mod object_access;
 pub mod permissions;
+pub mod samples;
 pub mod secrets;
 pub mod workspace;
 

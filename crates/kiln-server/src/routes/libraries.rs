@@ -91,7 +91,11 @@ async fn install(
 }
 
 /// A wheel or requirements file in a volume needs `READ_VOLUME` on it.
-fn require_volume_read(state: &AppState, caller: &Caller, library: &serde_json::Value) -> Result<(), Error> {
+fn require_volume_read(
+    state: &AppState,
+    caller: &Caller,
+    library: &serde_json::Value,
+) -> Result<(), Error> {
     let path = ["whl", "requirements"]
         .iter()
         .find_map(|kind| library.get(kind).and_then(|v| v.as_str()));
