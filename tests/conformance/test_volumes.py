@@ -281,3 +281,34 @@ def test_a_fresh_dbfs_root_and_its_sample_datasets(w, cluster):
         assert "dbfs:/Volumes/" in run(w, cluster, ctx, "[m.mountPoint for m in dbutils.fs.mounts()] and str(dbutils.fs.ls('/'))")
     finally:
         w.command_execution.destroy(cluster_id=cluster, context_id=ctx)
+
+
+def test_unity_catalog_updates_and_metastore(kiln, w, cluster):
+    import datetime
+
+    summary = w.metastores.summary()
+    assert summary.metastore_id and summary.metastore_id == w.metastores.current().metastore_id
+    assert w.metastores.current().default_catalog_name == "main"
+    schema = w.schemas.create(name=unique("upd").replace("-", "_"), catalog_name="main")
+    updated = w.schemas.update(schema.full_name, comment="described", properties={"team": "data"})
+    assert (updated.comment, updated.properties) == ("described", {"team": "data"})
+    assert w.schemas.get(schema.full_name).comment == "described"
+    cat = w.catalogs.update("main", comment="the default catalog, updated")
+    assert w.catalogs.get("main").comment == cat.comment
+    with pytest.raises(DatabricksError):
+        w.schemas.update(schema.full_name, new_name="renamed")
+    ctx = w.command_execution.create_and_wait(cluster_id=cluster, language=Language.PYTHON,
+                                              timeout=datetime.timedelta(seconds=300)).id  # fmt: skip
+    try:
+        run(w, cluster, ctx, f"spark.range(2).write.saveAsTable('{schema.full_name}.t')")
+    finally:
+        w.command_execution.destroy(cluster_id=cluster, context_id=ctx)
+    other = non_admin(kiln, w, "ucupd")
+    with pytest.raises(PermissionDenied):
+        other["w"].tables.update(f"{schema.full_name}.t", owner=other["name"])
+    w.tables.update(f"{schema.full_name}.t", owner=other["name"])
+    assert w.tables.get(f"{schema.full_name}.t").owner == other["name"]
+    listed = list(w.tables.list(catalog_name="main", schema_name=schema.name, omit_columns=True, include_browse=True))
+    assert [t.name for t in listed] == ["t"] and not listed[0].columns
+    assert list(w.tables.list(catalog_name="main", schema_name=schema.name))[0].columns
+    w.schemas.delete(schema.full_name, force=True)

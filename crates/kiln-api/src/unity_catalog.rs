@@ -65,6 +65,40 @@ pub struct CreateSchema {
     pub properties: BTreeMap<String, String>,
 }
 
+/// PATCH of a catalog, schema or table.
+#[derive(Debug, Deserialize)]
+pub struct UpdateSecurable {
+    pub comment: Option<String>,
+    pub owner: Option<String>,
+    pub properties: Option<BTreeMap<String, String>>,
+    pub new_name: Option<String>,
+}
+
+/// GET /api/2.1/unity-catalog/metastore_summary
+#[derive(Debug, Serialize)]
+pub struct MetastoreSummary {
+    pub metastore_id: String,
+    pub global_metastore_id: String,
+    pub name: String,
+    pub owner: String,
+    pub cloud: String,
+    pub region: String,
+    pub default_data_access_config_id: String,
+    pub storage_root: String,
+    pub delta_sharing_scope: String,
+    pub privilege_model_version: String,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+/// GET /api/2.1/unity-catalog/current-metastore-assignment
+#[derive(Debug, Serialize)]
+pub struct MetastoreAssignment {
+    pub metastore_id: String,
+    pub workspace_id: i64,
+    pub default_catalog_name: String,
+}
+
 /// `force` on schema and catalog deletes.
 #[derive(Debug, Default, Deserialize)]
 pub struct DeleteQuery {
@@ -97,10 +131,16 @@ pub struct ListTablesResponse {
     pub tables: Vec<TableInfo>,
 }
 
+/// GET tables: `include_browse`, `include_delta_metadata`,
+/// `include_manifest_capabilities` are accepted (everything is included).
 #[derive(Debug, Deserialize)]
 pub struct ListTables {
     pub catalog_name: String,
     pub schema_name: String,
+    #[serde(default, deserialize_with = "crate::lenient::opt_bool")]
+    pub omit_columns: Option<bool>,
+    #[serde(default, deserialize_with = "crate::lenient::opt_bool")]
+    pub omit_properties: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -457,7 +457,10 @@ impl Catalog {
 
 mod commits;
 mod tables;
+mod updates;
 mod volumes;
+
+pub use updates::SecurableUpdate;
 
 pub use volumes::{
     GrantChange, VolumeInfo, VolumeUpdate, ALL_PRIVILEGES, READ_VOLUME, WRITE_VOLUME,

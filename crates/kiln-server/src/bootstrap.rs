@@ -25,7 +25,12 @@ pub fn workspace_id(store: &dyn Store) -> Result<String> {
 /// The account this workspace belongs to (a UUID, created once): clients read
 /// it from the host metadata.
 pub fn account_id(store: &dyn Store) -> Result<String> {
-    if let Some(id) = store.meta("account_id")? {
+    uuid_once(store, "account_id")
+}
+
+/// A UUID kept under `key` in the store's metadata, created on first use.
+pub fn uuid_once(store: &dyn Store, key: &str) -> Result<String> {
+    if let Some(id) = store.meta(key)? {
         return Ok(id);
     }
     let bytes: [u8; 16] = rand::random();
@@ -38,7 +43,7 @@ pub fn account_id(store: &dyn Store) -> Result<String> {
         &hex[17..20],
         &hex[20..32]
     );
-    store.commit(vec![Write::PutMeta("account_id".into(), id.clone())])?;
+    store.commit(vec![Write::PutMeta(key.into(), id.clone())])?;
     Ok(id)
 }
 

@@ -98,6 +98,7 @@ pub async fn serve(
     let groups = kiln_workspace::groups::Groups::open(store.clone())?;
     let workspace_id = bootstrap::workspace_id(store.as_ref())?;
     let account_id = bootstrap::account_id(store.as_ref())?;
+    let metastore_id = bootstrap::uuid_once(store.as_ref(), "metastore_id")?;
     bootstrap::admin(&identity, &config)?;
     bootstrap::shared_folder(store.as_ref(), &workspace, &permissions)?;
     let listeners = bind_listeners(&config).await?;
@@ -180,6 +181,7 @@ pub async fn serve(
         limiter,
         workspace_id,
         account_id,
+        metastore_id,
         host,
         list_cache: Default::default(),
     };

@@ -36,6 +36,8 @@ pub struct Shared {
     /// Numeric workspace id (host metadata, `X-Databricks-Org-Id`).
     pub workspace_id: String,
     pub account_id: String,
+    /// The one metastore's id (a UUID created once).
+    pub metastore_id: String,
     /// Serialised clusters/list responses.
     pub list_cache: ResponseCache,
     /// The machine engines run on (node type, cluster cores and memory).

@@ -8,9 +8,9 @@ use axum::routing::{delete, get, post};
 use axum::{Extension, Json};
 use kiln_api::unity_catalog as wire;
 use kiln_api::Empty;
-use kiln_compute::catalog::{CatalogInfo, NewTable, SchemaInfo, TableInfo};
+use kiln_compute::catalog::{CatalogInfo, NewTable, SchemaInfo, SecurableUpdate, TableInfo};
 
-use super::{ep, todo_ep, Endpoint};
+use super::{ep, Endpoint};
 use crate::error::ApiResult;
 use crate::extract::Params;
 use crate::identity::Caller;
@@ -21,6 +21,18 @@ const UC: &str = "/api/2.1/unity-catalog";
 pub fn endpoints() -> Vec<Endpoint> {
     use Method as M;
     vec![
+        ep(
+            M::GET,
+            format!("{UC}/metastore_summary"),
+            "metastores/summary",
+            get(metastore_summary),
+        ),
+        ep(
+            M::GET,
+            format!("{UC}/current-metastore-assignment"),
+            "metastores/current",
+            get(current_metastore),
+        ),
         ep(
             M::GET,
             format!("{UC}/catalogs"),
@@ -45,10 +57,11 @@ pub fn endpoints() -> Vec<Endpoint> {
             "catalogs/delete",
             delete(delete_catalog),
         ),
-        todo_ep(
+        ep(
             M::PATCH,
             format!("{UC}/catalogs/{{name}}"),
             "catalogs/update",
+            axum::routing::patch(update_catalogs),
         ),
         ep(
             M::GET,
@@ -74,10 +87,11 @@ pub fn endpoints() -> Vec<Endpoint> {
             "schemas/delete",
             delete(delete_schema),
         ),
-        todo_ep(
+        ep(
             M::PATCH,
             format!("{UC}/schemas/{{full_name}}"),
             "schemas/update",
+            axum::routing::patch(update_schemas),
         ),
         ep(
             M::GET,
@@ -109,10 +123,11 @@ pub fn endpoints() -> Vec<Endpoint> {
             "tables/exists",
             get(table_exists),
         ),
-        todo_ep(
+        ep(
             M::PATCH,
             format!("{UC}/tables/{{full_name}}"),
             "tables/update",
+            axum::routing::patch(update_tables),
         ),
         ep(
             M::POST,
@@ -277,11 +292,23 @@ async fn list_tables(
     State(state): State<AppState>,
     Params(q): Params<wire::ListTables>,
 ) -> ApiResult<Json<wire::ListTablesResponse>> {
+    let (omit_columns, omit_properties) = (
+        q.omit_columns.unwrap_or(false),
+        q.omit_properties.unwrap_or(false),
+    );
     let tables = state
         .catalog
         .tables(&q.catalog_name, &q.schema_name)?
         .into_iter()
-        .map(table_info)
+        .map(|mut t| {
+            if omit_columns {
+                t.columns.clear();
+            }
+            if omit_properties {
+                t.properties.clear();
+            }
+            table_info(t)
+        })
         .collect();
     Ok(Json(wire::ListTablesResponse { tables }))
 }
@@ -379,4 +406,103 @@ async fn commit(
         columns,
     )?;
     Ok(Json(Empty {}))
+}
+
+/// Owners and admins change a securable.
+fn require_owner(caller: &Caller, owner: &str, what: &str) -> kiln_core::Result<()> {
+    if caller.admin || caller.user_name == owner {
+        Ok(())
+    } else {
+        Err(kiln_core::Error::permission_denied(format!(
+            "Only the owner of {what} or an admin may change it."
+        )))
+    }
+}
+
+fn securable_update(req: wire::UpdateSecurable) -> SecurableUpdate {
+    SecurableUpdate {
+        comment: req.comment,
+        owner: req.owner,
+        properties: req.properties,
+        new_name: req.new_name,
+    }
+}
+
+async fn update_catalogs(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Params(req): Params<wire::UpdateSecurable>,
+) -> ApiResult<Json<wire::CatalogInfo>> {
+    let current = state.catalog.get_catalog(&name)?;
+    require_owner(
+        &caller,
+        &current.owner,
+        &format!("catalog {}", current.name),
+    )?;
+    let info = state.catalog.update_catalog(&name, securable_update(req))?;
+    Ok(Json(catalog_info(info, state.catalog.root())))
+}
+
+async fn update_schemas(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(full_name): Path<String>,
+    Params(req): Params<wire::UpdateSecurable>,
+) -> ApiResult<Json<wire::SchemaInfo>> {
+    let current = state.catalog.get_schema(&full_name)?;
+    require_owner(
+        &caller,
+        &current.owner,
+        &format!("schema {}", current.full_name()),
+    )?;
+    Ok(Json(schema_info(
+        state
+            .catalog
+            .update_schema(&full_name, securable_update(req))?,
+    )))
+}
+
+async fn update_tables(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(full_name): Path<String>,
+    Params(req): Params<wire::UpdateSecurable>,
+) -> ApiResult<Json<wire::TableInfo>> {
+    let current = state.catalog.get_table(&full_name)?;
+    require_owner(
+        &caller,
+        &current.owner,
+        &format!("table {}", current.full_name()),
+    )?;
+    Ok(Json(table_info(
+        state
+            .catalog
+            .update_table(&full_name, securable_update(req))?,
+    )))
+}
+
+async fn metastore_summary(State(state): State<AppState>) -> Json<wire::MetastoreSummary> {
+    Json(wire::MetastoreSummary {
+        metastore_id: state.metastore_id.clone(),
+        global_metastore_id: format!("kiln:local:{}", state.metastore_id),
+        name: "kiln".into(),
+        owner: "admins".into(),
+        cloud: "kiln".into(),
+        region: "local".into(),
+        default_data_access_config_id: String::new(),
+        storage_root: format!("file://{}", state.catalog.root().display()),
+        delta_sharing_scope: "INTERNAL".into(),
+        privilege_model_version: "1.0".into(),
+        created_at: 0,
+        created_by: "kiln".into(),
+    })
+}
+
+async fn current_metastore(State(state): State<AppState>) -> Json<wire::MetastoreAssignment> {
+    Json(wire::MetastoreAssignment {
+        metastore_id: state.metastore_id.clone(),
+        workspace_id: state.workspace_id.parse().unwrap_or(0),
+        default_catalog_name: kiln_compute::catalog::DEFAULT_CATALOG.into(),
+    })
 }

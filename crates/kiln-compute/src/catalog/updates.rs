@@ -1,0 +1,92 @@
+//! PATCH of catalogs, schemas and tables: comment, owner and properties (a
+//! new properties map replaces the old one). Renames are refused: engines and
+//! volume paths name these objects.
+
+use std::collections::BTreeMap;
+
+use kiln_core::{time::now_ms, Error, Result};
+
+use super::{normalize, put, split_full_name, Catalog, CatalogInfo, SchemaInfo, TableInfo};
+
+/// What a PATCH may change.
+#[derive(Debug, Clone, Default)]
+pub struct SecurableUpdate {
+    pub comment: Option<String>,
+    pub owner: Option<String>,
+    pub properties: Option<BTreeMap<String, String>>,
+    pub new_name: Option<String>,
+}
+
+impl SecurableUpdate {
+    fn refuse_rename(&self, current: &str) -> Result<()> {
+        match &self.new_name {
+            Some(name) if normalize(name) != current => Err(Error::invalid(
+                "new_name: renaming is not supported in Kiln (engines and volume paths use the name)",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Catalog {
+    pub fn update_catalog(&self, name: &str, update: SecurableUpdate) -> Result<CatalogInfo> {
+        let _guard = self.lock_writer()?;
+        let mut info = self.get_catalog(name)?;
+        update.refuse_rename(&info.name)?;
+        if let Some(comment) = update.comment {
+            info.comment = Some(comment);
+        }
+        if let Some(owner) = update.owner {
+            info.owner = owner;
+        }
+        if let Some(properties) = update.properties {
+            info.properties = properties;
+        }
+        let (key, value) = (info.name.clone(), info.clone());
+        self.commit(vec![put("catalog", &key, &info)?], move |s| {
+            s.catalogs.insert(key, value);
+        })?;
+        Ok(info)
+    }
+
+    pub fn update_schema(&self, full_name: &str, update: SecurableUpdate) -> Result<SchemaInfo> {
+        let _guard = self.lock_writer()?;
+        let mut info = self.get_schema(full_name)?;
+        update.refuse_rename(&info.name)?;
+        if let Some(comment) = update.comment {
+            info.comment = Some(comment);
+        }
+        if let Some(owner) = update.owner {
+            info.owner = owner;
+        }
+        if let Some(properties) = update.properties {
+            info.properties = properties;
+        }
+        let (key, value) = (info.full_name(), info.clone());
+        self.commit(vec![put("schema", &key, &info)?], move |s| {
+            s.schemas.insert(key, value);
+        })?;
+        Ok(info)
+    }
+
+    pub fn update_table(&self, full_name: &str, update: SecurableUpdate) -> Result<TableInfo> {
+        let _guard = self.lock_writer()?;
+        let mut info = self.get_table(&split_full_name(full_name).join("."))?;
+        update.refuse_rename(&info.name)?;
+        if let Some(comment) = update.comment {
+            info.comment = Some(comment);
+        }
+        if let Some(owner) = update.owner {
+            info.owner = owner;
+        }
+        if let Some(properties) = update.properties {
+            info.properties = properties;
+        }
+        info.updated_at = now_ms();
+        let (key, value) = (info.full_name(), info.clone());
+        self.commit(vec![put("table", &key, &info)?], move |s| {
+            s.tables.insert(key, value);
+        })?;
+        Ok(info)
+    }
+}
