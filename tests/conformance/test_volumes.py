@@ -312,3 +312,22 @@ def test_unity_catalog_updates_and_metastore(kiln, w, cluster):
     assert [t.name for t in listed] == ["t"] and not listed[0].columns
     assert list(w.tables.list(catalog_name="main", schema_name=schema.name))[0].columns
     w.schemas.delete(schema.full_name, force=True)
+
+
+def test_large_upload_takes_the_sdks_multipart_path(kiln, w, volume):
+    import hashlib
+    import os as _os
+
+    path = f"/Volumes/main/default/{volume.name}/big/blob.bin"
+    data = _os.urandom(64 * 1024 * 1024 + 12345)  # above the SDK's 50 MB multipart threshold
+    w.files.upload(path, io.BytesIO(data), overwrite=True)
+    got = w.files.download(path).contents.read()
+    assert len(got) == len(data) and hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    # the parts are gone; only the file is listed
+    assert [e.name for e in w.files.list_directory_contents(f"/Volumes/main/default/{volume.name}/big")] == ["blob.bin"]
+    local = kiln.shared_dir / "dbfs" / "Volumes" / "main" / "default" / volume.name / "big"
+    assert sorted(p.name for p in local.iterdir()) == ["blob.bin"]
+    # a part URL without its signature, or with another part's, is refused
+    s = http()
+    r = s.put(kiln.url("/api/2.0/fs/upload-parts/0123456789abcdef/1"), data=b"x")
+    assert r.status_code == 403, r.text

@@ -15,6 +15,7 @@ pub mod oauth_u2m;
 pub mod ratelimit;
 pub mod routes;
 pub mod state;
+pub mod uploads;
 
 mod bootstrap;
 
@@ -167,6 +168,7 @@ pub async fn serve(
         config,
         identity,
         u2m: oauth_u2m::U2m::open(store.clone())?,
+        uploads: Default::default(),
         clusters,
         contexts,
         catalog,

@@ -16,14 +16,16 @@ use crate::state::AppState;
 
 /// Routes answered without credentials.
 pub fn is_public(path: &str) -> bool {
-    matches!(
-        path,
-        "/health"
-            | "/.well-known/databricks-config"
-            | "/oidc/.well-known/oauth-authorization-server"
-            | "/oidc/v1/token"
-            | "/oidc/v1/authorize"
-    )
+    // Multipart upload parts carry a signature instead of credentials.
+    path.starts_with(crate::uploads::PART_PREFIX)
+        || matches!(
+            path,
+            "/health"
+                | "/.well-known/databricks-config"
+                | "/oidc/.well-known/oauth-authorization-server"
+                | "/oidc/v1/token"
+                | "/oidc/v1/authorize"
+        )
 }
 
 /// Assigns a request id and logs method, path (never the query), status,

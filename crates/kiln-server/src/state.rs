@@ -21,6 +21,7 @@ pub struct Shared {
     pub config: Config,
     pub identity: Identity,
     pub u2m: crate::oauth_u2m::U2m,
+    pub uploads: crate::uploads::Uploads,
     pub clusters: Arc<Clusters>,
     pub contexts: Arc<Contexts>,
     pub catalog: Arc<Catalog>,

@@ -65,11 +65,11 @@ pub fn endpoints() -> Vec<Endpoint> {
 }
 
 /// A path inside a volume, resolved to its local file.
-struct Target {
-    volume: VolumeInfo,
+pub(super) struct Target {
+    pub(super) volume: VolumeInfo,
     /// What the user wrote, normalised (`/Volumes/c/s/v/a/b`).
-    path: String,
-    local: PathBuf,
+    pub(super) path: String,
+    pub(super) local: PathBuf,
 }
 
 fn resolve(state: &AppState, raw: &str) -> Result<Target> {
@@ -127,6 +127,15 @@ fn resolve(state: &AppState, raw: &str) -> Result<Target> {
     })
 }
 
+pub(super) fn target_for(
+    state: &AppState,
+    caller: &Caller,
+    raw: &str,
+    privilege: &str,
+) -> Result<Target> {
+    target(state, caller, raw, privilege)
+}
+
 fn target(state: &AppState, caller: &Caller, raw: &str, privilege: &str) -> Result<Target> {
     let target = resolve(state, raw)?;
     require_privilege(state, caller, &target.volume, privilege)?;
@@ -148,7 +157,9 @@ async fn upload(
 ) -> ApiResult<Response> {
     let query: wire::Upload = from_query(request.uri().query().unwrap_or(""))?;
     if query.action.is_some() {
-        return Err(Error::not_implemented("multipart and resumable uploads (files under 50 MB, or upload with use_parallel=False)").into());
+        return Err(
+            Error::invalid("actions are POSTed: POST /api/2.0/fs/files{path}?action=…").into(),
+        );
     }
     let target = target(&state, &caller, &raw, WRITE_VOLUME)?;
     let overwrite = query.overwrite.unwrap_or(false);

@@ -9,6 +9,7 @@ mod clusters_v12;
 mod commands;
 mod dbfs;
 mod files;
+mod files_multipart;
 mod groups_v2;
 mod identity;
 mod libraries;
@@ -95,6 +96,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(unity_catalog::endpoints());
     all.extend(uc_volumes::endpoints());
     all.extend(files::endpoints());
+    all.extend(files_multipart::endpoints());
     all.extend(postgres::endpoints());
     all.extend(planned_endpoints());
     all

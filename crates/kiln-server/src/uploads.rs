@@ -1,0 +1,168 @@
+//! Multipart uploads of the Files API (what the SDK uses for files of 50 MB
+//! and more): a session per upload, parts sent to signed URLs Kiln serves
+//! itself (the SDK sends parts without credentials, as to cloud storage),
+//! then joined into the target in one rename.
+//!
+//! Sessions are in memory: a Kiln restart ends them (the client's upload
+//! fails; nothing half-written is ever visible at the target). Part files live
+//! in a hidden directory beside the target, removed on completion or abort.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use kiln_core::{Error, ErrorCode, Result};
+use sha2::Sha256;
+
+/// Sessions older than this are forgotten (their parts removed).
+const SESSION_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+const MAX_SESSIONS: usize = 1024;
+pub const PART_PREFIX: &str = "/api/2.0/fs/upload-parts/";
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub principal_id: String,
+    /// The target as the user wrote it (`/Volumes/…`).
+    pub path: String,
+    pub target: PathBuf,
+    pub parts_dir: PathBuf,
+    pub overwrite: bool,
+    started: Instant,
+}
+
+pub struct Uploads {
+    key: [u8; 32],
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+impl Default for Uploads {
+    fn default() -> Self {
+        Self {
+            key: rand::random(),
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+fn poisoned() -> Error {
+    Error::internal("uploads", "poisoned lock")
+}
+
+impl Uploads {
+    pub fn start(
+        &self,
+        principal_id: &str,
+        path: &str,
+        target: PathBuf,
+        overwrite: bool,
+    ) -> Result<String> {
+        let token = kiln_core::ids::random_hex(24);
+        let parent = target.parent().map(PathBuf::from).unwrap_or_default();
+        let parts_dir = parent.join(format!(".kiln-upload-parts-{token}"));
+        std::fs::create_dir_all(&parts_dir).map_err(|e| Error::internal("start the upload", e))?;
+        let mut sessions = self.sessions.lock().map_err(|_| poisoned())?;
+        let expired: Vec<String> = sessions
+            .iter()
+            .filter(|(_, s)| s.started.elapsed() > SESSION_LIFETIME)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for token in expired {
+            if let Some(s) = sessions.remove(&token) {
+                let _ = std::fs::remove_dir_all(&s.parts_dir);
+            }
+        }
+        if sessions.len() >= MAX_SESSIONS {
+            let _ = std::fs::remove_dir_all(&parts_dir);
+            return Err(Error::new(
+                ErrorCode::RequestLimitExceeded,
+                "too many uploads in progress",
+            ));
+        }
+        sessions.insert(
+            token.clone(),
+            Session {
+                principal_id: principal_id.into(),
+                path: path.into(),
+                target,
+                parts_dir,
+                overwrite,
+                started: Instant::now(),
+            },
+        );
+        Ok(token)
+    }
+
+    /// The caller's session for `path`.
+    pub fn session(&self, token: &str, principal_id: &str, path: &str) -> Result<Session> {
+        self.sessions
+            .lock()
+            .map_err(|_| poisoned())?
+            .get(token)
+            .filter(|s| s.principal_id == principal_id && s.path == path)
+            .cloned()
+            .ok_or_else(|| Error::not_found("No such upload session for this path"))
+    }
+
+    /// A session by token alone (signed part URLs carry no credentials).
+    pub fn by_token(&self, token: &str) -> Option<Session> {
+        self.sessions.lock().ok()?.get(token).cloned()
+    }
+
+    pub fn finish(&self, token: &str) {
+        if let Ok(mut sessions) = self.sessions.lock() {
+            if let Some(s) = sessions.remove(token) {
+                let _ = std::fs::remove_dir_all(&s.parts_dir);
+            }
+        }
+    }
+
+    fn mac(&self, message: &str) -> String {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
+            return String::new();
+        };
+        mac.update(message.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// `?expires=…&signature=…` for a part (or `abort`) of a session.
+    pub fn sign(&self, token: &str, part: &str, expires: i64) -> String {
+        let signature = self.mac(&format!("{token}\n{part}\n{expires}"));
+        format!("expires={expires}&signature={signature}")
+    }
+
+    pub fn verify(&self, token: &str, part: &str, expires: i64, signature: &str) -> bool {
+        let now = kiln_core::time::now_ms() / 1000;
+        let expected = self.mac(&format!("{token}\n{part}\n{expires}"));
+        expires >= now
+            && expected.len() == signature.len()
+            && expected
+                .bytes()
+                .zip(signature.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_bind_token_part_and_expiry() {
+        let uploads = Uploads::default();
+        let later = kiln_core::time::now_ms() / 1000 + 60;
+        let query = uploads.sign("t1", "3", later);
+        let signature = query.rsplit('=').next().unwrap_or_default().to_string();
+        assert!(uploads.verify("t1", "3", later, &signature));
+        assert!(!uploads.verify("t1", "4", later, &signature));
+        assert!(!uploads.verify("t2", "3", later, &signature));
+        assert!(!uploads.verify("t1", "3", later + 1, &signature));
+        let past = kiln_core::time::now_ms() / 1000 - 1;
+        let old = uploads.sign("t1", "3", past);
+        let old_signature = old.rsplit('=').next().unwrap_or_default().to_string();
+        assert!(!uploads.verify("t1", "3", past, &old_signature));
+        assert!(!Uploads::default().verify("t1", "3", later, &signature));
+    }
+}
