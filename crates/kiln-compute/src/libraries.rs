@@ -522,8 +522,7 @@ impl Libraries {
         })
     }
 
-    /// A `dbfs:/` or `/Volumes/…` path as a local file inside the DBFS root
-    /// (volumes live under `<dbfs root>/Volumes`).
+    /// A `dbfs:/` or `/Volumes/…` path (volumes live under `<dbfs root>/Volumes`) as a local file.
     fn local_file(&self, path: &str) -> std::result::Result<PathBuf, String> {
         let rest = match (path.strip_prefix("dbfs:/"), path.starts_with("/Volumes/")) {
             (Some(rest), _) => rest,
