@@ -1,0 +1,131 @@
+"""Files API on a volume with a large file: prints measured figures (nothing is asserted).
+
+  upload      a 1 GiB file with the SDK's `w.files.upload` (multipart: parts to signed URLs, joined)
+              and with one streamed PUT (single shot): MB/s
+  download    the whole file streamed, and 100 ranged reads of 1 MiB at random offsets: MB/s, ms
+  memory      Kiln's resident memory before, and its peak (VmHWM) after all of the above:
+              the target is growth < 64 MB (bodies stream, never held whole)
+
+Usage:  python bench/volumes.py [--size-mb 1024]
+Env:    KILN_BIN (default target/release/kiln if present, else target/debug/kiln)
+Needs:  databricks-sdk, requests (tests/conformance/requirements.txt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from bench import default_bin, free_port  # the shared helpers of bench/bench.py
+
+
+def status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size-mb", type=int, default=1024)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="kiln-bench-vol-"))
+    work.chmod(0o711)
+    port = free_port()
+    (work / "kiln.toml").write_text("[server]\nhttps_port = 0\n[lakebase]\nproxy_port = 0\n")
+    log = open(work / "kiln.log", "wb")
+    proc = subprocess.Popen(
+        [str(default_bin()), "serve", "--port", str(port), "--data-dir", str(work / "data"),
+         "--config", str(work / "kiln.toml")], stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    source = work / "blob.bin"
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 600
+        while True:
+            try:
+                if requests.get(base + "/health", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if time.time() > deadline or proc.poll() is not None:
+                sys.exit(f"kiln did not start; see {work / 'kiln.log'}")
+            time.sleep(0.2)
+        token = (work / "data" / "admin.token").read_text().strip()
+        from databricks.sdk import WorkspaceClient
+        from databricks.sdk.core import Config
+        from databricks.sdk.service.catalog import VolumeType
+
+        w = WorkspaceClient(config=Config(host=base, token=token))
+        w.volumes.create(catalog_name="main", schema_name="default", name="bench", volume_type=VolumeType.MANAGED)
+        size = args.size_mb * 1024 * 1024
+        block = os.urandom(1024 * 1024)
+        digest = hashlib.sha256()
+        with open(source, "wb") as f:
+            for i in range(args.size_mb):
+                chunk = block[i % 997:] + block[: i % 997]
+                f.write(chunk)
+                digest.update(chunk)
+        rss_before = status_kb(proc.pid, "VmRSS") / 1024
+        mb = size / 1e6
+        path = "/Volumes/main/default/bench/blob.bin"
+
+        t = time.perf_counter()
+        with open(source, "rb") as f:
+            w.files.upload(path, f, overwrite=True)
+        multipart = time.perf_counter() - t
+
+        def chunks():
+            with open(source, "rb") as f:
+                while data := f.read(1 << 20):
+                    yield data
+
+        s = requests.Session()
+        s.headers["Authorization"] = f"Bearer {token}"
+        t = time.perf_counter()
+        r = s.put(f"{base}/api/2.0/fs/files{path}.single?overwrite=true", data=chunks())
+        r.raise_for_status()
+        single = time.perf_counter() - t
+
+        t = time.perf_counter()
+        check = hashlib.sha256()
+        with s.get(f"{base}/api/2.0/fs/files{path}", stream=True) as r:
+            r.raise_for_status()
+            for data in r.iter_content(1 << 20):
+                check.update(data)
+        download = time.perf_counter() - t
+        assert check.digest() == digest.digest(), "the downloaded bytes differ"
+
+        rng = random.Random(7)
+        lat = []
+        for _ in range(100):
+            start = rng.randrange(0, size - (1 << 20))
+            t = time.perf_counter()
+            r = s.get(f"{base}/api/2.0/fs/files{path}", headers={"Range": f"bytes={start}-{start + (1 << 20) - 1}"})
+            lat.append(time.perf_counter() - t)
+            assert r.status_code == 206 and len(r.content) == 1 << 20
+        lat.sort()
+        peak = status_kb(proc.pid, "VmHWM") / 1024
+        print(f"Files API on a volume, {args.size_mb} MiB file (Kiln {default_bin().parent.name} build)")
+        print(f"  upload, SDK multipart        {mb / multipart:8.1f} MB/s  ({multipart:.1f} s)")
+        print(f"  upload, one streamed PUT     {mb / single:8.1f} MB/s  ({single:.1f} s)")
+        print(f"  download, streamed           {mb / download:8.1f} MB/s  ({download:.1f} s)")
+        print(f"  ranged reads of 1 MiB        p50 {lat[50] * 1000:.1f} ms  p95 {lat[95] * 1000:.1f} ms")
+        print(f"  Kiln RSS before {rss_before:.1f} MB, peak {peak:.1f} MB: growth {peak - rss_before:.1f} MB (target < 64)")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        source.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()
