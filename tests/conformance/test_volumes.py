@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 from databricks.sdk.errors import AlreadyExists, DatabricksError, NotFound, PermissionDenied
@@ -331,3 +332,37 @@ def test_large_upload_takes_the_sdks_multipart_path(kiln, w, volume):
     s = http()
     r = s.put(kiln.url("/api/2.0/fs/upload-parts/0123456789abcdef/1"), data=b"x")
     assert r.status_code == 403, r.text
+
+
+def test_external_volumes_and_a_planted_link(kiln_factory, tmp_path):
+    import os as _os
+    import shutil
+
+    from conftest import reachable_dir
+
+    allowed = Path(reachable_dir()) / unique("ext")
+    allowed.mkdir(parents=True)
+    server = kiln_factory(catalog={"external_locations": [str(allowed)]})
+    w = server.client()
+    with pytest.raises(DatabricksError):  # outside every allowed location
+        w.volumes.create(catalog_name="main", schema_name="default", name="bad", volume_type=VolumeType.EXTERNAL,
+                         storage_location="file:///etc")  # fmt: skip
+    ext = w.volumes.create(catalog_name="main", schema_name="default", name="ext", volume_type=VolumeType.EXTERNAL,
+                           storage_location=f"file://{allowed}/landing")  # fmt: skip
+    assert ext.storage_location == f"file://{allowed.resolve()}/landing"
+    w.files.upload("/Volumes/main/default/ext/a.txt", io.BytesIO(b"external"))
+    assert (allowed / "landing" / "a.txt").read_bytes() == b"external"
+    w.volumes.delete(ext.full_name)
+    assert (allowed / "landing" / "a.txt").exists(), "an external volume's data stays"
+    # code on a cluster could replace a managed volume's directory by a link to Kiln's private files:
+    # the Files API refuses what resolves outside the volume
+    managed = w.volumes.create(catalog_name="main", schema_name="default", name="m", volume_type=VolumeType.MANAGED)
+    local = server.shared_dir / "dbfs" / "Volumes" / "main" / "default" / "m"
+    shutil.rmtree(local)
+    local.symlink_to(server.data_dir)
+    r = server.http().get(server.url("/api/2.0/fs/files/Volumes/main/default/m/admin.token"))
+    assert r.status_code == 400 and "dapi" not in r.text, r.text
+    r = server.http().get(server.url("/api/2.0/fs/directories/Volumes/main/default/m"))
+    assert r.status_code == 400, r.text
+    _os.unlink(local)
+    w.volumes.delete(managed.full_name)

@@ -120,6 +120,8 @@ pub struct Catalog {
     root: PathBuf,
     /// `<dbfs root>/Volumes`: volumes are DBFS paths too.
     volumes_root: PathBuf,
+    /// Directories EXTERNAL volumes may use (canonical).
+    external_locations: Vec<PathBuf>,
     state: RwLock<State>,
     writer: std::sync::Mutex<()>,
 }
@@ -182,7 +184,12 @@ fn put<T: Serialize>(kind: &'static str, key: &str, value: &T) -> Result<Write> 
 
 impl Catalog {
     /// Opens the catalog; creates `main.default` on first use.
-    pub fn open(store: Arc<dyn Store>, root: PathBuf, dbfs_root: &Path) -> Result<Arc<Self>> {
+    pub fn open(
+        store: Arc<dyn Store>,
+        root: PathBuf,
+        dbfs_root: &Path,
+        external_locations: &[PathBuf],
+    ) -> Result<Arc<Self>> {
         let mut state = State::default();
         for c in load::<CatalogInfo>(store.as_ref(), "catalog")? {
             state.catalogs.insert(c.name.clone(), c);
@@ -204,6 +211,10 @@ impl Catalog {
         }
         let volumes_root = dbfs_root.join("Volumes");
         std::fs::create_dir_all(&volumes_root)
+            .and_then(|_| volumes_root.canonicalize())
+            .map_err(|e| Error::internal("create the volumes root", e))?;
+        let volumes_root = volumes_root
+            .canonicalize()
             .map_err(|e| Error::internal("create the volumes root", e))?;
         std::fs::create_dir_all(&root).map_err(|e| Error::internal("create the warehouse", e))?;
         let root = root
@@ -213,6 +224,10 @@ impl Catalog {
             store,
             root,
             volumes_root,
+            external_locations: external_locations
+                .iter()
+                .filter_map(|p| p.canonicalize().ok())
+                .collect(),
             state: RwLock::new(state),
             writer: std::sync::Mutex::new(()),
         });

@@ -24,9 +24,20 @@ pub struct Config {
     /// `/var/lib/kiln/shared/<name>-<hash>`.
     pub shared_dir: Option<PathBuf>,
     pub server: ServerSection,
+    pub catalog: CatalogSection,
     pub rate_limit: RateLimitConfig,
     pub clusters: ClustersConfig,
     pub lakebase: LakebaseSection,
+}
+
+/// Unity Catalog settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogSection {
+    /// Directories EXTERNAL volumes may live under (none by default: only
+    /// MANAGED volumes). When Kiln is root, user code reaches them only if the
+    /// directories are readable/writable by the `kiln-data` group.
+    pub external_locations: Vec<PathBuf>,
 }
 
 /// HTTPS and extra listeners of the workspace API (the REST API and the
@@ -125,6 +136,7 @@ impl Default for Config {
             admin_password: None,
             shared_dir: None,
             server: ServerSection::default(),
+            catalog: CatalogSection::default(),
             rate_limit: RateLimitConfig::default(),
             clusters: ClustersConfig::default(),
             lakebase: LakebaseSection::default(),
@@ -163,6 +175,7 @@ impl std::fmt::Debug for Config {
             )
             .field("shared_dir", &self.shared_dir)
             .field("server", &self.server)
+            .field("catalog", &self.catalog)
             .field("rate_limit", &self.rate_limit)
             .field("clusters", &self.clusters)
             .field("lakebase", &self.lakebase)

@@ -107,7 +107,12 @@ pub async fn serve(
         .tcp
         .local_addr()
         .map_err(|e| Error::internal("bind the HTTP port", e))?;
-    let catalog = Catalog::open(store.clone(), isolation.warehouse(), &isolation.dbfs())?;
+    let catalog = Catalog::open(
+        store.clone(),
+        isolation.warehouse(),
+        &isolation.dbfs(),
+        &config.catalog.external_locations,
+    )?;
     let settings = ClusterSettings {
         data_dir: config.data_dir.clone(),
         isolation: isolation.clone(),

@@ -7,6 +7,7 @@ fn catalog(dir: &Path) -> Result<Arc<Catalog>> {
         Arc::new(SqliteStore::open(&dir.join("k.db"))?),
         dir.join("warehouse"),
         &dir.join("dbfs"),
+        &[],
     )
 }
 
@@ -120,16 +121,16 @@ fn managed_tables_need_a_staged_location() -> Result<()> {
 fn volumes_live_under_dbfs_and_go_with_their_data() -> Result<()> {
     let dir = tempfile::tempdir().map_err(|e| Error::internal("tempdir", e))?;
     let cat = catalog(dir.path())?;
-    let v = cat.create_volume("u", "main", "default", "Landing", "MANAGED", None)?;
+    let v = cat.create_volume("u", "main", "default", "Landing", "MANAGED", None, None)?;
     assert_eq!(v.path(), "/Volumes/main/default/landing");
     let files = dir.path().join("dbfs/Volumes/main/default/landing");
     assert!(files.is_dir());
     std::fs::write(files.join("a.json"), b"{}").map_err(|e| Error::internal("w", e))?;
     assert!(cat
-        .create_volume("u", "main", "default", "landing", "MANAGED", None)
+        .create_volume("u", "main", "default", "landing", "MANAGED", None, None)
         .is_err());
     assert!(cat
-        .create_volume("u", "main", "default", "x", "EXTERNAL", None)
+        .create_volume("u", "main", "default", "x", "EXTERNAL", None, Some("/etc"))
         .is_err());
     let renamed = cat.update_volume(
         "main.default.landing",

@@ -33,6 +33,10 @@ pub struct VolumeInfo {
     pub created_by: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// EXTERNAL volumes: the directory (under an allowed external location)
+    /// that `<dbfs root>/Volumes/…` links to. Managed volumes: none.
+    #[serde(default)]
+    pub storage_location: Option<PathBuf>,
     /// Principal → privileges granted on this volume.
     #[serde(default)]
     pub grants: BTreeMap<String, Vec<String>>,
@@ -93,6 +97,38 @@ impl Catalog {
             .join(&volume.name)
     }
 
+    /// Where a volume's files must really be: the canonical DBFS volumes root
+    /// joined with its names (MANAGED), or its recorded external directory.
+    /// Anything that resolves elsewhere (a link user code planted) is refused.
+    pub fn volume_real_root(&self, volume: &VolumeInfo) -> PathBuf {
+        match &volume.storage_location {
+            Some(location) => location.clone(),
+            None => self.volume_dir(volume),
+        }
+    }
+
+    /// Checks that `local` (inside `volume`) resolves inside the volume's real
+    /// root: the nearest existing ancestor is canonicalized and compared.
+    pub fn confine(&self, volume: &VolumeInfo, local: &std::path::Path) -> Result<()> {
+        let root = self.volume_real_root(volume);
+        let mut probe = local.to_path_buf();
+        loop {
+            if let Ok(real) = probe.canonicalize() {
+                return if real.starts_with(&root) {
+                    Ok(())
+                } else {
+                    Err(Error::invalid(format!(
+                        "{} resolves outside its volume",
+                        volume.path()
+                    )))
+                };
+            }
+            if !probe.pop() {
+                return Err(Error::invalid("the path does not resolve"));
+            }
+        }
+    }
+
     pub fn volumes(&self, catalog_name: &str, schema_name: &str) -> Result<Vec<VolumeInfo>> {
         let schema = self.get_schema(&format!("{catalog_name}.{schema_name}"))?;
         Ok(self
@@ -113,6 +149,56 @@ impl Catalog {
             .ok_or_else(|| missing(&key))
     }
 
+    /// An EXTERNAL volume's directory: an absolute path (`file://` or plain)
+    /// inside one of the configured external locations, not inside another
+    /// volume, created if missing.
+    fn external_location(&self, location: Option<&str>) -> Result<PathBuf> {
+        let raw = location
+            .ok_or_else(|| Error::invalid("storage_location is required for an EXTERNAL volume"))?;
+        let path = PathBuf::from(raw.strip_prefix("file://").unwrap_or(raw));
+        if !path.is_absolute()
+            || path
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(Error::invalid(format!(
+                "storage_location {raw}: an absolute path without '..'"
+            )));
+        }
+        let allowed = self
+            .external_locations
+            .iter()
+            .find(|root| path.starts_with(root));
+        let Some(root) = allowed else {
+            return Err(Error::invalid(format!(
+                "storage_location {raw} is not under an external location Kiln allows (catalog.external_locations: {:?})",
+                self.external_locations
+            )));
+        };
+        std::fs::create_dir_all(&path)
+            .map_err(|e| Error::internal("create the volume's directory", e))?;
+        let real = path
+            .canonicalize()
+            .map_err(|e| Error::internal("resolve the volume's directory", e))?;
+        if !real.starts_with(root) {
+            return Err(Error::invalid(format!(
+                "storage_location {raw} leaves its external location"
+            )));
+        }
+        let taken = self.read()?.volumes.values().any(|v| {
+            v.storage_location
+                .as_ref()
+                .is_some_and(|other| other.starts_with(&real) || real.starts_with(other))
+        });
+        if taken {
+            return Err(Error::invalid(format!(
+                "storage_location {raw} overlaps another volume"
+            )));
+        }
+        Ok(real)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     pub fn create_volume(
         &self,
         owner: &str,
@@ -121,14 +207,22 @@ impl Catalog {
         name: &str,
         volume_type: &str,
         comment: Option<String>,
+        location: Option<&str>,
     ) -> Result<VolumeInfo> {
         let name = normalize(name);
         check_identifier("volume", &name)?;
-        if volume_type != "MANAGED" {
-            return Err(Error::invalid(
-                "volume_type must be MANAGED: Kiln allows no external locations",
-            ));
-        }
+        let storage_location = match volume_type {
+            "MANAGED" if location.is_some() => {
+                return Err(Error::invalid("storage_location is for EXTERNAL volumes"))
+            }
+            "MANAGED" => None,
+            "EXTERNAL" => Some(self.external_location(location)?),
+            other => {
+                return Err(Error::invalid(format!(
+                    "volume_type {other}: MANAGED or EXTERNAL"
+                )))
+            }
+        };
         let schema = self.get_schema(&format!("{catalog_name}.{schema_name}"))?;
         let _guard = self.lock_writer()?;
         let key = format!("{}.{name}", schema.full_name());
@@ -150,11 +244,19 @@ impl Catalog {
             created_by: owner.into(),
             created_at: now,
             updated_at: now,
+            storage_location,
             grants: BTreeMap::new(),
         };
         let dir = self.volume_dir(&info);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::internal("create the volume's directory", e))?;
+        match &info.storage_location {
+            None => std::fs::create_dir_all(&dir),
+            Some(target) => dir
+                .parent()
+                .map(std::fs::create_dir_all)
+                .unwrap_or(Ok(()))
+                .and_then(|_| std::os::unix::fs::symlink(target, &dir)),
+        }
+        .map_err(|e| Error::internal("create the volume's directory", e))?;
         let value = info.clone();
         self.commit(vec![put("volume", &key, &info)?], move |s| {
             s.volumes.insert(key, value);
@@ -222,7 +324,10 @@ impl Catalog {
             },
         )?;
         let dir = self.volume_dir(&info);
-        if dir.starts_with(&self.volumes_root) {
+        if info.storage_location.is_some() {
+            // EXTERNAL: the data stays where it is; only the link goes.
+            let _ = std::fs::remove_file(&dir);
+        } else if dir.starts_with(&self.volumes_root) {
             let _ = std::fs::remove_dir_all(&dir);
         }
         Ok(())

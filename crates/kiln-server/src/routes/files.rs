@@ -119,6 +119,10 @@ fn resolve(state: &AppState, raw: &str) -> Result<Target> {
     {
         return Err(bad());
     }
+    // The volume's own directory (and those above it) could have been
+    // replaced by a link by code on a cluster: what the path resolves to
+    // must be inside the volume's real root.
+    state.catalog.confine(&volume, &local)?;
     let path = format!("{}/{}", volume.path(), rest.join("/"));
     Ok(Target {
         volume,

@@ -62,7 +62,13 @@ fn wire_volume(state: &AppState, v: &VolumeInfo) -> wire::VolumeInfo {
         full_name: v.full_name(),
         volume_id: v.volume_id.clone(),
         volume_type: v.volume_type.clone(),
-        storage_location: format!("file://{}", state.catalog.volume_dir(v).display()),
+        storage_location: format!(
+            "file://{}",
+            v.storage_location
+                .clone()
+                .unwrap_or_else(|| state.catalog.volume_dir(v))
+                .display()
+        ),
         comment: v.comment.clone(),
         owner: v.owner.clone(),
         created_by: v.created_by.clone(),
@@ -123,12 +129,6 @@ async fn create(
     Extension(caller): Extension<Caller>,
     Params(req): Params<wire::CreateVolume>,
 ) -> ApiResult<Json<wire::VolumeInfo>> {
-    if req.storage_location.is_some() {
-        return Err(Error::invalid(
-            "storage_location: Kiln has no external locations; create a MANAGED volume",
-        )
-        .into());
-    }
     let info = kiln_core::blocking::run(|| {
         state.catalog.create_volume(
             &caller.user_name,
@@ -137,6 +137,7 @@ async fn create(
             &req.name,
             &req.volume_type,
             req.comment.clone(),
+            req.storage_location.as_deref(),
         )
     })?;
     Ok(Json(wire_volume(&state, &info)))
