@@ -28,20 +28,39 @@ impl SecurableUpdate {
     }
 }
 
+impl SecurableUpdate {
+    /// Applies the update to a securable's fields (after refusing a rename).
+    fn apply(
+        self,
+        name: &str,
+        comment: &mut Option<String>,
+        owner: &mut String,
+        properties: &mut BTreeMap<String, String>,
+    ) -> Result<()> {
+        self.refuse_rename(name)?;
+        if let Some(new) = self.comment {
+            *comment = Some(new);
+        }
+        if let Some(new) = self.owner {
+            *owner = new;
+        }
+        if let Some(new) = self.properties {
+            *properties = new;
+        }
+        Ok(())
+    }
+}
+
 impl Catalog {
     pub fn update_catalog(&self, name: &str, update: SecurableUpdate) -> Result<CatalogInfo> {
         let _guard = self.lock_writer()?;
         let mut info = self.get_catalog(name)?;
-        update.refuse_rename(&info.name)?;
-        if let Some(comment) = update.comment {
-            info.comment = Some(comment);
-        }
-        if let Some(owner) = update.owner {
-            info.owner = owner;
-        }
-        if let Some(properties) = update.properties {
-            info.properties = properties;
-        }
+        update.apply(
+            &info.name,
+            &mut info.comment,
+            &mut info.owner,
+            &mut info.properties,
+        )?;
         let (key, value) = (info.name.clone(), info.clone());
         self.commit(vec![put("catalog", &key, &info)?], move |s| {
             s.catalogs.insert(key, value);
@@ -52,16 +71,12 @@ impl Catalog {
     pub fn update_schema(&self, full_name: &str, update: SecurableUpdate) -> Result<SchemaInfo> {
         let _guard = self.lock_writer()?;
         let mut info = self.get_schema(full_name)?;
-        update.refuse_rename(&info.name)?;
-        if let Some(comment) = update.comment {
-            info.comment = Some(comment);
-        }
-        if let Some(owner) = update.owner {
-            info.owner = owner;
-        }
-        if let Some(properties) = update.properties {
-            info.properties = properties;
-        }
+        update.apply(
+            &info.name,
+            &mut info.comment,
+            &mut info.owner,
+            &mut info.properties,
+        )?;
         let (key, value) = (info.full_name(), info.clone());
         self.commit(vec![put("schema", &key, &info)?], move |s| {
             s.schemas.insert(key, value);
@@ -72,16 +87,12 @@ impl Catalog {
     pub fn update_table(&self, full_name: &str, update: SecurableUpdate) -> Result<TableInfo> {
         let _guard = self.lock_writer()?;
         let mut info = self.get_table(&split_full_name(full_name).join("."))?;
-        update.refuse_rename(&info.name)?;
-        if let Some(comment) = update.comment {
-            info.comment = Some(comment);
-        }
-        if let Some(owner) = update.owner {
-            info.owner = owner;
-        }
-        if let Some(properties) = update.properties {
-            info.properties = properties;
-        }
+        update.apply(
+            &info.name,
+            &mut info.comment,
+            &mut info.owner,
+            &mut info.properties,
+        )?;
         info.updated_at = now_ms();
         let (key, value) = (info.full_name(), info.clone());
         self.commit(vec![put("table", &key, &info)?], move |s| {

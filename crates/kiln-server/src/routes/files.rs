@@ -420,19 +420,8 @@ async fn list_directory(
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         Ok::<_, Error>(entries)
     })?;
-    let start = query
-        .page_token
-        .as_deref()
-        .map(|t| {
-            t.parse::<usize>()
-                .map_err(|_| Error::invalid("Invalid page_token"))
-        })
-        .transpose()?
-        .unwrap_or(0);
     let size = query.page_size.filter(|n| *n > 0).unwrap_or(1000);
-    let total = entries.len();
-    let contents: Vec<_> = entries.into_iter().skip(start).take(size).collect();
-    let next = (start + contents.len() < total).then(|| (start + contents.len()).to_string());
+    let (contents, next) = super::offset_page(entries, query.page_token.as_deref(), size)?;
     Ok(Json(wire::ListDirectoryResponse {
         contents,
         next_page_token: next,

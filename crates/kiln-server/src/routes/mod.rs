@@ -74,6 +74,26 @@ pub(crate) fn todo_ep(
     }
 }
 
+/// One page of `items` after the offset a `page_token` carries (an offset,
+/// as the token this module hands out), and the next token if more remain.
+pub(crate) fn offset_page<T>(
+    items: Vec<T>,
+    page_token: Option<&str>,
+    size: usize,
+) -> kiln_core::Result<(Vec<T>, Option<String>)> {
+    let start = page_token
+        .map(|t| {
+            t.parse::<usize>()
+                .map_err(|_| kiln_core::Error::invalid("Invalid page_token"))
+        })
+        .transpose()?
+        .unwrap_or(0);
+    let total = items.len();
+    let page: Vec<T> = items.into_iter().skip(start).take(size.max(1)).collect();
+    let next = (start + page.len() < total).then(|| (start + page.len()).to_string());
+    Ok((page, next))
+}
+
 /// Every endpoint, family by family.
 pub fn endpoints() -> Vec<Endpoint> {
     let mut all = Vec::new();

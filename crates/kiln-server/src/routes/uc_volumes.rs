@@ -148,20 +148,10 @@ async fn list(
     Params(req): Params<wire::ListVolumes>,
 ) -> ApiResult<Json<wire::ListVolumesResponse>> {
     let all = state.catalog.volumes(&req.catalog_name, &req.schema_name)?;
-    let start = req
-        .page_token
-        .as_deref()
-        .map(|t| {
-            t.parse::<usize>()
-                .map_err(|_| Error::invalid("Invalid page_token"))
-        })
-        .transpose()?
-        .unwrap_or(0);
     let size = req.max_results.filter(|n| *n > 0).unwrap_or(10_000);
-    let page: Vec<_> = all.iter().skip(start).take(size).collect();
-    let next = (start + page.len() < all.len()).then(|| (start + page.len()).to_string());
+    let (page, next) = super::offset_page(all, req.page_token.as_deref(), size)?;
     Ok(Json(wire::ListVolumesResponse {
-        volumes: page.into_iter().map(|v| wire_volume(&state, v)).collect(),
+        volumes: page.iter().map(|v| wire_volume(&state, v)).collect(),
         next_page_token: next,
     }))
 }
