@@ -5,6 +5,7 @@ the local file `/x`. No DBFS path escapes the root."""
 import base64
 import json
 import os
+import posixpath
 import shutil
 import urllib.error
 import urllib.parse
@@ -15,6 +16,22 @@ FileInfo = namedtuple("FileInfo", ["path", "name", "size", "modificationTime"])
 MountInfo = namedtuple("MountInfo", ["mountPoint", "source", "encryptionType"])
 SecretMetadata = namedtuple("SecretMetadata", ["key"])
 SecretScope = namedtuple("SecretScope", ["name"])
+
+
+def external_locations():
+    """Where EXTERNAL volumes' real directories may be (set by Kiln)."""
+    value = os.environ.get("KILN_EXTERNAL_LOCATIONS", "")
+    return [os.path.realpath(p) for p in value.split(os.pathsep) if p]
+
+
+def reachable(local, root):
+    """A resolved path user code may name by a DBFS or `/Volumes` path: inside
+    DBFS, or inside an external location (an EXTERNAL volume's link leads
+    there). Anything else — a planted link to /etc — is refused."""
+    for base in [root] + external_locations():
+        if local == base or local.startswith(base.rstrip(os.sep) + os.sep):
+            return True
+    return False
 
 
 class NotebookExit(Exception):
@@ -37,25 +54,36 @@ class _Fs:
         if not path.startswith("/"):
             raise ValueError(f"Path must be absolute: {path}")
         local = os.path.realpath(os.path.join(self._root, path.lstrip("/")))
-        if local != self._root and not local.startswith(self._root + os.sep):
+        if not reachable(local, self._root):
             raise PermissionError(f"Path escapes DBFS: {path}")
         return local
 
-    def _dbfs(self, local: str) -> str:
-        rel = os.path.relpath(local, self._root)
-        return "dbfs:/" + ("" if rel == "." else rel)
+    @staticmethod
+    def _shown(path: str) -> str:
+        """The name a listing gives `path`: `file:/x` stays local, anything
+        else is `dbfs:/x` — by the path the user wrote, so an EXTERNAL
+        volume lists under `/Volumes/…`, not where its data really is."""
+        if path.startswith("file:"):
+            return "file:" + posixpath.normpath("/" + path[len("file:"):].lstrip("/"))
+        path = path[len("dbfs:"):] if path.startswith("dbfs:") else path
+        shown = posixpath.normpath("/" + path.lstrip("/"))
+        return "dbfs:" + ("/" if shown == "/" else shown)
 
     def ls(self, path: str):
         local = self._local(path)
         if not os.path.exists(local):
             raise FileNotFoundError(f"{path} does not exist")
-        entries = [local] if os.path.isfile(local) else [os.path.join(local, n) for n in sorted(os.listdir(local))]
-        show = (lambda p: "file:" + p) if path.startswith("file:") else self._dbfs
+        shown = self._shown(path)
+        if os.path.isfile(local):
+            entries = [(local, shown)]
+        else:
+            base = shown.rstrip("/")
+            entries = [(os.path.join(local, n), f"{base}/{n}") for n in sorted(os.listdir(local))]
         infos = []
-        for entry in entries:
+        for entry, entry_shown in entries:
             is_dir = os.path.isdir(entry)
-            name = os.path.basename(entry) + ("/" if is_dir else "")
-            dbfs = show(entry) + ("/" if is_dir else "")
+            name = os.path.basename(entry_shown) + ("/" if is_dir else "")
+            dbfs = entry_shown + ("/" if is_dir else "")
             stat = os.stat(entry)
             infos.append(FileInfo(dbfs, name, 0 if is_dir else stat.st_size, int(stat.st_mtime * 1000)))
         return infos

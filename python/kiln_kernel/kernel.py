@@ -19,7 +19,7 @@ import uuid
 from contextlib import redirect_stderr, redirect_stdout
 
 from kiln_kernel import results
-from kiln_kernel.dbutils import DBUtils, NotebookExit
+from kiln_kernel.dbutils import DBUtils, NotebookExit, reachable
 from kiln_kernel.protocol import Channel
 
 DEFAULT_ROW_LIMIT = 10000
@@ -178,7 +178,7 @@ def dbfs_to_local(path, dbfs_root):
         return path
     root = os.path.realpath(dbfs_root)
     local = os.path.realpath(os.path.join(root, rel.lstrip("/")))
-    if local != root and not local.startswith(root + os.sep):
+    if not reachable(local, root):
         raise PermissionError(f"Path escapes DBFS: {path}")
     return "file://" + local
 
@@ -186,9 +186,14 @@ def dbfs_to_local(path, dbfs_root):
 _PATH_TABLE = re.compile(r"\b(json|csv|parquet|delta|text|orc|avro|binaryFile)\.`((?:dbfs:)?/[^`]*)`", re.IGNORECASE)
 
 
+_LOCATION = re.compile(r"\b(LOCATION\s+)'((?:dbfs:)?/[^']*)'", re.IGNORECASE)
+
+
 def map_sql_paths(statement, dbfs_root):
-    """``json.`/x` `` and ``delta.`dbfs:/x` `` in SQL read DBFS, as on Databricks."""
-    return _PATH_TABLE.sub(lambda m: f"{m.group(1)}.`{dbfs_to_local(m.group(2), dbfs_root)}`", statement)
+    """``json.`/x` ``, ``delta.`dbfs:/x` `` and `LOCATION '/Volumes/…'` in SQL
+    name DBFS and volumes, as on Databricks."""
+    statement = _PATH_TABLE.sub(lambda m: f"{m.group(1)}.`{dbfs_to_local(m.group(2), dbfs_root)}`", statement)
+    return _LOCATION.sub(lambda m: f"{m.group(1)}'{dbfs_to_local(m.group(2), dbfs_root)}'", statement)
 
 
 LOCAL_PREFIXES = ("/Volumes/", "/dbfs/")
@@ -208,7 +213,7 @@ def local_path(path, dbfs_root):
         return path
     root = os.path.realpath(dbfs_root)
     local = os.path.realpath(os.path.join(root, rel))
-    if local != root and not local.startswith(root + os.sep):
+    if not reachable(local, root):
         raise PermissionError(f"Path escapes its volume or DBFS: {text}")
     return local
 

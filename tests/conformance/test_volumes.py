@@ -194,23 +194,18 @@ def test_sdk_dbutils_fs_on_volumes(w, volume):
     assert [f.name for f in fs.ls(base)] == ["hello.txt"]
 
 
-def test_a_pipeline_reads_a_volume(kiln, w, cluster, volume):
+def run_pipeline(kiln, w, text, target):
+    """A pipeline of one SQL notebook, updated once to COMPLETED; its id."""
     import base64
-    import datetime
 
     from databricks.sdk.service.workspace import ImportFormat
     from databricks.sdk.service.workspace import Language as NbLanguage
 
     from kiln_helpers import wait_for
 
-    base = f"/Volumes/main/default/{volume.name}/pipe"
-    rows = "\n".join(json.dumps({"id": i}) for i in range(7))
-    w.files.upload(f"{base}/part-0.json", io.BytesIO(rows.encode()), overwrite=True)
     path = f"/Users/admin/{unique('volpipe')}"
-    text = f"CREATE OR REFRESH MATERIALIZED VIEW from_volume AS SELECT * FROM read_files('{base}/', format => 'json')"
     w.workspace.import_(path=path, format=ImportFormat.SOURCE, language=NbLanguage.SQL,
                         content=base64.b64encode(text.encode()).decode(), overwrite=True)  # fmt: skip
-    target = unique("volpipe").replace("-", "_")
     r = kiln.http().post(kiln.url("/api/2.0/pipelines"),
                          json={"name": target, "libraries": [{"notebook": {"path": path}}], "target": target})  # fmt: skip
     assert r.status_code == 200, r.text
@@ -222,6 +217,18 @@ def test_a_pipeline_reads_a_volume(kiln, w, cluster, volume):
         return u if u.state.value in ("COMPLETED", "FAILED", "CANCELED") else None
 
     assert wait_for(done, 300, "the pipeline update", interval=0.5).state.value == "COMPLETED"
+    return pid
+
+
+def test_a_pipeline_reads_a_volume(kiln, w, cluster, volume):
+    import datetime
+
+    base = f"/Volumes/main/default/{volume.name}/pipe"
+    rows = "\n".join(json.dumps({"id": i}) for i in range(7))
+    w.files.upload(f"{base}/part-0.json", io.BytesIO(rows.encode()), overwrite=True)
+    text = f"CREATE OR REFRESH MATERIALIZED VIEW from_volume AS SELECT * FROM read_files('{base}/', format => 'json')"
+    target = unique("volpipe").replace("-", "_")
+    pid = run_pipeline(kiln, w, text, target)
     ctx = w.command_execution.create_and_wait(cluster_id=cluster, language=Language.PYTHON,
                                               timeout=datetime.timedelta(seconds=300)).id  # fmt: skip
     try:
@@ -366,3 +373,53 @@ def test_external_volumes_and_a_planted_link(kiln_factory, tmp_path):
     assert r.status_code == 400, r.text
     _os.unlink(local)
     w.volumes.delete(managed.full_name)
+
+
+def test_an_external_volume_from_commands_sql_and_pipelines(kiln_factory):
+    """Code on a cluster and a pipeline reach an EXTERNAL volume by its /Volumes name."""
+    import datetime
+
+    from conftest import reachable_dir
+
+    allowed = Path(reachable_dir()) / unique("extc")
+    server = kiln_factory(catalog={"external_locations": [str(allowed)]})
+    w = server.client()
+    w.volumes.create(catalog_name="main", schema_name="default", name="landing", volume_type=VolumeType.EXTERNAL,
+                     storage_location=f"file://{allowed}/landing")  # fmt: skip
+    base = "/Volumes/main/default/landing"
+    rows = "\n".join(json.dumps({"id": i, "v": i * 2}) for i in range(6))
+    w.files.upload(f"{base}/in/events.json", io.BytesIO(rows.encode()))
+    c = w.clusters.create_and_wait(cluster_name=unique("extc"), spark_version=SPARK_VERSION, num_workers=0,
+                                   timeout=SDK_TIMEOUT)  # fmt: skip
+    server.track(c.cluster_id)
+    ctx = w.command_execution.create_and_wait(cluster_id=c.cluster_id, language=Language.PYTHON,
+                                              timeout=datetime.timedelta(seconds=300)).id  # fmt: skip
+    try:
+        assert run(w, c.cluster_id, ctx, f"spark.read.json('{base}/in/').count()") == "6"
+        assert run(w, c.cluster_id, ctx, f"len(open('{base}/in/events.json').read().splitlines())") == "6"
+        assert run(w, c.cluster_id, ctx, f"[f.path for f in dbutils.fs.ls('{base}/in')]") == \
+            f"['dbfs:{base}/in/events.json']"  # fmt: skip
+        run(w, c.cluster_id, ctx, f"dbutils.fs.put('{base}/out/note.txt', 'from a command', True)")
+        run(w, c.cluster_id, ctx, f"spark.range(4).write.mode('overwrite').parquet('{base}/out/numbers')")
+        sql = f"CREATE TABLE main.default.ext_events USING json LOCATION '{base}/in'"
+        run(w, c.cluster_id, ctx, sql, Language.SQL)
+        assert run(w, c.cluster_id, ctx, "SELECT sum(v) FROM main.default.ext_events", Language.SQL) == [[30]]
+        # a link planted in DBFS to a place outside DBFS and the external locations is refused
+        (server.shared_dir / "dbfs" / "tmp" / "etc-link").symlink_to("/etc")
+        code = "open('/dbfs/tmp/etc-link/hostname').read()"
+        res = w.command_execution.execute_and_wait(cluster_id=c.cluster_id, context_id=ctx, language=Language.PYTHON,
+                                                   command=code)  # fmt: skip
+        assert res.results.result_type.value == "error" and "escapes" in res.results.cause, res.results
+    finally:
+        w.command_execution.destroy(cluster_id=c.cluster_id, context_id=ctx)
+    assert (allowed / "landing" / "out" / "note.txt").read_text() == "from a command"
+    assert w.files.download(f"{base}/out/note.txt").contents.read() == b"from a command"
+    assert any(e.name.endswith(".parquet") for e in w.files.list_directory_contents(f"{base}/out/numbers"))
+    run_pipeline(server, w, f"CREATE OR REFRESH MATERIALIZED VIEW ext_mv AS SELECT * FROM read_files('{base}/in', format => 'json')",
+                 "extpipe")  # fmt: skip
+    ctx = w.command_execution.create_and_wait(cluster_id=c.cluster_id, language=Language.PYTHON,
+                                              timeout=datetime.timedelta(seconds=300)).id  # fmt: skip
+    try:
+        assert run(w, c.cluster_id, ctx, "spark.table('main.extpipe.ext_mv').count()") == "6"
+    finally:
+        w.command_execution.destroy(cluster_id=c.cluster_id, context_id=ctx)

@@ -246,6 +246,31 @@ def test_dbfs_paths_map_into_the_dbfs_root(tmp_path):
         dbfs_to_local("dbfs:/../etc/passwd", str(root))
 
 
+def test_external_volume_links_resolve_only_into_external_locations(tmp_path, monkeypatch):
+    from kiln_kernel.kernel import dbfs_to_local, local_path, map_sql_paths
+
+    root, ext = tmp_path / "dbfs", tmp_path / "ext"
+    (root / "Volumes" / "main" / "default").mkdir(parents=True)
+    (ext / "landing").mkdir(parents=True)
+    (root / "Volumes" / "main" / "default" / "landing").symlink_to(ext / "landing")
+    (root / "planted").symlink_to("/etc")
+    with pytest.raises(PermissionError):  # no external location configured: the link leads outside
+        local_path("/Volumes/main/default/landing/x", str(root))
+    monkeypatch.setenv("KILN_EXTERNAL_LOCATIONS", f"{tmp_path / 'other'}{os.pathsep}{ext}")
+    assert local_path("/Volumes/main/default/landing/x", str(root)) == str(ext / "landing" / "x")
+    assert dbfs_to_local("/Volumes/main/default/landing", str(root)) == f"file://{ext / 'landing'}"
+    assert map_sql_paths("CREATE TABLE t USING json LOCATION '/Volumes/main/default/landing'", str(root)) == (
+        f"CREATE TABLE t USING json LOCATION 'file://{ext / 'landing'}'")
+    assert map_sql_paths("SELECT 'LOCATION x' FROM t", str(root)) == "SELECT 'LOCATION x' FROM t"
+    with pytest.raises(PermissionError):
+        local_path("/dbfs/planted/hostname", str(root))
+    listed = DBUtils(str(root)).fs.ls("/Volumes/main/default/landing")
+    assert listed == []
+    (ext / "landing" / "a.txt").write_text("x")
+    assert [(f.path, f.name) for f in DBUtils(str(root)).fs.ls("dbfs:/Volumes/main/default/landing/")] == [
+        ("dbfs:/Volumes/main/default/landing/a.txt", "a.txt")]
+
+
 def test_volumes_and_dbfs_fuse_paths_reach_local_python(kernel, tmp_path):
     volume = tmp_path / "dbfs" / "Volumes" / "main" / "default" / "landing"
     volume.mkdir(parents=True)

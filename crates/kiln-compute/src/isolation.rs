@@ -38,6 +38,9 @@ pub struct Isolation {
     /// `bwrap`, when Kiln is not root and a sandbox works.
     sandbox: Option<PathBuf>,
     shared: PathBuf,
+    /// `[catalog] external_locations`: EXTERNAL volumes live there, and all
+    /// user code may reach them (as DBFS).
+    external: Vec<PathBuf>,
     next_uid: AtomicU32,
 }
 
@@ -57,7 +60,7 @@ const SYSTEM_DIRS: &[&str] = &[
 impl Isolation {
     /// Detects the mode (root → users), chooses and prepares the shared tree.
     /// `shared` overrides the choice (config `shared_dir`).
-    pub fn open(data_dir: &Path, shared: Option<PathBuf>) -> Result<Self> {
+    pub fn open(data_dir: &Path, shared: Option<PathBuf>, external: &[PathBuf]) -> Result<Self> {
         let users = kiln_core::process::is_root();
         let wanted = std::env::var("KILN_ISOLATION").unwrap_or_default() != "none";
         let sandbox = if users || !wanted {
@@ -74,6 +77,7 @@ impl Isolation {
             users,
             sandbox,
             shared,
+            external: external.to_vec(),
             next_uid: AtomicU32::new(rand::random::<u32>() % UID_SPAN),
         };
         isolation.prepare(data_dir)?;
@@ -86,6 +90,7 @@ impl Isolation {
             users: false,
             sandbox: None,
             shared: dir.to_path_buf(),
+            external: Vec::new(),
             next_uid: AtomicU32::new(0),
         }
     }
@@ -131,7 +136,12 @@ impl Isolation {
         for path in &view.ro {
             command.arg("--ro-bind-try").arg(path).arg(path);
         }
-        for path in &view.rw {
+        for path in view
+            .rw
+            .iter()
+            .copied()
+            .chain(self.external.iter().map(|p| p.as_path()))
+        {
             command.arg("--bind-try").arg(path).arg(path);
         }
         command.arg("--chdir").arg(view.cwd).arg("--").arg(program);
@@ -149,6 +159,12 @@ impl Isolation {
 
     pub fn warehouse(&self) -> PathBuf {
         self.shared.join("warehouse")
+    }
+
+    /// `KILN_EXTERNAL_LOCATIONS` for a kernel or worker: where the real
+    /// directories of EXTERNAL volumes may be (`:`-separated).
+    pub fn external_env(&self) -> std::ffi::OsString {
+        std::env::join_paths(&self.external).unwrap_or_default()
     }
 
     pub fn engines(&self) -> PathBuf {
@@ -241,6 +257,9 @@ impl Isolation {
         }
         for dir in ["dbfs", "warehouse"] {
             share_with_data_group(&self.shared.join(dir))?;
+        }
+        for dir in &self.external {
+            share_with_data_group(dir)?;
         }
         Ok(())
     }
@@ -368,6 +387,7 @@ mod tests {
             users: true,
             sandbox: None,
             shared: PathBuf::from("/x"),
+            external: Vec::new(),
             next_uid: AtomicU32::new(5),
         };
         let a = iso.cluster_identity("c-1");
@@ -383,6 +403,33 @@ mod tests {
         assert!(p.groups.contains(&DATA_GID));
         assert!(p.uid != a.uid && p.uid >= PROCESS_UID_BASE);
         assert!(a.uid >= CLUSTER_UID_BASE && a.uid < PROCESS_UID_BASE);
+    }
+
+    #[test]
+    fn sandboxes_bind_external_locations_like_dbfs() {
+        let iso = Isolation {
+            users: false,
+            sandbox: Some(PathBuf::from("/usr/bin/bwrap")),
+            shared: PathBuf::from("/x"),
+            external: vec![PathBuf::from("/srv/landing")],
+            next_uid: AtomicU32::new(0),
+        };
+        let dbfs = iso.dbfs();
+        let view = View {
+            rw: vec![&dbfs],
+            ro: Vec::new(),
+            cwd: Path::new("/x/scratch"),
+        };
+        let command = iso.command(Path::new("/usr/bin/python3"), &view);
+        let args: Vec<String> = command
+            .as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let binds: Vec<&[String]> = args.windows(3).filter(|w| w[0] == "--bind-try").collect();
+        assert_eq!(binds.len(), 2, "{args:?}");
+        assert_eq!(binds[1][1], "/srv/landing");
+        assert_eq!(iso.external_env(), "/srv/landing");
     }
 
     #[test]

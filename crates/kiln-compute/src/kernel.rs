@@ -169,6 +169,7 @@ impl Kernel {
             .env("PYTHONPATH", &spec.sources)
             .env("KILN_SPARK_URL", &spec.spark_url)
             .env("KILN_DBFS_ROOT", &spec.dbfs_root)
+            .env("KILN_EXTERNAL_LOCATIONS", spec.isolation.external_env())
             .env("KILN_CLUSTER_ID", &spec.cluster_id)
             .env("MPLBACKEND", "Agg")
             .env("PYTHONDONTWRITEBYTECODE", "1")

@@ -76,6 +76,7 @@ impl Worker {
             .env("PYTHONPATH", sources)
             .env("KILN_SPARK_URL", spark_url)
             .env("KILN_DBFS_ROOT", dbfs_root)
+            .env("KILN_EXTERNAL_LOCATIONS", spec.isolation.external_env())
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

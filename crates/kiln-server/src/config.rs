@@ -35,8 +35,9 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct CatalogSection {
     /// Directories EXTERNAL volumes may live under (none by default: only
-    /// MANAGED volumes). When Kiln is root, user code reaches them only if the
-    /// directories are readable/writable by the `kiln-data` group.
+    /// MANAGED volumes). User code on clusters and pipelines reaches them like
+    /// DBFS: when Kiln is root they are given to the `kiln-data` group, in
+    /// sandbox mode they are bound into every sandbox.
     pub external_locations: Vec<PathBuf>,
 }
 

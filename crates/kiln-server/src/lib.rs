@@ -71,9 +71,11 @@ pub async fn serve(
             .map_err(|e| Error::internal("install the engine runtime", e))??
     };
     let sources = kiln_compute::kernel::install_sources(&cache)?;
+    let external = external_locations(&config.catalog.external_locations)?;
     let isolation = Arc::new(Isolation::open(
         &config.data_dir,
         config.shared_dir.clone(),
+        &external,
     )?);
     if isolation.users() {
         runtime.check_reachable()?;
@@ -111,7 +113,7 @@ pub async fn serve(
         store.clone(),
         isolation.warehouse(),
         &isolation.dbfs(),
-        &config.catalog.external_locations,
+        &external,
     )?;
     let settings = ClusterSettings {
         data_dir: config.data_dir.clone(),
@@ -372,4 +374,23 @@ fn loopback_address(address: std::net::SocketAddr) -> std::net::SocketAddr {
     } else {
         address
     }
+}
+
+/// `[catalog] external_locations`, created if missing and resolved once, so
+/// that every check compares real paths.
+fn external_locations(configured: &[std::path::PathBuf]) -> Result<Vec<std::path::PathBuf>> {
+    configured
+        .iter()
+        .map(|dir| {
+            if !dir.is_absolute() {
+                return Err(Error::invalid(format!(
+                    "catalog.external_locations: {} is not an absolute path",
+                    dir.display()
+                )));
+            }
+            std::fs::create_dir_all(dir)
+                .and_then(|_| dir.canonicalize())
+                .map_err(|e| Error::internal("prepare an external location", e))
+        })
+        .collect()
 }
