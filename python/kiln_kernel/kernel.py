@@ -47,6 +47,7 @@ class Kernel:
             map_dbfs_paths(dbfs_root)
         map_local_paths(dbfs_root)
         self.pending_table = None
+        self.pending_html = []
         self.row_limit = DEFAULT_ROW_LIMIT
         self.api = {}
         self.redacted = set()
@@ -68,7 +69,10 @@ class Kernel:
         self.pending_table = self.table_of(value)
 
     def display_html(self, html):
+        # Printed, as the REST API shows it; also kept apart so that the web
+        # UI can render it (in a sandboxed frame) as Databricks' notebooks do.
         print(html)
+        self.pending_html.append(str(html))
 
     def table_of(self, value):
         try:
@@ -94,6 +98,7 @@ class Kernel:
 
     def _execute(self, language, code, options):
         self.pending_table = None
+        self.pending_html = []
         self.row_limit = int((options or {}).get("displayRowLimit") or DEFAULT_ROW_LIMIT)
         output = io.StringIO()
         try:
@@ -117,7 +122,7 @@ class Kernel:
             return "Finished", results.images(shown)
         # As Databricks shows it: `print("Hello, World!")` is "Hello, World!".
         text = output.getvalue()
-        return "Finished", results.text(text[:-1] if text.endswith("\n") else text)
+        return "Finished", results.text(text[:-1] if text.endswith("\n") else text, "".join(self.pending_html))
 
     def run_python(self, code, output):
         # Source indented as a whole (the SDK's dbutils proxy sends it so) runs

@@ -8,13 +8,17 @@ MAX_TEXT = 256 * 1024
 TRUNCATION_NOTE = "\n*** WARNING: max output size exceeded, skipping output. ***"
 
 
-def text(data: str) -> dict:
+def text(data: str, html_out: str = "") -> dict:
+    """Text output; `html_out` is what `displayHTML` showed (an extra field
+    clients ignore; Kiln's notebook view renders it in a sandboxed frame)."""
     truncated = len(data) > MAX_TEXT
     if truncated:
         data = data[:MAX_TEXT] + TRUNCATION_NOTE
     result = {"resultType": "text", "data": data}
     if truncated:
         result["truncated"] = True
+    if html_out and len(html_out) <= MAX_TEXT:
+        result["html"] = html_out
     return result
 
 

@@ -15,6 +15,7 @@ pub mod oauth_u2m;
 pub mod ratelimit;
 pub mod routes;
 pub mod state;
+pub mod ui;
 pub mod uploads;
 
 mod bootstrap;
@@ -40,6 +41,7 @@ use state::{AppState, Shared};
 /// Builds the application router over a state.
 pub fn app(state: AppState) -> Router {
     routes::router(routes::endpoints())
+        .merge(ui::router())
         .fallback(routes::fallback)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -176,6 +178,7 @@ pub async fn serve(
         identity,
         u2m: oauth_u2m::U2m::open(store.clone())?,
         uploads: Default::default(),
+        ui_sessions: Default::default(),
         clusters,
         contexts,
         catalog,

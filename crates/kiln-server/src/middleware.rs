@@ -18,6 +18,7 @@ use crate::state::AppState;
 pub fn is_public(path: &str) -> bool {
     // Multipart upload parts carry a signature instead of credentials.
     path.starts_with(crate::uploads::PART_PREFIX)
+        || crate::ui::is_public(path)
         || matches!(
             path,
             "/health"
@@ -95,7 +96,7 @@ pub async fn authenticate(
     if is_public(request.uri().path()) {
         return next.run(request).await;
     }
-    let caller = match credentials(&state, request.headers()) {
+    let caller = match credentials_or_session(&state, &request) {
         Ok(caller) => caller,
         Err(err) => return ApiError(err).into_response(),
     };
@@ -129,6 +130,30 @@ pub(crate) fn check_scope(state: &AppState, caller: &Caller, path: &str) -> Resu
             "Invalid access token: its execution context has ended.",
         )),
     }
+}
+
+/// An `Authorization` header if there is one, else the web UI's session
+/// cookie — which, for anything but a read, needs the session's CSRF token in
+/// `X-Kiln-CSRF` (a page of another site cannot read it).
+fn credentials_or_session(state: &AppState, request: &Request) -> Result<Caller, Error> {
+    use crate::ui::sessions;
+    let headers = request.headers();
+    let cookie = sessions::cookie_value(headers);
+    let (Some(id), false) = (cookie, headers.contains_key(header::AUTHORIZATION)) else {
+        return credentials(state, headers);
+    };
+    let session = state.ui_sessions.resolve(&state.identity, id)?;
+    let safe = matches!(request.method().as_str(), "GET" | "HEAD" | "OPTIONS");
+    let given = headers
+        .get(sessions::CSRF_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if !safe && !sessions::csrf_matches(&session.csrf, given) {
+        return Err(Error::new(
+            ErrorCode::PermissionDenied,
+            "Missing or wrong CSRF token (X-Kiln-CSRF) for a signed-in browser session.",
+        ));
+    }
+    Ok(session.caller)
 }
 
 pub(crate) fn credentials(

@@ -22,6 +22,8 @@ pub struct Shared {
     pub identity: Identity,
     pub u2m: crate::oauth_u2m::U2m,
     pub uploads: crate::uploads::Uploads,
+    /// Signed-in browser sessions of the web UI.
+    pub ui_sessions: crate::ui::sessions::Sessions,
     pub clusters: Arc<Clusters>,
     pub contexts: Arc<Contexts>,
     pub catalog: Arc<Catalog>,

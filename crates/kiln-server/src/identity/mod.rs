@@ -253,6 +253,18 @@ impl Identity {
         Ok(caller(&principal, format!("basic:{}", principal.id)))
     }
 
+    /// A signed-in browser session's caller, checked again on every request:
+    /// the principal must still be active (admin rights follow changes).
+    pub fn refresh(&self, caller: &Caller) -> Result<Caller> {
+        let index = self.read()?;
+        let principal = index
+            .principals
+            .get(&caller.principal_id)
+            .filter(|p| p.active)
+            .ok_or_else(unauthenticated)?;
+        Ok(self::caller(principal, caller.credential.clone()))
+    }
+
     /// OAuth client credentials → a one-hour access token.
     pub fn issue_oauth_token(&self, client_id: &str, client_secret: &str) -> Result<String> {
         let principal = {

@@ -1,0 +1,171 @@
+// A notebook: cells in Databricks SOURCE format, attached to a cluster through
+// REST 1.2 execution contexts; run a cell, run all, cancel; save through the
+// Workspace API.
+import { get, post } from "./api.js";
+import { h, replace, button, errorBox, b64decode, b64encode, field } from "./dom.js";
+import { renderResult } from "./results.js";
+import { runningClusters } from "./compute.js";
+import { wsHref } from "./workspace.js";
+
+const ROW_LIMIT = 1000;
+const SEP = { PYTHON: "# COMMAND ----------", SQL: "-- COMMAND ----------" };
+const MAGIC = { PYTHON: "# MAGIC", SQL: "-- MAGIC" };
+const HEADER = { PYTHON: "# Databricks notebook source", SQL: "-- Databricks notebook source" };
+
+export function parseSource(text, language) {
+  const lang = SEP[language] ? language : "PYTHON";
+  let body = text.replace(/\r\n/g, "\n");
+  if (body.startsWith(HEADER[lang])) body = body.slice(HEADER[lang].length);
+  const chunks = body.split(new RegExp(`\\n\\s*${escape(SEP[lang])}\\s*\\n`));
+  return chunks.map((chunk) => {
+    const lines = chunk.replace(/^\n+|\n+$/g, "").split("\n");
+    const magic = lines.length > 0 && lines.every((l) => l.startsWith(MAGIC[lang]));
+    return magic ? lines.map((l) => l.slice(MAGIC[lang].length).replace(/^ /, "")).join("\n") : lines.join("\n");
+  }).filter((c, i, all) => c.trim() !== "" || all.length === 1);
+}
+
+export function toSource(cells, language) {
+  const lang = SEP[language] ? language : "PYTHON";
+  const parts = cells.map((c) => (c.trimStart().startsWith("%")
+    ? c.split("\n").map((l) => (l ? `${MAGIC[lang]} ${l}` : MAGIC[lang])).join("\n") : c));
+  return `${HEADER[lang]}\n` + parts.join(`\n\n${SEP[lang]}\n\n`) + "\n";
+}
+
+function escape(s) {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+// The language a cell runs in, and its code without the magic line.
+export function cellCommand(source, language) {
+  const m = source.match(/^\s*%(\w+)[ \t]*\n?/);
+  if (!m) return { language: language === "SQL" ? "sql" : "python", code: source };
+  const rest = source.slice(m[0].length);
+  if (m[1] === "sql") return { language: "sql", code: rest };
+  if (m[1] === "python") return { language: "python", code: rest };
+  return { language: m[1], code: rest };
+}
+
+export async function render(ctx) {
+  const path = "/" + ctx.params.join("/");
+  const status = h("div");
+  let language = "PYTHON";
+  let cells = [""];
+  try {
+    const info = await get("/api/2.0/workspace/get-status", { path });
+    language = info.language || "PYTHON";
+    const res = await get("/api/2.0/workspace/export", { path, format: "SOURCE" });
+    cells = parseSource(b64decode(res.content), language);
+  } catch (err) {
+    return replace(ctx.el, errorBox(err));
+  }
+  const state = { cluster: "", context: "", running: null, cancelled: false };
+  const clusterSel = h("select", { name: "cluster", "aria-label": "Attach to cluster" }, h("option", { value: "" }, "Detached"));
+  runningClusters().then((cs) => cs.forEach((c) => clusterSel.append(h("option", { value: c.cluster_id }, `${c.cluster_name} (${c.state})`))))
+    .catch(() => {});
+  clusterSel.addEventListener("change", () => { state.cluster = clusterSel.value; state.context = ""; });
+  const list = h("div", { class: "cells" });
+  const views = [];
+  const addCell = (source, at = views.length) => {
+    const view = cellView(source, state, language, status, () => remove(view));
+    views.splice(at, 0, view);
+    list.insertBefore(view.el, list.children[at] || null);
+    return view;
+  };
+  const remove = (view) => {
+    views.splice(views.indexOf(view), 1);
+    view.el.remove();
+  };
+  cells.forEach((c) => addCell(c));
+  const runAll = button("Run all", async () => {
+    state.cancelled = false;
+    runAll.disabled = true;
+    try {
+      for (const v of views) {
+        if (state.cancelled || !ctx.live()) break;
+        if (!(await v.run())) break;
+      }
+    } finally {
+      runAll.disabled = false;
+    }
+  });
+  const cancel = button("Cancel", () => { state.cancelled = true; cancelRunning(state); });
+  const save = button("Save", async () => {
+    try {
+      await post("/api/2.0/workspace/import", { path, format: "SOURCE", language, overwrite: true,
+        content: b64encode(toSource(views.map((v) => v.source()), language)) });
+      replace(status, h("p", { class: "ok" }, "Saved."));
+    } catch (err) {
+      replace(status, errorBox(err));
+    }
+  }, { class: "primary" });
+  const dir = path.split("/").slice(0, -1).join("/");
+  replace(ctx.el,
+    h("div", { class: "bar" }, h("h1", {}, path.split("/").pop()), h("span", { class: "muted" }, language.toLowerCase())),
+    h("p", {}, h("a", { href: wsHref(dir) }, `← ${dir}`)),
+    h("div", { class: "actions wrap toolbar" }, field("Cluster", clusterSel), runAll, cancel, save,
+      button("Add cell", () => addCell("").focus())),
+    status, list);
+}
+
+function cellView(source, state, language, status, onRemove) {
+  const editor = h("textarea", { class: "code", spellcheck: "false", rows: Math.max(3, source.split("\n").length + 1),
+    "aria-label": "Cell source" });
+  editor.value = source;
+  editor.addEventListener("input", () => { editor.rows = Math.max(3, editor.value.split("\n").length + 1); });
+  const output = h("div", { class: "output", "aria-live": "polite" });
+  const run = async () => {
+    const cmd = cellCommand(editor.value, language);
+    if (cmd.language === "md") {
+      replace(output, h("div", { class: "markdown" }, cmd.code));
+      return true;
+    }
+    if (!["python", "sql"].includes(cmd.language)) {
+      replace(output, errorBox(`%${cmd.language} cells are not supported.`));
+      return false;
+    }
+    if (!state.cluster) {
+      replace(output, errorBox("Attach the notebook to a running cluster first."));
+      return false;
+    }
+    replace(output, h("p", { class: "muted running" }, "Running…"));
+    try {
+      const results = await execute(state, cmd);
+      replace(output, renderResult(results.results, ROW_LIMIT));
+      return results.status === "Finished";
+    } catch (err) {
+      replace(output, errorBox(err));
+      return false;
+    }
+  };
+  editor.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" && (ev.shiftKey || ev.ctrlKey)) { ev.preventDefault(); run(); }
+  });
+  const runBtn = button("Run", () => run(), { "aria-label": "Run cell", title: "Run cell (Shift+Enter)" });
+  const del = button("Delete", onRemove, { "aria-label": "Delete cell", class: "subtle" });
+  const el = h("div", { class: "cell" }, h("div", { class: "cell-bar" }, runBtn, del), editor, output);
+  return { el, run, source: () => editor.value, focus: () => editor.focus() };
+}
+
+async function execute(state, cmd) {
+  if (!state.context) {
+    const ctx = await post("/api/1.2/contexts/create", { clusterId: state.cluster, language: "python" });
+    state.context = ctx.id;
+  }
+  const started = await post("/api/1.2/commands/execute", { clusterId: state.cluster, contextId: state.context,
+    language: cmd.language, command: cmd.code, options: { displayRowLimit: ROW_LIMIT } });
+  state.running = started.id;
+  try {
+    for (;;) {
+      const res = await get("/api/1.2/commands/status", { clusterId: state.cluster, contextId: state.context, commandId: started.id });
+      if (["Finished", "Error", "Cancelled"].includes(res.status)) return res;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  } finally {
+    state.running = null;
+  }
+}
+
+async function cancelRunning(state) {
+  if (!state.running) return;
+  await post("/api/1.2/commands/cancel", { clusterId: state.cluster, contextId: state.context, commandId: state.running }).catch(() => {});
+}
