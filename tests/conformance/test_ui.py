@@ -109,6 +109,11 @@ def test_cookie_sessions_need_their_csrf_token(kiln):
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
     csrf = r.json()["csrf_token"]
     assert s.get(kiln.url("/api/2.0/clusters/list")).status_code == 200
+    # JSON for a browser session is compressed; token clients get what they always got
+    r = s.get(kiln.url("/api/2.1/clusters/spark-versions"), headers={"Accept-Encoding": "gzip"})
+    assert r.headers.get("Content-Encoding") == "gzip" and r.json()["versions"]
+    r = http().get(kiln.url("/api/2.1/clusters/spark-versions"), headers={"Authorization": f"Bearer {kiln.token}"})
+    assert "Content-Encoding" not in r.headers and r.json()["versions"]
     scope = unique("uicsrf")
     r = s.post(kiln.url("/api/2.0/secrets/scopes/create"), json={"scope": scope})
     assert r.status_code == 403 and "CSRF" in r.json()["message"], r.text

@@ -96,10 +96,11 @@ pub async fn authenticate(
     if is_public(request.uri().path()) {
         return next.run(request).await;
     }
-    let caller = match credentials_or_session(&state, &request) {
-        Ok(caller) => caller,
+    let (caller, browser) = match credentials_or_session(&state, &request) {
+        Ok(found) => found,
         Err(err) => return ApiError(err).into_response(),
     };
+    let gzip = browser && crate::ui::compress::accepts_gzip(request.headers());
     if let Err(err) = check_scope(&state, &caller, request.uri().path()) {
         return ApiError(err).into_response();
     }
@@ -111,6 +112,9 @@ pub async fn authenticate(
     }
     request.extensions_mut().insert(caller.clone());
     let mut response = next.run(request).await;
+    if gzip {
+        response = crate::ui::compress::gzip_json(response).await;
+    }
     response.extensions_mut().insert(caller);
     response
 }
@@ -135,12 +139,13 @@ pub(crate) fn check_scope(state: &AppState, caller: &Caller, path: &str) -> Resu
 /// An `Authorization` header if there is one, else the web UI's session
 /// cookie — which, for anything but a read, needs the session's CSRF token in
 /// `X-Kiln-CSRF` (a page of another site cannot read it).
-fn credentials_or_session(state: &AppState, request: &Request) -> Result<Caller, Error> {
+/// The caller, and whether it came from a browser session.
+fn credentials_or_session(state: &AppState, request: &Request) -> Result<(Caller, bool), Error> {
     use crate::ui::sessions;
     let headers = request.headers();
     let cookie = sessions::cookie_value(headers);
     let (Some(id), false) = (cookie, headers.contains_key(header::AUTHORIZATION)) else {
-        return credentials(state, headers);
+        return credentials(state, headers).map(|caller| (caller, false));
     };
     let session = state.ui_sessions.resolve(&state.identity, id)?;
     let safe = matches!(request.method().as_str(), "GET" | "HEAD" | "OPTIONS");
@@ -153,7 +158,7 @@ fn credentials_or_session(state: &AppState, request: &Request) -> Result<Caller,
             "Missing or wrong CSRF token (X-Kiln-CSRF) for a signed-in browser session.",
         ));
     }
-    Ok(session.caller)
+    Ok((session.caller, true))
 }
 
 pub(crate) fn credentials(

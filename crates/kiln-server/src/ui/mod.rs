@@ -4,6 +4,7 @@
 //! CSRF header; the only UI-specific routes are sign-in, sign-out and "who am I".
 
 pub mod assets;
+pub mod compress;
 pub mod sessions;
 
 use axum::body::Bytes;

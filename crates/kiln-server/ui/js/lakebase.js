@@ -28,7 +28,12 @@ const idOf = (name) => String(name).split("/").pop();
 
 async function projectPage(ctx, project) {
   const status = h("div"), tree = h("div"), form = h("div"), cred = h("div", { "aria-live": "polite" });
-  replace(ctx.el, h("div", { class: "bar" }, h("h1", {}, project), h("a", { href: "#/lakebase" }, "All projects")), status, cred, tree, form);
+  const del = button("Delete project", () => {
+    if (!confirm(`Delete project ${project} and all its branches?`)) return;
+    act(del, async () => { await api("DELETE", `${PG}/projects/${encodeURIComponent(project)}`); location.hash = "#/lakebase"; }, status);
+  }, { class: "danger" });
+  replace(ctx.el, h("div", { class: "bar" }, h("h1", {}, project), h("a", { href: "#/lakebase" }, "All projects"), del),
+    status, cred, tree, form);
   const refresh = async () => {
     const branches = await all(`${PG}/projects/${encodeURIComponent(project)}/branches`, "branches");
     const withEndpoints = await Promise.all(branches.map(async (b) => ({
@@ -80,7 +85,7 @@ function endpointRow(e, { status, cred, refresh }) {
     replace(cred, section(`Credential for ${idOf(e.name)}`, h("p", {}, "PGPASSWORD (expires ", c.expire_time, "):"), secret));
     secret.select();
   }, status));
-  const suspend = button("Suspend", () => act(suspend, async () => {
+  const suspend = button("Suspend", () => act(suspend, async () => { // spec.disabled: stopped, refuses connections
     await api("PATCH", `${PG}/${e.name}?update_mask=spec.disabled`, { spec: { disabled: true } });
     await refresh();
   }, status));

@@ -82,6 +82,14 @@ function rowActions(o, status, reload) {
       download(o.path.split("/").pop() + ext, b64decode(res.content), "text/plain");
     }, status), { "aria-label": `Export ${o.path}` });
     out.push(exp);
+    if (o.object_type === "NOTEBOOK") {
+      const mv = button("Move", () => {
+        const to = prompt(`Move ${o.path} to:`, o.path);
+        if (!to || to === o.path) return;
+        act(mv, () => moveNotebook(o, to).then(reload), status);
+      }, { "aria-label": `Move ${o.path}` });
+      out.push(mv);
+    }
   }
   const del = button("Delete", () => {
     if (!confirm(`Delete ${o.path}?`)) return;
@@ -89,4 +97,12 @@ function rowActions(o, status, reload) {
   }, { class: "danger", "aria-label": `Delete ${o.path}` });
   out.push(del);
   return h("span", { class: "actions" }, out);
+}
+
+// The Workspace API has no move: export the notebook's source, import it at
+// the new path (refused if something is there), then delete the old one.
+async function moveNotebook(o, to) {
+  const res = await get(`${W}/export`, { path: o.path, format: "SOURCE" });
+  await post(`${W}/import`, { path: to, format: "SOURCE", language: o.language, content: res.content, overwrite: false });
+  await post(`${W}/delete`, { path: o.path, recursive: false });
 }
