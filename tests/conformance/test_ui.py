@@ -48,12 +48,20 @@ class Session:
         self.page.set_default_timeout(TIMEOUT)
         self.errors, self.dialogs = [], []
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        self.answers: list[str] = []  # replies to the next prompts the test expects
+        self.page.on("dialog", self._dialog)
         self.base = kiln.url("/ui/")
         self.page.goto(kiln.url("/"))
         self.page.get_by_label("Token").fill(token)
         self.page.get_by_role("button", name="Sign in").click()
         self.page.get_by_role("heading", name="Compute").wait_for()
+
+    def _dialog(self, dialog):
+        if self.answers:
+            dialog.accept(self.answers.pop(0))
+        else:
+            self.dialogs.append(dialog.message)
+            dialog.dismiss()
 
     def go(self, route):
         self.page.goto(self.base + "#/" + route)
@@ -110,10 +118,10 @@ def test_cookie_sessions_need_their_csrf_token(kiln):
     csrf = r.json()["csrf_token"]
     assert s.get(kiln.url("/api/2.0/clusters/list")).status_code == 200
     # JSON for a browser session is compressed; token clients get what they always got
-    r = s.get(kiln.url("/api/2.1/clusters/spark-versions"), headers={"Accept-Encoding": "gzip"})
-    assert r.headers.get("Content-Encoding") == "gzip" and r.json()["versions"]
-    r = http().get(kiln.url("/api/2.1/clusters/spark-versions"), headers={"Authorization": f"Bearer {kiln.token}"})
-    assert "Content-Encoding" not in r.headers and r.json()["versions"]
+    r = s.get(kiln.url("/api/openapi.json"), headers={"Accept-Encoding": "gzip"})
+    assert r.headers.get("Content-Encoding") == "gzip" and r.json()["paths"]
+    r = http().get(kiln.url("/api/openapi.json"), headers={"Authorization": f"Bearer {kiln.token}"})
+    assert "Content-Encoding" not in r.headers and r.json()["paths"]
     scope = unique("uicsrf")
     r = s.post(kiln.url("/api/2.0/secrets/scopes/create"), json={"scope": scope})
     assert r.status_code == 403 and "CSRF" in r.json()["message"], r.text
@@ -218,6 +226,14 @@ def test_a_notebook_runs_all_cells_and_saves(admin, kiln, w, cluster):
     assert saved.startswith("# Databricks notebook source\nprint(\"edited\")")
     assert "# MAGIC %sql\n# MAGIC SELECT id, id * id AS square FROM range(5)" in saved
     assert saved.count("# COMMAND ----------") == 2
+    # move it (export, import at the new path, delete the old one)
+    moved = path + "-moved"
+    admin.go("workspace/Users/admin")
+    admin.answers.append(moved)
+    page.get_by_role("button", name=f"Move {path}").click()
+    page.get_by_role("link", name=moved.split("/")[-1]).wait_for()
+    assert base64.b64decode(w.workspace.export(moved).content).decode() == saved
+    assert not any(o.path == path for o in w.workspace.list("/Users/admin"))
 
 
 def test_a_pipeline_shows_its_graph(admin, kiln, w):
