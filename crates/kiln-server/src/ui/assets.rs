@@ -37,6 +37,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
     asset!("js/catalog.js", JS),
     asset!("js/lakebase.js", JS),
     asset!("js/admin.js", JS),
+    // Third-party code, bundled by scripts/build-ui-vendor (see VERSIONS.txt).
+    asset!("vendor/editor.js", JS),
+    asset!("vendor/layout.js", JS),
+    asset!("vendor/VERSIONS.txt", "text/plain; charset=utf-8"),
+    asset!("vendor/LICENSES.txt", "text/plain; charset=utf-8"),
 ];
 
 pub struct Asset {
@@ -141,6 +146,8 @@ mod tests {
         let index = assets
             .get("index.html")
             .map(|a| String::from_utf8_lossy(&a.raw).into_owned());
-        assert!(index.is_some_and(|i| i.contains(&assets.version) && !i.contains("{{VERSION}}")));
+        assert!(index.is_some_and(|i| i.contains(&assets.version)
+            && !i.contains("{{VERSION}}")
+            && i.contains("{{NONCE}}")));
     }
 }

@@ -27,10 +27,14 @@ pub fn is_public(path: &str) -> bool {
     matches!(path, "/" | "/ui" | "/ui/" | "/ui/api/login") || path.starts_with("/ui/assets/")
 }
 
-/// What the page may load and do: only Kiln's own origin, no inline script.
-const CSP: &str =
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
-connect-src 'self'; frame-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+/// What the page may load and do: only Kiln's own origin, no inline script;
+/// `<style>` elements only with this response's nonce (the code editor's).
+fn csp(nonce: &str) -> String {
+    format!(
+        "default-src 'none'; script-src 'self'; style-src 'self' 'nonce-{nonce}'; img-src 'self' data: blob:; \
+connect-src 'self'; frame-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -43,21 +47,24 @@ pub fn router() -> Router<AppState> {
         .route("/ui/api/session", get(session))
 }
 
-async fn index(headers: HeaderMap) -> Response {
+async fn index() -> Response {
     let Some(page) = assets::assets().get("index.html") else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let mut response = assets::respond(page, &headers, "no-cache");
+    let nonce = hex::encode(rand::random::<[u8; 16]>());
+    let html = String::from_utf8_lossy(&page.raw).replace("{{NONCE}}", &nonce);
+    let mut response = (StatusCode::OK, html).into_response();
     let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(page.mime));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
+    if let Ok(value) = HeaderValue::from_str(&csp(&nonce)) {
+        h.insert(header::CONTENT_SECURITY_POLICY, value);
+    }
     response
 }
 

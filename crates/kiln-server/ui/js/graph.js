@@ -1,39 +1,9 @@
-// Lays out a dataflow graph (datasets as nodes, flows as edges) in layers —
-// each node one layer right of its deepest input — and draws it as SVG.
-const NS = "http://www.w3.org/2000/svg";
-const W = 230, H = 58, GAP_X = 70, GAP_Y = 22;
+// Draws a pipeline's dataflow graph (datasets as nodes, flows as edges) as
+// SVG, laid out by dagre (vendor/layout.js) left to right.
+import { layoutGraph } from "../vendor/layout.js";
 
-export function layout(nodes, edges) {
-  const inputs = new Map(nodes.map((n) => [n.id, []]));
-  for (const [from, to] of edges) if (inputs.has(to) && inputs.has(from)) inputs.get(to).push(from);
-  const depth = new Map();
-  const visiting = new Set();
-  const depthOf = (id) => {
-    if (depth.has(id)) return depth.get(id);
-    if (visiting.has(id)) return 0; // a cycle: cut it
-    visiting.add(id);
-    const d = Math.max(-1, ...inputs.get(id).map(depthOf)) + 1;
-    visiting.delete(id);
-    depth.set(id, d);
-    return d;
-  };
-  nodes.forEach((n) => depthOf(n.id));
-  const layers = [];
-  for (const n of nodes) (layers[depth.get(n.id)] ||= []).push(n);
-  const pos = new Map();
-  layers.forEach((layer, x) => {
-    // order by the mean row of the inputs, to keep edges short
-    layer.sort((a, b) => mean(a) - mean(b) || a.id.localeCompare(b.id));
-    layer.forEach((n, y) => pos.set(n.id, { x: x * (W + GAP_X) + 10, y: y * (H + GAP_Y) + 10 }));
-  });
-  function mean(n) {
-    const ys = inputs.get(n.id).map((i) => pos.get(i)?.y ?? 0);
-    return ys.length ? ys.reduce((a, b) => a + b, 0) / ys.length : 0;
-  }
-  const width = layers.length * (W + GAP_X) + 20;
-  const height = Math.max(...layers.map((l) => l.length), 1) * (H + GAP_Y) + 20;
-  return { pos, width, height };
-}
+const NS = "http://www.w3.org/2000/svg";
+const W = 230, H = 58;
 
 function el(tag, attrs, text) {
   const e = document.createElementNS(NS, tag);
@@ -42,9 +12,20 @@ function el(tag, attrs, text) {
   return e;
 }
 
+function curve(points) {
+  if (points.length < 2) return "";
+  let d = `M${points[0].x},${points[0].y}`;
+  for (let i = 1; i < points.length - 1; i++) {
+    const mid = { x: (points[i].x + points[i + 1].x) / 2, y: (points[i].y + points[i + 1].y) / 2 };
+    d += ` Q${points[i].x},${points[i].y} ${mid.x},${mid.y}`;
+  }
+  const last = points[points.length - 1];
+  return d + ` L${last.x},${last.y}`;
+}
+
 // nodes: [{id, label, sub, status}], edges: [[from, to]]
 export function drawGraph(nodes, edges) {
-  const { pos, width, height } = layout(nodes, edges);
+  const { pos, lines, width, height } = layoutGraph(nodes, edges, { width: W, height: H });
   const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img",
     "aria-label": `Dataflow graph of ${nodes.length} datasets`, class: "dag" });
   const defs = el("defs", {});
@@ -52,11 +33,8 @@ export function drawGraph(nodes, edges) {
   marker.append(el("path", { d: "M0,0 L10,5 L0,10 z", class: "arrowhead" }));
   defs.append(marker);
   svg.append(defs);
-  for (const [from, to] of edges) {
-    const a = pos.get(from), b = pos.get(to);
-    if (!a || !b) continue;
-    const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2, mx = (x1 + x2) / 2;
-    svg.append(el("path", { d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`, class: "edge", "marker-end": "url(#arrow)" }));
+  for (const line of lines) {
+    svg.append(el("path", { d: curve(line.points), class: "edge", "marker-end": "url(#arrow)", "data-from": line.from, "data-to": line.to }));
   }
   for (const n of nodes) {
     const p = pos.get(n.id);

@@ -8,6 +8,9 @@ import { runningClusters } from "./compute.js";
 import { wsHref } from "./workspace.js";
 
 const ROW_LIMIT = 1000;
+let editorLoad = null;
+// CodeMirror (bundled in vendor/editor.js), loaded once, only on notebook pages.
+const editorModule = () => (editorLoad ||= import("../vendor/editor.js"));
 const SEP = { PYTHON: "# COMMAND ----------", SQL: "-- COMMAND ----------" };
 const MAGIC = { PYTHON: "# MAGIC", SQL: "-- MAGIC" };
 const HEADER = { PYTHON: "# Databricks notebook source", SQL: "-- Databricks notebook source" };
@@ -108,13 +111,12 @@ export async function render(ctx) {
 }
 
 function cellView(source, state, language, status, onRemove) {
-  const editor = h("textarea", { class: "code", spellcheck: "false", rows: Math.max(3, source.split("\n").length + 1),
-    "aria-label": "Cell source" });
-  editor.value = source;
-  editor.addEventListener("input", () => { editor.rows = Math.max(3, editor.value.split("\n").length + 1); });
+  const host = h("div", { class: "editor" });
+  let editor = null;
+  const value = () => (editor ? editor.getValue() : source);
   const output = h("div", { class: "output", "aria-live": "polite" });
   const run = async () => {
-    const cmd = cellCommand(editor.value, language);
+    const cmd = cellCommand(value(), language);
     if (cmd.language === "md") {
       replace(output, h("div", { class: "markdown" }, cmd.code));
       return true;
@@ -137,13 +139,15 @@ function cellView(source, state, language, status, onRemove) {
       return false;
     }
   };
-  editor.addEventListener("keydown", (ev) => {
-    if (ev.key === "Enter" && (ev.shiftKey || ev.ctrlKey)) { ev.preventDefault(); run(); }
+  const lang = /^\s*%sql\b/.test(source) || (language === "SQL" && !/^\s*%python\b/.test(source)) ? "sql" : "python";
+  editorModule().then(({ createEditor }) => {
+    const nonce = document.querySelector('meta[name="csp-nonce"]')?.content || "";
+    editor = createEditor(host, { doc: source, language: lang, onRun: () => run(), label: "Cell source", nonce });
   });
   const runBtn = button("Run", () => run(), { "aria-label": "Run cell", title: "Run cell (Shift+Enter)" });
   const del = button("Delete", onRemove, { "aria-label": "Delete cell", class: "subtle" });
-  const el = h("div", { class: "cell" }, h("div", { class: "cell-bar" }, runBtn, del), editor, output);
-  return { el, run, source: () => editor.value, focus: () => editor.focus() };
+  const el = h("div", { class: "cell" }, h("div", { class: "cell-bar" }, runBtn, del), host, output);
+  return { el, run, source: value, focus: () => editorModule().then(() => editor && editor.focus()) };
 }
 
 async function execute(state, cmd) {
