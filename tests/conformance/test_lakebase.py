@@ -148,6 +148,11 @@ def test_bad_ids_duplicates_and_versions(w, project):
         w.postgres.create_branch(f"projects/{project}", Branch(spec=BranchSpec(no_expiry=True)), branch_id="Bad")
     with pytest.raises(NotFound):
         w.postgres.get_project(f"projects/{pid('missing')}")
+    # the documented rules: a leading digit is fine (`123-app`, `customer-123`)
+    digits = f"123-{pid('app')}"
+    created = create_project(w, digits)
+    assert created.name == f"projects/{digits}"
+    w.postgres.delete_project(created.name).wait()
 
 
 def test_branch_sees_pre_fork_data_and_not_later_writes(kiln, w, project):

@@ -326,6 +326,25 @@ def test_a_non_admin_sees_only_their_own(browser, kiln, w, cluster):
         s.close()
 
 
+def test_workspace_and_admin_pages(admin, kiln, w):
+    page = admin.page
+    admin.go("workspace")
+    page.get_by_label("New item name").fill("ui-folder")
+    page.get_by_role("button", name="Create folder").click()
+    page.get_by_role("link", name="ui-folder").wait_for()
+    assert any(o.path == "/Users/admin/ui-folder" for o in w.workspace.list("/Users/admin"))
+    admin.shot("workspace")
+    scope = unique("uiscope")
+    w.secrets.create_scope(scope)
+    w.secrets.put_secret(scope, "db-password", string_value="s3cr3t-value-never-shown")
+    admin.go("admin")
+    page.get_by_role("table", name="Users").get_by_text("admin", exact=True).wait_for()
+    page.get_by_text("db-password").wait_for()
+    assert "s3cr3t-value-never-shown" not in page.content()
+    admin.shot("admin")
+    w.secrets.delete_scope(scope)
+
+
 def test_keyboard_reaches_every_page(admin):
     page = admin.page
     admin.go("compute")

@@ -8,21 +8,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::{BranchState, EndpointState};
 
-/// Resource ids: 1–63 characters of lowercase letters, digits and hyphens,
-/// starting with a letter and not ending with a hyphen.
+/// Resource ids, as the Lakebase documentation gives them: 1–63 characters of
+/// lowercase letters, digits and hyphens, not starting or ending with a hyphen
+/// (`my-app`, `customer-123`, `123-app`).
 pub fn check_id(kind: &str, id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 63
         && id
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && id.as_bytes()[0].is_ascii_lowercase()
+        && !id.starts_with('-')
         && !id.ends_with('-');
     if ok {
         Ok(())
     } else {
         Err(Error::invalid(format!(
-            "Invalid {kind} id '{id}': use 1-63 lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen"
+            "Invalid {kind} id '{id}': use 1-63 lowercase letters, digits and hyphens, not starting or ending with a hyphen"
         )))
     }
 }
@@ -354,7 +355,10 @@ mod tests {
     fn ids_durations_and_timestamps() {
         assert!(check_id("project", "my-app").is_ok());
         assert!(check_id("project", "a").is_ok());
-        for bad in ["", "-a", "a-", "My-app", "a_b", "1abc", &"a".repeat(64)] {
+        assert!(check_id("project", "123-app").is_ok());
+        assert!(check_id("project", "customer-123").is_ok());
+        assert!(check_id("project", &"a".repeat(63)).is_ok());
+        for bad in ["", "-a", "a-", "-", "My-app", "a_b", "a.b", &"a".repeat(64)] {
             assert!(check_id("project", bad).is_err(), "{bad}");
         }
         assert_eq!(parse_duration("ttl", "3600s").ok(), Some(3600));
