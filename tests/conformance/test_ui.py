@@ -64,7 +64,11 @@ class Session:
             dialog.dismiss()
 
     def go(self, route):
-        self.page.goto(self.base + "#/" + route)
+        url = self.base + "#/" + route
+        if self.page.url == url:
+            self.page.reload()
+        else:
+            self.page.goto(url)
 
     def shot(self, name):
         self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
@@ -343,6 +347,22 @@ def test_workspace_and_admin_pages(admin, kiln, w):
     assert "s3cr3t-value-never-shown" not in page.content()
     admin.shot("admin")
     w.secrets.delete_scope(scope)
+    # add a user and delete them; revoke a token
+    name = unique("uiadd") + "@example.com"
+    page.get_by_label("New user name").fill(name)
+    page.get_by_role("button", name="Add user").click()
+    page.get_by_role("table", name="Users").get_by_text(name).first.wait_for()
+    made = w.tokens.create(comment="ui-revoke", lifetime_seconds=600)
+    admin.go("admin")
+    admin.answers.append("")  # confirm()
+    page.get_by_role("button", name="Revoke token ui-revoke").click()
+    page.get_by_role("table", name="Tokens").get_by_text("ui-revoke").wait_for(state="detached")
+    assert made.token_info.token_id not in {t.token_id for t in w.token_management.list()}
+    admin.answers.append("")
+    page.get_by_role("button", name=f"Delete user {name}").click()
+    page.get_by_role("button", name=f"Delete user {name}").wait_for(state="detached")
+    assert not list(w.users.list(filter=f'userName eq "{name}"'))
+
 
 
 def test_keyboard_reaches_every_page(admin):
