@@ -266,3 +266,93 @@ pub struct DatabaseCredential {
     pub token: String,
     pub expire_time: String,
 }
+
+// ---- roles and databases (on a branch) ----------------------------------------
+
+opt!(
+    /// `RoleAttributes`.
+    pub struct RoleAttributes {
+        bypassrls: bool,
+        createdb: bool,
+        createrole: bool,
+    }
+);
+
+opt!(
+    /// `RoleRoleSpec` (and `RoleRoleStatus`, which adds `role_id`).
+    pub struct RoleSpec {
+        postgres_role: String,
+        identity_type: String,
+        auth_method: String,
+        attributes: RoleAttributes,
+        membership_roles: Vec<String>,
+        role_id: String,
+    }
+);
+
+opt!(
+    pub struct Role {
+        name: String,
+        parent: String,
+        role_id: String,
+        create_time: String,
+        update_time: String,
+        spec: RoleSpec,
+        status: RoleSpec,
+    }
+);
+
+opt!(
+    /// `DatabaseDatabaseSpec` (and the status, which adds `database_id`).
+    pub struct DatabaseSpec {
+        postgres_database: String,
+        role: String,
+        database_id: String,
+    }
+);
+
+opt!(
+    pub struct Database {
+        name: String,
+        parent: String,
+        database_id: String,
+        create_time: String,
+        update_time: String,
+        spec: DatabaseSpec,
+        status: DatabaseSpec,
+    }
+);
+
+/// Query of `create_role` / `create_database`.
+#[derive(Debug, Default, Deserialize)]
+pub struct CreateObjectQuery {
+    pub role_id: Option<String>,
+    pub database_id: Option<String>,
+    pub replace_existing: Option<String>,
+}
+
+/// Query of `delete_role`.
+#[derive(Debug, Default, Deserialize)]
+pub struct DeleteRoleQuery {
+    pub reassign_owned_to: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListRolesResponse {
+    pub roles: Vec<Role>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListDatabasesResponse {
+    pub databases: Vec<Database>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+/// POST `{role}/password`.
+#[derive(Debug, Serialize)]
+pub struct RevealRolePasswordResponse {
+    pub password: String,
+}

@@ -8,6 +8,7 @@ pub mod error;
 pub mod fuzz;
 pub mod ids;
 pub mod process;
+pub mod seal;
 pub mod time;
 pub mod tls;
 

@@ -148,15 +148,18 @@ impl Lakebase {
             branch.source_time_ms = Some(t);
         }
         branch.base_ms = now_ms();
-        let writes = vec![
+        let objects = self.copy_objects(&source.name(), project_id, branch_id)?;
+        let mut writes = vec![
             Self::put(BRANCH, branch.name(), &branch)?,
             Self::put(ENDPOINT, endpoint.name(), &endpoint)?,
         ];
+        writes.extend(objects.iter().cloned());
         let (b, e) = (branch.clone(), endpoint.clone());
         self.commit(writes, |r| {
             r.branches.insert(b.name(), b);
             r.endpoints.insert(e.name(), e);
         })?;
+        self.apply_objects(&objects)?;
         self.adopt(&endpoint, postmaster).await;
         Ok(branch)
     }
@@ -391,10 +394,13 @@ impl Lakebase {
             key: e.name(),
         }));
         let name = branch.name();
+        let objects = self.drop_objects(|b| b == name)?;
+        writes.extend(objects.iter().cloned());
         self.commit(writes, |r| {
             r.branches.remove(&name);
             r.endpoints.retain(|_, e| e.branch_name() != name);
         })?;
+        self.apply_objects(&objects)?;
         storage::remove(&self.layout.branch_dir(&branch.uid))
     }
 }

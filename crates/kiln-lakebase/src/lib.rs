@@ -5,13 +5,16 @@
 pub mod branches;
 pub mod compute;
 pub mod credentials;
+pub mod databases;
 pub mod endpoints;
 pub mod lifecycle;
 pub mod model;
+pub mod objects;
 pub mod operations;
 pub mod pg;
 pub mod projects;
 pub mod proxy;
+pub mod roles;
 pub mod service;
 pub mod storage;
 

@@ -291,11 +291,15 @@ impl Lakebase {
             kind: ENDPOINT,
             key: e.name(),
         }));
+        let prefix = format!("projects/{project_id}/");
+        let objects = self.drop_objects(|b| b.starts_with(&prefix))?;
+        writes.extend(objects.iter().cloned());
         self.commit(writes, |r| {
             r.projects.remove(project_id);
             r.branches.retain(|_, b| b.project_id != project_id);
             r.endpoints.retain(|_, e| e.project_id != project_id);
         })?;
+        self.apply_objects(&objects)?;
         for b in &branches {
             storage::remove(&self.layout.branch_dir(&b.uid))?;
         }

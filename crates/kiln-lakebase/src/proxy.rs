@@ -148,10 +148,18 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         None => None,
     };
     let password = ask_password(client).await?;
-    let credential = lakebase
-        .credentials
-        .check(&password)
-        .map_err(|m| refuse("28P01", m))?;
+    let credential = match lakebase.credentials.check(&password) {
+        Ok(credential) => credential,
+        Err(not_a_token) => {
+            // A native Postgres password: only for a password role of the
+            // endpoint's branch, on an endpoint the client named.
+            let endpoint = named.ok_or_else(|| refuse("28P01", not_a_token))?;
+            lakebase
+                .check_native_login(&endpoint, &user, &password)
+                .map_err(|m| refuse("28P01", m))?;
+            return relay(lakebase, client, &endpoint, &user, &params, keys).await;
+        }
+    };
     if credential.identity != user || user == pg::SUPERUSER {
         return Err(refuse(
             "28P01",
@@ -177,6 +185,18 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             format!("password authentication failed for user \"{user}\": the credential was issued for another project"),
         ));
     }
+    relay(lakebase, client, &endpoint, &user, &params, keys).await
+}
+
+/// Wakes the endpoint, logs in over its socket as `user` and relays the session.
+async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
+    lakebase: &Lakebase,
+    client: &mut S,
+    endpoint: &crate::model::EndpointRecord,
+    user: &str,
+    params: &BTreeMap<String, String>,
+    keys: &CancelMap,
+) -> Result<(), Refusal> {
     let (socket_dir, busy) = lakebase.wake(&endpoint.uid).await.map_err(|e| {
         refuse(
             "57P03",
@@ -191,7 +211,7 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         .await
         .map_err(|e| refuse("57P03", format!("cannot reach the endpoint: {e}")))?;
     backend
-        .write_all(&startup_message(&params))
+        .write_all(&startup_message(params))
         .await
         .map_err(|e| refuse("08006", e.to_string()))?;
     let key = relay_login(client, &mut backend, &socket_dir, keys)

@@ -48,6 +48,8 @@ pub struct LakebaseConfig {
     pub start_timeout: Duration,
     /// How long a request waits for its operation before answering `done: false`.
     pub operation_wait: Duration,
+    /// The workspace key that seals role passwords (`<data_dir>/secrets.key`).
+    pub secrets_key: Option<PathBuf>,
 }
 
 /// What Kiln keeps about every resource.
@@ -70,6 +72,8 @@ pub(crate) struct Runtime {
 
 pub struct Lakebase {
     pub(crate) store: Arc<dyn Store>,
+    pub(crate) objects: crate::objects::Objects,
+    pub(crate) cipher: Option<kiln_core::seal::Cipher>,
     pub config: LakebaseConfig,
     pub(crate) installs: Vec<Install>,
     pub(crate) user: Option<OsUser>,
@@ -135,8 +139,15 @@ impl Lakebase {
             tracing::warn!(error = %e.message, "Lakebase endpoints cannot start");
             None
         });
+        let objects = crate::objects::Objects::load(store.as_ref())?;
+        let cipher = match &config.secrets_key {
+            Some(path) => Some(kiln_core::seal::Cipher::load_or_create(path)?),
+            None => None,
+        };
         Ok(Self {
             store,
+            objects,
+            cipher,
             installs: pg::installations(&config.pg_roots),
             user,
             layout: Layout {

@@ -329,6 +329,7 @@ fn lakebase_config(config: &Config, isolation: &Isolation) -> kiln_lakebase::Lak
         min_credential_secs: section.min_credential_seconds,
         start_timeout: std::time::Duration::from_secs(60),
         operation_wait: std::time::Duration::from_millis(section.operation_wait_ms),
+        secrets_key: Some(config.data_dir.join("secrets.key")),
     }
 }
 

@@ -20,6 +20,7 @@ pub(crate) mod pipelines;
 mod postgres;
 mod postgres_compute;
 mod postgres_convert;
+mod postgres_roles;
 mod scim;
 mod scim_groups;
 pub(crate) mod secrets;
@@ -118,6 +119,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(files::endpoints());
     all.extend(files_multipart::endpoints());
     all.extend(postgres::endpoints());
+    all.extend(postgres_roles::endpoints());
     all.extend(planned_endpoints());
     all
 }

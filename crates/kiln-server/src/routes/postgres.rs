@@ -133,46 +133,83 @@ pub fn endpoints() -> Vec<Endpoint> {
             "postgres/get_operation (endpoint)",
             get(endpoint_operation),
         ),
-        todo_ep(M::POST, format!("{b}/roles"), "postgres/create_role"),
-        todo_ep(M::GET, format!("{b}/roles"), "postgres/list_roles"),
-        todo_ep(M::GET, format!("{b}/roles/{{role}}"), "postgres/get_role"),
-        todo_ep(
-            M::PATCH,
-            format!("{b}/roles/{{role}}"),
-            "postgres/update_role",
-        ),
-        todo_ep(
-            M::DELETE,
-            format!("{b}/roles/{{role}}"),
-            "postgres/delete_role",
-        ),
         todo_ep(
             M::POST,
-            format!("{b}/roles/{{role}}/password"),
-            "postgres/reveal_role_password",
+            format!("{p}/snapshots"),
+            "postgres/create_snapshot",
         ),
-        todo_ep(
-            M::POST,
-            format!("{b}/databases"),
-            "postgres/create_database",
-        ),
-        todo_ep(M::GET, format!("{b}/databases"), "postgres/list_databases"),
+        todo_ep(M::GET, format!("{p}/snapshots"), "postgres/list_snapshots"),
         todo_ep(
             M::GET,
-            format!("{b}/databases/{{database}}"),
-            "postgres/get_database",
-        ),
-        todo_ep(
-            M::PATCH,
-            format!("{b}/databases/{{database}}"),
-            "postgres/update_database",
+            format!("{p}/snapshots/{{snapshot}}"),
+            "postgres/get_snapshot",
         ),
         todo_ep(
             M::DELETE,
-            format!("{b}/databases/{{database}}"),
-            "postgres/delete_database",
+            format!("{p}/snapshots/{{snapshot}}"),
+            "postgres/delete_snapshot",
+        ),
+        todo_ep(
+            M::GET,
+            format!("{b}/snapshot-schedule"),
+            "postgres/get_snapshot_schedule",
+        ),
+        todo_ep(
+            M::PATCH,
+            format!("{b}/snapshot-schedule"),
+            "postgres/update_snapshot_schedule",
+        ),
+        todo_ep(
+            M::POST,
+            format!("{b}/databases/{{database}}/data-api"),
+            "postgres/create_data_api",
+        ),
+        todo_ep(
+            M::GET,
+            format!("{b}/databases/{{database}}/data-api"),
+            "postgres/get_data_api",
+        ),
+        todo_ep(
+            M::PATCH,
+            format!("{b}/databases/{{database}}/data-api"),
+            "postgres/update_data_api",
+        ),
+        todo_ep(
+            M::DELETE,
+            format!("{b}/databases/{{database}}/data-api"),
+            "postgres/delete_data_api",
+        ),
+        todo_ep(
+            M::POST,
+            format!("{b}/databases/{{database}}/cdf-configs"),
+            "postgres/create_cdf_config",
+        ),
+        todo_ep(
+            M::GET,
+            format!("{b}/databases/{{database}}/cdf-configs"),
+            "postgres/list_cdf_configs",
         ),
         todo_ep(M::POST, format!("{PG}/catalogs"), "postgres/create_catalog"),
+        todo_ep(
+            M::GET,
+            format!("{PG}/catalogs/{{catalog}}"),
+            "postgres/get_catalog",
+        ),
+        todo_ep(
+            M::DELETE,
+            format!("{PG}/catalogs/{{catalog}}"),
+            "postgres/delete_catalog",
+        ),
+        todo_ep(
+            M::GET,
+            format!("{PG}/synced_tables/{{table}}"),
+            "postgres/get_synced_table",
+        ),
+        todo_ep(
+            M::DELETE,
+            format!("{PG}/synced_tables/{{table}}"),
+            "postgres/delete_synced_table",
+        ),
         todo_ep(
             M::POST,
             format!("{PG}/synced_tables"),
@@ -365,7 +402,11 @@ async fn delete_project(
 
 /// An operation, readable by whoever asked for it and by admins (also after
 /// its project was deleted).
-fn get_op(state: &AppState, caller: &Caller, name: String) -> ApiResult<Json<wire::Operation>> {
+pub(super) fn get_op(
+    state: &AppState,
+    caller: &Caller,
+    name: String,
+) -> ApiResult<Json<wire::Operation>> {
     let op = state.lakebase.operation(&name)?;
     if !caller.admin && op.requested_by != caller.user_name {
         return Err(Error::permission_denied(format!("No access to operation {name}")).into());

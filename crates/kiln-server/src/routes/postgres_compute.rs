@@ -143,7 +143,15 @@ pub(super) async fn generate_credential(
         ))
         .into());
     };
-    visible(&state, &caller, project)?;
+    // The project's owner and admins, and anyone with an identity role on the branch.
+    if let Err(err) = visible(&state, &caller, project) {
+        if !state
+            .lakebase
+            .has_identity_role(project, branch, &caller.user_name)
+        {
+            return Err(err.into());
+        }
+    }
     state.lakebase.endpoint(project, branch, endpoint)?;
     let now = now_ms();
     let expire_ms = match (req.ttl.as_deref(), req.expire_time.as_deref()) {

@@ -1,6 +1,7 @@
 //! Unit tests of `secrets`.
 use super::*;
 use kiln_store::SqliteStore;
+use std::path::Path;
 
 fn user(name: &str) -> Principal {
     Principal {

@@ -1,0 +1,250 @@
+//! Postgres objects Kiln manages on a branch — roles and databases: their
+//! records (a branch's copy is made with the branch, as Postgres copies the
+//! objects themselves), and running their DDL on the branch's primary.
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
+use kiln_core::{Error, ErrorCode, Result};
+use kiln_store::{Store, Write};
+use serde::{Deserialize, Serialize};
+
+use crate::pg;
+use crate::service::Lakebase;
+
+pub(crate) const ROLE: &str = "pg_role";
+pub(crate) const DATABASE: &str = "pg_database";
+
+/// `RoleAttributes`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoleAttributes {
+    pub bypassrls: bool,
+    pub createdb: bool,
+    pub createrole: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoleRecord {
+    pub project_id: String,
+    pub branch_id: String,
+    pub role_id: String,
+    pub postgres_role: String,
+    /// `USER`, `SERVICE_PRINCIPAL`, `GROUP`; none for a plain Postgres role.
+    pub identity_type: Option<String>,
+    /// `LAKEBASE_OAUTH_V1`, `PG_PASSWORD_SCRAM_SHA_256` or `NO_LOGIN`.
+    pub auth_method: String,
+    pub attributes: RoleAttributes,
+    pub membership_roles: Vec<String>,
+    /// The generated password of a password role, sealed with the workspace key.
+    pub password_sealed: Option<String>,
+    pub create_ms: i64,
+    pub update_ms: i64,
+}
+
+impl RoleRecord {
+    pub fn branch_name(&self) -> String {
+        format!("projects/{}/branches/{}", self.project_id, self.branch_id)
+    }
+    pub fn name(&self) -> String {
+        format!("{}/roles/{}", self.branch_name(), self.role_id)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatabaseRecord {
+    pub project_id: String,
+    pub branch_id: String,
+    pub database_id: String,
+    pub postgres_database: String,
+    /// The owner's role id on the same branch.
+    pub role_id: String,
+    pub create_ms: i64,
+    pub update_ms: i64,
+}
+
+impl DatabaseRecord {
+    pub fn branch_name(&self) -> String {
+        format!("projects/{}/branches/{}", self.project_id, self.branch_id)
+    }
+    pub fn name(&self) -> String {
+        format!("{}/databases/{}", self.branch_name(), self.database_id)
+    }
+}
+
+/// The records, by resource name.
+#[derive(Default)]
+pub(crate) struct Objects {
+    pub roles: RwLock<BTreeMap<String, RoleRecord>>,
+    pub databases: RwLock<BTreeMap<String, DatabaseRecord>>,
+}
+
+impl Objects {
+    pub fn load(store: &dyn Store) -> Result<Self> {
+        let objects = Self::default();
+        {
+            let mut roles = write(&objects.roles)?;
+            for v in store.objects(ROLE)? {
+                let r: RoleRecord = serde_json::from_value(v)
+                    .map_err(|e| Error::internal("read Lakebase roles", e))?;
+                roles.insert(r.name(), r);
+            }
+            let mut dbs = write(&objects.databases)?;
+            for v in store.objects(DATABASE)? {
+                let d: DatabaseRecord = serde_json::from_value(v)
+                    .map_err(|e| Error::internal("read Lakebase databases", e))?;
+                dbs.insert(d.name(), d);
+            }
+        }
+        Ok(objects)
+    }
+}
+
+pub(crate) fn read<T>(lock: &RwLock<T>) -> Result<std::sync::RwLockReadGuard<'_, T>> {
+    lock.read()
+        .map_err(|_| Error::internal("read Lakebase objects", "poisoned lock"))
+}
+
+pub(crate) fn write<T>(lock: &RwLock<T>) -> Result<std::sync::RwLockWriteGuard<'_, T>> {
+    lock.write()
+        .map_err(|_| Error::internal("update Lakebase objects", "poisoned lock"))
+}
+
+pub(crate) fn put<T: Serialize>(kind: &'static str, key: String, value: &T) -> Result<Write> {
+    Lakebase::put(kind, key, value)
+}
+
+impl Lakebase {
+    /// Writes that give a new branch the source branch's role and database
+    /// records (its data directory already holds the objects).
+    pub(crate) fn copy_objects(
+        &self,
+        source: &str,
+        project_id: &str,
+        branch_id: &str,
+    ) -> Result<Vec<Write>> {
+        let mut writes = Vec::new();
+        for r in read(&self.objects.roles)?
+            .values()
+            .filter(|r| r.branch_name() == source)
+        {
+            let copy = RoleRecord {
+                project_id: project_id.into(),
+                branch_id: branch_id.into(),
+                ..r.clone()
+            };
+            writes.push(put(ROLE, copy.name(), &copy)?);
+        }
+        for d in read(&self.objects.databases)?
+            .values()
+            .filter(|d| d.branch_name() == source)
+        {
+            let copy = DatabaseRecord {
+                project_id: project_id.into(),
+                branch_id: branch_id.into(),
+                ..d.clone()
+            };
+            writes.push(put(DATABASE, copy.name(), &copy)?);
+        }
+        Ok(writes)
+    }
+
+    /// Applies writes of role and database records to the in-memory copy.
+    pub(crate) fn apply_objects(&self, writes: &[Write]) -> Result<()> {
+        let mut roles = write(&self.objects.roles)?;
+        let mut dbs = write(&self.objects.databases)?;
+        for w in writes {
+            match w {
+                Write::PutObject { kind, key, record } if *kind == ROLE => {
+                    if let Ok(r) = serde_json::from_value(record.clone()) {
+                        roles.insert(key.clone(), r);
+                    }
+                }
+                Write::PutObject { kind, key, record } if *kind == DATABASE => {
+                    if let Ok(d) = serde_json::from_value(record.clone()) {
+                        dbs.insert(key.clone(), d);
+                    }
+                }
+                Write::DeleteObject { kind, key } if *kind == ROLE => {
+                    roles.remove(key);
+                }
+                Write::DeleteObject { kind, key } if *kind == DATABASE => {
+                    dbs.remove(key);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes removing the role and database records of every branch whose
+    /// name `matches` (a deleted branch or project).
+    pub(crate) fn drop_objects(&self, matches: impl Fn(&str) -> bool) -> Result<Vec<Write>> {
+        let mut writes: Vec<Write> = read(&self.objects.roles)?
+            .values()
+            .filter(|r| matches(&r.branch_name()))
+            .map(|r| Write::DeleteObject {
+                kind: ROLE,
+                key: r.name(),
+            })
+            .collect();
+        writes.extend(
+            read(&self.objects.databases)?
+                .values()
+                .filter(|d| matches(&d.branch_name()))
+                .map(|d| Write::DeleteObject {
+                    kind: DATABASE,
+                    key: d.name(),
+                }),
+        );
+        Ok(writes)
+    }
+
+    /// Runs DDL on a branch's primary (woken if suspended), in `database`.
+    /// Postgres' answers become Databricks errors (a duplicate object is
+    /// ALREADY_EXISTS, objects depending on a role FAILED_PRECONDITION, …).
+    pub(crate) async fn run_ddl(
+        &self,
+        project_id: &str,
+        branch_id: &str,
+        database: &str,
+        sql: &str,
+    ) -> Result<()> {
+        let branch = self.branch(project_id, branch_id)?;
+        let primary = self.primary_of(&branch.name()).ok_or_else(|| {
+            Error::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "Branch {} has no read-write endpoint to run on",
+                    branch.name()
+                ),
+            )
+        })?;
+        let (socket, _busy) = self.wake(&primary.uid).await?;
+        let client = pg::connect(&socket, database).await?;
+        client.batch_execute(sql).await.map_err(|e| ddl_error(&e))
+    }
+}
+
+fn ddl_error(e: &tokio_postgres::Error) -> Error {
+    let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
+    let kind = match code.as_str() {
+        "42710" | "42P04" => ErrorCode::AlreadyExists,
+        "42704" | "3D000" => ErrorCode::NotFound,
+        "2BP01" | "55006" => ErrorCode::InvalidState,
+        "42939" | "42602" | "42601" | "22023" | "42501" => ErrorCode::InvalidParameterValue,
+        _ => return Error::internal("run DDL on the branch", pg::sql_error(e)),
+    };
+    Error::new(kind, pg::sql_error(e))
+}
+
+/// A Postgres identifier a user may name: 1–63 bytes, no NUL, not reserved.
+pub(crate) fn check_pg_name(kind: &str, name: &str) -> Result<()> {
+    let reserved =
+        name.starts_with("pg_") || name == pg::SUPERUSER || name == "databricks_superuser";
+    if name.is_empty() || name.len() > 63 || name.contains('\0') || reserved {
+        return Err(Error::invalid(format!(
+            "Invalid {kind} '{name}': 1-63 bytes, not starting with pg_, not a role Lakebase reserves"
+        )));
+    }
+    Ok(())
+}
