@@ -328,7 +328,7 @@ def test_restart_keeps_states_and_delete_cleans_up(kiln_factory):
         assert rows(conn) == [5]
     data = Path(server.config["lakebase"]["dir"]) / "b" / branch_uid
     assert data.is_dir()
-    w.postgres.delete_project(f"projects/{project_id}").wait()
+    w.postgres.delete_project(f"projects/{project_id}", purge=True).wait()
     assert not data.exists()
     wait_for(lambda: not postgres_procs(f"/b/{branch_uid}/pgdata"), 30, "postgres to stop after delete")
     with pytest.raises(NotFound):

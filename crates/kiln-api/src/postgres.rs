@@ -92,6 +92,8 @@ opt!(
         status: ProjectStatus,
         initial_branch_spec: InitialBranchSpec,
         initial_endpoint_spec: InitialEndpointSpec,
+        delete_time: String,
+        purge_time: String,
     }
 );
 
@@ -119,6 +121,8 @@ opt!(
         source_branch_time: String,
         expire_time: String,
         state_change_time: String,
+        delete_time: String,
+        purge_time: String,
     }
 );
 
@@ -329,6 +333,12 @@ pub struct CreateObjectQuery {
     pub role_id: Option<String>,
     pub database_id: Option<String>,
     pub replace_existing: Option<String>,
+}
+
+/// Query of `delete_project` / `delete_branch`.
+#[derive(Debug, Default, Deserialize)]
+pub struct DeleteQuery {
+    pub purge: Option<String>,
 }
 
 /// Query of `delete_role`.

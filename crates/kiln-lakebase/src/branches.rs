@@ -88,10 +88,19 @@ impl Lakebase {
             (None, None) => Fork::Head,
         };
         let _lock = self.lock_project(project_id).await;
-        if self.branch(project_id, branch_id).is_ok() {
+        let trashed = crate::objects::read(&self.trash)?
+            .contains_key(&format!("projects/{project_id}/branches/{branch_id}"));
+        if self.branch(project_id, branch_id).is_ok() || trashed {
             return Err(Error::new(
                 ErrorCode::AlreadyExists,
-                format!("Branch with id {branch_id} already exists in project {project_id}"),
+                format!(
+                    "Branch with id {branch_id} already exists in project {project_id}{}",
+                    if trashed {
+                        " (deleted: undelete it, or delete it with purge)"
+                    } else {
+                        ""
+                    }
+                ),
             ));
         }
         let source = self.branch(project_id, &source_id)?;
@@ -345,7 +354,14 @@ impl Lakebase {
 
     /// Deletes a branch with its endpoints and data. The default branch,
     /// protected branches and branches with children are refused.
-    pub async fn delete_branch(&self, project_id: &str, branch_id: &str) -> Result<()> {
+    /// Deletes a branch: soft (kept for `deleted_retention`, undeletable)
+    /// unless `purge`.
+    pub async fn delete_branch(
+        &self,
+        project_id: &str,
+        branch_id: &str,
+        purge: bool,
+    ) -> Result<()> {
         let _lock = self.lock_project(project_id).await;
         let branch = self.branch(project_id, branch_id)?;
         let project = self.project(project_id)?;
@@ -381,6 +397,11 @@ impl Lakebase {
                 "Branch {} has child branches; delete them first",
                 branch.name()
             ));
+        }
+        if !purge {
+            return self
+                .soft_delete(branch.name(), None, vec![branch], endpoints)
+                .await;
         }
         for ep in &endpoints {
             self.stop_and_remove_endpoint(ep).await?;

@@ -17,5 +17,6 @@ pub mod proxy;
 pub mod roles;
 pub mod service;
 pub mod storage;
+pub mod trash;
 
 pub use service::{Lakebase, LakebaseConfig};

@@ -107,10 +107,19 @@ impl Lakebase {
             .unwrap_or_else(|| defaults.clone());
         settings.validate(self.config.min_suspend_secs)?;
         let _lock = self.lock_project(project_id).await;
-        if self.read()?.projects.contains_key(project_id) {
+        let trashed =
+            crate::objects::read(&self.trash)?.contains_key(&format!("projects/{project_id}"));
+        if self.read()?.projects.contains_key(project_id) || trashed {
             return Err(Error::new(
                 ErrorCode::AlreadyExists,
-                format!("Project with id {project_id} already exists"),
+                format!(
+                    "Project with id {project_id} already exists{}",
+                    if trashed {
+                        " (deleted: undelete it, or delete it with purge)"
+                    } else {
+                        ""
+                    }
+                ),
             ));
         }
         crate::operations::accepted();
@@ -247,7 +256,9 @@ impl Lakebase {
     }
 
     /// Stops every endpoint of the project and removes all its data.
-    pub async fn delete_project(&self, project_id: &str) -> Result<()> {
+    /// Deletes a project: soft (kept for `deleted_retention`, undeletable)
+    /// unless `purge`.
+    pub async fn delete_project(&self, project_id: &str, purge: bool) -> Result<()> {
         let _lock = self.lock_project(project_id).await;
         self.project(project_id)?;
         crate::operations::accepted();
@@ -275,6 +286,17 @@ impl Lakebase {
                     b.branch_id
                 ),
             ));
+        }
+        if !purge {
+            let project = self.project(project_id)?;
+            return self
+                .soft_delete(
+                    format!("projects/{project_id}"),
+                    Some(project),
+                    branches,
+                    endpoints,
+                )
+                .await;
         }
         for ep in &endpoints {
             self.stop_and_remove_endpoint(ep).await?;

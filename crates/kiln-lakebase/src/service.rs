@@ -50,6 +50,8 @@ pub struct LakebaseConfig {
     pub operation_wait: Duration,
     /// The workspace key that seals role passwords (`<data_dir>/secrets.key`).
     pub secrets_key: Option<PathBuf>,
+    /// How long a soft-deleted project or branch can be undeleted.
+    pub deleted_retention: Duration,
 }
 
 /// What Kiln keeps about every resource.
@@ -73,6 +75,7 @@ pub(crate) struct Runtime {
 pub struct Lakebase {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) objects: crate::objects::Objects,
+    pub(crate) trash: RwLock<BTreeMap<String, crate::trash::TrashEntry>>,
     pub(crate) cipher: Option<kiln_core::seal::Cipher>,
     pub config: LakebaseConfig,
     pub(crate) installs: Vec<Install>,
@@ -133,7 +136,15 @@ impl Lakebase {
         for o in load::<OperationRecord>(store.as_ref(), OPERATION)? {
             records.operations.insert(o.name.clone(), o);
         }
-        remove_unreferenced(&config.root, &records);
+        let trash = crate::trash::load(store.as_ref())?;
+        {
+            let kept = Self::trashed_uids(&trash);
+            let mut b: Vec<&str> = records.branches.values().map(|b| b.uid.as_str()).collect();
+            let mut e: Vec<&str> = records.endpoints.values().map(|e| e.uid.as_str()).collect();
+            b.extend(kept.iter().map(String::as_str));
+            e.extend(kept.iter().map(String::as_str));
+            crate::storage::remove_unreferenced(&config.root, &b, &e);
+        }
         let credentials = Credentials::open(store.clone())?;
         let user = pg::os_user(&config.os_user).unwrap_or_else(|e| {
             tracing::warn!(error = %e.message, "Lakebase endpoints cannot start");
@@ -147,6 +158,7 @@ impl Lakebase {
         Ok(Self {
             store,
             objects,
+            trash: RwLock::new(trash),
             cipher,
             installs: pg::installations(&config.pg_roots),
             user,
@@ -460,6 +472,7 @@ impl Lakebase {
                     tracing::warn!(endpoint = %ep.name(), error = %e.message, "reconcile endpoint");
                 }
             }
+            self.collect_garbage().await;
         }
         self.shutdown().await;
     }
@@ -559,23 +572,6 @@ impl Lakebase {
 
 /// Directories no record names (an operation interrupted by a crash before it
 /// committed) are removed before Kiln serves again.
-fn remove_unreferenced(root: &Path, records: &Records) {
-    let branches: Vec<&str> = records.branches.values().map(|b| b.uid.as_str()).collect();
-    let endpoints: Vec<&str> = records.endpoints.values().map(|e| e.uid.as_str()).collect();
-    for (dir, known) in [("b", &branches), ("e", &endpoints)] {
-        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !known.contains(&name.as_str()) {
-                tracing::warn!(path = %entry.path().display(), "removing Lakebase data no record names");
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-    }
-}
-
 /// Every ancestor of `root` must be searchable by the postgres OS user.
 fn check_reachable(root: &Path, user: OsUser) -> Result<()> {
     use std::os::unix::fs::MetadataExt;

@@ -153,6 +153,22 @@ pub fn size_of(path: &Path) -> u64 {
         .sum()
 }
 
+/// Removes branch and endpoint data no record (live or deleted) names.
+pub(crate) fn remove_unreferenced(root: &Path, branches: &[&str], endpoints: &[&str]) {
+    for (dir, known) in [("b", branches), ("e", endpoints)] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !known.contains(&name.as_str()) {
+                tracing::warn!(path = %entry.path().display(), "removing Lakebase data no record names");
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -111,6 +111,8 @@ pub struct LakebaseSection {
     /// How long a create/update/delete waits for its work before it answers
     /// with a pending operation (`done: false`) that the client polls.
     pub operation_wait_ms: u64,
+    /// How long a deleted (not purged) project or branch can be undeleted.
+    pub deleted_retention_seconds: u64,
 }
 
 impl Default for LakebaseSection {
@@ -124,6 +126,7 @@ impl Default for LakebaseSection {
             min_suspend_seconds: 60,
             min_credential_seconds: 300,
             operation_wait_ms: 1000,
+            deleted_retention_seconds: 7 * 24 * 3600,
         }
     }
 }

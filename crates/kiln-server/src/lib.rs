@@ -330,6 +330,7 @@ fn lakebase_config(config: &Config, isolation: &Isolation) -> kiln_lakebase::Lak
         start_timeout: std::time::Duration::from_secs(60),
         operation_wait: std::time::Duration::from_millis(section.operation_wait_ms),
         secrets_key: Some(config.data_dir.join("secrets.key")),
+        deleted_retention: std::time::Duration::from_secs(section.deleted_retention_seconds),
     }
 }
 

@@ -21,6 +21,7 @@ mod postgres;
 mod postgres_compute;
 mod postgres_convert;
 mod postgres_roles;
+mod postgres_trash;
 mod scim;
 mod scim_groups;
 pub(crate) mod secrets;

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::postgres_compute as compute;
 use super::postgres_convert as convert;
+use super::postgres_trash as trash;
 use super::{ep, todo_ep, Endpoint};
 use crate::error::ApiResult;
 use crate::extract::{from_json, from_query};
@@ -52,12 +53,13 @@ pub fn endpoints() -> Vec<Endpoint> {
             M::DELETE,
             p.clone(),
             "postgres/delete_project",
-            delete(delete_project),
+            delete(trash::delete_project),
         ),
-        todo_ep(
+        ep(
             M::POST,
             format!("{p}/undelete"),
             "postgres/undelete_project",
+            post(trash::undelete_project),
         ),
         ep(
             M::GET,
@@ -88,9 +90,14 @@ pub fn endpoints() -> Vec<Endpoint> {
             M::DELETE,
             b.clone(),
             "postgres/delete_branch",
-            delete(delete_branch),
+            delete(trash::delete_branch),
         ),
-        todo_ep(M::POST, format!("{b}/undelete"), "postgres/undelete_branch"),
+        ep(
+            M::POST,
+            format!("{b}/undelete"),
+            "postgres/undelete_branch",
+            post(trash::undelete_branch),
+        ),
         ep(
             M::GET,
             format!("{b}/operations/{{op}}"),
@@ -351,7 +358,12 @@ async fn list_projects(
         .into_iter()
         .filter(|p| caller.admin || p.owner == caller.user_name)
         .map(|p| (p.project_id.clone(), convert::project(&p)))
-        .collect();
+        .collect::<Vec<_>>();
+    let mut all = all;
+    if q.show_deleted.as_deref().is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        all.extend(trash::deleted_projects(&state, &caller)?);
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+    }
     let (projects, next_page_token) = page(all, &q);
     Ok(Json(wire::ListProjectsResponse {
         projects,
@@ -382,20 +394,6 @@ async fn update_project(
     long_running(&state, &caller, current.name(), "Project", async move {
         let record = lakebase.update_project(&project, patch).await?;
         Ok(typed("Project", convert::project(&record)))
-    })
-    .await
-}
-
-async fn delete_project(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(project): Path<String>,
-) -> ApiResult<Json<wire::Operation>> {
-    let record = visible(&state, &caller, &project)?;
-    let lakebase = state.lakebase.clone();
-    long_running(&state, &caller, record.name(), "Project", async move {
-        lakebase.delete_project(&project).await?;
-        Ok(empty())
     })
     .await
 }
@@ -487,7 +485,12 @@ async fn list_branches(
         .branches(&project)?
         .iter()
         .map(|b| (b.branch_id.clone(), convert::branch(&state.lakebase, b)))
-        .collect();
+        .collect::<Vec<_>>();
+    let mut all = all;
+    if q.show_deleted.as_deref().is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        all.extend(trash::deleted_branches(&state, &project)?);
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+    }
     let (branches, next_page_token) = page(all, &q);
     Ok(Json(wire::ListBranchesResponse {
         branches,
@@ -522,21 +525,6 @@ async fn update_branch(
     long_running(&state, &caller, name, "Branch", async move {
         let record = lakebase.update_branch(&project, &branch, patch).await?;
         Ok(typed("Branch", convert::branch(&lakebase, &record)))
-    })
-    .await
-}
-
-async fn delete_branch(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path((project, branch)): Path<(String, String)>,
-) -> ApiResult<Json<wire::Operation>> {
-    visible(&state, &caller, &project)?;
-    let record = state.lakebase.branch(&project, &branch)?;
-    let lakebase = state.lakebase.clone();
-    long_running(&state, &caller, record.name(), "Branch", async move {
-        lakebase.delete_branch(&project, &branch).await?;
-        Ok(empty())
     })
     .await
 }

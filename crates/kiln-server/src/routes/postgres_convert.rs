@@ -93,6 +93,8 @@ pub fn branch(lb: &Lakebase, b: &BranchRecord) -> wire::Branch {
         source_branch_time: b.source_time_ms.map(rfc3339),
         expire_time: b.expire_ms.map(rfc3339),
         state_change_time: Some(rfc3339(b.state_change_ms)),
+        delete_time: None,
+        purge_time: None,
     };
     wire::Branch {
         name: Some(b.name()),

@@ -1,0 +1,86 @@
+"""The lifecycle of Lakebase data: soft delete and undelete of projects and branches
+(data kept, processes stopped, listed with show_deleted), purge (at once, or by the
+reconciler after the retention), and branches removed when they expire."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from databricks.sdk.errors import AlreadyExists, NotFound
+from databricks.sdk.service.postgres import Branch, BranchSpec, BranchStatusState, Project, ProjectSpec
+from google.protobuf.duration_pb2 import Duration
+
+from kiln_helpers import wait_for
+from test_lakebase import connect, create_project, pid, postgres_procs, primary, rows
+
+
+def test_soft_delete_and_undelete_keep_the_data(kiln, w):
+    project_id = pid("trash")
+    create_project(w, project_id)
+    with connect(kiln, w, primary(w, project_id)) as conn:
+        conn.execute("CREATE TABLE t (x int)")
+        conn.execute("INSERT INTO t VALUES (1), (2)")
+    branch_uid = w.postgres.get_branch(f"projects/{project_id}/branches/production").uid
+    w.postgres.delete_project(f"projects/{project_id}").wait()
+    with pytest.raises(NotFound):
+        w.postgres.get_project(f"projects/{project_id}")
+    assert project_id not in [p.project_id for p in w.postgres.list_projects()]
+    listed = [p for p in w.postgres.list_projects(show_deleted=True) if p.project_id == project_id]
+    assert listed and listed[0].delete_time and listed[0].purge_time, listed
+    assert listed[0].purge_time.ToDatetime() > listed[0].delete_time.ToDatetime()
+    wait_for(lambda: not postgres_procs(f"/b/{branch_uid}/pgdata"), 30, "postgres to stop after a soft delete")
+    with pytest.raises(AlreadyExists, match="undelete"):
+        create_project(w, project_id)
+    w.postgres.undelete_project(f"projects/{project_id}").wait()
+    ep = primary(w, project_id)
+    with connect(kiln, w, ep) as conn:  # woken on connect, data intact
+        assert rows(conn) == [1, 2]
+        conn.execute("INSERT INTO t VALUES (3)")
+    # a branch: soft delete, listed as DELETED, undelete
+    dev = w.postgres.create_branch(f"projects/{project_id}", Branch(spec=BranchSpec(no_expiry=True)), branch_id="dev").wait()
+    with connect(kiln, w, primary(w, project_id, "dev")) as conn:
+        conn.execute("INSERT INTO t VALUES (30)")
+    w.postgres.delete_branch(dev.name).wait()
+    with pytest.raises(NotFound):
+        w.postgres.get_branch(dev.name)
+    deleted = [b for b in w.postgres.list_branches(f"projects/{project_id}", show_deleted=True) if b.branch_id == "dev"]
+    assert deleted and deleted[0].status.current_state == BranchStatusState.DELETED and deleted[0].status.purge_time
+    w.postgres.undelete_branch(dev.name).wait()
+    with connect(kiln, w, primary(w, project_id, "dev")) as conn:
+        assert rows(conn) == [1, 2, 3, 30]
+    with pytest.raises(NotFound):
+        w.postgres.undelete_branch(f"projects/{project_id}/branches/never").wait()
+    # purge: gone at once, not listed, its id free again
+    w.postgres.delete_project(f"projects/{project_id}", purge=True).wait()
+    assert project_id not in [p.project_id for p in w.postgres.list_projects(show_deleted=True)]
+
+
+def test_the_reconciler_purges_and_removes_expired_branches(kiln_factory):
+    server = kiln_factory(lakebase={"deleted_retention_seconds": 2})
+    w = server.client()
+    project_id = pid("purge")
+    create_project(w, project_id)
+    root = Path(server.config["lakebase"]["dir"])
+    short = w.postgres.create_branch(f"projects/{project_id}", Branch(spec=BranchSpec(ttl=Duration(seconds=20))), branch_id="short").wait()
+    assert short.status.expire_time
+    short_dir = root / "b" / short.uid
+    assert short_dir.is_dir()
+
+    def gone():
+        try:
+            w.postgres.get_branch(short.name)
+            return False
+        except NotFound:
+            return True
+
+    wait_for(lambda: gone() and not short_dir.exists(), 60, "the expired branch and its data to be removed")
+    assert not any(b.branch_id == "short" for b in w.postgres.list_branches(f"projects/{project_id}", show_deleted=True))
+    # a soft-deleted project's data goes after the retention
+    uid = w.postgres.get_branch(f"projects/{project_id}/branches/production").uid
+    w.postgres.delete_project(f"projects/{project_id}").wait()
+    wait_for(lambda: not (root / "b" / uid).exists(), 60, "the deleted project's data to be purged")
+    with pytest.raises(NotFound):
+        w.postgres.undelete_project(f"projects/{project_id}").wait()
+    create_project(w, project_id)  # the id is free again
+    w.postgres.delete_project(f"projects/{project_id}", purge=True).wait()
