@@ -84,3 +84,39 @@ def test_the_reconciler_purges_and_removes_expired_branches(kiln_factory):
         w.postgres.undelete_project(f"projects/{project_id}").wait()
     create_project(w, project_id)  # the id is free again
     w.postgres.delete_project(f"projects/{project_id}", purge=True).wait()
+
+
+def test_a_connection_storm_wakes_an_idle_endpoint_once(kiln_factory):
+    """500 clients connect at once to a suspended endpoint: one postmaster start, all served."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from databricks.sdk.service.postgres import EndpointStatusState, ProjectDefaultEndpointSettings
+
+    server = kiln_factory()
+    w = server.client()
+    project_id = pid("storm")
+    create_project(w, project_id, default_endpoint_settings=ProjectDefaultEndpointSettings(
+        autoscaling_limit_min_cu=0.5, autoscaling_limit_max_cu=4, suspend_timeout_duration=Duration(seconds=1)))  # fmt: skip
+    ep = primary(w, project_id)
+    wait_for(lambda: primary(w, project_id).status.current_state == EndpointStatusState.IDLE, 60, "the endpoint to suspend")
+    token = w.postgres.generate_database_credential(endpoint=ep.name).token
+    clients = 500
+    barrier = threading.Barrier(clients, timeout=180)
+
+    def one(_):
+        conn = connect(server, w, ep, token=token, user="admin")
+        try:
+            value = conn.execute("SELECT 1").fetchone()[0]
+            barrier.wait()  # every session open at the same time
+            return value
+        finally:
+            conn.close()
+
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        results = list(pool.map(one, range(clients)))
+    assert results == [1] * clients
+    log = server.log_path.read_text(errors="replace")
+    starts = [line for line in log.splitlines() if "endpoint started on demand" in line and ep.name in line]
+    assert len(starts) == 1, starts
+    w.postgres.delete_project(f"projects/{project_id}", purge=True).wait()

@@ -383,6 +383,7 @@ impl Lakebase {
             let launch = self.launch(&ep)?;
             match Postmaster::start(&pg, &launch, self.config.start_timeout).await {
                 Ok(p) => {
+                    tracing::info!(endpoint = %ep.name(), "endpoint started on demand");
                     *process = Some(p);
                     self.observe(&ep.name(), EndpointEvent::Started)?;
                 }

@@ -360,7 +360,10 @@ async fn list_projects(
         .map(|p| (p.project_id.clone(), convert::project(&p)))
         .collect::<Vec<_>>();
     let mut all = all;
-    if q.show_deleted.as_deref().is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+    if q.show_deleted
+        .as_deref()
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
         all.extend(trash::deleted_projects(&state, &caller)?);
         all.sort_by(|a, b| a.0.cmp(&b.0));
     }
@@ -487,7 +490,10 @@ async fn list_branches(
         .map(|b| (b.branch_id.clone(), convert::branch(&state.lakebase, b)))
         .collect::<Vec<_>>();
     let mut all = all;
-    if q.show_deleted.as_deref().is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+    if q.show_deleted
+        .as_deref()
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
         all.extend(trash::deleted_branches(&state, &project)?);
         all.sort_by(|a, b| a.0.cmp(&b.0));
     }

@@ -17,7 +17,8 @@ use crate::state::AppState;
 
 fn purge(raw: &Option<String>) -> Result<bool> {
     let q: wire::DeleteQuery = query(raw)?;
-    Ok(q.purge.is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1"))
+    Ok(q.purge
+        .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1"))
 }
 
 pub(super) async fn delete_project(

@@ -91,8 +91,12 @@ async function route() {
     el,
     params: rest.map(decodeURIComponent),
     live: () => generation === current.generation,
+    // A refresh that fails (the resource was deleted, the network blinked)
+    // leaves the page as it was; the next one tries again.
     poll(fn, ms) {
-      const t = setInterval(() => { if (ctx.live()) fn(); }, ms);
+      const t = setInterval(() => {
+        if (ctx.live()) Promise.resolve().then(fn).catch((err) => console.warn("refresh failed:", err.message || err));
+      }, ms);
       current.timers.push(t);
     },
   };
