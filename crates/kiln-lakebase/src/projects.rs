@@ -325,6 +325,7 @@ impl Lakebase {
         for b in &branches {
             storage::remove(&self.layout.branch_dir(&b.uid))?;
         }
+        self.purge_trash_of(project_id)?;
         Ok(())
     }
 }

@@ -264,6 +264,23 @@ impl Lakebase {
         }
     }
 
+    /// Purges every deleted resource of a project (the project is being purged).
+    pub(crate) fn purge_trash_of(&self, project_id: &str) -> Result<()> {
+        let (own, prefix) = (
+            format!("projects/{project_id}"),
+            format!("projects/{project_id}/"),
+        );
+        let entries: Vec<TrashEntry> = read(&self.trash)?
+            .values()
+            .filter(|t| t.name == own || t.name.starts_with(&prefix))
+            .cloned()
+            .collect();
+        for entry in &entries {
+            self.purge(entry)?;
+        }
+        Ok(())
+    }
+
     fn purge(&self, entry: &TrashEntry) -> Result<()> {
         for b in &entry.branches {
             storage::remove(&self.layout.branch_dir(&b.uid))?;
