@@ -300,7 +300,7 @@ def test_catalog_and_lakebase_pages(admin, kiln, w):
     branch = page.locator(".branch", has_text="production")
     branch.wait_for()
     branch.locator(".endpoint", has_text="primary").wait_for()
-    assert "psql" in branch.get_by_label("psql connection string").inner_text()
+    assert f"port={kiln.pg_port} " in branch.get_by_label("psql connection string").inner_text()
     branch.get_by_role("button", name="Generate credential").click()
     secret = page.get_by_label("Credential (PGPASSWORD)")
     secret.wait_for()

@@ -149,7 +149,7 @@ fn start_session(
         "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200{secure}",
         sessions::COOKIE
     );
-    let mut response = Json(whoami(&caller, &csrf)).into_response();
+    let mut response = Json(whoami(state, &caller, &csrf)).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
@@ -186,18 +186,21 @@ async fn session(
         .and_then(|id| state.ui_sessions.resolve(&state.identity, id).ok())
         .map(|s| s.csrf)
         .unwrap_or_default();
-    let mut response = Json(whoami(&caller, &csrf)).into_response();
+    let mut response = Json(whoami(&state, &caller, &csrf)).into_response();
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
-fn whoami(caller: &Caller, csrf: &str) -> serde_json::Value {
+/// Who the session is, and what the pages need to know about this Kiln
+/// (the Lakebase proxy's port, for ready-to-paste `psql` strings).
+fn whoami(state: &AppState, caller: &Caller, csrf: &str) -> serde_json::Value {
     json!({
         "user_name": caller.user_name,
         "id": caller.principal_id,
         "admin": caller.admin,
         "csrf_token": csrf,
+        "lakebase_port": state.config.lakebase.proxy_port,
     })
 }

@@ -1,7 +1,7 @@
 // Kiln's public REST API, called with the session cookie; state-changing
 // requests carry the session's CSRF token.
 
-export const session = { user: null, admin: false, csrf: "", id: "" };
+export const session = { user: null, admin: false, csrf: "", id: "", lakebasePort: 5432 };
 
 export class ApiError extends Error {
   constructor(status, code, message) {
@@ -56,7 +56,7 @@ function onSignedOut() {
 export async function loadSession() {
   try {
     const s = await get("/ui/api/session");
-    Object.assign(session, { user: s.user_name, admin: s.admin, csrf: s.csrf_token, id: s.id });
+    Object.assign(session, { user: s.user_name, admin: s.admin, csrf: s.csrf_token, id: s.id, lakebasePort: s.lakebase_port });
     return true;
   } catch {
     return false;
@@ -65,7 +65,7 @@ export async function loadSession() {
 
 export async function signIn(body) {
   const s = await api("POST", "/ui/api/login", body);
-  Object.assign(session, { user: s.user_name, admin: s.admin, csrf: s.csrf_token, id: s.id });
+  Object.assign(session, { user: s.user_name, admin: s.admin, csrf: s.csrf_token, id: s.id, lakebasePort: s.lakebase_port });
 }
 
 export async function signOut() {

@@ -78,7 +78,7 @@ function branchCard({ branch, endpoints }, page) {
 function endpointRow(e, { status, cred, refresh }) {
   const st = e.status || {};
   const host = st.host || (st.hosts || {}).host || "";
-  const conn = `psql "host=${host} dbname=databricks_postgres user=${session.user} sslmode=require"`;
+  const conn = `psql "host=${host} port=${session.lakebasePort} dbname=databricks_postgres user=${session.user} sslmode=require"`;
   const gen = button("Generate credential", () => act(gen, async () => {
     const c = await post(`${PG}/credentials`, { endpoint: e.name });
     const secret = h("input", { readonly: true, value: c.token, "aria-label": "Credential (PGPASSWORD)", class: "secret" });
