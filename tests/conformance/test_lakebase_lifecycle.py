@@ -120,3 +120,48 @@ def test_a_connection_storm_wakes_an_idle_endpoint_once(kiln_factory):
     starts = [line for line in log.splitlines() if "endpoint started on demand" in line and ep.name in line]
     assert len(starts) == 1, starts
     w.postgres.delete_project(f"projects/{project_id}", purge=True).wait()
+
+
+def test_a_snapshot_restores_a_branch_and_expires(kiln, w):
+    from databricks.sdk.service.postgres import Snapshot, SnapshotSpec
+
+    project_id = pid("snap")
+    create_project(w, project_id)
+    production = f"projects/{project_id}/branches/production"
+    with connect(kiln, w, primary(w, project_id)) as conn:
+        conn.execute("CREATE TABLE t (x int)")
+        conn.execute("INSERT INTO t VALUES (1), (2)")
+    snap = w.postgres.create_snapshot(parent=f"projects/{project_id}", snapshot_id="before-change",
+                                      snapshot=Snapshot(spec=SnapshotSpec(source_branch=production, no_expiry=True))).wait()  # fmt: skip
+    assert snap.name == f"projects/{project_id}/snapshots/before-change" and snap.status.source_branch == production
+    with connect(kiln, w, primary(w, project_id)) as conn:
+        conn.execute("INSERT INTO t VALUES (3)")
+    listed = list(w.postgres.list_snapshots(f"projects/{project_id}"))
+    assert [s.snapshot_id for s in listed] == ["before-change"] and listed[0].status.full_size_bytes > 0
+    restored = w.postgres.create_branch(f"projects/{project_id}", branch_id="restored", branch=Branch(spec=BranchSpec(
+        source_snapshot=snap.name, no_expiry=True))).wait()  # fmt: skip
+    assert restored.status.source_snapshot == snap.name
+    with connect(kiln, w, primary(w, project_id, "restored")) as conn:
+        assert rows(conn) == [1, 2]  # the snapshot's state, not the later write
+        conn.execute("INSERT INTO t VALUES (20)")
+    with connect(kiln, w, primary(w, project_id)) as conn:
+        assert rows(conn) == [1, 2, 3]
+    # the snapshot outlives its use and is independent of it; deleting it leaves the branch
+    w.postgres.delete_snapshot(snap.name).wait()
+    with pytest.raises(NotFound):
+        w.postgres.get_snapshot(snap.name)
+    with connect(kiln, w, primary(w, project_id, "restored")) as conn:
+        assert rows(conn) == [1, 2, 20]
+    # a snapshot with a ttl is removed by the reconciler
+    short = w.postgres.create_snapshot(parent=f"projects/{project_id}", snapshot_id="short",
+                                       snapshot=Snapshot(spec=SnapshotSpec(source_branch=production, ttl=Duration(seconds=2)))).wait()  # fmt: skip
+
+    def expired():
+        try:
+            w.postgres.get_snapshot(short.name)
+            return False
+        except NotFound:
+            return True
+
+    wait_for(expired, 60, "the snapshot to expire")
+    w.postgres.delete_project(f"projects/{project_id}", purge=True).wait()

@@ -106,6 +106,7 @@ opt!(
         ttl: String,
         expire_time: String,
         no_expiry: bool,
+        source_snapshot: String,
     }
 );
 
@@ -123,6 +124,7 @@ opt!(
         state_change_time: String,
         delete_time: String,
         purge_time: String,
+        source_snapshot: String,
     }
 );
 
@@ -365,4 +367,43 @@ pub struct ListDatabasesResponse {
 #[derive(Debug, Serialize)]
 pub struct RevealRolePasswordResponse {
     pub password: String,
+}
+
+// ---- snapshots (of a project's branches) ----------------------------------------
+
+opt!(
+    /// `SnapshotSpec` (and `SnapshotStatus`, which adds sizes).
+    pub struct SnapshotSpec {
+        source_branch: String,
+        source_branch_lsn: String,
+        source_branch_time: String,
+        ttl: String,
+        expire_time: String,
+        no_expiry: bool,
+        full_size_bytes: u64,
+    }
+);
+
+opt!(
+    pub struct Snapshot {
+        name: String,
+        snapshot_id: String,
+        uid: String,
+        create_time: String,
+        spec: SnapshotSpec,
+        status: SnapshotSpec,
+    }
+);
+
+/// Query of `create_snapshot`.
+#[derive(Debug, Default, Deserialize)]
+pub struct CreateSnapshotQuery {
+    pub snapshot_id: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListSnapshotsResponse {
+    pub snapshots: Vec<Snapshot>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
 }

@@ -25,6 +25,8 @@ pub struct NewBranch {
     pub source_branch: Option<String>,
     pub source_lsn: Option<String>,
     pub source_time_ms: Option<i64>,
+    /// A snapshot of the project (id or `projects/…/snapshots/…`) to restore.
+    pub source_snapshot: Option<String>,
     pub is_protected: bool,
     pub expire_ms: Option<i64>,
 }
@@ -37,10 +39,12 @@ pub struct BranchPatch {
 }
 
 /// Where the new branch's data comes from.
-enum Fork {
+pub(crate) enum Fork {
     Head,
     Lsn(String),
     Time(i64),
+    /// A stopped copy kept by a snapshot (its branch-layout uid).
+    Snapshot(String),
 }
 
 impl Lakebase {
@@ -87,6 +91,19 @@ impl Lakebase {
             (None, Some(t)) => Fork::Time(t),
             (None, None) => Fork::Head,
         };
+        let snapshot = match &new.source_snapshot {
+            None => None,
+            Some(_) if new.source_branch.is_some() || !matches!(fork, Fork::Head) => {
+                return Err(Error::invalid(
+                    "source_snapshot excludes source_branch, source_branch_lsn and source_branch_time",
+                ))
+            }
+            Some(s) => Some(self.snapshot(project_id, s.rsplit('/').next().unwrap_or(s))?),
+        };
+        let fork = match &snapshot {
+            Some(s) => Fork::Snapshot(s.uid.clone()),
+            None => fork,
+        };
         let _lock = self.lock_project(project_id).await;
         let trashed = crate::objects::read(&self.trash)?
             .contains_key(&format!("projects/{project_id}/branches/{branch_id}"));
@@ -122,9 +139,10 @@ impl Lakebase {
             project_id: project_id.into(),
             branch_id: branch_id.into(),
             uid: format!("br-{}", kiln_core::ids::random_alnum(12)),
-            source_branch: Some(source.name()),
+            source_branch: snapshot.is_none().then(|| source.name()),
             source_lsn: None,
             source_time_ms: Some(now),
+            source_snapshot: snapshot.as_ref().map(|s| s.name()),
             is_protected: new.is_protected,
             expire_ms: new.expire_ms,
             state: BranchState::Ready,
@@ -157,7 +175,10 @@ impl Lakebase {
             branch.source_time_ms = Some(t);
         }
         branch.base_ms = now_ms();
-        let objects = self.copy_objects(&source.name(), project_id, branch_id)?;
+        let copied_from = snapshot
+            .map(|s| s.source_branch)
+            .unwrap_or_else(|| source.name());
+        let objects = self.copy_objects(&copied_from, project_id, branch_id)?;
         let mut writes = vec![
             Self::put(BRANCH, branch.name(), &branch)?,
             Self::put(ENDPOINT, endpoint.name(), &endpoint)?,
@@ -176,7 +197,7 @@ impl Lakebase {
     /// Clones the data, starts the branch's primary (promoted onto its own
     /// timeline where it recovered), takes its base backup; returns the
     /// running primary and the fork LSN.
-    async fn materialize(
+    pub(crate) async fn materialize(
         &self,
         pg: &Postgres,
         source: &BranchRecord,
@@ -210,6 +231,13 @@ impl Lakebase {
                     return self.finish_branch(pg, branch, postmaster, lsn).await;
                 }
             },
+            Fork::Snapshot(uid) => {
+                // A snapshot is a stopped, consistent cluster: copied as is.
+                let lsn = storage::clone_offline(pg, &self.layout.pgdata(uid), &pgdata).await?;
+                let launch = self.launch_on(endpoint, &branch.uid, None)?;
+                let postmaster = Postmaster::start(pg, &launch, self.config.start_timeout).await?;
+                return self.finish_branch(pg, branch, postmaster, lsn).await;
+            }
             Fork::Lsn(lsn) => {
                 self.prepare_pitr(source).await?;
                 recovery.insert("recovery_target_lsn".into(), lsn.clone());
@@ -453,7 +481,7 @@ async fn wait_promoted(socket_dir: &std::path::Path, timeout: Duration) -> Resul
 }
 
 /// `X/Y` hexadecimal, as Postgres prints LSNs.
-fn check_lsn(lsn: &str) -> Result<String> {
+pub(crate) fn check_lsn(lsn: &str) -> Result<String> {
     let ok = lsn.split_once('/').is_some_and(|(a, b)| {
         !a.is_empty()
             && !b.is_empty()

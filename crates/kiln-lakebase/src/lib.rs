@@ -16,6 +16,7 @@ pub mod projects;
 pub mod proxy;
 pub mod roles;
 pub mod service;
+pub mod snapshots;
 pub mod storage;
 pub mod trash;
 

@@ -215,6 +215,9 @@ pub struct BranchRecord {
     pub source_branch: Option<String>,
     pub source_lsn: Option<String>,
     pub source_time_ms: Option<i64>,
+    /// `projects/{p}/snapshots/{s}` for a branch restored from a snapshot.
+    #[serde(default)]
+    pub source_snapshot: Option<String>,
     pub is_protected: bool,
     pub expire_ms: Option<i64>,
     pub state: BranchState,

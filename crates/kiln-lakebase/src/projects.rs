@@ -147,6 +147,7 @@ impl Lakebase {
             source_branch: None,
             source_lsn: None,
             source_time_ms: None,
+            source_snapshot: None,
             is_protected: new.initial_branch_protected,
             expire_ms: None,
             state: BranchState::Ready,
@@ -326,6 +327,7 @@ impl Lakebase {
             storage::remove(&self.layout.branch_dir(&b.uid))?;
         }
         self.purge_trash_of(project_id)?;
+        self.remove_snapshots_of(project_id)?;
         Ok(())
     }
 }

@@ -76,6 +76,7 @@ pub struct Lakebase {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) objects: crate::objects::Objects,
     pub(crate) trash: RwLock<BTreeMap<String, crate::trash::TrashEntry>>,
+    pub(crate) snapshots: RwLock<BTreeMap<String, crate::snapshots::SnapshotRecord>>,
     pub(crate) cipher: Option<kiln_core::seal::Cipher>,
     pub config: LakebaseConfig,
     pub(crate) installs: Vec<Install>,
@@ -137,8 +138,10 @@ impl Lakebase {
             records.operations.insert(o.name.clone(), o);
         }
         let trash = crate::trash::load(store.as_ref())?;
+        let snapshots = crate::snapshots::load(store.as_ref())?;
         {
-            let kept = Self::trashed_uids(&trash);
+            let mut kept = Self::trashed_uids(&trash);
+            kept.extend(snapshots.values().map(|s| s.uid.clone()));
             let mut b: Vec<&str> = records.branches.values().map(|b| b.uid.as_str()).collect();
             let mut e: Vec<&str> = records.endpoints.values().map(|e| e.uid.as_str()).collect();
             b.extend(kept.iter().map(String::as_str));
@@ -159,6 +162,7 @@ impl Lakebase {
             store,
             objects,
             trash: RwLock::new(trash),
+            snapshots: RwLock::new(snapshots),
             cipher,
             installs: pg::installations(&config.pg_roots),
             user,

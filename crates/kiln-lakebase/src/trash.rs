@@ -221,8 +221,10 @@ impl Lakebase {
         Ok(())
     }
 
-    /// Purges trash past its purge time and deletes expired branches.
+    /// Purges trash past its purge time, removes expired snapshots and
+    /// deletes expired branches.
     pub(crate) async fn collect_garbage(self: &Arc<Self>) {
+        self.expire_snapshots();
         let due: Vec<TrashEntry> = match read(&self.trash) {
             Ok(t) => t
                 .values()
@@ -293,6 +295,9 @@ impl Lakebase {
             key: entry.name.clone(),
         }])?;
         write(&self.trash)?.remove(&entry.name);
+        if let Some(p) = &entry.project {
+            self.remove_snapshots_of(&p.project_id)?;
+        }
         Ok(())
     }
 }

@@ -21,6 +21,7 @@ mod postgres;
 mod postgres_compute;
 mod postgres_convert;
 mod postgres_roles;
+mod postgres_snapshots;
 mod postgres_trash;
 mod scim;
 mod scim_groups;
@@ -121,6 +122,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(files_multipart::endpoints());
     all.extend(postgres::endpoints());
     all.extend(postgres_roles::endpoints());
+    all.extend(postgres_snapshots::endpoints());
     all.extend(planned_endpoints());
     all
 }

@@ -141,22 +141,6 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(endpoint_operation),
         ),
         todo_ep(
-            M::POST,
-            format!("{p}/snapshots"),
-            "postgres/create_snapshot",
-        ),
-        todo_ep(M::GET, format!("{p}/snapshots"), "postgres/list_snapshots"),
-        todo_ep(
-            M::GET,
-            format!("{p}/snapshots/{{snapshot}}"),
-            "postgres/get_snapshot",
-        ),
-        todo_ep(
-            M::DELETE,
-            format!("{p}/snapshots/{{snapshot}}"),
-            "postgres/delete_snapshot",
-        ),
-        todo_ep(
             M::GET,
             format!("{b}/snapshot-schedule"),
             "postgres/get_snapshot_schedule",

@@ -95,6 +95,7 @@ pub fn branch(lb: &Lakebase, b: &BranchRecord) -> wire::Branch {
         state_change_time: Some(rfc3339(b.state_change_ms)),
         delete_time: None,
         purge_time: None,
+        source_snapshot: b.source_snapshot.clone(),
     };
     wire::Branch {
         name: Some(b.name()),
@@ -358,6 +359,7 @@ pub fn new_branch(body: &wire::Branch) -> Result<NewBranch> {
             .as_deref()
             .map(|t| parse_timestamp("source_branch_time", t))
             .transpose()?,
+        source_snapshot: spec.source_snapshot.clone().filter(|s| !s.is_empty()),
         is_protected: spec.is_protected.unwrap_or(false),
         expire_ms: expiry(&spec)?.flatten(),
     })
