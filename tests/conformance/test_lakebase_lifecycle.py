@@ -164,4 +164,30 @@ def test_a_snapshot_restores_a_branch_and_expires(kiln, w):
             return True
 
     wait_for(expired, 60, "the snapshot to expire")
+    # a schedule whose period is already due takes its snapshot at once, kept for the retention
+    import datetime
+
+    from databricks.sdk.common.types.fieldmask import FieldMask
+    from databricks.sdk.service.postgres import DailySchedule, ScheduleCadence, SnapshotSchedule
+
+    schedule_name = f"{production}/snapshot-schedule"
+    assert not w.postgres.get_snapshot_schedule(schedule_name).schedule
+    hour = datetime.datetime.now(datetime.timezone.utc).hour
+    w.postgres.update_snapshot_schedule(schedule_name, SnapshotSchedule(schedule=[ScheduleCadence(
+        retention=Duration(seconds=7200), daily_schedule=DailySchedule(hour=hour))]),
+        update_mask=FieldMask(field_mask=["schedule"])).wait()  # fmt: skip
+    got = w.postgres.get_snapshot_schedule(schedule_name)
+    assert got.schedule[0].daily_schedule.hour == hour and got.schedule[0].retention.seconds == 7200
+
+    def auto():
+        return [s for s in w.postgres.list_snapshots(f"projects/{project_id}") if s.snapshot_id.startswith("auto-production-")]
+
+    taken = wait_for(auto, 120, "the scheduled snapshot")
+    assert len(taken) == 1 and taken[0].status.expire_time, taken
+    with pytest.raises(Exception):  # a retention under one hour is refused
+        w.postgres.update_snapshot_schedule(schedule_name, SnapshotSchedule(schedule=[ScheduleCadence(
+            retention=Duration(seconds=60), daily_schedule=DailySchedule(hour=1))]),
+            update_mask=FieldMask(field_mask=["schedule"])).wait()  # fmt: skip
+    w.postgres.update_snapshot_schedule(schedule_name, SnapshotSchedule(schedule=[]), update_mask=FieldMask(field_mask=["schedule"])).wait()
+    assert len(auto()) == 1, "one snapshot per period, not one per tick"
     w.postgres.delete_project(f"projects/{project_id}", purge=True).wait()

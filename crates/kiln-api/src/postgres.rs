@@ -407,3 +407,35 @@ pub struct ListSnapshotsResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_page_token: Option<String>,
 }
+
+/// `SnapshotSchedule`: `schedule` replaces the whole list on update.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SnapshotSchedule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub schedule: Vec<ScheduleCadence>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ScheduleCadence {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_schedule: Option<CadenceAt>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weekly_schedule: Option<CadenceAt>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly_schedule: Option<CadenceAt>,
+}
+
+/// `DailySchedule`, `WeeklySchedule` (`day_of_week`), `MonthlySchedule` (`day`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CadenceAt {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hour: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day_of_week: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day: Option<u32>,
+}

@@ -10,6 +10,9 @@ use kiln_store::{Store, Write};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// How every Lakebase credential starts (a native password never does).
+pub const TOKEN_PREFIX: &str = "kiln-pg-";
+
 const KIND: &str = "pg_credential";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,7 +52,7 @@ impl Credentials {
 
     /// Issues a token valid until `expire_ms`; returns the token (shown once).
     pub fn issue(&self, identity: &str, endpoint: &str, expire_ms: i64) -> Result<String> {
-        let token = format!("kiln-pg-{}", kiln_core::ids::random_hex(32));
+        let token = format!("{TOKEN_PREFIX}{}", kiln_core::ids::random_hex(32));
         let h = hash(&token);
         let credential = Credential {
             identity: identity.into(),

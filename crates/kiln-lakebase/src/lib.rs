@@ -15,6 +15,7 @@ pub mod pg;
 pub mod projects;
 pub mod proxy;
 pub mod roles;
+pub mod schedules;
 pub mod service;
 pub mod snapshots;
 pub mod storage;

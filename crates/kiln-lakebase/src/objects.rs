@@ -76,6 +76,7 @@ impl DatabaseRecord {
 pub(crate) struct Objects {
     pub roles: RwLock<BTreeMap<String, RoleRecord>>,
     pub databases: RwLock<BTreeMap<String, DatabaseRecord>>,
+    pub schedules: RwLock<BTreeMap<String, crate::schedules::ScheduleRecord>>,
 }
 
 impl Objects {
@@ -93,6 +94,12 @@ impl Objects {
                 let d: DatabaseRecord = serde_json::from_value(v)
                     .map_err(|e| Error::internal("read Lakebase databases", e))?;
                 dbs.insert(d.name(), d);
+            }
+            let mut schedules = write(&objects.schedules)?;
+            for v in store.objects(crate::schedules::SCHEDULE)? {
+                let s: crate::schedules::ScheduleRecord = serde_json::from_value(v)
+                    .map_err(|e| Error::internal("read Lakebase snapshot schedules", e))?;
+                schedules.insert(s.name(), s);
             }
         }
         Ok(objects)
@@ -170,6 +177,11 @@ impl Lakebase {
                 Write::DeleteObject { kind, key } if *kind == DATABASE => {
                     dbs.remove(key);
                 }
+                Write::DeleteObject { kind, key } if *kind == crate::schedules::SCHEDULE => {
+                    if let Ok(mut schedules) = self.objects.schedules.write() {
+                        schedules.remove(key);
+                    }
+                }
                 _ => {}
             }
         }
@@ -194,6 +206,15 @@ impl Lakebase {
                 .map(|d| Write::DeleteObject {
                     kind: DATABASE,
                     key: d.name(),
+                }),
+        );
+        writes.extend(
+            read(&self.objects.schedules)?
+                .iter()
+                .filter(|(name, _)| matches(name.trim_end_matches("/snapshot-schedule")))
+                .map(|(name, _)| Write::DeleteObject {
+                    kind: crate::schedules::SCHEDULE,
+                    key: name.clone(),
                 }),
         );
         Ok(writes)

@@ -150,6 +150,9 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     let password = ask_password(client).await?;
     let credential = match lakebase.credentials.check(&password) {
         Ok(credential) => credential,
+        Err(refused) if password.starts_with(crate::credentials::TOKEN_PREFIX) => {
+            return Err(refuse("28P01", refused));
+        }
         Err(not_a_token) => {
             // A native Postgres password: only for a password role of the
             // endpoint's branch, on an endpoint the client named.

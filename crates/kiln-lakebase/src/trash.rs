@@ -225,6 +225,7 @@ impl Lakebase {
     /// deletes expired branches.
     pub(crate) async fn collect_garbage(self: &Arc<Self>) {
         self.expire_snapshots();
+        self.run_schedules().await;
         let due: Vec<TrashEntry> = match read(&self.trash) {
             Ok(t) => t
                 .values()

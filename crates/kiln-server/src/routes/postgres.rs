@@ -141,16 +141,6 @@ pub fn endpoints() -> Vec<Endpoint> {
             get(endpoint_operation),
         ),
         todo_ep(
-            M::GET,
-            format!("{b}/snapshot-schedule"),
-            "postgres/get_snapshot_schedule",
-        ),
-        todo_ep(
-            M::PATCH,
-            format!("{b}/snapshot-schedule"),
-            "postgres/update_snapshot_schedule",
-        ),
-        todo_ep(
             M::POST,
             format!("{b}/databases/{{database}}/data-api"),
             "postgres/create_data_api",

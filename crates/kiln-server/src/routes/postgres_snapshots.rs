@@ -11,6 +11,7 @@ use kiln_api::postgres as wire;
 use kiln_core::time::{parse_rfc3339, rfc3339};
 use kiln_core::{Error, Result};
 use kiln_lakebase::model::parse_duration;
+use kiln_lakebase::schedules::{Cadence, ScheduleEntry, ScheduleRecord};
 use kiln_lakebase::snapshots::{NewSnapshot, SnapshotRecord};
 use kiln_lakebase::Lakebase;
 
@@ -54,6 +55,24 @@ pub fn endpoints() -> Vec<Endpoint> {
             format!("{s}/operations/{{op}}"),
             "postgres/get_operation (snapshot)",
             get(snapshot_operation),
+        ),
+        ep(
+            M::GET,
+            format!("{p}/branches/{{branch}}/snapshot-schedule"),
+            "postgres/get_snapshot_schedule",
+            get(get_schedule),
+        ),
+        ep(
+            M::PATCH,
+            format!("{p}/branches/{{branch}}/snapshot-schedule"),
+            "postgres/update_snapshot_schedule",
+            axum::routing::patch(update_schedule),
+        ),
+        ep(
+            M::GET,
+            format!("{p}/branches/{{branch}}/snapshot-schedule/operations/{{op}}"),
+            "postgres/get_operation (snapshot schedule)",
+            get(schedule_operation),
         ),
     ]
 }
@@ -196,5 +215,144 @@ fn snapshot_wire(lakebase: &Lakebase, s: &SnapshotRecord) -> wire::Snapshot {
             ..spec.clone()
         }),
         spec: Some(spec),
+    }
+}
+
+const DAYS: [&str; 7] = [
+    "MONDAY",
+    "TUESDAY",
+    "WEDNESDAY",
+    "THURSDAY",
+    "FRIDAY",
+    "SATURDAY",
+    "SUNDAY",
+];
+
+async fn get_schedule(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((project, branch)): Path<(String, String)>,
+) -> ApiResult<Json<wire::SnapshotSchedule>> {
+    visible(&state, &caller, &project)?;
+    Ok(Json(schedule_wire(
+        &state.lakebase.snapshot_schedule(&project, &branch)?,
+    )))
+}
+
+async fn update_schedule(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((project, branch)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    bytes: Bytes,
+) -> ApiResult<Json<wire::Operation>> {
+    visible(&state, &caller, &project)?;
+    let q: wire::UpdateQuery = query(&raw)?;
+    if q.update_mask.as_deref().map(str::trim) != Some("schedule") {
+        return Err(
+            Error::invalid("update_mask must be \"schedule\" (the only updatable path)").into(),
+        );
+    }
+    let body: wire::SnapshotSchedule = body(&bytes)?;
+    let entries = body
+        .schedule
+        .iter()
+        .map(entry)
+        .collect::<Result<Vec<_>>>()?;
+    state.lakebase.branch(&project, &branch)?;
+    let lakebase = state.lakebase.clone();
+    let name = format!("projects/{project}/branches/{branch}/snapshot-schedule");
+    long_running(&state, &caller, name, "SnapshotSchedule", async move {
+        let record = lakebase
+            .set_snapshot_schedule(&project, &branch, entries)
+            .await?;
+        Ok(typed("SnapshotSchedule", schedule_wire(&record)))
+    })
+    .await
+}
+
+async fn schedule_operation(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((project, branch, op)): Path<(String, String, String)>,
+) -> ApiResult<Json<wire::Operation>> {
+    get_op(
+        &state,
+        &caller,
+        format!("projects/{project}/branches/{branch}/snapshot-schedule/operations/{op}"),
+    )
+}
+
+fn entry(c: &wire::ScheduleCadence) -> Result<ScheduleEntry> {
+    let retention = c
+        .retention
+        .as_deref()
+        .ok_or_else(|| Error::invalid("Each cadence needs a retention"))?;
+    let hour = |at: &wire::CadenceAt| at.hour.unwrap_or(0);
+    let cadence = match (&c.daily_schedule, &c.weekly_schedule, &c.monthly_schedule) {
+        (Some(d), None, None) => Cadence::Daily { hour: hour(d) },
+        (None, Some(w), None) => {
+            let day = w.day_of_week.as_deref().unwrap_or_default();
+            let index = DAYS
+                .iter()
+                .position(|d| *d == day)
+                .ok_or_else(|| Error::invalid(format!("Invalid day_of_week '{day}'")))?;
+            Cadence::Weekly {
+                day_of_week: index as u32,
+                hour: hour(w),
+            }
+        }
+        (None, None, Some(m)) => Cadence::Monthly {
+            day: m.day.unwrap_or(0),
+            hour: hour(m),
+        },
+        _ => return Err(Error::invalid(
+            "Each cadence sets exactly one of daily_schedule, weekly_schedule and monthly_schedule",
+        )),
+    };
+    Ok(ScheduleEntry {
+        cadence,
+        retention_secs: parse_duration("retention", retention)?,
+        last_due_ms: 0,
+    })
+}
+
+fn schedule_wire(r: &ScheduleRecord) -> wire::SnapshotSchedule {
+    let schedule = r
+        .entries
+        .iter()
+        .map(|e| {
+            let mut c = wire::ScheduleCadence {
+                retention: Some(format!("{}s", e.retention_secs)),
+                ..Default::default()
+            };
+            match e.cadence {
+                Cadence::Daily { hour } => {
+                    c.daily_schedule = Some(wire::CadenceAt {
+                        hour: Some(hour),
+                        ..Default::default()
+                    })
+                }
+                Cadence::Weekly { day_of_week, hour } => {
+                    c.weekly_schedule = Some(wire::CadenceAt {
+                        hour: Some(hour),
+                        day_of_week: DAYS.get(day_of_week as usize).map(|d| d.to_string()),
+                        day: None,
+                    })
+                }
+                Cadence::Monthly { day, hour } => {
+                    c.monthly_schedule = Some(wire::CadenceAt {
+                        hour: Some(hour),
+                        day: Some(day),
+                        day_of_week: None,
+                    })
+                }
+            }
+            c
+        })
+        .collect();
+    wire::SnapshotSchedule {
+        name: Some(r.name()),
+        schedule,
     }
 }
