@@ -139,15 +139,7 @@ impl Lakebase {
         }
         let trash = crate::trash::load(store.as_ref())?;
         let snapshots = crate::snapshots::load(store.as_ref())?;
-        {
-            let mut kept = Self::trashed_uids(&trash);
-            kept.extend(snapshots.values().map(|s| s.uid.clone()));
-            let mut b: Vec<&str> = records.branches.values().map(|b| b.uid.as_str()).collect();
-            let mut e: Vec<&str> = records.endpoints.values().map(|e| e.uid.as_str()).collect();
-            b.extend(kept.iter().map(String::as_str));
-            e.extend(kept.iter().map(String::as_str));
-            crate::storage::remove_unreferenced(&config.root, &b, &e);
-        }
+        Self::remove_unreferenced(&config.root, &records, &trash, &snapshots);
         let credentials = Credentials::open(store.clone())?;
         let user = pg::os_user(&config.os_user).unwrap_or_else(|e| {
             tracing::warn!(error = %e.message, "Lakebase endpoints cannot start");

@@ -63,6 +63,23 @@ impl Lakebase {
             .collect())
     }
 
+    /// At start: removes branch and endpoint data that no live record, deleted
+    /// resource or snapshot names (left by a crash between copy and commit).
+    pub(crate) fn remove_unreferenced(
+        root: &std::path::Path,
+        records: &crate::service::Records,
+        trash: &BTreeMap<String, TrashEntry>,
+        snapshots: &BTreeMap<String, crate::snapshots::SnapshotRecord>,
+    ) {
+        let mut kept = Self::trashed_uids(trash);
+        kept.extend(snapshots.values().map(|s| s.uid.clone()));
+        let mut b: Vec<&str> = records.branches.values().map(|b| b.uid.as_str()).collect();
+        let mut e: Vec<&str> = records.endpoints.values().map(|e| e.uid.as_str()).collect();
+        b.extend(kept.iter().map(String::as_str));
+        e.extend(kept.iter().map(String::as_str));
+        storage::remove_unreferenced(root, &b, &e);
+    }
+
     /// Uids of branches and endpoints whose data the trash keeps.
     pub(crate) fn trashed_uids(trash: &BTreeMap<String, TrashEntry>) -> Vec<String> {
         trash
