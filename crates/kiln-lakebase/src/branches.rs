@@ -47,6 +47,20 @@ pub(crate) enum Fork {
     Snapshot(String),
 }
 
+impl Fork {
+    /// The fork point a request names: an LSN, a time, or the head.
+    pub(crate) fn of(lsn: Option<&str>, time_ms: Option<i64>) -> Result<Self> {
+        match (lsn, time_ms) {
+            (Some(_), Some(_)) => Err(Error::invalid(
+                "Set at most one of source_branch_lsn and source_branch_time",
+            )),
+            (Some(lsn), None) => Ok(Fork::Lsn(check_lsn(lsn)?)),
+            (None, Some(t)) => Ok(Fork::Time(t)),
+            (None, None) => Ok(Fork::Head),
+        }
+    }
+}
+
 impl Lakebase {
     pub fn branch(&self, project_id: &str, branch_id: &str) -> Result<BranchRecord> {
         let name = format!("projects/{project_id}/branches/{branch_id}");
@@ -81,16 +95,7 @@ impl Lakebase {
             Some(s) => s.rsplit('/').next().unwrap_or(s).to_string(),
             None => project.default_branch.clone(),
         };
-        let fork = match (&new.source_lsn, new.source_time_ms) {
-            (Some(_), Some(_)) => {
-                return Err(Error::invalid(
-                    "Set at most one of source_branch_lsn and source_branch_time",
-                ))
-            }
-            (Some(lsn), None) => Fork::Lsn(check_lsn(lsn)?),
-            (None, Some(t)) => Fork::Time(t),
-            (None, None) => Fork::Head,
-        };
+        let fork = Fork::of(new.source_lsn.as_deref(), new.source_time_ms)?;
         let snapshot = match &new.source_snapshot {
             None => None,
             Some(_) if new.source_branch.is_some() || !matches!(fork, Fork::Head) => {

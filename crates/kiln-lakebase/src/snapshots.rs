@@ -110,16 +110,7 @@ impl Lakebase {
         if branch_id.is_empty() {
             return Err(Error::invalid("spec.source_branch is required"));
         }
-        let fork = match (&new.source_lsn, new.source_time_ms) {
-            (Some(_), Some(_)) => {
-                return Err(Error::invalid(
-                    "Set at most one of source_branch_lsn and source_branch_time",
-                ))
-            }
-            (Some(lsn), None) => Fork::Lsn(crate::branches::check_lsn(lsn)?),
-            (None, Some(t)) => Fork::Time(t),
-            (None, None) => Fork::Head,
-        };
+        let fork = Fork::of(new.source_lsn.as_deref(), new.source_time_ms)?;
         let _lock = self.lock_project(project_id).await;
         let source = self.branch(project_id, &branch_id)?;
         if self.snapshot(project_id, snapshot_id).is_ok() {

@@ -335,8 +335,17 @@ pub fn project_patch(
 
 /// Expiry from a branch spec: `Some(None)` = no expiry, `None` = unset.
 fn expiry(spec: &wire::BranchSpec) -> Result<Option<Option<i64>>> {
+    expiry_of(&spec.ttl, &spec.expire_time, spec.no_expiry)
+}
+
+/// Expiry from `ttl` / `expire_time` / `no_expiry` (branches and snapshots).
+pub fn expiry_of(
+    ttl: &Option<String>,
+    expire_time: &Option<String>,
+    no_expiry: Option<bool>,
+) -> Result<Option<Option<i64>>> {
     let now = kiln_core::time::now_ms();
-    match (&spec.ttl, &spec.expire_time, spec.no_expiry) {
+    match (ttl, expire_time, no_expiry) {
         (Some(ttl), None, None | Some(false)) => {
             Ok(Some(Some(now + parse_duration("ttl", ttl)? as i64 * 1000)))
         }

@@ -8,14 +8,15 @@ use axum::http::Method;
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json};
 use kiln_api::postgres as wire;
-use kiln_core::time::{parse_rfc3339, rfc3339};
+use kiln_core::time::rfc3339;
 use kiln_core::{Error, Result};
-use kiln_lakebase::model::parse_duration;
+use kiln_lakebase::model::{parse_duration, parse_timestamp};
 use kiln_lakebase::schedules::{Cadence, ScheduleEntry, ScheduleRecord};
 use kiln_lakebase::snapshots::{NewSnapshot, SnapshotRecord};
 use kiln_lakebase::Lakebase;
 
 use super::postgres::{body, empty, get_op, long_running, page, query, typed, visible};
+use super::postgres_convert as convert;
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
 use crate::identity::Caller;
@@ -103,36 +104,16 @@ async fn create_snapshot(
 }
 
 fn new_snapshot(spec: wire::SnapshotSpec) -> Result<NewSnapshot> {
-    let now = kiln_core::time::now_ms();
-    let expire_ms = match (&spec.ttl, &spec.expire_time, spec.no_expiry) {
-        (Some(ttl), None, None | Some(false)) => {
-            Some(now + parse_duration("ttl", ttl)? as i64 * 1000)
-        }
-        (None, Some(t), None | Some(false)) => Some(timestamp("expire_time", t)?),
-        (None, None, _) => None,
-        _ => {
-            return Err(Error::invalid(
-                "Set only one of ttl, expire_time and no_expiry",
-            ))
-        }
-    };
+    let expire_ms = convert::expiry_of(&spec.ttl, &spec.expire_time, spec.no_expiry)?.flatten();
     Ok(NewSnapshot {
         source_branch: spec.source_branch.unwrap_or_default(),
         source_lsn: spec.source_branch_lsn.filter(|l| !l.is_empty()),
         source_time_ms: spec
             .source_branch_time
             .as_deref()
-            .map(|t| timestamp("source_branch_time", t))
+            .map(|t| parse_timestamp("source_branch_time", t))
             .transpose()?,
         expire_ms,
-    })
-}
-
-fn timestamp(field: &str, value: &str) -> Result<i64> {
-    parse_rfc3339(value).ok_or_else(|| {
-        Error::invalid(format!(
-            "Invalid timestamp for {field}: '{value}' (expected RFC 3339)"
-        ))
     })
 }
 
