@@ -329,6 +329,35 @@ opt!(
     }
 );
 
+opt!(
+    /// `DataApiDataApiSpec` (and the status, which adds `url` and `available_schemas`).
+    pub struct DataApiSpec {
+        db_aggregates_enabled: bool,
+        db_extra_search_path: Vec<String>,
+        db_max_rows: u64,
+        db_schemas: Vec<String>,
+        jwt_cache_max_lifetime: String,
+        jwt_role_claim_key: String,
+        openapi_mode: String,
+        server_cors_allowed_origins: Vec<String>,
+        server_timing_enabled: bool,
+        available_schemas: Vec<String>,
+        url: String,
+    }
+);
+
+opt!(
+    /// `DataApi`: the Data API (PostgREST) configuration of a database.
+    pub struct DataApi {
+        name: String,
+        parent: String,
+        create_time: String,
+        update_time: String,
+        spec: DataApiSpec,
+        status: DataApiSpec,
+    }
+);
+
 /// Query of `create_role` / `create_database`.
 #[derive(Debug, Default, Deserialize)]
 pub struct CreateObjectQuery {

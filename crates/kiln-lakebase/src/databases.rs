@@ -155,10 +155,16 @@ impl Lakebase {
         );
         self.run_ddl(project_id, branch_id, "postgres", &sql)
             .await?;
-        let writes = vec![Write::DeleteObject {
-            kind: DATABASE,
-            key: record.name(),
-        }];
+        let writes = vec![
+            Write::DeleteObject {
+                kind: DATABASE,
+                key: record.name(),
+            },
+            Write::DeleteObject {
+                kind: crate::data_api::DATA_API,
+                key: format!("{}/data-api", record.name()),
+            },
+        ];
         self.store.commit(writes.clone())?;
         self.apply_objects(&writes)
     }

@@ -5,6 +5,7 @@
 pub mod branches;
 pub mod compute;
 pub mod credentials;
+pub mod data_api;
 pub mod databases;
 pub mod endpoints;
 pub mod lifecycle;

@@ -77,6 +77,7 @@ pub(crate) struct Objects {
     pub roles: RwLock<BTreeMap<String, RoleRecord>>,
     pub databases: RwLock<BTreeMap<String, DatabaseRecord>>,
     pub schedules: RwLock<BTreeMap<String, crate::schedules::ScheduleRecord>>,
+    pub data_apis: RwLock<BTreeMap<String, crate::data_api::DataApiRecord>>,
 }
 
 impl Objects {
@@ -100,6 +101,12 @@ impl Objects {
                 let s: crate::schedules::ScheduleRecord = serde_json::from_value(v)
                     .map_err(|e| Error::internal("read Lakebase snapshot schedules", e))?;
                 schedules.insert(s.name(), s);
+            }
+            let mut apis = write(&objects.data_apis)?;
+            for v in store.objects(crate::data_api::DATA_API)? {
+                let a: crate::data_api::DataApiRecord = serde_json::from_value(v)
+                    .map_err(|e| Error::internal("read Lakebase Data API settings", e))?;
+                apis.insert(a.name(), a);
             }
         }
         Ok(objects)
@@ -177,6 +184,19 @@ impl Lakebase {
                 Write::DeleteObject { kind, key } if *kind == DATABASE => {
                     dbs.remove(key);
                 }
+                Write::PutObject { kind, key, record } if *kind == crate::data_api::DATA_API => {
+                    if let (Ok(a), Ok(mut apis)) = (
+                        serde_json::from_value(record.clone()),
+                        self.objects.data_apis.write(),
+                    ) {
+                        apis.insert(key.clone(), a);
+                    }
+                }
+                Write::DeleteObject { kind, key } if *kind == crate::data_api::DATA_API => {
+                    if let Ok(mut apis) = self.objects.data_apis.write() {
+                        apis.remove(key);
+                    }
+                }
                 Write::DeleteObject { kind, key } if *kind == crate::schedules::SCHEDULE => {
                     if let Ok(mut schedules) = self.objects.schedules.write() {
                         schedules.remove(key);
@@ -217,6 +237,20 @@ impl Lakebase {
                     key: name.clone(),
                 }),
         );
+        writes.extend(
+            read(&self.objects.data_apis)?
+                .values()
+                .filter(|a| {
+                    matches(&format!(
+                        "projects/{}/branches/{}",
+                        a.project_id, a.branch_id
+                    ))
+                })
+                .map(|a| Write::DeleteObject {
+                    kind: crate::data_api::DATA_API,
+                    key: a.name(),
+                }),
+        );
         Ok(writes)
     }
 
@@ -230,6 +264,18 @@ impl Lakebase {
         database: &str,
         sql: &str,
     ) -> Result<()> {
+        let (socket, _busy) = self.wake_primary(project_id, branch_id).await?;
+        let client = pg::connect(&socket, database).await?;
+        client.batch_execute(sql).await.map_err(|e| ddl_error(&e))
+    }
+
+    /// Wakes a branch's read-write endpoint: its socket directory and the
+    /// guard that keeps it running.
+    pub(crate) async fn wake_primary(
+        &self,
+        project_id: &str,
+        branch_id: &str,
+    ) -> Result<(std::path::PathBuf, crate::service::Busy)> {
         let branch = self.branch(project_id, branch_id)?;
         let primary = self.primary_of(&branch.name()).ok_or_else(|| {
             Error::new(
@@ -240,9 +286,7 @@ impl Lakebase {
                 ),
             )
         })?;
-        let (socket, _busy) = self.wake(&primary.uid).await?;
-        let client = pg::connect(&socket, database).await?;
-        client.batch_execute(sql).await.map_err(|e| ddl_error(&e))
+        self.wake(&primary.uid).await
     }
 }
 
@@ -261,7 +305,7 @@ fn ddl_error(e: &tokio_postgres::Error) -> Error {
 /// A Postgres identifier a user may name: 1–63 bytes, no NUL, not reserved.
 pub(crate) fn check_pg_name(kind: &str, name: &str) -> Result<()> {
     let reserved =
-        name.starts_with("pg_") || name == pg::SUPERUSER || name == "databricks_superuser";
+        name.starts_with("pg_") || name.starts_with("kiln_") || name == "databricks_superuser";
     if name.is_empty() || name.len() > 63 || name.contains('\0') || reserved {
         return Err(Error::invalid(format!(
             "Invalid {kind} '{name}': 1-63 bytes, not starting with pg_, not a role Lakebase reserves"

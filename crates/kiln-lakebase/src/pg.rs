@@ -224,17 +224,27 @@ pub async fn try_connect(socket_dir: &Path) -> Option<tokio_postgres::Client> {
 
 /// A control connection to an endpoint's postmaster as the superuser.
 pub async fn connect(socket_dir: &Path, dbname: &str) -> Result<tokio_postgres::Client> {
+    connect_as(socket_dir, dbname, SUPERUSER)
+        .await
+        .map_err(|e| Error::internal("connect to an endpoint", e))
+}
+
+/// A connection as `user` over the endpoint's private socket (which trusts
+/// its callers: only Kiln reaches it, after authenticating the user).
+pub async fn connect_as(
+    socket_dir: &Path,
+    dbname: &str,
+    user: &str,
+) -> std::result::Result<tokio_postgres::Client, tokio_postgres::Error> {
     let mut config = tokio_postgres::Config::new();
     config
         .host_path(socket_dir)
         .port(SOCKET_PORT)
-        .user(SUPERUSER)
+        .user(user)
         .dbname(dbname)
+        .application_name("kiln")
         .connect_timeout(std::time::Duration::from_secs(5));
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| Error::internal("connect to an endpoint", e))?;
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
     tokio::spawn(async move {
         let _ = connection.await;
     });

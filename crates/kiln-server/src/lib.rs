@@ -42,6 +42,7 @@ use state::{AppState, Shared};
 pub fn app(state: AppState) -> Router {
     routes::router(routes::endpoints())
         .merge(ui::router())
+        .merge(routes::postgres_data_api::router())
         .fallback(routes::fallback)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

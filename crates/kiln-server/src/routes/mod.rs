@@ -7,6 +7,7 @@ mod clusters;
 mod clusters_convert;
 mod clusters_v12;
 mod commands;
+mod data_api_http;
 mod dbfs;
 mod files;
 mod files_multipart;
@@ -20,6 +21,7 @@ pub(crate) mod pipelines;
 mod postgres;
 mod postgres_compute;
 mod postgres_convert;
+pub(crate) mod postgres_data_api;
 mod postgres_roles;
 mod postgres_snapshots;
 mod postgres_trash;
@@ -122,6 +124,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(files_multipart::endpoints());
     all.extend(postgres::endpoints());
     all.extend(postgres_roles::endpoints());
+    all.extend(postgres_data_api::endpoints());
     all.extend(postgres_snapshots::endpoints());
     all.extend(planned_endpoints());
     all

@@ -142,26 +142,6 @@ pub fn endpoints() -> Vec<Endpoint> {
         ),
         todo_ep(
             M::POST,
-            format!("{b}/databases/{{database}}/data-api"),
-            "postgres/create_data_api",
-        ),
-        todo_ep(
-            M::GET,
-            format!("{b}/databases/{{database}}/data-api"),
-            "postgres/get_data_api",
-        ),
-        todo_ep(
-            M::PATCH,
-            format!("{b}/databases/{{database}}/data-api"),
-            "postgres/update_data_api",
-        ),
-        todo_ep(
-            M::DELETE,
-            format!("{b}/databases/{{database}}/data-api"),
-            "postgres/delete_data_api",
-        ),
-        todo_ep(
-            M::POST,
             format!("{b}/databases/{{database}}/cdf-configs"),
             "postgres/create_cdf_config",
         ),
