@@ -64,6 +64,21 @@ class Server:
             raise RuntimeError(f"{method} {path}: {r.status_code} {r.text}")
         return r.json()
 
+    def wait(self, op):
+        """Polls a long-running operation until it is done."""
+        deadline = time.time() + 600
+        while not op.get("done"):
+            if time.time() > deadline:
+                raise RuntimeError(f"operation {op.get('name')} did not finish")
+            time.sleep(0.1)
+            op = self.api("GET", op["name"])
+        if "error" in op:
+            raise RuntimeError(f"operation {op.get('name')} failed: {op['error']}")
+        return op
+
+    def create(self, path, **kw):
+        return self.wait(self.api("POST", path, **kw))
+
     def endpoint(self, project, branch="production", ep="primary"):
         return self.api("GET", f"projects/{project}/branches/{branch}/endpoints/{ep}")
 
@@ -97,7 +112,7 @@ def suspend_quickly(srv, project, branch="production"):
 
 def cold_start(srv, runs):
     project = "cold"
-    srv.api("POST", f"projects?project_id={project}", json={"spec": {}})
+    srv.create(f"projects?project_id={project}", json={"spec": {}})
     suspend_quickly(srv, project)
     ep = srv.endpoint(project)
     times = []
@@ -131,15 +146,15 @@ def branching(srv, sizes):
     out = []
     for size in sizes:
         project = f"size-{size}"
-        srv.api("POST", f"projects?project_id={project}", json={"spec": {}})
+        srv.create(f"projects?project_id={project}", json={"spec": {}})
         actual = fill(srv, project, size)
         t0 = time.perf_counter()
-        srv.api("POST", f"projects/{project}/branches?branch_id=online", json={"spec": {"no_expiry": True}})
+        srv.create(f"projects/{project}/branches?branch_id=online", json={"spec": {"no_expiry": True}})
         online = time.perf_counter() - t0
         suspend_quickly(srv, project)
         wait_state(srv, project, "production", "IDLE")
         t0 = time.perf_counter()
-        srv.api("POST", f"projects/{project}/branches?branch_id=offline", json={"spec": {"no_expiry": True}})
+        srv.create(f"projects/{project}/branches?branch_id=offline", json={"spec": {"no_expiry": True}})
         offline = time.perf_counter() - t0
         out.append((actual, online, offline))
         srv.api("DELETE", f"projects/{project}")
@@ -161,18 +176,115 @@ def tps(cmd, env):
     return float(m.group(1)) if m else float("nan")
 
 
-def pgbench_compare(srv, seconds):
+def postmaster_args(ep_uid: str) -> tuple[Path, list[str]]:
+    """The endpoint's postgres binary and its `-c` settings (from /proc), to copy into the baseline."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        argv = [a.decode(errors="replace") for a in argv if a]
+        if argv and argv[0].endswith("/postgres") and any(ep_uid in a for a in argv):
+            keep, i = [], 1
+            while i < len(argv):
+                if argv[i] == "-c" and i + 1 < len(argv):
+                    key = argv[i + 1].split("=", 1)[0]
+                    if key not in {"listen_addresses", "unix_socket_directories", "port", "hba_file", "ident_file",
+                                   "config_file", "data_directory", "external_pid_file"}:
+                        keep += ["-c", argv[i + 1]]
+                    i += 2
+                else:
+                    i += 1
+            return Path(argv[0]), keep
+    raise RuntimeError(f"no postmaster of {ep_uid}")
+
+
+class TlsBaseline:
+    """A fair TLS baseline for the proxy: the same Postgres binary and settings as the endpoint and the
+    same pgbench data, in a cluster of its own with `ssl = on` on a TCP port (for the bench only)."""
+
+    def __init__(self, srv, ep, scale):
+        self.postgres, settings = postmaster_args(ep["uid"])
+        bindir = self.postgres.parent
+        self.dir = srv.lb_root / "tls-baseline"
+        self.dir.mkdir()
+        as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if as_pg:
+            shutil.chown(self.dir, "postgres", "postgres")
+        run = lambda cmd: subprocess.run([*as_pg, *cmd], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run([str(bindir / "initdb"), "-D", str(self.dir / "data"), "-U", "admin", "--auth=trust"])
+        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", str(self.dir / "server.key"), "-out", str(self.dir / "server.crt"), "-subj", "/CN=localhost",
+             "-days", "1"])
+        self.port = free_port()
+        self.proc = subprocess.Popen([*as_pg, str(self.postgres), "-D", str(self.dir / "data"), "-p", str(self.port),
+                                      "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.dir}",
+                                      "-c", "ssl=on", "-c", f"ssl_cert_file={self.dir / 'server.crt'}",
+                                      "-c", f"ssl_key_file={self.dir / 'server.key'}", *settings],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while subprocess.run(["pg_isready", "-h", str(self.dir), "-p", str(self.port)], capture_output=True).returncode:
+            if time.time() > deadline:
+                raise RuntimeError("the TLS baseline postgres did not start")
+            time.sleep(0.1)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        subprocess.run(["pgbench", "-i", "-q", "-s", str(scale), "-h", str(self.dir), "-p", str(self.port), "-U", "admin",
+                        "postgres"], env=self.env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.args = ["-h", "127.0.0.1", "-p", str(self.port), "-U", "admin", "postgres"]
+        self.tls_env = dict(self.env, PGSSLMODE="require")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def latencies(cmd, env, seconds, work: Path) -> tuple[float, float]:
+    """p50 and p99 (ms) of `SELECT 1` from one client, from pgbench's per-transaction log."""
+    script = work / "select1.sql"
+    script.write_text("SELECT 1;\n")
+    prefix = work / f"lat-{uuid.uuid4().hex[:6]}"
+    subprocess.run([*cmd[:1], "-n", "-c", "1", "-j", "1", "-T", str(seconds), "-f", str(script), "-l",
+                    f"--log-prefix={prefix}", *cmd[1:]], env=env, check=True, capture_output=True, cwd=work)
+    values = []
+    for log in work.glob(f"{prefix.name}*"):
+        values += [int(line.split()[2]) / 1000 for line in log.read_text().splitlines() if line.strip()]
+        log.unlink()
+    values.sort()
+    return values[len(values) // 2], values[int(len(values) * 0.99)]
+
+
+def pgbench_compare(srv, seconds, rounds):
+    """Select-only tps (8 clients; the median of `rounds` interleaved runs) and `SELECT 1` latency:
+    through the proxy, TLS directly to Postgres, and on the Unix socket."""
     project = "pgb"
-    srv.api("POST", f"projects?project_id={project}", json={"spec": {}})
+    srv.create(f"projects?project_id={project}", json={"spec": {}})
     fill(srv, project, 15)
     ep = srv.endpoint(project)
     args, env = pgbench_env(srv, ep)
     common = ["pgbench", "-S", "-n", "-c", "8", "-j", "2", "-T", str(seconds)]
-    proxy = tps([*common, *args, "databricks_postgres"], env)
     socket_dir = srv.lb_root / "lakebase" / "e" / ep["uid"] / "s"
     direct_env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    direct = tps([*common, "-h", str(socket_dir), "-U", "admin", "databricks_postgres"], direct_env)
-    return proxy, direct
+    socket_args = ["-h", str(socket_dir), "-U", "admin", "databricks_postgres"]
+    baseline = TlsBaseline(srv, ep, 1)
+    work = Path(tempfile.mkdtemp(prefix="kiln-bench-lat-"))
+    try:
+        runs = {"proxy": [], "tls": [], "socket": []}
+        for _ in range(rounds):  # interleaved, so drifts of the machine's load hit all three alike
+            runs["proxy"].append(tps([*common, *args, "databricks_postgres"], env))
+            runs["tls"].append(tps([*common, *baseline.args], baseline.tls_env))
+            runs["socket"].append(tps([*common, *socket_args], direct_env))
+        out = {
+            **{k: statistics.median(v) for k, v in runs.items()},
+            "lat_proxy": latencies(["pgbench", *args, "databricks_postgres"], env, seconds, work),
+            "lat_tls": latencies(["pgbench", *baseline.args], baseline.tls_env, seconds, work),
+            "lat_socket": latencies(["pgbench", *socket_args], direct_env, seconds, work),
+        }
+    finally:
+        baseline.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return out
 
 
 def main() -> int:
@@ -180,24 +292,35 @@ def main() -> int:
     ap.add_argument("--sizes-mb", default="100,1000")
     ap.add_argument("--cold-runs", type=int, default=10)
     ap.add_argument("--pgbench-seconds", type=int, default=10)
+    ap.add_argument("--pgbench-rounds", type=int, default=3)
+    ap.add_argument("--only", default="cold,branching,pgbench", help="comma-separated parts to run")
     a = ap.parse_args()
     if not shutil.which("pgbench"):
         print("pgbench not found (apt-get install postgresql)", file=sys.stderr)
         return 2
+    parts = set(a.only.split(","))
     srv = Server()
     try:
-        cold = cold_start(srv, a.cold_runs)
-        print(f"cold start (IDLE -> first SELECT 1 result, {len(cold)} runs): median {statistics.median(cold):.0f} ms, "
-              f"min {min(cold):.0f} ms, max {max(cold):.0f} ms  (target <= 300 ms)")
-        strategy = "reflink" if reflink_supported(srv.lb_root) else "full copy (no reflink on this filesystem)"
-        print(f"branch clone strategy: {strategy}")
-        for actual, online, offline in branching(srv, [int(s) for s in a.sizes_mb.split(",") if s]):
-            print(f"branch of a {actual:.0f} MB database: parent running (online backup) {online:.2f} s, "
-                  f"parent suspended (offline copy) {offline:.2f} s")
-        proxy, direct = pgbench_compare(srv, a.pgbench_seconds)
-        overhead = (1 - proxy / direct) * 100
-        print(f"pgbench -S, 8 clients: through the proxy (TLS) {proxy:.0f} tps, direct on the socket {direct:.0f} tps "
-              f"-> proxy overhead {overhead:.1f} % (target <= 10 %)")
+        if "cold" in parts:
+            cold = cold_start(srv, a.cold_runs)
+            print(f"cold start (IDLE -> first SELECT 1 result, {len(cold)} runs): median {statistics.median(cold):.0f} "
+                  f"ms, min {min(cold):.0f} ms, max {max(cold):.0f} ms  (target <= 300 ms)")
+        if "branching" in parts:
+            strategy = "reflink" if reflink_supported(srv.lb_root) else "full copy (no reflink on this filesystem)"
+            print(f"branch clone strategy: {strategy}")
+            for actual, online, offline in branching(srv, [int(s) for s in a.sizes_mb.split(",") if s]):
+                print(f"branch of a {actual:.0f} MB database: parent running (online backup) {online:.2f} s, "
+                      f"parent suspended (offline copy) {offline:.2f} s")
+        if "pgbench" in parts:
+            r = pgbench_compare(srv, a.pgbench_seconds, a.pgbench_rounds)
+            print(f"pgbench -S, 8 clients, median of {a.pgbench_rounds} interleaved runs: through the proxy (TLS) {r['proxy']:.0f} tps, TLS directly to Postgres "
+                  f"{r['tls']:.0f} tps, Unix socket {r['socket']:.0f} tps -> proxy vs TLS-direct "
+                  f"{(1 - r['proxy'] / r['tls']) * 100:+.1f} % lost (target <= 10 %), vs socket "
+                  f"{(1 - r['proxy'] / r['socket']) * 100:+.1f} % lost (target <= 25 %)")
+            (p50, p99), (t50, t99), (s50, s99) = r["lat_proxy"], r["lat_tls"], r["lat_socket"]
+            print(f"SELECT 1 latency, one client (p50 / p99): proxy {p50:.3f} / {p99:.3f} ms, TLS direct "
+                  f"{t50:.3f} / {t99:.3f} ms, socket {s50:.3f} / {s99:.3f} ms -> added by the proxy vs TLS direct "
+                  f"{p50 - t50:+.3f} / {p99 - t99:+.3f} ms")
     finally:
         srv.stop()
     return 0

@@ -37,9 +37,43 @@ fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
     }
 }
 
-/// Accepts connections until cancelled.
-pub async fn serve(
+/// Runs the proxy on a runtime of its own (one thread, in the blocking pool)
+/// until cancelled: a session's bytes are relayed by the thread that polled
+/// their readiness, with no hand-off between workers (which cost more than
+/// the relaying itself on small machines). Endpoints are woken on `main`, the
+/// runtime that owns their postmasters.
+pub fn spawn(
     lakebase: Arc<Lakebase>,
+    listener: std::net::TcpListener,
+    tls: Arc<ServerConfig>,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let main = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("kiln-pg-proxy")
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the Postgres proxy's runtime");
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            match TcpListener::from_std(listener) {
+                Ok(listener) => serve(lakebase, main, listener, tls, cancel).await,
+                Err(e) => tracing::error!(error = %e, "cannot use the Postgres proxy's listener"),
+            }
+        });
+    })
+}
+
+/// Accepts connections until cancelled.
+async fn serve(
+    lakebase: Arc<Lakebase>,
+    main: tokio::runtime::Handle,
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     cancel: CancellationToken,
@@ -58,8 +92,9 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (lakebase, acceptor, keys, cancel) = (
+        let (lakebase, main, acceptor, keys, cancel) = (
             lakebase.clone(),
+            main.clone(),
             acceptor.clone(),
             keys.clone(),
             cancel.clone(),
@@ -67,7 +102,7 @@ pub async fn serve(
         connections.spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                r = handle(lakebase, stream, acceptor, keys) => {
+                r = handle(Waker { lakebase, main }, stream, acceptor, keys) => {
                     if let Err(e) = r {
                         tracing::debug!(%peer, error = %e, "postgres proxy connection ended");
                     }
@@ -93,8 +128,24 @@ fn code_of(body: &[u8]) -> i32 {
     i32::from_be_bytes([body[0], body[1], body[2], body[3]])
 }
 
-async fn handle(
+/// Lakebase, and the runtime endpoints are woken on.
+struct Waker {
     lakebase: Arc<Lakebase>,
+    main: tokio::runtime::Handle,
+}
+
+impl Waker {
+    async fn wake(&self, uid: &str) -> kiln_core::Result<(PathBuf, crate::service::Busy)> {
+        let (lakebase, uid) = (self.lakebase.clone(), uid.to_string());
+        self.main
+            .spawn(async move { lakebase.wake(&uid).await })
+            .await
+            .map_err(|e| kiln_core::Error::internal("wake an endpoint", e))?
+    }
+}
+
+async fn handle(
+    lakebase: Waker,
     mut stream: TcpStream,
     acceptor: TlsAcceptor,
     keys: CancelMap,
@@ -127,12 +178,13 @@ async fn handle(
 
 /// Authenticates, wakes the endpoint and relays the session.
 async fn login<S: AsyncRead + AsyncWrite + Unpin>(
-    lakebase: &Lakebase,
+    waker: &Waker,
     client: &mut S,
     startup: &[u8],
     sni: Option<&str>,
     keys: &CancelMap,
 ) -> Result<(), Refusal> {
+    let lakebase = &waker.lakebase;
     let mut params = parse_startup(startup)?;
     let user = params
         .get("user")
@@ -160,7 +212,7 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             lakebase
                 .check_native_login(&endpoint, &user, &password)
                 .map_err(|m| refuse("28P01", m))?;
-            return relay(lakebase, client, &endpoint, &user, &params, keys).await;
+            return relay(waker, client, &endpoint, &user, &params, keys).await;
         }
     };
     if credential.identity != user || user == pg::SUPERUSER {
@@ -188,19 +240,20 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             format!("password authentication failed for user \"{user}\": the credential was issued for another project"),
         ));
     }
-    relay(lakebase, client, &endpoint, &user, &params, keys).await
+    relay(waker, client, &endpoint, &user, &params, keys).await
 }
 
 /// Wakes the endpoint, logs in over its socket as `user` and relays the session.
 async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
-    lakebase: &Lakebase,
+    waker: &Waker,
     client: &mut S,
     endpoint: &crate::model::EndpointRecord,
     user: &str,
     params: &BTreeMap<String, String>,
     keys: &CancelMap,
 ) -> Result<(), Refusal> {
-    let (socket_dir, busy) = lakebase.wake(&endpoint.uid).await.map_err(|e| {
+    let lakebase = &waker.lakebase;
+    let (socket_dir, busy) = waker.wake(&endpoint.uid).await.map_err(|e| {
         refuse(
             "57P03",
             format!("the endpoint could not be started: {}", e.message),

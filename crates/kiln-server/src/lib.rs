@@ -356,12 +356,13 @@ async fn start_lakebase(
         &kiln_core::tls::default_names(&config.server.tls_names),
     )?
     .into_config(&[])?;
-    match tokio::net::TcpListener::bind((config.host.as_str(), port)).await {
+    let bound = tokio::net::TcpListener::bind((config.host.as_str(), port))
+        .await
+        .and_then(|l| l.into_std());
+    match bound {
         Ok(listener) => {
             tracing::info!(port, "lakebase postgres proxy listening");
-            tasks.push(tokio::spawn(kiln_lakebase::proxy::serve(
-                lakebase, listener, tls, stop,
-            )));
+            tasks.push(kiln_lakebase::proxy::spawn(lakebase, listener, tls, stop));
         }
         Err(e) => tracing::error!(
             port,
