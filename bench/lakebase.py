@@ -30,11 +30,29 @@ import requests
 from bench import default_bin, free_port  # the shared helpers of bench/bench.py
 
 
+class XfsImage:
+    """An XFS filesystem with reflinks on a loop image (root only): where branches clone in O(1)."""
+
+    def __init__(self, size_gb: int):
+        self.dir = Path(tempfile.mkdtemp(prefix="kiln-bench-xfs-"))
+        self.image, self.mount = self.dir / "lakebase.xfs", self.dir / "mnt"
+        self.mount.mkdir()
+        subprocess.run(["truncate", "-s", f"{size_gb}G", str(self.image)], check=True)
+        subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(self.image)], check=True)
+        subprocess.run(["mount", "-o", "loop", str(self.image), str(self.mount)], check=True)
+        self.dir.chmod(0o755)
+        self.mount.chmod(0o755)
+
+    def stop(self):
+        subprocess.run(["umount", str(self.mount)], check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class Server:
-    def __init__(self):
+    def __init__(self, under: Path = Path("/tmp")):
         self.work = Path(tempfile.mkdtemp(prefix="kiln-bench-lb-"))
         self.work.chmod(0o711)  # reachable by the unprivileged users user code runs as (when root)
-        self.lb_root = Path(f"/tmp/kiln-bench-lakebase-{uuid.uuid4().hex[:8]}")
+        self.lb_root = under / f"kiln-bench-lakebase-{uuid.uuid4().hex[:8]}"
         self.lb_root.mkdir(mode=0o755)
         os.chmod(self.lb_root, 0o755)
         self.port, self.pg_port = free_port(), free_port()
@@ -293,14 +311,19 @@ def main() -> int:
     ap.add_argument("--cold-runs", type=int, default=10)
     ap.add_argument("--pgbench-seconds", type=int, default=10)
     ap.add_argument("--pgbench-rounds", type=int, default=3)
+    ap.add_argument("--xfs-gb", type=int, default=0,
+                    help="put Lakebase's data on an XFS loop image of this size (root; needs xfsprogs)")
     ap.add_argument("--only", default="cold,branching,pgbench", help="comma-separated parts to run")
     a = ap.parse_args()
     if not shutil.which("pgbench"):
         print("pgbench not found (apt-get install postgresql)", file=sys.stderr)
         return 2
     parts = set(a.only.split(","))
-    srv = Server()
+    xfs = XfsImage(a.xfs_gb) if a.xfs_gb else None
+    srv = Server(xfs.mount if xfs else Path("/tmp"))
     try:
+        if xfs:
+            print(f"Lakebase data on an XFS loop image ({a.xfs_gb} GB, reflink=1)")
         if "cold" in parts:
             cold = cold_start(srv, a.cold_runs)
             print(f"cold start (IDLE -> first SELECT 1 result, {len(cold)} runs): median {statistics.median(cold):.0f} "
@@ -310,7 +333,7 @@ def main() -> int:
             print(f"branch clone strategy: {strategy}")
             for actual, online, offline in branching(srv, [int(s) for s in a.sizes_mb.split(",") if s]):
                 print(f"branch of a {actual:.0f} MB database: parent running (online backup) {online:.2f} s, "
-                      f"parent suspended (offline copy) {offline:.2f} s")
+                      f"parent suspended (woken for the copy) {offline:.2f} s")
         if "pgbench" in parts:
             r = pgbench_compare(srv, a.pgbench_seconds, a.pgbench_rounds)
             print(f"pgbench -S, 8 clients, median of {a.pgbench_rounds} interleaved runs: through the proxy (TLS) {r['proxy']:.0f} tps, TLS directly to Postgres "
@@ -323,6 +346,8 @@ def main() -> int:
                   f"{p50 - t50:+.3f} / {p99 - t99:+.3f} ms")
     finally:
         srv.stop()
+        if xfs:
+            xfs.stop()
     return 0
 
 

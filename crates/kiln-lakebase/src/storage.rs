@@ -98,12 +98,12 @@ pub async fn clone_online(
     let (start, stop) = if pg.install.major >= 15 {
         (
             "SELECT pg_backup_start('kiln-branch', true)",
-            "SELECT lsn::text, labelfile FROM pg_backup_stop(true)",
+            "SELECT lsn::text, labelfile FROM pg_backup_stop(false)",
         )
     } else {
         (
             "SELECT pg_start_backup('kiln-branch', true, false)",
-            "SELECT lsn::text, labelfile FROM pg_stop_backup(false, true)",
+            "SELECT lsn::text, labelfile FROM pg_stop_backup(false, false)",
         )
     };
     client
@@ -118,7 +118,9 @@ pub async fn clone_online(
     copied?;
     let lsn: String = row.get(0);
     let label: String = row.get(1);
-    // The WAL written up to the stop point (pg_backup_stop waited for its archiving).
+    // The WAL written up to the stop point, copied now rather than waited for
+    // in the archive (pg_backup_stop polls archiving once a second): a segment
+    // archived and recycled meanwhile is still found by restore_command.
     remove(&to.join("pg_wal"))?;
     pg.copy_tree(&from.join("pg_wal"), &to.join("pg_wal"))
         .await?;
