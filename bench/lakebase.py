@@ -3,7 +3,9 @@
   cold start   suspended endpoint -> first query result at a psycopg client, through the TLS proxy
   branching    create_branch time against database size (pgbench data), parent running (online
                backup) and suspended (offline copy); the clone strategy (reflink or copy) is reported
-  pgbench -S   select-only throughput through the proxy (TLS) vs directly on the endpoint's socket
+  autoscale    CU over time (status.current_cu) under a pgbench ramp: up when busy, down when quiet
+  pgbench -S   select-only throughput through the proxy (TLS) vs TLS directly to Postgres vs the socket,
+               and SELECT 1 latency p50/p99
 
 Usage:  python bench/lakebase.py [--sizes-mb 100,1000] [--cold-runs 10] [--pgbench-seconds 10]
 Env:    KILN_BIN (default target/release/kiln if present, else target/debug/kiln)
@@ -305,6 +307,44 @@ def pgbench_compare(srv, seconds, rounds):
     return out
 
 
+def autoscale(srv, stage_seconds):
+    """CU over time under a pgbench ramp (1, 2, 4, 8 clients, then idle) on an endpoint of 0.5-4 CU."""
+    import threading
+
+    project = "auto"
+    srv.create(f"projects?project_id={project}", json={"spec": {}})
+    name = f"projects/{project}/branches/production/endpoints/primary"
+    srv.wait(srv.api("PATCH", f"{name}?update_mask=spec.autoscaling_limit_min_cu,spec.autoscaling_limit_max_cu",
+                     json={"spec": {"endpoint_type": "ENDPOINT_TYPE_READ_WRITE", "autoscaling_limit_min_cu": 0.5,
+                                    "autoscaling_limit_max_cu": 4}}))
+    fill(srv, project, 15)
+    ep = srv.endpoint(project)
+    args, env = pgbench_env(srv, ep)
+    timeline, stage, stop = [], {"clients": 0}, threading.Event()
+    t0 = time.perf_counter()
+
+    def sample():
+        while not stop.is_set():
+            cu = srv.api("GET", name)["status"].get("current_cu")
+            timeline.append((time.perf_counter() - t0, stage["clients"], cu))
+            time.sleep(0.5)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    rates = []
+    try:
+        for clients in (1, 2, 4, 8):
+            stage["clients"] = clients
+            rates.append((clients, tps(["pgbench", "-S", "-n", "-c", str(clients), "-j", str(min(clients, 2)),
+                                         "-T", str(stage_seconds), *args, "databricks_postgres"], env)))
+        stage["clients"] = 0
+        time.sleep(3 * stage_seconds)
+    finally:
+        stop.set()
+        sampler.join()
+    return timeline, rates
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes-mb", default="100,1000")
@@ -313,7 +353,8 @@ def main() -> int:
     ap.add_argument("--pgbench-rounds", type=int, default=3)
     ap.add_argument("--xfs-gb", type=int, default=0,
                     help="put Lakebase's data on an XFS loop image of this size (root; needs xfsprogs)")
-    ap.add_argument("--only", default="cold,branching,pgbench", help="comma-separated parts to run")
+    ap.add_argument("--stage-seconds", type=int, default=8, help="length of each autoscaling ramp stage")
+    ap.add_argument("--only", default="cold,branching,autoscale,pgbench", help="comma-separated parts to run")
     a = ap.parse_args()
     if not shutil.which("pgbench"):
         print("pgbench not found (apt-get install postgresql)", file=sys.stderr)
@@ -334,6 +375,15 @@ def main() -> int:
             for actual, online, offline in branching(srv, [int(s) for s in a.sizes_mb.split(",") if s]):
                 print(f"branch of a {actual:.0f} MB database: parent running (online backup) {online:.2f} s, "
                       f"parent suspended (woken for the copy) {offline:.2f} s")
+        if "autoscale" in parts:
+            timeline, rates = autoscale(srv, a.stage_seconds)
+            print("autoscaling (0.5-4 CU), pgbench -S ramp: " + ", ".join(f"{c} clients {r:.0f} tps" for c, r in rates))
+            print("  t (s)  clients  current_cu")
+            last = None
+            for t, clients, cu in timeline:
+                if (clients, cu) != last:
+                    print(f"  {t:5.1f}  {clients:7d}  {cu}")
+                    last = (clients, cu)
         if "pgbench" in parts:
             r = pgbench_compare(srv, a.pgbench_seconds, a.pgbench_rounds)
             print(f"pgbench -S, 8 clients, median of {a.pgbench_rounds} interleaved runs: through the proxy (TLS) {r['proxy']:.0f} tps, TLS directly to Postgres "

@@ -167,6 +167,8 @@ opt!(
 );
 
 opt!(
+    /// `EndpointStatus`; `current_cu` is Kiln's: the compute units the running
+    /// endpoint has now (autoscaling).
     pub struct EndpointStatus {
         endpoint_id: String,
         endpoint_type: String,
@@ -179,6 +181,7 @@ opt!(
         hosts: EndpointHosts,
         host: String,
         last_active_time: String,
+        current_cu: f64,
     }
 );
 

@@ -27,6 +27,8 @@ pub struct Launch {
     pub min_cu: f64,
     pub max_cu: f64,
     pub replica: bool,
+    /// The cgroup the postmaster runs in (when Kiln can use cgroups).
+    pub cgroup: Option<crate::cgroups::Target>,
 }
 
 impl Launch {
@@ -79,6 +81,7 @@ pub struct Postmaster {
     child: Child,
     pub pid: u32,
     pub socket_dir: PathBuf,
+    cgroup: Option<crate::cgroups::Target>,
 }
 
 impl Postmaster {
@@ -109,14 +112,21 @@ impl Postmaster {
         let child =
             kiln_core::process::spawn(command).map_err(|e| Error::internal("start postgres", e))?;
         let pid = child.id().unwrap_or(0);
+        if let Some(cgroup) = &launch.cgroup {
+            cgroup.enter(pid);
+        }
         let mut postmaster = Self {
             child,
             pid,
             socket_dir: launch.socket_dir.clone(),
+            cgroup: launch.cgroup.clone(),
         };
         if let Err(e) = postmaster.wait_ready(&launch.log, timeout).await {
             postmaster.stop(Duration::from_secs(5)).await;
             return Err(e);
+        }
+        if let Some(cgroup) = &launch.cgroup {
+            cgroup.enter_children(pid);
         }
         Ok(postmaster)
     }
@@ -152,16 +162,18 @@ impl Postmaster {
 
     /// Fast shutdown (SIGINT), SIGKILL after `deadline`; reaps the process.
     pub async fn stop(&mut self, deadline: Duration) {
-        if self.exited() {
-            return;
+        if !self.exited() {
+            signal(self.pid, libc::SIGINT);
+            if tokio::time::timeout(deadline, self.child.wait())
+                .await
+                .is_err()
+            {
+                signal(self.pid, libc::SIGKILL);
+                let _ = self.child.wait().await;
+            }
         }
-        signal(self.pid, libc::SIGINT);
-        if tokio::time::timeout(deadline, self.child.wait())
-            .await
-            .is_err()
-        {
-            signal(self.pid, libc::SIGKILL);
-            let _ = self.child.wait().await;
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.cgroups.remove(&cgroup.uid);
         }
     }
 }
@@ -232,6 +244,7 @@ mod tests {
             min_cu: 1.0,
             max_cu: 2.0,
             replica: false,
+            cgroup: None,
         };
         let args = launch.args();
         assert!(args.contains(&"listen_addresses=".to_string()));

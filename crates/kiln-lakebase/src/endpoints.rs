@@ -6,11 +6,12 @@ use kiln_core::{time::now_ms, Error, ErrorCode, Result};
 use kiln_store::Write;
 
 use crate::compute::Postmaster;
-use crate::lifecycle::EndpointState;
+use crate::lifecycle::{EndpointEvent, EndpointState};
 use crate::model::{check_id, ComputeSettings, EndpointRecord, EndpointType};
 use crate::projects::new_endpoint;
-use crate::service::{not_found, Lakebase, ENDPOINT};
+use crate::service::{not_found, Lakebase, Runtime, ENDPOINT};
 use crate::storage;
+use std::sync::atomic::Ordering;
 
 #[derive(Debug, Clone)]
 pub struct NewEndpoint {
@@ -212,5 +213,34 @@ impl Lakebase {
                 r.endpoints.remove(&name);
             },
         )
+    }
+}
+
+impl Lakebase {
+    /// A recorded ACTIVE endpoint with no postgres (and no start under way):
+    /// DEGRADED, then started again.
+    pub(crate) async fn recover_lost(&self, ep: &EndpointRecord, runtime: &Runtime) -> Result<()> {
+        if ep.state != EndpointState::Active
+            || ep.disabled
+            || runtime.busy.load(Ordering::Acquire) > 0
+        {
+            return Ok(());
+        }
+        // Under the project's lock, so no delete or update runs meanwhile, and
+        // only if the record still says ACTIVE.
+        let Some(_lock) = self.try_lock_project(&ep.project_id) else {
+            return Ok(());
+        };
+        let current = self.read()?.endpoints.get(&ep.name()).cloned();
+        let still_lost = current.is_some_and(|e| e.state == EndpointState::Active && !e.disabled)
+            && runtime.process.try_lock().is_ok_and(|p| p.is_none());
+        if !still_lost {
+            return Ok(());
+        }
+        tracing::warn!(endpoint = %ep.name(), "recorded ACTIVE but not running: restarting it");
+        self.observe(&ep.name(), EndpointEvent::Lost)?;
+        let (_socket, busy) = self.wake(&ep.uid).await?;
+        drop(busy);
+        Ok(())
     }
 }

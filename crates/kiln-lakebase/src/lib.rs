@@ -2,7 +2,9 @@
 //! PostgreSQL servers that Kiln supervises, database credentials, and the TLS
 //! Postgres proxy that authenticates them and wakes suspended endpoints.
 
+pub mod autoscale;
 pub mod branches;
+pub mod cgroups;
 pub mod compute;
 pub mod credentials;
 pub mod data_api;

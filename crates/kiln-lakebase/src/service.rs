@@ -52,6 +52,10 @@ pub struct LakebaseConfig {
     pub secrets_key: Option<PathBuf>,
     /// How long a soft-deleted project or branch can be undeleted.
     pub deleted_retention: Duration,
+    /// CPU cores per compute unit (with 2 GiB of memory), and whether
+    /// endpoints run in cgroups that enforce them.
+    pub cpu_per_cu: f64,
+    pub cgroups: bool,
 }
 
 /// What Kiln keeps about every resource.
@@ -70,6 +74,7 @@ pub(crate) struct Runtime {
     pub sessions: AtomicUsize,
     pub busy: AtomicUsize,
     pub last_active_ms: AtomicI64,
+    pub scale: std::sync::Mutex<crate::autoscale::Scale>,
 }
 
 pub struct Lakebase {
@@ -78,6 +83,7 @@ pub struct Lakebase {
     pub(crate) trash: RwLock<BTreeMap<String, crate::trash::TrashEntry>>,
     pub(crate) snapshots: RwLock<BTreeMap<String, crate::snapshots::SnapshotRecord>>,
     pub(crate) cipher: Option<kiln_core::seal::Cipher>,
+    pub(crate) cgroups: Option<crate::cgroups::Cgroups>,
     pub config: LakebaseConfig,
     pub(crate) installs: Vec<Install>,
     pub(crate) user: Option<OsUser>,
@@ -156,6 +162,7 @@ impl Lakebase {
             trash: RwLock::new(trash),
             snapshots: RwLock::new(snapshots),
             cipher,
+            cgroups: crate::cgroups::for_root(&config.root, config.cgroups),
             installs: pg::installations(&config.pg_roots),
             user,
             layout: Layout {
@@ -246,7 +253,10 @@ impl Lakebase {
     }
 
     /// The project's lock if nobody holds it (the reconciler never waits).
-    fn try_lock_project(&self, project_id: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+    pub(crate) fn try_lock_project(
+        &self,
+        project_id: &str,
+    ) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         let lock = self
             .project_locks
             .lock()
@@ -317,6 +327,7 @@ impl Lakebase {
             min_cu: ep.settings.min_cu,
             max_cu: ep.settings.max_cu,
             replica,
+            cgroup: self.cgroup_target(ep),
         })
     }
 
@@ -426,33 +437,6 @@ impl Lakebase {
         })
     }
 
-    /// A recorded ACTIVE endpoint with no postgres (and no start under way):
-    /// DEGRADED, then started again.
-    async fn recover_lost(&self, ep: &EndpointRecord, runtime: &Runtime) -> Result<()> {
-        if ep.state != EndpointState::Active
-            || ep.disabled
-            || runtime.busy.load(Ordering::Acquire) > 0
-        {
-            return Ok(());
-        }
-        // Under the project's lock, so no delete or update runs meanwhile, and
-        // only if the record still says ACTIVE.
-        let Some(_lock) = self.try_lock_project(&ep.project_id) else {
-            return Ok(());
-        };
-        let current = self.read()?.endpoints.get(&ep.name()).cloned();
-        let still_lost = current.is_some_and(|e| e.state == EndpointState::Active && !e.disabled)
-            && runtime.process.try_lock().is_ok_and(|p| p.is_none());
-        if !still_lost {
-            return Ok(());
-        }
-        tracing::warn!(endpoint = %ep.name(), "recorded ACTIVE but not running: restarting it");
-        self.observe(&ep.name(), EndpointEvent::Lost)?;
-        let (_socket, busy) = self.wake(&ep.uid).await?;
-        drop(busy);
-        Ok(())
-    }
-
     /// Suspends endpoints idle past their timeout; notices crashed ones.
     pub async fn run_reconciler(self: Arc<Self>, cancel: CancellationToken) {
         loop {
@@ -476,16 +460,16 @@ impl Lakebase {
 
     async fn reconcile(&self, ep: &EndpointRecord) -> Result<()> {
         let runtime = self.runtime(&ep.uid);
-        let crashed = {
+        let (crashed, pid) = {
             let Ok(mut process) = runtime.process.try_lock() else {
                 return Ok(());
             };
-            match process.as_mut().map(|p| p.exited()) {
-                Some(true) => {
+            match process.as_mut().map(|p| (p.exited(), p.pid)) {
+                Some((true, _)) => {
                     *process = None;
-                    true
+                    (true, 0)
                 }
-                Some(false) => false,
+                Some((false, pid)) => (false, pid),
                 None => {
                     drop(process);
                     return self.recover_lost(ep, &runtime).await;
@@ -505,9 +489,9 @@ impl Lakebase {
             .is_some_and(|s| idle_ms >= (s as i64) * 1000);
         if (expired || ep.disabled) && in_use == 0 {
             tracing::info!(endpoint = %ep.name(), "suspending idle endpoint");
-            self.suspend(ep).await?;
+            return self.suspend(ep).await;
         }
-        Ok(())
+        self.autoscale(ep, &runtime, pid).await
     }
 
     /// Restarts endpoints recorded ACTIVE (after a Kiln restart).
@@ -544,6 +528,9 @@ impl Lakebase {
             if let Some(mut p) = runtime.process.lock().await.take() {
                 p.stop(Duration::from_secs(10)).await;
             }
+        }
+        if let Some(cgroups) = &self.cgroups {
+            cgroups.remove_all();
         }
     }
 

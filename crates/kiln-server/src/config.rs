@@ -113,6 +113,10 @@ pub struct LakebaseSection {
     pub operation_wait_ms: u64,
     /// How long a deleted (not purged) project or branch can be undeleted.
     pub deleted_retention_seconds: u64,
+    /// CPU cores per compute unit (each also gets 2 GiB of memory).
+    pub cpu_per_cu: f64,
+    /// Run endpoints in cgroups that enforce their CU (when Kiln may).
+    pub cgroups: bool,
 }
 
 impl Default for LakebaseSection {
@@ -127,6 +131,8 @@ impl Default for LakebaseSection {
             min_credential_seconds: 300,
             operation_wait_ms: 1000,
             deleted_retention_seconds: 7 * 24 * 3600,
+            cpu_per_cu: 1.0,
+            cgroups: true,
         }
     }
 }

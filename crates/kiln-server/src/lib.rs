@@ -332,6 +332,8 @@ fn lakebase_config(config: &Config, isolation: &Isolation) -> kiln_lakebase::Lak
         operation_wait: std::time::Duration::from_millis(section.operation_wait_ms),
         secrets_key: Some(config.data_dir.join("secrets.key")),
         deleted_retention: std::time::Duration::from_secs(section.deleted_retention_seconds),
+        cpu_per_cu: section.cpu_per_cu,
+        cgroups: section.cgroups,
     }
 }
 

@@ -139,6 +139,7 @@ pub fn endpoint(lb: &Lakebase, e: &EndpointRecord) -> wire::Endpoint {
         }),
         host: Some(host),
         last_active_time: Some(rfc3339(e.last_active_ms)),
+        current_cu: lb.current_cu(&e.uid),
     };
     wire::Endpoint {
         name: Some(e.name()),

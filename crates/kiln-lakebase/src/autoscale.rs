@@ -1,0 +1,235 @@
+//! Autoscaling: a running endpoint's compute units follow its load between
+//! `autoscaling_limit_min_cu` and `_max_cu`. Once a second the reconciler
+//! samples the CPU its processes used (`/proc`) and the memory of its cgroup;
+//! busy (> 70 % of its CPU, or > 80 % of its memory) doubles the CU, quiet
+//! for 5 s in a row (< 30 %) halves it. A change sets the cgroup limits
+//! (1 CU = 2 GiB and `cpu_per_cu` cores) and reloads `work_mem` and
+//! `effective_cache_size` without a restart. A new postmaster starts at the
+//! minimum.
+
+use std::time::Instant;
+
+use kiln_core::Result;
+
+use crate::cgroups::tree_cpu_seconds;
+use crate::model::EndpointRecord;
+use crate::pg;
+use crate::service::{Lakebase, Runtime};
+
+/// Lakebase's memory per compute unit.
+pub const MEMORY_PER_CU: u64 = 2 << 30;
+const SAMPLE_EVERY_MS: u128 = 1000;
+const QUIET_SAMPLES: u32 = 5;
+
+/// The autoscaler's view of one endpoint's running postmaster.
+#[derive(Debug, Clone, Default)]
+pub struct Scale {
+    /// The postmaster this state is about (a new one starts at the minimum).
+    pid: u32,
+    pub cu: f64,
+    last: Option<(Instant, f64)>,
+    quiet: u32,
+    /// Limits and settings still to apply for `cu`.
+    dirty: bool,
+}
+
+/// What one sample saw.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    pub cores: f64,
+    pub memory_fraction: Option<f64>,
+}
+
+/// The next CU for `load` (0.5 steps, within `[min, max]`); `quiet` counts
+/// the quiet samples in a row.
+pub fn next_cu(cu: f64, load: Load, min: f64, max: f64, cpu_per_cu: f64, quiet: &mut u32) -> f64 {
+    let cores = cu * cpu_per_cu;
+    let busy = load.cores > 0.7 * cores || load.memory_fraction.is_some_and(|m| m > 0.8);
+    let next = if busy {
+        *quiet = 0;
+        (cu * 2.0).max(cu + 0.5)
+    } else if load.cores < 0.3 * cores && load.memory_fraction.is_none_or(|m| m < 0.4) {
+        *quiet += 1;
+        if *quiet >= QUIET_SAMPLES {
+            *quiet = 0;
+            cu / 2.0
+        } else {
+            cu
+        }
+    } else {
+        *quiet = 0;
+        cu
+    };
+    ((next * 2.0).round() / 2.0).clamp(min, max.max(min))
+}
+
+/// `work_mem` and `effective_cache_size` for a CU.
+pub fn settings_for(cu: f64) -> [(&'static str, String); 2] {
+    let work_mem = (4.0 * cu).clamp(4.0, 256.0) as u64;
+    let cache = (cu * 0.75 * (MEMORY_PER_CU >> 20) as f64) as u64;
+    [
+        ("work_mem", format!("{work_mem}MB")),
+        ("effective_cache_size", format!("{}MB", cache.max(128))),
+    ]
+}
+
+impl Lakebase {
+    /// The cgroup an endpoint's postmaster starts in: at the minimum CU.
+    pub(crate) fn cgroup_target(&self, ep: &EndpointRecord) -> Option<crate::cgroups::Target> {
+        Some(crate::cgroups::Target {
+            cgroups: self.cgroups.clone()?,
+            uid: ep.uid.clone(),
+            cpus: ep.settings.min_cu * self.config.cpu_per_cu,
+            memory: (ep.settings.min_cu * MEMORY_PER_CU as f64) as u64,
+        })
+    }
+
+    /// The CU an endpoint runs with now (`None` when it is not running).
+    pub fn current_cu(&self, uid: &str) -> Option<f64> {
+        let runtime = self.runtime(uid);
+        let pid = runtime.process.try_lock().ok()?.as_ref()?.pid;
+        let scale = runtime.scale.lock().ok()?;
+        (scale.pid == pid).then_some(scale.cu)
+    }
+
+    /// One autoscaling step for a running endpoint (at most once a second).
+    pub(crate) async fn autoscale(
+        &self,
+        ep: &EndpointRecord,
+        runtime: &Runtime,
+        pid: u32,
+    ) -> Result<()> {
+        let now = Instant::now();
+        let Some(cpu) = tree_cpu_seconds(pid) else {
+            return Ok(());
+        };
+        let (min, max) = (ep.settings.min_cu, ep.settings.max_cu);
+        let change = {
+            let Ok(mut scale) = runtime.scale.lock() else {
+                return Ok(());
+            };
+            if scale.pid != pid {
+                *scale = Scale {
+                    pid,
+                    cu: min,
+                    last: Some((now, cpu)),
+                    quiet: 0,
+                    dirty: true,
+                };
+            }
+            let (at, used) = scale.last.unwrap_or((now, cpu));
+            let elapsed = now.duration_since(at);
+            if elapsed.as_millis() >= SAMPLE_EVERY_MS {
+                let load = Load {
+                    cores: (cpu - used).max(0.0) / elapsed.as_secs_f64(),
+                    memory_fraction: self.cgroups.as_ref().and_then(|c| {
+                        c.memory_usage(&ep.uid)
+                            .map(|m| m as f64 / (scale.cu * MEMORY_PER_CU as f64))
+                    }),
+                };
+                scale.last = Some((now, cpu));
+                let mut quiet = scale.quiet;
+                let next = next_cu(scale.cu, load, min, max, self.config.cpu_per_cu, &mut quiet);
+                scale.quiet = quiet;
+                if next != scale.cu {
+                    tracing::info!(endpoint = %ep.name(), from = scale.cu, to = next,
+                        cores = format!("{:.2}", load.cores), "autoscaling");
+                    scale.cu = next;
+                    scale.dirty = true;
+                }
+            }
+            scale.dirty.then_some(scale.cu)
+        };
+        if let Some(cu) = change {
+            // Applied once per change: a failure is logged, not retried every tick.
+            if let Ok(mut scale) = runtime.scale.lock() {
+                if scale.pid == pid && scale.cu == cu {
+                    scale.dirty = false;
+                }
+            }
+            if let Err(e) = self.apply_cu(ep, cu).await {
+                tracing::warn!(endpoint = %ep.name(), cu, error = %e.message, "apply a compute size");
+            }
+        }
+        Ok(())
+    }
+
+    /// The cgroup limits of `cu` and its settings (reloaded, no restart);
+    /// settings the endpoint pins in `pg_settings` are left alone.
+    async fn apply_cu(&self, ep: &EndpointRecord, cu: f64) -> Result<()> {
+        if let Some(cgroups) = &self.cgroups {
+            let memory = (cu * MEMORY_PER_CU as f64) as u64;
+            if let Err(e) = cgroups.set_limits(&ep.uid, cu * self.config.cpu_per_cu, memory) {
+                tracing::warn!(endpoint = %ep.name(), error = %e.message, "set cgroup limits");
+            }
+        }
+        let statements: Vec<String> = settings_for(cu)
+            .into_iter()
+            .filter(|(key, _)| !ep.settings.pg_settings.contains_key(*key))
+            .map(|(key, value)| format!("ALTER SYSTEM SET {key} = {}", pg::literal(&value)))
+            .collect();
+        if statements.is_empty() {
+            return Ok(());
+        }
+        let client = pg::connect(&self.layout.socket_dir(&ep.uid), "postgres").await?;
+        // One statement per query: ALTER SYSTEM cannot run in a transaction block.
+        for sql in statements
+            .iter()
+            .map(String::as_str)
+            .chain(["SELECT pg_reload_conf()"])
+        {
+            pg::execute(&client, sql).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(cores: f64) -> Load {
+        Load {
+            cores,
+            memory_fraction: None,
+        }
+    }
+
+    #[test]
+    fn busy_doubles_quiet_halves_within_limits() {
+        let mut quiet = 0;
+        // 1 CU = 0.5 cores here: 0.45 cores is busy
+        assert_eq!(next_cu(1.0, load(0.45), 0.5, 4.0, 0.5, &mut quiet), 2.0);
+        assert_eq!(next_cu(2.0, load(0.9), 0.5, 4.0, 0.5, &mut quiet), 4.0);
+        assert_eq!(next_cu(4.0, load(2.0), 0.5, 4.0, 0.5, &mut quiet), 4.0);
+        assert_eq!(next_cu(0.5, load(0.3), 0.5, 4.0, 0.5, &mut quiet), 1.0);
+        // between the thresholds: stays
+        assert_eq!(next_cu(2.0, load(0.5), 0.5, 4.0, 0.5, &mut quiet), 2.0);
+        // quiet: halves after five quiet samples in a row, never below the minimum
+        let mut cu = 4.0;
+        for i in 1..=4 {
+            cu = next_cu(cu, load(0.01), 0.5, 4.0, 0.5, &mut quiet);
+            assert_eq!((cu, quiet), (4.0, i));
+        }
+        assert_eq!(next_cu(cu, load(0.01), 0.5, 4.0, 0.5, &mut quiet), 2.0);
+        assert_eq!(quiet, 0);
+        quiet = 10;
+        assert_eq!(next_cu(0.5, load(0.0), 0.5, 4.0, 0.5, &mut quiet), 0.5);
+        // memory pressure scales up too
+        let full = Load {
+            cores: 0.0,
+            memory_fraction: Some(0.9),
+        };
+        assert_eq!(next_cu(1.0, full, 0.5, 4.0, 0.5, &mut quiet), 2.0);
+        // a fixed size never moves
+        assert_eq!(next_cu(2.0, load(5.0), 2.0, 2.0, 0.5, &mut quiet), 2.0);
+    }
+
+    #[test]
+    fn settings_follow_the_cu() {
+        assert_eq!(settings_for(0.5)[0].1, "4MB");
+        assert_eq!(settings_for(4.0)[0].1, "16MB");
+        assert_eq!(settings_for(1.0)[1].1, "1536MB");
+        assert_eq!(settings_for(8.0)[1].1, "12288MB");
+    }
+}
