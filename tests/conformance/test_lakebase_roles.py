@@ -6,6 +6,10 @@ databases copied into branches, databases created, renamed, re-owned and dropped
 
 from __future__ import annotations
 
+import socket
+import ssl
+import struct
+
 import psycopg
 import pytest
 from databricks.sdk.common.types.fieldmask import FieldMask
@@ -33,6 +37,23 @@ def password_login(kiln, endpoint, user, password, dbname=DB):
     return psycopg.connect(host=endpoint.status.hosts.host, hostaddr="127.0.0.1", port=kiln.pg_port, user=user,
                            password=password, dbname=dbname, sslmode="require", connect_timeout=30,
                            autocommit=True)  # fmt: skip
+
+
+def auth_request(kiln, endpoint, user):
+    """The authentication the proxy asks for (code, mechanisms) after a TLS startup as `user`."""
+    raw = socket.create_connection(("127.0.0.1", kiln.pg_port), timeout=30)
+    raw.sendall(struct.pack("!ii", 8, 80877103))
+    assert raw.recv(1) == b"S"
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    tls = context.wrap_socket(raw, server_hostname=endpoint.status.hosts.host)
+    params = b"user\0" + user.encode() + b"\0database\0" + DB.encode() + b"\0\0"
+    tls.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
+    kind, length = struct.unpack("!ci", tls.recv(5))
+    body = tls.recv(length - 4)
+    tls.close()
+    assert kind == b"R", (kind, body)
+    return struct.unpack("!i", body[:4])[0], body[4:]
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +91,10 @@ def test_a_password_role_logs_in_and_rotates(kiln, w, project):
         password_login(kiln, ep, "app_writer", password)
     with password_login(kiln, ep, "app_writer", rotated) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+    # the proxy asks a password role for SCRAM-SHA-256 (the password never crosses the wire), and an
+    # identity role for its Lakebase credential as a cleartext password inside TLS
+    assert auth_request(kiln, ep, "app_writer") == (10, b"SCRAM-SHA-256\0\0")
+    assert auth_request(kiln, ep, "admin") == (3, b"")
     # the password is sealed at rest: not in Kiln's store in clear
     db = (kiln.data_dir / "kiln.db").read_bytes() + (kiln.data_dir / "kiln.db-wal").read_bytes()
     assert rotated.encode() not in db

@@ -19,6 +19,7 @@ pub mod projects;
 pub mod proxy;
 pub mod roles;
 pub mod schedules;
+pub mod scram;
 pub mod service;
 pub mod snapshots;
 pub mod storage;

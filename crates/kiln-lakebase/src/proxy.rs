@@ -199,6 +199,20 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         ),
         None => None,
     };
+    // A password role of the named endpoint's branch authenticates with
+    // SCRAM-SHA-256 (its password never crosses the wire); anyone else sends
+    // a Lakebase credential as a password (inside TLS).
+    if let Some(endpoint) = &named {
+        if let Some(password) = lakebase
+            .native_password(endpoint, &user)
+            .map_err(|m| refuse("28P01", m))?
+        {
+            crate::scram::authenticate(client, &password)
+                .await
+                .map_err(|m| refuse("28P01", format!("{m} for user \"{user}\"")))?;
+            return relay(waker, client, endpoint, &user, &params, keys).await;
+        }
+    }
     let password = ask_password(client).await?;
     let credential = match lakebase.credentials.check(&password) {
         Ok(credential) => credential,

@@ -280,13 +280,14 @@ impl Lakebase {
         })
     }
 
-    /// The proxy's check of a native Postgres password login.
-    pub fn check_native_login(
+    /// The password of `user` when it is a password role of the endpoint's
+    /// branch (`Ok(None)`: it is not); `Err` when native login is off for
+    /// the project.
+    pub fn native_password(
         &self,
         endpoint: &crate::model::EndpointRecord,
         user: &str,
-        password: &str,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<Option<String>, String> {
         let refused = || format!("password authentication failed for user \"{user}\"");
         let project = self.project(&endpoint.project_id).map_err(|_| refused())?;
         let role = read(&self.objects.roles)
@@ -297,17 +298,30 @@ impl Lakebase {
                     && r.postgres_role == user
                     && r.auth_method == PASSWORD
             })
-            .cloned()
-            .ok_or_else(refused)?;
+            .cloned();
+        let Some(role) = role else {
+            return Ok(None);
+        };
         if !project.enable_pg_native_login {
             return Err(format!(
                 "{}: native Postgres passwords are off for this project (enable_pg_native_login)",
                 refused()
             ));
         }
-        let expected = self
-            .reveal_role_password(&role.project_id, &role.branch_id, &role.role_id)
-            .map_err(|_| refused())?;
+        self.reveal_role_password(&role.project_id, &role.branch_id, &role.role_id)
+            .map(Some)
+            .map_err(|_| refused())
+    }
+
+    /// The proxy's check of a native Postgres password sent in clear (inside TLS).
+    pub fn check_native_login(
+        &self,
+        endpoint: &crate::model::EndpointRecord,
+        user: &str,
+        password: &str,
+    ) -> std::result::Result<(), String> {
+        let refused = || format!("password authentication failed for user \"{user}\"");
+        let expected = self.native_password(endpoint, user)?.ok_or_else(refused)?;
         let same = expected.len() == password.len()
             && expected
                 .bytes()
