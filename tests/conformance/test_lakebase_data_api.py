@@ -23,7 +23,7 @@ from kiln_helpers import non_admin
 from test_lakebase import connect, create_project, pid, primary
 
 SETUP = """
-CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL UNIQUE, price numeric, kind text,
+CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL UNIQUE, price numeric, kind text DEFAULT 'misc',
                     tags text[] DEFAULT '{}', made_by text DEFAULT current_user);
 INSERT INTO items (name, price, kind) VALUES ('apple', 1.5, 'fruit'), ('pear', 2, 'fruit'),
        ('kale', 3.25, 'leaf'), ('bread', 4, NULL), ('jam''s', 5, 'jar');
@@ -37,6 +37,11 @@ CREATE FUNCTION add_them(a int, b int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SE
 CREATE FUNCTION cheaper_than(p numeric) RETURNS SETOF items LANGUAGE sql STABLE
     AS 'SELECT * FROM items WHERE price < p ORDER BY id';
 CREATE FUNCTION whoami() RETURNS text LANGUAGE sql STABLE AS 'SELECT current_user::text';
+CREATE FUNCTION sum_of(xs int[]) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT sum(x)::int FROM unnest(xs) x';
+CREATE FUNCTION nothing() RETURNS int LANGUAGE sql AS 'SELECT NULL::int';
+CREATE TABLE calls (n int);
+CREATE FUNCTION counted(OUT n int) RETURNS SETOF int LANGUAGE plpgsql AS
+    'BEGIN INSERT INTO calls VALUES (1); n := 7; RETURN NEXT; n := 8; RETURN NEXT; END';
 """
 
 
@@ -51,7 +56,7 @@ def setup(kiln, w):
     ep = primary(w, project_id)
     with connect(kiln, w, ep) as conn:
         conn.execute(SETUP)
-        conn.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON items, notes TO "{person["name"]}"')
+        conn.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON items, notes, calls TO "{person["name"]}"')
         conn.execute(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO "{person["name"]}"')
     database = f"{branch}/databases/databricks-postgres"
     api = w.postgres.create_data_api(parent=database, data_api=DataApi(spec=DataApiDataApiSpec(db_max_rows=100))).wait()
@@ -201,3 +206,33 @@ def test_max_rows_and_disabling(w, setup):
     api = w.postgres.create_data_api(parent=setup["database"], data_api=DataApi(spec=DataApiDataApiSpec())).wait()
     assert len(client(setup).from_("items").select("id").execute().data) == n
     assert api.status.url == setup["api"].status.url
+
+
+def test_postgrest_extras(kiln, w, setup):
+    c = client(setup)
+    url, auth = setup["api"].status.url, {"Authorization": f"Bearer {setup['token']}"}
+    # full-text search and quantified patterns
+    assert [r["name"] for r in c.from_("items").select("name").fts("name", "apple").execute().data] == ["apple"]
+    found = c.from_("items").select("name").like_any_of("name", "ap*,pe*").order("name").execute().data
+    assert [r["name"] for r in found] == ["apple", "pear"]
+    # missing=default: a key an object lacks takes the column default (not NULL)
+    rows = c.from_("items").insert([{"name": "m1", "kind": "x"}, {"name": "m2"}], default_to_null=False).execute().data
+    assert sorted((r["name"], r["kind"]) for r in rows) == [("m1", "x"), ("m2", "misc")]
+    rows = c.from_("items").insert([{"name": "n1", "kind": "x"}, {"name": "n2"}]).execute().data
+    assert sorted((r["name"], r["kind"]) for r in rows) == [("n1", "x"), ("n2", None)]
+    # rpc: an array argument, a NULL scalar, OUT columns are not arguments, a counted set runs once
+    assert c.rpc("sum_of", {"xs": [1, 2, 3]}).execute().data == 6
+    r = requests.post(f"{url}/rpc/nothing", json={}, headers=auth, timeout=30)
+    assert r.status_code == 200 and r.json() is None
+    r = requests.post(f"{url}/rpc/counted?n=eq.8", json={}, headers={**auth, "Prefer": "count=exact"}, timeout=30)
+    assert r.status_code == 200 and r.json() == [{"n": 8}] and r.headers["Content-Range"] == "0-0/1", r.text
+    assert c.from_("calls").select("n", count="exact").execute().count == 1
+    # a backwards Range is unsatisfiable; offsets beyond the end answer no rows
+    r = requests.get(f"{url}/items", headers={**auth, "Range": "5-2"}, timeout=30)
+    assert r.status_code == 416
+    r = requests.get(f"{url}/items?offset=18446744073709551615", headers=auth, timeout=30)
+    assert r.status_code in (200, 400)
+    # nothing about a database is told before authentication
+    r = requests.get(f"{url.rsplit('/', 1)[0]}/no-such-db/items", timeout=30)
+    assert r.status_code == 401
+

@@ -1,7 +1,8 @@
 //! Autoscaling: a running endpoint's compute units follow its load between
 //! `autoscaling_limit_min_cu` and `_max_cu`. Once a second the reconciler
-//! samples the CPU its processes used (`/proc`) and the memory of its cgroup;
-//! busy (> 70 % of its CPU, or > 80 % of its memory) doubles the CU, quiet
+//! samples the CPU its processes used (`/proc`), and its cgroup's memory and
+//! CPU throttling; busy (> 70 % of its CPU, > 80 % of its memory, or
+//! throttled in > 25 % of periods) doubles the CU, quiet
 //! for 5 s in a row (< 30 %) halves it. A change sets the cgroup limits
 //! (1 CU = 2 GiB and `cpu_per_cu` cores) and reloads `work_mem` and
 //! `effective_cache_size` without a restart. A new postmaster starts at the
@@ -20,6 +21,8 @@ use crate::service::{Lakebase, Runtime};
 pub const MEMORY_PER_CU: u64 = 2 << 30;
 const SAMPLE_EVERY_MS: u128 = 1000;
 const QUIET_SAMPLES: u32 = 5;
+const APPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The autoscaler's view of one endpoint's running postmaster.
 #[derive(Debug, Clone, Default)]
@@ -28,9 +31,13 @@ pub struct Scale {
     pid: u32,
     pub cu: f64,
     last: Option<(Instant, f64)>,
+    /// The cgroup's CPU periods and throttled periods at the last sample.
+    periods: Option<(u64, u64)>,
     quiet: u32,
-    /// Limits and settings still to apply for `cu`.
+    /// Limits and settings still to apply for `cu`, and when to try again
+    /// after a failure.
     dirty: bool,
+    retry_at: Option<Instant>,
 }
 
 /// What one sample saw.
@@ -38,17 +45,25 @@ pub struct Scale {
 pub struct Load {
     pub cores: f64,
     pub memory_fraction: Option<f64>,
+    /// The share of CPU periods in which the cgroup's quota throttled it
+    /// (it wanted more than its CU gives).
+    pub throttled: Option<f64>,
 }
 
 /// The next CU for `load` (0.5 steps, within `[min, max]`); `quiet` counts
 /// the quiet samples in a row.
 pub fn next_cu(cu: f64, load: Load, min: f64, max: f64, cpu_per_cu: f64, quiet: &mut u32) -> f64 {
     let cores = cu * cpu_per_cu;
-    let busy = load.cores > 0.7 * cores || load.memory_fraction.is_some_and(|m| m > 0.8);
+    let busy = load.cores > 0.7 * cores
+        || load.memory_fraction.is_some_and(|m| m > 0.8)
+        || load.throttled.is_some_and(|t| t > 0.25);
     let next = if busy {
         *quiet = 0;
         (cu * 2.0).max(cu + 0.5)
-    } else if load.cores < 0.3 * cores && load.memory_fraction.is_none_or(|m| m < 0.4) {
+    } else if load.cores < 0.3 * cores
+        && load.memory_fraction.is_none_or(|m| m < 0.4)
+        && load.throttled.is_none_or(|t| t < 0.05)
+    {
         *quiet += 1;
         if *quiet >= QUIET_SAMPLES {
             *quiet = 0;
@@ -113,20 +128,33 @@ impl Lakebase {
                     pid,
                     cu: min,
                     last: Some((now, cpu)),
+                    periods: None,
                     quiet: 0,
                     dirty: true,
+                    retry_at: None,
                 };
             }
             let (at, used) = scale.last.unwrap_or((now, cpu));
             let elapsed = now.duration_since(at);
             if elapsed.as_millis() >= SAMPLE_EVERY_MS {
+                let periods = self.cgroups.as_ref().and_then(|c| c.cpu_periods(&ep.uid));
+                let throttled = match (scale.periods, periods) {
+                    (Some((p0, t0)), Some((p1, t1))) if p1 > p0 => {
+                        Some(t1.saturating_sub(t0) as f64 / (p1 - p0) as f64)
+                    }
+                    _ => None,
+                };
+                scale.periods = periods;
                 let load = Load {
                     cores: (cpu - used).max(0.0) / elapsed.as_secs_f64(),
                     memory_fraction: self.cgroups.as_ref().and_then(|c| {
                         c.memory_usage(&ep.uid)
                             .map(|m| m as f64 / (scale.cu * MEMORY_PER_CU as f64))
                     }),
+                    throttled,
                 };
+                tracing::debug!(endpoint = %ep.name(), cu = scale.cu, cores = load.cores,
+                    throttled = ?load.throttled, memory = ?load.memory_fraction, "load sample");
                 scale.last = Some((now, cpu));
                 let mut quiet = scale.quiet;
                 let next = next_cu(scale.cu, load, min, max, self.config.cpu_per_cu, &mut quiet);
@@ -136,18 +164,32 @@ impl Lakebase {
                         cores = format!("{:.2}", load.cores), "autoscaling");
                     scale.cu = next;
                     scale.dirty = true;
+                    scale.retry_at = None;
                 }
             }
-            scale.dirty.then_some(scale.cu)
+            let due = scale.retry_at.is_none_or(|t| now >= t);
+            (scale.dirty && due).then_some(scale.cu)
         };
         if let Some(cu) = change {
-            // Applied once per change: a failure is logged, not retried every tick.
+            // Bounded: the reconciler serves every endpoint from one loop.
+            let applied = tokio::time::timeout(APPLY_TIMEOUT, self.apply_cu(ep, cu))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(kiln_core::Error::internal(
+                        "apply a compute size",
+                        "timed out",
+                    ))
+                });
             if let Ok(mut scale) = runtime.scale.lock() {
                 if scale.pid == pid && scale.cu == cu {
-                    scale.dirty = false;
+                    match &applied {
+                        Ok(()) => scale.dirty = false,
+                        // Tried again later, not on every tick.
+                        Err(_) => scale.retry_at = Some(Instant::now() + RETRY_AFTER),
+                    }
                 }
             }
-            if let Err(e) = self.apply_cu(ep, cu).await {
+            if let Err(e) = applied {
                 tracing::warn!(endpoint = %ep.name(), cu, error = %e.message, "apply a compute size");
             }
         }
@@ -159,9 +201,7 @@ impl Lakebase {
     async fn apply_cu(&self, ep: &EndpointRecord, cu: f64) -> Result<()> {
         if let Some(cgroups) = &self.cgroups {
             let memory = (cu * MEMORY_PER_CU as f64) as u64;
-            if let Err(e) = cgroups.set_limits(&ep.uid, cu * self.config.cpu_per_cu, memory) {
-                tracing::warn!(endpoint = %ep.name(), error = %e.message, "set cgroup limits");
-            }
+            cgroups.set_limits(&ep.uid, cu * self.config.cpu_per_cu, memory)?;
         }
         let statements: Vec<String> = settings_for(cu)
             .into_iter()
@@ -192,6 +232,7 @@ mod tests {
         Load {
             cores,
             memory_fraction: None,
+            throttled: None,
         }
     }
 
@@ -219,8 +260,16 @@ mod tests {
         let full = Load {
             cores: 0.0,
             memory_fraction: Some(0.9),
+            throttled: None,
         };
         assert_eq!(next_cu(1.0, full, 0.5, 4.0, 0.5, &mut quiet), 2.0);
+        // throttled by its quota (it wants more than it gets, e.g. on a crowded machine)
+        let held = Load {
+            cores: 0.2,
+            memory_fraction: None,
+            throttled: Some(0.6),
+        };
+        assert_eq!(next_cu(1.0, held, 0.5, 4.0, 0.5, &mut quiet), 2.0);
         // a fixed size never moves
         assert_eq!(next_cu(2.0, load(5.0), 2.0, 2.0, 0.5, &mut quiet), 2.0);
     }

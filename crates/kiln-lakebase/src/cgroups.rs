@@ -34,11 +34,12 @@ pub struct Target {
 }
 
 impl Target {
-    /// Limits, then the process: joined as soon as it is spawned.
+    /// The group, its limits, then the process: joined as soon as it is spawned.
     pub fn enter(&self, pid: u32) {
         let joined = self
             .cgroups
-            .set_limits(&self.uid, self.cpus, self.memory)
+            .create(&self.uid)
+            .and_then(|()| self.cgroups.set_limits(&self.uid, self.cpus, self.memory))
             .and_then(|()| self.cgroups.join(&self.uid, pid));
         if let Err(e) = joined {
             tracing::warn!(endpoint = %self.uid, error = %e.message, "join the endpoint's cgroup");
@@ -124,46 +125,71 @@ impl Cgroups {
         }
     }
 
-    /// Moves `pid` into the endpoint's group (made if missing).
+    /// Makes the endpoint's group.
+    pub fn create(&self, uid: &str) -> Result<()> {
+        self.dirs(uid).iter().try_for_each(|d| make_dir(d))
+    }
+
+    /// Moves `pid` (never 0: that would be Kiln itself) into the endpoint's group.
     pub fn join(&self, uid: &str, pid: u32) -> Result<()> {
+        if pid == 0 {
+            return Err(Error::invalid("no process to put in a cgroup"));
+        }
         for dir in self.dirs(uid) {
-            make_dir(&dir)?;
             write(&dir.join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())
     }
 
-    /// Sets the endpoint's CPU (in cores) and memory (bytes) limits.
+    /// Sets the CPU (in cores, at least a tenth of one) and memory limits of
+    /// an existing group: `memory` is where reclaim starts (v1 soft limit, v2
+    /// `memory.high`); the hard limit has 25 % more, so a burst is throttled
+    /// and seen by the autoscaler before the OOM killer acts.
     pub fn set_limits(&self, uid: &str, cpus: f64, memory: u64) -> Result<()> {
-        for dir in self.dirs(uid) {
-            make_dir(&dir)?;
-        }
-        let quota = ((cpus * PERIOD_US as f64) as u64).max(1000);
+        let quota = ((cpus * PERIOD_US as f64) as u64).max(PERIOD_US / 10);
+        let hard = memory.saturating_add(memory / 4);
         match &self.flavor {
             Flavor::V1 { cpu, memory: mem } => {
                 let dir = cpu.join(uid);
                 write(&dir.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
                 write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
-                write(
-                    &mem.join(uid).join("memory.limit_in_bytes"),
-                    &memory.to_string(),
-                )
+                let mem = mem.join(uid);
+                write(&mem.join("memory.limit_in_bytes"), &hard.to_string())?;
+                write(&mem.join("memory.soft_limit_in_bytes"), &memory.to_string())
             }
             Flavor::V2 { base } => {
                 let dir = base.join(uid);
                 write(&dir.join("cpu.max"), &format!("{quota} {PERIOD_US}"))?;
-                write(&dir.join("memory.max"), &memory.to_string())
+                write(&dir.join("memory.max"), &hard.to_string())?;
+                write(&dir.join("memory.high"), &memory.to_string())
             }
         }
     }
 
-    /// Memory the endpoint's processes use (bytes).
+    /// Memory the endpoint's processes use themselves (bytes): anonymous
+    /// memory, not the page cache (which fills any limit and is reclaimable).
     pub fn memory_usage(&self, uid: &str) -> Option<u64> {
-        let file = match &self.flavor {
-            Flavor::V1 { memory, .. } => memory.join(uid).join("memory.usage_in_bytes"),
-            Flavor::V2 { base } => base.join(uid).join("memory.current"),
+        let (file, key) = match &self.flavor {
+            Flavor::V1 { memory, .. } => (memory.join(uid).join("memory.stat"), "total_rss "),
+            Flavor::V2 { base } => (base.join(uid).join("memory.stat"), "anon "),
         };
-        std::fs::read_to_string(file).ok()?.trim().parse().ok()
+        let stat = std::fs::read_to_string(file).ok()?;
+        stat.lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+    }
+
+    /// CPU periods so far and those in which the quota throttled the group.
+    pub fn cpu_periods(&self, uid: &str) -> Option<(u64, u64)> {
+        let file = match &self.flavor {
+            Flavor::V1 { cpu, .. } => cpu.join(uid).join("cpu.stat"),
+            Flavor::V2 { base } => base.join(uid).join("cpu.stat"),
+        };
+        let stat = std::fs::read_to_string(file).ok()?;
+        let get = |key: &str| {
+            stat.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+        };
+        Some((get("nr_periods")?, get("nr_throttled")?))
     }
 
     /// Removes the endpoint's group (once its processes are gone).
@@ -288,15 +314,28 @@ mod tests {
                 .map_err(|e| Error::internal("w", e))?;
         }
         let cg = Cgroups::detect(dir.path(), "t").ok_or_else(|| Error::invalid("not detected"))?;
+        cg.create("ep-a")?;
         cg.join("ep-a", 42)?;
-        cg.set_limits("ep-a", 1.5, 3 << 30)?;
+        assert!(cg.join("ep-a", 0).is_err());
+        cg.set_limits("ep-a", 1.5, 4 << 30)?;
         let read = |p: &str| std::fs::read_to_string(dir.path().join(p)).unwrap_or_default();
         assert_eq!(read("cpu/kiln-lakebase-t/ep-a/cgroup.procs"), "42");
         assert_eq!(read("cpu/kiln-lakebase-t/ep-a/cpu.cfs_quota_us"), "150000");
+        let mem = "memory/kiln-lakebase-t/ep-a/";
         assert_eq!(
-            read("memory/kiln-lakebase-t/ep-a/memory.limit_in_bytes"),
-            (3u64 << 30).to_string()
+            read(&format!("{mem}memory.limit_in_bytes")),
+            (5u64 << 30).to_string()
         );
+        assert_eq!(
+            read(&format!("{mem}memory.soft_limit_in_bytes")),
+            (4u64 << 30).to_string()
+        );
+        let stat = "cache 900\nrss 5\ntotal_cache 900\ntotal_rss 123\n";
+        std::fs::write(dir.path().join(mem).join("memory.stat"), stat)
+            .map_err(|e| Error::internal("w", e))?;
+        assert_eq!(cg.memory_usage("ep-a"), Some(123));
+        cg.set_limits("ep-a", 0.0, 1 << 30)?;
+        assert_eq!(read("cpu/kiln-lakebase-t/ep-a/cpu.cfs_quota_us"), "10000");
         assert_eq!(cg.describe(), "cgroup v1 (cpu, memory)");
         Ok(())
     }

@@ -112,7 +112,7 @@ impl Postmaster {
         let child =
             kiln_core::process::spawn(command).map_err(|e| Error::internal("start postgres", e))?;
         let pid = child.id().unwrap_or(0);
-        if let Some(cgroup) = &launch.cgroup {
+        if let (Some(cgroup), true) = (&launch.cgroup, pid != 0) {
             cgroup.enter(pid);
         }
         let mut postmaster = Self {

@@ -275,7 +275,8 @@ impl Lakebase {
                 r.branch_name() == name
                     && r.postgres_role == identity
                     && r.auth_method == OAUTH
-                    && r.identity_type.is_some()
+                    // A GROUP role is no one's login.
+                    && matches!(r.identity_type.as_deref(), Some("USER" | "SERVICE_PRINCIPAL"))
             })
         })
     }

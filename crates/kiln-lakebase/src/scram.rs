@@ -48,12 +48,13 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// Reads `client-first-message`; returns the exchange and `server-first-message`.
+    /// Reads `client-first-message` for a password whose `Hi()` with `salt`
+    /// is `salted`; returns the exchange and `server-first-message`.
     pub fn start(
-        password: &str,
+        salted: [u8; 32],
+        salt: &[u8],
         client_first: &str,
         server_nonce: &str,
-        salt: &[u8],
     ) -> Result<(Self, String), String> {
         let bad = || "malformed SCRAM client-first-message".to_string();
         // gs2-header: "n,," / "y,," (no channel binding: none is offered), never "p=…".
@@ -70,7 +71,7 @@ impl Exchange {
         let nonce = format!("{client_nonce}{server_nonce}");
         let server_first = format!("r={nonce},s={},i={ITERATIONS}", B64.encode(salt));
         let exchange = Self {
-            salted: salted_password(password.as_bytes(), salt, ITERATIONS),
+            salted,
             gs2_header: format!("{cbind},{authzid},"),
             client_first_bare: bare.to_string(),
             server_first: server_first.clone(),
@@ -151,9 +152,9 @@ where
         return Err(format!("only {MECHANISM} is offered"));
     }
     let first = String::from_utf8_lossy(&initial[end + 5..]).into_owned();
-    let salt = kiln_core::ids::random_hex(16);
+    let (salt, salted) = verifier(password).await?;
     let nonce = kiln_core::ids::random_hex(18);
-    let (exchange, server_first) = Exchange::start(password, &first, &nonce, salt.as_bytes())?;
+    let (exchange, server_first) = Exchange::start(salted, &salt, &first, &nonce)?;
     let mut cont = 11i32.to_be_bytes().to_vec();
     cont.extend_from_slice(server_first.as_bytes());
     send_auth(client, &cont).await.map_err(io)?;
@@ -163,6 +164,36 @@ where
     done.extend_from_slice(server_final.as_bytes());
     send_auth(client, &done).await.map_err(io)?;
     client.flush().await.map_err(io)
+}
+
+/// A password's salt and `Hi()`, as Postgres keeps per role: computed once
+/// (off the proxy's thread: 4096 HMACs) and then reused, so a client that
+/// has proved nothing yet costs no key stretching.
+async fn verifier(password: &str) -> Result<(Vec<u8>, [u8; 32]), String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Cache = Mutex<HashMap<[u8; 32], (Vec<u8>, [u8; 32])>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Cache::default);
+    let key: [u8; 32] = Sha256::digest(password.as_bytes()).into();
+    if let Some(found) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(found);
+    }
+    let password = password.to_string();
+    let computed = tokio::task::spawn_blocking(move || {
+        let salt = kiln_core::ids::random_hex(16).into_bytes();
+        let salted = salted_password(password.as_bytes(), &salt, ITERATIONS);
+        (salt, salted)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    if let Ok(mut c) = cache.lock() {
+        if c.len() >= 4096 {
+            c.clear();
+        }
+        c.insert(key, computed.clone());
+    }
+    Ok(computed)
 }
 
 async fn send_auth<S: tokio::io::AsyncWrite + Unpin>(
@@ -200,11 +231,12 @@ mod tests {
         let salt = B64
             .decode("W22ZaJ0SNY7soEsUEjb6gQ==")
             .map_err(|e| e.to_string())?;
+        let salted = salted_password(b"pencil", &salt, ITERATIONS);
         let (exchange, server_first) = Exchange::start(
-            "pencil",
+            salted,
+            &salt,
             "n,,n=user,r=rOprNGfwEbeRWgbNEkqO",
             "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
-            &salt,
         )?;
         assert_eq!(
             server_first,
@@ -223,8 +255,8 @@ mod tests {
         assert!(exchange
             .finish(&final_message.replace("$k0,", "$k1,"))
             .is_err());
-        assert!(Exchange::start("x", "p=tls-server-end-point,,n=,r=abc", "s", &salt).is_err());
-        assert!(Exchange::start("x", "garbage", "s", &salt).is_err());
+        assert!(Exchange::start(salted, &salt, "p=tls-server-end-point,,n=,r=abc", "s").is_err());
+        assert!(Exchange::start(salted, &salt, "garbage", "s").is_err());
         Ok(())
     }
 }

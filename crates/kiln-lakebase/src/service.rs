@@ -130,6 +130,11 @@ pub(crate) fn not_found(what: &str, name: &str) -> Error {
 
 impl Lakebase {
     pub fn open(store: Arc<dyn Store>, config: LakebaseConfig) -> Result<Self> {
+        if !(config.cpu_per_cu.is_finite() && config.cpu_per_cu > 0.0) {
+            return Err(Error::invalid(
+                "lakebase.cpu_per_cu must be a number above 0",
+            ));
+        }
         let mut records = Records::default();
         for p in load::<ProjectRecord>(store.as_ref(), PROJECT)? {
             records.projects.insert(p.project_id.clone(), p);
@@ -467,6 +472,9 @@ impl Lakebase {
             match process.as_mut().map(|p| (p.exited(), p.pid)) {
                 Some((true, _)) => {
                     *process = None;
+                    if let Some(cgroups) = &self.cgroups {
+                        cgroups.remove(&ep.uid);
+                    }
                     (true, 0)
                 }
                 Some((false, pid)) => (false, pid),

@@ -110,7 +110,7 @@ pub async fn clone_online(
         .simple_query(start)
         .await
         .map_err(|e| Error::internal("start an online backup", pg::sql_error(&e)))?;
-    let copied = pg.copy_tree(from, to).await;
+    let copied = copy_live(pg, from, to).await;
     let row = client
         .query_one(stop, &[])
         .await
@@ -122,12 +122,44 @@ pub async fn clone_online(
     // in the archive (pg_backup_stop polls archiving once a second): a segment
     // archived and recycled meanwhile is still found by restore_command.
     remove(&to.join("pg_wal"))?;
-    pg.copy_tree(&from.join("pg_wal"), &to.join("pg_wal"))
-        .await?;
+    copy_live(pg, &from.join("pg_wal"), &to.join("pg_wal")).await?;
+    // The source's archiving state is not the copy's: its archiver starts clean.
+    remove(&to.join("pg_wal").join("archive_status"))?;
+    pg.make_dir(&to.join("pg_wal").join("archive_status"))?;
     remove_runtime_files(to);
     let _ = std::fs::remove_file(to.join("backup_label.old"));
     pg.write_file(&to.join("backup_label"), &label)?;
     Ok(lsn)
+}
+
+/// Copies a directory a running postgres keeps changing: files it removes
+/// meanwhile (archive status flags, recycled segments, temporary files)
+/// make `cp` fail, so the copy is tried again from scratch (three times).
+/// What recovery needs is still there: backup files stay until the backup
+/// stops, and WAL is also in the archive.
+async fn copy_live(pg: &Postgres, from: &Path, to: &Path) -> Result<()> {
+    let mut attempt = 1;
+    loop {
+        let mut command = pg.as_user("cp");
+        command.args(["-a", "--reflink=auto"]).arg(from).arg(to);
+        let output = command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .await
+            .map_err(|e| Error::internal("copy a data directory", e))?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        match output.status.success() {
+            true => return Ok(()),
+            false if attempt < 3 && stderr.contains("No such file") => {
+                tracing::debug!(error = %stderr.trim(), "a file vanished during a live copy; again");
+                remove(to)?;
+                attempt += 1;
+            }
+            false => return Err(Error::internal("copy a data directory", stderr.trim())),
+        }
+    }
 }
 
 /// Marks a cloned directory to recover (to `target` settings) and promote.

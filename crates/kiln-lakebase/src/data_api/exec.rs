@@ -8,7 +8,7 @@ use tokio_postgres::{Client, Transaction};
 
 use super::query::{self, Query};
 use super::sql::{self, qualified, OnConflict};
-use super::{DataApiRecord, RestError, OPENAPI_DISABLED};
+use super::{DataApiRecord, RestError};
 use crate::pg::{self, ident, literal};
 use crate::service::Lakebase;
 
@@ -43,6 +43,8 @@ pub struct RestRequest {
     /// `Prefer: count=exact` (or planned/estimated: counted exactly).
     pub count: bool,
     pub resolution: Option<Resolution>,
+    /// `Prefer: missing=default`: keys an object lacks take the column default.
+    pub missing_default: bool,
     /// `Accept: application/vnd.pgrst.object+json`.
     pub singular: bool,
     /// `Range: first-[last]`.
@@ -57,10 +59,10 @@ pub struct RestResponse {
 }
 
 /// One row of every statement: `(total, count, body)`.
-struct Answer {
-    total: Option<i64>,
-    count: i64,
-    body: Option<String>,
+pub(super) struct Answer {
+    pub total: Option<i64>,
+    pub count: i64,
+    pub body: Option<String>,
 }
 
 impl Lakebase {
@@ -127,7 +129,7 @@ fn login_error(identity: &str, e: &tokio_postgres::Error) -> RestError {
 }
 
 /// Postgres' error with PostgREST's HTTP status for its SQLSTATE.
-fn sql_error(e: &tokio_postgres::Error) -> RestError {
+pub(super) fn sql_error(e: &tokio_postgres::Error) -> RestError {
     let Some(db) = e.as_db_error() else {
         return RestError::new(503, "PGRST001", format!("Database connection error: {e}"));
     };
@@ -174,7 +176,8 @@ async fn run(
     path.dedup();
     let claims = serde_json::json!({ "sub": identity, "role": identity }).to_string();
     tx.batch_execute(&format!(
-        "SET LOCAL search_path TO {}; SELECT set_config('request.jwt.claims', {}, true), \
+        "SET LOCAL standard_conforming_strings = on; SET LOCAL search_path TO {}; \
+         SELECT set_config('request.jwt.claims', {}, true), \
          set_config('request.method', {}, true)",
         path.join(", "),
         literal(&claims),
@@ -183,9 +186,12 @@ async fn run(
     .await
     .map_err(|e| sql_error(&e))?;
     let (answer, status) = if req.path.is_empty() {
-        (openapi(&tx, api, schema).await?, 200)
+        (super::rpc::openapi(&tx, api, schema).await?, 200)
     } else if let Some(function) = req.path.strip_prefix("rpc/") {
-        (rpc(&tx, api, schema, function, &req).await?, 200)
+        (
+            super::rpc::rpc(&tx, api, schema, function, &req).await?,
+            200,
+        )
     } else {
         table(&tx, api, schema, &req).await?
     };
@@ -214,6 +220,7 @@ fn method_name(m: Method) -> &'static str {
 }
 
 fn respond(answer: Answer, status: u16, req: &RestRequest) -> Result<RestResponse, RestError> {
+    // The offset the statement used: the last `offset` parameter (as parsed), else the Range's.
     let offset = match (req.range, query_offset(&req.pairs)) {
         (_, Some(o)) => o,
         (Some((first, _)), None) => first,
@@ -226,7 +233,8 @@ fn respond(answer: Answer, status: u16, req: &RestRequest) -> Result<RestRespons
     let content_range = if answer.count == 0 {
         format!("*/{total}")
     } else {
-        format!("{offset}-{}/{total}", offset + answer.count as u64 - 1)
+        let last = offset.saturating_add(answer.count as u64).saturating_sub(1);
+        format!("{offset}-{last}/{total}")
     };
     let mut body = answer.body;
     if req.singular {
@@ -250,6 +258,7 @@ fn respond(answer: Answer, status: u16, req: &RestRequest) -> Result<RestRespons
 fn query_offset(pairs: &[(String, String)]) -> Option<u64> {
     pairs
         .iter()
+        .rev()
         .find(|(k, _)| k == "offset")
         .and_then(|(_, v)| v.parse().ok())
 }
@@ -262,7 +271,7 @@ fn first_of(array: &str) -> String {
     }
 }
 
-async fn one(tx: &Transaction<'_>, statement: &str) -> Result<Answer, RestError> {
+pub(super) async fn one(tx: &Transaction<'_>, statement: &str) -> Result<Answer, RestError> {
     let row = tx
         .query_one(statement, &[])
         .await
@@ -277,7 +286,7 @@ async fn one(tx: &Transaction<'_>, statement: &str) -> Result<Answer, RestError>
     })
 }
 
-fn paging(q: &Query, req: &RestRequest, api: &DataApiRecord) -> String {
+pub(super) fn paging(q: &Query, req: &RestRequest, api: &DataApiRecord) -> String {
     let (mut limit, mut offset) = (q.limit, q.offset);
     if let Some((first, last)) = req.range {
         if q.limit.is_none() && q.offset == 0 {
@@ -305,7 +314,11 @@ async fn table(
     let table = qualified(schema, name);
     let found = tx
         .query_one(
-            &format!("SELECT to_regclass({}) IS NOT NULL", literal(&table)),
+            &format!(
+                "SELECT EXISTS (SELECT FROM pg_class WHERE oid = to_regclass({}) \
+                 AND relkind IN ('r', 'v', 'm', 'p', 'f'))",
+                literal(&table)
+            ),
             &[],
         )
         .await
@@ -332,7 +345,8 @@ async fn table(
             .map_err(invalid)?
         }
         Method::Post => {
-            let (columns, rows) = insert_rows(req.body.as_ref(), q.columns.as_deref())?;
+            let groups =
+                insert_groups(req.body.as_ref(), q.columns.as_deref(), req.missing_default)?;
             let conflict = match req.resolution {
                 None => None,
                 Some(r) => {
@@ -346,8 +360,11 @@ async fn table(
                     })
                 }
             };
-            let statement = sql::insert(&table, &columns, &rows, conflict.as_ref());
-            sql::returning(&statement, &q.select, req.represent).map_err(invalid)?
+            let statements: Vec<String> = groups
+                .iter()
+                .map(|(columns, rows)| sql::insert(&table, columns, rows, conflict.as_ref()))
+                .collect();
+            sql::returning(&statements, &q.select, req.represent).map_err(invalid)?
         }
         Method::Patch => {
             let Some(Value::Object(row)) = req.body.as_ref() else {
@@ -374,16 +391,67 @@ async fn table(
                 &Value::Object(row.clone()).to_string(),
                 &q.filters,
             );
-            sql::returning(&statement, &q.select, req.represent).map_err(invalid)?
+            sql::returning(&[statement], &q.select, req.represent).map_err(invalid)?
         }
         Method::Delete => {
-            sql::returning(&sql::delete(&table, &q.filters), &q.select, req.represent)
+            sql::returning(&[sql::delete(&table, &q.filters)], &q.select, req.represent)
                 .map_err(invalid)?
         }
     };
     let answer = one(tx, &statement).await?;
     let status = if req.method == Method::Post { 201 } else { 200 };
     Ok((answer, status))
+}
+
+/// The inserts of a body: one (columns, rows) per set of keys the objects
+/// have with `Prefer: missing=default` (so a key an object lacks takes the
+/// column's default), else one for all rows.
+fn insert_groups(
+    body: Option<&Value>,
+    columns: Option<&[String]>,
+    missing_default: bool,
+) -> Result<Vec<(Vec<String>, String)>, RestError> {
+    if !missing_default {
+        return Ok(vec![insert_rows(body, columns)?]);
+    }
+    let rows = match body {
+        Some(Value::Array(rows)) => rows.clone(),
+        Some(Value::Object(_)) => vec![body.cloned().unwrap_or(Value::Null)],
+        _ => {
+            return Err(RestError::new(
+                400,
+                "PGRST102",
+                "Expected a JSON object or an array of objects",
+            ))
+        }
+    };
+    let mut groups: std::collections::BTreeMap<Vec<String>, Vec<Value>> = Default::default();
+    for row in rows {
+        let Value::Object(obj) = &row else {
+            return Err(RestError::new(
+                400,
+                "PGRST102",
+                "Expected a JSON object or an array of objects",
+            ));
+        };
+        let keys: Vec<String> = obj
+            .keys()
+            .filter(|k| columns.is_none_or(|c| c.contains(k)))
+            .cloned()
+            .collect();
+        if keys.is_empty() {
+            return Err(RestError::new(
+                400,
+                "PGRST102",
+                "Nothing to insert: an object has no columns",
+            ));
+        }
+        groups.entry(keys).or_default().push(row);
+    }
+    Ok(groups
+        .into_iter()
+        .map(|(keys, rows)| (keys, Value::Array(rows).to_string()))
+        .collect())
 }
 
 /// The columns and the rows (as a JSON array) of an insert: every object
@@ -444,138 +512,4 @@ async fn primary_key(tx: &Transaction<'_>, table: &str) -> Result<Vec<String>, R
         ));
     }
     Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
-/// `rpc/<function>`: arguments from the JSON body (POST) or the query (GET).
-async fn rpc(
-    tx: &Transaction<'_>,
-    api: &DataApiRecord,
-    schema: &str,
-    function: &str,
-    req: &RestRequest,
-) -> Result<Answer, RestError> {
-    let found = tx
-        .query_opt(
-            "SELECT p.proretset, t.typtype::text, t.typname::text, \
-             coalesce(p.proargnames, '{}')::text[] FROM pg_proc p \
-             JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_type t ON t.oid = p.prorettype \
-             WHERE n.nspname = $1 AND p.proname = $2 ORDER BY p.pronargs DESC LIMIT 1",
-            &[&schema, &function],
-        )
-        .await
-        .map_err(|e| sql_error(&e))?;
-    let Some(meta) = found else {
-        return Err(RestError::new(
-            404,
-            "PGRST202",
-            format!("Could not find the function {schema}.{function} in the schema cache"),
-        ));
-    };
-    let (set, typtype, typname, argnames): (bool, String, String, Vec<String>) =
-        (meta.get(0), meta.get(1), meta.get(2), meta.get(3));
-    let q = query::parse(&req.pairs, &|k| argnames.iter().any(|a| a == k))?;
-    let args: Vec<(String, Option<String>)> = match (req.method, &req.body) {
-        (Method::Post, Some(Value::Object(obj))) => {
-            obj.iter().map(|(k, v)| (k.clone(), arg_text(v))).collect()
-        }
-        (Method::Post, None) => Vec::new(),
-        (Method::Post, Some(_)) => {
-            return Err(RestError::new(
-                400,
-                "PGRST102",
-                "Expected a JSON object of arguments",
-            ));
-        }
-        _ => q
-            .args
-            .iter()
-            .map(|(k, v)| (k.clone(), Some(v.clone())))
-            .collect(),
-    };
-    let call = sql::call(&qualified(schema, function), &args);
-    let composite = typtype == "c" || typname == "record";
-    let statement = match (set, composite) {
-        (false, false) => format!("SELECT NULL::bigint, 1::bigint, to_json({call})::text"),
-        (false, true) => {
-            format!("SELECT NULL::bigint, 1::bigint, (SELECT to_json(_r) FROM {call} AS _r)::text")
-        }
-        (true, true) => sql::read(
-            &format!("{call} AS _r"),
-            &q,
-            req.count,
-            api.spec.db_aggregates_enabled,
-            &paging(&q, req, api),
-        )
-        .map_err(|m| RestError::new(400, "PGRST100", m))?,
-        (true, false) => sql::read(
-            &format!("{call} AS _r({})", ident(function)),
-            &q,
-            req.count,
-            api.spec.db_aggregates_enabled,
-            &paging(&q, req, api),
-        )
-        .map_err(|m| RestError::new(400, "PGRST100", m))?,
-    };
-    let mut answer = one(tx, &statement).await?;
-    if typname == "void" {
-        answer.body = None;
-    }
-    Ok(answer)
-}
-
-fn arg_text(v: &Value) -> Option<String> {
-    match v {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
-    }
-}
-
-/// The OpenAPI (Swagger 2.0) description of the exposed schema's tables,
-/// views and functions (all of them, whatever the caller may use:
-/// `OPEN_API_MODE_IGNORE_PRIVILEGES`).
-async fn openapi(
-    tx: &Transaction<'_>,
-    api: &DataApiRecord,
-    schema: &str,
-) -> Result<Answer, RestError> {
-    if api.spec.openapi_mode == OPENAPI_DISABLED {
-        return Err(RestError::new(
-            404,
-            "PGRST126",
-            "The OpenAPI document is disabled",
-        ));
-    }
-    let statement = "SELECT NULL::bigint, 1::bigint, json_build_object(
-        'swagger', '2.0',
-        'info', json_build_object('title', 'Lakebase Data API', 'version', current_setting('server_version')),
-        'basePath', '/',
-        'consumes', json_build_array('application/json'),
-        'produces', json_build_array('application/json'),
-        'paths', coalesce((SELECT json_object_agg(p.path, p.ops) FROM (
-            SELECT '/' || c.relname AS path, json_build_object('get', json_build_object('tags', json_build_array(c.relname)),
-                'post', json_build_object('tags', json_build_array(c.relname)),
-                'patch', json_build_object('tags', json_build_array(c.relname)),
-                'delete', json_build_object('tags', json_build_array(c.relname))) AS ops
-              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = $1 AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
-            UNION ALL
-            SELECT '/rpc/' || f.proname, json_build_object('post', json_build_object('tags', json_build_array('(rpc) ' || f.proname)))
-              FROM (SELECT DISTINCT proname::text FROM pg_proc f JOIN pg_namespace n ON n.oid = f.pronamespace
-                     WHERE n.nspname = $1) f) p), '{}'),
-        'definitions', coalesce((SELECT json_object_agg(c.relname, json_build_object('type', 'object',
-            'properties', (SELECT json_object_agg(a.attname, json_build_object('format', format_type(a.atttypid, a.atttypmod)))
-                             FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)))
-              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = $1 AND c.relkind IN ('r', 'v', 'm', 'p', 'f')), '{}')
-    )::text";
-    let row = tx
-        .query_one(statement, &[&schema])
-        .await
-        .map_err(|e| sql_error(&e))?;
-    Ok(Answer {
-        total: None,
-        count: 1,
-        body: row.try_get(2).map_err(|e| sql_error(&e))?,
-    })
 }

@@ -7,6 +7,8 @@
 
 pub mod exec;
 pub mod query;
+mod rpc;
+mod select;
 pub mod sql;
 
 use kiln_core::time::now_ms;

@@ -25,6 +25,11 @@ pub enum Op {
     Contains,
     ContainedIn,
     Overlaps,
+    /// Full-text search: `fts` (to_tsquery), `plfts`, `phfts`, `wfts`.
+    Fts,
+    Plfts,
+    Phfts,
+    Wfts,
 }
 
 impl Op {
@@ -46,6 +51,10 @@ impl Op {
             "cs" => Op::Contains,
             "cd" => Op::ContainedIn,
             "ov" => Op::Overlaps,
+            "fts" => Op::Fts,
+            "plfts" => Op::Plfts,
+            "phfts" => Op::Phfts,
+            "wfts" => Op::Wfts,
             _ => return None,
         })
     }
@@ -74,6 +83,8 @@ pub struct Condition {
     pub negate: bool,
     pub op: Op,
     pub operand: Operand,
+    /// `op(any)` / `op(all)`, or a text-search configuration (`fts(english)`).
+    pub modifier: Option<String>,
 }
 
 /// A filter: one condition or a logic tree of them.
@@ -145,7 +156,10 @@ pub struct Query {
     pub args: Vec<(String, String)>,
 }
 
-fn bad(message: impl Into<String>) -> RestError {
+/// The longest query string accepted.
+const MAX_QUERY: usize = 16 * 1024;
+
+pub(super) fn bad(message: impl Into<String>) -> RestError {
     RestError::new(400, "PGRST100", message)
 }
 
@@ -155,12 +169,17 @@ pub fn parse(
     is_arg: &dyn Fn(&str) -> bool,
 ) -> Result<Query, RestError> {
     let mut q = Query::default();
+    if pairs.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_QUERY {
+        return Err(bad(format!(
+            "the query string is longer than {MAX_QUERY} bytes"
+        )));
+    }
     for (key, value) in pairs {
         if value.contains('\0') || key.contains('\0') {
             return Err(bad("NUL bytes are not allowed in the query string"));
         }
         match key.as_str() {
-            "select" => q.select = parse_select(value)?,
+            "select" => q.select = super::select::parse_select(value)?,
             "order" => q.order = parse_order(value)?,
             "limit" => q.limit = Some(number("limit", value)?),
             "offset" => q.offset = number("offset", value)?,
@@ -198,7 +217,7 @@ fn names(value: &str) -> Result<Vec<String>, RestError> {
 }
 
 /// Splits on commas outside parentheses and double quotes.
-fn split_top(text: &str) -> Result<Vec<&str>, RestError> {
+pub(super) fn split_top(text: &str) -> Result<Vec<&str>, RestError> {
     let (mut depth, mut quoted, mut escaped) = (0i32, false, false);
     let (mut parts, mut start) = (Vec::new(), 0);
     for (i, c) in text.char_indices() {
@@ -231,7 +250,7 @@ fn split_top(text: &str) -> Result<Vec<&str>, RestError> {
 }
 
 /// `"a,b"` → `a,b` (with `\"` and `\\` escapes); anything else as is.
-fn unquote(text: &str) -> String {
+pub(super) fn unquote(text: &str) -> String {
     let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) else {
         return text.to_string();
     };
@@ -265,6 +284,10 @@ fn condition(column: &str, text: &str, in_tree: bool) -> Result<Condition, RestE
             "\"failed to parse filter ({text})\" (expected operator.value)"
         ))
     })?;
+    let (op_text, modifier) = match op_text.strip_suffix(')').and_then(|o| o.split_once('(')) {
+        Some((name, m)) => (name, Some(m.to_string())),
+        None => (op_text, None),
+    };
     let op = Op::parse(op_text).ok_or_else(|| {
         bad(format!(
             "\"failed to parse filter ({text})\": unknown operator {op_text}"
@@ -294,7 +317,10 @@ fn condition(column: &str, text: &str, in_tree: bool) -> Result<Condition, RestE
         _ if in_tree => Operand::Text(unquote(value)),
         _ => Operand::Text(value.to_string()),
     };
+    check_modifier(op, modifier.as_deref())
+        .map_err(|m| bad(format!("\"failed to parse filter ({text})\": {m}")))?;
     Ok(Condition {
+        modifier,
         column,
         negate,
         op,
@@ -302,8 +328,49 @@ fn condition(column: &str, text: &str, in_tree: bool) -> Result<Condition, RestE
     })
 }
 
+/// How deep logic trees may nest (each level is a recursion).
+const MAX_DEPTH: usize = 16;
+
+/// `any`/`all` on comparisons and patterns; a configuration name on text search.
+fn check_modifier(op: Op, modifier: Option<&str>) -> Result<(), &'static str> {
+    let Some(m) = modifier else {
+        return Ok(());
+    };
+    match op {
+        Op::Fts | Op::Plfts | Op::Phfts | Op::Wfts => {
+            let name = !m.is_empty()
+                && m.len() <= 63
+                && m.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                && m.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            name.then_some(())
+                .ok_or("a text search configuration is a lowercase name")
+        }
+        Op::Eq
+        | Op::Neq
+        | Op::Gt
+        | Op::Gte
+        | Op::Lt
+        | Op::Lte
+        | Op::Like
+        | Op::Ilike
+        | Op::Match
+        | Op::Imatch => matches!(m, "any" | "all")
+            .then_some(())
+            .ok_or("the modifier is any or all"),
+        _ => Err("this operator takes no modifier"),
+    }
+}
+
 /// `(a.eq.1,and(b.gt.2,c.is.null),not.or(…))`.
 fn tree(or: bool, negate: bool, text: &str) -> Result<Filter, RestError> {
+    nested(or, negate, text, 0)
+}
+
+fn nested(or: bool, negate: bool, text: &str, depth: usize) -> Result<Filter, RestError> {
+    if depth >= MAX_DEPTH {
+        return Err(bad(format!("logic trees nest at most {MAX_DEPTH} deep")));
+    }
     let inner = text
         .trim()
         .strip_prefix('(')
@@ -318,13 +385,13 @@ fn tree(or: bool, negate: bool, text: &str) -> Result<Filter, RestError> {
         };
         if let Some(rest) = body.strip_prefix("and") {
             if rest.starts_with('(') {
-                items.push(tree(false, negate, rest)?);
+                items.push(nested(false, negate, rest, depth + 1)?);
                 continue;
             }
         }
         if let Some(rest) = body.strip_prefix("or") {
             if rest.starts_with('(') {
-                items.push(tree(true, negate, rest)?);
+                items.push(nested(true, negate, rest, depth + 1)?);
                 continue;
             }
         }
@@ -334,74 +401,6 @@ fn tree(or: bool, negate: bool, text: &str) -> Result<Filter, RestError> {
         items.push(Filter::Cond(condition(column, cond, true)?));
     }
     Ok(Filter::Tree { or, negate, items })
-}
-
-fn parse_select(text: &str) -> Result<Vec<SelectItem>, RestError> {
-    let mut out = Vec::new();
-    for part in split_top(text)? {
-        let part = part.trim();
-        if part.is_empty() {
-            continue;
-        }
-        out.push(select_item(part)?);
-    }
-    Ok(out)
-}
-
-fn select_item(part: &str) -> Result<SelectItem, RestError> {
-    let (alias, rest) = match part.split_once(':') {
-        Some((a, r)) if !r.starts_with(':') && !a.contains('(') => (Some(unquote(a.trim())), r),
-        _ => (None, part),
-    };
-    let (field, cast) = match rest.rsplit_once("::") {
-        Some((f, c)) => (f.trim(), Some(check_cast(c.trim())?)),
-        None => (rest.trim(), None),
-    };
-    let field = if field == "*" {
-        Field::Star
-    } else if field == "count()" {
-        Field::Agg(Aggregate::Count, None)
-    } else if let Some(agg) = aggregate(field) {
-        agg
-    } else if field.contains('(') {
-        return Err(bad(format!(
-            "\"{field}\": resource embedding is not supported by this Data API"
-        )));
-    } else {
-        Field::Column(unquote(field))
-    };
-    Ok(SelectItem { field, alias, cast })
-}
-
-/// `col.sum()` and friends.
-fn aggregate(field: &str) -> Option<Field> {
-    let (column, func) = field.strip_suffix("()")?.rsplit_once('.')?;
-    let agg = match func {
-        "count" => Aggregate::Count,
-        "sum" => Aggregate::Sum,
-        "avg" => Aggregate::Avg,
-        "max" => Aggregate::Max,
-        "min" => Aggregate::Min,
-        _ => return None,
-    };
-    Some(Field::Agg(agg, Some(unquote(column))))
-}
-
-/// A cast is written into SQL: only a type name (letters, digits, `_`,
-/// spaces, a trailing `[]`).
-fn check_cast(cast: &str) -> Result<String, RestError> {
-    let body = cast.strip_suffix("[]").unwrap_or(cast);
-    let ok = !body.is_empty()
-        && body.len() <= 63
-        && body.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        && body
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ' ');
-    if ok {
-        Ok(cast.to_string())
-    } else {
-        Err(bad(format!("\"{cast}\" is not a type name")))
-    }
 }
 
 fn parse_order(text: &str) -> Result<Vec<OrderTerm>, RestError> {
@@ -446,6 +445,7 @@ mod tests {
 
     fn cond(column: &str, negate: bool, op: Op, operand: Operand) -> Filter {
         Filter::Cond(Condition {
+            modifier: None,
             column: column.into(),
             negate,
             op,
@@ -538,6 +538,7 @@ mod tests {
 
     #[test]
     fn bad_input_is_refused_with_pgrst100() {
+        let deep = format!("({}a.eq.1{})", "and(".repeat(40), ")".repeat(40));
         for pairs in [
             vec![("age", "18")],
             vec![("age", "between.1.2")],
@@ -548,6 +549,12 @@ mod tests {
             vec![("order", "a.sideways")],
             vec![("id", "in.1,2")],
             vec![("a", "is.maybe")],
+            vec![("select", "rolname::text from pg_roles union select name")],
+            vec![("select", "a::int;")],
+            vec![("a", "eq(some).{1}")],
+            vec![("a", "fts(Eng').x")],
+            vec![("a", "in(any).(1)")],
+            vec![("or", deep.as_str())],
         ] {
             let err = q(&pairs).err();
             assert_eq!(

@@ -93,31 +93,51 @@ fn filter(f: &Filter) -> String {
 
 fn condition(c: &Condition) -> String {
     let col = ident(&c.column);
-    let text = |o: &Operand| match o {
+    let text = match &c.operand {
         Operand::Text(t) => t.clone(),
         _ => String::new(),
     };
-    let sql = match c.op {
-        Op::Is => match &c.operand {
+    let pattern = |t: &str| {
+        if matches!(c.op, Op::Like | Op::Ilike) {
+            t.replace('*', "%")
+        } else {
+            t.to_string()
+        }
+    };
+    let sql = match (c.op, c.modifier.as_deref()) {
+        (Op::Is, _) => match &c.operand {
             Operand::Is(IsValue::Null) => format!("{col} IS NULL"),
             Operand::Is(IsValue::NotNull) => format!("{col} IS NOT NULL"),
             Operand::Is(IsValue::True) => format!("{col} IS TRUE"),
             Operand::Is(IsValue::False) => format!("{col} IS FALSE"),
             _ => format!("{col} IS UNKNOWN"),
         },
-        Op::In => match &c.operand {
+        (Op::In, _) => match &c.operand {
             Operand::List(items) if !items.is_empty() => {
                 let values: Vec<String> = items.iter().map(|v| literal(v)).collect();
                 format!("{col} IN ({})", values.join(", "))
             }
             _ => "false".to_string(),
         },
-        Op::Like | Op::Ilike => {
-            let pattern = text(&c.operand).replace('*', "%");
-            let op = if c.op == Op::Like { "LIKE" } else { "ILIKE" };
-            format!("{col} {op} {}", literal(&pattern))
+        (Op::Fts | Op::Plfts | Op::Phfts | Op::Wfts, config) => {
+            let function = match c.op {
+                Op::Plfts => "plainto_tsquery",
+                Op::Phfts => "phraseto_tsquery",
+                Op::Wfts => "websearch_to_tsquery",
+                _ => "to_tsquery",
+            };
+            match config {
+                Some(cfg) => format!("{col} @@ {function}({}, {})", literal(cfg), literal(&text)),
+                None => format!("{col} @@ {function}({})", literal(&text)),
+            }
         }
-        op => format!("{col} {} {}", binary(op), literal(&text(&c.operand))),
+        (op, Some(q @ ("any" | "all"))) => format!(
+            "{col} {} {}({})",
+            binary(op),
+            q.to_ascii_uppercase(),
+            literal(&pattern(&text))
+        ),
+        (op, _) => format!("{col} {} {}", binary(op), literal(&pattern(&text))),
     };
     if c.negate {
         format!("NOT ({sql})")
@@ -140,7 +160,9 @@ fn binary(op: Op) -> &'static str {
         Op::Contains => "@>",
         Op::ContainedIn => "<@",
         Op::Overlaps => "&&",
-        Op::Like | Op::Ilike | Op::Is | Op::In => "=",
+        Op::Like => "LIKE",
+        Op::Ilike => "ILIKE",
+        Op::Is | Op::In | Op::Fts | Op::Plfts | Op::Phfts | Op::Wfts => "=",
     }
 }
 
@@ -203,21 +225,50 @@ pub fn read(
     ))
 }
 
-/// Wraps a data-changing statement (ending in `RETURNING *`):
+/// A read of a function's rows: the set is materialized once, then
+/// filtered, counted and paged (so counting does not call it again).
+pub fn read_materialized(
+    call: &str,
+    q: &Query,
+    count_total: bool,
+    aggregates: bool,
+    paging: &str,
+) -> Result<String, String> {
+    let inner = read("_all", q, count_total, aggregates, paging)?;
+    let inner = inner.strip_prefix("WITH ").unwrap_or(&inner);
+    Ok(format!(
+        "WITH _all AS MATERIALIZED (SELECT * FROM {call}), {inner}"
+    ))
+}
+
+/// Wraps data-changing statements (each ending in `RETURNING *`):
 /// `(NULL, count, body)`; the body only when it is asked for.
 pub fn returning(
-    statement: &str,
+    statements: &[String],
     select: &[SelectItem],
     represent: bool,
 ) -> Result<String, String> {
+    let ctes: Vec<String> = statements
+        .iter()
+        .enumerate()
+        .map(|(i, st)| format!("_m{i} AS ({st})"))
+        .collect();
+    let union: Vec<String> = (0..statements.len())
+        .map(|i| format!("SELECT * FROM _m{i}"))
+        .collect();
+    let with = format!(
+        "WITH {}, _m AS ({})",
+        ctes.join(", "),
+        union.join(" UNION ALL ")
+    );
     if !represent {
         return Ok(format!(
-            "WITH _m AS ({statement}) SELECT NULL::bigint, count(*), NULL::text FROM _m"
+            "{with} SELECT NULL::bigint, count(*), NULL::text FROM _m"
         ));
     }
     let (list, _) = select_list(select, false)?;
     Ok(format!(
-        "WITH _m AS ({statement}) SELECT NULL::bigint, count(*), \
+        "{with} SELECT NULL::bigint, count(*), \
          coalesce(json_agg(_t), '[]')::text FROM (SELECT {list} FROM _m) _t"
     ))
 }
@@ -332,6 +383,21 @@ mod tests {
              ORDER BY \"id\" DESC LIMIT 3 OFFSET 10) SELECT (SELECT count(*) FROM \"public\".\"t\" \
              WHERE \"name\" = 'O''Brien' AND NOT (\"x\"\"y\" IN ('1', '2')) AND \"t\" ILIKE '%ab%'), \
              count(*), coalesce(json_agg(_src), '[]')::text FROM _src"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn text_search_and_quantifiers() -> Result<(), String> {
+        let q = query(&[
+            ("t", "fts(english).cat & dog"),
+            ("n", "like(any).{a*,b*}"),
+            ("x", "not.wfts.o'k"),
+        ]);
+        assert_eq!(
+            where_clause(&q.filters),
+            " WHERE \"t\" @@ to_tsquery('english', 'cat & dog') AND \"n\" LIKE ANY('{a%,b%}') \
+             AND NOT (\"x\" @@ websearch_to_tsquery('o''k'))"
         );
         Ok(())
     }

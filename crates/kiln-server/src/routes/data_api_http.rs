@@ -27,15 +27,22 @@ pub(super) async fn serve(
     bytes: Bytes,
 ) -> Response {
     let started = Instant::now();
-    let api = match state.lakebase.data_api(&project, &branch, &database) {
+    let api = state.lakebase.data_api(&project, &branch, &database);
+    if method == Method::OPTIONS {
+        // Unknown and not allowed look alike to a preflight (no credentials).
+        return preflight(api.ok().and_then(|api| allowed_origin(&api, headers)));
+    }
+    // Who is asking comes first: nothing about the resource is told before.
+    let who = match identify(state, headers) {
+        Ok(who) => who,
+        Err(e) => return rest_error(&e),
+    };
+    let api = match api {
         Ok(api) => api,
         Err(e) => return rest_error(&RestError::new(404, "PGRST000", e.message)),
     };
     let origin = allowed_origin(&api, headers);
-    if method == Method::OPTIONS {
-        return preflight(origin);
-    }
-    let mut response = match answer(state, &api, method, headers, path, raw, bytes).await {
+    let mut response = match answer(state, &api, who, method, headers, path, raw, bytes).await {
         Ok(r) => r,
         Err(e) => rest_error(&e),
     };
@@ -56,16 +63,18 @@ pub(super) async fn serve(
     response
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn answer(
     state: &AppState,
     api: &DataApiRecord,
+    who: Who,
     method: Method,
     headers: &HeaderMap,
     path: String,
     raw: Option<String>,
     bytes: Bytes,
 ) -> Result<Response, RestError> {
-    let identity = authenticate(state, api, headers)?;
+    let identity = admit(state, api, who)?;
     let method = match method {
         Method::GET => RestMethod::Get,
         Method::HEAD => RestMethod::Head,
@@ -103,11 +112,13 @@ async fn answer(
 
 /// The caller's identity: from a Lakebase credential issued for an endpoint
 /// of this branch, or from a workspace token (scope and rate limit apply).
-fn authenticate(
-    state: &AppState,
-    api: &DataApiRecord,
-    headers: &HeaderMap,
-) -> Result<String, RestError> {
+/// An authenticated identity, and the endpoint its Lakebase credential was issued for.
+pub(super) struct Who {
+    identity: String,
+    credential_endpoint: Option<String>,
+}
+
+fn identify(state: &AppState, headers: &HeaderMap) -> Result<Who, RestError> {
     let refused = |m: &str| RestError::new(401, "PGRST301", m);
     let bearer = headers
         .get(header::AUTHORIZATION)
@@ -127,15 +138,14 @@ fn authenticate(
         }
         Some(token) if token.starts_with(TOKEN_PREFIX) => {
             let credential = state.lakebase.credentials.check(token).map_err(refused)?;
-            let branch = format!("projects/{}/branches/{}/", api.project_id, api.branch_id);
-            if !credential.endpoint.starts_with(&branch) {
-                return Err(refused("The credential was issued for another branch"));
-            }
             state
                 .limiter
                 .check(&format!("lakebase:{}", credential.identity))
                 .map_err(|e| RestError::new(429, "PGRST000", e.message))?;
-            credential.identity
+            return Ok(Who {
+                identity: credential.identity,
+                credential_endpoint: Some(credential.endpoint),
+            });
         }
         _ => {
             let caller =
@@ -149,6 +159,27 @@ fn authenticate(
             caller.user_name
         }
     };
+    Ok(Who {
+        identity,
+        credential_endpoint: None,
+    })
+}
+
+/// Whether the identity may use this Data API: a credential issued for an
+/// endpoint of its branch, and the project's owner or an identity role there.
+fn admit(state: &AppState, api: &DataApiRecord, who: Who) -> Result<String, RestError> {
+    let Who {
+        identity,
+        credential_endpoint,
+    } = who;
+    let branch = format!("projects/{}/branches/{}/", api.project_id, api.branch_id);
+    if credential_endpoint.is_some_and(|e| !e.starts_with(&branch)) {
+        return Err(RestError::new(
+            401,
+            "PGRST301",
+            "The credential was issued for another branch",
+        ));
+    }
     let owner = state
         .lakebase
         .project(&api.project_id)

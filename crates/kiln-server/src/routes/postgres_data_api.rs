@@ -366,22 +366,27 @@ pub(super) fn rest_request(
         } else {
             None
         },
+        missing_default: has("missing=default"),
         singular: text("accept").contains("application/vnd.pgrst.object"),
-        range: range(text("range")),
+        range: range(text("range"))?,
     })
 }
 
-/// `Range: 0-9` (items).
-fn range(value: &str) -> Option<(u64, Option<u64>)> {
-    let (first, last) = value.trim().trim_start_matches("items=").split_once('-')?;
-    let first = first.trim().parse().ok()?;
-    let last = last.trim();
-    Some((
-        first,
-        if last.is_empty() {
-            None
-        } else {
-            last.parse().ok()
-        },
-    ))
+/// `Range: 0-9` (items); a last item before the first is unsatisfiable (416).
+fn range(value: &str) -> std::result::Result<Option<(u64, Option<u64>)>, RestError> {
+    let Some((first, last)) = value.trim().trim_start_matches("items=").split_once('-') else {
+        return Ok(None);
+    };
+    let Ok(first) = first.trim().parse::<u64>() else {
+        return Ok(None);
+    };
+    let last = last.trim().parse::<u64>().ok();
+    if last.is_some_and(|l| l < first) {
+        return Err(RestError::new(
+            416,
+            "PGRST103",
+            "Requested range not satisfiable",
+        ));
+    }
+    Ok(Some((first, last)))
 }
