@@ -4,7 +4,7 @@
 //! CPU throttling; busy (> 70 % of its CPU, > 80 % of its memory, or
 //! throttled in > 25 % of periods) doubles the CU, quiet
 //! for 5 s in a row (< 30 %) halves it. A change sets the cgroup limits
-//! (1 CU = 2 GiB and `cpu_per_cu` cores) and reloads `work_mem` and
+//! (`cpu_per_cu` cores per CU; 2 GiB per CU where memory reclaim starts, the maximum CU's as the hard limit) and reloads `work_mem` and
 //! `effective_cache_size` without a restart. A new postmaster starts at the
 //! minimum.
 
@@ -21,7 +21,7 @@ use crate::service::{Lakebase, Runtime};
 pub const MEMORY_PER_CU: u64 = 2 << 30;
 const SAMPLE_EVERY_MS: u128 = 1000;
 const QUIET_SAMPLES: u32 = 5;
-const APPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const APPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The autoscaler's view of one endpoint's running postmaster.
@@ -38,6 +38,8 @@ pub struct Scale {
     /// after a failure.
     dirty: bool,
     retry_at: Option<Instant>,
+    /// A task is applying a change now.
+    applying: bool,
 }
 
 /// What one sample saw.
@@ -96,6 +98,7 @@ impl Lakebase {
             uid: ep.uid.clone(),
             cpus: ep.settings.min_cu * self.config.cpu_per_cu,
             memory: (ep.settings.min_cu * MEMORY_PER_CU as f64) as u64,
+            memory_max: (ep.settings.max_cu * MEMORY_PER_CU as f64) as u64,
         })
     }
 
@@ -111,7 +114,7 @@ impl Lakebase {
     pub(crate) async fn autoscale(
         &self,
         ep: &EndpointRecord,
-        runtime: &Runtime,
+        runtime: &std::sync::Arc<Runtime>,
         pid: u32,
     ) -> Result<()> {
         let now = Instant::now();
@@ -132,6 +135,7 @@ impl Lakebase {
                     quiet: 0,
                     dirty: true,
                     retry_at: None,
+                    applying: false,
                 };
             }
             let (at, used) = scale.last.unwrap_or((now, cpu));
@@ -167,61 +171,88 @@ impl Lakebase {
                     scale.retry_at = None;
                 }
             }
-            let due = scale.retry_at.is_none_or(|t| now >= t);
-            (scale.dirty && due).then_some(scale.cu)
+            let due = scale.retry_at.is_none_or(|t| now >= t) && !scale.applying;
+            if scale.dirty && due {
+                scale.applying = true;
+                Some(scale.cu)
+            } else {
+                None
+            }
         };
         if let Some(cu) = change {
-            // Bounded: the reconciler serves every endpoint from one loop.
-            let applied = tokio::time::timeout(APPLY_TIMEOUT, self.apply_cu(ep, cu))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(kiln_core::Error::internal(
-                        "apply a compute size",
-                        "timed out",
-                    ))
-                });
-            if let Ok(mut scale) = runtime.scale.lock() {
-                if scale.pid == pid && scale.cu == cu {
-                    match &applied {
-                        Ok(()) => scale.dirty = false,
-                        // Tried again later, not on every tick.
-                        Err(_) => scale.retry_at = Some(Instant::now() + RETRY_AFTER),
+            // Limits at once (file writes); settings by a task of their own,
+            // bounded by a timeout, so a starved endpoint never holds up the
+            // reconciler, which serves every endpoint from one loop.
+            let limits = self.set_limits(ep, cu);
+            let (runtime, name) = (runtime.clone(), ep.name());
+            let (socket, pinned) = (
+                self.layout.socket_dir(&ep.uid),
+                ep.settings.pg_settings.clone(),
+            );
+            tokio::spawn(async move {
+                let applied = match limits {
+                    Ok(()) => {
+                        tokio::time::timeout(APPLY_TIMEOUT, apply_settings(&socket, &pinned, cu))
+                            .await
+                            .unwrap_or_else(|_| Err(kiln_core::Error::invalid("timed out")))
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Ok(mut scale) = runtime.scale.lock() {
+                    scale.applying = false;
+                    if scale.pid == pid && scale.cu == cu {
+                        match &applied {
+                            Ok(()) => scale.dirty = false,
+                            // Tried again later, not on every tick.
+                            Err(_) => scale.retry_at = Some(Instant::now() + RETRY_AFTER),
+                        }
                     }
                 }
-            }
-            if let Err(e) = applied {
-                tracing::warn!(endpoint = %ep.name(), cu, error = %e.message, "apply a compute size");
-            }
+                if let Err(e) = applied {
+                    tracing::warn!(endpoint = %name, cu, error = %e.message, "apply a compute size");
+                }
+            });
         }
         Ok(())
     }
 
-    /// The cgroup limits of `cu` and its settings (reloaded, no restart);
-    /// settings the endpoint pins in `pg_settings` are left alone.
-    async fn apply_cu(&self, ep: &EndpointRecord, cu: f64) -> Result<()> {
-        if let Some(cgroups) = &self.cgroups {
-            let memory = (cu * MEMORY_PER_CU as f64) as u64;
-            cgroups.set_limits(&ep.uid, cu * self.config.cpu_per_cu, memory)?;
+    fn set_limits(&self, ep: &EndpointRecord, cu: f64) -> Result<()> {
+        match &self.cgroups {
+            Some(cgroups) => {
+                let memory = (cu * MEMORY_PER_CU as f64) as u64;
+                let max = (ep.settings.max_cu * MEMORY_PER_CU as f64) as u64;
+                cgroups.set_limits(&ep.uid, cu * self.config.cpu_per_cu, memory, max)
+            }
+            None => Ok(()),
         }
-        let statements: Vec<String> = settings_for(cu)
-            .into_iter()
-            .filter(|(key, _)| !ep.settings.pg_settings.contains_key(*key))
-            .map(|(key, value)| format!("ALTER SYSTEM SET {key} = {}", pg::literal(&value)))
-            .collect();
-        if statements.is_empty() {
-            return Ok(());
-        }
-        let client = pg::connect(&self.layout.socket_dir(&ep.uid), "postgres").await?;
-        // One statement per query: ALTER SYSTEM cannot run in a transaction block.
-        for sql in statements
-            .iter()
-            .map(String::as_str)
-            .chain(["SELECT pg_reload_conf()"])
-        {
-            pg::execute(&client, sql).await?;
-        }
-        Ok(())
     }
+}
+
+/// The settings of `cu`, reloaded without a restart; settings the endpoint
+/// pins in `pg_settings` are left alone.
+async fn apply_settings(
+    socket: &std::path::Path,
+    pinned: &std::collections::BTreeMap<String, String>,
+    cu: f64,
+) -> Result<()> {
+    let statements: Vec<String> = settings_for(cu)
+        .into_iter()
+        .filter(|(key, _)| !pinned.contains_key(*key))
+        .map(|(key, value)| format!("ALTER SYSTEM SET {key} = {}", pg::literal(&value)))
+        .collect();
+    if statements.is_empty() {
+        return Ok(());
+    }
+    let client = pg::connect(socket, "postgres").await?;
+    // One statement per query: ALTER SYSTEM cannot run in a transaction block.
+    for sql in statements
+        .iter()
+        .map(String::as_str)
+        .chain(["SELECT pg_reload_conf()"])
+    {
+        pg::execute(&client, sql).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ pub struct Target {
     pub uid: String,
     pub cpus: f64,
     pub memory: u64,
+    pub memory_max: u64,
 }
 
 impl Target {
@@ -39,7 +40,10 @@ impl Target {
         let joined = self
             .cgroups
             .create(&self.uid)
-            .and_then(|()| self.cgroups.set_limits(&self.uid, self.cpus, self.memory))
+            .and_then(|()| {
+                self.cgroups
+                    .set_limits(&self.uid, self.cpus, self.memory, self.memory_max)
+            })
             .and_then(|()| self.cgroups.join(&self.uid, pid));
         if let Err(e) = joined {
             tracing::warn!(endpoint = %self.uid, error = %e.message, "join the endpoint's cgroup");
@@ -143,11 +147,12 @@ impl Cgroups {
 
     /// Sets the CPU (in cores, at least a tenth of one) and memory limits of
     /// an existing group: `memory` is where reclaim starts (v1 soft limit, v2
-    /// `memory.high`); the hard limit has 25 % more, so a burst is throttled
-    /// and seen by the autoscaler before the OOM killer acts.
-    pub fn set_limits(&self, uid: &str, cpus: f64, memory: u64) -> Result<()> {
+    /// `memory.high`); `hard` is the most it may ever use (the endpoint's
+    /// maximum CU: connections are sized for it, so a storm of sessions is
+    /// reclaimed and seen by the autoscaler rather than killed).
+    pub fn set_limits(&self, uid: &str, cpus: f64, memory: u64, hard: u64) -> Result<()> {
         let quota = ((cpus * PERIOD_US as f64) as u64).max(PERIOD_US / 10);
-        let hard = memory.saturating_add(memory / 4);
+        let hard = hard.max(memory);
         match &self.flavor {
             Flavor::V1 { cpu, memory: mem } => {
                 let dir = cpu.join(uid);
@@ -317,7 +322,7 @@ mod tests {
         cg.create("ep-a")?;
         cg.join("ep-a", 42)?;
         assert!(cg.join("ep-a", 0).is_err());
-        cg.set_limits("ep-a", 1.5, 4 << 30)?;
+        cg.set_limits("ep-a", 1.5, 4 << 30, 5 << 30)?;
         let read = |p: &str| std::fs::read_to_string(dir.path().join(p)).unwrap_or_default();
         assert_eq!(read("cpu/kiln-lakebase-t/ep-a/cgroup.procs"), "42");
         assert_eq!(read("cpu/kiln-lakebase-t/ep-a/cpu.cfs_quota_us"), "150000");
@@ -334,7 +339,7 @@ mod tests {
         std::fs::write(dir.path().join(mem).join("memory.stat"), stat)
             .map_err(|e| Error::internal("w", e))?;
         assert_eq!(cg.memory_usage("ep-a"), Some(123));
-        cg.set_limits("ep-a", 0.0, 1 << 30)?;
+        cg.set_limits("ep-a", 0.0, 1 << 30, 1 << 30)?;
         assert_eq!(read("cpu/kiln-lakebase-t/ep-a/cpu.cfs_quota_us"), "10000");
         assert_eq!(cg.describe(), "cgroup v1 (cpu, memory)");
         Ok(())
