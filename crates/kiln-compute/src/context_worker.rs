@@ -167,7 +167,12 @@ pub async fn reconcile(contexts: Arc<Contexts>, cancel: CancellationToken) {
         reap_tasks(&contexts);
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = changes.changed() => {}
+            // The clusters are gone (shutting down): wait for the
+            // cancellation instead of waking at once, again and again.
+            changed = changes.changed() => if changed.is_err() {
+                cancel.cancelled().await;
+                break;
+            },
             _ = contexts.nudge.notified() => {}
             _ = tokio::time::sleep(TICK) => {}
         }

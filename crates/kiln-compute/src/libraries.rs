@@ -333,7 +333,12 @@ impl Libraries {
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = changes.changed() => {}
+                // The clusters are gone (shutting down): wait for the
+                // cancellation instead of waking at once, again and again.
+                changed = changes.changed() => if changed.is_err() {
+                    cancel.cancelled().await;
+                    break;
+                },
                 _ = self.nudge.notified() => {}
                 _ = tokio::time::sleep(TICK) => {}
                 Some(Ok(done)) = tasks.join_next(), if !tasks.is_empty() => { busy.remove(&done); }
