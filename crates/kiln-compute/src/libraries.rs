@@ -318,10 +318,13 @@ impl Libraries {
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let mut tasks: JoinSet<String> = JoinSet::new();
         let mut busy: HashSet<String> = HashSet::new();
+        // Clusters reconciled since the last change, nudge or tick: not again
+        // until one of those (a finished task alone must not respawn it).
+        let mut done: HashSet<String> = HashSet::new();
         let mut changes = self.clusters.subscribe();
         loop {
             for (cluster_id, context_id) in self.running_clusters() {
-                if busy.contains(&cluster_id) {
+                if busy.contains(&cluster_id) || done.contains(&cluster_id) {
                     continue;
                 }
                 busy.insert(cluster_id.clone());
@@ -338,13 +341,19 @@ impl Libraries {
                 changed = changes.changed() => if changed.is_err() {
                     cancel.cancelled().await;
                     break;
+                } else {
+                    done.clear();
                 },
-                _ = self.nudge.notified() => {}
-                _ = tokio::time::sleep(TICK) => {}
-                Some(Ok(done)) = tasks.join_next(), if !tasks.is_empty() => { busy.remove(&done); }
+                _ = self.nudge.notified() => done.clear(),
+                _ = tokio::time::sleep(TICK) => done.clear(),
+                Some(Ok(id)) = tasks.join_next(), if !tasks.is_empty() => {
+                    busy.remove(&id);
+                    done.insert(id);
+                }
             }
-            while let Some(Ok(done)) = tasks.try_join_next() {
-                busy.remove(&done);
+            while let Some(Ok(id)) = tasks.try_join_next() {
+                busy.remove(&id);
+                done.insert(id);
             }
         }
         tasks.abort_all();
