@@ -65,6 +65,18 @@ pub struct TableInfo {
     pub owner: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The data this table had before each REPLACE that changed its schema
+    /// (oldest first): kept for its history until the table is dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaced: Vec<ReplacedData>,
+}
+
+/// A table's earlier Delta table, left by a REPLACE that changed its schema.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReplacedData {
+    pub table_id: String,
+    pub storage_location: Option<String>,
+    pub replaced_at: i64,
 }
 
 impl TableInfo {
@@ -471,10 +483,12 @@ impl Catalog {
 }
 
 mod commits;
+mod replace;
 mod tables;
 mod updates;
 mod volumes;
 
+pub use replace::HIDDEN_PREFIX;
 pub use updates::SecurableUpdate;
 
 pub use volumes::{

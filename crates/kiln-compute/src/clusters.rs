@@ -39,6 +39,9 @@ pub struct ClusterSettings {
     pub stop_deadline: Duration,
     /// The Unity Catalog engines use; `None` leaves Sail's per-session memory catalog.
     pub engine_catalog: Option<EngineCatalog>,
+    /// Kiln's loopback Spark Connect front, which kernels and pipeline workers
+    /// use (`None`: they talk to engines directly).
+    pub front_port: Option<u16>,
 }
 
 /// How engines reach Kiln's Unity Catalog.
@@ -515,6 +518,18 @@ impl Clusters {
 
     pub fn engine_dir(&self, cluster_id: &str) -> PathBuf {
         self.settings.isolation.engines().join(cluster_id)
+    }
+
+    /// The Spark Connect URL Kiln's own processes (kernels, pipeline workers)
+    /// use for a cluster's engine: the front when there is one (it names the
+    /// engine port, so a restarted engine gets new workers), else the engine.
+    pub fn spark_url(&self, cluster_id: &str, engine_port: u16) -> String {
+        match self.settings.front_port {
+            Some(front) => format!(
+                "sc://127.0.0.1:{front}/;x-databricks-cluster-id={cluster_id};x-kiln-engine-port={engine_port}"
+            ),
+            None => format!("sc://127.0.0.1:{engine_port}"),
+        }
     }
 
     pub fn isolation(&self) -> &Arc<crate::isolation::Isolation> {

@@ -202,7 +202,7 @@ impl Contexts {
         let isolation = self.clusters.isolation().clone();
         KernelSpec {
             cluster_id: cluster_id.into(),
-            spark_url: format!("sc://127.0.0.1:{engine_port}"),
+            spark_url: self.clusters.spark_url(cluster_id, engine_port),
             dbfs_root: isolation.dbfs(),
             engine_dir: self.clusters.engine_dir(cluster_id),
             sources: self.sources.clone(),

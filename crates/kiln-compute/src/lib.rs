@@ -12,6 +12,7 @@
 pub mod catalog;
 pub mod clusters;
 pub mod command_lifecycle;
+pub mod connect;
 pub mod contexts;
 pub mod engine;
 pub mod isolation;

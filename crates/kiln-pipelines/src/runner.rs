@@ -186,7 +186,7 @@ async fn execute(
     let cluster_identity = isolation.cluster_identity(&cluster_id);
     let python = pyenv::ensure(&svc.runtime, &engine_dir, cluster_identity.as_ref()).await?;
     let log = svc.logs.join(format!("{}.log", pipeline.pipeline_id));
-    let spark_url = format!("sc://127.0.0.1:{port}");
+    let spark_url = svc.clusters.spark_url(&cluster_id, port);
     let worker = match svc.take_worker(&pipeline.pipeline_id, &spark_url) {
         Some(w) if w.call("ping", json!({})).await.is_ok() => w,
         _ => tokio::select! {

@@ -17,14 +17,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, HeaderValue, Request, Response, Uri};
-use bytes::BytesMut;
-use futures_util::StreamExt as _;
-use http_body_util::{BodyExt as _, BodyStream, StreamBody};
-use hyper::body::{Frame, Incoming};
+use axum::http::{header, HeaderMap, HeaderValue, Request, Response};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use kiln_compute::connect::TableWrites;
 use kiln_core::{Error, ErrorCode};
 use kiln_store::ClusterState;
 
@@ -39,7 +38,7 @@ const MAX_SESSIONS: usize = 100_000;
 
 /// gRPC status codes used here.
 #[derive(Debug, Clone, Copy)]
-enum Status {
+pub(crate) enum GrpcCode {
     InvalidArgument = 3,
     NotFound = 5,
     PermissionDenied = 7,
@@ -58,6 +57,7 @@ pub fn is_spark_connect<B>(request: &Request<B>) -> bool {
 #[derive(Clone)]
 pub struct Gateway {
     state: AppState,
+    writes: TableWrites,
     client: Client<HttpConnector, Body>,
     /// Spark session id → (principal id, last use).
     sessions: Arc<Mutex<HashMap<String, (String, Instant)>>>,
@@ -72,6 +72,7 @@ impl Gateway {
             .http2_only(true)
             .build(connector);
         Self {
+            writes: TableWrites::new(state.catalog.clone()),
             state,
             client,
             sessions: Arc::new(Mutex::new(HashMap::new())),
@@ -102,60 +103,83 @@ impl Gateway {
     async fn forward(
         &self,
         request: Request<Incoming>,
-    ) -> Result<(Response<Body>, String), (Status, String, String)> {
+    ) -> Result<(Response<Body>, String), (GrpcCode, String, String)> {
         let caller = self
             .authenticate(request.headers(), request.uri().path())
             .map_err(|(s, m)| (s, m, String::new()))?;
         let user = caller.user_name.clone();
-        let fail = |(status, message): (Status, String)| (status, message, user.clone());
+        let fail = |(status, message): (GrpcCode, String)| (status, message, user.clone());
         let port = self
             .engine_port(&caller, request.headers())
             .await
             .map_err(fail)?;
-        let (mut parts, body) = request.into_parts();
-        let (prefix, rest) = peek(body).await.map_err(fail)?;
+        let (parts, body) = request.into_parts();
+        let limit = crate::relay::read_limit(parts.uri.path(), PEEK_LIMIT);
+        let (prefix, rest) = crate::relay::read_first(body, limit).await.map_err(fail)?;
         if let Some(first) = first_fields(&prefix) {
             if self.bind_session(&first.session, &caller).map_err(fail)? {
                 self.session_defaults(port, &first).await;
             }
         }
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_default();
-        parts.uri = format!("http://127.0.0.1:{port}{path_and_query}")
-            .parse::<Uri>()
-            .map_err(|e| (Status::Internal, e.to_string()))
-            .map_err(fail)?;
-        parts.headers.remove(header::AUTHORIZATION);
-        parts.headers.remove(header::HOST);
-        parts.extensions = Default::default();
-        let first = futures_util::stream::iter(
-            (!prefix.is_empty()).then(|| Ok::<_, hyper::Error>(Frame::data(prefix.freeze()))),
-        );
-        let body = Body::new(StreamBody::new(first.chain(BodyStream::new(rest))));
-        let response = self
-            .client
-            .request(Request::from_parts(parts, body))
+        let response = crate::relay::forward(&self.client, &self.writes, parts, prefix, rest, port)
             .await
-            .map_err(|e| {
-                fail((
-                    Status::Unavailable,
-                    format!("the cluster's Spark engine did not answer: {e}"),
-                ))
-            })?;
-        Ok((response.map(Body::new), user))
+            .map_err(fail)?;
+        Ok((response, user))
     }
 
-    fn authenticate(&self, headers: &HeaderMap, path: &str) -> Result<Caller, (Status, String)> {
+    /// A call from a kernel or pipeline worker on the loopback front: it names
+    /// its cluster (`x-databricks-cluster-id`) and the engine port it was
+    /// started for (`x-kiln-engine-port`); no token (engines themselves take
+    /// none, on loopback), and no start of a stopped cluster.
+    pub async fn handle_front(&self, request: Request<Incoming>) -> Response<Body> {
+        if !is_spark_connect(&request) {
+            return grpc_error(GrpcCode::NotFound, "only Spark Connect is served here");
+        }
+        let outcome = async {
+            let port = self.front_port(request.headers())?;
+            let (parts, body) = request.into_parts();
+            let limit = crate::relay::read_limit(parts.uri.path(), PEEK_LIMIT);
+            let (prefix, rest) = crate::relay::read_first(body, limit).await?;
+            crate::relay::forward(&self.client, &self.writes, parts, prefix, rest, port).await
+        }
+        .await;
+        outcome.unwrap_or_else(|(status, message)| grpc_error(status, &message))
+    }
+
+    fn front_port(&self, headers: &HeaderMap) -> Result<u16, (GrpcCode, String)> {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let cluster_id = header("x-databricks-cluster-id");
+        let record = self
+            .state
+            .clusters
+            .get(&cluster_id)
+            .map_err(|e| (GrpcCode::NotFound, e.message))?;
+        let asked = header("x-kiln-engine-port").parse::<u16>().ok();
+        match (record.state, record.engine_port) {
+            (ClusterState::Running | ClusterState::Resizing, Some(port))
+                if asked.is_none_or(|a| a == port) =>
+            {
+                self.state.clusters.touch(&cluster_id);
+                Ok(port)
+            }
+            _ => Err(not_running(&cluster_id, "Pending")),
+        }
+    }
+
+    fn authenticate(&self, headers: &HeaderMap, path: &str) -> Result<Caller, (GrpcCode, String)> {
         let caller = crate::middleware::credentials(&self.state, headers)
-            .map_err(|e| (Status::Unauthenticated, e.message))?;
+            .map_err(|e| (GrpcCode::Unauthenticated, e.message))?;
         crate::middleware::check_scope(&self.state, &caller, path).map_err(|e| {
             let status = if e.code == ErrorCode::Unauthenticated {
-                Status::Unauthenticated
+                GrpcCode::Unauthenticated
             } else {
-                Status::PermissionDenied
+                GrpcCode::PermissionDenied
             };
             (status, e.message)
         })?;
@@ -163,7 +187,7 @@ impl Gateway {
             self.state
                 .limiter
                 .check(&caller.credential)
-                .map_err(|e| (Status::ResourceExhausted, e.message))?;
+                .map_err(|e| (GrpcCode::ResourceExhausted, e.message))?;
         }
         Ok(caller)
     }
@@ -174,14 +198,14 @@ impl Gateway {
         &self,
         caller: &Caller,
         headers: &HeaderMap,
-    ) -> Result<u16, (Status, String)> {
+    ) -> Result<u16, (GrpcCode, String)> {
         let cluster_id = headers
             .get("x-databricks-cluster-id")
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty())
             .ok_or_else(|| {
                 (
-                    Status::InvalidArgument,
+                    GrpcCode::InvalidArgument,
                     "Missing x-databricks-cluster-id: name the cluster to connect to".to_string(),
                 )
             })?
@@ -190,7 +214,7 @@ impl Gateway {
         let record = state
             .clusters
             .get(&cluster_id)
-            .map_err(|e| (Status::NotFound, e.message))?;
+            .map_err(|e| (GrpcCode::NotFound, e.message))?;
         crate::routes::access::require_cluster(state, caller, &cluster_id, "CAN_ATTACH_TO")
             .map_err(status_of)?;
         match (record.state, record.engine_port) {
@@ -252,11 +276,11 @@ impl Gateway {
     }
 
     /// Binds a session to the caller; true when the session is new.
-    fn bind_session(&self, session: &str, caller: &Caller) -> Result<bool, (Status, String)> {
+    fn bind_session(&self, session: &str, caller: &Caller) -> Result<bool, (GrpcCode, String)> {
         let mut sessions = self
             .sessions
             .lock()
-            .map_err(|_| (Status::Internal, "session table poisoned".to_string()))?;
+            .map_err(|_| (GrpcCode::Internal, "session table poisoned".to_string()))?;
         let now = Instant::now();
         match sessions.get_mut(session) {
             Some((owner, used)) if *owner == caller.principal_id => {
@@ -264,7 +288,7 @@ impl Gateway {
                 Ok(false)
             }
             Some(_) => Err((
-                Status::PermissionDenied,
+                GrpcCode::PermissionDenied,
                 format!("Spark session {session} belongs to another user"),
             )),
             None => {
@@ -286,50 +310,23 @@ fn forget_oldest(sessions: &mut HashMap<String, (String, Instant)>) {
     }
 }
 
-fn not_running(cluster_id: &str, state: &str) -> (Status, String) {
+fn not_running(cluster_id: &str, state: &str) -> (GrpcCode, String) {
     (
-        Status::FailedPrecondition,
+        GrpcCode::FailedPrecondition,
         format!("INVALID_STATE: cluster {cluster_id} is in unexpected state {state}."),
     )
 }
 
-fn status_of(error: Error) -> (Status, String) {
+fn status_of(error: Error) -> (GrpcCode, String) {
     let status = match error.code {
-        ErrorCode::ResourceDoesNotExist | ErrorCode::NotFound => Status::NotFound,
-        ErrorCode::PermissionDenied => Status::PermissionDenied,
-        ErrorCode::Unauthenticated => Status::Unauthenticated,
-        ErrorCode::InvalidParameterValue => Status::InvalidArgument,
-        ErrorCode::InvalidState => Status::FailedPrecondition,
-        _ => Status::Internal,
+        ErrorCode::ResourceDoesNotExist | ErrorCode::NotFound => GrpcCode::NotFound,
+        ErrorCode::PermissionDenied => GrpcCode::PermissionDenied,
+        ErrorCode::Unauthenticated => GrpcCode::Unauthenticated,
+        ErrorCode::InvalidParameterValue => GrpcCode::InvalidArgument,
+        ErrorCode::InvalidState => GrpcCode::FailedPrecondition,
+        _ => GrpcCode::Internal,
     };
     (status, error.message)
-}
-
-/// Reads the start of the body (enough of the first gRPC message to hold its
-/// session id) and returns it with the rest of the body.
-async fn peek(mut body: Incoming) -> Result<(BytesMut, Incoming), (Status, String)> {
-    let mut prefix = BytesMut::new();
-    while prefix.len() < wanted(&prefix) {
-        match body.frame().await {
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    prefix.extend_from_slice(&data);
-                }
-            }
-            Some(Err(e)) => return Err((Status::InvalidArgument, e.to_string())),
-            None => break,
-        }
-    }
-    Ok((prefix, body))
-}
-
-/// How many bytes of the body to hold before forwarding.
-fn wanted(prefix: &[u8]) -> usize {
-    if prefix.len() < 5 {
-        return 5;
-    }
-    let length = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
-    5 + length.min(PEEK_LIMIT)
 }
 
 /// What every Spark Connect request starts with: `session_id` (field 1) and
@@ -401,7 +398,7 @@ fn config_set(first: &FirstFields, pairs: &[(&str, &str)]) -> Vec<u8> {
     request
 }
 
-fn grpc_status(headers: &HeaderMap) -> Option<u16> {
+pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<u16> {
     headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
@@ -417,7 +414,7 @@ fn varint(bytes: &[u8]) -> Option<(u64, usize)> {
 }
 
 /// A trailers-only gRPC error response.
-fn grpc_error(status: Status, message: &str) -> Response<Body> {
+fn grpc_error(status: GrpcCode, message: &str) -> Response<Body> {
     let mut response = Response::new(Body::empty());
     let headers = response.headers_mut();
     headers.insert(
@@ -459,8 +456,6 @@ mod tests {
         message.extend_from_slice(session.as_bytes());
         message.extend_from_slice(&[0x12, 0x00]);
         let body = framed(&message);
-        assert_eq!(wanted(&body[..3]), 5);
-        assert_eq!(wanted(&body), body.len());
         let first = first_fields(&body);
         assert_eq!(first.as_ref().map(|f| f.session.as_str()), Some(session));
         assert_eq!(first.and_then(|f| f.user_context), Some(Vec::new()));
@@ -494,7 +489,7 @@ mod tests {
 
     #[test]
     fn error_messages_are_percent_encoded() {
-        let response = grpc_error(Status::NotFound, "cluster 1 is gone — 100%");
+        let response = grpc_error(GrpcCode::NotFound, "cluster 1 is gone — 100%");
         let message = response
             .headers()
             .get("grpc-message")

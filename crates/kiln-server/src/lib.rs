@@ -13,6 +13,7 @@ pub mod listen;
 pub mod middleware;
 pub mod oauth_u2m;
 pub mod ratelimit;
+mod relay;
 pub mod routes;
 pub mod state;
 pub mod ui;
@@ -107,7 +108,16 @@ pub async fn serve(
     let metastore_id = bootstrap::uuid_once(store.as_ref(), "metastore_id")?;
     bootstrap::admin(&identity, &config)?;
     bootstrap::shared_folder(store.as_ref(), &workspace, &permissions)?;
-    let listeners = bind_listeners(&config).await?;
+    let mut listeners = bind_listeners(&config).await?;
+    // Kernels and pipeline workers reach engines through this loopback front,
+    // which carries out the table writes engines cannot do themselves.
+    let front = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|e| Error::internal("bind the engine front", e))?;
+    let front_port = front
+        .local_addr()
+        .map_err(|e| Error::internal("bind the engine front", e))?
+        .port();
     let address = listeners[0]
         .tcp
         .local_addr()
@@ -123,6 +133,7 @@ pub async fn serve(
         isolation: isolation.clone(),
         autotermination_minute: config.clusters.minute(),
         stop_deadline: std::time::Duration::from_secs(config.clusters.engine_stop_seconds),
+        front_port: Some(front_port),
         engine_catalog: Some(EngineCatalog {
             uri: format!("http://{}/api/2.1/unity-catalog", loopback_address(address)),
             token: identity.system_token().to_string(),
@@ -214,6 +225,11 @@ pub async fn serve(
             println!("Kiln is listening on {scheme}://{extra}");
         }
     }
+    listeners.push(listen::Listener {
+        tcp: front,
+        tls: None,
+        front: true,
+    });
     let services = listen::Services {
         app: app(state.clone()),
         gateway: gateway::Gateway::new(state),
@@ -255,18 +271,21 @@ async fn bind_listeners(config: &Config) -> Result<Vec<listen::Listener>> {
     let mut listeners = vec![listen::Listener {
         tcp: bind(config.port).await?,
         tls: None,
+        front: false,
     }];
     let server = &config.server;
     if server.https_port != 0 {
         listeners.push(listen::Listener {
             tcp: bind(server.https_port).await?,
             tls: Some(workspace_tls(config)?),
+            front: false,
         });
     }
     for port in &server.extra_http_ports {
         listeners.push(listen::Listener {
             tcp: bind(*port).await?,
             tls: None,
+            front: false,
         });
     }
     Ok(listeners)

@@ -49,6 +49,8 @@ impl Scheme {
 pub struct Listener {
     pub tcp: TcpListener,
     pub tls: Option<Arc<ServerConfig>>,
+    /// The loopback front for kernels and pipeline workers: Spark Connect only.
+    pub front: bool,
 }
 
 /// What every connection serves.
@@ -93,7 +95,12 @@ async fn accept_loop(listener: Listener, services: Services, stop: CancellationT
         let _ = stream.set_nodelay(true);
         match &acceptor {
             None => {
-                let connection = serve_io(TokioIo::new(stream), services.clone(), Scheme::Http);
+                let connection = serve_io(
+                    TokioIo::new(stream),
+                    services.clone(),
+                    Scheme::Http,
+                    listener.front,
+                );
                 let watched = graceful.watch(connection);
                 tokio::spawn(async move {
                     let _ = watched.await;
@@ -110,7 +117,7 @@ async fn accept_loop(listener: Listener, services: Services, stop: CancellationT
                     else {
                         return;
                     };
-                    let connection = serve_io(TokioIo::new(tls), services, Scheme::Https);
+                    let connection = serve_io(TokioIo::new(tls), services, Scheme::Https, false);
                     let _ = watcher.watch(connection).await;
                 });
             }
@@ -124,6 +131,7 @@ fn serve_io<I>(
     io: TokioIo<I>,
     services: Services,
     scheme: Scheme,
+    front: bool,
 ) -> impl hyper_util::server::graceful::GracefulConnection<
     Error = Box<dyn std::error::Error + Send + Sync>,
 > + Send
@@ -132,7 +140,12 @@ where
 {
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let services = services.clone();
-        async move { Ok::<_, Infallible>(route(services, request, scheme).await) }
+        async move {
+            if front {
+                return Ok::<_, Infallible>(services.gateway.handle_front(request).await);
+            }
+            Ok::<_, Infallible>(route(services, request, scheme).await)
+        }
     });
     Builder::new(TokioExecutor::new())
         .serve_connection_with_upgrades(io, service)

@@ -49,8 +49,9 @@ impl Catalog {
         backfilled: Option<i64>,
         columns: Option<Vec<Value>>,
     ) -> Result<()> {
-        let mut table = self.table_by_id(table_id)?;
+        // Read under the writer lock: a REPLACE may swap the table meanwhile.
         let _guard = self.lock_writer()?;
+        let mut table = self.table_by_id(table_id)?;
         let mut log = self
             .read()?
             .commits

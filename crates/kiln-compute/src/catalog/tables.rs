@@ -126,6 +126,7 @@ impl Catalog {
             owner: owner.into(),
             created_at: now,
             updated_at: now,
+            replaced: Vec::new(),
         };
         let mut writes = vec![put("table", &key, &info)?];
         if let Some(staged) = &staged {
@@ -165,20 +166,23 @@ impl Catalog {
             s.commits.remove(&table_id);
         })?;
         if table.table_type == "MANAGED" {
-            self.remove_managed_data(&table);
+            self.remove_managed_data(&table.full_name(), table.storage_location.as_deref());
+            for earlier in &table.replaced {
+                self.remove_managed_data(&table.full_name(), earlier.storage_location.as_deref());
+            }
         }
         Ok(())
     }
 
-    fn remove_managed_data(&self, table: &TableInfo) {
-        let Some(location) = table.storage_location.as_deref() else {
+    pub(super) fn remove_managed_data(&self, table: &str, location: Option<&str>) {
+        let Some(location) = location else {
             return;
         };
         let path = PathBuf::from(location.strip_prefix("file://").unwrap_or(location));
         match path.canonicalize() {
             Ok(real) if real.starts_with(&self.root) && real != self.root => {
                 if let Err(e) = kiln_core::blocking::run(|| std::fs::remove_dir_all(&real)) {
-                    tracing::warn!(table = %table.full_name(), error = %e, "could not remove managed table data");
+                    tracing::warn!(table = %table, error = %e, "could not remove managed table data");
                 }
             }
             Ok(real) => {

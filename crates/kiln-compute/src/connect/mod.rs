@@ -1,0 +1,17 @@
+//! Spark Connect requests Kiln reads on their way to an engine: the table
+//! writes the engine's Unity Catalog client cannot do (REPLACE, overwrite
+//! `saveAsTable`) or gets wrong (a new table from an in-memory relation),
+//! which Kiln carries out against the catalog it owns ([`writes`]). Every
+//! path to an engine — Databricks Connect and raw Spark Connect through the
+//! gateway, kernels and pipeline workers through the loopback front — goes
+//! through [`TableWrites::prepare`].
+
+pub mod ddl;
+pub mod engine;
+mod errors;
+mod intent;
+pub mod wire;
+mod writes;
+
+pub use errors::analysis_error;
+pub use writes::{Finish, Prepared, TableWrites};

@@ -1,0 +1,470 @@
+//! Table writes Kiln carries out for the engine, in the client's own session:
+//!
+//! - a **new** managed Delta table: Kiln analyzes the rows' schema, creates the
+//!   table with those columns (all nullable, as Spark's create-as-select does),
+//!   then inserts the rows; if the insert fails the table is dropped again;
+//! - an **overwrite** (`mode("overwrite").saveAsTable`, or REPLACE with the
+//!   same columns): one `INSERT OVERWRITE` matched by column name, a new
+//!   version of the same Delta table (history kept, readers never see it
+//!   missing, a failure leaves the old version); columns that differ need
+//!   `overwriteSchema` (a `DELTA_METADATA_MISMATCH` error otherwise);
+//! - a **REPLACE** that changes the schema (`CREATE OR REPLACE TABLE`,
+//!   `writeTo(…).createOrReplace()`, `overwriteSchema`): the rows go into a
+//!   hidden table, and one catalog commit then gives the table that data
+//!   ([`Catalog::replace_table_data`]); a failure drops the hidden table.
+//!
+//! The last step is the client's own request with its plan replaced, so the
+//! client gets the engine's answer (operation id, SQL result) for it.
+
+use std::sync::Arc;
+
+use prost::Message as _;
+use serde_json::Value;
+use tonic::Status;
+
+use super::ddl::{self, fold_type, quote, quote_name};
+use super::engine::EngineSession;
+use super::errors::analysis_error;
+use super::intent::{self, create_statement, Intent, Source, TableSpec};
+use super::wire::{
+    save_method, save_mode, Command, Expression, Kind, Plan, Project, Relation, SaveTable, Sql,
+    SqlCommand, UnresolvedAttribute, WriteOperation,
+};
+use crate::catalog::{Catalog, TableInfo, HIDDEN_PREFIX};
+
+/// What to do with a client's `ExecutePlan`.
+pub enum Prepared {
+    /// Forward it unchanged.
+    Pass,
+    /// Forward `request` instead, then call [`TableWrites::finish`].
+    Forward { request: Vec<u8>, finish: Finish },
+    /// Answer with this error; nothing was changed.
+    Refuse(Status),
+}
+
+/// What is left once the engine has answered the forwarded request.
+#[derive(Debug)]
+pub struct Finish {
+    after: After,
+}
+
+#[derive(Debug, PartialEq)]
+enum After {
+    Nothing,
+    DropOnFailure(String),
+    Swap {
+        target: String,
+        hidden: String,
+        keep_comment: bool,
+    },
+}
+
+/// Table writes through the Unity Catalog Kiln owns.
+#[derive(Clone)]
+pub struct TableWrites {
+    catalog: Arc<Catalog>,
+}
+
+impl TableWrites {
+    pub fn new(catalog: Arc<Catalog>) -> Self {
+        Self { catalog }
+    }
+
+    /// Reads an `ExecutePlanRequest` (its encoded message) bound for the
+    /// engine on `port`, and runs the steps before its last one.
+    pub async fn prepare(&self, port: u16, message: &[u8]) -> Prepared {
+        let Some(mut request) = intent::decode(message) else {
+            return Prepared::Pass;
+        };
+        let Some(intent) = intent::read(&self.catalog, &request) else {
+            return Prepared::Pass;
+        };
+        let session = EngineSession {
+            port,
+            session_id: request.session_id.clone(),
+            user_context: request.user_context.clone(),
+        };
+        match self.steps(&session, intent).await {
+            Ok((plan, after)) => {
+                request.plan = Some(plan);
+                Prepared::Forward {
+                    request: request.encode_to_vec(),
+                    finish: Finish { after },
+                }
+            }
+            Err(status) => Prepared::Refuse(status),
+        }
+    }
+
+    /// Completes a forwarded write once the engine answered (`succeeded`).
+    pub fn finish(&self, finish: Finish, succeeded: bool) -> Result<(), Status> {
+        match finish.after {
+            After::Nothing => Ok(()),
+            After::DropOnFailure(table) => {
+                if !succeeded {
+                    self.drop_quietly(&table);
+                }
+                Ok(())
+            }
+            After::Swap {
+                target,
+                hidden,
+                keep_comment,
+            } => {
+                if !succeeded {
+                    self.drop_quietly(&hidden);
+                    return Ok(());
+                }
+                self.catalog
+                    .replace_table_data(&target, &hidden, keep_comment)
+                    .map_err(|e| {
+                        self.drop_quietly(&hidden);
+                        intent::internal(e)
+                    })
+            }
+        }
+    }
+
+    fn drop_quietly(&self, table: &str) {
+        if let Err(e) = self.catalog.delete_table(table) {
+            tracing::warn!(table, error = %e.message, "could not drop the table of a failed write");
+        }
+    }
+
+    async fn steps(
+        &self,
+        session: &EngineSession,
+        intent: Intent,
+    ) -> Result<(Plan, After), Status> {
+        match intent {
+            Intent::Refuse(status) => Err(status),
+            Intent::PlainCreate { sql } => Ok((sql_plan(&sql), After::Nothing)),
+            Intent::Create {
+                target,
+                source,
+                spec,
+            } => {
+                let columns = columns(session, &source).await?;
+                let name = quote_name(&target);
+                session
+                    .sql(&create_statement(&name, &column_list(&columns), &spec))
+                    .await?;
+                let plan = insert_plan(&source, &name, None, false);
+                Ok((plan, After::DropOnFailure(target.join("."))))
+            }
+            Intent::Overwrite {
+                table,
+                source,
+                replace_schema,
+                spec,
+            } => {
+                let columns = columns(session, &source).await?;
+                let same = compare(&table, &columns, &spec);
+                if same.names && (!replace_schema || (same.types && same.partitions)) {
+                    return Ok((in_place(&table, &source), After::Nothing));
+                }
+                if !replace_schema {
+                    return Err(mismatch(&table, &columns));
+                }
+                self.swap(
+                    session,
+                    &table,
+                    Some(&source),
+                    &column_list(&columns),
+                    &spec,
+                    true,
+                )
+                .await
+            }
+            Intent::Replace {
+                table,
+                source,
+                columns: declared,
+                spec,
+            } => match (source, declared) {
+                (Some(source), _) => {
+                    let columns = columns(session, &source).await?;
+                    let same = compare(&table, &columns, &spec);
+                    let restated = spec.comment_sql.is_some() || spec.properties_sql.is_some();
+                    if same.in_order && same.types && same.partitions && !restated {
+                        return Ok((in_place(&table, &source), After::Nothing));
+                    }
+                    let list = column_list(&columns);
+                    self.swap(session, &table, Some(&source), &list, &spec, false)
+                        .await
+                }
+                (None, Some(declared)) => {
+                    self.swap(session, &table, None, &declared, &spec, false)
+                        .await
+                }
+                (None, None) => Err(Status::invalid_argument(
+                    "REPLACE TABLE needs columns or a query",
+                )),
+            },
+        }
+    }
+
+    /// Writes the rows (or, without `source`, an empty table of `columns`)
+    /// into a hidden table that then replaces `table`.
+    async fn swap(
+        &self,
+        session: &EngineSession,
+        table: &TableInfo,
+        source: Option<&Source>,
+        columns: &str,
+        spec: &TableSpec,
+        keep_comment: bool,
+    ) -> Result<(Plan, After), Status> {
+        let hidden = [
+            table.catalog_name.clone(),
+            table.schema_name.clone(),
+            format!(
+                "{HIDDEN_PREFIX}{}",
+                &kiln_core::ids::uuid4().replace('-', "")[..16]
+            ),
+        ];
+        let name = quote_name(&hidden);
+        let create = create_statement(&name, columns, spec);
+        let after = After::Swap {
+            target: table.full_name(),
+            hidden: hidden.join("."),
+            keep_comment,
+        };
+        match source {
+            Some(source) => {
+                session.sql(&create).await?;
+                Ok((insert_plan(source, &name, None, false), after))
+            }
+            None => Ok((sql_plan(&create), after)),
+        }
+    }
+}
+
+/// The rows' columns (name, DDL type) as the engine analyzes them.
+async fn columns(
+    session: &EngineSession,
+    source: &Source,
+) -> Result<Vec<(String, String)>, Status> {
+    let relation = match source {
+        Source::Relation { relation, .. } => relation.clone(),
+        Source::Query(query) => Relation {
+            sql: Some(Sql {
+                query: query.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    };
+    let schema = session.schema(relation).await?;
+    let Some(Kind::Struct(fields)) = schema.kind else {
+        return Err(Status::internal(
+            "the engine analyzed the rows as no struct",
+        ));
+    };
+    fields
+        .fields
+        .iter()
+        .map(|f| {
+            let t = f
+                .data_type
+                .as_ref()
+                .ok_or_else(|| Status::internal("a column without a type"))?;
+            let ddl = ddl::type_ddl(t).map_err(|m| {
+                analysis_error(
+                    "UNSUPPORTED_DATA_TYPE",
+                    "0A000",
+                    &format!("[UNSUPPORTED_DATA_TYPE] Column {}: {m}.", quote(&f.name)),
+                )
+            })?;
+            Ok((f.name.clone(), ddl))
+        })
+        .collect()
+}
+
+fn column_list(columns: &[(String, String)]) -> String {
+    columns
+        .iter()
+        .map(|(name, t)| format!("{} {t}", quote(name)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The table's columns (name, type text) and partition columns.
+fn table_columns(table: &TableInfo) -> (Vec<(String, String)>, Vec<String>) {
+    let mut columns: Vec<(i64, String, String)> = Vec::new();
+    let mut partitions: Vec<(i64, String)> = Vec::new();
+    for (i, c) in table.columns.iter().enumerate() {
+        let name = c["name"].as_str().unwrap_or_default().to_string();
+        let position = c["position"].as_i64().unwrap_or(i as i64);
+        let type_text = c["type_text"].as_str().unwrap_or_default().to_string();
+        if let Some(index) = c.get("partition_index").and_then(Value::as_i64) {
+            partitions.push((index, name.to_lowercase()));
+        }
+        columns.push((position, name, type_text));
+    }
+    columns.sort_by_key(|c| c.0);
+    partitions.sort();
+    (
+        columns.into_iter().map(|(_, n, t)| (n, t)).collect(),
+        partitions.into_iter().map(|(_, n)| n).collect(),
+    )
+}
+
+struct Sameness {
+    /// The same column names (case-insensitive), in any order.
+    names: bool,
+    /// … and in the same order.
+    in_order: bool,
+    /// Each column has the same type.
+    types: bool,
+    /// The write asks for no other partitioning.
+    partitions: bool,
+}
+
+fn compare(table: &TableInfo, columns: &[(String, String)], spec: &TableSpec) -> Sameness {
+    let (existing, partitions) = table_columns(table);
+    let lower = |v: &[(String, String)]| -> Vec<String> {
+        v.iter().map(|(n, _)| n.to_lowercase()).collect()
+    };
+    let (mut a, mut b) = (lower(&existing), lower(columns));
+    let in_order = a == b;
+    a.sort();
+    b.sort();
+    let types = existing.iter().all(|(name, t)| {
+        columns
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .is_some_and(|(_, ours)| fold_type(ours) == fold_type(t))
+    });
+    let asked: Vec<String> = match &spec.partition_sql {
+        Some(sql) => sql
+            .split(',')
+            .map(|c| c.trim().trim_matches('`').to_lowercase())
+            .collect(),
+        None => spec.partition_by.iter().map(|c| c.to_lowercase()).collect(),
+    };
+    Sameness {
+        names: a == b,
+        in_order,
+        types,
+        partitions: asked == partitions || (asked.is_empty() && spec.partition_sql.is_none()),
+    }
+}
+
+fn mismatch(table: &TableInfo, columns: &[(String, String)]) -> Status {
+    let (existing, _) = table_columns(table);
+    let show = |v: &[(String, String)]| {
+        v.iter()
+            .map(|(n, t)| format!(" |-- {n}: {}", t.to_lowercase()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    analysis_error(
+        "DELTA_METADATA_MISMATCH",
+        "42KDG",
+        &format!(
+            "[DELTA_METADATA_MISMATCH] A schema mismatch detected when writing to the Delta table (Table ID: {}).\nTo overwrite your schema or change partitioning, please set:\n'.option(\"overwriteSchema\", \"true\")'.\n\nTable schema:\nroot\n{}\n\nData schema:\nroot\n{}",
+            table.table_id,
+            show(&existing),
+            show(columns)
+        ),
+    )
+}
+
+/// An overwrite of `table` in place, its columns matched by name.
+fn in_place(table: &TableInfo, source: &Source) -> Plan {
+    let (existing, _) = table_columns(table);
+    let names: Vec<String> = existing.into_iter().map(|(n, _)| n).collect();
+    let name = quote_name(&[
+        table.catalog_name.clone(),
+        table.schema_name.clone(),
+        table.name.clone(),
+    ]);
+    insert_plan(source, &name, Some(&names), true)
+}
+
+fn sql_plan(sql: &str) -> Plan {
+    Plan {
+        command: Some(Command {
+            sql_command: Some(SqlCommand {
+                input: Some(Relation {
+                    sql: Some(Sql {
+                        query: sql.into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Inserts the rows into `table` (a quoted name): a DataFrame as the writer's
+/// `insertInto`, a query as `INSERT … SELECT` (so `spark.sql` gets its SQL
+/// result); `columns` picks and orders the rows' columns by name.
+fn insert_plan(source: &Source, table: &str, columns: Option<&[String]>, overwrite: bool) -> Plan {
+    match source {
+        Source::Relation { relation, options } => {
+            let input = match columns {
+                Some(names) => Relation {
+                    project: Some(Project {
+                        input: Some(relation.clone()),
+                        expressions: names
+                            .iter()
+                            .map(|n| Expression {
+                                unresolved_attribute: Some(UnresolvedAttribute {
+                                    unparsed_identifier: quote(n),
+                                }),
+                            })
+                            .collect(),
+                    }),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+                None => relation.clone(),
+            };
+            Plan {
+                command: Some(Command {
+                    write_operation: Some(WriteOperation {
+                        input: Some(input),
+                        table: Some(SaveTable {
+                            table_name: table.into(),
+                            save_method: save_method::INSERT_INTO,
+                        }),
+                        mode: if overwrite {
+                            save_mode::OVERWRITE
+                        } else {
+                            save_mode::APPEND
+                        },
+                        options: options.iter().cloned().collect(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+        }
+        Source::Query(query) => {
+            let select = match columns {
+                Some(names) => names
+                    .iter()
+                    .map(|n| quote(n))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                None => "*".into(),
+            };
+            let verb = if overwrite { "OVERWRITE" } else { "INTO" };
+            sql_plan(&format!(
+                "INSERT {verb} {table} SELECT {select} FROM ({query}) AS `__kiln_query`"
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "writes_tests.rs"]
+mod tests;
