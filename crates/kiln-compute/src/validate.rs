@@ -6,7 +6,8 @@ use kiln_core::{Error, Result};
 
 const VERSION_OPERATORS: &[&str] = &["===", "~=", "==", "!=", "<=", ">=", "<", ">"];
 
-/// A PEP 508 requirement without a URL: `name[extra,...] (spec, ...) ; marker`.
+/// A PEP 508 requirement: `name[extra,...] (spec, ...) ; marker`, or a direct
+/// reference to a wheel over HTTP(S): `name[extra,...] @ https://…/x.whl`.
 pub fn pypi_requirement(value: &str) -> Result<()> {
     let bad = || {
         Error::invalid(format!(
@@ -22,6 +23,16 @@ pub fn pypi_requirement(value: &str) -> Result<()> {
         None => (value, None),
     };
     let requirement = requirement.trim();
+    if let Some((named, url)) = requirement.split_once('@') {
+        let url = url.trim();
+        let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+        let clean = !url.is_empty() && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+        let path = url.split(['?', '#']).next().unwrap_or_default();
+        if !scheme_ok || !clean || !path.ends_with(".whl") || !url_host_ok(url) {
+            return Err(bad());
+        }
+        return pypi_requirement(named.trim()).map_err(|_| bad());
+    }
     let name_end = requirement
         .find(|c: char| !is_name_char(c))
         .unwrap_or(requirement.len());
@@ -51,6 +62,41 @@ pub fn pypi_requirement(value: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `http(s)://host[:port]/…` with a host of letters, digits, `.-` (or `[v6]`).
+fn url_host_ok(url: &str) -> bool {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or_default();
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') || authority.is_empty() {
+        return false;
+    }
+    authority
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+}
+
+/// The PEP 508 direct reference for a wheel URL: `name @ url`, the project
+/// name read from the wheel's file name (`name-version-…whl`).
+pub fn wheel_url_requirement(url: &str) -> Result<String> {
+    let path = url.split(['?', '#']).next().unwrap_or_default();
+    let file = path.rsplit('/').next().unwrap_or_default();
+    let name = file
+        .strip_suffix(".whl")
+        .and_then(|stem| stem.split('-').next())
+        .filter(|n| is_name(n))
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "Invalid value for field uri: {url:?} is not the URL of a wheel (…/name-version-….whl)"
+            ))
+        })?;
+    let requirement = format!("{name} @ {url}");
+    pypi_requirement(&requirement).map_err(|_| {
+        Error::invalid(format!(
+            "Invalid value for field uri: {url:?} is not an http(s) URL of a wheel"
+        ))
+    })?;
+    Ok(requirement)
 }
 
 fn is_name_char(c: char) -> bool {
@@ -166,6 +212,8 @@ mod tests {
             "pandas~=2.1; python_version >= '3.9'",
             "zope.interface",
             "a",
+            "x @ https://files.example.com/x-1.0-py3-none-any.whl",
+            "x[extra] @ http://127.0.0.1:8000/x-1.0-py3-none-any.whl?token=1",
         ] {
             assert!(pypi_requirement(ok).is_ok(), "{ok}");
         }
@@ -182,11 +230,27 @@ mod tests {
             "x==",
             "x[",
             "git+https://github.com/a/b",
-            "x @ https://evil/x.whl",
+            "x @ file:///etc/passwd.whl",
+            "x @ https://h/x-1.0.tar.gz",
+            "x @ https://user:pw@h/x.whl",
+            "x @ https://h/x.whl --pre",
+            "--pre @ https://h/x.whl",
+            "x @ ",
             "x; $(rm -rf /)",
         ] {
             assert!(pypi_requirement(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn wheel_urls_become_direct_references() {
+        assert_eq!(
+            wheel_url_requirement("https://h.example/dl/my_pkg-1.2-py3-none-any.whl").ok(),
+            Some("my_pkg @ https://h.example/dl/my_pkg-1.2-py3-none-any.whl".to_string())
+        );
+        assert!(wheel_url_requirement("https://h/pkg.tar.gz").is_err());
+        assert!(wheel_url_requirement("https://h/-1.0.whl").is_err());
+        assert!(wheel_url_requirement("https://h/x-1.whl --index-url http://e").is_err());
     }
 
     #[test]

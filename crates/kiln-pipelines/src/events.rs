@@ -173,13 +173,17 @@ impl Filter {
     }
 }
 
-/// What a page token carries: the query and where the next page starts.
+/// What a page token carries: the query and where the page starts.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Cursor {
     pub filter: Filter,
     pub ascending: bool,
-    /// Sequence number of the last event returned.
+    /// Sequence number of the event the page starts after (or, going
+    /// `backward`, the first event of the page after the one wanted).
     pub after_seq: i64,
+    /// A `prev_page_token`: the page that ends just before `after_seq`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backward: bool,
 }
 
 pub fn encode_token(cursor: &Cursor) -> String {
@@ -195,26 +199,59 @@ pub fn decode_token(token: &str) -> Result<Cursor> {
         .ok_or_else(|| Error::invalid("Invalid page_token"))
 }
 
-/// One page of `events` (oldest first as stored) for a cursor.
-pub fn page(events: &[Event], cursor: &Cursor, max: usize) -> (Vec<Event>, Option<Cursor>) {
-    let matching = events.iter().filter(|e| cursor.filter.matches(e));
-    let mut selected: Vec<&Event> = if cursor.ascending {
-        matching.filter(|e| e.seq > cursor.after_seq).collect()
+/// One page of events for a cursor.
+pub struct Page {
+    pub events: Vec<Event>,
+    pub next: Option<Cursor>,
+    pub prev: Option<Cursor>,
+}
+
+/// One page of `events` (oldest first as stored) for a cursor, with the
+/// cursors of the pages after and before it.
+pub fn page(events: &[Event], cursor: &Cursor, max: usize) -> Page {
+    let max = max.max(1);
+    let mut ordered: Vec<&Event> = events.iter().filter(|e| cursor.filter.matches(e)).collect();
+    if !cursor.ascending {
+        ordered.reverse();
+    }
+    // Where `seq` stands in page order.
+    let before = |seq: i64, bound: i64| {
+        if cursor.ascending {
+            seq < bound
+        } else {
+            seq > bound
+        }
+    };
+    let start = if cursor.backward {
+        let end = ordered
+            .iter()
+            .position(|e| !before(e.seq, cursor.after_seq))
+            .unwrap_or(ordered.len());
+        end.saturating_sub(max)..end
     } else {
-        let mut v: Vec<&Event> = matching.filter(|e| e.seq < cursor.after_seq).collect();
-        v.reverse();
-        v
+        let first = ordered
+            .iter()
+            .position(|e| e.seq != cursor.after_seq && !before(e.seq, cursor.after_seq))
+            .unwrap_or(ordered.len());
+        first..(first + max).min(ordered.len())
     };
-    let more = selected.len() > max;
-    selected.truncate(max);
-    let next = match (more, selected.last()) {
-        (true, Some(last)) => Some(Cursor {
-            after_seq: last.seq,
-            ..cursor.clone()
-        }),
-        _ => None,
+    let selected: Vec<Event> = ordered[start.clone()].iter().map(|e| (*e).clone()).collect();
+    let at = |seq: i64, backward: bool| Cursor {
+        after_seq: seq,
+        backward,
+        ..cursor.clone()
     };
-    (selected.into_iter().cloned().collect(), next)
+    let next = (start.end < ordered.len())
+        .then(|| selected.last().map(|e| at(e.seq, false)))
+        .flatten();
+    let prev = (start.start > 0)
+        .then(|| selected.first().map(|e| at(e.seq, true)))
+        .flatten();
+    Page {
+        events: selected,
+        next,
+        prev,
+    }
 }
 
 #[cfg(test)]
@@ -271,25 +308,44 @@ mod tests {
     #[test]
     fn pages_in_both_orders() {
         let all: Vec<Event> = (1..=7).map(|i| ev(i, "INFO", i * 10)).collect();
+        let seqs = |p: &Page| p.events.iter().map(|e| e.seq).collect::<Vec<_>>();
         let desc = Cursor {
             filter: Filter::default(),
             ascending: false,
             after_seq: i64::MAX,
+            backward: false,
         };
-        let (p1, next) = page(&all, &desc, 3);
-        assert_eq!(p1.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![7, 6, 5]);
-        let next = next.unwrap_or_else(|| panic!("more"));
+        let p1 = page(&all, &desc, 3);
+        assert_eq!(seqs(&p1), vec![7, 6, 5]);
+        assert!(p1.prev.is_none());
+        let next = p1.next.unwrap_or_else(|| panic!("more"));
         let token = decode_token(&encode_token(&next)).unwrap_or_else(|e| panic!("{e:?}"));
-        let (p2, _) = page(&all, &token, 3);
-        assert_eq!(p2.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 3, 2]);
+        let p2 = page(&all, &token, 3);
+        assert_eq!(seqs(&p2), vec![4, 3, 2]);
+        let p3 = page(&all, &p2.next.clone().unwrap_or_else(|| panic!("more")), 3);
+        assert_eq!(seqs(&p3), vec![1]);
+        assert!(p3.next.is_none());
+        let back = page(&all, &p3.prev.unwrap_or_else(|| panic!("prev")), 3);
+        assert_eq!(seqs(&back), vec![4, 3, 2]);
+        let token = decode_token(&encode_token(&back.prev.unwrap_or_else(|| panic!("prev"))))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let first = page(&all, &token, 3);
+        assert_eq!(seqs(&first), vec![7, 6, 5]);
+        assert!(first.prev.is_none() && first.next.is_some());
         let asc = Cursor {
             filter: Filter::default(),
             ascending: true,
             after_seq: i64::MIN,
+            backward: false,
         };
-        let (p, next) = page(&all, &asc, 10);
-        assert_eq!(p.len(), 7);
-        assert!(next.is_none());
+        let p = page(&all, &asc, 10);
+        assert_eq!(p.events.len(), 7);
+        assert!(p.next.is_none() && p.prev.is_none());
+        let p = page(&all, &asc, 4);
+        let p = page(&all, &p.next.unwrap_or_else(|| panic!("more")), 4);
+        assert_eq!(seqs(&p), vec![5, 6, 7]);
+        let back = page(&all, &p.prev.unwrap_or_else(|| panic!("prev")), 4);
+        assert_eq!(seqs(&back), vec![1, 2, 3, 4]);
         assert!(decode_token("garbage!").is_err());
     }
 

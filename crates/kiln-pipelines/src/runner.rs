@@ -341,10 +341,17 @@ async fn ensure_cluster(
             0
         },
         spark_conf: strings(&spec["spark_conf"]),
-        spark_env_vars: BTreeMap::new(),
+        spark_env_vars: strings(&spec["spark_env_vars"]),
         custom_tags: strings(&spec["custom_tags"]),
         cluster_source: "PIPELINE".into(),
-        other: BTreeMap::new(),
+        other: ["ssh_public_keys", "cluster_log_conf"]
+            .into_iter()
+            .filter_map(|k| {
+                spec.get(k)
+                    .filter(|v| !v.is_null())
+                    .map(|v| (k.to_string(), v.clone()))
+            })
+            .collect(),
     };
     let record = svc.clusters.create(&pipeline.run_as, config).await?;
     for _ in 0..1200 {

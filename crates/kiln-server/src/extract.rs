@@ -109,6 +109,21 @@ impl Form {
             .ok_or_else(|| Error::invalid(format!("Missing required field: {name}")))
     }
 
+    /// Whether `name` was sent as a file part.
+    pub fn is_file(&self, name: &str) -> bool {
+        self.files.iter().any(|f| f == name)
+    }
+
+    /// Every field as text, as a JSON object (what `Params` would read).
+    pub fn text_fields(&self) -> serde_json::Value {
+        serde_json::Value::Object(
+            self.fields
+                .iter()
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).to_string().into()))
+                .collect(),
+        )
+    }
+
     /// A boolean field (`true`, any case); absent is false.
     pub fn flag(&self, name: &str) -> bool {
         self.text(name)

@@ -169,15 +169,27 @@ async fn route(
 }
 
 /// `//api//2.0/x` → `/api/2.0/x` (the query is kept as it is).
+/// A trailing slash of a REST path is dropped too (`GET /api/2.0/pipelines/`,
+/// as seed 001 writes it, is the list call), except in the Files API, whose
+/// paths name files and directories.
 fn collapse_slashes(uri: &mut Uri) {
     let path = uri.path();
-    if !path.contains("//") {
+    let trailing = path.len() > 1
+        && path.ends_with('/')
+        && path.starts_with("/api/")
+        && !path.starts_with("/api/2.0/fs/");
+    if !path.contains("//") && !trailing {
         return;
     }
     let mut collapsed = String::with_capacity(path.len());
     for c in path.chars() {
         if !(c == '/' && collapsed.ends_with('/')) {
             collapsed.push(c);
+        }
+    }
+    if trailing {
+        while collapsed.len() > 1 && collapsed.ends_with('/') {
+            collapsed.pop();
         }
     }
     let path_and_query = match uri.query() {
@@ -211,5 +223,9 @@ mod tests {
         );
         assert_eq!(collapsed("/api//2.0///x?a=b//c"), "/api/2.0/x?a=b//c");
         assert_eq!(collapsed("/health"), "/health");
+        assert_eq!(collapsed("/api/2.0/pipelines/"), "/api/2.0/pipelines");
+        assert_eq!(collapsed("/api/2.0/pipelines//?a=1"), "/api/2.0/pipelines?a=1");
+        assert_eq!(collapsed("/api/2.0/fs/directories/Volumes/a/"), "/api/2.0/fs/directories/Volumes/a/");
+        assert_eq!(collapsed("/ui/"), "/ui/");
     }
 }

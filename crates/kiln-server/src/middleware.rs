@@ -82,10 +82,22 @@ pub async fn rest12_errors(request: Request, next: Next) -> Response {
         Some(RenderedError(message)) => {
             let (mut parts, _) = response.into_parts();
             parts.headers.remove(header::CONTENT_LENGTH);
-            let body = serde_json::json!({ "error": message }).to_string();
+            let body = serde_json::json!({ "error": rest12_wording(&message) }).to_string();
             Response::from_parts(parts, axum::body::Body::from(body))
         }
         None => response,
+    }
+}
+
+/// REST 1.2 words a missing id as Databricks' Scala `require` does (clients
+/// compare the text: the SDK's own integration test checks
+/// `requirement failed: missing contextId`).
+fn rest12_wording(message: &str) -> String {
+    match message.strip_prefix("Missing required field: ") {
+        Some(field @ ("clusterId" | "contextId" | "commandId")) => {
+            format!("requirement failed: missing {field}")
+        }
+        _ => message.to_string(),
     }
 }
 
@@ -219,5 +231,17 @@ mod tests {
         assert!(is_public("/oidc/v1/token"));
         assert!(!is_public("/api/2.1/clusters/list"));
         assert!(!is_public("/api/openapi.json"));
+    }
+
+    #[test]
+    fn rest12_words_missing_ids_as_databricks() {
+        assert_eq!(
+            rest12_wording("Missing required field: contextId"),
+            "requirement failed: missing contextId"
+        );
+        assert_eq!(
+            rest12_wording("Missing required field: command"),
+            "Missing required field: command"
+        );
     }
 }

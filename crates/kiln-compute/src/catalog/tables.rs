@@ -23,6 +23,8 @@ impl Catalog {
             .tables
             .values()
             .filter(|t| t.catalog_name == schema.catalog_name && t.schema_name == schema.name)
+            // A REPLACE's hidden table is no table of the user's.
+            .filter(|t| !t.name.starts_with(super::HIDDEN_PREFIX))
             .cloned()
             .collect())
     }

@@ -6,13 +6,13 @@ use axum::routing::{get, post};
 use axum::{Extension, Json};
 use kiln_api::commands as wire;
 use kiln_compute::contexts::Language;
-use kiln_core::Error;
+use kiln_core::{Error, ErrorCode};
 use serde_json::Value;
 
 use super::access::require_cluster;
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
-use crate::extract::Params;
+use crate::extract::{MultipartOr, Params};
 use crate::identity::Caller;
 use crate::state::AppState;
 
@@ -127,12 +127,25 @@ fn options_of(options: Option<Value>) -> Result<Value, Error> {
 async fn execute_command(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Params(req): Params<wire::ExecuteCommand>,
+    body: MultipartOr<wire::ExecuteCommand>,
 ) -> ApiResult<Json<wire::Created>> {
+    // commandFile is the path of a file holding the command (seed 002), or
+    // the command itself uploaded as a file part of a multipart form.
+    let (req, uploaded) = match body {
+        MultipartOr::Params(req) => (req, false),
+        MultipartOr::Multipart(form) => {
+            let uploaded = form.is_file("commandFile");
+            let req: wire::ExecuteCommand = serde_json::from_value(form.text_fields())
+                .map_err(|e| Error::invalid(format!("Invalid request: {e}")))?;
+            (req, uploaded)
+        }
+    };
     require_cluster(&state, &caller, &req.cluster_id, "CAN_ATTACH_TO")?;
     let language = req.language.as_deref().map(Language::parse).transpose()?;
     let command = match (req.command, req.command_file) {
-        (Some(command), None) | (None, Some(command)) => command,
+        (Some(command), None) => command,
+        (None, Some(file)) if uploaded => file,
+        (None, Some(path)) => command_file(&state, &caller, path.trim()).await?,
         (Some(_), Some(_)) => {
             return Err(Error::invalid("Specify either command or commandFile, not both").into())
         }
@@ -180,4 +193,43 @@ async fn cancel_command(
         .contexts
         .cancel(&req.cluster_id, &req.context_id, &req.command_id)?;
     Ok(Json(wire::Created { id: req.command_id }))
+}
+
+/// The source a `commandFile` path names: a workspace file or notebook
+/// (`/Workspace/…` or a workspace path, CAN_READ), a volume file (`/Volumes/…`,
+/// READ_VOLUME) or a DBFS file (`dbfs:/…`, `/dbfs/…` or a DBFS path).
+async fn command_file(state: &AppState, caller: &Caller, path: &str) -> Result<String, Error> {
+    let missing = || Error::invalid(format!("commandFile {path}: no such file"));
+    if path.is_empty() {
+        return Err(Error::invalid("Invalid value for field commandFile: a path is required"));
+    }
+    let bytes = if path.starts_with("/Volumes/") {
+        let target = super::files::target_for(state, caller, path, kiln_compute::catalog::READ_VOLUME)?;
+        let local = target.local.clone();
+        kiln_core::blocking::run(move || std::fs::read(&local)).map_err(|_| missing())?
+    } else {
+        let workspace_path = path.strip_prefix("/Workspace").filter(|p| p.starts_with('/'));
+        let object = match workspace_path {
+            Some(p) => Some(state.workspace.get(p).map_err(|_| missing())?),
+            None if !path.starts_with("dbfs:") && !path.starts_with("/dbfs/") => {
+                state.workspace.get(path).ok()
+            }
+            None => None,
+        };
+        match object {
+            Some(object) => {
+                super::access::require_object(state, caller, &object, "CAN_READ")?;
+                state.workspace.export(&object.path, None).map_err(|_| missing())?.0
+            }
+            None => {
+                let dbfs_path = path.strip_prefix("/dbfs").filter(|p| p.starts_with('/')).unwrap_or(path);
+                state.dbfs.read(dbfs_path, 0, None).map_err(|e| match e.code {
+                    ErrorCode::PermissionDenied => e,
+                    _ => missing(),
+                })?
+            }
+        }
+    };
+    String::from_utf8(bytes)
+        .map_err(|_| Error::invalid(format!("commandFile {path}: not UTF-8 text")))
 }

@@ -207,7 +207,8 @@ async fn upload_v12(
     let library = if req.uri.starts_with("dbfs:/") && req.uri.ends_with(".whl") {
         json!({"whl": req.uri})
     } else if req.uri.starts_with("http://") || req.uri.starts_with("https://") {
-        json!({"pypi": {"package": req.uri}})
+        // A direct reference (`name @ url`), never a pip option.
+        json!({"pypi": {"package": kiln_compute::validate::wheel_url_requirement(&req.uri)?}})
     } else if let Some(path) = req.uri.strip_prefix("file:") {
         json!({"whl": host_wheel_to_dbfs(&state, &caller, path)?})
     } else {

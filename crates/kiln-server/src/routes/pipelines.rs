@@ -171,7 +171,82 @@ fn spec_of(mut body: Value) -> Result<(Value, PipelineFlags)> {
             "Invalid value for field libraries: expected a list",
         ));
     }
+    check_clusters(obj.get("clusters"))?;
     Ok((body, flags))
+}
+
+/// Pipeline clusters as the Pipelines API accepts them: at most 10 SSH keys
+/// and 45 custom tags each, environment variables users may set.
+fn check_clusters(clusters: Option<&Value>) -> Result<()> {
+    let Some(clusters) = clusters else {
+        return Ok(());
+    };
+    let list = clusters
+        .as_array()
+        .ok_or_else(|| Error::invalid("Invalid value for field clusters: expected a list"))?;
+    for (i, cluster) in list.iter().enumerate() {
+        let field = |name: &str| format!("clusters[{i}].{name}");
+        let strings = |name: &str| -> Result<Option<Vec<(String, String)>>> {
+            match cluster.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Object(map)) => map
+                    .iter()
+                    .map(|(k, v)| match v {
+                        Value::String(v) => Ok((k.clone(), v.clone())),
+                        _ => Err(Error::invalid(format!(
+                            "Invalid value for field {}: expected an object of strings",
+                            field(name)
+                        ))),
+                    })
+                    .collect::<Result<Vec<_>>>()
+                    .map(Some),
+                Some(_) => Err(Error::invalid(format!(
+                    "Invalid value for field {}: expected an object of strings",
+                    field(name)
+                ))),
+            }
+        };
+        if let Some(tags) = strings("custom_tags")? {
+            if tags.len() > 45 {
+                return Err(Error::invalid(format!(
+                    "Invalid value for field {}: at most 45 custom tags, got {}",
+                    field("custom_tags"),
+                    tags.len()
+                )));
+            }
+        }
+        if let Some(vars) = strings("spark_env_vars")? {
+            kiln_compute::validate::spark_env_vars(vars.iter().map(|(k, v)| (k, v)))?;
+        }
+        match cluster.get("ssh_public_keys") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(keys)) if keys.iter().all(Value::is_string) => {
+                if keys.len() > 10 {
+                    return Err(Error::invalid(format!(
+                        "Invalid value for field {}: at most 10 SSH public keys, got {}",
+                        field("ssh_public_keys"),
+                        keys.len()
+                    )));
+                }
+            }
+            Some(_) => {
+                return Err(Error::invalid(format!(
+                    "Invalid value for field {}: expected a list of strings",
+                    field("ssh_public_keys")
+                )))
+            }
+        }
+        if cluster
+            .get("cluster_log_conf")
+            .is_some_and(|c| !c.is_object() && !c.is_null())
+        {
+            return Err(Error::invalid(format!(
+                "Invalid value for field {}: expected an object",
+                field("cluster_log_conf")
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn create(
@@ -586,14 +661,18 @@ async fn list_events(
                 filter: events::parse_filter(req.filter.as_deref().unwrap_or(""))?,
                 ascending,
                 after_seq: if ascending { i64::MIN } else { i64::MAX },
+                backward: false,
             }
         }
     };
     let all = state.pipelines.events(&pipeline_id)?;
-    let (page, next) = events::page(&all, &cursor, size);
-    let mut out = json!({"events": page.iter().map(|e| e.to_json()).collect::<Vec<_>>()});
-    if let Some(next) = next {
+    let page = events::page(&all, &cursor, size);
+    let mut out = json!({"events": page.events.iter().map(|e| e.to_json()).collect::<Vec<_>>()});
+    if let Some(next) = page.next {
         out["next_page_token"] = json!(events::encode_token(&next));
+    }
+    if let Some(prev) = page.prev {
+        out["prev_page_token"] = json!(events::encode_token(&prev));
     }
     Ok(Json(out))
 }
