@@ -217,6 +217,28 @@ def test_rest_12_seed_shapes(kiln, cluster):
             files={"commandFile": ("job.py", b"x = 20\nprint(x + 22)\n")},
         )
         assert body["results"]["data"] == "42", body
+        # commandFile: the path of a file holding the command (seed 002), in DBFS, the
+        # workspace or a volume; a missing one is an error naming it
+        r = s.post(kiln.url("/api/2.0/dbfs/put"), json={
+            "path": "/cmdfiles/job.py", "overwrite": True,
+            "contents": base64.b64encode(b"print(6 * 7)\n").decode()})
+        assert r.status_code == 200, r.text
+        r = s.post(kiln.url("/api/2.0/workspace/import"), json={
+            "path": "/Users/admin/cmdfile_job.py", "format": "AUTO", "overwrite": True,
+            "content": base64.b64encode(b"print('from the workspace')\n").decode()})
+        assert r.status_code == 200, r.text
+        for path, expected in (("dbfs:/cmdfiles/job.py", "42"), ("/dbfs/cmdfiles/job.py", "42"),
+                               ("/Workspace/Users/admin/cmdfile_job.py", "from the workspace")):
+            body = run(json={"clusterId": cluster, "contextId": ctx, "language": "python", "commandFile": path})
+            assert body["status"] == "Finished" and body["results"]["data"] == expected, (path, body)
+        body = run(data={"clusterId": cluster, "contextId": ctx, "language": "python", "commandFile": "dbfs:/cmdfiles/job.py"})
+        assert body["results"]["data"] == "42", body
+        r = s.post(kiln.url("/api/1.2/commands/execute"),
+                   json={"clusterId": cluster, "contextId": ctx, "commandFile": "dbfs:/cmdfiles/nope.py"})
+        assert r.status_code == 400 and "dbfs:/cmdfiles/nope.py" in r.json()["error"], r.text
+        # Databricks' wording of a missing id (the SDK's integration test compares it)
+        r = s.post(kiln.url("/api/1.2/commands/execute"), json={"clusterId": cluster, "command": "1"})
+        assert r.status_code == 400 and r.json() == {"error": "requirement failed: missing contextId"}, r.text
         # source indented as a whole, as the SDK's dbutils proxy sends it
         source = "\n        import json\n        print(json.dumps({'a': 1}))\n        "
         body = run(json={"clusterId": cluster, "contextId": ctx, "language": "python", "command": source})
@@ -266,6 +288,40 @@ def test_rest_12_library_upload_keeps_its_name_and_file_uris_are_for_admins(kiln
         data={"clusterId": cluster, "language": "python", "uri": f"file:{wheel}"},
     )
     assert r.status_code == 403 and "admins" in r.json()["error"], r.text
+
+
+def test_rest_12_library_upload_of_an_http_wheel_url(kiln, cluster, tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    from test_libraries import build_wheel  # noqa: E402  (the suite's wheel builder)
+
+    name = f"kiln_url_{unique('w').replace('-', '_')}"
+    (tmp_path / f"{name}-1.0.0-py3-none-any.whl").write_bytes(build_wheel(name, "1.0.0", 9))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    s = kiln.http()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{name}-1.0.0-py3-none-any.whl"
+        r = s.post(kiln.url("/api/1.2/libraries/upload"),
+                   data={"clusterId": cluster, "name": "url-helper", "language": "python", "uri": url})
+        assert r.status_code == 200, r.text
+
+        def loaded():
+            listed = {i["name"]: i["status"] for i in s.get(kiln.url("/api/1.2/libraries/list"), params={"clusterId": cluster}).json()}
+            assert listed.get("url-helper") != "LibraryError", listed
+            return listed.get("url-helper") == "LibraryLoaded"
+
+        wait_for(loaded, 300, "the wheel from its URL to load")
+        # a URL that names no wheel, or smuggles an option, is refused
+        for bad in (f"http://127.0.0.1:1/{name}.tar.gz", "https://h/x-1.whl --index-url http://e", "https://u:p@h/x-1.whl"):
+            r = s.post(kiln.url("/api/1.2/libraries/upload"),
+                       data={"clusterId": cluster, "language": "python", "uri": bad})
+            assert r.status_code == 400, (bad, r.text)
+    finally:
+        server.shutdown()
 
 
 def test_token_management_for_admins(kiln, w):

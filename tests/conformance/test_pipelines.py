@@ -161,6 +161,10 @@ def test_bad_input_and_events_paging(env):
     assert ts == sorted(ts, reverse=True)
     second = events(server, pid, page_token=first["next_page_token"], max_results=3)
     assert {e["id"] for e in second["events"]}.isdisjoint({e["id"] for e in first["events"]})
+    # pages after the first have prev_page_token, which leads back to the page before
+    assert "prev_page_token" not in first and "prev_page_token" in second
+    back = events(server, pid, page_token=second["prev_page_token"], max_results=3)
+    assert [e["id"] for e in back["events"]] == [e["id"] for e in first["events"]]
     assert_error(h.get(server.url(f"/api/2.0/pipelines/{pid}/events"), params={"page_token": first["next_page_token"], "filter": "level='INFO'"}), 400, "INVALID_PARAMETER_VALUE")
     assert_error(h.get(server.url(f"/api/2.0/pipelines/{pid}/events"), params={"filter": "name='x'"}), 400, "INVALID_PARAMETER_VALUE")
     asc = events(server, pid, order_by="timestamp asc", max_results=100)["events"]
@@ -602,3 +606,31 @@ def test_a_table_of_local_rows_on_a_fresh_kiln(kiln_factory):
     assert u.state.value == "COMPLETED", [e["message"] for e in events(server, pid, max_results=100)["events"]]
     assert sql(w, f"SELECT k, total FROM main.{target}.totals ORDER BY k") == [["a", 17], ["c", 1]]
     assert sql(w, f"SELECT count(*) FROM main.{target}.events_raw") == [[4]]
+
+
+def test_seed_paths_and_pipeline_cluster_settings(env):
+    server, w = env["server"], env["w"]
+    h = server.http()
+    # seed 001 lists pipelines with a trailing slash
+    r = h.get(server.url("/api/2.0/pipelines/"))
+    assert r.status_code == 200 and "statuses" in r.json() or r.json() == {}, r.text
+    path = f"/Users/admin/{unique('clus')}/n"
+    notebook(w, path, "CREATE OR REFRESH MATERIALIZED VIEW m AS SELECT 1 AS x")
+    keys = [f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{i:03d} k{i}" for i in range(11)]
+    cluster = {"label": "default", "num_workers": 0, "spark_env_vars": {"KILN_PIPE_VAR": "seed"},
+               "ssh_public_keys": keys[:2], "cluster_log_conf": {"dbfs": {"destination": "dbfs:/logs/p"}},
+               "custom_tags": {"team": "data"}}
+    body = {"name": unique("clus"), "libraries": [{"notebook": {"path": path}}], "clusters": [cluster]}
+    for bad in ({"ssh_public_keys": keys}, {"custom_tags": {f"t{i}": "v" for i in range(46)}},
+                {"spark_env_vars": {"PATH": "/tmp"}}, {"cluster_log_conf": "dbfs:/x"}):
+        assert_error(h.post(server.url("/api/2.0/pipelines"), json={**body, "clusters": [{**cluster, **bad}]}), 400, "INVALID_PARAMETER_VALUE")
+    r = h.post(server.url("/api/2.0/pipelines"), json=body)
+    assert r.status_code == 200, r.text
+    pid = r.json()["pipeline_id"]
+    assert [s["pipeline_id"] for s in h.get(server.url("/api/2.0/pipelines/")).json()["statuses"] if s["pipeline_id"] == pid] == [pid]
+    u = wait_update(w, pid, w.pipelines.start_update(pid).update_id)
+    assert u.state.value == "COMPLETED", [e["message"] for e in events(server, pid, max_results=100)["events"]]
+    c = h.get(server.url("/api/2.1/clusters/get"), params={"cluster_id": u.cluster_id}).json()
+    assert c["spark_env_vars"] == {"KILN_PIPE_VAR": "seed"}, c
+    assert c["ssh_public_keys"] == keys[:2] and c["cluster_log_conf"] == cluster["cluster_log_conf"], c
+    assert c["custom_tags"]["team"] == "data", c

@@ -211,3 +211,88 @@ def test_create_or_replace_in_a_sql_context(w, cluster):
     res = sql(f"REPLACE TABLE {t}_missing (a INT)")
     assert res.status.value == "Error" or res.results.result_type.value == "error", res.results.as_dict()
     assert "TABLE_OR_VIEW_NOT_FOUND" in (res.results.cause or res.results.summary or ""), res.results.as_dict()
+
+
+VIEWS_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from pyspark.sql import SparkSession
+
+    url, s = sys.argv[1:3]
+    spark = SparkSession.builder.remote(url).getOrCreate()
+    out = {}
+
+    def attempt(name, f):
+        try:
+            out[name] = f()
+        except Exception as e:
+            out[name] = type(e).__name__ + ": " + str(e).splitlines()[0]
+
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS main.{s}").collect()
+    spark.createDataFrame([(1, "a"), (2, "b"), (3, "a")], "id INT, k STRING").write.saveAsTable(f"main.{s}.base")
+    spark.sql(f"CREATE VIEW main.{s}.counts AS SELECT k, count(*) AS n FROM main.{s}.base GROUP BY k").collect()
+    out["sql"] = [list(r) for r in spark.sql(f"SELECT * FROM main.{s}.counts ORDER BY k").collect()]
+    out["table"] = [list(r) for r in spark.table(f"main.{s}.counts").orderBy("k").collect()]
+    out["columns"] = spark.table(f"main.{s}.counts").columns
+    attempt("again", lambda: spark.sql(f"CREATE VIEW main.{s}.counts AS SELECT 1").collect())
+    spark.sql(f"CREATE OR REPLACE VIEW main.{s}.counts (key, cnt) COMMENT 'per key' AS SELECT k, count(*) FROM main.{s}.base GROUP BY k").collect()
+    spark.sql(f"CREATE VIEW main.{s}.big AS SELECT * FROM main.{s}.counts WHERE cnt > 1").collect()
+    out["nested"] = [list(r) for r in spark.sql(f"SELECT * FROM main.{s}.big").collect()]
+    out["join"] = [list(r) for r in spark.sql(
+        f"SELECT b.id, c.cnt FROM main.{s}.base b JOIN main.{s}.counts c ON b.k = c.key ORDER BY b.id").collect()]
+    # a view follows its table
+    spark.createDataFrame([(4, "b")], "id INT, k STRING").write.mode("append").saveAsTable(f"main.{s}.base")
+    out["live"] = [list(r) for r in spark.sql(f"SELECT * FROM main.{s}.big ORDER BY key").collect()]
+    attempt("broken", lambda: spark.sql(f"CREATE VIEW main.{s}.broken AS SELECT * FROM main.{s}.nothere").collect())
+    out["listed"] = sorted(r.tableName for r in spark.sql(f"SHOW TABLES IN main.{s}").collect())
+    attempt("drop_table_as_view", lambda: spark.sql(f"DROP VIEW main.{s}.base").collect())
+    spark.sql(f"CREATE OR REPLACE TABLE main.{s}.snapshot AS SELECT * FROM main.{s}.big").collect()
+    out["ctas"] = [list(r) for r in spark.table(f"main.{s}.snapshot").orderBy("key").collect()]
+    spark.sql("CREATE TEMP VIEW local_v AS SELECT 5 AS z").collect()
+    out["temp"] = [list(r) for r in spark.sql("SELECT * FROM local_v").collect()]
+    spark.sql("DROP VIEW local_v").collect()
+    print(json.dumps(out))
+    """
+)
+
+
+def test_views_are_unity_catalog_views_on_every_cluster(kiln, w, cluster):
+    s = unique("views").replace("-", "_")
+    script = os.path.join(tempfile.gettempdir(), "kiln_views.py")
+    with open(script, "w") as f:
+        f.write(VIEWS_SCRIPT)
+    url = f"sc://127.0.0.1:{kiln.port}/;x-databricks-cluster-id={cluster};authorization=Bearer {kiln.token}"
+    r = subprocess.run([sys.executable, script, url, s], capture_output=True, text=True, timeout=600,
+                       cwd=tempfile.gettempdir())
+    assert r.returncode == 0, r.stderr[-4000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["sql"] == [["a", 2], ["b", 1]] and out["table"] == out["sql"]
+    assert out["columns"] == ["k", "n"]
+    assert out["again"].startswith("AnalysisException: [VIEW_ALREADY_EXISTS]"), out["again"]
+    assert out["nested"] == [["a", 2]]
+    assert out["join"] == [[1, 2], [2, 1], [3, 2]]
+    assert out["live"] == [["a", 2], ["b", 2]]
+    assert "TABLE_OR_VIEW_NOT_FOUND" in out["broken"], out["broken"]
+    assert out["listed"] == ["base", "big", "counts", "snapshot"] or out["listed"] == ["base", "big", "counts"], out["listed"]
+    assert out["drop_table_as_view"].startswith("AnalysisException: [WRONG_COMMAND_FOR_OBJECT_TYPE]")
+    assert out["ctas"] == [["a", 2], ["b", 2]]
+    assert out["temp"] == [[5]]
+    info = w.tables.get(f"main.{s}.counts")
+    assert info.table_type.value == "VIEW" and info.comment == "per key", info
+    assert "GROUP BY k" in info.view_definition
+    assert [c.name for c in info.columns] == ["key", "cnt"]
+    # another cluster, a SQL context (the kernel reaches its engine through Kiln's front)
+    other = w.clusters.create_and_wait(cluster_name=unique("views2"), spark_version=SPARK_VERSION, num_workers=0)
+    kiln.track(other.cluster_id)
+    try:
+        ctx = w.command_execution.create_and_wait(cluster_id=other.cluster_id, language=Language.SQL)
+        res = w.command_execution.execute_and_wait(cluster_id=other.cluster_id, context_id=ctx.id, language=Language.SQL,
+                                                   command=f"SELECT key, cnt FROM main.{s}.big")
+        assert res.status.value == "Finished" and res.results.data == [["a", 2], ["b", 2]], res.results.as_dict()
+        res = w.command_execution.execute_and_wait(cluster_id=other.cluster_id, context_id=ctx.id, language=Language.SQL,
+                                                   command=f"DROP VIEW main.{s}.big")
+        assert res.status.value == "Finished", res.results.as_dict()
+    finally:
+        w.clusters.permanent_delete(other.cluster_id)
+    names = [t.name for t in w.tables.list(catalog_name="main", schema_name=s)]
+    assert "big" not in names and "counts" in names, names

@@ -114,10 +114,14 @@ pub struct TableInfo {
     pub full_name: String,
     pub table_id: String,
     pub table_type: String,
+    /// Absent for views.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub data_source_format: String,
     pub columns: Vec<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage_location: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub view_definition: Option<String>,
     pub properties: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,

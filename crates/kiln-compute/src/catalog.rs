@@ -69,6 +69,9 @@ pub struct TableInfo {
     /// (oldest first): kept for its history until the table is dropped.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replaced: Vec<ReplacedData>,
+    /// A view's query (`table_type` VIEW), as its creator wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view_definition: Option<String>,
 }
 
 /// A table's earlier Delta table, left by a REPLACE that changed its schema.
@@ -486,10 +489,12 @@ mod commits;
 mod replace;
 mod tables;
 mod updates;
+mod views;
 mod volumes;
 
 pub use replace::HIDDEN_PREFIX;
 pub use updates::SecurableUpdate;
+pub use views::NewView;
 
 pub use volumes::{
     GrantChange, VolumeInfo, VolumeUpdate, ALL_PRIVILEGES, READ_VOLUME, WRITE_VOLUME,

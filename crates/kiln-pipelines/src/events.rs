@@ -235,7 +235,10 @@ pub fn page(events: &[Event], cursor: &Cursor, max: usize) -> Page {
             .unwrap_or(ordered.len());
         first..(first + max).min(ordered.len())
     };
-    let selected: Vec<Event> = ordered[start.clone()].iter().map(|e| (*e).clone()).collect();
+    let selected: Vec<Event> = ordered[start.clone()]
+        .iter()
+        .map(|e| (*e).clone())
+        .collect();
     let at = |seq: i64, backward: bool| Cursor {
         after_seq: seq,
         backward,

@@ -224,8 +224,14 @@ mod tests {
         assert_eq!(collapsed("/api//2.0///x?a=b//c"), "/api/2.0/x?a=b//c");
         assert_eq!(collapsed("/health"), "/health");
         assert_eq!(collapsed("/api/2.0/pipelines/"), "/api/2.0/pipelines");
-        assert_eq!(collapsed("/api/2.0/pipelines//?a=1"), "/api/2.0/pipelines?a=1");
-        assert_eq!(collapsed("/api/2.0/fs/directories/Volumes/a/"), "/api/2.0/fs/directories/Volumes/a/");
+        assert_eq!(
+            collapsed("/api/2.0/pipelines//?a=1"),
+            "/api/2.0/pipelines?a=1"
+        );
+        assert_eq!(
+            collapsed("/api/2.0/fs/directories/Volumes/a/"),
+            "/api/2.0/fs/directories/Volumes/a/"
+        );
         assert_eq!(collapsed("/ui/"), "/ui/");
     }
 }

@@ -20,6 +20,7 @@ use kiln_compute::connect::{Finish, Prepared, TableWrites};
 /// PySpark sends local data over 64 MiB as artifacts anyway).
 const WHOLE_LIMIT: usize = 256 * 1024 * 1024;
 const EXECUTE_PLAN: &str = "/spark.connect.SparkConnectService/ExecutePlan";
+const ANALYZE_PLAN: &str = "/spark.connect.SparkConnectService/AnalyzePlan";
 
 pub type Failure = (crate::gateway::GrpcCode, String);
 
@@ -51,7 +52,7 @@ fn wanted(prefix: &[u8], limit: usize) -> usize {
 
 /// How much of a call's body to read before forwarding it.
 pub fn read_limit(path: &str, peek: usize) -> usize {
-    if path == EXECUTE_PLAN {
+    if path == EXECUTE_PLAN || path == ANALYZE_PLAN {
         WHOLE_LIMIT
     } else {
         peek
@@ -89,12 +90,10 @@ pub async fn forward(
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
-    let prepared = match (parts.uri.path() == EXECUTE_PLAN)
-        .then(|| whole_message(&prefix))
-        .flatten()
-    {
-        Some(message) => writes.prepare(port, message).await,
-        None => Prepared::Pass,
+    let prepared = match (parts.uri.path(), whole_message(&prefix)) {
+        (EXECUTE_PLAN, Some(message)) => writes.prepare(port, message).await,
+        (ANALYZE_PLAN, Some(message)) => writes.prepare_analyze(message),
+        _ => Prepared::Pass,
     };
     parts.uri = format!("http://127.0.0.1:{port}{path_and_query}")
         .parse::<Uri>()
@@ -113,7 +112,7 @@ pub async fn forward(
         }
         Prepared::Forward { request, finish } => {
             parts.headers.remove(header::CONTENT_LENGTH);
-            (Body::from(framed(&request)), Some(finish))
+            (Body::from(framed(&request)), finish)
         }
     };
     let response = client.request(Request::from_parts(parts, body)).await;

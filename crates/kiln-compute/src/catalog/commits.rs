@@ -21,14 +21,22 @@ impl Catalog {
             })
     }
 
-    /// Unbackfilled commits in `[start, end]` and the table's latest version.
+    /// Unbackfilled commits in `[start, end]` and the table's latest version
+    /// (also of a table's data before a REPLACE: a read may still be on it).
     pub fn get_commits(
         &self,
         table_id: &str,
         start: i64,
         end: Option<i64>,
     ) -> Result<(Vec<Value>, i64)> {
-        self.table_by_id(table_id)?;
+        let replaced = self
+            .read()?
+            .tables
+            .values()
+            .any(|t| t.replaced.iter().any(|r| r.table_id == table_id));
+        if !replaced {
+            self.table_by_id(table_id)?;
+        }
         let state = self.read()?;
         let log = state.commits.get(table_id).cloned().unwrap_or_default();
         let version_of = |c: &Value| c["version"].as_i64().unwrap_or(-1);

@@ -2,8 +2,8 @@
 //! engine into a hidden managed table, then one catalog commit gives the
 //! table that data. The table keeps its name, owner and creation time; its
 //! earlier data stays on disk (listed in `replaced`) until the table is
-//! dropped, so a reader that already started finishes on it, and a writer
-//! still committing to the old table is refused (its table id is gone).
+//! dropped, so a reader that already started finishes on it (its commits
+//! stay readable), and a writer still committing to the old table is refused.
 
 use kiln_core::{time::now_ms, ErrorCode, Result};
 use kiln_store::Write;
@@ -53,15 +53,11 @@ impl Catalog {
                 kind: "table",
                 key: hidden_key.clone(),
             },
-            Write::DeleteUc {
-                kind: "commits",
-                key: old.table_id.clone(),
-            },
         ];
-        let old_id = old.table_id;
+        // The old Delta table's commits stay readable (a query planned before
+        // the swap finishes on it); committing to it is refused.
         self.commit(writes, move |s| {
             s.tables.remove(&hidden_key);
-            s.commits.remove(&old_id);
             s.tables.insert(key, table);
         })
     }

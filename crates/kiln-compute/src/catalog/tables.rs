@@ -129,6 +129,7 @@ impl Catalog {
             created_at: now,
             updated_at: now,
             replaced: Vec::new(),
+            view_definition: None,
         };
         let mut writes = vec![put("table", &key, &info)?];
         if let Some(staged) = &staged {
@@ -162,10 +163,20 @@ impl Catalog {
                 key: table.table_id.clone(),
             },
         ];
-        let table_id = table.table_id.clone();
+        let mut writes = writes;
+        let mut ids = vec![table.table_id.clone()];
+        for earlier in &table.replaced {
+            writes.push(Write::DeleteUc {
+                kind: "commits",
+                key: earlier.table_id.clone(),
+            });
+            ids.push(earlier.table_id.clone());
+        }
         self.commit(writes, |s| {
             s.tables.remove(&key);
-            s.commits.remove(&table_id);
+            for id in &ids {
+                s.commits.remove(id);
+            }
         })?;
         if table.table_type == "MANAGED" {
             self.remove_managed_data(&table.full_name(), table.storage_location.as_deref());

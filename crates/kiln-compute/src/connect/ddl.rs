@@ -32,7 +32,7 @@ pub struct CreateTable {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum Token {
+pub(super) enum Token {
     Word(String),
     Quoted(String),
     Literal,
@@ -40,7 +40,7 @@ enum Token {
 }
 
 /// Tokens with the byte offsets where each starts and ends.
-fn tokenize(sql: &str) -> Option<Vec<(Token, usize, usize)>> {
+pub(super) fn tokenize(sql: &str) -> Option<Vec<(Token, usize, usize)>> {
     let bytes = sql.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -109,12 +109,12 @@ fn tokenize(sql: &str) -> Option<Vec<(Token, usize, usize)>> {
     Some(out)
 }
 
-fn is_word(token: Option<&(Token, usize, usize)>, word: &str) -> bool {
+pub(super) fn is_word(token: Option<&(Token, usize, usize)>, word: &str) -> bool {
     matches!(token, Some((Token::Word(w), _, _)) if w.eq_ignore_ascii_case(word))
 }
 
 /// The index of the `)` closing the `(` at `open`.
-fn closing(tokens: &[(Token, usize, usize)], open: usize) -> Option<usize> {
+pub(super) fn closing(tokens: &[(Token, usize, usize)], open: usize) -> Option<usize> {
     let mut depth = 0usize;
     for (i, (token, _, _)) in tokens.iter().enumerate().skip(open) {
         match token {
@@ -314,6 +314,55 @@ pub fn type_ddl(data_type: &DataType) -> Result<String, String> {
         Kind::Unparsed(u) => u.data_type_string.clone(),
         Kind::Variant(_) => "VARIANT".into(),
     })
+}
+
+/// A column type in Spark's JSON form (what Unity Catalog's `type_json`
+/// holds inside a field), `"string"` for what has none here.
+pub fn type_json(data_type: &DataType) -> serde_json::Value {
+    use serde_json::json;
+    let Some(kind) = &data_type.kind else {
+        return json!("string");
+    };
+    match kind {
+        Kind::Null(_) => json!("void"),
+        Kind::Binary(_) => json!("binary"),
+        Kind::Boolean(_) => json!("boolean"),
+        Kind::Byte(_) => json!("byte"),
+        Kind::Short(_) => json!("short"),
+        Kind::Integer(_) => json!("integer"),
+        Kind::Long(_) => json!("long"),
+        Kind::Float(_) => json!("float"),
+        Kind::Double(_) => json!("double"),
+        Kind::Decimal(d) => json!(format!(
+            "decimal({},{})",
+            d.precision.unwrap_or(10),
+            d.scale.unwrap_or(0)
+        )),
+        Kind::Date(_) => json!("date"),
+        Kind::Timestamp(_) => json!("timestamp"),
+        Kind::TimestampNtz(_) => json!("timestamp_ntz"),
+        Kind::Array(a) => json!({
+            "type": "array",
+            "elementType": a.element_type.as_deref().map(type_json).unwrap_or(json!("string")),
+            "containsNull": true,
+        }),
+        Kind::Map(m) => json!({
+            "type": "map",
+            "keyType": m.key_type.as_deref().map(type_json).unwrap_or(json!("string")),
+            "valueType": m.value_type.as_deref().map(type_json).unwrap_or(json!("string")),
+            "valueContainsNull": true,
+        }),
+        Kind::Struct(s) => json!({
+            "type": "struct",
+            "fields": s.fields.iter().map(|f| json!({
+                "name": f.name,
+                "type": f.data_type.as_ref().map(type_json).unwrap_or(json!("string")),
+                "nullable": true,
+                "metadata": {},
+            })).collect::<Vec<_>>(),
+        }),
+        _ => json!("string"),
+    }
 }
 
 /// A type name folded so that the engine's and the catalog's spellings of

@@ -86,7 +86,19 @@ pub fn read(catalog: &Catalog, request: &ExecutePlanRequest) -> Option<Intent> {
     if let Some(write) = write_operation_v2 {
         return write_to(catalog, write);
     }
-    let sql = sql_command.as_ref()?;
+    sql_command.as_ref()?;
+    create_table_sql(catalog, &sql_text(request)?)
+}
+
+/// The SQL text of a `spark.sql` command without parameters.
+pub fn sql_text(request: &ExecutePlanRequest) -> Option<String> {
+    let sql = request
+        .plan
+        .as_ref()?
+        .command
+        .as_ref()?
+        .sql_command
+        .as_ref()?;
     let parameterized = !sql.args.is_empty()
         || !sql.pos_args.is_empty()
         || !sql.named_arguments.is_empty()
@@ -94,7 +106,7 @@ pub fn read(catalog: &Catalog, request: &ExecutePlanRequest) -> Option<Intent> {
     if parameterized {
         return None;
     }
-    let query = match &sql.input {
+    match &sql.input {
         Some(relation) => {
             let q = relation.sql.as_ref()?;
             let parameterized = !q.args.is_empty()
@@ -104,11 +116,10 @@ pub fn read(catalog: &Catalog, request: &ExecutePlanRequest) -> Option<Intent> {
             if parameterized || relation.project.is_some() {
                 return None;
             }
-            q.query.clone()
+            Some(q.query.clone())
         }
-        None => sql.sql.clone(),
-    };
-    create_table_sql(catalog, &query)
+        None => Some(sql.sql.clone()),
+    }
 }
 
 fn is_delta(format: Option<&str>) -> bool {

@@ -10,6 +10,9 @@ pub mod ddl;
 pub mod engine;
 mod errors;
 mod intent;
+mod view_requests;
+mod views;
+mod walk;
 pub mod wire;
 mod writes;
 

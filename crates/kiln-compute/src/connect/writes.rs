@@ -26,6 +26,8 @@ use super::ddl::{self, fold_type, quote, quote_name};
 use super::engine::EngineSession;
 use super::errors::analysis_error;
 use super::intent::{self, create_statement, Intent, Source, TableSpec};
+use super::view_requests::{self, ViewOutcome};
+use super::views;
 use super::wire::{
     save_method, save_mode, Command, Expression, Kind, Plan, Project, Relation, SaveTable, Sql,
     SqlCommand, UnresolvedAttribute, WriteOperation,
@@ -36,8 +38,12 @@ use crate::catalog::{Catalog, TableInfo, HIDDEN_PREFIX};
 pub enum Prepared {
     /// Forward it unchanged.
     Pass,
-    /// Forward `request` instead, then call [`TableWrites::finish`].
-    Forward { request: Vec<u8>, finish: Finish },
+    /// Forward `request` instead; then, when there is a `finish`, call
+    /// [`TableWrites::finish`] before answering the client.
+    Forward {
+        request: Vec<u8>,
+        finish: Option<Finish>,
+    },
     /// Answer with this error; nothing was changed.
     Refuse(Status),
 }
@@ -73,25 +79,68 @@ impl TableWrites {
     /// Reads an `ExecutePlanRequest` (its encoded message) bound for the
     /// engine on `port`, and runs the steps before its last one.
     pub async fn prepare(&self, port: u16, message: &[u8]) -> Prepared {
-        let Some(mut request) = intent::decode(message) else {
-            return Prepared::Pass;
+        let expanded = match view_requests::expand_request(&self.catalog, message) {
+            Ok(expanded) => expanded,
+            Err(status) => return Prepared::Refuse(status),
         };
-        let Some(intent) = intent::read(&self.catalog, &request) else {
-            return Prepared::Pass;
+        let unchanged = |expanded: Option<Vec<u8>>| match expanded {
+            Some(request) => Prepared::Forward {
+                request,
+                finish: None,
+            },
+            None => Prepared::Pass,
+        };
+        let Some(mut request) = intent::decode(expanded.as_deref().unwrap_or(message)) else {
+            return unchanged(expanded);
         };
         let session = EngineSession {
             port,
             session_id: request.session_id.clone(),
             user_context: request.user_context.clone(),
         };
+        if let Some(sql) = intent::sql_text(&request) {
+            let outcome = if let Some(view) = views::parse_create_view(&sql) {
+                Some(view_requests::create_view(&self.catalog, &session, view).await)
+            } else {
+                views::parse_drop_view(&sql)
+                    .map(|view| view_requests::drop_view(&self.catalog, view))
+            };
+            match outcome {
+                Some(Ok(ViewOutcome::Answer(query))) => {
+                    request.plan = Some(sql_plan(&query));
+                    return Prepared::Forward {
+                        request: request.encode_to_vec(),
+                        finish: None,
+                    };
+                }
+                Some(Ok(ViewOutcome::Pass)) => return unchanged(expanded),
+                Some(Err(status)) => return Prepared::Refuse(status),
+                None => {}
+            }
+        }
+        let Some(intent) = intent::read(&self.catalog, &request) else {
+            return unchanged(expanded);
+        };
         match self.steps(&session, intent).await {
             Ok((plan, after)) => {
                 request.plan = Some(plan);
                 Prepared::Forward {
                     request: request.encode_to_vec(),
-                    finish: Finish { after },
+                    finish: Some(Finish { after }),
                 }
             }
+            Err(status) => Prepared::Refuse(status),
+        }
+    }
+
+    /// An `AnalyzePlanRequest` (its encoded message): view references expanded.
+    pub fn prepare_analyze(&self, message: &[u8]) -> Prepared {
+        match view_requests::expand_request(&self.catalog, message) {
+            Ok(Some(request)) => Prepared::Forward {
+                request,
+                finish: None,
+            },
+            Ok(None) => Prepared::Pass,
             Err(status) => Prepared::Refuse(status),
         }
     }

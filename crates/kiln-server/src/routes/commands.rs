@@ -201,14 +201,19 @@ async fn cancel_command(
 async fn command_file(state: &AppState, caller: &Caller, path: &str) -> Result<String, Error> {
     let missing = || Error::invalid(format!("commandFile {path}: no such file"));
     if path.is_empty() {
-        return Err(Error::invalid("Invalid value for field commandFile: a path is required"));
+        return Err(Error::invalid(
+            "Invalid value for field commandFile: a path is required",
+        ));
     }
     let bytes = if path.starts_with("/Volumes/") {
-        let target = super::files::target_for(state, caller, path, kiln_compute::catalog::READ_VOLUME)?;
+        let target =
+            super::files::target_for(state, caller, path, kiln_compute::catalog::READ_VOLUME)?;
         let local = target.local.clone();
         kiln_core::blocking::run(move || std::fs::read(&local)).map_err(|_| missing())?
     } else {
-        let workspace_path = path.strip_prefix("/Workspace").filter(|p| p.starts_with('/'));
+        let workspace_path = path
+            .strip_prefix("/Workspace")
+            .filter(|p| p.starts_with('/'));
         let object = match workspace_path {
             Some(p) => Some(state.workspace.get(p).map_err(|_| missing())?),
             None if !path.starts_with("dbfs:") && !path.starts_with("/dbfs/") => {
@@ -219,14 +224,24 @@ async fn command_file(state: &AppState, caller: &Caller, path: &str) -> Result<S
         match object {
             Some(object) => {
                 super::access::require_object(state, caller, &object, "CAN_READ")?;
-                state.workspace.export(&object.path, None).map_err(|_| missing())?.0
+                state
+                    .workspace
+                    .export(&object.path, None)
+                    .map_err(|_| missing())?
+                    .0
             }
             None => {
-                let dbfs_path = path.strip_prefix("/dbfs").filter(|p| p.starts_with('/')).unwrap_or(path);
-                state.dbfs.read(dbfs_path, 0, None).map_err(|e| match e.code {
-                    ErrorCode::PermissionDenied => e,
-                    _ => missing(),
-                })?
+                let dbfs_path = path
+                    .strip_prefix("/dbfs")
+                    .filter(|p| p.starts_with('/'))
+                    .unwrap_or(path);
+                state
+                    .dbfs
+                    .read(dbfs_path, 0, None)
+                    .map_err(|e| match e.code {
+                        ErrorCode::PermissionDenied => e,
+                        _ => missing(),
+                    })?
             }
         }
     };

@@ -188,6 +188,7 @@ fn table_info(t: TableInfo) -> wire::TableInfo {
         data_source_format: t.data_source_format,
         columns: t.columns,
         storage_location: t.storage_location,
+        view_definition: t.view_definition,
         properties: t.properties,
         comment: t.comment,
         owner: t.owner,
