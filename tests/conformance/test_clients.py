@@ -31,8 +31,11 @@ WAIT = datetime.timedelta(seconds=180)
 
 @pytest.fixture(scope="module")
 def cluster(kiln, w):
+    # Spark Connect clients here run the suite's Python: the cluster runs the same minor
+    # (PYSPARK_PYTHON), so their Python UDFs run on it.
     c = w.clusters.create_and_wait(
-        cluster_name=unique("clients"), spark_version=SPARK_VERSION, num_workers=0, timeout=SDK_TIMEOUT
+        cluster_name=unique("clients"), spark_version=SPARK_VERSION, num_workers=0, timeout=SDK_TIMEOUT,
+        spark_env_vars={"PYSPARK_PYTHON": f"python{sys.version_info[0]}.{sys.version_info[1]}"},
     )
     assert c.state == State.RUNNING
     yield kiln.track(c.cluster_id)

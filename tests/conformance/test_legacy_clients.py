@@ -63,8 +63,11 @@ def trusted_env(kiln443, kiln_binary):
 @pytest.fixture(scope="module")
 def cluster443(kiln443):
     w = kiln443.client()
+    # databricks-connect 16.1 runs on Python 3.11 here; Databricks Runtime 16.4 runs 3.12,
+    # so the cluster asks for the client's minor (PYSPARK_PYTHON) for its UDFs to run.
     c = w.clusters.create_and_wait(
-        cluster_name=unique("legacy"), spark_version=CONNECT_RUNTIME, num_workers=0, timeout=SDK_TIMEOUT
+        cluster_name=unique("legacy"), spark_version=CONNECT_RUNTIME, num_workers=0, timeout=SDK_TIMEOUT,
+        spark_env_vars={"PYSPARK_PYTHON": "python3.11"},
     )
     assert c.state == State.RUNNING
     return kiln443.track(c.cluster_id)
@@ -243,6 +246,12 @@ CONNECT = """
     if table != "-":
         spark.range(5).write.saveAsTable(table)
         out["rows"] = spark.read.table(table).count()
+        # the most common notebook write, twice, and back as pandas
+        local = spark.createDataFrame([(1, "a"), (2, "b")], "id INT, k STRING")
+        local.write.mode("overwrite").saveAsTable(table)
+        local.where("id > 1").write.mode("overwrite").saveAsTable(table)
+        out["pandas"] = spark.read.table(table).toPandas().to_dict("records")
+        out["python"] = "%d.%d" % sys.version_info[:2]
     print(json.dumps(out))
 """
 
@@ -267,7 +276,37 @@ def test_databricks_connect(kiln443, trusted_env, cluster443, connect_python, mo
     assert out["sum"] == 4950 and out["udf"] == 4, out
     if table != "-":
         assert out["rows"] == 5
+        assert out["pandas"] == [{"id": 2, "k": "b"}], out
         assert kiln443.client().tables.get(table).data_source_format.value == "DELTA"
+
+
+@pytest.fixture(scope="module")
+def connect312_python():
+    venv = os.environ.get("KILN_CONNECT312_VENV")
+    if not venv:
+        pytest.skip("KILN_CONNECT312_VENV not set (scripts/test creates it when python3.12 is on this host)")
+    return str(Path(venv) / "bin" / "python")
+
+
+def test_the_newest_databricks_connect_on_python_3_12(kiln443, trusted_env, connect312_python):
+    # Databricks Runtime 19.3 runs Python 3.12: the cluster's engine runs on a 3.12 runtime,
+    # so UDFs of the newest client (which needs 3.12) run.
+    w = kiln443.client()
+    c = w.clusters.create_and_wait(cluster_name=unique("dbc19"), spark_version="19.3.x-scala2.13",
+                                   num_workers=0, timeout=SDK_TIMEOUT)
+    kiln443.track(c.cluster_id)
+    try:
+        running = [e for e in w.clusters.events(c.cluster_id) if e.type.value == "RUNNING"]
+        assert running and running[0].details.as_dict().get("current_num_workers") == 0
+        table = f"main.default.{unique('dbc312').replace('-', '_')}"
+        host = f"https://localhost:{kiln443.https_port}"
+        r = run_python(trusted_env, CONNECT, "remote", host, kiln443.token, c.cluster_id, table, python=connect312_python)
+        assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        assert out["python"] == "3.12" and out["udf"] == 4 and out["sum"] == 4950, out
+        assert out["pandas"] == [{"id": 2, "k": "b"}], out
+    finally:
+        w.clusters.permanent_delete(c.cluster_id)
 
 
 def test_databricks_connect_refusals(kiln443, trusted_env, cluster443, connect_python):

@@ -42,6 +42,8 @@ pub struct ClusterSettings {
     /// Kiln's loopback Spark Connect front, which kernels and pipeline workers
     /// use (`None`: they talk to engines directly).
     pub front_port: Option<u16>,
+    /// Interpreters for per-minor runtimes (`[runtime] pythons`).
+    pub pythons: Vec<PathBuf>,
 }
 
 /// How engines reach Kiln's Unity Catalog.
@@ -105,6 +107,8 @@ pub struct Clusters {
     records: RwLock<BTreeMap<String, ClusterRecord>>,
     writer: tokio::sync::Mutex<()>,
     pub(crate) engines: Mutex<HashMap<String, EngineSlot>>,
+    /// The runtime each cluster's engine was started on (see `cluster_runtime`).
+    pub(crate) runtimes: Mutex<HashMap<String, Runtime>>,
     pub(crate) nudge: Notify,
     /// Bumped after every committed change, for services that follow clusters.
     changes: watch::Sender<u64>,
@@ -233,6 +237,7 @@ impl Clusters {
             records: RwLock::new(records),
             writer: tokio::sync::Mutex::new(()),
             engines: Mutex::new(HashMap::new()),
+            runtimes: Mutex::new(HashMap::new()),
             nudge: Notify::new(),
             changes: watch::Sender::new(0),
         }))

@@ -33,9 +33,10 @@ pub(crate) async fn run(
         Some(kernel) => kernel,
         None => {
             let spec = contexts.kernel_spec(&context.cluster_id, context.engine_port);
+            let runtime = contexts.clusters.runtime_of(&spec.cluster_id);
             let started = tokio::select! {
                 _ = context.stop.cancelled() => return,
-                started = Kernel::spawn(&contexts.runtime, &spec) => started,
+                started = Kernel::spawn(&runtime, &spec) => started,
             };
             match started {
                 Ok(kernel) => kernel,
@@ -271,10 +272,11 @@ async fn warm_kernel(
     cancel: CancellationToken,
 ) {
     let spec = contexts.kernel_spec(&cluster_id, port);
+    let runtime = contexts.clusters.runtime_of(&spec.cluster_id);
     // Dropping the spawn future on cancel drops the child, which kills it.
     let started = tokio::select! {
         _ = cancel.cancelled() => None,
-        started = Kernel::spawn(&contexts.runtime, &spec) => Some(started),
+        started = Kernel::spawn(&runtime, &spec) => Some(started),
     };
     match started {
         Some(Ok(mut kernel)) => {

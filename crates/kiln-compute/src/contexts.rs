@@ -26,7 +26,6 @@ use crate::clusters::Clusters;
 use crate::command_lifecycle::{next_command_state, CommandEvent, CommandState, ContextStatus};
 use crate::kernel::{Kernel, KernelSpec};
 use crate::lifecycle::ClusterState;
-use crate::runtime::Runtime;
 
 /// Languages a context or command may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +101,6 @@ pub(crate) struct WarmKernel {
 
 pub struct Contexts {
     pub(crate) clusters: Arc<Clusters>,
-    pub(crate) runtime: Runtime,
     pub(crate) sources: PathBuf,
     /// Where kernels reach Kiln's API (e.g. for `dbutils.secrets`).
     pub(crate) api_url: String,
@@ -179,15 +177,9 @@ pub(crate) fn error_results(kind: &str, cause: &str) -> Value {
 }
 
 impl Contexts {
-    pub fn new(
-        clusters: Arc<Clusters>,
-        runtime: Runtime,
-        sources: PathBuf,
-        api_url: String,
-    ) -> Arc<Self> {
+    pub fn new(clusters: Arc<Clusters>, sources: PathBuf, api_url: String) -> Arc<Self> {
         Arc::new(Self {
             clusters,
-            runtime,
             sources,
             api_url,
             contexts: Mutex::new(HashMap::new()),

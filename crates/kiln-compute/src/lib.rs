@@ -10,6 +10,7 @@
 //!   cache and the reconciler that makes observed engines match desired state.
 
 pub mod catalog;
+mod cluster_runtime;
 pub mod clusters;
 pub mod command_lifecycle;
 pub mod connect;
@@ -20,6 +21,7 @@ pub mod kernel;
 pub mod libraries;
 pub mod lifecycle;
 pub mod pyenv;
+pub mod pythons;
 pub mod runtime;
 pub mod spark_connect;
 pub mod validate;

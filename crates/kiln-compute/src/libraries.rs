@@ -23,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clusters::Clusters;
 use crate::lifecycle::ClusterState;
-use crate::runtime::Runtime;
 
 const PIP_TIMEOUT: Duration = Duration::from_secs(600);
 /// Variables pip may take from Kiln's environment (proxies, index, CA bundle).
@@ -148,7 +147,6 @@ pub struct LibraryRecord {
 pub struct Libraries {
     store: Arc<dyn Store>,
     clusters: Arc<Clusters>,
-    runtime: Runtime,
     dbfs_root: PathBuf,
     records: Mutex<BTreeMap<(String, String), LibraryRecord>>,
     /// The engine (spark_context_id) each cluster's environment was last prepared for.
@@ -160,7 +158,6 @@ impl Libraries {
     pub fn open(
         store: Arc<dyn Store>,
         clusters: Arc<Clusters>,
-        runtime: Runtime,
         dbfs_root: PathBuf,
     ) -> Result<Arc<Self>> {
         let mut records = BTreeMap::new();
@@ -178,7 +175,6 @@ impl Libraries {
         Ok(Arc::new(Self {
             store,
             clusters,
-            runtime,
             dbfs_root,
             records: Mutex::new(records),
             prepared: Mutex::new(HashMap::new()),
@@ -413,7 +409,10 @@ impl Libraries {
         {
             return Ok(());
         }
-        crate::pyenv::clear(&self.runtime, &self.clusters.engine_dir(cluster_id))?;
+        crate::pyenv::clear(
+            &self.clusters.runtime_of(cluster_id),
+            &self.clusters.engine_dir(cluster_id),
+        )?;
         for record in records {
             if record.status == LibraryStatus::UninstallOnRestart {
                 self.store.commit(vec![Write::DeleteLibrary {
@@ -463,7 +462,8 @@ impl Libraries {
             .clusters
             .isolation()
             .cluster_identity(&record.cluster_id);
-        let python = crate::pyenv::ensure(&self.runtime, &engine_dir, identity.as_ref())
+        let runtime = self.clusters.runtime_of(&record.cluster_id);
+        let python = crate::pyenv::ensure(&runtime, &engine_dir, identity.as_ref())
             .await
             .map_err(|e| e.message)?;
         let mut args: Vec<String> = vec![
@@ -490,7 +490,7 @@ impl Libraries {
             }
         }
         let isolation = self.clusters.isolation();
-        let read = self.runtime.read_paths();
+        let read = runtime.read_paths();
         let mut ro: Vec<&std::path::Path> = read.iter().map(|p| p.as_path()).collect();
         ro.push(&self.dbfs_root);
         let view = crate::isolation::View {
@@ -498,7 +498,7 @@ impl Libraries {
             ro,
             cwd: &engine_dir,
         };
-        let mut command = isolation.command(&self.runtime.python, &view);
+        let mut command = isolation.command(&runtime.python, &view);
         // pip runs as the cluster (it writes only the cluster's environment),
         // with a clean environment but for proxy and index settings.
         crate::isolation::Isolation::base_env(&mut command, &engine_dir);

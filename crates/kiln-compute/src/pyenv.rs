@@ -51,8 +51,16 @@ pub async fn ensure(
     identity: Option<&kiln_core::process::OsIdentity>,
 ) -> Result<PathBuf> {
     let target = env_dir(engine_dir);
+    let runtime_site = site_packages(runtime, &runtime.root)?;
     if target.join("bin/python").exists() {
-        return Ok(python(engine_dir));
+        if linked_runtime(&target).as_deref() == Some(runtime_site.as_path()) {
+            return Ok(python(engine_dir));
+        }
+        // Built on another runtime (the cluster's Python changed): its
+        // libraries were for that Python, so it starts over.
+        let stale = target.clone();
+        kiln_core::blocking::run(move || std::fs::remove_dir_all(stale))
+            .map_err(|e| Error::internal("replace a cluster environment", e))?;
     }
     crate::isolation::own_dir(engine_dir, identity, 0o750)?;
     let staging = engine_dir.join(format!("pyenv.{}", kiln_core::ids::random_hex(4)));
@@ -65,7 +73,6 @@ pub async fn ensure(
     if !status.success() {
         return Err(Error::internal("create a cluster environment", status));
     }
-    let runtime_site = site_packages(runtime, &runtime.root)?;
     let own_site = site_packages(runtime, &staging)?;
     std::fs::create_dir_all(&own_site)
         .map_err(|e| Error::internal("create a cluster environment", e))?;
@@ -79,6 +86,16 @@ pub async fn ensure(
         let _ = std::fs::remove_dir_all(&staging); // another task created it first
     }
     Ok(python(engine_dir))
+}
+
+/// The runtime site-packages an environment links to (its `.pth`).
+fn linked_runtime(env: &Path) -> Option<PathBuf> {
+    let lib = std::fs::read_dir(env.join("lib")).ok()?;
+    lib.flatten().find_map(|entry| {
+        let pth = entry.path().join("site-packages").join(RUNTIME_PTH);
+        let text = std::fs::read_to_string(pth).ok()?;
+        Some(PathBuf::from(text.trim()))
+    })
 }
 
 /// Removes every installed library, keeping the link to the runtime.

@@ -250,12 +250,23 @@ async fn launch(clusters: &Clusters, cluster_id: &str, generation: u64) -> kiln_
         env: engine_env(clusters, &record),
     };
     let was_resize = state_of(&record) == ClusterState::Resizing;
-    match Engine::launch(&clusters.runtime, &spec).await {
-        Ok(engine) => {
-            engine_ready(
-                clusters, cluster_id, generation, engine, workers, was_resize,
-            )
+    let started = match clusters.choose_runtime(&record).await {
+        Ok(chosen) => Engine::launch(&chosen.runtime, &spec)
             .await
+            .map(|engine| (engine, chosen)),
+        Err(err) => Err(err),
+    };
+    match started {
+        Ok((engine, chosen)) => {
+            let python = chosen.runtime.minor().map(crate::pythons::show);
+            clusters.remember_runtime(cluster_id, chosen.runtime);
+            let started = Started {
+                engine,
+                workers,
+                python,
+                note: chosen.note,
+            };
+            engine_ready(clusters, cluster_id, generation, started, was_resize).await
         }
         Err(err) => {
             let detail = err.message.clone();
@@ -281,14 +292,28 @@ async fn launch(clusters: &Clusters, cluster_id: &str, generation: u64) -> kiln_
     }
 }
 
+/// An engine that answered, and the Python it runs.
+struct Started {
+    engine: Engine,
+    workers: (u32, u32),
+    python: Option<String>,
+    /// Why the Python is not the one the runtime version runs.
+    note: Option<String>,
+}
+
 async fn engine_ready(
     clusters: &Clusters,
     cluster_id: &str,
     generation: u64,
-    engine: Engine,
-    workers: (u32, u32),
+    started: Started,
     was_resize: bool,
 ) -> kiln_core::Result<()> {
+    let Started {
+        engine,
+        workers,
+        python,
+        note,
+    } = started;
     let (pid, port) = (engine.pid, engine.port);
     let committed = clusters
         .mutate(cluster_id, Some(generation), |record, events| {
@@ -306,11 +331,14 @@ async fn engine_ready(
             } else {
                 "RUNNING"
             };
-            events.push(event(
-                cluster_id,
-                kind,
-                json!({"current_num_workers": workers.0}),
-            ));
+            let mut details = json!({"current_num_workers": workers.0});
+            if let Some(python) = &python {
+                details["python_version"] = json!(python);
+            }
+            if let Some(note) = &note {
+                details["reason"] = json!({"code": "PYTHON_VERSION_FALLBACK", "type": "CLIENT_ERROR", "parameters": {"message": note}});
+            }
+            events.push(event(cluster_id, kind, details));
             Ok(())
         })
         .await;

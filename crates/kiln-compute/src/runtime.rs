@@ -79,8 +79,41 @@ impl Runtime {
         if let Some(found) = Self::find(cache) {
             return Ok(found);
         }
-        install(&runtime_dir(cache))?;
+        install(&runtime_dir(cache), &find_python()?)?;
         Self::find(cache).ok_or_else(|| setup_error("runtime install did not complete".into()))
+    }
+
+    /// The runtime built on `python` (an interpreter of `minor` that the
+    /// engine's users can run), installed beside the default one if needed.
+    pub fn ensure_for(cache: &Path, python: &Path, minor: crate::pythons::Minor) -> Result<Self> {
+        let root = PathBuf::from(format!(
+            "{}-py{}",
+            runtime_dir(cache).display(),
+            crate::pythons::show(minor)
+        ));
+        if root.join(READY_MARKER).exists() {
+            return Ok(Self::at(root));
+        }
+        fs::create_dir_all(cache)
+            .map_err(|e| setup_error(format!("cannot create {}: {e}", cache.display())))?;
+        let lock = File::create(cache.join("runtime.lock"))
+            .map_err(|e| setup_error(format!("cannot create the install lock: {e}")))?;
+        let _guard = FileLock::acquire(&lock)?;
+        if !root.join(READY_MARKER).exists() {
+            install(&root, python)?;
+        }
+        Ok(Self::at(root))
+    }
+
+    /// The Python minor the runtime runs (from its `pyvenv.cfg`).
+    pub fn minor(&self) -> Option<crate::pythons::Minor> {
+        let cfg = fs::read_to_string(self.root.join("pyvenv.cfg")).ok()?;
+        let version = cfg.lines().find_map(|line| {
+            let (key, value) = line.split_once('=')?;
+            matches!(key.trim(), "version" | "version_info").then(|| value.trim().to_string())
+        })?;
+        let mut parts = version.split('.');
+        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
     }
 }
 
@@ -88,8 +121,7 @@ fn setup_error(message: String) -> Error {
     Error::new(ErrorCode::TemporarilyUnavailable, message)
 }
 
-fn install(root: &Path) -> Result<()> {
-    let python = find_python()?;
+fn install(root: &Path, python: &Path) -> Result<()> {
     if root.exists() {
         fs::remove_dir_all(root)
             .map_err(|e| setup_error(format!("cannot clear {}: {e}", root.display())))?;
@@ -99,7 +131,7 @@ fn install(root: &Path) -> Result<()> {
         root.display()
     );
     run(
-        Command::new(&python).arg("-m").arg("venv").arg(root),
+        Command::new(python).arg("-m").arg("venv").arg(root),
         "create the runtime venv",
         "install Python's venv module (Debian/Ubuntu: apt-get install python3-venv)",
     )?;

@@ -184,7 +184,8 @@ async fn execute(
     let engine_dir = svc.clusters.engine_dir(&cluster_id);
     let isolation = svc.clusters.isolation().clone();
     let cluster_identity = isolation.cluster_identity(&cluster_id);
-    let python = pyenv::ensure(&svc.runtime, &engine_dir, cluster_identity.as_ref()).await?;
+    let runtime = svc.clusters.runtime_of(&cluster_id);
+    let python = pyenv::ensure(&runtime, &engine_dir, cluster_identity.as_ref()).await?;
     let log = svc.logs.join(format!("{}.log", pipeline.pipeline_id));
     let spark_url = svc.clusters.spark_url(&cluster_id, port);
     let worker = match svc.take_worker(&pipeline.pipeline_id, &spark_url) {
@@ -198,7 +199,7 @@ async fn execute(
                 log: &log,
                 isolation: &isolation,
                 cluster_id: &cluster_id,
-                read: [svc.runtime.read_paths(), vec![engine_dir.clone()]].concat(),
+                read: [runtime.read_paths(), vec![engine_dir.clone()]].concat(),
             }) => Arc::new(w?),
             _ = cancel.cancelled() => return Err(Stop::Canceled),
         },

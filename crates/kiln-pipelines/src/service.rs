@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 use kiln_compute::clusters::Clusters;
-use kiln_compute::runtime::Runtime;
 use kiln_core::{time::now_ms, Error, ErrorCode, Result};
 use kiln_store::{Store, Write};
 use kiln_workspace::workspace::Workspace;
@@ -30,7 +29,6 @@ pub struct Pipelines {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) workspace: Arc<Workspace>,
     pub(crate) clusters: Arc<Clusters>,
-    pub(crate) runtime: Runtime,
     pub(crate) sources: PathBuf,
     pub(crate) dbfs_root: PathBuf,
     pub(crate) logs: PathBuf,
@@ -65,7 +63,6 @@ impl Pipelines {
         store: Arc<dyn Store>,
         workspace: Arc<Workspace>,
         clusters: Arc<Clusters>,
-        runtime: Runtime,
         sources: PathBuf,
         data_dir: PathBuf,
     ) -> Result<Arc<Self>> {
@@ -91,7 +88,6 @@ impl Pipelines {
             store,
             workspace,
             clusters,
-            runtime,
             sources,
             dbfs_root,
             logs,

@@ -28,6 +28,16 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub clusters: ClustersConfig,
     pub lakebase: LakebaseSection,
+    pub runtime: RuntimeSection,
+}
+
+/// Engine runtimes: the Python interpreters Kiln may build them on (one
+/// runtime per Python minor, chosen from a cluster's `spark_version`), besides
+/// `python3.X` on PATH and pyenv's versions.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeSection {
+    pub pythons: Vec<PathBuf>,
 }
 
 /// Unity Catalog settings.
@@ -150,6 +160,7 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             clusters: ClustersConfig::default(),
             lakebase: LakebaseSection::default(),
+            runtime: RuntimeSection::default(),
         }
     }
 }

@@ -134,6 +134,7 @@ pub async fn serve(
         autotermination_minute: config.clusters.minute(),
         stop_deadline: std::time::Duration::from_secs(config.clusters.engine_stop_seconds),
         front_port: Some(front_port),
+        pythons: config.runtime.pythons.clone(),
         engine_catalog: Some(EngineCatalog {
             uri: format!("http://{}/api/2.1/unity-catalog", loopback_address(address)),
             token: identity.system_token().to_string(),
@@ -141,24 +142,17 @@ pub async fn serve(
         }),
     };
     let clusters = Clusters::open(store.clone(), runtime.clone(), settings)?;
-    let runtime_for_libraries = runtime.clone();
     let pipelines = kiln_pipelines::Pipelines::open(
         store.clone(),
         workspace.clone(),
         clusters.clone(),
-        runtime.clone(),
         sources.clone(),
         config.data_dir.clone(),
     )?;
     pipelines.start();
     let api_url = format!("http://{}", loopback_address(address));
-    let contexts = Contexts::new(clusters.clone(), runtime, sources, api_url);
-    let libraries = Libraries::open(
-        store.clone(),
-        clusters.clone(),
-        runtime_for_libraries,
-        isolation.dbfs(),
-    )?;
+    let contexts = Contexts::new(clusters.clone(), sources, api_url);
+    let libraries = Libraries::open(store.clone(), clusters.clone(), isolation.dbfs())?;
     let lakebase = Arc::new(kiln_lakebase::Lakebase::open(
         store.clone(),
         lakebase_config(&config, &isolation),
