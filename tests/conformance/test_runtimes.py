@@ -17,14 +17,15 @@ CASES = [("15.4.x-scala2.12", "3.11"), ("16.4.x-scala2.12", "3.12")]
 
 
 def has_python(minor: str) -> bool:
+    """Whether Kiln will find python<minor> here: on PATH (a pyenv shim may refuse) or in pyenv."""
     import glob
     import os
 
-    found = shutil.which(f"python{minor}") or glob.glob(os.path.expanduser(f"~/.pyenv/versions/{minor}.*/bin/python{minor}"))
-    if not found:
-        return False
-    probe = subprocess.run([shutil.which(f"python{minor}") or found[-1], "-c", "import venv, ensurepip"], capture_output=True)
-    return probe.returncode == 0
+    found = [shutil.which(f"python{minor}")] + glob.glob(os.path.expanduser(f"~/.pyenv/versions/{minor}.*/bin/python{minor}"))
+    for python in filter(None, found):
+        if subprocess.run([python, "-c", "import venv, ensurepip"], capture_output=True).returncode == 0:
+            return True
+    return False
 
 
 def python_of(w, cluster_id: str) -> str:

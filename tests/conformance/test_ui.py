@@ -366,12 +366,40 @@ def test_workspace_and_admin_pages(admin, kiln, w):
 
 
 
+def test_user_settings_generate_list_and_revoke_access_tokens(admin, kiln, w):
+    # seed 003: User settings → Developer → Access tokens → Generate
+    page = admin.page
+    admin.go("compute")
+    page.get_by_role("link", name="User settings").click()
+    page.get_by_role("heading", name="User settings").wait_for()
+    page.get_by_label("Token comment").fill("ui-generated")
+    page.get_by_label("Token lifetime").select_option(label="7 days")
+    page.get_by_role("button", name="Generate").click()
+    value = page.get_by_label("New token value").input_value()
+    assert value.startswith("dapi"), value
+    page.get_by_role("table", name="Access tokens").get_by_text("ui-generated").wait_for()
+    admin.shot("settings-tokens")
+    # the token works, and expires in 7 days
+    r = kiln.http(token=value).get(kiln.url("/api/2.0/clusters/list"))
+    assert r.status_code == 200, r.text
+    mine = [t for t in w.tokens.list() if t.comment == "ui-generated"]
+    assert len(mine) == 1 and 6.9 * 86400e3 < mine[0].expiry_time - mine[0].creation_time <= 7 * 86400e3, mine
+    # shown once: a reload shows the list, never the value
+    admin.go("settings")
+    page.get_by_role("table", name="Access tokens").get_by_text("ui-generated").wait_for()
+    assert value not in page.content()
+    admin.answers.append("")  # confirm()
+    page.get_by_role("button", name="Revoke token ui-generated").click()
+    page.get_by_role("table", name="Access tokens").get_by_text("ui-generated").wait_for(state="detached")
+    assert kiln.http(token=value).get(kiln.url("/api/2.0/clusters/list")).status_code == 401
+
+
 def test_keyboard_reaches_every_page(admin):
     page = admin.page
     admin.go("compute")
     page.get_by_role("heading", name="Compute").wait_for()
     names = []
-    for _ in range(8):
+    for _ in range(10):  # brand, five pages, Admin, User settings, Sign out
         page.keyboard.press("Tab")
         names.append(page.evaluate("() => document.activeElement && document.activeElement.textContent"))
     for label in ("Compute", "Workspace", "Pipelines", "Catalog", "Lakebase", "Sign out"):

@@ -35,6 +35,7 @@ const FILES: &[(&str, &str, &[u8])] = &[
     asset!("js/pipelines.js", JS),
     asset!("js/graph.js", JS),
     asset!("js/catalog.js", JS),
+    asset!("js/settings.js", JS),
     asset!("js/lakebase.js", JS),
     asset!("js/admin.js", JS),
     // Third-party code, bundled by scripts/build-ui-vendor (see VERSIONS.txt).

@@ -12,6 +12,7 @@ const pages = {
   catalog: () => import("./catalog.js"),
   lakebase: () => import("./lakebase.js"),
   admin: () => import("./admin.js"),
+  settings: () => import("./settings.js"),
 };
 
 const nav = [
@@ -74,7 +75,8 @@ function shell(active) {
     h("header", { class: "top" },
       h("a", { href: "#/compute", class: "brand" }, "Kiln"),
       h("nav", { "aria-label": "Main" }, links),
-      h("span", { class: "who" }, session.user, session.admin ? " (admin)" : ""), out),
+      h("a", { href: "#/settings", class: "who", title: "User settings", "aria-label": "User settings" },
+        session.user, session.admin ? " (admin)" : ""), out),
     main);
   return main;
 }
