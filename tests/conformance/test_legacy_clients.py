@@ -248,7 +248,7 @@ CONNECT = """
         out["rows"] = spark.read.table(table).count()
         # the most common notebook write, twice, and back as pandas
         local = spark.createDataFrame([(1, "a"), (2, "b")], "id INT, k STRING")
-        local.write.mode("overwrite").saveAsTable(table)
+        local.write.mode("overwrite").option("overwriteSchema", "true").saveAsTable(table)
         local.where("id > 1").write.mode("overwrite").saveAsTable(table)
         out["pandas"] = spark.read.table(table).toPandas().to_dict("records")
         out["python"] = "%d.%d" % sys.version_info[:2]
