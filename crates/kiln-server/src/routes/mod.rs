@@ -18,6 +18,7 @@ mod meta;
 mod oauth_u2m;
 mod permissions;
 pub(crate) mod pipelines;
+mod pipelines_spec;
 mod postgres;
 mod postgres_compute;
 mod postgres_convert;
