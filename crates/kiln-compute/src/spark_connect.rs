@@ -1,52 +1,22 @@
 //! A minimal Spark Connect client: enough to run one SQL query and count the
-//! rows that come back. Messages are declared by hand with the field numbers of
-//! `spark/connect/base.proto` and `relations.proto` (Spark 4.x), so no protoc
-//! is needed; unknown response fields are skipped by prost.
+//! rows that come back (the engine's health check). Requests use the messages
+//! of `connect::wire`; the response is declared here with the Arrow batch it
+//! counts; unknown response fields are skipped by prost.
 
 use std::time::Duration;
 
 use kiln_core::{Error, Result};
+
+use crate::connect::wire::{ExecutePlanRequest, Plan, Relation};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Endpoint;
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct ExecutePlanRequest {
+struct UserContext {
     #[prost(string, tag = "1")]
-    pub session_id: String,
-    #[prost(message, optional, tag = "2")]
-    pub user_context: Option<UserContext>,
-    #[prost(message, optional, tag = "3")]
-    pub plan: Option<Plan>,
-    #[prost(string, optional, tag = "4")]
-    pub client_type: Option<String>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct UserContext {
-    #[prost(string, tag = "1")]
-    pub user_id: String,
+    user_id: String,
     #[prost(string, tag = "2")]
-    pub user_name: String,
-}
-
-/// `Plan.op_type` is a oneof; only `root` (tag 1) is used here.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Plan {
-    #[prost(message, optional, tag = "1")]
-    pub root: Option<Relation>,
-}
-
-/// `Relation.rel_type` is a oneof; only `sql` (tag 10) is used here.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Relation {
-    #[prost(message, optional, tag = "10")]
-    pub sql: Option<Sql>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Sql {
-    #[prost(string, tag = "1")]
-    pub query: String,
+    user_name: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -89,20 +59,19 @@ async fn count_rows_inner(port: u16, query: &str) -> Result<i64> {
         .map_err(|e| connect_error(&e))?;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.map_err(|e| connect_error(&e))?;
+    let user = UserContext {
+        user_id: "kiln".into(),
+        user_name: "kiln".into(),
+    };
     let request = ExecutePlanRequest {
         session_id: kiln_core::ids::uuid4(),
-        user_context: Some(UserContext {
-            user_id: "kiln".into(),
-            user_name: "kiln".into(),
-        }),
+        user_context: Some(prost::Message::encode_to_vec(&user)),
         plan: Some(Plan {
-            root: Some(Relation {
-                sql: Some(Sql {
-                    query: query.into(),
-                }),
-            }),
+            root: Some(prost::Message::encode_to_vec(&Relation::sql(query))),
+            ..Default::default()
         }),
         client_type: Some("kiln-health".into()),
+        ..Default::default()
     };
     let codec = tonic_prost::ProstCodec::<ExecutePlanRequest, ExecutePlanResponse>::default();
     let path = PathAndQuery::from_static(EXECUTE_PLAN);

@@ -10,8 +10,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
 use super::wire::{
-    AnalyzePlanRequest, AnalyzePlanResponse, AnalyzeSchema, Command, DataType, ExecutePlanRequest,
-    ExecutePlanResponse, Plan, Relation, Sql, SqlCommand,
+    AnalyzePlanRequest, AnalyzePlanResponse, AnalyzeSchema, DataType, ExecutePlanRequest,
+    ExecutePlanResponse, Plan,
 };
 
 const EXECUTE_PLAN: &str = "/spark.connect.SparkConnectService/ExecutePlan";
@@ -47,23 +47,7 @@ impl EngineSession {
 
     /// Runs one SQL statement to completion.
     pub async fn sql(&self, query: &str) -> Result<(), Status> {
-        self.execute(Plan {
-            command: Some(Command {
-                sql_command: Some(SqlCommand {
-                    input: Some(Relation {
-                        sql: Some(Sql {
-                            query: query.into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
+        self.execute(Plan::sql(query)).await
     }
 
     /// Runs a plan to completion, discarding what it returns.

@@ -203,13 +203,7 @@ pub async fn create_view(
     let expanded = expand_text(catalog, &view.query, 0)
         .map_err(error)?
         .unwrap_or_else(|| view.query.clone());
-    let relation = super::wire::Relation {
-        sql: Some(super::wire::Sql {
-            query: expanded.clone(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let relation = super::wire::Relation::sql(&expanded);
     let schema = session
         .schema(prost::Message::encode_to_vec(&relation))
         .await?;

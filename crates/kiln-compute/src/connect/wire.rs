@@ -38,6 +38,35 @@ pub struct Plan {
     pub compressed_operation: Option<Vec<u8>>,
 }
 
+impl Plan {
+    /// `spark.sql(query)` as a 4.x client sends it (the query as the input relation).
+    pub fn sql(query: &str) -> Self {
+        Plan {
+            command: Some(Command {
+                sql_command: Some(SqlCommand {
+                    input: Some(Relation::sql(query)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+impl Relation {
+    /// A relation of SQL text.
+    pub fn sql(query: &str) -> Self {
+        Relation {
+            sql: Some(Sql {
+                query: query.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
 /// `Command.command_type`: only the table writes and SQL are read; any other
 /// command is forwarded untouched (Kiln never re-encodes it).
 #[derive(Clone, PartialEq, prost::Message)]

@@ -29,8 +29,8 @@ use super::intent::{self, create_statement, Intent, Source, TableSpec};
 use super::view_requests::{self, ViewOutcome};
 use super::views;
 use super::wire::{
-    save_method, save_mode, Command, Expression, Kind, Plan, Project, Relation, SaveTable, Sql,
-    SqlCommand, UnresolvedAttribute, WriteOperation,
+    save_method, save_mode, Command, Expression, Kind, Plan, Project, Relation, SaveTable,
+    UnresolvedAttribute, WriteOperation,
 };
 use crate::catalog::{Catalog, TableInfo, HIDDEN_PREFIX};
 
@@ -107,7 +107,7 @@ impl TableWrites {
             };
             match outcome {
                 Some(Ok(ViewOutcome::Answer(query))) => {
-                    request.plan = Some(sql_plan(&query));
+                    request.plan = Some(Plan::sql(&query));
                     return Prepared::Forward {
                         request: request.encode_to_vec(),
                         finish: None,
@@ -187,7 +187,7 @@ impl TableWrites {
     ) -> Result<(Plan, After), Status> {
         match intent {
             Intent::Refuse(status) => Err(status),
-            Intent::PlainCreate { sql } => Ok((sql_plan(&sql), After::Nothing)),
+            Intent::PlainCreate { sql } => Ok((Plan::sql(&sql), After::Nothing)),
             Intent::Create {
                 target,
                 source,
@@ -284,7 +284,7 @@ impl TableWrites {
                 session.sql(&create).await?;
                 Ok((insert_plan(source, &name, None, false), after))
             }
-            None => Ok((sql_plan(&create), after)),
+            None => Ok((Plan::sql(&create), after)),
         }
     }
 }
@@ -296,14 +296,7 @@ async fn columns(
 ) -> Result<Vec<(String, String)>, Status> {
     let relation = match source {
         Source::Relation { relation, .. } => relation.clone(),
-        Source::Query(query) => Relation {
-            sql: Some(Sql {
-                query: query.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-        .encode_to_vec(),
+        Source::Query(query) => Relation::sql(query).encode_to_vec(),
     };
     let schema = session.schema(relation).await?;
     let Some(Kind::Struct(fields)) = schema.kind else {
@@ -433,25 +426,6 @@ fn in_place(table: &TableInfo, source: &Source) -> Plan {
     insert_plan(source, &name, Some(&names), true)
 }
 
-fn sql_plan(sql: &str) -> Plan {
-    Plan {
-        command: Some(Command {
-            sql_command: Some(SqlCommand {
-                input: Some(Relation {
-                    sql: Some(Sql {
-                        query: sql.into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 /// Inserts the rows into `table` (a quoted name): a DataFrame as the writer's
 /// `insertInto`, a query as `INSERT … SELECT` (so `spark.sql` gets its SQL
 /// result); `columns` picks and orders the rows' columns by name.
@@ -507,7 +481,7 @@ fn insert_plan(source: &Source, table: &str, columns: Option<&[String]>, overwri
                 None => "*".into(),
             };
             let verb = if overwrite { "OVERWRITE" } else { "INTO" };
-            sql_plan(&format!(
+            Plan::sql(&format!(
                 "INSERT {verb} {table} SELECT {select} FROM ({query}) AS `__kiln_query`"
             ))
         }

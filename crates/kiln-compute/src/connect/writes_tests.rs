@@ -6,8 +6,8 @@ use serde_json::json;
 
 use super::super::intent::{self, Intent, Source};
 use super::super::wire::{
-    save_method, save_mode, v2_mode, Command, ExecutePlanRequest, Plan, Relation, SaveTable, Sql,
-    SqlCommand, WriteOperation, WriteOperationV2,
+    save_method, save_mode, v2_mode, Command, ExecutePlanRequest, Plan, SaveTable, WriteOperation,
+    WriteOperationV2,
 };
 use super::*;
 use crate::catalog::{Catalog, NewTable};
@@ -82,19 +82,11 @@ fn save_as_table(name: &str, mode: i32, options: &[(&str, &str)]) -> ExecutePlan
 }
 
 fn sql(query: &str) -> ExecutePlanRequest {
-    request(Command {
-        sql_command: Some(SqlCommand {
-            input: Some(Relation {
-                sql: Some(Sql {
-                    query: query.into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+    ExecutePlanRequest {
+        session_id: "s".into(),
+        plan: Some(Plan::sql(query)),
         ..Default::default()
-    })
+    }
 }
 
 #[test]
