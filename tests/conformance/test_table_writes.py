@@ -289,7 +289,7 @@ def test_views_are_unity_catalog_views_on_every_cluster(kiln, w, cluster):
     try:
         ctx = w.command_execution.create_and_wait(cluster_id=other.cluster_id, language=Language.SQL)
         res = w.command_execution.execute_and_wait(cluster_id=other.cluster_id, context_id=ctx.id, language=Language.SQL,
-                                                   command=f"SELECT key, cnt FROM main.{s}.big")
+                                                   command=f"SELECT key, cnt FROM main.{s}.big ORDER BY key")
         assert res.status.value == "Finished" and res.results.data == [["a", 2], ["b", 2]], res.results.as_dict()
         res = w.command_execution.execute_and_wait(cluster_id=other.cluster_id, context_id=ctx.id, language=Language.SQL,
                                                    command=f"DROP VIEW main.{s}.big")
