@@ -238,6 +238,56 @@ pub fn parse_create_table(sql: &str) -> Option<CreateTable> {
     Some(out)
 }
 
+/// What a `USE` statement makes current.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Use {
+    /// `USE CATALOG c`: the catalog (and its `default` schema).
+    Catalog(String),
+    /// `USE [SCHEMA|DATABASE|NAMESPACE] [c.]s`.
+    Schema(Vec<String>),
+}
+
+/// Reads a `USE …` statement.
+pub fn parse_use(sql: &str) -> Option<Use> {
+    let tokens = tokenize(sql)?;
+    if !is_word(tokens.first(), "USE") {
+        return None;
+    }
+    let mut i = 1;
+    let catalog = is_word(tokens.get(1), "CATALOG");
+    if catalog
+        || ["SCHEMA", "DATABASE", "NAMESPACE"]
+            .iter()
+            .any(|k| is_word(tokens.get(1), k))
+    {
+        i = 2;
+    }
+    let mut parts = Vec::new();
+    loop {
+        match tokens.get(i) {
+            Some((Token::Word(w), _, _)) | Some((Token::Quoted(w), _, _)) => {
+                parts.push(w.to_lowercase())
+            }
+            _ => return None,
+        }
+        i += 1;
+        if matches!(tokens.get(i), Some((Token::Punct('.'), _, _))) {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    let rest = &tokens[i..];
+    if !(rest.is_empty() || (rest.len() == 1 && rest[0].0 == Token::Punct(';'))) {
+        return None;
+    }
+    match (catalog, parts.as_slice()) {
+        (true, [c]) => Some(Use::Catalog(c.clone())),
+        (false, [_] | [_, _]) => Some(Use::Schema(parts)),
+        _ => None,
+    }
+}
+
 /// Quotes one identifier part for Spark SQL.
 pub fn quote(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
@@ -459,6 +509,26 @@ mod tests {
         assert!(t.if_not_exists);
         assert_eq!(t.comment.as_deref(), Some("'AS'"));
         assert_eq!(t.query.as_deref(), Some("SELECT 2"));
+        Ok(())
+    }
+
+    #[test]
+    fn reads_use_statements() -> Result<(), Box<dyn std::error::Error>> {
+        assert_eq!(
+            parse_use("USE CATALOG Sales"),
+            Some(Use::Catalog("sales".into()))
+        );
+        assert_eq!(
+            parse_use("use schema x;"),
+            Some(Use::Schema(vec!["x".into()]))
+        );
+        assert_eq!(
+            parse_use("USE `a`.b"),
+            Some(Use::Schema(vec!["a".into(), "b".into()]))
+        );
+        assert_eq!(parse_use("USE a.b.c"), None);
+        assert_eq!(parse_use("USE x WHERE"), None);
+        assert_eq!(parse_use("SELECT 1"), None);
         Ok(())
     }
 

@@ -73,7 +73,7 @@ pub enum Intent {
 }
 
 /// Reads the client's request; `None` when Kiln leaves it to the engine.
-pub fn read(catalog: &Catalog, request: &ExecutePlanRequest) -> Option<Intent> {
+pub fn read(catalog: &Catalog, request: &ExecutePlanRequest, scope: &Scope) -> Option<Intent> {
     let command = request.plan.as_ref()?.command.as_ref()?;
     let Command {
         write_operation,
@@ -81,13 +81,13 @@ pub fn read(catalog: &Catalog, request: &ExecutePlanRequest) -> Option<Intent> {
         sql_command,
     } = command;
     if let Some(write) = write_operation {
-        return save_as_table(catalog, write);
+        return save_as_table(catalog, write, scope);
     }
     if let Some(write) = write_operation_v2 {
-        return write_to(catalog, write);
+        return write_to(catalog, write, scope);
     }
     sql_command.as_ref()?;
-    create_table_sql(catalog, &sql_text(request)?)
+    create_table_sql(catalog, &sql_text(request)?, scope)
 }
 
 /// The SQL text of a `spark.sql` command without parameters.
@@ -126,12 +126,29 @@ fn is_delta(format: Option<&str>) -> bool {
     format.is_none_or(|f| f.eq_ignore_ascii_case("delta"))
 }
 
-/// A table name as the engine resolves it with Kiln's defaults (`main.default`).
-pub fn resolve(parts: &[String]) -> Option<[String; 3]> {
+/// A Spark session's current catalog and schema, as far as Kiln has seen
+/// them change (`USE …` statements); `main.default` until then.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scope {
+    pub catalog: String,
+    pub schema: String,
+}
+
+impl Default for Scope {
+    fn default() -> Self {
+        Self {
+            catalog: DEFAULT_CATALOG.into(),
+            schema: DEFAULT_SCHEMA.into(),
+        }
+    }
+}
+
+/// A table name as the engine resolves it in `scope`.
+pub fn resolve(parts: &[String], scope: &Scope) -> Option<[String; 3]> {
     let lower = |s: &String| s.to_lowercase();
     match parts {
-        [t] => Some([DEFAULT_CATALOG.into(), DEFAULT_SCHEMA.into(), lower(t)]),
-        [s, t] => Some([DEFAULT_CATALOG.into(), lower(s), lower(t)]),
+        [t] => Some([scope.catalog.clone(), scope.schema.clone(), lower(t)]),
+        [s, t] => Some([scope.catalog.clone(), lower(s), lower(t)]),
         [c, s, t] => Some([lower(c), lower(s), lower(t)]),
         _ => None,
     }
@@ -153,7 +170,7 @@ fn option_true(options: &[(String, String)], key: &str) -> bool {
         .any(|(k, v)| k.eq_ignore_ascii_case(key) && v.trim().eq_ignore_ascii_case("true"))
 }
 
-fn save_as_table(catalog: &Catalog, write: &WriteOperation) -> Option<Intent> {
+fn save_as_table(catalog: &Catalog, write: &WriteOperation, scope: &Scope) -> Option<Intent> {
     let table = write.table.as_ref()?;
     let simple = table.save_method == save_method::SAVE_AS_TABLE
         && write.path.is_none()
@@ -164,7 +181,7 @@ fn save_as_table(catalog: &Catalog, write: &WriteOperation) -> Option<Intent> {
     if !simple {
         return None;
     }
-    let target = resolve(&split_name(&table.table_name)?)?;
+    let target = resolve(&split_name(&table.table_name)?, scope)?;
     let mut options: Vec<(String, String)> = write
         .options
         .iter()
@@ -200,7 +217,7 @@ fn save_as_table(catalog: &Catalog, write: &WriteOperation) -> Option<Intent> {
     }
 }
 
-fn write_to(catalog: &Catalog, write: &WriteOperationV2) -> Option<Intent> {
+fn write_to(catalog: &Catalog, write: &WriteOperationV2, scope: &Scope) -> Option<Intent> {
     let wanted = [
         v2_mode::CREATE,
         v2_mode::CREATE_OR_REPLACE,
@@ -213,7 +230,7 @@ fn write_to(catalog: &Catalog, write: &WriteOperationV2) -> Option<Intent> {
         return None;
     }
     let parts = split_name(&write.table_name)?;
-    let target = resolve(&parts)?;
+    let target = resolve(&parts, scope)?;
     let mut partition_by = Vec::new();
     for expression in &write.partitioning_columns {
         let column = Expression::decode(expression.as_slice())
@@ -261,12 +278,12 @@ fn write_to(catalog: &Catalog, write: &WriteOperationV2) -> Option<Intent> {
     }
 }
 
-fn create_table_sql(catalog: &Catalog, sql: &str) -> Option<Intent> {
+fn create_table_sql(catalog: &Catalog, sql: &str, scope: &Scope) -> Option<Intent> {
     let parsed: CreateTable = ddl::parse_create_table(sql)?;
     if !is_delta(parsed.using.as_deref()) {
         return None;
     }
-    let target = resolve(&parsed.name)?;
+    let target = resolve(&parsed.name, scope)?;
     let spec = TableSpec {
         partition_sql: parsed.partitioned_by.clone(),
         comment_sql: parsed.comment.clone(),

@@ -9,7 +9,7 @@ use tonic::Status;
 use super::ddl::{self, quote, quote_name};
 use super::engine::EngineSession;
 use super::errors::analysis_error;
-use super::intent::{resolve, split_name};
+use super::intent::{resolve, split_name, Scope};
 use super::views::{self, CreateView, DropView, MAX_DEPTH};
 use super::walk::{self, bytes_field, fields, put_bytes, Field};
 use crate::catalog::{Catalog, NewView};
@@ -17,13 +17,15 @@ use crate::catalog::{Catalog, NewView};
 /// How deep a plan is walked for view references.
 const PLAN_DEPTH: usize = 96;
 
-/// A view's query with the views it reads expanded, when `parts` names a view.
+/// A view's query with the views it reads expanded, when `parts` (read in
+/// `scope`) names a view; names in its query are read in the view's schema.
 pub fn definition(
     catalog: &Catalog,
     parts: &[String],
     depth: usize,
+    scope: &Scope,
 ) -> Result<Option<String>, String> {
-    let Some(target) = resolve(parts) else {
+    let Some(target) = resolve(parts, scope) else {
         return Ok(None);
     };
     let Some(query) = catalog.view_definition(&target.join(".")) else {
@@ -35,14 +37,23 @@ pub fn definition(
             quote_name(&target)
         ));
     }
-    let expanded = expand_text(catalog, &query, depth + 1)?;
+    let own = Scope {
+        catalog: target[0].clone(),
+        schema: target[1].clone(),
+    };
+    let expanded = expand_text(catalog, &query, depth + 1, &own)?;
     Ok(Some(expanded.unwrap_or(query)))
 }
 
 /// SQL text with its view references expanded (`None`: none).
-pub fn expand_text(catalog: &Catalog, sql: &str, depth: usize) -> Result<Option<String>, String> {
+pub fn expand_text(
+    catalog: &Catalog,
+    sql: &str,
+    depth: usize,
+    scope: &Scope,
+) -> Result<Option<String>, String> {
     views::expand_sql(sql, &mut |parts: &[String]| {
-        definition(catalog, parts, depth)
+        definition(catalog, parts, depth, scope)
     })
 }
 
@@ -65,11 +76,15 @@ fn mentions_a_view(catalog: &Catalog, message: &[u8]) -> bool {
 
 /// Expands view references in an encoded `ExecutePlanRequest` or
 /// `AnalyzePlanRequest`; `Ok(None)` when there is none.
-pub fn expand_request(catalog: &Catalog, message: &[u8]) -> Result<Option<Vec<u8>>, Status> {
+pub fn expand_request(
+    catalog: &Catalog,
+    message: &[u8],
+    scope: &Scope,
+) -> Result<Option<Vec<u8>>, Status> {
     if !mentions_a_view(catalog, message) {
         return Ok(None);
     }
-    let mut hook = |m: &[u8], f: &[Field]| relation_hook(catalog, m, f);
+    let mut hook = |m: &[u8], f: &[Field]| relation_hook(catalog, m, f, scope);
     let walked = walk::rewrite(message, PLAN_DEPTH, &mut hook).map_err(error)?;
     let current = walked.clone().unwrap_or_else(|| message.to_vec());
     // `SqlCommand.sql` (3.5 clients): ExecutePlanRequest.plan.command.sql_command.sql
@@ -80,7 +95,7 @@ pub fn expand_request(catalog: &Catalog, message: &[u8]) -> Result<Option<Vec<u8
         if views::parse_create_view(sql).is_some() || views::parse_drop_view(sql).is_some() {
             return Ok(None);
         }
-        Ok(expand_text(catalog, sql, 0)?.map(String::into_bytes))
+        Ok(expand_text(catalog, sql, 0, scope)?.map(String::into_bytes))
     };
     let by_path = walk::rewrite_path(&current, &[3, 2, 5, 1], &mut text).map_err(error)?;
     Ok(by_path.or(walked))
@@ -91,12 +106,13 @@ fn relation_hook(
     catalog: &Catalog,
     message: &[u8],
     parsed: &[Field],
+    scope: &Scope,
 ) -> Result<Option<Vec<u8>>, String> {
     let only = |allowed: &[u32]| parsed.iter().all(|f| allowed.contains(&f.number));
     let common = bytes_field(message, parsed, 1);
     if only(&[1, 2]) {
         if let Some(read) = bytes_field(message, parsed, 2) {
-            if let Some(query) = read_of_view(catalog, read)? {
+            if let Some(query) = read_of_view(catalog, read, scope)? {
                 return Ok(Some(sql_relation(common, &query)));
             }
         }
@@ -115,7 +131,7 @@ fn relation_hook(
             {
                 return Ok(None);
             }
-            if let Some(expanded) = expand_text(catalog, query, 0)? {
+            if let Some(expanded) = expand_text(catalog, query, 0, scope)? {
                 let mut replace = |_: &[u8]| Ok(Some(expanded.clone().into_bytes()));
                 if let Some(new_sql) = walk::rewrite_path(sql, &[1], &mut replace)? {
                     let mut out = Vec::new();
@@ -132,7 +148,7 @@ fn relation_hook(
 }
 
 /// `Read { named_table { unparsed_identifier } }` of a view: its query.
-fn read_of_view(catalog: &Catalog, read: &[u8]) -> Result<Option<String>, String> {
+fn read_of_view(catalog: &Catalog, read: &[u8], scope: &Scope) -> Result<Option<String>, String> {
     let Some(read_fields) = fields(read) else {
         return Ok(None);
     };
@@ -156,7 +172,7 @@ fn read_of_view(catalog: &Catalog, read: &[u8]) -> Result<Option<String>, String
     let Some(parts) = split_name(identifier) else {
         return Ok(None);
     };
-    let Some(query) = definition(catalog, &parts, 0)? else {
+    let Some(query) = definition(catalog, &parts, 0, scope)? else {
         return Ok(None);
     };
     let alias = quote(parts.last().map(String::as_str).unwrap_or("v"));
@@ -188,8 +204,9 @@ pub async fn create_view(
     catalog: &Catalog,
     session: &EngineSession,
     view: CreateView,
+    scope: &Scope,
 ) -> Result<ViewOutcome, Status> {
-    let Some(target) = resolve(&view.name) else {
+    let Some(target) = resolve(&view.name, scope) else {
         return Err(Status::invalid_argument(
             "a view name has at most three parts",
         ));
@@ -200,7 +217,7 @@ pub async fn create_view(
             return Ok(ViewOutcome::Answer(NOTHING.into()));
         }
     }
-    let expanded = expand_text(catalog, &view.query, 0)
+    let expanded = expand_text(catalog, &view.query, 0, scope)
         .map_err(error)?
         .unwrap_or_else(|| view.query.clone());
     let relation = super::wire::Relation::sql(&expanded);
@@ -286,8 +303,8 @@ pub async fn create_view(
 const NOTHING: &str = "SELECT 1 AS `result` WHERE 1 = 0";
 
 /// Carries out `DROP VIEW` of a Unity Catalog view.
-pub fn drop_view(catalog: &Catalog, view: DropView) -> Result<ViewOutcome, Status> {
-    let Some(target) = resolve(&view.name) else {
+pub fn drop_view(catalog: &Catalog, view: DropView, scope: &Scope) -> Result<ViewOutcome, Status> {
+    let Some(target) = resolve(&view.name, scope) else {
         return Err(Status::invalid_argument(
             "a view name has at most three parts",
         ));

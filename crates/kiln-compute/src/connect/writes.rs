@@ -16,7 +16,8 @@
 //! The last step is the client's own request with its plan replaced, so the
 //! client gets the engine's answer (operation id, SQL result) for it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use prost::Message as _;
 use serde_json::Value;
@@ -25,9 +26,10 @@ use tonic::Status;
 use super::ddl::{self, fold_type, quote, quote_name};
 use super::engine::EngineSession;
 use super::errors::analysis_error;
-use super::intent::{self, create_statement, Intent, Source, TableSpec};
+use super::intent::{self, create_statement, Intent, Scope, Source, TableSpec};
 use super::view_requests::{self, ViewOutcome};
 use super::views;
+use super::walk;
 use super::wire::{
     save_method, save_mode, Command, Expression, Kind, Plan, Project, Relation, SaveTable,
     UnresolvedAttribute, WriteOperation,
@@ -69,17 +71,74 @@ enum After {
 #[derive(Clone)]
 pub struct TableWrites {
     catalog: Arc<Catalog>,
+    /// Each Spark session's current catalog and schema, from its `USE`
+    /// statements (names without them are read there).
+    scopes: Arc<Mutex<HashMap<String, Scope>>>,
 }
+
+/// Sessions whose `USE` is remembered (the oldest are forgotten beyond this).
+const MAX_SCOPES: usize = 10_000;
 
 impl TableWrites {
     pub fn new(catalog: Arc<Catalog>) -> Self {
-        Self { catalog }
+        Self {
+            catalog,
+            scopes: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn scope_of(&self, message: &[u8]) -> Scope {
+        let session = walk::fields(message)
+            .and_then(|f| walk::bytes_field(message, &f, 1).map(<[u8]>::to_vec))
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_default();
+        self.scopes
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&session).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Follows a session's `USE` (to an existing schema: a failing `USE`
+    /// changes nothing in the engine either).
+    fn note_use(&self, session: &str, statement: ddl::Use, scope: &Scope) {
+        let next = match statement {
+            ddl::Use::Catalog(catalog) => Scope {
+                catalog,
+                schema: crate::catalog::DEFAULT_SCHEMA.into(),
+            },
+            ddl::Use::Schema(parts) => match parts.as_slice() {
+                [schema] => Scope {
+                    catalog: scope.catalog.clone(),
+                    schema: schema.clone(),
+                },
+                [catalog, schema] => Scope {
+                    catalog: catalog.clone(),
+                    schema: schema.clone(),
+                },
+                _ => return,
+            },
+        };
+        if self
+            .catalog
+            .get_schema(&format!("{}.{}", next.catalog, next.schema))
+            .is_err()
+        {
+            return;
+        }
+        if let Ok(mut scopes) = self.scopes.lock() {
+            if scopes.len() >= MAX_SCOPES {
+                scopes.clear();
+            }
+            scopes.insert(session.to_string(), next);
+        }
     }
 
     /// Reads an `ExecutePlanRequest` (its encoded message) bound for the
     /// engine on `port`, and runs the steps before its last one.
     pub async fn prepare(&self, port: u16, message: &[u8]) -> Prepared {
-        let expanded = match view_requests::expand_request(&self.catalog, message) {
+        let scope = self.scope_of(message);
+        let expanded = match view_requests::expand_request(&self.catalog, message, &scope) {
             Ok(expanded) => expanded,
             Err(status) => return Prepared::Refuse(status),
         };
@@ -99,11 +158,15 @@ impl TableWrites {
             user_context: request.user_context.clone(),
         };
         if let Some(sql) = intent::sql_text(&request) {
+            if let Some(statement) = ddl::parse_use(&sql) {
+                self.note_use(&session.session_id, statement, &scope);
+                return unchanged(expanded);
+            }
             let outcome = if let Some(view) = views::parse_create_view(&sql) {
-                Some(view_requests::create_view(&self.catalog, &session, view).await)
+                Some(view_requests::create_view(&self.catalog, &session, view, &scope).await)
             } else {
                 views::parse_drop_view(&sql)
-                    .map(|view| view_requests::drop_view(&self.catalog, view))
+                    .map(|view| view_requests::drop_view(&self.catalog, view, &scope))
             };
             match outcome {
                 Some(Ok(ViewOutcome::Answer(query))) => {
@@ -118,7 +181,7 @@ impl TableWrites {
                 None => {}
             }
         }
-        let Some(intent) = intent::read(&self.catalog, &request) else {
+        let Some(intent) = intent::read(&self.catalog, &request, &scope) else {
             return unchanged(expanded);
         };
         match self.steps(&session, intent).await {
@@ -135,7 +198,8 @@ impl TableWrites {
 
     /// An `AnalyzePlanRequest` (its encoded message): view references expanded.
     pub fn prepare_analyze(&self, message: &[u8]) -> Prepared {
-        match view_requests::expand_request(&self.catalog, message) {
+        let scope = self.scope_of(message);
+        match view_requests::expand_request(&self.catalog, message, &scope) {
             Ok(Some(request)) => Prepared::Forward {
                 request,
                 finish: None,

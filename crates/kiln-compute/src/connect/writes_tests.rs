@@ -4,7 +4,7 @@ use std::sync::Arc;
 use prost::Message as _;
 use serde_json::json;
 
-use super::super::intent::{self, Intent, Source};
+use super::super::intent::{self, Intent, Scope, Source};
 use super::super::wire::{
     save_method, save_mode, v2_mode, Command, ExecutePlanRequest, Plan, SaveTable, WriteOperation,
     WriteOperationV2,
@@ -94,7 +94,7 @@ fn new_tables_and_overwrites_are_kilns_appends_are_the_engines(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let (_dir, cat) = catalog()?;
     add_table(&cat, "t", &[("id", "int")])?;
-    let read = |r: &ExecutePlanRequest| intent::read(&cat, r);
+    let read = |r: &ExecutePlanRequest| intent::read(&cat, r, &Scope::default());
     assert!(matches!(
         read(&save_as_table(
             "main.default.new",
@@ -142,7 +142,7 @@ fn new_tables_and_overwrites_are_kilns_appends_are_the_engines(
 fn replace_needs_the_table_and_sql_reads_its_head() -> Result<(), Box<dyn std::error::Error>> {
     let (_dir, cat) = catalog()?;
     add_table(&cat, "t", &[("id", "int")])?;
-    let read = |r: &ExecutePlanRequest| intent::read(&cat, r);
+    let read = |r: &ExecutePlanRequest| intent::read(&cat, r, &Scope::default());
     let v2 = |name: &str, mode: i32| {
         request(Command {
             write_operation_v2: Some(WriteOperationV2 {
@@ -270,5 +270,47 @@ fn a_swap_keeps_the_name_and_the_old_data_until_drop() -> Result<(), Box<dyn std
     writes.finish(failed, false)?;
     assert!(cat.get_table("main.default.__kiln_replace_2").is_err());
     assert_eq!(cat.get_table("main.default.t")?.table_id, hidden.table_id);
+    Ok(())
+}
+
+#[test]
+fn names_are_read_in_the_schema_the_session_uses() -> Result<(), Box<dyn std::error::Error>> {
+    let (_dir, cat) = catalog()?;
+    cat.create_schema("kiln", "main", "other", None, BTreeMap::new())?;
+    let scope = Scope {
+        catalog: "main".into(),
+        schema: "other".into(),
+    };
+    match intent::read(
+        &cat,
+        &sql("CREATE OR REPLACE TABLE t AS SELECT 1 AS a"),
+        &scope,
+    ) {
+        Some(Intent::Create { target, .. }) => assert_eq!(target.join("."), "main.other.t"),
+        other => panic!("{other:?}"),
+    }
+    let writes = TableWrites::new(cat.clone());
+    let session = "s1";
+    writes.note_use(
+        session,
+        super::super::ddl::Use::Schema(vec!["other".into()]),
+        &Scope::default(),
+    );
+    let mut message = Vec::new();
+    super::super::walk::put_bytes(&mut message, 1, session.as_bytes());
+    assert_eq!(writes.scope_of(&message), scope);
+    // a schema that does not exist is not followed (the engine refuses that USE too)
+    writes.note_use(
+        session,
+        super::super::ddl::Use::Schema(vec!["nope".into()]),
+        &scope,
+    );
+    assert_eq!(writes.scope_of(&message), scope);
+    writes.note_use(
+        session,
+        super::super::ddl::Use::Catalog("main".into()),
+        &scope,
+    );
+    assert_eq!(writes.scope_of(&message), Scope::default());
     Ok(())
 }
