@@ -257,6 +257,8 @@ VIEWS_SCRIPT = textwrap.dedent(
     spark.sql("CREATE OR REPLACE VIEW scoped_v AS SELECT id FROM scoped").collect()
     out["scoped"] = [list(r) for r in spark.sql("SELECT * FROM scoped_v").collect()]
     spark.sql("USE SCHEMA main.default").collect()
+    # the view's own table is the one of the view's schema, whatever the reader's USE
+    out["scoped_elsewhere"] = [list(r) for r in spark.sql(f"SELECT * FROM main.{s}.scoped_v").collect()]
     spark.sql("CREATE TEMP VIEW local_v AS SELECT 5 AS z").collect()
     out["temp"] = [list(r) for r in spark.sql("SELECT * FROM local_v").collect()]
     spark.sql("DROP VIEW local_v").collect()
@@ -286,7 +288,7 @@ def test_views_are_unity_catalog_views_on_every_cluster(kiln, w, cluster):
     assert out["drop_table_as_view"].startswith("AnalysisException: [WRONG_COMMAND_FOR_OBJECT_TYPE]")
     assert out["ctas"] == [["a", 2], ["b", 2]]
     assert out["temp"] == [[5]]
-    assert out["scoped"] == [[8]]
+    assert out["scoped"] == [[8]] and out["scoped_elsewhere"] == [[8]]
     assert w.tables.get(f"main.{s}.scoped_v").table_type.value == "VIEW"
     assert {t.name for t in w.tables.list(catalog_name="main", schema_name="default")}.isdisjoint({"scoped", "scoped_v"})
     info = w.tables.get(f"main.{s}.counts")

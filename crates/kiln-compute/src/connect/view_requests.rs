@@ -41,7 +41,17 @@ pub fn definition(
         catalog: target[0].clone(),
         schema: target[1].clone(),
     };
-    let expanded = expand_text(catalog, &query, depth + 1, &own)?;
+    let qualify = |name: &[String]| {
+        (name.len() < 3)
+            .then(|| resolve(name, &own))
+            .flatten()
+            .map(|full| quote_name(&full))
+    };
+    let expanded = views::expand_sql(
+        &query,
+        &mut |parts: &[String]| definition(catalog, parts, depth + 1, &own),
+        Some(&qualify),
+    )?;
     Ok(Some(expanded.unwrap_or(query)))
 }
 
@@ -52,9 +62,11 @@ pub fn expand_text(
     depth: usize,
     scope: &Scope,
 ) -> Result<Option<String>, String> {
-    views::expand_sql(sql, &mut |parts: &[String]| {
-        definition(catalog, parts, depth, scope)
-    })
+    views::expand_sql(
+        sql,
+        &mut |parts: &[String]| definition(catalog, parts, depth, scope),
+        None,
+    )
 }
 
 fn error(message: String) -> Status {

@@ -34,6 +34,9 @@ type Tokens = Vec<(Token, usize, usize)>;
 /// Answers a name's expanded query when it names a view.
 pub type Lookup<'l> = dyn FnMut(&[String]) -> Result<Option<String>, String> + 'l;
 
+/// Answers the fully qualified form of a table name (`None`: leave it).
+pub type Qualify<'q> = dyn Fn(&[String]) -> Option<String> + 'q;
+
 /// A dotted name starting at `i`: its parts and the index after it.
 fn name_at(tokens: &Tokens, mut i: usize) -> Option<(Vec<String>, usize)> {
     let mut parts = Vec::new();
@@ -214,7 +217,11 @@ fn cte_names(tokens: &Tokens) -> Vec<String> {
 /// Rewrites `sql` with every view reference replaced by its definition
 /// (`lookup` answers a name's definition when it names a view, already
 /// expanded). `Ok(None)`: nothing to replace.
-pub fn expand_sql(sql: &str, lookup: &mut Lookup<'_>) -> Result<Option<String>, String> {
+pub fn expand_sql(
+    sql: &str,
+    lookup: &mut Lookup<'_>,
+    qualify: Option<&Qualify<'_>>,
+) -> Result<Option<String>, String> {
     let Some(tokens) = tokenize(sql) else {
         return Ok(None);
     };
@@ -274,6 +281,13 @@ pub fn expand_sql(sql: &str, lookup: &mut Lookup<'_>) -> Result<Option<String>, 
             continue;
         }
         let Some(definition) = lookup(&name)? else {
+            // In a view's own query, a table is the one of the view's schema.
+            if let Some(full) = qualify.and_then(|q| q(&name)) {
+                out.push_str(&sql[copied..tokens[i].1]);
+                out.push_str(&full);
+                copied = tokens[next - 1].2;
+                changed = true;
+            }
             i = next;
             continue;
         };
@@ -318,7 +332,7 @@ mod tests {
     }
 
     fn expand(sql: &str) -> Option<String> {
-        expand_sql(sql, &mut views).ok().flatten()
+        expand_sql(sql, &mut views, None).ok().flatten()
     }
 
     #[test]
@@ -336,6 +350,22 @@ mod tests {
         assert_eq!(
             expand("SELECT (SELECT max(a) FROM v) FROM t").as_deref(),
             Some("SELECT (SELECT max(a) FROM (SELECT 1 AS a) AS `v`) FROM t")
+        );
+    }
+
+    #[test]
+    fn a_views_query_names_its_own_schemas_tables() {
+        let qualify = |name: &[String]| {
+            (name.len() < 3).then(|| format!("`c`.`s`.`{}`", name[name.len() - 1]))
+        };
+        let out = expand_sql(
+            "SELECT * FROM t JOIN x.u ON 1 = 1, v",
+            &mut views,
+            Some(&qualify),
+        );
+        assert_eq!(
+            out.ok().flatten().as_deref(),
+            Some("SELECT * FROM `c`.`s`.`t` JOIN `c`.`s`.`u` ON 1 = 1, (SELECT 1 AS a) AS `v`")
         );
     }
 
