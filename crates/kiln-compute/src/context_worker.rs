@@ -32,8 +32,27 @@ pub(crate) async fn run(
     let mut kernel = match warm {
         Some(kernel) => kernel,
         None => {
-            let spec = contexts.kernel_spec(&context.cluster_id, context.engine_port);
+            let mut spec = contexts.kernel_spec(&context.cluster_id, context.engine_port);
             let runtime = contexts.clusters.runtime_of(&spec.cluster_id);
+            if context.language == Language::Scala {
+                let cache = runtime
+                    .root
+                    .parent()
+                    .map(|p| p.to_path_buf())
+                    .unwrap_or_else(crate::runtime::cache_dir);
+                let for_install = runtime.clone();
+                let installed = tokio::select! {
+                    _ = context.stop.cancelled() => return,
+                    installed = tokio::task::spawn_blocking(move || {
+                        crate::scala_repl::ensure(&cache, &for_install)
+                    }) => installed,
+                };
+                match installed {
+                    Ok(Ok(scala)) => spec.scala = Some(scala),
+                    Ok(Err(err)) => return context.fail(&err.message),
+                    Err(err) => return context.fail(&err.to_string()),
+                }
+            }
             let started = tokio::select! {
                 _ = context.stop.cancelled() => return,
                 started = Kernel::spawn(&runtime, &spec) => started,

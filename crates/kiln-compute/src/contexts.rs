@@ -32,18 +32,20 @@ use crate::lifecycle::ClusterState;
 pub enum Language {
     Python,
     Sql,
+    Scala,
 }
 
 impl Language {
-    /// Parses the wire value; Scala and R need a JVM/R runtime Sail clusters lack.
+    /// Parses the wire value; R needs an R runtime Kiln does not have.
     pub fn parse(value: &str) -> Result<Self> {
         match value.to_ascii_lowercase().as_str() {
             "python" => Ok(Self::Python),
             "sql" => Ok(Self::Sql),
-            "scala" | "r" => Err(Error::invalid(format!(
-                "Language {value} is not supported on this cluster: its runtime (Sail) has no JVM or R. Supported languages: python, sql."
+            "scala" => Ok(Self::Scala),
+            "r" => Err(Error::invalid(format!(
+                "Language {value} is not supported on this cluster: Kiln has no R runtime. Supported languages: python, sql, scala."
             ))),
-            _ => Err(Error::invalid(format!("Invalid language {value}. Supported languages: python, sql."))),
+            _ => Err(Error::invalid(format!("Invalid language {value}. Supported languages: python, sql, scala."))),
         }
     }
 
@@ -51,6 +53,7 @@ impl Language {
         match self {
             Self::Python => "python",
             Self::Sql => "sql",
+            Self::Scala => "scala",
         }
     }
 }
@@ -199,6 +202,7 @@ impl Contexts {
             engine_dir: self.clusters.engine_dir(cluster_id),
             sources: self.sources.clone(),
             log: self.clusters.kernel_log(cluster_id),
+            scala: None,
             cluster_identity: isolation.cluster_identity(cluster_id),
             identity: isolation.process_identity(cluster_id),
             isolation,
@@ -226,10 +230,15 @@ impl Contexts {
         language: Language,
     ) -> Result<Arc<Context>> {
         let engine_port = self.running_port(cluster_id)?;
-        let warm = lock(&self.warm)?
-            .remove(cluster_id)
-            .filter(|w| w.engine_port == engine_port)
-            .map(|w| w.kernel);
+        // Warm kernels are Python's; a Scala context starts its own REPL.
+        let warm = if language == Language::Scala {
+            None
+        } else {
+            lock(&self.warm)?
+                .remove(cluster_id)
+                .filter(|w| w.engine_port == engine_port)
+                .map(|w| w.kernel)
+        };
         let (queue, jobs) = mpsc::unbounded_channel();
         let context = Arc::new(Context {
             id: ids::numeric_id(),

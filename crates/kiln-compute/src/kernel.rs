@@ -48,6 +48,10 @@ const SOURCES: &[(&str, &str)] = &[
         include_str!("../../../python/kiln_kernel/kernel.py"),
     ),
     (
+        "kiln_kernel/scala_kernel.py",
+        include_str!("../../../python/kiln_kernel/scala_kernel.py"),
+    ),
+    (
         "kiln_pipelines/__init__.py",
         include_str!("../../../python/kiln_pipelines/__init__.py"),
     ),
@@ -117,6 +121,8 @@ pub struct KernelSpec {
     pub identity: Option<OsIdentity>,
     /// Creates private scratch directories.
     pub isolation: Arc<Isolation>,
+    /// A Scala context's REPL (`None`: a Python/SQL kernel).
+    pub scala: Option<crate::scala_repl::ScalaRepl>,
 }
 
 /// What a kernel reports.
@@ -154,7 +160,18 @@ impl Kernel {
             crate::pyenv::ensure(runtime, &spec.engine_dir, spec.cluster_identity.as_ref()).await?;
         let scratch = spec.isolation.scratch(spec.identity.as_ref())?;
         let (dbfs, warehouse) = (spec.isolation.dbfs(), spec.isolation.warehouse());
-        let read = runtime.read_paths();
+        let mut read = runtime.read_paths();
+        if let Some(scala) = &spec.scala {
+            read.push(scala.home.clone());
+            // the JDK the REPL runs on (…/lib/jvm/<jdk>/bin/java)
+            read.extend(
+                scala
+                    .java
+                    .parent()
+                    .and_then(Path::parent)
+                    .map(Path::to_path_buf),
+            );
+        }
         let mut ro: Vec<&Path> = read.iter().map(|p| p.as_path()).collect();
         ro.extend([spec.engine_dir.as_path(), spec.sources.as_path()]);
         let view = View {
@@ -164,8 +181,17 @@ impl Kernel {
         };
         let mut command = spec.isolation.command(&python, &view);
         Isolation::base_env(&mut command, &scratch);
+        let module = match &spec.scala {
+            Some(scala) => {
+                command
+                    .env("KILN_SCALA_HOME", &scala.home)
+                    .env("KILN_JAVA", &scala.java);
+                "kiln_kernel.scala_kernel"
+            }
+            None => "kiln_kernel.kernel",
+        };
         command
-            .args(["-u", "-m", "kiln_kernel.kernel"])
+            .args(["-u", "-m", module])
             .env("PYTHONPATH", &spec.sources)
             .env("KILN_SPARK_URL", &spec.spark_url)
             .env("KILN_DBFS_ROOT", &spec.dbfs_root)

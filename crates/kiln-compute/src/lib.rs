@@ -23,6 +23,7 @@ pub mod lifecycle;
 pub mod pyenv;
 pub mod pythons;
 pub mod runtime;
+pub mod scala_repl;
 pub mod spark_connect;
 pub mod validate;
 

@@ -275,10 +275,10 @@ fn run(command: &mut Command, what: &str, hint: &str) -> Result<()> {
 }
 
 /// An exclusive advisory lock on a file, released on drop.
-struct FileLock<'a>(&'a File);
+pub(crate) struct FileLock<'a>(&'a File);
 
 impl<'a> FileLock<'a> {
-    fn acquire(file: &'a File) -> Result<Self> {
+    pub(crate) fn acquire(file: &'a File) -> Result<Self> {
         use std::os::fd::AsRawFd;
         // SAFETY: flock on a valid, open file descriptor.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };

@@ -21,6 +21,9 @@ use kiln_compute::connect::{Finish, Prepared, TableWrites};
 const WHOLE_LIMIT: usize = 256 * 1024 * 1024;
 const EXECUTE_PLAN: &str = "/spark.connect.SparkConnectService/ExecutePlan";
 const ANALYZE_PLAN: &str = "/spark.connect.SparkConnectService/AnalyzePlan";
+const ADD_ARTIFACTS: &str = "/spark.connect.SparkConnectService/AddArtifacts";
+/// The largest `AddArtifacts` body read whole.
+const ARTIFACTS_LIMIT: usize = 64 * 1024 * 1024;
 
 pub type Failure = (crate::gateway::GrpcCode, String);
 
@@ -90,6 +93,9 @@ pub async fn forward(
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
+    if parts.uri.path() == ADD_ARTIFACTS {
+        return add_artifacts(client, parts, prefix, rest, port).await;
+    }
     let prepared = match (parts.uri.path(), whole_message(&prefix)) {
         (EXECUTE_PLAN, Some(message)) => writes.prepare(port, message).await,
         (ANALYZE_PLAN, Some(message)) => writes.prepare_analyze(message),
@@ -130,6 +136,66 @@ pub async fn forward(
         (Ok(response), Some(finish)) => (response, finish),
     };
     held(writes, response.0, response.1).await
+}
+
+/// `AddArtifacts` (client streaming, read whole): REPL class files are
+/// acknowledged by Kiln (see `connect::artifacts`), anything else goes on.
+async fn add_artifacts(
+    client: &Client<HttpConnector, Body>,
+    mut parts: axum::http::request::Parts,
+    prefix: BytesMut,
+    rest: Incoming,
+    port: u16,
+) -> Result<Response<Body>, Failure> {
+    let limited = http_body_util::Limited::new(rest, ARTIFACTS_LIMIT);
+    let tail = limited
+        .collect()
+        .await
+        .map_err(|e| (crate::gateway::GrpcCode::InvalidArgument, e.to_string()))?
+        .to_bytes();
+    let mut body = prefix;
+    body.extend_from_slice(&tail);
+    if let Some(answer) = kiln_compute::connect::artifacts::class_files_only(&body) {
+        let trailers = {
+            let mut t = axum::http::HeaderMap::new();
+            t.insert("grpc-status", axum::http::HeaderValue::from_static("0"));
+            t
+        };
+        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+            Ok(Frame::data(framed(&answer))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let mut response = Response::new(Body::new(StreamBody::new(futures_util::stream::iter(
+            frames,
+        ))));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/grpc"),
+        );
+        return Ok(response);
+    }
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    parts.uri = format!("http://127.0.0.1:{port}{path_and_query}")
+        .parse::<Uri>()
+        .map_err(|e| (crate::gateway::GrpcCode::Internal, e.to_string()))?;
+    parts.headers.remove(header::AUTHORIZATION);
+    parts.headers.remove(header::HOST);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.extensions = Default::default();
+    let response = client
+        .request(Request::from_parts(parts, Body::from(body.freeze())))
+        .await
+        .map_err(|e| {
+            (
+                crate::gateway::GrpcCode::Unavailable,
+                format!("the cluster's Spark engine did not answer: {e}"),
+            )
+        })?;
+    Ok(response.map(Body::new))
 }
 
 /// Reads the engine's whole answer to a rewritten call, finishes the write,

@@ -6,6 +6,7 @@
 //! gateway, kernels and pipeline workers through the loopback front — goes
 //! through [`TableWrites::prepare`].
 
+pub mod artifacts;
 pub mod ddl;
 pub mod engine;
 mod errors;
