@@ -252,6 +252,40 @@ def test_a_notebook_runs_all_cells_and_saves(admin, kiln, w, cluster):
     assert not any(o.path == path for o in w.workspace.list("/Users/admin"))
 
 
+SCALA_NOTEBOOK = """# Databricks notebook source
+# MAGIC %scala
+# MAGIC val n = 6 * 7
+# MAGIC println(s"n is $n")
+
+# COMMAND ----------
+
+# MAGIC %scala
+# MAGIC display(spark.range(3).withColumn("twice", col("id") * 2))
+"""
+
+
+def test_scala_cells_run_in_a_scala_context(admin, kiln, w, cluster):
+    import shutil
+
+    if not shutil.which("javac"):
+        pytest.skip("no JDK on this host (.ci/run installs openjdk-17-jdk-headless)")
+    path = f"/Users/admin/{unique('uiscala')}"
+    w.workspace.import_(path=path, format=ImportFormat.SOURCE, language=Language.PYTHON,
+                        content=base64.b64encode(SCALA_NOTEBOOK.encode()).decode(), overwrite=True)  # fmt: skip
+    page = admin.page
+    admin.go("workspace/Users/admin")
+    page.get_by_role("link", name=path.split("/")[-1]).click()
+    page.get_by_label("Attach to cluster").select_option(cluster)
+    page.get_by_role("button", name="Run all").click()
+    outputs = page.locator(".cell .output")
+    outputs.nth(0).get_by_text("n is 42").wait_for(timeout=max(TIMEOUT, 300_000))
+    table = outputs.nth(1).locator("table.data")
+    table.wait_for(timeout=TIMEOUT)
+    assert table.locator("tbody tr").count() == 3
+    assert table.locator("tbody tr").last.locator("td").nth(1).inner_text() == "4"
+    admin.shot("notebook-scala")
+
+
 def test_a_pipeline_shows_its_graph(admin, kiln, w):
     sql = (
         "CREATE OR REFRESH MATERIALIZED VIEW raw AS SELECT id FROM range(10);\n"

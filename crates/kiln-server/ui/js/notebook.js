@@ -65,7 +65,7 @@ export async function render(ctx) {
   const clusterSel = h("select", { name: "cluster", "aria-label": "Attach to cluster" }, h("option", { value: "" }, "Detached"));
   runningClusters().then((cs) => cs.forEach((c) => clusterSel.append(h("option", { value: c.cluster_id }, `${c.cluster_name} (${c.state})`))))
     .catch(() => {});
-  clusterSel.addEventListener("change", () => { state.cluster = clusterSel.value; state.context = ""; });
+  clusterSel.addEventListener("change", () => { state.cluster = clusterSel.value; state.context = ""; state.scalaContext = ""; });
   const list = h("div", { class: "cells" });
   const views = [];
   const addCell = (source, at = views.length) => {
@@ -121,7 +121,7 @@ function cellView(source, state, language, status, onRemove) {
       replace(output, h("div", { class: "markdown" }, cmd.code));
       return true;
     }
-    if (!["python", "sql"].includes(cmd.language)) {
+    if (!["python", "sql", "scala"].includes(cmd.language)) {
       replace(output, errorBox(`%${cmd.language} cells are not supported.`));
       return false;
     }
@@ -150,17 +150,22 @@ function cellView(source, state, language, status, onRemove) {
   return { el, run, source: value, focus: () => editorModule().then(() => editor && editor.focus()) };
 }
 
+// Python and SQL cells share the notebook's Python context; `%scala` cells
+// run in a Scala context of their own (its REPL keeps their values).
 async function execute(state, cmd) {
-  if (!state.context) {
-    const ctx = await post("/api/1.2/contexts/create", { clusterId: state.cluster, language: "python" });
-    state.context = ctx.id;
+  const key = cmd.language === "scala" ? "scalaContext" : "context";
+  if (!state[key]) {
+    const ctx = await post("/api/1.2/contexts/create", { clusterId: state.cluster, language: cmd.language === "scala" ? "scala" : "python" });
+    state[key] = ctx.id;
   }
-  const started = await post("/api/1.2/commands/execute", { clusterId: state.cluster, contextId: state.context,
+  const contextId = state[key];
+  const started = await post("/api/1.2/commands/execute", { clusterId: state.cluster, contextId,
     language: cmd.language, command: cmd.code, options: { displayRowLimit: ROW_LIMIT } });
   state.running = started.id;
+  state.runningContext = contextId;
   try {
     for (;;) {
-      const res = await get("/api/1.2/commands/status", { clusterId: state.cluster, contextId: state.context, commandId: started.id });
+      const res = await get("/api/1.2/commands/status", { clusterId: state.cluster, contextId, commandId: started.id });
       if (["Finished", "Error", "Cancelled"].includes(res.status)) return res;
       await new Promise((r) => setTimeout(r, 250));
     }
@@ -171,5 +176,5 @@ async function execute(state, cmd) {
 
 async function cancelRunning(state) {
   if (!state.running) return;
-  await post("/api/1.2/commands/cancel", { clusterId: state.cluster, contextId: state.context, commandId: state.running }).catch(() => {});
+  await post("/api/1.2/commands/cancel", { clusterId: state.cluster, contextId: state.runningContext || state.context, commandId: state.running }).catch(() => {});
 }
