@@ -29,6 +29,8 @@ PR_SET_PDEATHSIG = 1
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 TABLE = "\x02KILN-TABLE "
 ROW = "\x02KILN-ROW "
+# what the REPL says of source it cannot parse: `(console):1:66 expected ")"`
+PARSE_ERROR = re.compile(r"^\(console\):\d+:\d+ ")
 EXCEPTION = re.compile(r"^(?:[\w$]+\.)+[\w$]*(?:Exception|Error)\b|^[\w$]*(?:Exception|Error): ")
 NO_SPARK_CONTEXT = (
     "Spark Connect has no SparkContext (`sc`), as on Databricks' standard access mode clusters: "
@@ -178,7 +180,11 @@ def result_of(printed, row_limit):
         else:
             text.append(line)
     body = "\n".join(text).strip("\n")
-    failed = "Compilation Failed" in body or any(EXCEPTION.match(line) for line in text)
+    failed = (
+        "Compilation Failed" in body
+        or any(EXCEPTION.match(line) for line in text)
+        or any(PARSE_ERROR.match(line) for line in text)
+    )
     if failed:
         hints = []
         if re.search(r"not found: value sc\b", body):
@@ -220,12 +226,63 @@ class Kernel:
         code = "\n".join(line.rstrip() for line in code.strip("\n").split("\n"))
         if not code.strip():
             return "Finished", results.text("")
+        incomplete = unbalanced(code)
+        if incomplete:
+            message = f"Incomplete command: {incomplete}"
+            return "Error", {"resultType": "error", "summary": message, "cause": message}
         ok, printed = self.repl.run(f'sys.props("kiln.displayRowLimit") = "{row_limit}"\n{code}')
         if self.cancelled:
             return "Cancelled", results.cancelled()
         if not ok:
             return "Error", {"resultType": "error", "summary": "The Scala REPL did not answer", "cause": clean(printed)}
         return result_of(printed, row_limit)
+
+
+def unbalanced(code):
+    """Why the REPL would wait for more input (an unclosed bracket or
+    string), or None. The REPL never answers such a command, so it is not sent."""
+    closers = {"(": ")", "[": "]", "{": "}"}
+    stack, i, n = [], 0, len(code)
+    while i < n:
+        if code.startswith("//", i):
+            end = code.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        if code.startswith("/*", i):
+            end = code.find("*/", i + 2)
+            if end < 0:
+                return "an unclosed /* comment"
+            i = end + 2
+            continue
+        if code.startswith('"""', i):
+            end = code.find('"""', i + 3)
+            if end < 0:
+                return 'an unclosed """ string'
+            i = end + 3
+            continue
+        ch = code[i]
+        if ch == '"':
+            j = i + 1
+            while j < n and code[j] != '"' and code[j] != "\n":
+                j += 2 if code[j] == "\\" else 1
+            if j >= n or code[j] != '"':
+                return "an unclosed string"
+            i = j + 1
+            continue
+        if ch == "'":  # a character literal: 'x' or '\\n'
+            if code[i + 1:i + 2] == "\\" and code[i + 3:i + 4] == "'":
+                i += 4
+                continue
+            if code[i + 2:i + 3] == "'":
+                i += 3
+                continue
+        if ch in closers:
+            stack.append(closers[ch])
+        elif ch in ")]}":
+            if not stack or stack.pop() != ch:
+                return None  # the REPL reports a stray closer itself
+        i += 1
+    return f"an unclosed {' and '.join(repr(c) for c in reversed(stack))} (missing its closing bracket)" if stack else None
 
 
 def scala_string(text):

@@ -58,6 +58,10 @@ def test_scala_contexts_run_the_seeds_commands(w, scala_cluster):
     # compile and runtime errors
     r = run(w, cluster, ctx.id, "val y = undefinedThing + 1")
     assert r.results.result_type.value == "error" and "not found: value undefinedThing" in r.results.cause
+    r = run(w, cluster, ctx.id, "val = 3")  # the REPL's own parse error
+    assert r.status == CommandStatus.ERROR and "expected" in r.results.summary, r.results.as_dict()
+    r = run(w, cluster, ctx.id, "val z = {")  # the REPL would wait for more: Kiln refuses it
+    assert r.status == CommandStatus.ERROR and "Incomplete command" in r.results.summary, r.results.as_dict()
     r = run(w, cluster, ctx.id, 'throw new RuntimeException("boom")')
     assert r.results.result_type.value == "error" and "java.lang.RuntimeException: boom" in r.results.summary
     # Scala UDFs cannot run on the engine: a clear error

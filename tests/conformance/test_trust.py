@@ -6,6 +6,7 @@ reach child processes are checked."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -414,6 +415,16 @@ print(spark.range(1).select(attempt('id')).first()[0])
         res = carol["w"].command_execution.cancel_and_wait(cluster_id=cid, context_id=ctx.id, command_id=cmd)
         assert res.status.value == "Cancelled"
         assert ctx.value("6*7") == "42", "the sandboxed kernel was interrupted, not killed"
+        # a Scala context's REPL (a JVM) runs in the sandbox too, as the same user
+        if shutil.which("javac"):
+            scala = carol["w"].command_execution.create_and_wait(cluster_id=cid, language=Language.SCALA,
+                                                                 timeout=datetime.timedelta(seconds=900))
+            def scala_run(code):
+                return carol["w"].command_execution.execute_and_wait(
+                    cluster_id=cid, context_id=scala.id, language=Language.SCALA, command=code).results
+            assert scala_run("spark.range(3).count()").data.endswith("Long = 3L")
+            seen = scala_run(f'new java.io.File("{token_path}").exists')
+            assert seen.data.endswith("Boolean = false"), seen
         # pip runs sandboxed too, into the cluster's environment only
         from databricks.sdk.service.compute import Library, PythonPyPiLibrary
 

@@ -39,6 +39,8 @@ def test_errors_say_what_cannot_run_here():
         "\nscala> spark.udf.register(\"f\", g) \n\rorg.apache.spark.SparkUnsupportedOperationException: "
         "Scala UDF is not supported yet\n  org.apache.spark.sql.connect.X(X.scala:1)\n", 10)
     assert status == "Error" and "Scala UDFs" in result["summary"] and "  org.apache" in result["cause"]
+    status, result = sk.result_of('\nscala> f(1 \n\r(console):1:4 expected ")"\nf(1\n   ^\n', 10)
+    assert status == "Error" and result["summary"] == '(console):1:4 expected ")"'
     status, result = sk.result_of("\nscala> throw new RuntimeException(\"boom\") \n\rjava.lang.RuntimeException: boom\n", 10)
     assert status == "Error" and result["summary"].startswith("java.lang.RuntimeException: boom")
     assert "Scala UDFs" not in result["summary"]
@@ -47,3 +49,13 @@ def test_errors_say_what_cannot_run_here():
 def test_sql_becomes_scala_strings():
     assert sk.scala_string("SELECT '$x'") == "\"\"\"SELECT '$x'\"\"\""
     assert sk.scala_string('a """ b') == '"a \\"\\"\\" b"'
+
+
+def test_incomplete_commands_are_never_sent():
+    assert sk.unbalanced("val a = {") and "'}'" in sk.unbalanced("val a = {")
+    assert sk.unbalanced('println("abc') == "an unclosed string"
+    assert sk.unbalanced('val s = """abc') == 'an unclosed """ string'
+    assert sk.unbalanced("/* note") == "an unclosed /* comment"
+    for complete in ('val a = { 1 }', 'println("{")', "// {\nval b = 2", 'val s = """ ( """', "def f(x: Int) = {\n  x * 2\n}",
+                     "'{' + 1", "'\\'' + 1", "f(1))"):
+        assert sk.unbalanced(complete) is None, complete
