@@ -249,13 +249,10 @@ impl Gateway {
     /// are Delta unless the client says otherwise (`saveAsTable` with no format).
     async fn session_defaults(&self, port: u16, first: &FirstFields) {
         let message = config_set(first, &[("spark.sql.sources.default", "delta")]);
-        let mut framed = vec![0u8];
-        framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
-        framed.extend_from_slice(&message);
         let request = Request::post(format!("http://127.0.0.1:{port}{SERVICE_PREFIX}Config"))
             .header(header::CONTENT_TYPE, "application/grpc")
             .header("te", "trailers")
-            .body(Body::from(framed));
+            .body(Body::from(crate::relay::framed(&message)));
         let Ok(request) = request else { return };
         let outcome = match self.client.request(request).await {
             Ok(response) => {

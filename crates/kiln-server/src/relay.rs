@@ -70,7 +70,8 @@ fn whole_message(prefix: &[u8]) -> Option<&[u8]> {
     (compressed == 0 && message.len() == length).then_some(message)
 }
 
-fn framed(message: &[u8]) -> Bytes {
+/// One uncompressed gRPC message frame.
+pub(crate) fn framed(message: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(message.len() + 5);
     out.extend_from_slice(&[0]);
     out.extend_from_slice(&(message.len() as u32).to_be_bytes());

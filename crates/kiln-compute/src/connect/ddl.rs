@@ -131,6 +131,26 @@ pub(super) fn closing(tokens: &[(Token, usize, usize)], open: usize) -> Option<u
     None
 }
 
+pub(super) type Tokens = Vec<(Token, usize, usize)>;
+
+/// A dotted name starting at token `i` (words or backquoted parts): its
+/// parts, unquoted, and the index after it.
+pub(super) fn name_at(tokens: &Tokens, mut i: usize) -> Option<(Vec<String>, usize)> {
+    let mut parts = Vec::new();
+    loop {
+        match tokens.get(i) {
+            Some((Token::Word(w), _, _)) | Some((Token::Quoted(w), _, _)) => parts.push(w.clone()),
+            _ => return None,
+        }
+        i += 1;
+        if matches!(tokens.get(i), Some((Token::Punct('.'), _, _))) {
+            i += 1;
+        } else {
+            return Some((parts, i));
+        }
+    }
+}
+
 /// Reads a `CREATE [OR REPLACE] TABLE` / `REPLACE TABLE` statement's head;
 /// `None` for any other statement or a clause Kiln leaves to the engine
 /// (`LOCATION`, `CLUSTER BY`, `OPTIONS`, `EXTERNAL`, `TEMPORARY`, …).
@@ -162,20 +182,9 @@ pub fn parse_create_table(sql: &str) -> Option<CreateTable> {
         out.if_not_exists = true;
         i += 3;
     }
-    loop {
-        match tokens.get(i) {
-            Some((Token::Word(w), _, _)) | Some((Token::Quoted(w), _, _)) => {
-                out.name.push(w.clone())
-            }
-            _ => return None,
-        }
-        i += 1;
-        if matches!(tokens.get(i), Some((Token::Punct('.'), _, _))) {
-            i += 1;
-        } else {
-            break;
-        }
-    }
+    let (name, next) = name_at(&tokens, i)?;
+    out.name = name;
+    i = next;
     if matches!(tokens.get(i), Some((Token::Punct('('), _, _))) {
         let end = closing(&tokens, i)?;
         out.columns = Some(sql[tokens[i].2..tokens[end].1].trim().to_string());
@@ -262,21 +271,8 @@ pub fn parse_use(sql: &str) -> Option<Use> {
     {
         i = 2;
     }
-    let mut parts = Vec::new();
-    loop {
-        match tokens.get(i) {
-            Some((Token::Word(w), _, _)) | Some((Token::Quoted(w), _, _)) => {
-                parts.push(w.to_lowercase())
-            }
-            _ => return None,
-        }
-        i += 1;
-        if matches!(tokens.get(i), Some((Token::Punct('.'), _, _))) {
-            i += 1;
-        } else {
-            break;
-        }
-    }
+    let (parts, i) = name_at(&tokens, i)?;
+    let parts: Vec<String> = parts.iter().map(|p| p.to_lowercase()).collect();
     let rest = &tokens[i..];
     if !(rest.is_empty() || (rest.len() == 1 && rest[0].0 == Token::Punct(';'))) {
         return None;

@@ -4,7 +4,7 @@
 //! list) becomes its definition in parentheses, recursively; CTE names
 //! shadow views, as they do in Spark.
 
-use super::ddl::{closing, is_word, tokenize, Token};
+use super::ddl::{closing, is_word, name_at, tokenize, Token};
 
 /// How deep views may nest in one another (a cycle stops here).
 pub const MAX_DEPTH: usize = 16;
@@ -29,30 +29,13 @@ pub struct DropView {
     pub name: Vec<String>,
 }
 
-type Tokens = Vec<(Token, usize, usize)>;
+use super::ddl::Tokens;
 
 /// Answers a name's expanded query when it names a view.
 pub type Lookup<'l> = dyn FnMut(&[String]) -> Result<Option<String>, String> + 'l;
 
 /// Answers the fully qualified form of a table name (`None`: leave it).
 pub type Qualify<'q> = dyn Fn(&[String]) -> Option<String> + 'q;
-
-/// A dotted name starting at `i`: its parts and the index after it.
-fn name_at(tokens: &Tokens, mut i: usize) -> Option<(Vec<String>, usize)> {
-    let mut parts = Vec::new();
-    loop {
-        match tokens.get(i) {
-            Some((Token::Word(w), _, _)) | Some((Token::Quoted(w), _, _)) => parts.push(w.clone()),
-            _ => return None,
-        }
-        i += 1;
-        if matches!(tokens.get(i), Some((Token::Punct('.'), _, _))) {
-            i += 1;
-        } else {
-            return Some((parts, i));
-        }
-    }
-}
 
 pub fn parse_create_view(sql: &str) -> Option<CreateView> {
     let tokens = tokenize(sql)?;
