@@ -248,6 +248,12 @@ VIEWS_SCRIPT = textwrap.dedent(
     attempt("broken", lambda: spark.sql(f"CREATE VIEW main.{s}.broken AS SELECT * FROM main.{s}.nothere").collect())
     out["listed"] = sorted(r.tableName for r in spark.sql(f"SHOW TABLES IN main.{s}").collect())
     attempt("drop_table_as_view", lambda: spark.sql(f"DROP VIEW main.{s}.base").collect())
+    # a query that ends in a comment is wrapped on lines of its own
+    spark.sql(f"CREATE VIEW main.{s}.commented AS SELECT 7 AS seven -- the end").collect()
+    spark.sql(f"CREATE TABLE main.{s}.commented_t AS SELECT * FROM main.{s}.commented -- copied").collect()
+    out["commented"] = [list(r) for r in spark.table(f"main.{s}.commented_t").collect()]
+    spark.sql(f"DROP VIEW main.{s}.commented").collect()
+    spark.sql(f"DROP TABLE main.{s}.commented_t").collect()
     spark.sql(f"CREATE OR REPLACE TABLE main.{s}.snapshot AS SELECT * FROM main.{s}.big").collect()
     out["ctas"] = [list(r) for r in spark.table(f"main.{s}.snapshot").orderBy("key").collect()]
     # names without a schema are read where the session's USE points
@@ -288,6 +294,7 @@ def test_views_are_unity_catalog_views_on_every_cluster(kiln, w, cluster):
     assert out["drop_table_as_view"].startswith("AnalysisException: [WRONG_COMMAND_FOR_OBJECT_TYPE]")
     assert out["ctas"] == [["a", 2], ["b", 2]]
     assert out["temp"] == [[5]]
+    assert out["commented"] == [[7]]
     assert out["scoped"] == [[8]] and out["scoped_elsewhere"] == [[8]]
     assert w.tables.get(f"main.{s}.scoped_v").table_type.value == "VIEW"
     assert {t.name for t in w.tables.list(catalog_name="main", schema_name="default")}.isdisjoint({"scoped", "scoped_v"})

@@ -284,6 +284,12 @@ pub fn parse_use(sql: &str) -> Option<Use> {
     }
 }
 
+/// A query in parentheses, each on a line of its own: a query that ends in a
+/// `--` comment must not swallow the closing one.
+pub fn subquery(query: &str) -> String {
+    format!("(\n{query}\n)")
+}
+
 /// Quotes one identifier part for Spark SQL.
 pub fn quote(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))

@@ -188,7 +188,10 @@ fn read_of_view(catalog: &Catalog, read: &[u8], scope: &Scope) -> Result<Option<
         return Ok(None);
     };
     let alias = quote(parts.last().map(String::as_str).unwrap_or("v"));
-    Ok(Some(format!("SELECT * FROM ({query}) AS {alias}")))
+    Ok(Some(format!(
+        "SELECT * FROM {} AS {alias}",
+        ddl::subquery(&query)
+    )))
 }
 
 fn sql_relation(common: Option<&[u8]>, query: &str) -> Vec<u8> {
@@ -262,9 +265,9 @@ pub async fn create_view(
             .map(|(from, to)| format!("{} AS {}", quote(from), quote(to)))
             .collect();
         definition = format!(
-            "SELECT {} FROM ({}) AS `__kiln_view`",
+            "SELECT {} FROM {} AS `__kiln_view`",
             select.join(", "),
-            view.query
+            ddl::subquery(&view.query)
         );
         names = view.columns.clone();
     }
@@ -306,7 +309,8 @@ pub async fn create_view(
         )
         .map_err(|e| analysis_error("TABLE_OR_VIEW_ALREADY_EXISTS", "42P07", &e.message))?;
     Ok(ViewOutcome::Answer(format!(
-        "SELECT * FROM ({expanded}) AS {} LIMIT 0",
+        "SELECT * FROM {} AS {} LIMIT 0",
+        ddl::subquery(&expanded),
         quote(&target[2])
     )))
 }

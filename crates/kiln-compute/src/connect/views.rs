@@ -281,9 +281,7 @@ pub fn expand_sql(
         };
         let (start, end) = (tokens[i].1, tokens[next - 1].2);
         out.push_str(&sql[copied..start]);
-        out.push('(');
-        out.push_str(&definition);
-        out.push(')');
+        out.push_str(&super::ddl::subquery(&definition));
         if !aliased {
             out.push_str(" AS ");
             out.push_str(&super::ddl::quote(
@@ -322,17 +320,29 @@ mod tests {
     fn references_become_their_definitions() {
         assert_eq!(
             expand("SELECT * FROM main.default.v").as_deref(),
-            Some("SELECT * FROM (SELECT 1 AS a) AS `v`")
+            Some("SELECT * FROM (\nSELECT 1 AS a\n) AS `v`")
         );
         assert_eq!(
             expand("select * from t join `V` x on 1=1, w where a > 0").as_deref(),
             Some(
-                "select * from t join (SELECT 1 AS a) x on 1=1, (SELECT 2 AS b) AS `w` where a > 0"
+                "select * from t join (\nSELECT 1 AS a\n) x on 1=1, (\nSELECT 2 AS b\n) AS `w` where a > 0"
             )
         );
         assert_eq!(
             expand("SELECT (SELECT max(a) FROM v) FROM t").as_deref(),
-            Some("SELECT (SELECT max(a) FROM (SELECT 1 AS a) AS `v`) FROM t")
+            Some("SELECT (SELECT max(a) FROM (\nSELECT 1 AS a\n) AS `v`) FROM t")
+        );
+    }
+
+    #[test]
+    fn a_definition_ending_in_a_comment_keeps_its_parenthesis() {
+        let mut commented = |name: &[String]| -> Result<Option<String>, String> {
+            Ok((name == ["v"]).then(|| "SELECT 1 AS a -- the answer".to_string()))
+        };
+        let out = expand_sql("SELECT * FROM v WHERE a = 1", &mut commented, None);
+        assert_eq!(
+            out.ok().flatten().as_deref(),
+            Some("SELECT * FROM (\nSELECT 1 AS a -- the answer\n) AS `v` WHERE a = 1")
         );
     }
 
@@ -348,7 +358,7 @@ mod tests {
         );
         assert_eq!(
             out.ok().flatten().as_deref(),
-            Some("SELECT * FROM `c`.`s`.`t` JOIN `c`.`s`.`u` ON 1 = 1, (SELECT 1 AS a) AS `v`")
+            Some("SELECT * FROM `c`.`s`.`t` JOIN `c`.`s`.`u` ON 1 = 1, (\nSELECT 1 AS a\n) AS `v`")
         );
     }
 

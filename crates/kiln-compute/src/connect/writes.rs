@@ -546,7 +546,8 @@ fn insert_plan(source: &Source, table: &str, columns: Option<&[String]>, overwri
             };
             let verb = if overwrite { "OVERWRITE" } else { "INTO" };
             Plan::sql(&format!(
-                "INSERT {verb} {table} SELECT {select} FROM ({query}) AS `__kiln_query`"
+                "INSERT {verb} {table} SELECT {select} FROM {} AS `__kiln_query`",
+                ddl::subquery(query)
             ))
         }
     }

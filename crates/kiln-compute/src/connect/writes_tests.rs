@@ -233,7 +233,7 @@ fn overwrites_match_columns_by_name_and_type() -> Result<(), Box<dyn std::error:
         .map(|s| s.query);
     assert_eq!(
         text.as_deref(),
-        Some("INSERT OVERWRITE `main`.`default`.`t` SELECT `id`, `k` FROM (SELECT 1) AS `__kiln_query`")
+        Some("INSERT OVERWRITE `main`.`default`.`t` SELECT `id`, `k` FROM (\nSELECT 1\n) AS `__kiln_query`")
     );
     Ok(())
 }
