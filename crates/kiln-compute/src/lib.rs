@@ -15,6 +15,7 @@ pub mod clusters;
 pub mod command_lifecycle;
 pub mod connect;
 pub mod contexts;
+pub mod delta;
 pub mod engine;
 pub mod isolation;
 pub mod kernel;

@@ -21,6 +21,7 @@ use kiln_compute::connect::{Finish, Prepared, TableWrites};
 const WHOLE_LIMIT: usize = 256 * 1024 * 1024;
 const EXECUTE_PLAN: &str = "/spark.connect.SparkConnectService/ExecutePlan";
 const ANALYZE_PLAN: &str = "/spark.connect.SparkConnectService/AnalyzePlan";
+const CONFIG: &str = "/spark.connect.SparkConnectService/Config";
 const ADD_ARTIFACTS: &str = "/spark.connect.SparkConnectService/AddArtifacts";
 /// The largest `AddArtifacts` body read whole.
 const ARTIFACTS_LIMIT: usize = 64 * 1024 * 1024;
@@ -57,6 +58,8 @@ fn wanted(prefix: &[u8], limit: usize) -> usize {
 pub fn read_limit(path: &str, peek: usize) -> usize {
     if path == EXECUTE_PLAN || path == ANALYZE_PLAN {
         WHOLE_LIMIT
+    } else if path == CONFIG {
+        peek.max(1024 * 1024)
     } else {
         peek
     }
@@ -100,6 +103,10 @@ pub async fn forward(
     let prepared = match (parts.uri.path(), whole_message(&prefix)) {
         (EXECUTE_PLAN, Some(message)) => writes.prepare(port, message).await,
         (ANALYZE_PLAN, Some(message)) => writes.prepare_analyze(message),
+        (CONFIG, Some(message)) => {
+            writes.note_config(message);
+            Prepared::Pass
+        }
         _ => Prepared::Pass,
     };
     parts.uri = format!("http://127.0.0.1:{port}{path_and_query}")

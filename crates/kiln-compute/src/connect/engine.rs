@@ -50,6 +50,25 @@ impl EngineSession {
         self.execute(Plan::sql(query)).await
     }
 
+    /// The rows of `query` as JSON objects: the engine writes them as JSON
+    /// lines into `scratch` (a directory that must not exist yet, where the
+    /// engine may write), which is read and removed.
+    pub async fn rows(
+        &self,
+        query: &str,
+        scratch: &std::path::Path,
+    ) -> Result<Vec<serde_json::Value>, Status> {
+        let target = super::ddl::literal(&scratch.to_string_lossy());
+        let ran = self
+            .sql(&format!(
+                "INSERT OVERWRITE DIRECTORY {target} USING json {query}"
+            ))
+            .await;
+        let read = ran.and_then(|()| read_json_lines(scratch));
+        let _ = std::fs::remove_dir_all(scratch);
+        read
+    }
+
     /// Runs a plan to completion, discarding what it returns.
     pub async fn execute(&self, plan: Plan) -> Result<(), Status> {
         let request = ExecutePlanRequest {
@@ -102,4 +121,25 @@ impl EngineSession {
             .and_then(|s| s.schema)
             .ok_or_else(|| Status::internal("the engine analyzed the data without a schema"))
     }
+}
+
+fn read_json_lines(dir: &std::path::Path) -> Result<Vec<serde_json::Value>, Status> {
+    let mut out = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Status::internal(format!("the engine's rows cannot be read: {e}")))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !name.ends_with(".json") || name.starts_with(['.', '_']) {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path())
+            .map_err(|e| Status::internal(format!("the engine's rows cannot be read: {e}")))?;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            out.push(
+                serde_json::from_str(line)
+                    .map_err(|e| Status::internal(format!("the engine's rows: {e}")))?,
+            );
+        }
+    }
+    Ok(out)
 }

@@ -4,13 +4,22 @@
 //! which Kiln carries out against the catalog it owns ([`writes`]). Every
 //! path to an engine — Databricks Connect and raw Spark Connect through the
 //! gateway, kernels and pipeline workers through the loopback front — goes
-//! through [`TableWrites::prepare`].
+//! through [`TableWrites::prepare`]. So do the Delta table utilities the
+//! engine's parser does not take (`DESCRIBE HISTORY`, `OPTIMIZE`, `VACUUM`,
+//! `RESTORE`, `CLONE`, …: [`utilities`]), served from the tables' Delta logs.
 
 pub mod artifacts;
 pub mod ddl;
 pub mod engine;
 mod errors;
 mod intent;
+mod optimize;
+mod restore;
+mod rows;
+mod table_changes;
+mod utilities;
+mod utility_sql;
+mod vacuum;
 mod view_requests;
 mod views;
 mod walk;

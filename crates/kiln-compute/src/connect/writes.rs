@@ -27,6 +27,8 @@ use super::ddl::{self, fold_type, quote, quote_name};
 use super::engine::EngineSession;
 use super::errors::analysis_error;
 use super::intent::{self, create_statement, Intent, Scope, Source, TableSpec};
+use super::utilities::{self, SessionConf};
+use super::utility_sql;
 use super::view_requests::{self, ViewOutcome};
 use super::views;
 use super::walk;
@@ -74,6 +76,8 @@ pub struct TableWrites {
     /// Each Spark session's current catalog and schema, from its `USE`
     /// statements (names without them are read there).
     scopes: Arc<Mutex<HashMap<String, Scope>>>,
+    /// Each Spark session's settings the Delta utilities read.
+    confs: Arc<Mutex<HashMap<String, SessionConf>>>,
 }
 
 /// Sessions whose `USE` is remembered (the oldest are forgotten beyond this).
@@ -84,6 +88,7 @@ impl TableWrites {
         Self {
             catalog,
             scopes: Arc::new(Mutex::new(HashMap::new())),
+            confs: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -134,6 +139,36 @@ impl TableWrites {
         }
     }
 
+    fn conf_of(&self, session: &str) -> SessionConf {
+        self.confs
+            .lock()
+            .ok()
+            .and_then(|m| m.get(session).cloned())
+            .unwrap_or_default()
+    }
+
+    fn note_setting(&self, session: &str, key: &str, value: Option<&str>) {
+        if let Ok(mut confs) = self.confs.lock() {
+            if confs.len() >= MAX_SCOPES {
+                confs.clear();
+            }
+            confs
+                .entry(session.to_string())
+                .or_default()
+                .set(key, value);
+        }
+    }
+
+    /// Follows a `ConfigRequest` (its encoded message): settings the Delta
+    /// utilities read. The request itself goes on unchanged.
+    pub fn note_config(&self, message: &[u8]) {
+        if let Some((session, settings)) = utilities::config_settings(message) {
+            for (key, value) in settings {
+                self.note_setting(&session, &key, value.as_deref());
+            }
+        }
+    }
+
     /// Reads an `ExecutePlanRequest` (its encoded message) bound for the
     /// engine on `port`, and runs the steps before its last one.
     pub async fn prepare(&self, port: u16, message: &[u8]) -> Prepared {
@@ -161,6 +196,36 @@ impl TableWrites {
             if let Some(statement) = ddl::parse_use(&sql) {
                 self.note_use(&session.session_id, statement, &scope);
                 return unchanged(expanded);
+            }
+            if let Some((key, value)) = utilities::parse_set(&sql) {
+                self.note_setting(&session.session_id, &key, Some(&value));
+                if !utilities::kiln_setting(&key) {
+                    return unchanged(expanded);
+                }
+                // A Databricks setting the engine does not know: Kiln's to answer.
+                request.plan = Some(Plan::sql(&utilities::setting_answer(&key, &value)));
+                return Prepared::Forward {
+                    request: request.encode_to_vec(),
+                    finish: None,
+                };
+            }
+            if let Some(utility) = utility_sql::parse(&sql) {
+                let call = utilities::Call {
+                    catalog: &self.catalog,
+                    session: &session,
+                    scope: &scope,
+                    conf: self.conf_of(&session.session_id),
+                };
+                return match utilities::run(&call, utility).await {
+                    Ok(answer) => {
+                        request.plan = Some(Plan::sql(&answer));
+                        Prepared::Forward {
+                            request: request.encode_to_vec(),
+                            finish: None,
+                        }
+                    }
+                    Err(status) => Prepared::Refuse(status),
+                };
             }
             let outcome = if let Some(view) = views::parse_create_view(&sql) {
                 Some(view_requests::create_view(&self.catalog, &session, view, &scope).await)
