@@ -199,12 +199,23 @@ class _Notebook:
         raise NotebookExit("" if value is None else str(value))
 
 
+class _Library:
+    def __init__(self, restart):
+        self._restart = restart
+
+    def restartPython(self):
+        if self._restart is None:
+            raise RuntimeError("dbutils.library.restartPython is not available in this context")
+        self._restart()
+
+
 class DBUtils:
-    def __init__(self, dbfs_root: str, api=None, redacted=None):
+    def __init__(self, dbfs_root: str, api=None, redacted=None, restart=None):
         os.makedirs(dbfs_root, exist_ok=True)
         self.fs = _Fs(dbfs_root)
+        self.library = _Library(restart)
         self.notebook = _Notebook()
         self.secrets = _Secrets(api if api is not None else {}, redacted if redacted is not None else set())
 
     def help(self):
-        print("dbutils: fs (ls, cp, mv, rm, mkdirs, head, put), notebook (exit), secrets (get, getBytes, list, listScopes)")
+        print("dbutils: fs (ls, cp, mv, rm, mkdirs, head, put), library (restartPython), notebook (exit), secrets (get, getBytes, list, listScopes)")

@@ -18,7 +18,7 @@ import threading
 import uuid
 from contextlib import redirect_stderr, redirect_stdout
 
-from kiln_kernel import results
+from kiln_kernel import magics, results
 from kiln_kernel.dbutils import DBUtils, NotebookExit, reachable
 from kiln_kernel.protocol import Channel
 
@@ -52,11 +52,12 @@ class Kernel:
         self.api = {}
         self.redacted = set()
         self.namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+        magics.pip_dir()  # the context's own %pip libraries come first on sys.path
         self.namespace.update(
             spark=self.spark,
             display=self.display,
             displayHTML=self.display_html,
-            dbutils=DBUtils(dbfs_root, self.api, self.redacted),
+            dbutils=DBUtils(dbfs_root, self.api, self.redacted, restart=self.restart_python),
         )
         if self.spark is not None:
             self.namespace["sc"] = None
@@ -99,14 +100,15 @@ class Kernel:
     def _execute(self, language, code, options):
         self.pending_table = None
         self.pending_html = []
+        self.pending_markdown = None
         self.row_limit = int((options or {}).get("displayRowLimit") or DEFAULT_ROW_LIMIT)
+        self.notebook_path = (options or {}).get("notebookPath") or ""
         output = io.StringIO()
         try:
             with redirect_stdout(output), redirect_stderr(output):
-                if language == "sql":
-                    self.run_sql(code)
-                else:
-                    self.run_python(code, output)
+                self.run_cell(language, code, output)
+        except magics.MagicError as exc:
+            return "Error", results.error(exc, with_traceback=False) | {"cause": str(exc)}
         except NotebookExit as done:
             return "Finished", results.text(done.value)
         except (KeyboardInterrupt, Interrupted):
@@ -115,6 +117,9 @@ class Kernel:
             return "Error", results.error(exc)
         except Exception as exc:  # noqa: BLE001 - every user error is a result
             return "Error", self.error_result(exc, language)
+        if self.pending_markdown is not None:
+            source, rendered = self.pending_markdown
+            return "Finished", results.text(source, rendered)
         if self.pending_table is not None:
             return "Finished", self.pending_table
         shown = self.flush_figures()
@@ -123,6 +128,83 @@ class Kernel:
         # As Databricks shows it: `print("Hello, World!")` is "Hello, World!".
         text = output.getvalue()
         return "Finished", results.text(text[:-1] if text.endswith("\n") else text, "".join(self.pending_html))
+
+    def run_cell(self, language, code, output, depth=0):
+        """One command or notebook cell: a magic when its first line is one."""
+        magic = magics.split(code)
+        if magic is None:
+            if language == "sql":
+                self.run_sql(code)
+            else:
+                self.run_python(code, output)
+            return
+        name, arguments, body = magic
+        magics.check(name, "SQL" if language == "sql" else "Python")
+        if name == "python":
+            self.run_python((arguments + "\n" + body) if arguments else body, output)
+        elif name == "sql":
+            self.run_sql((arguments + "\n" + body) if arguments else body)
+        elif name == "md":
+            source = ((arguments + "\n") if arguments else "") + body
+            self.pending_markdown = (source, magics.markdown(source))
+        elif name == "pip":
+            magics.pip(arguments, body)
+        elif name == "sh":
+            magics.sh(arguments, body)
+        elif name == "fs":
+            self.show_fs(magics.fs(self.namespace["dbutils"], arguments, body), output)
+        elif name == "run":
+            self.run_notebook(arguments, output, depth)
+
+    def show_fs(self, value, output):
+        if isinstance(value, list) and value and hasattr(value[0], "_fields"):
+            fields = value[0]._fields
+            types = {"size": '"long"', "modificationTime": '"long"'}
+            schema = [{"name": f, "type": types.get(f, '"string"'), "metadata": "{}"} for f in fields]
+            self.pending_table = results.table([list(v) for v in value], schema, False)
+        elif value is not None:
+            print(value)
+
+    def run_notebook(self, arguments, output, depth):
+        """`%run ./other`: the other notebook's cells run here, in this namespace."""
+        import base64
+        import json
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
+        if depth > 16:
+            raise magics.MagicError("%run nests too deeply (a notebook that runs itself?)")
+        words = arguments.split()
+        if not words:
+            raise magics.MagicError("%run needs a notebook path")
+        path = magics.resolve_notebook(words[0], self.notebook_path)
+        if not self.api.get("url"):
+            raise magics.MagicError("%run is not available in this context")
+        url = self.api["url"] + "/api/2.0/workspace/export?" + urllib.parse.urlencode({"path": path, "format": "SOURCE"})
+        request = urllib.request.Request(url, headers={"Authorization": "Bearer " + self.api.get("credential", "")})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                content = json.loads(response.read())["content"]
+        except urllib.error.HTTPError as error:
+            raise magics.MagicError(f"%run {path}: notebook not found or not readable ({error.code})") from None
+        source = base64.b64decode(content).decode("utf-8")
+        caller = self.notebook_path
+        self.notebook_path = path
+        try:
+            for language, cell in magics.notebook_cells(source):
+                self.run_cell(language, cell, output, depth + 1)
+        finally:
+            self.notebook_path = caller
+
+    def restart_python(self):
+        """dbutils.library.restartPython(): a fresh namespace, and the context's %pip
+        libraries imported anew; the context, its Spark session and its libraries stay."""
+        magics.forget_pip_modules()
+        keep = {k: self.namespace[k] for k in ("__name__", "__builtins__", "spark", "display", "displayHTML", "dbutils", "sc", "sqlContext") if k in self.namespace}
+        self.namespace.clear()
+        self.namespace.update(keep)
+        print("Python interpreter will be restarted.")
 
     def run_python(self, code, output):
         # Source indented as a whole (the SDK's dbutils proxy sends it so) runs
@@ -147,6 +229,7 @@ class Kernel:
         frame = None
         for statement in statements:
             frame = self.spark.sql(map_sql_paths(statement, self.dbfs_root))
+        self.namespace["_sqldf"] = frame
         self.pending_table = self.table_of(frame)
 
     def error_result(self, exc, language):

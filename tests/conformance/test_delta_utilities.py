@@ -293,3 +293,24 @@ def test_restore_and_clone(w, sql, py):
     sql.ok(f"CREATE TABLE IF NOT EXISTS {deep} CLONE {t}")
     sql.ok(f"CREATE OR REPLACE TABLE {deep} CLONE {t}")
     assert sql.rows(f"SELECT sum(id) AS s FROM {deep}") == [{"s": 15}]
+
+
+def test_magic_commands_in_python_and_sql_contexts(w, sql, py):
+    """The notebook lines of the fidelity issue, through REST 1.2 on a real cluster."""
+    r = py.ok("%pip install tabulate==0.9.0")
+    assert "tabulate" in r["data"]
+    assert py.ok("import tabulate\ntabulate.__version__")["data"] == "'0.9.0'"
+    other = Context(w, py.cluster, Language.PYTHON)  # another context does not see it
+    assert "No module named 'tabulate'" in other.error("import tabulate")
+    rows = py.rows("%sql SELECT 1 AS one, 'a' AS s")
+    assert rows == [{"one": 1, "s": "a"}]
+    assert py.ok("_sqldf.collect()[0].one")["data"] == "1"
+    md = py.ok("%md\n# Title\n*hello*")
+    assert md["resultType"] == "text" and md["data"].startswith("# Title")  # (its HTML: tests/kernel)
+    assert sql.ok("%python\nprint(spark.range(3).count())")["data"] == "3"
+    assert "Magic command %bogus is not supported" in sql.error("%bogus")
+    t = table_name("magic")
+    py.ok(f"spark.range(2).write.saveAsTable('{t}')")
+    assert [h["operation"] for h in py.rows(f"%sql DESCRIBE HISTORY {t}")][-1] == "CREATE TABLE"
+    assert py.ok("%sh echo from-sh")["data"] == "from-sh"
+    assert py.rows("%fs ls /")[0].keys() >= {"path", "name", "size"}

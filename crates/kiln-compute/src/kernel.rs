@@ -44,6 +44,10 @@ const SOURCES: &[(&str, &str)] = &[
         include_str!("../../../python/kiln_kernel/dbutils.py"),
     ),
     (
+        "kiln_kernel/magics.py",
+        include_str!("../../../python/kiln_kernel/magics.py"),
+    ),
+    (
         "kiln_kernel/kernel.py",
         include_str!("../../../python/kiln_kernel/kernel.py"),
     ),

@@ -49,8 +49,11 @@ impl SessionConf {
     }
 }
 
-/// The session and the settings (`None`: unset) of a `ConfigRequest`.
-pub fn config_settings(message: &[u8]) -> Option<(String, Vec<(String, Option<String>)>)> {
+/// Settings of a `ConfigRequest`: key and value (`None`: unset).
+pub type Settings = Vec<(String, Option<String>)>;
+
+/// The session and the settings of a `ConfigRequest`.
+pub fn config_settings(message: &[u8]) -> Option<(String, Settings)> {
     use super::walk::{bytes_field, fields};
     let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
     let top = fields(message)?;

@@ -39,13 +39,14 @@ function escape(s) {
 }
 
 // The language a cell runs in, and its code without the magic line.
+// `%md` renders here and `%scala` goes to a Scala context; every other cell
+// (its magic included: %sql, %pip, %sh, %fs, %run, …) goes whole to the
+// notebook's context, whose kernel handles the magics as on Databricks.
 export function cellCommand(source, language) {
   const m = source.match(/^\s*%(\w+)[ \t]*\n?/);
-  if (!m) return { language: language === "SQL" ? "sql" : "python", code: source };
-  const rest = source.slice(m[0].length);
-  if (m[1] === "sql") return { language: "sql", code: rest };
-  if (m[1] === "python") return { language: "python", code: rest };
-  return { language: m[1], code: rest };
+  const lang = language === "SQL" ? "sql" : "python";
+  if (m && (m[1] === "md" || m[1] === "scala")) return { language: m[1], code: source.slice(m[0].length) };
+  return { language: lang, code: source };
 }
 
 export async function render(ctx) {
@@ -61,7 +62,7 @@ export async function render(ctx) {
   } catch (err) {
     return replace(ctx.el, errorBox(err));
   }
-  const state = { cluster: "", context: "", running: null, cancelled: false };
+  const state = { cluster: "", context: "", running: null, cancelled: false, path };
   const clusterSel = h("select", { name: "cluster", "aria-label": "Attach to cluster" }, h("option", { value: "" }, "Detached"));
   runningClusters().then((cs) => cs.forEach((c) => clusterSel.append(h("option", { value: c.cluster_id }, `${c.cluster_name} (${c.state})`))))
     .catch(() => {});
@@ -121,10 +122,6 @@ function cellView(source, state, language, status, onRemove) {
       replace(output, h("div", { class: "markdown" }, cmd.code));
       return true;
     }
-    if (!["python", "sql", "scala"].includes(cmd.language)) {
-      replace(output, errorBox(`%${cmd.language} cells are not supported.`));
-      return false;
-    }
     if (!state.cluster) {
       replace(output, errorBox("Attach the notebook to a running cluster first."));
       return false;
@@ -160,7 +157,7 @@ async function execute(state, cmd) {
   }
   const contextId = state[key];
   const started = await post("/api/1.2/commands/execute", { clusterId: state.cluster, contextId,
-    language: cmd.language, command: cmd.code, options: { displayRowLimit: ROW_LIMIT } });
+    language: cmd.language, command: cmd.code, options: { displayRowLimit: ROW_LIMIT, notebookPath: state.path } });
   state.running = started.id;
   state.runningContext = contextId;
   try {
