@@ -252,6 +252,73 @@ def test_a_notebook_runs_all_cells_and_saves(admin, kiln, w, cluster):
     assert not any(o.path == path for o in w.workspace.list("/Users/admin"))
 
 
+MAGIC_LIB = """# Databricks notebook source
+def greet(name):
+    return f"hello {name}"
+"""
+
+MAGIC_NOTEBOOK = """# Databricks notebook source
+# MAGIC %run ./{lib}
+
+# COMMAND ----------
+
+print(greet("magic"))
+
+# COMMAND ----------
+
+# MAGIC %pip list
+
+# COMMAND ----------
+
+# MAGIC %sh echo from-the-shell
+
+# COMMAND ----------
+
+# MAGIC %sql
+# MAGIC CREATE TABLE main.default.{table} AS SELECT 1 AS id
+
+# COMMAND ----------
+
+# MAGIC %sql
+# MAGIC DESCRIBE HISTORY main.default.{table}
+
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC ## A heading from **markdown**
+
+# COMMAND ----------
+
+# MAGIC %sql
+# MAGIC OPTIMIZE main.default.{table}
+"""
+
+
+def test_magic_cells_run_in_the_kernel(admin, kiln, w, cluster):
+    folder = "/Users/admin"
+    lib, nb, table = unique("uilib"), unique("uimagic"), unique("uimagic").replace("-", "_")
+    for name, text in ((lib, MAGIC_LIB), (nb, MAGIC_NOTEBOOK.format(lib=lib, table=table))):
+        w.workspace.import_(path=f"{folder}/{name}", format=ImportFormat.SOURCE, language=Language.PYTHON,
+                            content=base64.b64encode(text.encode()).decode(), overwrite=True)  # fmt: skip
+    page = admin.page
+    admin.go("workspace/Users/admin")
+    page.get_by_role("link", name=nb).click()
+    page.get_by_label("Attach to cluster").select_option(cluster)
+    page.get_by_role("button", name="Run all").click()
+    outputs = page.locator(".cell .output")
+    outputs.nth(1).get_by_text("hello magic").wait_for(timeout=TIMEOUT)  # %run brought greet()
+    outputs.nth(2).get_by_text("pip").first.wait_for(timeout=TIMEOUT)
+    outputs.nth(3).get_by_text("from-the-shell").wait_for(timeout=TIMEOUT)
+    history = outputs.nth(5).locator("table.data")
+    history.wait_for(timeout=TIMEOUT)
+    assert "CREATE TABLE" in history.inner_text() or "WRITE" in history.inner_text()
+    outputs.nth(6).locator("h2").get_by_text("A heading from").wait_for(timeout=TIMEOUT)
+    assert outputs.nth(6).locator("strong").inner_text() == "markdown"
+    outputs.nth(7).locator("table.data").get_by_text("numFilesRemoved").first.wait_for(timeout=TIMEOUT)
+    assert page.locator(".cell .output .error").count() == 0
+    admin.shot("notebook-magics")
+
+
 SCALA_NOTEBOOK = """# Databricks notebook source
 # MAGIC %scala
 # MAGIC val n = 6 * 7

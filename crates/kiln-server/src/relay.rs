@@ -249,8 +249,10 @@ mod tests {
     #[test]
     fn execute_plan_is_read_whole_and_other_calls_only_peeked() {
         assert_eq!(read_limit(EXECUTE_PLAN, 512), WHOLE_LIMIT);
+        // a session's settings are followed (the Delta utilities read some)
+        assert_eq!(read_limit(CONFIG, 512), 1024 * 1024);
         assert_eq!(
-            read_limit("/spark.connect.SparkConnectService/Config", 512),
+            read_limit("/spark.connect.SparkConnectService/ReleaseExecute", 512),
             512
         );
         let message = framed(b"abc");

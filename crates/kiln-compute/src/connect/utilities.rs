@@ -422,3 +422,45 @@ fn show_create(call: &Call, t: &[String]) -> Result<String, Status> {
         &[vec![Lit::Str(statement)]],
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(out: &mut Vec<u8>, number: u8, payload: &[u8]) {
+        super::super::walk::put_bytes(out, u32::from(number), payload);
+    }
+
+    #[test]
+    fn settings_are_read_from_set_statements_and_config_requests() {
+        assert_eq!(
+            parse_set("SET spark.databricks.delta.retentionDurationCheck.enabled = false;"),
+            Some((RETENTION_CHECK.into(), "false".into()))
+        );
+        assert_eq!(parse_set("SELECT 1"), None);
+        let mut conf = SessionConf::default();
+        assert!(conf.retention_check);
+        conf.set(RETENTION_CHECK, Some("FALSE"));
+        assert!(!conf.retention_check);
+        conf.set(RETENTION_CHECK, None);
+        assert!(conf.retention_check);
+        // ConfigRequest { session_id: "s", operation: { set: { pairs: [{key, value}] } } }
+        let mut pair = Vec::new();
+        field(&mut pair, 1, RETENTION_CHECK.as_bytes());
+        field(&mut pair, 2, b"false");
+        let mut set = Vec::new();
+        field(&mut set, 1, &pair);
+        let mut operation = Vec::new();
+        field(&mut operation, 1, &set);
+        let mut request = Vec::new();
+        field(&mut request, 1, b"s");
+        field(&mut request, 3, &operation);
+        assert_eq!(
+            config_settings(&request),
+            Some((
+                "s".into(),
+                vec![(RETENTION_CHECK.into(), Some("false".into()))]
+            ))
+        );
+    }
+}

@@ -39,6 +39,53 @@ function escape(s) {
 }
 
 // The language a cell runs in, and its code without the magic line.
+// Markdown as DOM nodes (text only: nothing in it is parsed as HTML):
+// headings, paragraphs, lists, fenced code, **bold**, *italic*, `code`.
+function inline(text) {
+  const parts = [];
+  const re = /(\*\*[^*]+\*\*|\*[^*]+\*|`[^`]+`)/g;
+  let last = 0;
+  for (const m of text.matchAll(re)) {
+    if (m.index > last) parts.push(text.slice(last, m.index));
+    const t = m[0];
+    if (t.startsWith("**")) parts.push(h("strong", {}, t.slice(2, -2)));
+    else if (t.startsWith("`")) parts.push(h("code", {}, t.slice(1, -1)));
+    else parts.push(h("em", {}, t.slice(1, -1)));
+    last = m.index + t.length;
+  }
+  if (last < text.length) parts.push(text.slice(last));
+  return parts;
+}
+
+export function markdownView(source) {
+  const root = h("div", { class: "markdown" });
+  let para = [], list = null, code = null;
+  const flush = () => {
+    if (para.length) root.append(h("p", {}, ...inline(para.join(" "))));
+    para = [];
+    list = null;
+  };
+  for (const line of source.split("\n")) {
+    const t = line.trim();
+    if (code) {
+      if (t.startsWith("```")) { root.append(h("pre", {}, h("code", {}, code.join("\n")))); code = null; } else code.push(line);
+      continue;
+    }
+    const heading = t.match(/^(#{1,6})\s+(.*)$/);
+    if (t.startsWith("```")) { flush(); code = []; }
+    else if (heading) { flush(); root.append(h(`h${heading[1].length}`, {}, ...inline(heading[2]))); }
+    else if (/^[-*+]\s+/.test(t)) {
+      if (para.length) flush();
+      if (!list) { list = h("ul"); root.append(list); }
+      list.append(h("li", {}, ...inline(t.replace(/^[-*+]\s+/, ""))));
+    } else if (!t) flush();
+    else para.push(t);
+  }
+  if (code) root.append(h("pre", {}, h("code", {}, code.join("\n"))));
+  flush();
+  return root;
+}
+
 // `%md` renders here and `%scala` goes to a Scala context; every other cell
 // (its magic included: %sql, %pip, %sh, %fs, %run, …) goes whole to the
 // notebook's context, whose kernel handles the magics as on Databricks.
@@ -119,7 +166,7 @@ function cellView(source, state, language, status, onRemove) {
   const run = async () => {
     const cmd = cellCommand(value(), language);
     if (cmd.language === "md") {
-      replace(output, h("div", { class: "markdown" }, cmd.code));
+      replace(output, markdownView(cmd.code));
       return true;
     }
     if (!state.cluster) {
