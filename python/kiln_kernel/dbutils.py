@@ -195,8 +195,57 @@ class _Secrets:
 
 
 class _Notebook:
+    def __init__(self, runner=None):
+        self._runner = runner
+
     def exit(self, value=""):
         raise NotebookExit("" if value is None else str(value))
+
+    def run(self, path, timeout_seconds=0, arguments=None):
+        if self._runner is None:
+            raise RuntimeError("dbutils.notebook.run is not available in this context")
+        return self._runner(path, timeout_seconds, arguments)
+
+
+class _Widgets:
+    """Notebook parameters: `arguments` of dbutils.notebook.run (or a job), else the defaults."""
+
+    def __init__(self):
+        self._defaults = {}
+        self._arguments = {}
+
+    def _set_arguments(self, arguments):
+        self._arguments = {str(k): str(v) for k, v in (arguments or {}).items()}
+
+    def text(self, name, defaultValue="", label=None):
+        self._defaults[name] = defaultValue
+
+    def dropdown(self, name, defaultValue, choices, label=None):
+        self._defaults[name] = defaultValue
+
+    combobox = dropdown
+
+    def multiselect(self, name, defaultValue, choices, label=None):
+        self._defaults[name] = defaultValue
+
+    def get(self, name):
+        if name in self._arguments:
+            return self._arguments[name]
+        if name in self._defaults:
+            return self._defaults[name]
+        raise ValueError(f"InputWidgetNotDefined: No input widget named {name} is defined")
+
+    def getArgument(self, name, defaultValue=None):
+        return self._arguments.get(name, self._defaults.get(name, defaultValue))
+
+    def getAll(self):
+        return {**self._defaults, **self._arguments}
+
+    def remove(self, name):
+        self._defaults.pop(name, None)
+
+    def removeAll(self):
+        self._defaults.clear()
 
 
 class _Library:
@@ -210,12 +259,13 @@ class _Library:
 
 
 class DBUtils:
-    def __init__(self, dbfs_root: str, api=None, redacted=None, restart=None):
+    def __init__(self, dbfs_root: str, api=None, redacted=None, restart=None, run=None):
         os.makedirs(dbfs_root, exist_ok=True)
         self.fs = _Fs(dbfs_root)
         self.library = _Library(restart)
-        self.notebook = _Notebook()
+        self.notebook = _Notebook(run)
+        self.widgets = _Widgets()
         self.secrets = _Secrets(api if api is not None else {}, redacted if redacted is not None else set())
 
     def help(self):
-        print("dbutils: fs (ls, cp, mv, rm, mkdirs, head, put), library (restartPython), notebook (exit), secrets (get, getBytes, list, listScopes)")
+        print("dbutils: fs (ls, cp, mv, rm, mkdirs, head, put), library (restartPython), notebook (exit, run), widgets (text, dropdown, get, getArgument), secrets (get, getBytes, list, listScopes)")

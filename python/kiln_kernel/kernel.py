@@ -53,11 +53,12 @@ class Kernel:
         self.redacted = set()
         self.namespace = {"__name__": "__main__", "__builtins__": __builtins__}
         magics.pip_dir()  # the context's own %pip libraries come first on sys.path
+        self.dbutils = DBUtils(dbfs_root, self.api, self.redacted, restart=self.restart_python, run=self.run_other_notebook)
         self.namespace.update(
             spark=self.spark,
             display=self.display,
             displayHTML=self.display_html,
-            dbutils=DBUtils(dbfs_root, self.api, self.redacted, restart=self.restart_python),
+            dbutils=self.dbutils,
         )
         if self.spark is not None:
             self.namespace["sc"] = None
@@ -103,6 +104,7 @@ class Kernel:
         self.pending_markdown = None
         self.row_limit = int((options or {}).get("displayRowLimit") or DEFAULT_ROW_LIMIT)
         self.notebook_path = (options or {}).get("notebookPath") or ""
+        self.dbutils.widgets._set_arguments((options or {}).get("widgets"))
         output = io.StringIO()
         try:
             with redirect_stdout(output), redirect_stderr(output):
@@ -110,7 +112,8 @@ class Kernel:
         except magics.MagicError as exc:
             return "Error", results.error(exc, with_traceback=False) | {"cause": str(exc)}
         except NotebookExit as done:
-            return "Finished", results.text(done.value)
+            # `notebookExitValue` (ignored by clients) tells dbutils.notebook.run it exited
+            return "Finished", results.text(done.value) | {"notebookExitValue": done.value}
         except (KeyboardInterrupt, Interrupted):
             return "Cancelled", results.cancelled()
         except SystemExit as exc:
@@ -152,7 +155,7 @@ class Kernel:
         elif name == "sh":
             magics.sh(arguments, body)
         elif name == "fs":
-            self.show_fs(magics.fs(self.namespace["dbutils"], arguments, body), output)
+            self.show_fs(magics.fs(self.dbutils, arguments, body), output)
         elif name == "run":
             self.run_notebook(arguments, output, depth)
 
@@ -196,6 +199,11 @@ class Kernel:
                 self.run_cell(language, cell, output, depth + 1)
         finally:
             self.notebook_path = caller
+
+    def run_other_notebook(self, path, timeout_seconds=0, arguments=None):
+        from kiln_kernel import notebook_run
+
+        return notebook_run.run(self.api, os.environ.get("KILN_CLUSTER_ID", ""), self.notebook_path, path, timeout_seconds, arguments)
 
     def restart_python(self):
         """dbutils.library.restartPython(): a fresh namespace, and the context's %pip

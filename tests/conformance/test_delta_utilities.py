@@ -6,6 +6,7 @@ gateway, served from the tables' real Delta logs and checked against the data re
 
 from __future__ import annotations
 
+import base64
 import glob
 import json
 import os
@@ -16,6 +17,7 @@ import textwrap
 
 import pytest
 from databricks.sdk.errors import DatabricksError
+from databricks.sdk.service import workspace as ws
 from databricks.sdk.service.compute import Language, State
 
 from kiln_helpers import unique
@@ -314,3 +316,12 @@ def test_magic_commands_in_python_and_sql_contexts(w, sql, py):
     assert [h["operation"] for h in py.rows(f"%sql DESCRIBE HISTORY {t}")][-1] == "CREATE TABLE"
     assert py.ok("%sh echo from-sh")["data"] == "from-sh"
     assert py.rows("%fs ls /")[0].keys() >= {"path", "name", "size"}
+    # dbutils.notebook.run: another notebook in a context of its own, arguments as its widgets
+    me = w.current_user.me().user_name
+    child = f"/Users/{me}/{unique('child')}"
+    w.workspace.mkdirs(f"/Users/{me}")
+    source = "# Databricks notebook source\nn = int(dbutils.widgets.get('n'))\n\n# COMMAND ----------\n\ndbutils.notebook.exit(str(n + 1))\n"
+    w.workspace.import_(path=child, format=ws.ImportFormat.SOURCE, language=ws.Language.PYTHON,
+                        content=base64.b64encode(source.encode()).decode(), overwrite=True)  # fmt: skip
+    assert py.ok(f"dbutils.notebook.run('{child}', 120, {{'n': 41}})")["data"] == "'42'"
+    assert "NameError" in py.error("n")

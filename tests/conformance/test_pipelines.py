@@ -406,6 +406,10 @@ def test_continuous_pipeline_picks_up_new_files_until_stopped(env):
     w.pipelines.stop_and_wait(pid)
     assert w.pipelines.get_update(pipeline_id=pid, update_id=update).update.state.value == "CANCELED"
     assert w.pipelines.get_update(pipeline_id=pid, update_id=update).update.mode.value == "CONTINUOUS"
+    # the table's history shows each batch's userMetadata (pipeline, flow, batch), as DLT's does
+    history = sql(w, f"DESCRIBE HISTORY main.{body['target']}.ids")
+    tagged = [row[13] for row in history if row[13]]
+    assert len(tagged) == 2 and all(m.startswith(f"kiln:{pid}:") for m in tagged), history
 
 
 def test_development_mode_reuses_the_engine_and_selections(env):

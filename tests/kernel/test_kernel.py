@@ -53,7 +53,7 @@ def test_syntax_error_is_an_error_result(kernel):
 
 def test_notebook_exit(kernel):
     status, result = kernel.execute("python", "import json\ndbutils.notebook.exit(json.dumps({'a': 1}))\nprint('not reached')", {})
-    assert (status, result) == ("Finished", {"resultType": "text", "data": '{"a": 1}'})
+    assert (status, result) == ("Finished", {"resultType": "text", "data": '{"a": 1}', "notebookExitValue": '{"a": 1}'})
 
 
 def test_sql_without_spark_is_a_clear_error(kernel):

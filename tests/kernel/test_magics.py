@@ -120,3 +120,70 @@ def test_run_brings_another_notebooks_definitions(kernel):
         assert status == "Error" and "not found" in result["summary"]
     finally:
         server.shutdown()
+
+
+def test_widgets_read_arguments_then_defaults(kernel):
+    kernel.execute("python", "dbutils.widgets.text('n', '1')", {})
+    assert kernel.execute("python", "dbutils.widgets.get('n')", {})[1]["data"] == "'1'"
+    assert kernel.execute("python", "dbutils.widgets.get('n')", {"widgets": {"n": "7"}})[1]["data"] == "'7'"
+    assert kernel.execute("python", "dbutils.widgets.getArgument('m', 'd')", {})[1]["data"] == "'d'"
+    assert "InputWidgetNotDefined" in kernel.execute("python", "dbutils.widgets.get('zz')", {})[1]["summary"]
+
+
+def test_notebook_run_uses_a_context_of_its_own(kernel, tmp_path, monkeypatch):
+    """A fake REST API whose contexts are kernels of their own: run() creates one, runs the
+    notebook's cells there with the arguments as widgets, returns its exit value, destroys it."""
+    monkeypatch.setenv("KILN_CLUSTER_ID", "c1")
+    notebooks = {"/Users/a/child": "# Databricks notebook source\nx = int(dbutils.widgets.get('x'))\n\n# COMMAND ----------\n\ndbutils.notebook.exit(str(x * 2))\n",
+                 "/Users/a/broken": "# Databricks notebook source\n1 / 0\n"}
+    contexts, destroyed, results = {}, [], {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def reply(self, body, code=200):
+            self.send_response(code)
+            self.end_headers()
+            self.wfile.write(json.dumps(body).encode())
+
+        def do_GET(self):
+            from urllib.parse import parse_qs, urlparse
+
+            url = urlparse(self.path)
+            q = {k: v[0] for k, v in parse_qs(url.query).items()}
+            if url.path == "/api/2.0/workspace/export":
+                if q["path"] not in notebooks:
+                    return self.reply({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no"}, 404)
+                return self.reply({"content": base64.b64encode(notebooks[q["path"]].encode()).decode()})
+            if url.path == "/api/1.2/contexts/status":
+                return self.reply({"id": q["contextId"], "status": "Running"})
+            if url.path == "/api/1.2/commands/status":
+                status, result = results[q["commandId"]]
+                return self.reply({"id": q["commandId"], "status": status, "results": result})
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path == "/api/1.2/contexts/create":
+                contexts[str(len(contexts))] = Kernel(None, str(tmp_path / "dbfs2"), None)
+                return self.reply({"id": str(len(contexts) - 1)})
+            if self.path == "/api/1.2/commands/execute":
+                command = str(len(results))
+                results[command] = contexts[body["contextId"]].execute(body["language"], body["command"], body["options"])
+                return self.reply({"id": command})
+            if self.path == "/api/1.2/contexts/destroy":
+                destroyed.append(body["contextId"])
+                return self.reply({})
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        kernel.api.update({"url": f"http://127.0.0.1:{server.server_port}", "credential": "t"})
+        run = "dbutils.notebook.run('./child', 60, {'x': 21})"
+        assert kernel.execute("python", run, {"notebookPath": "/Users/a/main"}) == ("Finished", {"resultType": "text", "data": "'42'"})
+        assert destroyed == ["0"]
+        assert kernel.execute("python", "x", {})[0] == "Error"  # its definitions stayed in its own context
+        status, result = kernel.execute("python", "dbutils.notebook.run('/Users/a/broken', 60)", {})
+        assert status == "Error" and "ZeroDivisionError" in result["summary"] and destroyed == ["0", "1"]
+    finally:
+        server.shutdown()

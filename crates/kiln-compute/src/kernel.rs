@@ -48,6 +48,10 @@ const SOURCES: &[(&str, &str)] = &[
         include_str!("../../../python/kiln_kernel/magics.py"),
     ),
     (
+        "kiln_kernel/notebook_run.py",
+        include_str!("../../../python/kiln_kernel/notebook_run.py"),
+    ),
+    (
         "kiln_kernel/kernel.py",
         include_str!("../../../python/kiln_kernel/kernel.py"),
     ),
