@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from databricks.sdk.errors import AlreadyExists, NotFound
+from databricks.sdk.errors import AlreadyExists, InvalidParameterValue, NotFound
 from databricks.sdk.service.postgres import Branch, BranchSpec, BranchStatusState, Project, ProjectSpec
 from google.protobuf.duration_pb2 import Duration
 
@@ -184,7 +184,7 @@ def test_a_snapshot_restores_a_branch_and_expires(kiln, w):
 
     taken = wait_for(auto, 120, "the scheduled snapshot")
     assert len(taken) == 1 and taken[0].status.expire_time, taken
-    with pytest.raises(Exception):  # a retention under one hour is refused
+    with pytest.raises(InvalidParameterValue, match="at least 1 hour"):  # a retention under one hour is refused
         w.postgres.update_snapshot_schedule(schedule_name, SnapshotSchedule(schedule=[ScheduleCadence(
             retention=Duration(seconds=60), daily_schedule=DailySchedule(hour=1))]),
             update_mask=FieldMask(field_mask=["schedule"])).wait()  # fmt: skip

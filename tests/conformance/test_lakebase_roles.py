@@ -13,7 +13,7 @@ import struct
 import psycopg
 import pytest
 from databricks.sdk.common.types.fieldmask import FieldMask
-from databricks.sdk.errors import AlreadyExists, InvalidParameterValue, NotFound
+from databricks.sdk.errors import AlreadyExists, InvalidParameterValue, NotFound, PermissionDenied
 from databricks.sdk.service.postgres import (
     Branch,
     BranchSpec,
@@ -155,7 +155,7 @@ def test_identity_roles_use_oauth_credentials(kiln, w, project):
     token = person["w"].postgres.generate_database_credential(endpoint=ep.name).token
     with connect(kiln, w, ep, token=token, user=person["name"]) as conn:
         assert conn.execute("SELECT current_user").fetchone() == (person["name"],)
-    with pytest.raises(Exception):  # not on another branch of the project
+    with pytest.raises(PermissionDenied, match="has no access to project"):  # not on another branch of the project
         person["w"].postgres.generate_database_credential(endpoint=f"projects/{project}/branches/nope/endpoints/primary")
     owner_roles = [r for r in w.postgres.list_roles(branch) if r.status.postgres_role == "admin"]
     assert owner_roles and owner_roles[0].status.identity_type == RoleIdentityType.USER

@@ -11,7 +11,7 @@ import zipfile
 
 import pytest
 from databricks.sdk.errors import InvalidParameterValue
-from databricks.sdk.service.compute import Language, Library, LibraryInstallStatus, PythonPyPiLibrary
+from databricks.sdk.service.compute import Language, Library, LibraryInstallStatus, PythonPyPiLibrary, State
 
 from kiln_helpers import unique
 
@@ -118,8 +118,10 @@ def test_libraries_wait_for_a_terminated_cluster(w):
     c = w.clusters.create_and_wait(cluster_name=unique("libs-later"), spark_version=SPARK_VERSION, num_workers=0)
     w.clusters.delete_and_wait(c.cluster_id)
     w.libraries.install(c.cluster_id, [Library(pypi=PythonPyPiLibrary(package="simplejson==3.19.3"))])
-    time.sleep(1)
-    assert statuses(w, c.cluster_id)["simplejson==3.19.3"].status == LibraryInstallStatus.PENDING
+    # the install is recorded at once and stays PENDING while the cluster is terminated
+    for _ in range(10):
+        assert statuses(w, c.cluster_id)["simplejson==3.19.3"].status == LibraryInstallStatus.PENDING
+        assert w.clusters.get(c.cluster_id).state == State.TERMINATED
     w.clusters.start_and_wait(c.cluster_id)
     assert wait_done(w, c.cluster_id, ["simplejson==3.19.3"])["simplejson==3.19.3"].status == LibraryInstallStatus.INSTALLED
     all_clusters = {s.cluster_id for s in w.libraries.all_cluster_statuses()}

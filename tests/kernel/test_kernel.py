@@ -193,11 +193,22 @@ def test_sigint_cancels_the_running_command_only(tmp_path):
         assert done["status"] == "Cancelled" and done["id"] == "2"
         assert time.monotonic() - started < 2
         assert k.run("3", "kept")["results"]["data"] == "'yes'"
-        k.proc.send_signal(signal.SIGINT)  # idle: ignored, the kernel stays up
-        time.sleep(0.2)
+        k.proc.send_signal(signal.SIGINT)  # idle: ignored, the kernel stays up and answers
+        deadline = time.monotonic() + 10
+        while sigint_pending(k.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the signal is delivered (its handler runs before the next read)
+        assert not sigint_pending(k.proc.pid)
+        assert k.run("4", "kept")["results"]["data"] == "'yes'"
         assert k.proc.poll() is None
     finally:
         k.close()
+
+
+def sigint_pending(pid):
+    """Whether SIGINT is still pending for the process (not yet delivered)."""
+    with open(f"/proc/{pid}/status") as f:
+        masks = [int(line.split()[1], 16) for line in f if line.startswith(("SigPnd:", "ShdPnd:"))]
+    return any(mask & (1 << (signal.SIGINT - 1)) for mask in masks)
 
 
 def test_user_prints_never_corrupt_the_protocol(tmp_path):
