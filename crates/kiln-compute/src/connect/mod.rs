@@ -16,6 +16,7 @@ mod intent;
 mod optimize;
 mod restore;
 mod rows;
+mod sessions;
 mod table_changes;
 mod utilities;
 mod utility_sql;

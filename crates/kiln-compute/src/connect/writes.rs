@@ -27,7 +27,8 @@ use super::ddl::{self, fold_type, quote, quote_name};
 use super::engine::EngineSession;
 use super::errors::analysis_error;
 use super::intent::{self, create_statement, Intent, Scope, Source, TableSpec};
-use super::utilities::{self, SessionConf};
+use super::sessions::SessionConfs;
+use super::utilities;
 use super::utility_sql;
 use super::view_requests::{self, ViewOutcome};
 use super::views;
@@ -77,7 +78,7 @@ pub struct TableWrites {
     /// statements (names without them are read there).
     scopes: Arc<Mutex<HashMap<String, Scope>>>,
     /// Each Spark session's settings the Delta utilities read.
-    confs: Arc<Mutex<HashMap<String, SessionConf>>>,
+    confs: SessionConfs,
 }
 
 /// Sessions whose `USE` is remembered (the oldest are forgotten beyond this).
@@ -88,7 +89,7 @@ impl TableWrites {
         Self {
             catalog,
             scopes: Arc::new(Mutex::new(HashMap::new())),
-            confs: Arc::new(Mutex::new(HashMap::new())),
+            confs: SessionConfs::default(),
         }
     }
 
@@ -139,34 +140,10 @@ impl TableWrites {
         }
     }
 
-    fn conf_of(&self, session: &str) -> SessionConf {
-        self.confs
-            .lock()
-            .ok()
-            .and_then(|m| m.get(session).cloned())
-            .unwrap_or_default()
-    }
-
-    fn note_setting(&self, session: &str, key: &str, value: Option<&str>) {
-        if let Ok(mut confs) = self.confs.lock() {
-            if confs.len() >= MAX_SCOPES {
-                confs.clear();
-            }
-            confs
-                .entry(session.to_string())
-                .or_default()
-                .set(key, value);
-        }
-    }
-
     /// Follows a `ConfigRequest` (its encoded message): settings the Delta
     /// utilities read. The request itself goes on unchanged.
     pub fn note_config(&self, message: &[u8]) {
-        if let Some((session, settings)) = utilities::config_settings(message) {
-            for (key, value) in settings {
-                self.note_setting(&session, &key, value.as_deref());
-            }
-        }
+        self.confs.note_config(message);
     }
 
     /// Reads an `ExecutePlanRequest` (its encoded message) bound for the
@@ -198,7 +175,7 @@ impl TableWrites {
                 return unchanged(expanded);
             }
             if let Some((key, value)) = utilities::parse_set(&sql) {
-                self.note_setting(&session.session_id, &key, Some(&value));
+                self.confs.note(&session.session_id, &key, Some(&value));
                 if !utilities::kiln_setting(&key) {
                     return unchanged(expanded);
                 }
@@ -214,7 +191,7 @@ impl TableWrites {
                     catalog: &self.catalog,
                     session: &session,
                     scope: &scope,
-                    conf: self.conf_of(&session.session_id),
+                    conf: self.confs.get(&session.session_id),
                 };
                 return match utilities::run(&call, utility).await {
                     Ok(answer) => {
