@@ -10,6 +10,7 @@ use super::ddl::{self, quote, quote_name};
 use super::engine::EngineSession;
 use super::errors::analysis_error;
 use super::intent::{resolve, split_name, Scope};
+use super::utility_sql::unquote;
 use super::views::{self, CreateView, DropView, MAX_DEPTH};
 use super::walk::{self, bytes_field, fields, put_bytes, Field};
 use crate::catalog::{Catalog, NewView};
@@ -352,23 +353,4 @@ pub fn drop_view(catalog: &Catalog, view: DropView, scope: &Scope) -> Result<Vie
             ),
         )),
     }
-}
-
-/// The text of a SQL string literal.
-fn unquote(literal: &str) -> String {
-    let inner = literal
-        .get(1..literal.len().saturating_sub(1))
-        .unwrap_or_default();
-    let mut out = String::new();
-    let mut chars = inner.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            if let Some(next) = chars.next() {
-                out.push(next);
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
