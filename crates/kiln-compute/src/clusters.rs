@@ -53,7 +53,7 @@ pub struct EngineCatalog {
     pub uri: String,
     /// A credential Kiln accepts from its own engines.
     pub token: String,
-    pub catalog: Arc<crate::catalog::Catalog>,
+    pub catalog: Arc<kiln_catalog::Catalog>,
 }
 
 impl std::fmt::Debug for EngineCatalog {
@@ -72,7 +72,7 @@ impl EngineCatalog {
             .catalog
             .catalogs()
             .map(|c| c.into_iter().map(|c| c.name).collect())
-            .unwrap_or_else(|_| vec![crate::catalog::DEFAULT_CATALOG.to_string()]);
+            .unwrap_or_else(|_| vec![kiln_catalog::DEFAULT_CATALOG.to_string()]);
         let entries: Vec<String> = names
             .iter()
             .map(|name| format!(r#"{{name="{name}", type="unity", uri="{}", default_catalog="{name}", token="{}"}}"#, self.uri, self.token))
@@ -84,11 +84,11 @@ impl EngineCatalog {
             ),
             (
                 "SAIL_CATALOG__DEFAULT_CATALOG".to_string(),
-                crate::catalog::DEFAULT_CATALOG.to_string(),
+                kiln_catalog::DEFAULT_CATALOG.to_string(),
             ),
             (
                 "SAIL_CATALOG__DEFAULT_DATABASE".to_string(),
-                format!(r#"["{}"]"#, crate::catalog::DEFAULT_SCHEMA),
+                format!(r#"["{}"]"#, kiln_catalog::DEFAULT_SCHEMA),
             ),
         ])
     }

@@ -9,13 +9,11 @@
 //! - [`clusters`] is the cluster service: user operations, the durable record
 //!   cache and the reconciler that makes observed engines match desired state.
 
-pub mod catalog;
 mod cluster_runtime;
 pub mod clusters;
 pub mod command_lifecycle;
 pub mod connect;
 pub mod contexts;
-pub mod delta;
 pub mod engine;
 pub mod isolation;
 pub mod kernel;

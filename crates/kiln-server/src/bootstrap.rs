@@ -8,7 +8,7 @@ use kiln_core::{Error, Result};
 use kiln_store::{PrincipalKind, Store, TokenKind, Write};
 
 use crate::config::Config;
-use crate::identity::Identity;
+use kiln_identity::Identity;
 
 pub const ADMIN_USER: &str = "admin";
 

@@ -27,8 +27,8 @@ use kiln_compute::connect::TableWrites;
 use kiln_core::{Error, ErrorCode};
 use kiln_store::ClusterState;
 
-use crate::identity::Caller;
 use crate::state::AppState;
+use kiln_identity::Caller;
 
 const SERVICE_PREFIX: &str = "/spark.connect.SparkConnectService/";
 /// Bytes of the first message read to find its session id (field 1, first).

@@ -8,10 +8,8 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod gateway;
-pub mod identity;
 pub mod listen;
 pub mod middleware;
-pub mod oauth_u2m;
 pub mod ratelimit;
 mod relay;
 pub mod routes;
@@ -25,7 +23,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use kiln_compute::catalog::Catalog;
+use kiln_catalog::Catalog;
 use kiln_compute::clusters::{ClusterSettings, Clusters, EngineCatalog};
 use kiln_compute::contexts::Contexts;
 use kiln_compute::isolation::Isolation;
@@ -94,7 +92,7 @@ pub async fn serve(
     );
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir.join("kiln.db"))?);
     private_files(&config.data_dir)?;
-    let identity = identity::Identity::open(store.clone())?;
+    let identity = kiln_identity::Identity::open(store.clone())?;
     let cipher = kiln_workspace::secrets::SecretCipher::load_or_create(
         &config.data_dir.join("secrets.key"),
     )?;
@@ -182,7 +180,7 @@ pub async fn serve(
     let shared = Shared {
         config,
         identity,
-        u2m: oauth_u2m::U2m::open(store.clone())?,
+        u2m: kiln_identity::oauth_u2m::U2m::open(store.clone())?,
         uploads: Default::default(),
         ui_sessions: Default::default(),
         clusters,

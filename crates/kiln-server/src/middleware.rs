@@ -11,8 +11,8 @@ use base64::Engine as _;
 use kiln_core::{Error, ErrorCode};
 
 use crate::error::{ApiError, RenderedError};
-use crate::identity::{Caller, Scope};
 use crate::state::AppState;
+use kiln_identity::{Caller, Scope};
 
 /// Routes answered without credentials.
 pub fn is_public(path: &str) -> bool {
@@ -155,9 +155,9 @@ pub(crate) fn check_scope(state: &AppState, caller: &Caller, path: &str) -> Resu
 /// `X-Kiln-CSRF` (a page of another site cannot read it).
 /// The caller, and whether it came from a browser session.
 fn credentials_or_session(state: &AppState, request: &Request) -> Result<(Caller, bool), Error> {
-    use crate::ui::sessions;
+    use kiln_identity::sessions;
     let headers = request.headers();
-    let cookie = sessions::cookie_value(headers);
+    let cookie = crate::ui::session_cookie(headers);
     let (Some(id), false) = (cookie, headers.contains_key(header::AUTHORIZATION)) else {
         return credentials(state, headers).map(|caller| (caller, false));
     };

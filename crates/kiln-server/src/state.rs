@@ -2,15 +2,15 @@
 
 use std::sync::Arc;
 
-use kiln_compute::catalog::Catalog;
+use kiln_catalog::Catalog;
 use kiln_compute::clusters::Clusters;
 use kiln_compute::contexts::Contexts;
 use kiln_compute::libraries::Libraries;
 
 use crate::config::Config;
-use crate::identity::Identity;
 use crate::ratelimit::RateLimiter;
 use crate::routes::HostInfo;
+use kiln_identity::Identity;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -20,10 +20,10 @@ pub struct AppState {
 pub struct Shared {
     pub config: Config,
     pub identity: Identity,
-    pub u2m: crate::oauth_u2m::U2m,
+    pub u2m: kiln_identity::oauth_u2m::U2m,
     pub uploads: crate::uploads::Uploads,
     /// Signed-in browser sessions of the web UI.
-    pub ui_sessions: crate::ui::sessions::Sessions,
+    pub ui_sessions: kiln_identity::sessions::Sessions,
     pub clusters: Arc<Clusters>,
     pub contexts: Arc<Contexts>,
     pub catalog: Arc<Catalog>,

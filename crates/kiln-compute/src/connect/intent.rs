@@ -16,7 +16,7 @@ use super::wire::{
     save_method, save_mode, v2_mode, Command, ExecutePlanRequest, Expression, WriteOperation,
     WriteOperationV2,
 };
-use crate::catalog::{Catalog, TableInfo, DEFAULT_CATALOG, DEFAULT_SCHEMA};
+use kiln_catalog::{Catalog, TableInfo, DEFAULT_CATALOG, DEFAULT_SCHEMA};
 
 /// Where the rows come from: the client's DataFrame (an encoded relation, with
 /// the writer's options) or a SQL query (the client ran `spark.sql`).

@@ -16,9 +16,9 @@ use tonic::Status;
 use super::ddl::{literal, quote};
 use super::rows::{query, Lit};
 use super::utilities::{load, status, table, Call};
-use crate::delta::commit::{commit, NewCommit};
-use crate::delta::log::Snapshot;
-use crate::delta::{data_file, schema, DeltaError};
+use kiln_catalog::delta::commit::{commit, NewCommit};
+use kiln_catalog::delta::log::Snapshot;
+use kiln_catalog::delta::{data_file, schema, DeltaError};
 
 /// Files at least this big are left alone (Databricks' default target).
 const MAX_FILE_SIZE: i64 = 1 << 30;

@@ -16,9 +16,9 @@ use super::intent::resolve;
 use super::rows::{query, Lit};
 use super::utilities::{load, status, table, Call};
 use super::utility_sql::TimeTravel;
-use crate::delta::commit::{adopt, commit, make_dir, NewCommit};
-use crate::delta::log::{version_at, Commit, Snapshot};
-use crate::delta::{data_file, schema, timestamp_ms, DeltaError};
+use kiln_catalog::delta::commit::{adopt, commit, make_dir, NewCommit};
+use kiln_catalog::delta::log::{version_at, Commit, Snapshot};
+use kiln_catalog::delta::{data_file, schema, timestamp_ms, DeltaError};
 
 fn version_of(commits: &[Commit], to: &TimeTravel, what: &str) -> Result<i64, Status> {
     let latest = commits.last().map_or(0, |c| c.version);

@@ -12,10 +12,10 @@ use super::rows::query;
 use super::utilities::{load, status, table, Call};
 use super::utility_sql::ColumnDef;
 use super::wire::{Kind, Relation};
-use crate::catalog::{SecurableUpdate, TableInfo};
-use crate::delta::commit::{commit, NewCommit};
-use crate::delta::log::{Commit, DeltaLog};
-use crate::delta::{schema, DeltaError};
+use kiln_catalog::delta::commit::{commit, NewCommit};
+use kiln_catalog::delta::log::{Commit, DeltaLog};
+use kiln_catalog::delta::{schema, DeltaError};
+use kiln_catalog::{SecurableUpdate, TableInfo};
 
 /// Table properties Kiln's engines honour or that only describe the table.
 /// Others under `delta.` would claim a feature the engine does not write
@@ -79,7 +79,9 @@ fn validate(key: &str, value: &str) -> Result<(), DeltaError> {
             .then_some(())
             .ok_or_else(bad),
         Check::Int => v.parse::<i64>().map(|_| ()).map_err(|_| bad()),
-        Check::Interval => crate::delta::interval_ms(&v).map(|_| ()).ok_or_else(bad),
+        Check::Interval => kiln_catalog::delta::interval_ms(&v)
+            .map(|_| ())
+            .ok_or_else(bad),
         Check::False if v == "false" => Ok(()),
         Check::False => Err(DeltaError::new(
             "DELTA_UNSUPPORTED_FEATURES_FOR_WRITE",

@@ -19,9 +19,9 @@ use super::intent::{resolve, Scope};
 use super::rows::{query, Column, Lit};
 use super::utility_sql::Utility;
 use super::{optimize, restore, table_changes, vacuum};
-use crate::catalog::{Catalog, TableInfo};
-use crate::delta::log::{Commit, DeltaLog, Snapshot};
-use crate::delta::{schema, DeltaError};
+use kiln_catalog::delta::log::{Commit, DeltaLog, Snapshot};
+use kiln_catalog::delta::{schema, DeltaError};
+use kiln_catalog::{Catalog, TableInfo};
 
 /// What a session has set that the utilities read.
 #[derive(Debug, Clone, PartialEq)]

@@ -17,9 +17,9 @@ use tonic::Status;
 
 use super::rows::{query, Lit};
 use super::utilities::{load, status, table, Call};
-use crate::delta::commit::{commit, NewCommit};
-use crate::delta::log::Snapshot;
-use crate::delta::{data_file, interval_ms, DeltaError};
+use kiln_catalog::delta::commit::{commit, NewCommit};
+use kiln_catalog::delta::log::Snapshot;
+use kiln_catalog::delta::{data_file, interval_ms, DeltaError};
 
 const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 3_600_000;
 /// Paths a dry run lists at most.

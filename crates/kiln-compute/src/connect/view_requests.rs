@@ -13,7 +13,7 @@ use super::intent::{resolve, split_name, Scope};
 use super::utility_sql::unquote;
 use super::views::{self, CreateView, DropView, MAX_DEPTH};
 use super::walk::{self, bytes_field, fields, put_bytes, Field};
-use crate::catalog::{Catalog, NewView};
+use kiln_catalog::{Catalog, NewView};
 
 /// How deep a plan is walked for view references.
 const PLAN_DEPTH: usize = 96;

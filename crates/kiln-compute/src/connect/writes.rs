@@ -37,7 +37,7 @@ use super::wire::{
     save_method, save_mode, Command, Expression, Kind, Plan, Project, Relation, SaveTable,
     UnresolvedAttribute, WriteOperation,
 };
-use crate::catalog::{Catalog, TableInfo, HIDDEN_PREFIX};
+use kiln_catalog::{Catalog, TableInfo, HIDDEN_PREFIX};
 
 /// What to do with a client's `ExecutePlan`.
 pub enum Prepared {
@@ -111,7 +111,7 @@ impl TableWrites {
         let next = match statement {
             ddl::Use::Catalog(catalog) => Scope {
                 catalog,
-                schema: crate::catalog::DEFAULT_SCHEMA.into(),
+                schema: kiln_catalog::DEFAULT_SCHEMA.into(),
             },
             ddl::Use::Schema(parts) => match parts.as_slice() {
                 [schema] => Scope {

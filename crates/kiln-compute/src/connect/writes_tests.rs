@@ -10,7 +10,7 @@ use super::super::wire::{
     WriteOperationV2,
 };
 use super::*;
-use crate::catalog::{Catalog, NewTable};
+use kiln_catalog::{Catalog, NewTable};
 
 fn catalog() -> Result<(tempfile::TempDir, Arc<Catalog>), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;

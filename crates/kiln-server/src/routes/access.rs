@@ -7,8 +7,8 @@ use kiln_workspace::object_access;
 use kiln_workspace::workspace::ObjectRecord;
 use kiln_workspace::Principal;
 
-use crate::identity::Caller;
 use crate::state::AppState;
+use kiln_identity::Caller;
 
 /// The caller as the workspace services see it: its name and groups
 /// (`users`, `admins` for admins, and the custom groups it is a member of).

@@ -19,8 +19,8 @@ use super::clusters_convert::{config_from_spec, details, event, spec_json, NODE_
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
 use crate::extract::{from_json, Params};
-use crate::identity::Caller;
 use crate::state::AppState;
+use kiln_identity::Caller;
 
 const DEFAULT_EVENTS_LIMIT: u64 = 50;
 const MAX_EVENTS_LIMIT: u64 = 500;

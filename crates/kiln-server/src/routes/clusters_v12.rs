@@ -12,8 +12,8 @@ use super::access::{can_see_cluster, require_cluster};
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
 use crate::extract::Params;
-use crate::identity::Caller;
 use crate::state::AppState;
+use kiln_identity::Caller;
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![

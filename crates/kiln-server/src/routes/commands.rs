@@ -13,8 +13,8 @@ use super::access::require_cluster;
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
 use crate::extract::{MultipartOr, Params};
-use crate::identity::Caller;
 use crate::state::AppState;
+use kiln_identity::Caller;
 
 pub fn endpoints() -> Vec<Endpoint> {
     use Method as M;
@@ -206,8 +206,7 @@ async fn command_file(state: &AppState, caller: &Caller, path: &str) -> Result<S
         ));
     }
     let bytes = if path.starts_with("/Volumes/") {
-        let target =
-            super::files::target_for(state, caller, path, kiln_compute::catalog::READ_VOLUME)?;
+        let target = super::files::target_for(state, caller, path, kiln_catalog::READ_VOLUME)?;
         let local = target.local.clone();
         kiln_core::blocking::run(move || std::fs::read(&local)).map_err(|_| missing())?
     } else {

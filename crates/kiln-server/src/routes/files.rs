@@ -17,7 +17,7 @@ use axum::routing::{delete, get, head, put};
 use axum::{Extension, Json};
 use futures_util::StreamExt as _;
 use kiln_api::files as wire;
-use kiln_compute::catalog::{VolumeInfo, READ_VOLUME, WRITE_VOLUME};
+use kiln_catalog::{VolumeInfo, READ_VOLUME, WRITE_VOLUME};
 use kiln_core::{Error, ErrorCode, Result};
 use tokio::io::{AsyncSeekExt as _, AsyncWriteExt as _};
 
@@ -25,8 +25,8 @@ use super::uc_volumes::require_privilege;
 use super::{ep, Endpoint};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::from_query;
-use crate::identity::Caller;
 use crate::state::AppState;
+use kiln_identity::Caller;
 
 pub fn endpoints() -> Vec<Endpoint> {
     use Method as M;

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
 use axum::{Extension, Json};
 use futures_util::StreamExt as _;
-use kiln_compute::catalog::WRITE_VOLUME;
+use kiln_catalog::WRITE_VOLUME;
 use kiln_core::{Error, ErrorCode, Result};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -22,9 +22,9 @@ use super::files::{target_for, Target};
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
 use crate::extract::{from_query, Params};
-use crate::identity::Caller;
 use crate::listen::Scheme;
 use crate::state::AppState;
+use kiln_identity::Caller;
 
 pub fn endpoints() -> Vec<Endpoint> {
     use Method as M;

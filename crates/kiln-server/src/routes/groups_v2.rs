@@ -16,8 +16,8 @@ use super::scim_groups::{members_of, set_members};
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
 use crate::extract::Params;
-use crate::identity::Caller;
 use crate::state::AppState;
+use kiln_identity::Caller;
 
 pub fn endpoints() -> Vec<Endpoint> {
     use Method as M;

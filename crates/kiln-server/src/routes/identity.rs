@@ -16,10 +16,10 @@ use kiln_store::{SpSecretRecord, TokenKind, TokenRecord};
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
 use crate::extract::{from_query, Params};
-use crate::identity::{Caller, OAUTH_TOKEN_SECONDS};
 use crate::listen::Scheme;
 use crate::middleware::decode_basic;
 use crate::state::AppState;
+use kiln_identity::{Caller, OAUTH_TOKEN_SECONDS};
 
 pub fn endpoints() -> Vec<Endpoint> {
     use Method as M;

@@ -14,8 +14,8 @@ use super::access::{can_see_cluster, require_cluster};
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
 use crate::extract::Params;
-use crate::identity::Caller;
 use crate::state::AppState;
+use kiln_identity::Caller;
 
 pub fn endpoints() -> Vec<Endpoint> {
     use Method as M;
@@ -109,7 +109,7 @@ fn require_volume_read(
     let volume = state
         .catalog
         .get_volume(&format!("{}.{}.{}", parts[2], parts[3], parts[4]))?;
-    super::uc_volumes::require_privilege(state, caller, &volume, kiln_compute::catalog::READ_VOLUME)
+    super::uc_volumes::require_privilege(state, caller, &volume, kiln_catalog::READ_VOLUME)
 }
 
 async fn uninstall(

@@ -1,6 +1,6 @@
 //! `/oidc/v1/authorize`: the sign-in page of the OAuth U2M flow (user name and
 //! password, or a personal access token), and the authorization-code and
-//! refresh-token grants of `/oidc/v1/token`. See `crate::oauth_u2m`.
+//! refresh-token grants of `/oidc/v1/token`. See `kiln_identity::oauth_u2m`.
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -13,8 +13,8 @@ use kiln_api::oauth as wire;
 use super::identity::oauth_error;
 use super::{ep, Endpoint};
 use crate::extract::from_query;
-use crate::oauth_u2m::AuthorizeRequest;
 use crate::state::AppState;
+use kiln_identity::oauth_u2m::AuthorizeRequest;
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![ep(
@@ -67,7 +67,7 @@ async fn sign_in(State(state): State<AppState>, body: Bytes) -> Response {
             .authenticate_basic(&form_body.username, &form_body.password)
     };
     let caller = match caller {
-        Ok(caller) if caller.scope == crate::identity::Scope::Full => caller,
+        Ok(caller) if caller.scope == kiln_identity::Scope::Full => caller,
         _ => {
             return page(
                 StatusCode::UNAUTHORIZED,

@@ -19,8 +19,8 @@ use super::postgres_trash as trash;
 use super::{ep, todo_ep, Endpoint};
 use crate::error::ApiResult;
 use crate::extract::{from_json, from_query};
-use crate::identity::Caller;
 use crate::state::AppState;
+use kiln_identity::Caller;
 
 const PG: &str = "/api/2.0/postgres";
 

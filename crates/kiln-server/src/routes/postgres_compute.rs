@@ -13,8 +13,8 @@ use super::postgres::{body, empty, long_running, page, query, typed, visible};
 use super::postgres_convert as convert;
 use crate::error::ApiResult;
 use crate::extract::from_json;
-use crate::identity::Caller;
 use crate::state::AppState;
+use kiln_identity::Caller;
 
 // ---- endpoints -----------------------------------------------------------------
 

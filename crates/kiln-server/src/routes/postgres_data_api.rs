@@ -21,9 +21,9 @@ use kiln_lakebase::model::parse_duration;
 use super::postgres::{body, empty, get_op, long_running, query, typed, visible};
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
-use crate::identity::Caller;
 use crate::listen::Scheme;
 use crate::state::AppState;
+use kiln_identity::Caller;
 
 /// Where the Data API is served (it authenticates its requests itself).
 pub const PREFIX: &str = "/lakebase/data-api/";

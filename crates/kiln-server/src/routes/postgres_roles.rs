@@ -16,8 +16,8 @@ use kiln_lakebase::roles::{NewRole, RolePatch};
 use super::postgres::{body, empty, get_op, long_running, page, query, typed, visible};
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
-use crate::identity::Caller;
 use crate::state::AppState;
+use kiln_identity::Caller;
 
 pub fn endpoints() -> Vec<Endpoint> {
     use Method as M;

@@ -19,8 +19,8 @@ use super::postgres::{body, empty, get_op, long_running, page, query, typed, vis
 use super::postgres_convert as convert;
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
-use crate::identity::Caller;
 use crate::state::AppState;
+use kiln_identity::Caller;
 
 pub fn endpoints() -> Vec<Endpoint> {
     use Method as M;

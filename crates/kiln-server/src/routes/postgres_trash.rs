@@ -12,8 +12,8 @@ use kiln_lakebase::trash::TrashEntry;
 use super::postgres::{empty, long_running, query, visible};
 use super::postgres_convert as convert;
 use crate::error::ApiResult;
-use crate::identity::Caller;
 use crate::state::AppState;
+use kiln_identity::Caller;
 
 fn purge(raw: &Option<String>) -> Result<bool> {
     let q: wire::DeleteQuery = query(raw)?;

@@ -14,8 +14,8 @@ use kiln_workspace::groups::{ADMINS, USERS};
 use super::{ep, todo_ep, Endpoint};
 use crate::error::ApiResult;
 use crate::extract::Params;
-use crate::identity::Caller;
 use crate::state::AppState;
+use kiln_identity::Caller;
 
 const SCIM: &str = "/api/2.0/preview/scim/v2";
 

@@ -17,8 +17,8 @@ use super::scim::{filter_by, page, require_admin};
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
 use crate::extract::Params;
-use crate::identity::Caller;
 use crate::state::AppState;
+use kiln_identity::Caller;
 
 const GROUPS: &str = "/api/2.0/preview/scim/v2/Groups";
 

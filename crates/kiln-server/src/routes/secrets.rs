@@ -14,8 +14,8 @@ use kiln_workspace::secrets::AclPermission;
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
 use crate::extract::{base64_field, Params};
-use crate::identity::Caller;
 use crate::state::AppState;
+use kiln_identity::Caller;
 
 const S: &str = "/api/2.0/secrets";
 

@@ -13,8 +13,8 @@ use kiln_store::{PrincipalKind, TokenKind, TokenRecord};
 use super::{ep, todo_ep, Endpoint};
 use crate::error::ApiResult;
 use crate::extract::Params;
-use crate::identity::Caller;
 use crate::state::AppState;
+use kiln_identity::Caller;
 
 const BASE: &str = "/api/2.0/token-management";
 

@@ -8,14 +8,14 @@ use axum::routing::{get, post};
 use axum::{Extension, Json};
 use kiln_api::unity_catalog as wire;
 use kiln_api::Empty;
-use kiln_compute::catalog::{GrantChange, VolumeInfo, VolumeUpdate};
+use kiln_catalog::{GrantChange, VolumeInfo, VolumeUpdate};
 use kiln_core::{Error, ErrorCode, Result};
 
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
 use crate::extract::Params;
-use crate::identity::Caller;
 use crate::state::AppState;
+use kiln_identity::Caller;
 
 const UC: &str = "/api/2.1/unity-catalog";
 

@@ -8,13 +8,13 @@ use axum::routing::{delete, get, post};
 use axum::{Extension, Json};
 use kiln_api::unity_catalog as wire;
 use kiln_api::Empty;
-use kiln_compute::catalog::{CatalogInfo, NewTable, SchemaInfo, SecurableUpdate, TableInfo};
+use kiln_catalog::{CatalogInfo, NewTable, SchemaInfo, SecurableUpdate, TableInfo};
 
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
 use crate::extract::Params;
-use crate::identity::Caller;
 use crate::state::AppState;
+use kiln_identity::Caller;
 
 const UC: &str = "/api/2.1/unity-catalog";
 
@@ -504,6 +504,6 @@ async fn current_metastore(State(state): State<AppState>) -> Json<wire::Metastor
     Json(wire::MetastoreAssignment {
         metastore_id: state.metastore_id.clone(),
         workspace_id: state.workspace_id.parse().unwrap_or(0),
-        default_catalog_name: kiln_compute::catalog::DEFAULT_CATALOG.into(),
+        default_catalog_name: kiln_catalog::DEFAULT_CATALOG.into(),
     })
 }

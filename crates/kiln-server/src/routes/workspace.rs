@@ -17,8 +17,8 @@ use super::access::{can_read_object, principal, require_object};
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
 use crate::extract::{base64_field, MultipartOr, Params};
-use crate::identity::Caller;
 use crate::state::AppState;
+use kiln_identity::Caller;
 
 const W: &str = "/api/2.0/workspace";
 

@@ -5,7 +5,6 @@
 
 pub mod assets;
 pub mod compress;
-pub mod sessions;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -14,13 +13,23 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use kiln_core::Error;
+use kiln_identity::{sessions, Caller};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::identity::Caller;
 use crate::listen::Scheme;
 use crate::state::AppState;
+
+/// The session cookie's value among a request's `Cookie` headers, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    sessions::cookie_value(
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    )
+}
 
 /// Paths the UI answers without a session: the page itself and sign-in.
 pub fn is_public(path: &str) -> bool {
@@ -112,7 +121,7 @@ fn sign_in(state: &AppState, body: &[u8]) -> Result<(Caller, Option<String>), Er
     let token = form.token.trim();
     if !token.is_empty() {
         let caller = state.identity.authenticate_token(token)?;
-        if caller.scope != crate::identity::Scope::Full {
+        if caller.scope != kiln_identity::Scope::Full {
             return Err(Error::unauthenticated("This token cannot sign in."));
         }
         return Ok((caller, Some(token.to_string())));
@@ -160,7 +169,7 @@ fn start_session(
 }
 
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(id) = sessions::cookie_value(&headers) {
+    if let Some(id) = session_cookie(&headers) {
         if let Err(err) = state.ui_sessions.remove(id) {
             return ApiError(err).into_response();
         }
@@ -182,7 +191,7 @@ async fn session(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> Response {
-    let csrf = sessions::cookie_value(&headers)
+    let csrf = session_cookie(&headers)
         .and_then(|id| state.ui_sessions.resolve(&state.identity, id).ok())
         .map(|s| s.csrf)
         .unwrap_or_default();

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::{local_dir, DeltaError, DeltaResult};
-use crate::catalog::{Catalog, TableInfo};
+use crate::{Catalog, TableInfo};
 
 /// One version of a table: its actions as written, `commitInfo` included.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::log::{version_file, Commit, DeltaLog};
 use super::{DeltaError, DeltaResult};
-use crate::catalog::Catalog;
+use crate::Catalog;
 
 /// What goes into one new version.
 #[derive(Debug, Clone, Default)]

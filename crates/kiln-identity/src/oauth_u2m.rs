@@ -21,7 +21,7 @@ use kiln_store::{Store, TokenKind, Write};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::identity::{Identity, OAUTH_TOKEN_SECONDS};
+use crate::{Identity, OAUTH_TOKEN_SECONDS};
 
 const REFRESH_KIND: &str = "oauth_refresh_token";
 const CODE_LIFETIME: Duration = Duration::from_secs(300);

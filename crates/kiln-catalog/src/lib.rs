@@ -485,6 +485,8 @@ impl Catalog {
     }
 }
 
+pub mod delta;
+
 mod commits;
 mod replace;
 mod tables;

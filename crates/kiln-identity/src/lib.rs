@@ -5,6 +5,8 @@
 //! passwords are stored as Argon2 hashes; every change is durable before the
 //! in-memory index used for authentication changes.
 
+pub mod oauth_u2m;
+pub mod sessions;
 mod tokens;
 
 use std::collections::HashMap;
