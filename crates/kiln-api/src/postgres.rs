@@ -6,6 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// Where a branch's Data API is served: `<prefix><project>/<branch>/<database>`
+/// (its requests authenticate themselves, with Lakebase credentials).
+pub const DATA_API_PREFIX: &str = "/lakebase/data-api/";
+
 macro_rules! opt {
     ($(#[$m:meta])* pub struct $name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
         $(#[$m])*

@@ -15,6 +15,7 @@ pub mod command_lifecycle;
 pub mod connect;
 pub mod contexts;
 pub mod engine;
+pub mod host;
 pub mod isolation;
 pub mod kernel;
 pub mod libraries;

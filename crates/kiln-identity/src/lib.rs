@@ -6,6 +6,7 @@
 //! in-memory index used for authentication changes.
 
 pub mod oauth_u2m;
+pub mod scim;
 pub mod sessions;
 mod tokens;
 

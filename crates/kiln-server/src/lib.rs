@@ -4,6 +4,7 @@
 //! Architecture invariant: only this crate knows HTTP; engines and the store
 //! never see wire types.
 
+pub(crate) mod access;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -34,7 +35,7 @@ use kiln_store::{SqliteStore, Store};
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
-use routes::HostInfo;
+use kiln_compute::host::HostInfo;
 use state::{AppState, Shared};
 
 /// Builds the application router over a state.

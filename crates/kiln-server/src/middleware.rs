@@ -19,7 +19,7 @@ pub fn is_public(path: &str) -> bool {
     // Multipart upload parts carry a signature instead of credentials.
     path.starts_with(crate::uploads::PART_PREFIX)
         // The Data API authenticates its requests itself (Lakebase credentials too).
-        || path.starts_with(crate::routes::postgres_data_api::PREFIX)
+        || path.starts_with(kiln_api::postgres::DATA_API_PREFIX)
         || crate::ui::is_public(path)
         || matches!(
             path,

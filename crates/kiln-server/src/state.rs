@@ -9,7 +9,7 @@ use kiln_compute::libraries::Libraries;
 
 use crate::config::Config;
 use crate::ratelimit::RateLimiter;
-use crate::routes::HostInfo;
+use kiln_compute::host::HostInfo;
 use kiln_identity::Identity;
 
 #[derive(Clone)]

@@ -14,7 +14,8 @@ pub struct Field {
     pub value: (usize, usize),
 }
 
-fn varint(bytes: &[u8], at: usize) -> Option<(u64, usize)> {
+/// The varint at `at`, and the offset just after it.
+pub(super) fn varint(bytes: &[u8], at: usize) -> Option<(u64, usize)> {
     let mut value = 0u64;
     for i in 0..10 {
         let byte = *bytes.get(at + i)?;

@@ -1,14 +1,15 @@
 //! Running a Data API request: one transaction on a connection that logged
 //! in as the caller's role (read-only for GET and HEAD), the search path set
 //! to the exposed schema, `request.jwt.claims` set as PostgREST sets it.
-//! Postgres' errors come back with their SQLSTATE and PostgREST's statuses.
+//! Postgres' errors come back with their SQLSTATE and the kind of failure
+//! PostgREST makes of it (the edge renders kinds as HTTP statuses).
 
 use serde_json::Value;
 use tokio_postgres::{Client, Transaction};
 
 use super::query::{self, Query};
 use super::sql::{self, qualified, OnConflict};
-use super::{DataApiRecord, RestError};
+use super::{DataApiRecord, Failure, Outcome, RestError};
 use crate::pg::{self, ident, literal};
 use crate::service::Lakebase;
 
@@ -53,7 +54,7 @@ pub struct RestRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestResponse {
-    pub status: u16,
+    pub outcome: Outcome,
     pub body: Option<String>,
     pub content_range: Option<String>,
 }
@@ -76,7 +77,7 @@ impl Lakebase {
     ) -> Result<RestResponse, RestError> {
         if identity == pg::SUPERUSER || identity.starts_with("pg_") {
             return Err(RestError::new(
-                403,
+                Failure::Forbidden,
                 "PGRST301",
                 "This identity cannot use the Data API",
             ));
@@ -84,11 +85,11 @@ impl Lakebase {
         let schema = schema_of(api, req.profile.as_deref())?;
         let database = self
             .database(&api.project_id, &api.branch_id, &api.database_id)
-            .map_err(|e| RestError::new(404, "PGRST000", e.message))?;
+            .map_err(|e| RestError::new(Failure::NotFound, "PGRST000", e.message))?;
         let (socket, busy) = self
             .wake_primary(&api.project_id, &api.branch_id)
             .await
-            .map_err(|e| RestError::new(503, "PGRST001", e.message))?;
+            .map_err(|e| RestError::new(Failure::Unavailable, "PGRST001", e.message))?;
         let _session = self.session(&busy);
         let mut client = pg::connect_as(&socket, &database.postgres_database, identity)
             .await
@@ -106,7 +107,7 @@ fn schema_of(api: &DataApiRecord, profile: Option<&str>) -> Result<String, RestE
             details: None,
             hint: None,
             ..RestError::new(
-                406,
+                Failure::NotAcceptable,
                 "PGRST106",
                 format!(
                     "The schema must be one of the following: {} (not {p})",
@@ -120,34 +121,42 @@ fn schema_of(api: &DataApiRecord, profile: Option<&str>) -> Result<String, RestE
 fn login_error(identity: &str, e: &tokio_postgres::Error) -> RestError {
     match e.as_db_error() {
         Some(db) if db.code().code().starts_with("28") => RestError::new(
-            401,
+            Failure::Unauthenticated,
             "PGRST301",
             format!("No Postgres login role for {identity} on this branch: create one with create_role ({})", db.message()),
         ),
-        _ => RestError::new(503, "PGRST001", format!("Database connection error: {e}")),
+        _ => RestError::new(Failure::Unavailable, "PGRST001", format!("Database connection error: {e}")),
     }
 }
 
-/// Postgres' error with PostgREST's HTTP status for its SQLSTATE.
+/// Postgres' error with the kind PostgREST gives its SQLSTATE.
 pub(super) fn sql_error(e: &tokio_postgres::Error) -> RestError {
     let Some(db) = e.as_db_error() else {
-        return RestError::new(503, "PGRST001", format!("Database connection error: {e}"));
+        return RestError::new(
+            Failure::Unavailable,
+            "PGRST001",
+            format!("Database connection error: {e}"),
+        );
     };
     let code = db.code().code();
-    let status = match code {
-        "23503" | "23505" => 409,
-        "25006" => 405,
-        "42883" | "42P01" => 404,
-        "42501" => 403,
-        "P0001" => 400,
-        c if c.starts_with("08") || c.starts_with("53") => 503,
-        c if c.starts_with("28") || c.starts_with("0L") || c.starts_with("0P") => 403,
-        c if c.starts_with("54") => 413,
-        c if c.starts_with("22") || c.starts_with("23") || c.starts_with("42") => 400,
-        _ => 500,
+    let kind = match code {
+        "23503" | "23505" => Failure::Conflict,
+        "25006" => Failure::MethodNotAllowed,
+        "42883" | "42P01" => Failure::NotFound,
+        "42501" => Failure::Forbidden,
+        "P0001" => Failure::BadRequest,
+        c if c.starts_with("08") || c.starts_with("53") => Failure::Unavailable,
+        c if c.starts_with("28") || c.starts_with("0L") || c.starts_with("0P") => {
+            Failure::Forbidden
+        }
+        c if c.starts_with("54") => Failure::TooLarge,
+        c if c.starts_with("22") || c.starts_with("23") || c.starts_with("42") => {
+            Failure::BadRequest
+        }
+        _ => Failure::Internal,
     };
     RestError {
-        status,
+        kind,
         code: code.to_string(),
         message: db.message().to_string(),
         details: db.detail().map(str::to_string),
@@ -185,12 +194,12 @@ async fn run(
     ))
     .await
     .map_err(|e| sql_error(&e))?;
-    let (answer, status) = if req.path.is_empty() {
-        (super::rpc::openapi(&tx, api, schema).await?, 200)
+    let (answer, outcome) = if req.path.is_empty() {
+        (super::rpc::openapi(&tx, api, schema).await?, Outcome::Ok)
     } else if let Some(function) = req.path.strip_prefix("rpc/") {
         (
             super::rpc::rpc(&tx, api, schema, function, &req).await?,
-            200,
+            Outcome::Ok,
         )
     } else {
         table(&tx, api, schema, &req).await?
@@ -198,7 +207,7 @@ async fn run(
     if req.singular && answer.count != 1 {
         drop(tx); // rolled back
         let mut err = RestError::new(
-            406,
+            Failure::NotAcceptable,
             "PGRST116",
             "JSON object requested, multiple (or no) rows returned",
         );
@@ -206,7 +215,7 @@ async fn run(
         return Err(err);
     }
     tx.commit().await.map_err(|e| sql_error(&e))?;
-    respond(answer, status, &req)
+    respond(answer, outcome, &req)
 }
 
 fn method_name(m: Method) -> &'static str {
@@ -219,7 +228,7 @@ fn method_name(m: Method) -> &'static str {
     }
 }
 
-fn respond(answer: Answer, status: u16, req: &RestRequest) -> Result<RestResponse, RestError> {
+fn respond(answer: Answer, outcome: Outcome, req: &RestRequest) -> Result<RestResponse, RestError> {
     // The offset the statement used: the last `offset` parameter (as parsed), else the Range's.
     let offset = match (req.range, query_offset(&req.pairs)) {
         (_, Some(o)) => o,
@@ -240,16 +249,16 @@ fn respond(answer: Answer, status: u16, req: &RestRequest) -> Result<RestRespons
     if req.singular {
         body = body.map(|b| first_of(&b));
     }
-    let status = match (status, body.is_some()) {
-        (201, _) => 201,
-        (_, false) => 204,
-        (s, true) => s,
+    let outcome = match (outcome, body.is_some()) {
+        (Outcome::Created, _) => Outcome::Created,
+        (_, false) => Outcome::NoContent,
+        (o, true) => o,
     };
     if req.method == Method::Head {
         body = None;
     }
     Ok(RestResponse {
-        status,
+        outcome,
         body,
         content_range: Some(content_range),
     })
@@ -302,11 +311,11 @@ async fn table(
     api: &DataApiRecord,
     schema: &str,
     req: &RestRequest,
-) -> Result<(Answer, u16), RestError> {
+) -> Result<(Answer, Outcome), RestError> {
     let name = req.path.as_str();
     if name.contains('/') {
         return Err(RestError::new(
-            404,
+            Failure::NotFound,
             "PGRST125",
             format!("Invalid path /{name}"),
         ));
@@ -325,13 +334,13 @@ async fn table(
         .map_err(|e| sql_error(&e))?;
     if !found.get::<_, bool>(0) {
         return Err(RestError::new(
-            404,
+            Failure::NotFound,
             "PGRST205",
             format!("Could not find the table '{schema}.{name}' in the schema cache"),
         ));
     }
     let q = query::parse(&req.pairs, &|_| false)?;
-    let invalid = |m: String| RestError::new(400, "PGRST100", m);
+    let invalid = |m: String| RestError::new(Failure::BadRequest, "PGRST100", m);
     let statement = match req.method {
         Method::Get | Method::Head => {
             let paging = paging(&q, req, api);
@@ -369,7 +378,7 @@ async fn table(
         Method::Patch => {
             let Some(Value::Object(row)) = req.body.as_ref() else {
                 return Err(RestError::new(
-                    400,
+                    Failure::BadRequest,
                     "PGRST102",
                     "Expected a JSON object to update with",
                 ));
@@ -380,7 +389,7 @@ async fn table(
             };
             if columns.is_empty() {
                 return Err(RestError::new(
-                    400,
+                    Failure::BadRequest,
                     "PGRST102",
                     "Nothing to update: the object has no columns",
                 ));
@@ -399,8 +408,12 @@ async fn table(
         }
     };
     let answer = one(tx, &statement).await?;
-    let status = if req.method == Method::Post { 201 } else { 200 };
-    Ok((answer, status))
+    let outcome = if req.method == Method::Post {
+        Outcome::Created
+    } else {
+        Outcome::Ok
+    };
+    Ok((answer, outcome))
 }
 
 /// The inserts of a body: one (columns, rows) per set of keys the objects
@@ -419,7 +432,7 @@ fn insert_groups(
         Some(Value::Object(_)) => vec![body.cloned().unwrap_or(Value::Null)],
         _ => {
             return Err(RestError::new(
-                400,
+                Failure::BadRequest,
                 "PGRST102",
                 "Expected a JSON object or an array of objects",
             ))
@@ -429,7 +442,7 @@ fn insert_groups(
     for row in rows {
         let Value::Object(obj) = &row else {
             return Err(RestError::new(
-                400,
+                Failure::BadRequest,
                 "PGRST102",
                 "Expected a JSON object or an array of objects",
             ));
@@ -441,7 +454,7 @@ fn insert_groups(
             .collect();
         if keys.is_empty() {
             return Err(RestError::new(
-                400,
+                Failure::BadRequest,
                 "PGRST102",
                 "Nothing to insert: an object has no columns",
             ));
@@ -460,7 +473,7 @@ fn insert_rows(
     body: Option<&Value>,
     columns: Option<&[String]>,
 ) -> Result<(Vec<String>, String), RestError> {
-    let invalid = |m: &str| RestError::new(400, "PGRST102", m);
+    let invalid = |m: &str| RestError::new(Failure::BadRequest, "PGRST102", m);
     let rows = match body {
         Some(Value::Array(rows)) => rows.clone(),
         Some(Value::Object(_)) => vec![body.cloned().unwrap_or(Value::Null)],
@@ -506,7 +519,7 @@ async fn primary_key(tx: &Transaction<'_>, table: &str) -> Result<Vec<String>, R
         .map_err(|e| sql_error(&e))?;
     if rows.is_empty() {
         return Err(RestError::new(
-            400,
+            Failure::BadRequest,
             "PGRST100",
             "An upsert needs on_conflict or a primary key on the table",
         ));

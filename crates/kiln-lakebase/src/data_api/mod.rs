@@ -153,10 +153,37 @@ impl DataApiRecord {
     }
 }
 
-/// A PostgREST-shaped error: the HTTP status and `{code, message, details, hint}`.
+/// What kind of failure a Data API error is. The HTTP edge renders each as
+/// the status PostgREST gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    BadRequest,
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    NotAcceptable,
+    Conflict,
+    TooLarge,
+    RangeNotSatisfiable,
+    TooManyRequests,
+    Internal,
+    Unavailable,
+}
+
+/// What a successful Data API request came to; the edge renders it as
+/// 200, 201 (a row was inserted) or 204 (no body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Created,
+    NoContent,
+}
+
+/// A PostgREST-shaped error: its kind and `{code, message, details, hint}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestError {
-    pub status: u16,
+    pub kind: Failure,
     pub code: String,
     pub message: String,
     pub details: Option<String>,
@@ -164,9 +191,9 @@ pub struct RestError {
 }
 
 impl RestError {
-    pub fn new(status: u16, code: &str, message: impl Into<String>) -> Self {
+    pub fn new(kind: Failure, code: &str, message: impl Into<String>) -> Self {
         Self {
-            status,
+            kind,
             code: code.into(),
             message: message.into(),
             details: None,

@@ -4,7 +4,7 @@
 //! trees `or=(…)`/`and=(…)`, `order`, `limit`/`offset`, `on_conflict` and
 //! `columns`. Resource embedding is refused (PGRST100).
 
-use super::RestError;
+use super::{Failure, RestError};
 
 /// A comparison a filter makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +160,7 @@ pub struct Query {
 const MAX_QUERY: usize = 16 * 1024;
 
 pub(super) fn bad(message: impl Into<String>) -> RestError {
-    RestError::new(400, "PGRST100", message)
+    RestError::new(Failure::BadRequest, "PGRST100", message)
 }
 
 /// Parses decoded query pairs; `is_arg` tells which keys are function arguments.

@@ -9,7 +9,7 @@ use tokio_postgres::Transaction;
 use super::exec::{one, paging, sql_error, Answer, Method, RestRequest};
 use super::query;
 use super::sql::{self, qualified};
-use super::{DataApiRecord, RestError, OPENAPI_DISABLED};
+use super::{DataApiRecord, Failure, RestError, OPENAPI_DISABLED};
 use crate::pg::ident;
 
 /// One parameter of a function: its name, whether it is an array, and
@@ -39,7 +39,7 @@ pub(super) async fn rpc(
         .map_err(|e| sql_error(&e))?;
     let Some(meta) = found else {
         return Err(RestError::new(
-            404,
+            Failure::NotFound,
             "PGRST202",
             format!("Could not find the function {schema}.{function} in the schema cache"),
         ));
@@ -59,7 +59,7 @@ pub(super) async fn rpc(
         (Method::Post, None) => Vec::new(),
         (Method::Post, Some(_)) => {
             return Err(RestError::new(
-                400,
+                Failure::BadRequest,
                 "PGRST102",
                 "Expected a JSON object of arguments",
             ));
@@ -83,7 +83,7 @@ pub(super) async fn rpc(
         .collect();
     let call = sql::call(&qualified(schema, function), &args);
     let composite = typtype == "c" || typname == "record";
-    let invalid = |m: String| RestError::new(400, "PGRST100", m);
+    let invalid = |m: String| RestError::new(Failure::BadRequest, "PGRST100", m);
     let statement = match (set, composite) {
         (false, false) => format!(
             "SELECT NULL::bigint, 1::bigint, coalesce(to_json({call})::text, 'null')"
@@ -167,7 +167,7 @@ pub(super) async fn openapi(
 ) -> Result<Answer, RestError> {
     if api.spec.openapi_mode == OPENAPI_DISABLED {
         return Err(RestError::new(
-            404,
+            Failure::NotFound,
             "PGRST126",
             "The OpenAPI document is disabled",
         ));

@@ -14,9 +14,9 @@ use kiln_compute::clusters::SPARK_VERSIONS;
 use kiln_core::{Error, Result};
 use kiln_store::{ClusterRecord, EventQuery};
 
-use super::access::{can_see_cluster, require_cluster};
 use super::clusters_convert::{config_from_spec, details, event, spec_json, NODE_TYPE_ID};
 use super::{ep, Endpoint};
+use crate::access::{can_see_cluster, require_cluster};
 use crate::error::ApiResult;
 use crate::extract::{from_json, Params};
 use crate::state::AppState;

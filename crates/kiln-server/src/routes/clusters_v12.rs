@@ -8,8 +8,8 @@ use kiln_api::clusters_v12 as wire;
 use kiln_compute::lifecycle::ClusterState;
 use kiln_store::ClusterRecord;
 
-use super::access::{can_see_cluster, require_cluster};
 use super::{ep, Endpoint};
+use crate::access::{can_see_cluster, require_cluster};
 use crate::error::ApiResult;
 use crate::extract::Params;
 use crate::state::AppState;

@@ -9,8 +9,8 @@ use kiln_compute::contexts::Language;
 use kiln_core::{Error, ErrorCode};
 use serde_json::Value;
 
-use super::access::require_cluster;
 use super::{ep, Endpoint};
+use crate::access::require_cluster;
 use crate::error::ApiResult;
 use crate::extract::{MultipartOr, Params};
 use crate::state::AppState;
@@ -64,7 +64,7 @@ async fn create_context(
     Params(req): Params<wire::CreateContext>,
 ) -> ApiResult<Json<wire::Created>> {
     require_cluster(&state, &caller, &req.cluster_id, "CAN_ATTACH_TO")?;
-    crate::routes::access::require_code_execution(&state, &caller)?;
+    crate::access::require_code_execution(&state, &caller)?;
     let language = Language::parse(req.language.as_deref().unwrap_or("python"))?;
     let credential = state.identity.issue_context_credential(&caller)?;
     let context = state
@@ -222,7 +222,7 @@ async fn command_file(state: &AppState, caller: &Caller, path: &str) -> Result<S
         };
         match object {
             Some(object) => {
-                super::access::require_object(state, caller, &object, "CAN_READ")?;
+                crate::access::require_object(state, caller, &object, "CAN_READ")?;
                 state
                     .workspace
                     .export(&object.path, None)

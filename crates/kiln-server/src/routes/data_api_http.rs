@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kiln_lakebase::credentials::TOKEN_PREFIX;
 use kiln_lakebase::data_api::exec::Method as RestMethod;
-use kiln_lakebase::data_api::{DataApiRecord, RestError};
+use kiln_lakebase::data_api::{DataApiRecord, Failure, Outcome, RestError};
 
 use super::postgres_data_api::{rest_error, rest_request};
 use crate::state::AppState;
@@ -39,7 +39,7 @@ pub(super) async fn serve(
     };
     let api = match api {
         Ok(api) => api,
-        Err(e) => return rest_error(&RestError::new(404, "PGRST000", e.message)),
+        Err(e) => return rest_error(&RestError::new(Failure::NotFound, "PGRST000", e.message)),
     };
     let origin = allowed_origin(&api, headers);
     let mut response = match answer(state, &api, who, method, headers, path, raw, bytes).await {
@@ -83,7 +83,7 @@ async fn answer(
         Method::DELETE => RestMethod::Delete,
         _ => {
             return Err(RestError::new(
-                405,
+                Failure::MethodNotAllowed,
                 "PGRST117",
                 format!("Unsupported HTTP method: {method}"),
             ));
@@ -91,7 +91,11 @@ async fn answer(
     };
     let req = rest_request(method, path, headers, raw, &bytes)?;
     let answer = state.lakebase.data_api_request(api, &identity, req).await?;
-    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+    let status = match answer.outcome {
+        Outcome::Ok => StatusCode::OK,
+        Outcome::Created => StatusCode::CREATED,
+        Outcome::NoContent => StatusCode::NO_CONTENT,
+    };
     let mut response = match answer.body {
         Some(body) => (status, Body::from(body)).into_response(),
         None => status.into_response(),
@@ -119,7 +123,7 @@ pub(super) struct Who {
 }
 
 fn identify(state: &AppState, headers: &HeaderMap) -> Result<Who, RestError> {
-    let refused = |m: &str| RestError::new(401, "PGRST301", m);
+    let refused = |m: &str| RestError::new(Failure::Unauthenticated, "PGRST301", m);
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -131,7 +135,7 @@ fn identify(state: &AppState, headers: &HeaderMap) -> Result<Who, RestError> {
     let identity = match bearer {
         None if !headers.contains_key(header::AUTHORIZATION) => {
             return Err(RestError::new(
-                401,
+                Failure::Unauthenticated,
                 "PGRST302",
                 "Anonymous access is disabled",
             ));
@@ -141,7 +145,7 @@ fn identify(state: &AppState, headers: &HeaderMap) -> Result<Who, RestError> {
             state
                 .limiter
                 .check(&format!("lakebase:{}", credential.identity))
-                .map_err(|e| RestError::new(429, "PGRST000", e.message))?;
+                .map_err(|e| RestError::new(Failure::TooManyRequests, "PGRST000", e.message))?;
             return Ok(Who {
                 identity: credential.identity,
                 credential_endpoint: Some(credential.endpoint),
@@ -151,11 +155,11 @@ fn identify(state: &AppState, headers: &HeaderMap) -> Result<Who, RestError> {
             let caller =
                 crate::middleware::credentials(state, headers).map_err(|e| refused(&e.message))?;
             crate::middleware::check_scope(state, &caller, super::postgres_data_api::PREFIX)
-                .map_err(|e| RestError::new(403, "PGRST301", e.message))?;
+                .map_err(|e| RestError::new(Failure::Forbidden, "PGRST301", e.message))?;
             state
                 .limiter
                 .check(&caller.credential)
-                .map_err(|e| RestError::new(429, "PGRST000", e.message))?;
+                .map_err(|e| RestError::new(Failure::TooManyRequests, "PGRST000", e.message))?;
             caller.user_name
         }
     };
@@ -175,7 +179,7 @@ fn admit(state: &AppState, api: &DataApiRecord, who: Who) -> Result<String, Rest
     let branch = format!("projects/{}/branches/{}/", api.project_id, api.branch_id);
     if credential_endpoint.is_some_and(|e| !e.starts_with(&branch)) {
         return Err(RestError::new(
-            401,
+            Failure::Unauthenticated,
             "PGRST301",
             "The credential was issued for another branch",
         ));
@@ -190,7 +194,7 @@ fn admit(state: &AppState, api: &DataApiRecord, who: Who) -> Result<String, Rest
             .has_identity_role(&api.project_id, &api.branch_id, &identity)
     {
         return Err(RestError::new(
-            403,
+            Failure::Forbidden,
             "PGRST301",
             format!(
                 "{identity} has no identity role on this branch (create_role with identity_type)"

@@ -10,8 +10,8 @@ use kiln_compute::libraries::{LibraryRecord, LibraryStatus};
 use kiln_core::Error;
 use serde_json::json;
 
-use super::access::{can_see_cluster, require_cluster};
 use super::{ep, Endpoint};
+use crate::access::{can_see_cluster, require_cluster};
 use crate::error::ApiResult;
 use crate::extract::Params;
 use crate::state::AppState;
@@ -81,7 +81,7 @@ async fn install(
     Params(req): Params<wire::InstallLibraries>,
 ) -> ApiResult<Json<Empty>> {
     require_cluster(&state, &caller, &req.cluster_id, "CAN_MANAGE")?;
-    crate::routes::access::require_code_execution(&state, &caller)?;
+    crate::access::require_code_execution(&state, &caller)?;
     require_some(&req.libraries)?;
     for library in &req.libraries {
         require_volume_read(&state, &caller, library)?;
@@ -196,7 +196,7 @@ async fn upload_v12(
     Params(req): Params<wire::UploadLibraryV12>,
 ) -> ApiResult<Json<wire::UploadLibraryV12Response>> {
     require_cluster(&state, &caller, &req.cluster_id, "CAN_MANAGE")?;
-    crate::routes::access::require_code_execution(&state, &caller)?;
+    crate::access::require_code_execution(&state, &caller)?;
     if !req.language.eq_ignore_ascii_case("python") {
         return Err(Error::invalid(format!(
             "Libraries of language {} are not supported: Kiln clusters run Python (Sail).",

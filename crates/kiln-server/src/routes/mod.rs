@@ -2,7 +2,6 @@
 //! either bound to a handler or answering Databricks' 501 `NOT_IMPLEMENTED`.
 //! The OpenAPI document and the compatibility table come from this table.
 
-pub(crate) mod access;
 mod clusters;
 mod clusters_convert;
 mod clusters_v12;
@@ -40,7 +39,6 @@ use axum::Router;
 
 use crate::state::AppState;
 
-pub use clusters_convert::HostInfo;
 pub use meta::{fallback, openapi_document};
 
 /// One upstream endpoint.

@@ -15,8 +15,8 @@ use kiln_workspace::workspace::ObjectRecord;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::access::{require_cluster, require_object};
 use super::{ep, Endpoint};
+use crate::access::{require_cluster, require_object};
 use crate::error::ApiResult;
 use crate::extract::Params;
 use crate::state::AppState;

@@ -14,9 +14,9 @@ use kiln_pipelines::model::{PipelineRecord, UpdateRecord};
 use kiln_pipelines::StartRequest;
 use serde_json::{json, Value};
 
-use super::access::principal;
 use super::pipelines_spec::spec_of;
 use super::{ep, todo_ep, Endpoint};
+use crate::access::principal;
 use crate::error::ApiResult;
 use crate::extract::Params;
 use crate::state::AppState;
@@ -155,7 +155,7 @@ fn require_libraries(state: &AppState, caller: &Caller, spec: &Value) -> Result<
     for lib in spec["libraries"].as_array().into_iter().flatten() {
         let path = kiln_pipelines::libraries::library_path(lib)?;
         if let Ok(object) = state.workspace.get(&path) {
-            super::access::require_object(state, caller, &object, "CAN_READ")?;
+            crate::access::require_object(state, caller, &object, "CAN_READ")?;
         }
     }
     Ok(())
@@ -404,7 +404,7 @@ async fn start_update(
     Params(req): Params<StartUpdate>,
 ) -> ApiResult<Json<Value>> {
     require_pipeline(&state, &caller, &pipeline_id, "CAN_RUN")?;
-    crate::routes::access::require_code_execution(&state, &caller)?;
+    crate::access::require_code_execution(&state, &caller)?;
     let update = state
         .pipelines
         .start_update(

@@ -15,7 +15,7 @@ use kiln_api::postgres as wire;
 use kiln_core::time::rfc3339;
 use kiln_core::{Error, Result};
 use kiln_lakebase::data_api::exec::{Method as RestMethod, Resolution, RestRequest};
-use kiln_lakebase::data_api::{DataApiPatch, DataApiRecord, RestError};
+use kiln_lakebase::data_api::{DataApiPatch, DataApiRecord, Failure, RestError};
 use kiln_lakebase::model::parse_duration;
 
 use super::postgres::{body, empty, get_op, long_running, query, typed, visible};
@@ -25,8 +25,7 @@ use crate::listen::Scheme;
 use crate::state::AppState;
 use kiln_identity::Caller;
 
-/// Where the Data API is served (it authenticates its requests itself).
-pub const PREFIX: &str = "/lakebase/data-api/";
+pub use kiln_api::postgres::DATA_API_PREFIX as PREFIX;
 
 pub fn endpoints() -> Vec<Endpoint> {
     use axum::http::Method as M;
@@ -302,8 +301,26 @@ async fn serve_path(
     super::data_api_http::serve(&state, target, method, &headers, raw, bytes).await
 }
 
+/// The HTTP status PostgREST answers for a kind of failure.
+pub(super) fn failure_status(kind: Failure) -> StatusCode {
+    match kind {
+        Failure::BadRequest => StatusCode::BAD_REQUEST,
+        Failure::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Failure::Forbidden => StatusCode::FORBIDDEN,
+        Failure::NotFound => StatusCode::NOT_FOUND,
+        Failure::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        Failure::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+        Failure::Conflict => StatusCode::CONFLICT,
+        Failure::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Failure::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
+        Failure::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        Failure::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        Failure::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
 pub(super) fn rest_error(err: &RestError) -> Response {
-    let status = StatusCode::from_u16(err.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = failure_status(err.kind);
     (
         status,
         [(
@@ -341,14 +358,17 @@ pub(super) fn rest_request(
         RestMethod::Get | RestMethod::Head => text("accept-profile"),
         _ => text("content-profile"),
     };
-    let body =
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            None
-        } else {
-            Some(serde_json::from_slice(bytes).map_err(|e| {
-                RestError::new(400, "PGRST102", format!("Empty or invalid json: {e}"))
-            })?)
-        };
+    let body = if bytes.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(serde_json::from_slice(bytes).map_err(|e| {
+            RestError::new(
+                Failure::BadRequest,
+                "PGRST102",
+                format!("Empty or invalid json: {e}"),
+            )
+        })?)
+    };
     Ok(RestRequest {
         method,
         path,
@@ -383,7 +403,7 @@ fn range(value: &str) -> std::result::Result<Option<(u64, Option<u64>)>, RestErr
     let last = last.trim().parse::<u64>().ok();
     if last.is_some_and(|l| l < first) {
         return Err(RestError::new(
-            416,
+            Failure::RangeNotSatisfiable,
             "PGRST103",
             "Requested range not satisfiable",
         ));

@@ -13,11 +13,12 @@ use kiln_store::{PrincipalKind, PrincipalRecord};
 use kiln_workspace::groups::{GroupRecord, ADMINS, USERS};
 use serde_json::Value;
 
-use super::scim::{filter_by, page, require_admin};
+use super::scim::{page, require_admin};
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
 use crate::extract::Params;
 use crate::state::AppState;
+use kiln_identity::scim::filter_by;
 use kiln_identity::Caller;
 
 const GROUPS: &str = "/api/2.0/preview/scim/v2/Groups";

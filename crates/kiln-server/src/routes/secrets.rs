@@ -81,7 +81,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
-pub use super::access::principal;
+pub use crate::access::principal;
 
 async fn create_scope(
     State(state): State<AppState>,

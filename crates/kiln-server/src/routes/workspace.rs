@@ -13,8 +13,8 @@ use kiln_workspace::object_access::{home_owner, object_type};
 use kiln_workspace::permissions::{AclEntry, Grantee};
 use kiln_workspace::workspace::{Format, Language, ObjectRecord, ObjectType};
 
-use super::access::{can_read_object, principal, require_object};
 use super::{ep, Endpoint};
+use crate::access::{can_read_object, principal, require_object};
 use crate::error::ApiResult;
 use crate::extract::{base64_field, MultipartOr, Params};
 use crate::state::AppState;
