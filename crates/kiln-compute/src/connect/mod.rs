@@ -20,6 +20,7 @@ mod rows;
 mod sessions;
 mod table_changes;
 mod utilities;
+mod utility_call;
 mod utility_sql;
 mod vacuum;
 mod view_requests;

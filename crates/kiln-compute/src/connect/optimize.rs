@@ -15,7 +15,7 @@ use tonic::Status;
 
 use super::ddl::{literal, quote};
 use super::rows::{query, Lit};
-use super::utilities::{load, status, table, Call};
+use super::utility_call::{load, status, table, Call};
 use kiln_catalog::delta::commit::{commit, NewCommit};
 use kiln_catalog::delta::log::Snapshot;
 use kiln_catalog::delta::{data_file, schema, DeltaError};

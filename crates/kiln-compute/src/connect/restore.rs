@@ -14,7 +14,7 @@ use tonic::Status;
 use super::ddl::quote_name;
 use super::intent::resolve;
 use super::rows::{query, Lit};
-use super::utilities::{load, status, table, Call};
+use super::utility_call::{load, status, table, Call};
 use super::utility_sql::TimeTravel;
 use kiln_catalog::delta::commit::{adopt, commit, make_dir, NewCommit};
 use kiln_catalog::delta::log::{version_at, Commit, Snapshot};

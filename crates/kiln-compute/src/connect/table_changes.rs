@@ -9,7 +9,7 @@ use tonic::Status;
 
 use super::ddl::{self, quote};
 use super::rows::query;
-use super::utilities::{load, status, table, Call};
+use super::utility_call::{load, status, table, Call};
 use super::utility_sql::ColumnDef;
 use super::wire::{Kind, Relation};
 use kiln_catalog::delta::commit::{commit, NewCommit};

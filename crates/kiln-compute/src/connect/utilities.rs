@@ -3,7 +3,7 @@
 //! rows are the statement's result (see [`rows`]); the client's own request
 //! then runs it, so the client sees an ordinary result.
 //!
-//! This file: the dispatch, `DESCRIBE HISTORY|DETAIL`, `SHOW TBLPROPERTIES`,
+//! This file: the dispatch (each utility starts from [`utility_call`]), `DESCRIBE HISTORY|DETAIL`, `SHOW TBLPROPERTIES`,
 //! `SHOW CREATE TABLE`. Table changes are in [`table_changes`], `OPTIMIZE`
 //! in [`optimize`], `VACUUM` in [`vacuum`], `RESTORE` and `CLONE` in [`restore`].
 
@@ -13,149 +13,12 @@ use serde_json::Value;
 use tonic::Status;
 
 use super::ddl::{literal, quote_name};
-use super::engine::EngineSession;
-use super::errors::analysis_error;
-use super::intent::{resolve, Scope};
 use super::rows::{query, Column, Lit};
+use super::utility_call::{load, table, text_of, Call};
 use super::utility_sql::Utility;
 use super::{optimize, restore, table_changes, vacuum};
-use kiln_catalog::delta::log::{Commit, DeltaLog, Snapshot};
-use kiln_catalog::delta::{schema, DeltaError};
-use kiln_catalog::{Catalog, TableInfo};
-
-/// What a session has set that the utilities read.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SessionConf {
-    /// `spark.databricks.delta.retentionDurationCheck.enabled` (default true).
-    pub retention_check: bool,
-}
-
-impl Default for SessionConf {
-    fn default() -> Self {
-        Self {
-            retention_check: true,
-        }
-    }
-}
-
-pub const RETENTION_CHECK: &str = "spark.databricks.delta.retentionDurationCheck.enabled";
-
-impl SessionConf {
-    /// Follows one setting (`None`: unset).
-    pub fn set(&mut self, key: &str, value: Option<&str>) {
-        if key.trim().eq_ignore_ascii_case(RETENTION_CHECK) {
-            self.retention_check = value.is_none_or(|v| !v.trim().eq_ignore_ascii_case("false"));
-        }
-    }
-}
-
-/// Settings of a `ConfigRequest`: key and value (`None`: unset).
-pub type Settings = Vec<(String, Option<String>)>;
-
-/// The session and the settings of a `ConfigRequest`.
-pub fn config_settings(message: &[u8]) -> Option<(String, Settings)> {
-    use super::walk::{bytes_field, fields};
-    let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
-    let top = fields(message)?;
-    let session = text(bytes_field(message, &top, 1)?)?;
-    let operation = bytes_field(message, &top, 3)?;
-    let op_fields = fields(operation)?;
-    let mut out = Vec::new();
-    if let Some(set) = bytes_field(operation, &op_fields, 1) {
-        for pair in fields(set)?.iter().filter(|f| f.number == 1) {
-            let bytes = &set[pair.value.0..pair.value.1];
-            let pf = fields(bytes)?;
-            let key = text(bytes_field(bytes, &pf, 1)?)?;
-            let value = bytes_field(bytes, &pf, 2).and_then(text);
-            out.push((key, value));
-        }
-    }
-    if let Some(unset) = bytes_field(operation, &op_fields, 6) {
-        for key in fields(unset)?.iter().filter(|f| f.number == 1) {
-            out.push((text(&unset[key.value.0..key.value.1])?, None));
-        }
-    }
-    Some((session, out))
-}
-
-/// A setting Kiln itself follows (the engine does not know it).
-pub fn kiln_setting(key: &str) -> bool {
-    key.eq_ignore_ascii_case(RETENTION_CHECK)
-}
-
-/// What `SET key = value` answers, as Spark's `SET` does.
-pub fn setting_answer(key: &str, value: &str) -> String {
-    query(
-        &[("key", "STRING"), ("value", "STRING")],
-        &[vec![Lit::Str(key.into()), Lit::Str(value.into())]],
-    )
-}
-
-/// `SET key = value` (`None` for other statements).
-pub fn parse_set(sql: &str) -> Option<(String, String)> {
-    let trimmed = sql.trim().trim_end_matches(';').trim();
-    let head = trimmed.get(..4)?;
-    if !head.eq_ignore_ascii_case("SET ") {
-        return None;
-    }
-    let (key, value) = trimmed[4..].split_once('=')?;
-    let unquote = |s: &str| {
-        s.trim()
-            .trim_matches('`')
-            .trim_matches('\'')
-            .trim_matches('"')
-            .to_string()
-    };
-    Some((unquote(key), unquote(value)))
-}
-
-/// Everything a utility needs from the request it came in.
-pub struct Call<'a> {
-    pub catalog: &'a Catalog,
-    pub session: &'a EngineSession,
-    pub scope: &'a Scope,
-    pub conf: SessionConf,
-}
-
-pub fn status(e: DeltaError) -> Status {
-    analysis_error(e.class, e.sql_state, &e.message)
-}
-
-/// A table by the name the statement gives it.
-pub fn table(call: &Call, parts: &[String]) -> Result<TableInfo, Status> {
-    let Some(name) = resolve(parts, call.scope) else {
-        return Err(analysis_error(
-            "INVALID_IDENTIFIER",
-            "42602",
-            "A table name has at most three parts.",
-        ));
-    };
-    call.catalog.get_table(&name.join(".")).map_err(|_| {
-        analysis_error(
-            "TABLE_OR_VIEW_NOT_FOUND",
-            "42P01",
-            &format!(
-                "[TABLE_OR_VIEW_NOT_FOUND] The table or view {} cannot be found.",
-                quote_name(&name)
-            ),
-        )
-    })
-}
-
-/// A Delta table's log, its commits and its latest snapshot.
-pub fn load(call: &Call, table: &TableInfo) -> Result<(DeltaLog, Vec<Commit>, Snapshot), Status> {
-    if table.table_type == "VIEW" {
-        return Err(status(DeltaError::new(
-            "DELTA_TABLE_ONLY_OPERATION",
-            "0AKDD",
-            format!("{} is a view, not a Delta table.", table.full_name()),
-        )));
-    }
-    let log = DeltaLog::of(table).map_err(status)?;
-    let commits = log.commits(call.catalog, None).map_err(status)?;
-    let snapshot = Snapshot::replay(&commits);
-    Ok((log, commits, snapshot))
-}
+use kiln_catalog::delta::log::Snapshot;
+use kiln_catalog::delta::schema;
 
 /// Carries out `utility`; returns the query that answers it.
 pub async fn run(call: &Call<'_>, utility: Utility) -> Result<String, Status> {
@@ -211,14 +74,6 @@ pub async fn run(call: &Call<'_>, utility: Utility) -> Result<String, Status> {
             )
             .await
         }
-    }
-}
-
-/// A JSON value as Delta's string maps show it.
-pub fn text_of(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
     }
 }
 
@@ -421,46 +276,4 @@ fn show_create(call: &Call, t: &[String]) -> Result<String, Status> {
         &[("createtab_stmt", "STRING")],
         &[vec![Lit::Str(statement)]],
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn field(out: &mut Vec<u8>, number: u8, payload: &[u8]) {
-        super::super::walk::put_bytes(out, u32::from(number), payload);
-    }
-
-    #[test]
-    fn settings_are_read_from_set_statements_and_config_requests() {
-        assert_eq!(
-            parse_set("SET spark.databricks.delta.retentionDurationCheck.enabled = false;"),
-            Some((RETENTION_CHECK.into(), "false".into()))
-        );
-        assert_eq!(parse_set("SELECT 1"), None);
-        let mut conf = SessionConf::default();
-        assert!(conf.retention_check);
-        conf.set(RETENTION_CHECK, Some("FALSE"));
-        assert!(!conf.retention_check);
-        conf.set(RETENTION_CHECK, None);
-        assert!(conf.retention_check);
-        // ConfigRequest { session_id: "s", operation: { set: { pairs: [{key, value}] } } }
-        let mut pair = Vec::new();
-        field(&mut pair, 1, RETENTION_CHECK.as_bytes());
-        field(&mut pair, 2, b"false");
-        let mut set = Vec::new();
-        field(&mut set, 1, &pair);
-        let mut operation = Vec::new();
-        field(&mut operation, 1, &set);
-        let mut request = Vec::new();
-        field(&mut request, 1, b"s");
-        field(&mut request, 3, &operation);
-        assert_eq!(
-            config_settings(&request),
-            Some((
-                "s".into(),
-                vec![(RETENTION_CHECK.into(), Some("false".into()))]
-            ))
-        );
-    }
 }

@@ -16,7 +16,7 @@ use serde_json::json;
 use tonic::Status;
 
 use super::rows::{query, Lit};
-use super::utilities::{load, status, table, Call};
+use super::utility_call::{load, status, table, Call};
 use kiln_catalog::delta::commit::{commit, NewCommit};
 use kiln_catalog::delta::log::Snapshot;
 use kiln_catalog::delta::{data_file, interval_ms, DeltaError};

@@ -27,8 +27,9 @@ use super::ddl::{self, fold_type, quote, quote_name};
 use super::engine::EngineSession;
 use super::errors::analysis_error;
 use super::intent::{self, create_statement, Intent, Scope, Source, TableSpec};
-use super::sessions::SessionConfs;
+use super::sessions::{self, SessionConfs};
 use super::utilities;
+use super::utility_call;
 use super::utility_sql;
 use super::view_requests::{self, ViewOutcome};
 use super::views;
@@ -174,20 +175,20 @@ impl TableWrites {
                 self.note_use(&session.session_id, statement, &scope);
                 return unchanged(expanded);
             }
-            if let Some((key, value)) = utilities::parse_set(&sql) {
+            if let Some((key, value)) = sessions::parse_set(&sql) {
                 self.confs.note(&session.session_id, &key, Some(&value));
-                if !utilities::kiln_setting(&key) {
+                if !sessions::kiln_setting(&key) {
                     return unchanged(expanded);
                 }
                 // A Databricks setting the engine does not know: Kiln's to answer.
-                request.plan = Some(Plan::sql(&utilities::setting_answer(&key, &value)));
+                request.plan = Some(Plan::sql(&sessions::setting_answer(&key, &value)));
                 return Prepared::Forward {
                     request: request.encode_to_vec(),
                     finish: None,
                 };
             }
             if let Some(utility) = utility_sql::parse(&sql) {
-                let call = utilities::Call {
+                let call = utility_call::Call {
                     catalog: &self.catalog,
                     session: &session,
                     scope: &scope,
