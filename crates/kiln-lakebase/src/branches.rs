@@ -110,7 +110,7 @@ impl Lakebase {
             None => fork,
         };
         let _lock = self.lock_project(project_id).await;
-        let trashed = crate::objects::read(&self.trash)?
+        let trashed = crate::records::read(&self.trash)?
             .contains_key(&format!("projects/{project_id}/branches/{branch_id}"));
         if self.branch(project_id, branch_id).is_ok() || trashed {
             return Err(Error::new(

@@ -6,9 +6,10 @@ use kiln_core::{Error, ErrorCode, Result};
 use kiln_store::Write;
 
 use crate::model::check_id;
-use crate::objects::{check_pg_name, put, read, DatabaseRecord, RoleRecord, DATABASE};
+use crate::objects::{check_pg_name, DatabaseRecord, RoleRecord, DATABASE};
 use crate::pg::{self, ident};
 use crate::projects::DEFAULT_DATABASE;
+use crate::records::{put, read};
 use crate::service::Lakebase;
 
 /// The database every project starts with, as the API lists it.

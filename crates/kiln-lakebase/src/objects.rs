@@ -2,130 +2,13 @@
 //! records (a branch's copy is made with the branch, as Postgres copies the
 //! objects themselves), and running their DDL on the branch's primary.
 
-use std::collections::BTreeMap;
-use std::sync::RwLock;
-
 use kiln_core::{Error, ErrorCode, Result};
-use kiln_store::{Store, Write};
-use serde::{Deserialize, Serialize};
+use kiln_store::Write;
 
 use crate::pg;
+pub(crate) use crate::records::{put, read, write, DATABASE, ROLE};
+pub use crate::records::{DatabaseRecord, RoleAttributes, RoleRecord};
 use crate::service::Lakebase;
-
-pub(crate) const ROLE: &str = "pg_role";
-pub(crate) const DATABASE: &str = "pg_database";
-
-/// `RoleAttributes`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RoleAttributes {
-    pub bypassrls: bool,
-    pub createdb: bool,
-    pub createrole: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RoleRecord {
-    pub project_id: String,
-    pub branch_id: String,
-    pub role_id: String,
-    pub postgres_role: String,
-    /// `USER`, `SERVICE_PRINCIPAL`, `GROUP`; none for a plain Postgres role.
-    pub identity_type: Option<String>,
-    /// `LAKEBASE_OAUTH_V1`, `PG_PASSWORD_SCRAM_SHA_256` or `NO_LOGIN`.
-    pub auth_method: String,
-    pub attributes: RoleAttributes,
-    pub membership_roles: Vec<String>,
-    /// The generated password of a password role, sealed with the workspace key.
-    pub password_sealed: Option<String>,
-    pub create_ms: i64,
-    pub update_ms: i64,
-}
-
-impl RoleRecord {
-    pub fn branch_name(&self) -> String {
-        format!("projects/{}/branches/{}", self.project_id, self.branch_id)
-    }
-    pub fn name(&self) -> String {
-        format!("{}/roles/{}", self.branch_name(), self.role_id)
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DatabaseRecord {
-    pub project_id: String,
-    pub branch_id: String,
-    pub database_id: String,
-    pub postgres_database: String,
-    /// The owner's role id on the same branch.
-    pub role_id: String,
-    pub create_ms: i64,
-    pub update_ms: i64,
-}
-
-impl DatabaseRecord {
-    pub fn branch_name(&self) -> String {
-        format!("projects/{}/branches/{}", self.project_id, self.branch_id)
-    }
-    pub fn name(&self) -> String {
-        format!("{}/databases/{}", self.branch_name(), self.database_id)
-    }
-}
-
-/// The records, by resource name.
-#[derive(Default)]
-pub(crate) struct Objects {
-    pub roles: RwLock<BTreeMap<String, RoleRecord>>,
-    pub databases: RwLock<BTreeMap<String, DatabaseRecord>>,
-    pub schedules: RwLock<BTreeMap<String, crate::schedules::ScheduleRecord>>,
-    pub data_apis: RwLock<BTreeMap<String, crate::data_api::DataApiRecord>>,
-}
-
-impl Objects {
-    pub fn load(store: &dyn Store) -> Result<Self> {
-        let objects = Self::default();
-        {
-            let mut roles = write(&objects.roles)?;
-            for v in store.objects(ROLE)? {
-                let r: RoleRecord = serde_json::from_value(v)
-                    .map_err(|e| Error::internal("read Lakebase roles", e))?;
-                roles.insert(r.name(), r);
-            }
-            let mut dbs = write(&objects.databases)?;
-            for v in store.objects(DATABASE)? {
-                let d: DatabaseRecord = serde_json::from_value(v)
-                    .map_err(|e| Error::internal("read Lakebase databases", e))?;
-                dbs.insert(d.name(), d);
-            }
-            let mut schedules = write(&objects.schedules)?;
-            for v in store.objects(crate::schedules::SCHEDULE)? {
-                let s: crate::schedules::ScheduleRecord = serde_json::from_value(v)
-                    .map_err(|e| Error::internal("read Lakebase snapshot schedules", e))?;
-                schedules.insert(s.name(), s);
-            }
-            let mut apis = write(&objects.data_apis)?;
-            for v in store.objects(crate::data_api::DATA_API)? {
-                let a: crate::data_api::DataApiRecord = serde_json::from_value(v)
-                    .map_err(|e| Error::internal("read Lakebase Data API settings", e))?;
-                apis.insert(a.name(), a);
-            }
-        }
-        Ok(objects)
-    }
-}
-
-pub(crate) fn read<T>(lock: &RwLock<T>) -> Result<std::sync::RwLockReadGuard<'_, T>> {
-    lock.read()
-        .map_err(|_| Error::internal("read Lakebase objects", "poisoned lock"))
-}
-
-pub(crate) fn write<T>(lock: &RwLock<T>) -> Result<std::sync::RwLockWriteGuard<'_, T>> {
-    lock.write()
-        .map_err(|_| Error::internal("update Lakebase objects", "poisoned lock"))
-}
-
-pub(crate) fn put<T: Serialize>(kind: &'static str, key: String, value: &T) -> Result<Write> {
-    Lakebase::put(kind, key, value)
-}
 
 impl Lakebase {
     /// Writes that give a new branch the source branch's role and database
@@ -184,7 +67,7 @@ impl Lakebase {
                 Write::DeleteObject { kind, key } if *kind == DATABASE => {
                     dbs.remove(key);
                 }
-                Write::PutObject { kind, key, record } if *kind == crate::data_api::DATA_API => {
+                Write::PutObject { kind, key, record } if *kind == crate::records::DATA_API => {
                     if let (Ok(a), Ok(mut apis)) = (
                         serde_json::from_value(record.clone()),
                         self.objects.data_apis.write(),
@@ -192,12 +75,12 @@ impl Lakebase {
                         apis.insert(key.clone(), a);
                     }
                 }
-                Write::DeleteObject { kind, key } if *kind == crate::data_api::DATA_API => {
+                Write::DeleteObject { kind, key } if *kind == crate::records::DATA_API => {
                     if let Ok(mut apis) = self.objects.data_apis.write() {
                         apis.remove(key);
                     }
                 }
-                Write::DeleteObject { kind, key } if *kind == crate::schedules::SCHEDULE => {
+                Write::DeleteObject { kind, key } if *kind == crate::records::SCHEDULE => {
                     if let Ok(mut schedules) = self.objects.schedules.write() {
                         schedules.remove(key);
                     }
@@ -233,7 +116,7 @@ impl Lakebase {
                 .iter()
                 .filter(|(name, _)| matches(name.trim_end_matches("/snapshot-schedule")))
                 .map(|(name, _)| Write::DeleteObject {
-                    kind: crate::schedules::SCHEDULE,
+                    kind: crate::records::SCHEDULE,
                     key: name.clone(),
                 }),
         );
@@ -247,7 +130,7 @@ impl Lakebase {
                     ))
                 })
                 .map(|a| Write::DeleteObject {
-                    kind: crate::data_api::DATA_API,
+                    kind: crate::records::DATA_API,
                     key: a.name(),
                 }),
         );

@@ -108,7 +108,7 @@ impl Lakebase {
         settings.validate(self.config.min_suspend_secs)?;
         let _lock = self.lock_project(project_id).await;
         let trashed =
-            crate::objects::read(&self.trash)?.contains_key(&format!("projects/{project_id}"));
+            crate::records::read(&self.trash)?.contains_key(&format!("projects/{project_id}"));
         if self.read()?.projects.contains_key(project_id) || trashed {
             return Err(Error::new(
                 ErrorCode::AlreadyExists,

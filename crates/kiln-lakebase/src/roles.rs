@@ -8,8 +8,9 @@ use kiln_core::time::now_ms;
 use kiln_core::{Error, ErrorCode, Result};
 
 use crate::model::check_id;
-use crate::objects::{check_pg_name, put, read, RoleAttributes, RoleRecord, ROLE};
+use crate::objects::{check_pg_name, RoleAttributes, RoleRecord, ROLE};
 use crate::pg::ident;
+use crate::records::{put, read};
 use crate::service::Lakebase;
 
 pub const OAUTH: &str = "LAKEBASE_OAUTH_V1";

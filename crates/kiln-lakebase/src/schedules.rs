@@ -8,57 +8,15 @@ use std::sync::Arc;
 
 use kiln_core::time::{civil_from_days, days_from_civil, now_ms};
 use kiln_core::{Error, Result};
-use serde::{Deserialize, Serialize};
 
-use crate::objects::{read, write};
+pub(crate) use crate::records::SCHEDULE;
+use crate::records::{read, write};
+pub use crate::records::{Cadence, ScheduleEntry, ScheduleRecord};
 use crate::service::Lakebase;
 use crate::snapshots::NewSnapshot;
 
-pub(crate) const SCHEDULE: &str = "pg_snapshot_schedule";
 const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Cadence {
-    Daily {
-        hour: u32,
-    },
-    /// `day_of_week`: 0 = Monday … 6 = Sunday.
-    Weekly {
-        day_of_week: u32,
-        hour: u32,
-    },
-    /// `day` 1–31, clamped to the month's last day.
-    Monthly {
-        day: u32,
-        hour: u32,
-    },
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ScheduleEntry {
-    pub cadence: Cadence,
-    pub retention_secs: u64,
-    /// The last period (its due instant) a snapshot was taken for.
-    #[serde(default)]
-    pub last_due_ms: i64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ScheduleRecord {
-    pub project_id: String,
-    pub branch_id: String,
-    pub entries: Vec<ScheduleEntry>,
-}
-
-impl ScheduleRecord {
-    pub fn name(&self) -> String {
-        format!(
-            "projects/{}/branches/{}/snapshot-schedule",
-            self.project_id, self.branch_id
-        )
-    }
-}
 
 impl Cadence {
     pub fn check(&self) -> Result<()> {

@@ -74,14 +74,14 @@ pub(crate) struct Runtime {
     pub sessions: AtomicUsize,
     pub busy: AtomicUsize,
     pub last_active_ms: AtomicI64,
-    pub scale: std::sync::Mutex<crate::autoscale::Scale>,
+    pub scale: std::sync::Mutex<crate::scale::Scale>,
 }
 
 pub struct Lakebase {
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) objects: crate::objects::Objects,
-    pub(crate) trash: RwLock<BTreeMap<String, crate::trash::TrashEntry>>,
-    pub(crate) snapshots: RwLock<BTreeMap<String, crate::snapshots::SnapshotRecord>>,
+    pub(crate) objects: crate::records::Objects,
+    pub(crate) trash: RwLock<BTreeMap<String, crate::records::TrashEntry>>,
+    pub(crate) snapshots: RwLock<BTreeMap<String, crate::records::SnapshotRecord>>,
     pub(crate) cipher: Option<kiln_core::seal::Cipher>,
     pub(crate) cgroups: Option<crate::cgroups::Cgroups>,
     pub config: LakebaseConfig,
@@ -148,15 +148,15 @@ impl Lakebase {
         for o in load::<OperationRecord>(store.as_ref(), OPERATION)? {
             records.operations.insert(o.name.clone(), o);
         }
-        let trash = crate::trash::load(store.as_ref())?;
-        let snapshots = crate::snapshots::load(store.as_ref())?;
+        let trash = crate::records::load_trash(store.as_ref())?;
+        let snapshots = crate::records::load_snapshots(store.as_ref())?;
         Self::remove_unreferenced(&config.root, &records, &trash, &snapshots);
         let credentials = Credentials::open(store.clone())?;
         let user = pg::os_user(&config.os_user).unwrap_or_else(|e| {
             tracing::warn!(error = %e.message, "Lakebase endpoints cannot start");
             None
         });
-        let objects = crate::objects::Objects::load(store.as_ref())?;
+        let objects = crate::records::Objects::load(store.as_ref())?;
         let cipher = match &config.secrets_key {
             Some(path) => Some(kiln_core::seal::Cipher::load_or_create(path)?),
             None => None,
@@ -239,12 +239,7 @@ impl Lakebase {
         key: String,
         value: &T,
     ) -> Result<Write> {
-        Ok(Write::PutObject {
-            kind,
-            key,
-            record: serde_json::to_value(value)
-                .map_err(|e| Error::internal("write Lakebase records", e))?,
-        })
+        crate::records::put(kind, key, value)
     }
 
     /// Serialises mutating operations on one project.

@@ -5,45 +5,21 @@
 //! `source_snapshot` copies it into a new branch. Expired snapshots are
 //! removed by the reconciler.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kiln_core::time::now_ms;
 use kiln_core::{Error, ErrorCode, Result};
-use kiln_store::{Store, Write};
-use serde::{Deserialize, Serialize};
+use kiln_store::Write;
 
 use crate::branches::Fork;
 use crate::lifecycle::BranchState;
 use crate::model::{check_id, BranchRecord, EndpointType};
-use crate::objects::{read, write};
 use crate::projects::new_endpoint;
+pub use crate::records::SnapshotRecord;
+pub(crate) use crate::records::SNAPSHOT;
+use crate::records::{read, write};
 use crate::service::Lakebase;
 use crate::storage;
-
-pub(crate) const SNAPSHOT: &str = "pg_snapshot";
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SnapshotRecord {
-    pub project_id: String,
-    pub snapshot_id: String,
-    /// Where its data lives (a branch-layout directory).
-    pub uid: String,
-    pub source_branch: String,
-    pub source_lsn: Option<String>,
-    pub source_time_ms: Option<i64>,
-    pub expire_ms: Option<i64>,
-    pub create_ms: i64,
-}
-
-impl SnapshotRecord {
-    pub fn name(&self) -> String {
-        format!(
-            "projects/{}/snapshots/{}",
-            self.project_id, self.snapshot_id
-        )
-    }
-}
 
 /// A snapshot as `create_snapshot` asks for it.
 #[derive(Debug, Clone, Default)]
@@ -52,18 +28,6 @@ pub struct NewSnapshot {
     pub source_lsn: Option<String>,
     pub source_time_ms: Option<i64>,
     pub expire_ms: Option<i64>,
-}
-
-pub(crate) fn load(store: &dyn Store) -> Result<BTreeMap<String, SnapshotRecord>> {
-    store
-        .objects(SNAPSHOT)?
-        .into_iter()
-        .map(|v| {
-            serde_json::from_value::<SnapshotRecord>(v)
-                .map(|s| (s.name(), s))
-                .map_err(|e| Error::internal("read Lakebase snapshots", e))
-        })
-        .collect()
 }
 
 impl Lakebase {

@@ -9,42 +9,15 @@ use std::time::Duration;
 
 use kiln_core::time::now_ms;
 use kiln_core::{Error, ErrorCode, Result};
-use kiln_store::{Store, Write};
-use serde::{Deserialize, Serialize};
+use kiln_store::Write;
 
 use crate::lifecycle::EndpointEvent;
 use crate::model::{BranchRecord, EndpointRecord, ProjectRecord};
-use crate::objects::{read, write, DatabaseRecord, RoleRecord};
+pub use crate::records::TrashEntry;
+pub(crate) use crate::records::TRASH;
+use crate::records::{read, write};
 use crate::service::{Lakebase, BRANCH, ENDPOINT, PROJECT};
 use crate::storage;
-
-pub(crate) const TRASH: &str = "pg_trash";
-
-/// A soft-deleted project (with all its branches) or branch.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrashEntry {
-    /// `projects/{p}` or `projects/{p}/branches/{b}`.
-    pub name: String,
-    pub delete_ms: i64,
-    pub purge_ms: i64,
-    pub project: Option<ProjectRecord>,
-    pub branches: Vec<BranchRecord>,
-    pub endpoints: Vec<EndpointRecord>,
-    pub roles: Vec<RoleRecord>,
-    pub databases: Vec<DatabaseRecord>,
-}
-
-pub(crate) fn load(store: &dyn Store) -> Result<BTreeMap<String, TrashEntry>> {
-    store
-        .objects(TRASH)?
-        .into_iter()
-        .map(|v| {
-            serde_json::from_value::<TrashEntry>(v)
-                .map(|t| (t.name.clone(), t))
-                .map_err(|e| Error::internal("read deleted Lakebase resources", e))
-        })
-        .collect()
-}
 
 impl Lakebase {
     /// Deleted projects (`branch` none) or branches of a project, for `show_deleted`.

@@ -14,44 +14,11 @@ pub mod sql;
 use kiln_core::time::now_ms;
 use kiln_core::{Error, ErrorCode, Result};
 use kiln_store::Write;
-use serde::{Deserialize, Serialize};
 
-use crate::objects::{put, read};
+pub(crate) use crate::records::DATA_API;
+use crate::records::{put, read};
+pub use crate::records::{DataApiRecord, DataApiSpec, OPENAPI_DISABLED, OPENAPI_IGNORE_PRIVILEGES};
 use crate::service::Lakebase;
-
-pub(crate) const DATA_API: &str = "pg_data_api";
-pub const OPENAPI_DISABLED: &str = "OPEN_API_MODE_DISABLED";
-pub const OPENAPI_IGNORE_PRIVILEGES: &str = "OPEN_API_MODE_IGNORE_PRIVILEGES";
-
-/// The PostgREST configuration of one database (`DataApiDataApiSpec`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DataApiSpec {
-    pub db_schemas: Vec<String>,
-    pub db_extra_search_path: Vec<String>,
-    pub db_max_rows: Option<u64>,
-    pub db_aggregates_enabled: bool,
-    pub jwt_cache_max_lifetime_secs: u64,
-    pub jwt_role_claim_key: String,
-    pub openapi_mode: String,
-    pub server_cors_allowed_origins: Vec<String>,
-    pub server_timing_enabled: bool,
-}
-
-impl Default for DataApiSpec {
-    fn default() -> Self {
-        Self {
-            db_schemas: vec!["public".into()],
-            db_extra_search_path: vec!["public".into()],
-            db_max_rows: None,
-            db_aggregates_enabled: true,
-            jwt_cache_max_lifetime_secs: 0,
-            jwt_role_claim_key: ".sub".into(),
-            openapi_mode: OPENAPI_IGNORE_PRIVILEGES.into(),
-            server_cors_allowed_origins: Vec::new(),
-            server_timing_enabled: false,
-        }
-    }
-}
 
 /// Fields a create or update sets (the rest keep their value).
 #[derive(Debug, Clone, Default)]
@@ -127,18 +94,6 @@ fn check(spec: &DataApiSpec) -> Result<()> {
         }
     }
     Ok(())
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DataApiRecord {
-    pub project_id: String,
-    pub branch_id: String,
-    pub database_id: String,
-    pub spec: DataApiSpec,
-    /// Schemas of the database when the configuration was last written.
-    pub available_schemas: Vec<String>,
-    pub create_ms: i64,
-    pub update_ms: i64,
 }
 
 impl DataApiRecord {
