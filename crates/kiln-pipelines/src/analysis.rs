@@ -3,27 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::bind::{Binder, Mode};
+use crate::error::truncate;
+use crate::error::{fail, Stop};
+use crate::graph::expectations;
 use crate::graph::{key, Graph};
-use crate::plan::truncate;
-use crate::runner::{fail, Stop};
 use crate::sink::{error_json, Sink};
 use crate::worker::Worker;
-
-pub(crate) fn expectations(graph: &Graph, dataset: &str) -> Vec<Value> {
-    graph
-        .datasets
-        .get(dataset)
-        .map(|d| {
-            d.expectations
-                .iter()
-                .map(|e| json!({"name": e.name, "expr": e.expr, "action": format!("{:?}", e.action).to_lowercase(), "dataset": d.name}))
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// The schema (Spark JSON) of every dataset, or the first error naming its flow.
 pub(crate) async fn analyze(

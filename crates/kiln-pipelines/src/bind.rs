@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
+use crate::error::{fail, Stop};
 use crate::graph::{key, Flow, FlowQuery, Graph};
-use crate::runner::{fail, Stop};
 use crate::sql::{DatasetKind, ItemKind};
 
 /// What a run reads from its streaming sources.
@@ -288,7 +288,7 @@ impl Binder {
                         let mut binding = self.bind_flow(view, mode, schemas)?;
                         binding["kind"] = json!("view");
                         binding["expectations"] =
-                            json!(crate::analysis::expectations(&self.graph, &k));
+                            json!(crate::graph::expectations(&self.graph, &k));
                         binding
                     }
                     Mode::Run(sel) => {

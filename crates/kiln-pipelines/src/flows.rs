@@ -11,17 +11,18 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::analysis::expectations;
 use crate::bind::{Binder, Mode, Selection, Source};
+use crate::error::{fail, Stop};
+use crate::graph::expectations;
 use crate::graph::{key, Flow, FlowKind, Graph};
+use crate::journal::Journal;
 use crate::model::{Batch, FlowCheckpoint};
-use crate::runner::{fail, Stop};
-use crate::service::Pipelines;
 use crate::sink::{error_json, Sink};
 use crate::worker::Worker;
 
 pub(crate) struct FlowContext {
-    pub svc: Arc<Pipelines>,
+    /// The event log and the flows' checkpoints: all a flow writes.
+    pub journal: Arc<Journal>,
     pub worker: Arc<Worker>,
     pub graph: Arc<Graph>,
     pub binder: Binder,
@@ -74,7 +75,7 @@ impl FlowContext {
     }
 
     fn emit(&self, events: Vec<crate::events::Event>) -> Result<(), Stop> {
-        Ok(self.svc.commit_events(&self.pipeline_id, events)?)
+        Ok(self.journal.commit_events(&self.pipeline_id, events)?)
     }
 
     async fn call(&self, op: &str, req: Value) -> Result<Value, Stop> {
@@ -260,7 +261,7 @@ async fn complete(ctx: &FlowContext, flow: &Flow, tag: &str) -> Result<Outcome, 
         }
     }
     let fingerprint = format!("{:016x}", hasher.finish());
-    let mut ckpt = ctx.svc.checkpoint(&ctx.pipeline_id, &key(&flow.name))?;
+    let mut ckpt = ctx.journal.checkpoint(&ctx.pipeline_id, &key(&flow.name))?;
     let exists = table_version(ctx, &ctx.binder.table(&target)).await? >= 0;
     if exists && ckpt.fingerprint.as_deref() == Some(fingerprint.as_str()) {
         ctx.emit(vec![ctx.event(flow, "INFO", "planning_information", &format!("Flow '{}' is a no-op: no input changed.", flow.name), json!({
@@ -282,7 +283,7 @@ async fn complete(ctx: &FlowContext, flow: &Flow, tag: &str) -> Result<Outcome, 
     );
     let outcome = write(ctx, flow, tag, "complete", Selection::default(), &metadata).await?;
     ckpt.fingerprint = Some(fingerprint);
-    ctx.svc.save_checkpoint(&ckpt)?;
+    ctx.journal.save_checkpoint(&ckpt)?;
     Ok(outcome)
 }
 
@@ -303,7 +304,7 @@ fn apply(ckpt: &mut FlowCheckpoint, batch: &Batch) {
 /// A streaming flow: exactly the input that is new since its checkpoint.
 async fn append(ctx: &FlowContext, flow: &Flow, tag: &str) -> Result<Outcome, Stop> {
     let target_table = ctx.binder.table(&key(&flow.target));
-    let mut ckpt = ctx.svc.checkpoint(&ctx.pipeline_id, &key(&flow.name))?;
+    let mut ckpt = ctx.journal.checkpoint(&ctx.pipeline_id, &key(&flow.name))?;
     if let Some(pending) = ckpt.pending.clone() {
         let found = ctx
             .call(
@@ -316,7 +317,7 @@ async fn append(ctx: &FlowContext, flow: &Flow, tag: &str) -> Result<Outcome, St
         } else {
             ckpt.pending = None;
         }
-        ctx.svc.save_checkpoint(&ckpt)?;
+        ctx.journal.save_checkpoint(&ckpt)?;
     }
     if flow.once && ckpt.next_batch > 0 {
         return Ok(Outcome {
@@ -370,7 +371,7 @@ async fn append(ctx: &FlowContext, flow: &Flow, tag: &str) -> Result<Outcome, St
     }
     batch.user_metadata = format!("kiln:{}:{}:{}", ctx.pipeline_id, key(&flow.name), batch.id);
     ckpt.pending = Some(batch.clone());
-    ctx.svc.save_checkpoint(&ckpt)?;
+    ctx.journal.save_checkpoint(&ckpt)?;
     let mode = if flow.kind == FlowKind::Cdc {
         "cdc"
     } else {
@@ -380,7 +381,7 @@ async fn append(ctx: &FlowContext, flow: &Flow, tag: &str) -> Result<Outcome, St
     let outcome = write(ctx, flow, tag, mode, selection, &batch.user_metadata).await?;
     failpoint("pipeline-after-write");
     apply(&mut ckpt, &batch);
-    ctx.svc.save_checkpoint(&ckpt)?;
+    ctx.journal.save_checkpoint(&ckpt)?;
     Ok(outcome)
 }
 

@@ -487,6 +487,20 @@ fn live_missing(g: &Graph, flow: &Flow) -> Vec<String> {
         .collect()
 }
 
+/// A dataset's expectations as the worker receives them.
+pub(crate) fn expectations(graph: &Graph, dataset: &str) -> Vec<serde_json::Value> {
+    graph
+        .datasets
+        .get(dataset)
+        .map(|d| {
+            d.expectations
+                .iter()
+                .map(|e| serde_json::json!({"name": e.name, "expr": e.expr, "action": format!("{:?}", e.action).to_lowercase(), "dataset": d.name}))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,9 +4,11 @@
 
 mod analysis;
 mod bind;
+mod error;
 pub mod events;
 mod flows;
 pub mod graph;
+mod journal;
 pub mod libraries;
 pub mod lifecycle;
 pub mod model;

@@ -7,19 +7,19 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use crate::bind::Binder;
+use crate::error::{fail, truncate, Stop};
 use crate::graph::{key, FlowQuery, Graph};
 use crate::libraries::{self, SourceLanguage};
 use crate::model::{string_map, UpdateRecord};
-use crate::runner::{fail, Stop};
-use crate::service::Pipelines;
 use crate::sink::{error_json, Sink};
 use crate::sql::DatasetKind;
 use crate::worker::Worker;
+use kiln_workspace::workspace::Workspace;
 
 /// Reads, parses and resolves every library; errors fail the update naming
 /// the file, the statement and the dataset.
 pub(crate) async fn load_graph(
-    svc: &Pipelines,
+    workspace: &Workspace,
     worker: &Worker,
     update: &UpdateRecord,
     sink: &mut Sink,
@@ -34,7 +34,7 @@ pub(crate) async fn load_graph(
         .unwrap_or_default()
     {
         let path = libraries::library_path(&lib)?;
-        let source = libraries::read(&svc.workspace, &path)?;
+        let source = libraries::read(workspace, &path)?;
         let (text, ignored) = libraries::strip_notebook(&source.text, source.language);
         for what in ignored {
             sink.emit(
@@ -114,15 +114,6 @@ pub(crate) async fn load_graph(
         return Err(fail(first.class_name, format!("{}{place}", first.message)));
     }
     Ok(graph)
-}
-
-pub(crate) fn truncate(s: &str) -> String {
-    let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one.chars().count() > 160 {
-        format!("{}…", one.chars().take(160).collect::<String>())
-    } else {
-        one
-    }
 }
 
 pub(crate) fn definitions(graph: &Graph, binder: &Binder, sink: &mut Sink) {

@@ -3,8 +3,8 @@
 
 use serde_json::Value;
 
+use crate::error::{fail, Stop};
 use crate::graph::{Dataset, Flow, FlowKind, FlowQuery, Graph, GraphError, Origin};
-use crate::runner::{fail, Stop};
 use crate::sql::{Action, CdcDef, DatasetKind, Expectation, Item, ItemKind, Query};
 
 fn strings(v: &Value) -> Vec<String> {

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_compute::pyenv;
-use kiln_core::Error;
 use kiln_store::ClusterConfig;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::bind::Binder;
+use crate::error::{fail, Stop};
 use crate::events::Event;
 use crate::graph::key;
 use crate::lifecycle::{next_state, UpdateState};
@@ -22,28 +22,6 @@ use crate::service::Pipelines;
 use crate::sink::{error_json, Sink};
 use crate::sql::DatasetKind;
 use crate::worker::{Worker, WorkerSpec};
-
-/// Why an update ended early.
-pub(crate) enum Stop {
-    Canceled,
-    Failed { class_name: String, message: String },
-}
-
-impl From<Error> for Stop {
-    fn from(e: Error) -> Self {
-        Stop::Failed {
-            class_name: "KilnError".into(),
-            message: e.message,
-        }
-    }
-}
-
-pub(crate) fn fail(class_name: &str, message: impl Into<String>) -> Stop {
-    Stop::Failed {
-        class_name: class_name.into(),
-        message: message.into(),
-    }
-}
 
 const MAX_CONCURRENT_FLOWS: usize = 4;
 
@@ -207,11 +185,12 @@ async fn execute(
     *worker_slot = Some((worker.clone(), spark_url));
 
     svc.transition(update, UpdateState::Initializing, sink.take(), sink)?;
-    let graph = Arc::new(crate::plan::load_graph(svc, &worker, update, sink).await?);
+    let graph = Arc::new(crate::plan::load_graph(&svc.workspace, &worker, update, sink).await?);
     let (catalog, schema) = publish_schema(&update.config);
     let binder = Binder::new(graph.clone(), &catalog, &schema, svc.dbfs_root.clone());
     crate::plan::definitions(&graph, &binder, sink);
-    svc.commit_events(&pipeline.pipeline_id, sink.take())?;
+    svc.journal
+        .commit_events(&pipeline.pipeline_id, sink.take())?;
     let schemas = crate::analysis::analyze(&worker, &graph, &binder, sink).await?;
     if update.validate_only {
         return Ok(());
@@ -232,7 +211,8 @@ async fn execute(
             .map_err(|e| fail(&e.class_name, e.message))?;
         for d in &resets {
             for f in graph.flows_into(d) {
-                svc.reset_checkpoint(&pipeline.pipeline_id, &key(&f.name))?;
+                svc.journal
+                    .reset_checkpoint(&pipeline.pipeline_id, &key(&f.name))?;
             }
         }
     }
@@ -254,7 +234,7 @@ async fn execute(
         })?;
     svc.transition(update, UpdateState::Running, sink.take(), sink)?;
     let ctx = Arc::new(crate::flows::FlowContext {
-        svc: svc.clone(),
+        journal: svc.journal.clone(),
         worker,
         graph: graph.clone(),
         binder,
@@ -428,7 +408,7 @@ async fn schedule(
             ));
         }
     }
-    ctx.svc.commit_events(&ctx.pipeline_id, events)?;
+    ctx.journal.commit_events(&ctx.pipeline_id, events)?;
     let mut running: JoinSet<(String, bool)> = JoinSet::new();
     let mut failed_any: Option<String> = None;
     loop {
@@ -451,7 +431,7 @@ async fn schedule(
             if deps.iter().any(|d| done.get(d) == Some(&false)) {
                 pending.remove(i);
                 let flow = &graph.flows[&f];
-                ctx.svc.commit_events(
+                ctx.journal.commit_events(
                     &ctx.pipeline_id,
                     vec![ctx.sink.flow_event(
                         &flow.name,
@@ -516,7 +496,7 @@ async fn schedule(
                 json!({"status": "STOPPED"}),
             ));
         }
-        ctx.svc.commit_events(&ctx.pipeline_id, events)?;
+        ctx.journal.commit_events(&ctx.pipeline_id, events)?;
         return Err(Stop::Canceled);
     }
     match failed_any {

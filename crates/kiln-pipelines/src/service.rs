@@ -20,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::events::Event;
+use crate::journal::{put_pipeline, Journal};
 use crate::lifecycle::UpdateState;
 use crate::model::*;
-use crate::records::put_pipeline;
 use crate::worker::Worker;
 
 pub struct Pipelines {
@@ -34,7 +34,8 @@ pub struct Pipelines {
     pub(crate) logs: PathBuf,
     pub(crate) records: RwLock<BTreeMap<String, PipelineRecord>>,
     pub(crate) updates: RwLock<BTreeMap<String, Vec<UpdateRecord>>>,
-    pub(crate) seqs: Mutex<HashMap<String, i64>>,
+    /// The event log and flow checkpoints.
+    pub(crate) journal: Arc<Journal>,
     active: Mutex<HashMap<String, (String, CancellationToken)>>,
     /// Workers kept between updates of development pipelines, with their engine URL.
     workers: Mutex<HashMap<String, (String, Arc<Worker>)>>,
@@ -84,6 +85,7 @@ impl Pipelines {
             updates.entry(u.pipeline_id.clone()).or_default().push(u);
         }
         let dbfs_root = clusters.isolation().dbfs();
+        let journal = Arc::new(Journal::new(store.clone()));
         let service = Arc::new(Pipelines {
             store,
             workspace,
@@ -93,7 +95,7 @@ impl Pipelines {
             logs,
             records: RwLock::new(records),
             updates: RwLock::new(updates),
-            seqs: Mutex::default(),
+            journal,
             active: Mutex::default(),
             workers: Mutex::default(),
             writer: tokio::sync::Mutex::new(()),
@@ -291,7 +293,10 @@ impl Pipelines {
             json!({"action": "CREATE", "user_name": actor}),
         );
         let mut writes = vec![put_pipeline(&record)?];
-        writes.extend(self.event_writes(&record.pipeline_id, sink.take())?);
+        writes.extend(
+            self.journal
+                .event_writes(&record.pipeline_id, sink.take())?,
+        );
         self.store.commit(writes)?;
         self.records
             .write()
@@ -349,7 +354,10 @@ impl Pipelines {
             json!({"action": "EDIT", "user_name": actor}),
         );
         let mut writes = vec![put_pipeline(&record)?];
-        writes.extend(self.event_writes(&record.pipeline_id, sink.take())?);
+        writes.extend(
+            self.journal
+                .event_writes(&record.pipeline_id, sink.take())?,
+        );
         self.store.commit(writes)?;
         self.records
             .write()

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, HeaderValue, Request, Response};
+use axum::http::{header, HeaderMap, Request, Response};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -28,6 +28,7 @@ use kiln_compute::connect::TableWrites;
 use kiln_core::{Error, ErrorCode};
 use kiln_store::ClusterState;
 
+use crate::grpc::{grpc_error, grpc_status, GrpcCode};
 use crate::state::AppState;
 use kiln_identity::Caller;
 
@@ -36,19 +37,6 @@ const SERVICE_PREFIX: &str = "/spark.connect.SparkConnectService/";
 const PEEK_LIMIT: usize = 512;
 /// Sessions remembered (oldest forgotten first beyond this).
 const MAX_SESSIONS: usize = 100_000;
-
-/// gRPC status codes used here.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum GrpcCode {
-    InvalidArgument = 3,
-    NotFound = 5,
-    PermissionDenied = 7,
-    ResourceExhausted = 8,
-    FailedPrecondition = 9,
-    Internal = 13,
-    Unavailable = 14,
-    Unauthenticated = 16,
-}
 
 /// Whether a request is a Spark Connect call.
 pub fn is_spark_connect<B>(request: &Request<B>) -> bool {
@@ -321,50 +309,4 @@ fn status_of(error: Error) -> (GrpcCode, String) {
         _ => GrpcCode::Internal,
     };
     (status, error.message)
-}
-
-pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<u16> {
-    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
-}
-
-/// A trailers-only gRPC error response.
-fn grpc_error(status: GrpcCode, message: &str) -> Response<Body> {
-    let mut response = Response::new(Body::empty());
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    headers.insert("grpc-status", HeaderValue::from(status as u16));
-    let encoded: String = message
-        .bytes()
-        .flat_map(|b| {
-            if (0x20..0x7F).contains(&b) && b != b'%' {
-                vec![b as char]
-            } else {
-                format!("%{b:02X}").chars().collect()
-            }
-        })
-        .collect();
-    if let Ok(value) = HeaderValue::from_str(&encoded) {
-        headers.insert("grpc-message", value);
-    }
-    response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_messages_are_percent_encoded() {
-        let response = grpc_error(GrpcCode::NotFound, "cluster 1 is gone — 100%");
-        let message = response
-            .headers()
-            .get("grpc-message")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        assert_eq!(message, "cluster 1 is gone %E2%80%94 100%25");
-    }
 }

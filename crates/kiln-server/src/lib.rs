@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod gateway;
+mod grpc;
 pub mod listen;
 pub mod middleware;
 pub mod ratelimit;

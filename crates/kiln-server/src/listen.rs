@@ -29,21 +29,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open connections get to finish after shutdown begins.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
 
-/// How a request reached Kiln (a request extension).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
-    Http,
-    Https,
-}
-
-impl Scheme {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Http => "http",
-            Self::Https => "https",
-        }
-    }
-}
+pub use crate::extract::Scheme;
 
 /// One bound port.
 pub struct Listener {

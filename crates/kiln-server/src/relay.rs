@@ -26,7 +26,7 @@ const ADD_ARTIFACTS: &str = "/spark.connect.SparkConnectService/AddArtifacts";
 /// The largest `AddArtifacts` body read whole.
 const ARTIFACTS_LIMIT: usize = 64 * 1024 * 1024;
 
-pub type Failure = (crate::gateway::GrpcCode, String);
+pub type Failure = (crate::grpc::GrpcCode, String);
 
 /// Reads the body until its first gRPC message is complete (up to `limit`
 /// bytes of message) and returns what was read with the rest of the body.
@@ -39,7 +39,7 @@ pub async fn read_first(mut body: Incoming, limit: usize) -> Result<(BytesMut, I
                     prefix.extend_from_slice(&data);
                 }
             }
-            Some(Err(e)) => return Err((crate::gateway::GrpcCode::InvalidArgument, e.to_string())),
+            Some(Err(e)) => return Err((crate::grpc::GrpcCode::InvalidArgument, e.to_string())),
             None => break,
         }
     }
@@ -111,7 +111,7 @@ pub async fn forward(
     };
     parts.uri = format!("http://127.0.0.1:{port}{path_and_query}")
         .parse::<Uri>()
-        .map_err(|e| (crate::gateway::GrpcCode::Internal, e.to_string()))?;
+        .map_err(|e| (crate::grpc::GrpcCode::Internal, e.to_string()))?;
     parts.headers.remove(header::AUTHORIZATION);
     parts.headers.remove(header::HOST);
     parts.extensions = Default::default();
@@ -137,7 +137,7 @@ pub async fn forward(
                 let _ = writes.finish(finish, false);
             }
             return Err((
-                crate::gateway::GrpcCode::Unavailable,
+                crate::grpc::GrpcCode::Unavailable,
                 format!("the cluster's Spark engine did not answer: {e}"),
             ));
         }
@@ -159,7 +159,7 @@ async fn add_artifacts(
     let tail = limited
         .collect()
         .await
-        .map_err(|e| (crate::gateway::GrpcCode::InvalidArgument, e.to_string()))?
+        .map_err(|e| (crate::grpc::GrpcCode::InvalidArgument, e.to_string()))?
         .to_bytes();
     let mut body = prefix;
     body.extend_from_slice(&tail);
@@ -189,7 +189,7 @@ async fn add_artifacts(
         .unwrap_or_default();
     parts.uri = format!("http://127.0.0.1:{port}{path_and_query}")
         .parse::<Uri>()
-        .map_err(|e| (crate::gateway::GrpcCode::Internal, e.to_string()))?;
+        .map_err(|e| (crate::grpc::GrpcCode::Internal, e.to_string()))?;
     parts.headers.remove(header::AUTHORIZATION);
     parts.headers.remove(header::HOST);
     parts.headers.remove(header::CONTENT_LENGTH);
@@ -199,7 +199,7 @@ async fn add_artifacts(
         .await
         .map_err(|e| {
             (
-                crate::gateway::GrpcCode::Unavailable,
+                crate::grpc::GrpcCode::Unavailable,
                 format!("the cluster's Spark engine did not answer: {e}"),
             )
         })?;
@@ -219,14 +219,14 @@ async fn held(
         Err(e) => {
             let _ = writes.finish(finish, false);
             return Err((
-                crate::gateway::GrpcCode::Unavailable,
+                crate::grpc::GrpcCode::Unavailable,
                 format!("the cluster's Spark engine stopped answering: {e}"),
             ));
         }
     };
     let trailers = collected.trailers().cloned();
-    let status = crate::gateway::grpc_status(&parts.headers)
-        .or_else(|| trailers.as_ref().and_then(crate::gateway::grpc_status));
+    let status = crate::grpc::grpc_status(&parts.headers)
+        .or_else(|| trailers.as_ref().and_then(crate::grpc::grpc_status));
     if let Err(status) = writes.finish(finish, status == Some(0)) {
         return Ok(status.into_http::<Body>());
     }

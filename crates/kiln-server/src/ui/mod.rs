@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::listen::Scheme;
+use crate::extract::Scheme;
 use crate::state::AppState;
 
 /// The session cookie's value among a request's `Cookie` headers, if any.
