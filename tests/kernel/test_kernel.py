@@ -16,7 +16,7 @@ from kiln_kernel import results
 from kiln_kernel.dbutils import DBUtils
 from kiln_kernel.kernel import Kernel, split_sql
 
-PYTHON_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "python")
+PYTHON_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "crates", "kiln-compute", "python")
 
 
 @pytest.fixture

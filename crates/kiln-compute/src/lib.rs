@@ -21,6 +21,7 @@ pub mod kernel;
 pub mod libraries;
 pub mod lifecycle;
 pub mod pyenv;
+pub mod python_process;
 pub mod pythons;
 pub mod runtime;
 pub mod scala_repl;

@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use kiln_core::{Error, ErrorCode, Result};
 use sha2::{Digest, Sha256};
 
-/// Pinned requirements of the runtime venv (kept in the repo's `python/`).
-pub const REQUIREMENTS: &str = include_str!("../../../python/requirements-runtime.txt");
+/// Pinned requirements of the runtime venv (`crates/kiln-compute/python/`).
+pub const REQUIREMENTS: &str = include_str!("../python/requirements-runtime.txt");
 const READY_MARKER: &str = ".kiln-ready";
 const MIN_PYTHON: (u32, u32) = (3, 9);
 

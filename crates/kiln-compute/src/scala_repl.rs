@@ -1,7 +1,7 @@
 //! Spark Connect's Scala REPL for Scala execution contexts: the jars of the
 //! full `pyspark` distribution from PyPI (`deps/jars`, with `connect-repl/`:
 //! Ammonite and the Scala Spark Connect client) and Kiln's driver
-//! (`python/kiln_kernel/scala/KilnScalaRepl.java`) compiled by the host's
+//! (`crates/kiln-compute/python/kiln_kernel/scala/KilnScalaRepl.java`) compiled by the host's
 //! JDK. Installed into the cache the first time a Scala context is asked for
 //! (minutes on a fresh machine: a 434 MB download), with progress in the log.
 
@@ -16,7 +16,7 @@ use crate::runtime::{FileLock, Runtime};
 
 /// The pyspark release whose jars (Spark 4.0's Scala client) Kiln runs.
 pub const PYSPARK_VERSION: &str = "4.0.1";
-const DRIVER: &str = include_str!("../../../python/kiln_kernel/scala/KilnScalaRepl.java");
+const DRIVER: &str = include_str!("../python/kiln_kernel/scala/KilnScalaRepl.java");
 const READY: &str = ".kiln-ready";
 
 /// An installed REPL: `home` holds `jars/` and `driver/`.

@@ -29,7 +29,8 @@ pub struct Pipelines {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) workspace: Arc<Workspace>,
     pub(crate) clusters: Arc<Clusters>,
-    pub(crate) sources: PathBuf,
+    /// The worker's `PYTHONPATH`: the kernel's package and its own.
+    pub(crate) sources: Vec<PathBuf>,
     pub(crate) dbfs_root: PathBuf,
     pub(crate) logs: PathBuf,
     pub(crate) records: RwLock<BTreeMap<String, PipelineRecord>>,
@@ -64,9 +65,11 @@ impl Pipelines {
         store: Arc<dyn Store>,
         workspace: Arc<Workspace>,
         clusters: Arc<Clusters>,
-        sources: PathBuf,
+        kernel_sources: PathBuf,
+        cache: &std::path::Path,
         data_dir: PathBuf,
     ) -> Result<Arc<Self>> {
+        let sources = vec![kernel_sources, crate::worker::install_sources(cache)?];
         let logs = data_dir.join("pipelines");
         std::fs::create_dir_all(&logs)
             .map_err(|e| Error::internal("create the pipelines dir", e))?;

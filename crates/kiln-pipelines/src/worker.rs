@@ -3,11 +3,9 @@
 //! flows can run at once. It dies with Kiln (PR_SET_PDEATHSIG) and when dropped.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use kiln_core::{Error, ErrorCode, Result};
 use serde_json::{json, Value};
@@ -15,6 +13,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin};
 use tokio::sync::{oneshot, Mutex as AsyncMutex};
 use tokio::task::JoinHandle;
+
+use kiln_compute::isolation::Isolation;
+use kiln_compute::python_process::{handshake, remove_scratch, PythonProcess};
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
 
@@ -32,82 +33,88 @@ pub struct Worker {
     next: AtomicU64,
     reader: JoinHandle<()>,
     /// The worker's private working directory, removed with it.
-    scratch: std::path::PathBuf,
+    scratch: PathBuf,
+}
+
+/// The worker's package (`crates/kiln-pipelines/python/kiln_pipelines`),
+/// embedded; it imports the kernel package for the paths DBFS maps to.
+pub const SOURCES: &[(&str, &str)] = &[
+    (
+        "kiln_pipelines/__init__.py",
+        include_str!("../python/kiln_pipelines/__init__.py"),
+    ),
+    (
+        "kiln_pipelines/cdc.py",
+        include_str!("../python/kiln_pipelines/cdc.py"),
+    ),
+    (
+        "kiln_pipelines/delta_log.py",
+        include_str!("../python/kiln_pipelines/delta_log.py"),
+    ),
+    (
+        "kiln_pipelines/expectations.py",
+        include_str!("../python/kiln_pipelines/expectations.py"),
+    ),
+    (
+        "kiln_pipelines/dlt_shim.py",
+        include_str!("../python/kiln_pipelines/dlt_shim.py"),
+    ),
+    (
+        "kiln_pipelines/worker.py",
+        include_str!("../python/kiln_pipelines/worker.py"),
+    ),
+];
+
+/// Unpacks the worker's package under `cache`; returns its `PYTHONPATH` entry.
+pub fn install_sources(cache: &Path) -> Result<PathBuf> {
+    kiln_compute::python_process::install(cache, "pipelines", SOURCES)
 }
 
 /// Where a worker runs and as whom.
 pub struct WorkerSpec<'a> {
     pub python: &'a Path,
-    pub sources: &'a Path,
+    /// The kernel's and the worker's unpacked packages.
+    pub sources: &'a [PathBuf],
     pub spark_url: &'a str,
     pub dbfs_root: &'a Path,
     pub log: &'a Path,
-    pub isolation: &'a kiln_compute::isolation::Isolation,
+    pub isolation: &'a Isolation,
     pub cluster_id: &'a str,
     /// What the worker reads besides DBFS: the runtime, the cluster's environment.
-    pub read: Vec<std::path::PathBuf>,
+    pub read: Vec<PathBuf>,
 }
-
-const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Worker {
     pub async fn spawn(spec: WorkerSpec<'_>) -> Result<Worker> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(spec.log)
-            .map_err(|e| Error::internal("open the pipeline worker log", e))?;
         let identity = spec.isolation.process_identity(spec.cluster_id);
-        let scratch = spec.isolation.scratch(identity.as_ref())?;
-        let (python, sources, spark_url, dbfs_root) =
-            (spec.python, spec.sources, spec.spark_url, spec.dbfs_root);
-        let (dbfs, warehouse) = (spec.isolation.dbfs(), spec.isolation.warehouse());
-        let mut ro: Vec<&Path> = spec.read.iter().map(|p| p.as_path()).collect();
-        ro.push(sources);
-        let view = kiln_compute::isolation::View {
-            rw: vec![&scratch, &dbfs, &warehouse],
-            ro,
-            cwd: &scratch,
-        };
-        let mut command = spec.isolation.command(python, &view);
-        kiln_compute::isolation::Isolation::base_env(&mut command, &scratch);
-        command
-            .args(["-u", "-m", "kiln_pipelines.worker"])
-            .env("PYTHONPATH", sources)
-            .env("KILN_SPARK_URL", spark_url)
-            .env("KILN_DBFS_ROOT", dbfs_root)
-            .env("KILN_EXTERNAL_LOCATIONS", spec.isolation.external_env())
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .kill_on_drop(true);
-        kiln_core::process::spawn_as(command.as_std_mut(), identity.as_ref());
-        let mut child = kiln_core::process::spawn(command).map_err(|e| {
-            let _ = std::fs::remove_dir_all(&scratch);
-            Error::new(
-                ErrorCode::TemporarilyUnavailable,
-                format!("cannot start the pipeline worker: {e}"),
-            )
-        })?;
-        let (stdin, stdout) = match (child.stdin.take(), child.stdout.take()) {
-            (Some(i), Some(o)) => (i, o),
-            _ => return Err(Error::internal("start the pipeline worker", "no pipes")),
-        };
+        let started = PythonProcess {
+            what: "the pipeline worker",
+            python: spec.python,
+            module: "kiln_pipelines.worker",
+            sources: spec.sources.iter().map(PathBuf::as_path).collect(),
+            spark_url: spec.spark_url,
+            dbfs_root: spec.dbfs_root,
+            log: spec.log,
+            isolation: spec.isolation,
+            identity: identity.as_ref(),
+            read: spec.read.iter().map(PathBuf::as_path).collect(),
+            env: Vec::new(),
+        }
+        .spawn()?;
         let pending: Pending = Arc::default();
         let (ready_tx, ready_rx) = oneshot::channel::<Value>();
-        let reader = tokio::spawn(read_answers(stdout, pending.clone(), ready_tx));
+        let reader = tokio::spawn(read_answers(started.stdout, pending.clone(), ready_tx));
         let worker = Worker {
-            child: AsyncMutex::new(child),
-            stdin: AsyncMutex::new(stdin),
+            child: AsyncMutex::new(started.child),
+            stdin: AsyncMutex::new(started.stdin),
             pending,
             next: AtomicU64::new(1),
             reader,
-            scratch,
+            scratch: started.scratch,
         };
-        match tokio::time::timeout(READY_TIMEOUT, ready_rx).await {
-            Ok(Ok(v)) if v["ready"] == json!(true) => Ok(worker),
-            Ok(Ok(v)) => {
+        match handshake(ready_rx).await {
+            Some(v) if v["ready"] == json!(true) => Ok(worker),
+            Some(v) => {
                 worker.kill().await;
                 Err(Error::new(
                     ErrorCode::TemporarilyUnavailable,
@@ -117,7 +124,7 @@ impl Worker {
                     ),
                 ))
             }
-            _ => {
+            None => {
                 worker.kill().await;
                 Err(Error::new(
                     ErrorCode::TemporarilyUnavailable,
@@ -178,10 +185,7 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         self.reader.abort();
-        let scratch = std::mem::take(&mut self.scratch);
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn_blocking(move || std::fs::remove_dir_all(scratch));
-        }
+        remove_scratch(std::mem::take(&mut self.scratch));
     }
 }
 

@@ -147,6 +147,7 @@ pub async fn serve(
         workspace.clone(),
         clusters.clone(),
         sources.clone(),
+        &cache,
         config.data_dir.clone(),
     )?;
     pipelines.start();
