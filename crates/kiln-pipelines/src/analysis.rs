@@ -10,6 +10,7 @@ use crate::error::truncate;
 use crate::error::{fail, Stop};
 use crate::graph::expectations;
 use crate::graph::{key, Graph};
+use crate::protocol::{Analyzed, Request};
 use crate::sink::{error_json, Sink};
 use crate::worker::Worker;
 
@@ -26,17 +27,20 @@ pub(crate) async fn analyze(
         let target = key(&flow.target);
         let mut step = binder.bind_flow(flow, &Mode::Analysis, &schemas)?;
         step["expectations"] = json!(expectations(graph, &target));
-        let answer = worker
-            .call("analyze", json!({"steps": [step]}))
+        let answer: Analyzed = worker
+            .call(&Request::Analyze { steps: vec![step] })
             .await
             .map_err(|e| fail(&e.class_name, e.message))?;
-        let result = &answer["steps"][0];
-        if result["ok"] == json!(true) {
+        let Some(result) = answer.steps.into_iter().next() else {
+            return Err(fail("ProtocolError", "the worker analyzed no step"));
+        };
+        if result.ok {
             schemas
                 .entry(target)
-                .or_insert_with(|| result["schema"].as_str().unwrap_or_default().to_string());
+                .or_insert_with(|| result.schema.unwrap_or_default());
             continue;
         }
+        let error = result.error.unwrap_or_default();
         let message = format!(
             "Failed to analyze flow '{}' of dataset '{}' ({}:{}: {}): {}",
             flow.name,
@@ -44,9 +48,7 @@ pub(crate) async fn analyze(
             flow.origin.path,
             flow.origin.line,
             truncate(&flow.origin.statement),
-            result["error"]["message"]
-                .as_str()
-                .unwrap_or("unknown error")
+            error.message.as_deref().unwrap_or("unknown error")
         );
         let mut e = sink.flow_event(
             &flow.name,
@@ -56,10 +58,9 @@ pub(crate) async fn analyze(
             &message,
             json!({"status": "FAILED"}),
         );
-        let class = result["error"]["class_name"]
-            .as_str()
-            .unwrap_or("AnalysisException")
-            .to_string();
+        let class = error
+            .class_name
+            .unwrap_or_else(|| "AnalysisException".to_string());
         e.error = Some(error_json(&class, &message));
         sink.push(e);
         return Err(fail(&class, message));

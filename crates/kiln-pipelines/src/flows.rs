@@ -17,6 +17,7 @@ use crate::graph::expectations;
 use crate::graph::{key, Flow, FlowKind, Graph};
 use crate::journal::Journal;
 use crate::model::{Batch, FlowCheckpoint};
+use crate::protocol::{Empty, Request, RunAnswer, Version};
 use crate::sink::{error_json, Sink};
 use crate::worker::Worker;
 
@@ -52,7 +53,7 @@ impl FlowContext {
             })
             .unwrap_or_default();
         for tag in tags {
-            let _ = self.worker.call("cancel", json!({"tag": tag})).await;
+            let _: Result<Empty, _> = self.worker.call(&Request::Cancel { tag }).await;
         }
     }
 
@@ -78,9 +79,9 @@ impl FlowContext {
         Ok(self.journal.commit_events(&self.pipeline_id, events)?)
     }
 
-    async fn call(&self, op: &str, req: Value) -> Result<Value, Stop> {
+    async fn call<A: serde::de::DeserializeOwned>(&self, request: &Request) -> Result<A, Stop> {
         self.worker
-            .call(op, req)
+            .call(request)
             .await
             .map_err(|e| fail(&e.class_name, e.message))
     }
@@ -203,35 +204,39 @@ async fn write(
     metadata: &str,
 ) -> Result<Outcome, Stop> {
     let target = key(&flow.target);
-    let mut request = ctx
+    let binding = ctx
         .binder
         .bind_flow(flow, &Mode::Run(selection), &ctx.schemas)?;
-    for (k, v) in [
-        ("flow", json!(flow.name)),
-        ("target", json!(ctx.binder.table(&target))),
-        ("mode", json!(mode)),
-        ("expectations", json!(expectations(&ctx.graph, &target))),
-        ("user_metadata", json!(metadata)),
-        ("tag", json!(tag)),
-        ("create", create_spec(ctx, flow)),
-    ] {
-        request[k] = v;
-    }
-    let answer = ctx.call("run", request).await?;
+    let Value::Object(binding) = binding else {
+        return Err(fail("KilnError", "a flow's binding is not an object"));
+    };
+    let answer: RunAnswer = ctx
+        .call(&Request::Run {
+            flow: flow.name.clone(),
+            target: ctx.binder.table(&target),
+            mode: mode.to_string(),
+            expectations: expectations(&ctx.graph, &target),
+            user_metadata: metadata.to_string(),
+            tag: tag.to_string(),
+            create: create_spec(ctx, flow),
+            binding,
+        })
+        .await?;
     Ok(Outcome {
-        rows: answer["num_output_rows"].as_i64().unwrap_or(0),
-        metrics: answer.get("metrics").cloned(),
-        data_quality: answer.get("data_quality").filter(|v| !v.is_null()).cloned(),
+        rows: answer.num_output_rows,
+        metrics: answer.metrics,
+        data_quality: answer.data_quality.filter(|v| !v.is_null()),
         no_op: false,
     })
 }
 
 async fn table_version(ctx: &FlowContext, table: &str) -> Result<i64, Stop> {
-    Ok(
-        ctx.call("table_version", json!({"table": table})).await?["version"]
-            .as_i64()
-            .unwrap_or(-1),
-    )
+    let answer: Version = ctx
+        .call(&Request::TableVersion {
+            table: table.to_string(),
+        })
+        .await?;
+    Ok(answer.version.unwrap_or(-1))
 }
 
 /// A materialized view: recomputed, unless nothing it reads changed.
@@ -306,13 +311,13 @@ async fn append(ctx: &FlowContext, flow: &Flow, tag: &str) -> Result<Outcome, St
     let target_table = ctx.binder.table(&key(&flow.target));
     let mut ckpt = ctx.journal.checkpoint(&ctx.pipeline_id, &key(&flow.name))?;
     if let Some(pending) = ckpt.pending.clone() {
-        let found = ctx
-            .call(
-                "find_commit",
-                json!({"table": target_table, "user_metadata": pending.user_metadata}),
-            )
+        let found: Version = ctx
+            .call(&Request::FindCommit {
+                table: target_table.clone(),
+                user_metadata: pending.user_metadata.clone(),
+            })
             .await?;
-        if found["version"].is_i64() {
+        if found.version.is_some() {
             apply(&mut ckpt, &pending);
         } else {
             ckpt.pending = None;

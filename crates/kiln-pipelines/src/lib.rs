@@ -13,6 +13,7 @@ pub mod libraries;
 pub mod lifecycle;
 pub mod model;
 mod plan;
+pub mod protocol;
 mod python;
 mod records;
 mod runner;

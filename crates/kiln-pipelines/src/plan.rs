@@ -11,6 +11,7 @@ use crate::error::{fail, truncate, Stop};
 use crate::graph::{key, FlowQuery, Graph};
 use crate::libraries::{self, SourceLanguage};
 use crate::model::{string_map, UpdateRecord};
+use crate::protocol::{PythonLibrary, Request};
 use crate::sink::{error_json, Sink};
 use crate::sql::DatasetKind;
 use crate::worker::Worker;
@@ -79,15 +80,22 @@ pub(crate) async fn load_graph(
                     &mut errors,
                 );
             }
-            SourceLanguage::Python => python.push(json!({"path": source.path, "source": text})),
+            SourceLanguage::Python => python.push(PythonLibrary {
+                path: source.path.clone(),
+                source: text,
+            }),
         }
     }
     if !python.is_empty() {
-        let elements = worker
-            .call(
-                "register_python",
-                json!({"libraries": python, "configuration": configuration}),
-            )
+        let configuration = configuration
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        let elements: Value = worker
+            .call(&Request::RegisterPython {
+                libraries: python,
+                configuration,
+            })
             .await
             .map_err(|e| fail("PythonRegistrationError", e.message))?;
         crate::python::add_elements(&mut graph, &elements, &mut errors)?;

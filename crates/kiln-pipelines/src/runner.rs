@@ -18,6 +18,7 @@ use crate::events::Event;
 use crate::graph::key;
 use crate::lifecycle::{next_state, UpdateState};
 use crate::model::{publish_schema, string_map, PipelineRecord, UpdateRecord};
+use crate::protocol::{Empty, Request};
 use crate::service::Pipelines;
 use crate::sink::{error_json, Sink};
 use crate::sql::DatasetKind;
@@ -131,10 +132,8 @@ async fn copy_event_log(svc: &Pipelines, worker: &Worker, update: &UpdateRecord,
         .map(Event::to_json)
         .collect();
     let path = root.join("system").join("events");
-    if let Err(e) = worker
-        .call("write_events", json!({"path": path, "events": rows}))
-        .await
-    {
+    let request = Request::WriteEvents { path, events: rows };
+    if let Err(e) = worker.call::<Empty>(&request).await {
         tracing::warn!(pipeline = %update.pipeline_id, error = %e.message, "copy the event log to storage");
     }
 }
@@ -167,7 +166,7 @@ async fn execute(
     let log = svc.logs.join(format!("{}.log", pipeline.pipeline_id));
     let spark_url = svc.clusters.spark_url(&cluster_id, port);
     let worker = match svc.take_worker(&pipeline.pipeline_id, &spark_url) {
-        Some(w) if w.call("ping", json!({})).await.is_ok() => w,
+        Some(w) if w.call::<Empty>(&Request::Ping).await.is_ok() => w,
         _ => tokio::select! {
             w = Worker::spawn(WorkerSpec {
                 python: &python,
@@ -206,7 +205,7 @@ async fn execute(
             .flat_map(|d| [binder.table(d), binder.cdc_log(d)])
             .collect();
         worker
-            .call("drop", json!({"tables": tables}))
+            .call::<Empty>(&Request::Drop { tables })
             .await
             .map_err(|e| fail(&e.class_name, e.message))?;
         for d in &resets {
@@ -218,10 +217,9 @@ async fn execute(
     }
     svc.transition(update, UpdateState::SettingUpTables, sink.take(), sink)?;
     worker
-        .call(
-            "ensure_schema",
-            json!({"schema": format!("`{catalog}`.`{schema}`")}),
-        )
+        .call::<Empty>(&Request::EnsureSchema {
+            schema: format!("`{catalog}`.`{schema}`"),
+        })
         .await
         .map_err(|e| {
             fail(

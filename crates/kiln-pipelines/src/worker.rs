@@ -8,12 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kiln_core::{Error, ErrorCode, Result};
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin};
 use tokio::sync::{oneshot, Mutex as AsyncMutex};
 use tokio::task::JoinHandle;
 
+use crate::protocol::Request;
 use kiln_compute::isolation::Isolation;
 use kiln_compute::python_process::{handshake, remove_scratch, PythonProcess};
 
@@ -134,15 +136,17 @@ impl Worker {
         }
     }
 
-    /// Sends one request and waits for its answer.
-    pub async fn call(
+    /// Sends one request and waits for its answer (see [`crate::protocol`]).
+    pub async fn call<A: DeserializeOwned>(
         &self,
-        op: &str,
-        mut request: Value,
-    ) -> std::result::Result<Value, WorkerError> {
+        request: &Request,
+    ) -> std::result::Result<A, WorkerError> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut request = serde_json::to_value(request).map_err(|e| WorkerError {
+            class_name: "ProtocolError".into(),
+            message: format!("cannot encode a worker request: {e}"),
+        })?;
         request["id"] = json!(id);
-        request["op"] = json!(op);
         let (tx, rx) = oneshot::channel();
         if let Ok(mut p) = self.pending.lock() {
             p.insert(id, tx);
@@ -159,7 +163,12 @@ impl Worker {
             return Err(gone());
         }
         match rx.await {
-            Ok(answer) if answer["ok"] == json!(true) => Ok(answer["result"].clone()),
+            Ok(mut answer) if answer["ok"] == json!(true) => {
+                serde_json::from_value(answer["result"].take()).map_err(|e| WorkerError {
+                    class_name: "ProtocolError".into(),
+                    message: format!("the pipeline worker's answer is malformed: {e}"),
+                })
+            }
             Ok(answer) => Err(WorkerError {
                 class_name: answer["error"]["class_name"]
                     .as_str()

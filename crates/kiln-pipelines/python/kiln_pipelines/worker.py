@@ -294,6 +294,22 @@ class Worker:
         return self.python.register(req["libraries"], req.get("configuration") or {})
 
 
+# The operations Kiln sends (`crates/kiln-pipelines/src/protocol.rs`, one
+# `Request` variant each; a test there holds the two tables together).
+OPS = {
+    "ping": Worker.op_ping,
+    "cancel": Worker.op_cancel,
+    "analyze": Worker.op_analyze,
+    "register_python": Worker.op_register_python,
+    "drop": Worker.op_drop,
+    "ensure_schema": Worker.op_ensure_schema,
+    "run": Worker.op_run,
+    "table_version": Worker.op_table_version,
+    "find_commit": Worker.op_find_commit,
+    "write_events": Worker.op_write_events,
+}
+
+
 def quote(name):
     return "`" + name.replace("`", "``") + "`"
 
@@ -335,11 +351,11 @@ def main():
     send({"ready": True})
 
     def handle(request):
-        op = getattr(worker, "op_" + str(request.get("op")), None)
+        op = OPS.get(str(request.get("op")))
         try:
             if op is None:
                 raise FlowError(f"unknown op {request.get('op')}")
-            send({"id": request.get("id"), "ok": True, "result": op(request)})
+            send({"id": request.get("id"), "ok": True, "result": op(worker, request)})
         except BaseException as exc:  # noqa: BLE001 - every failure is an answer
             send({"id": request.get("id"), "ok": False, "error": describe(exc)})
 
