@@ -19,7 +19,9 @@ mod records;
 mod runner;
 pub mod service;
 mod sink;
+pub mod spec;
 pub mod sql;
 pub mod worker;
 
 pub use service::{Pipelines, StartRequest};
+pub use spec::PipelineSpec;

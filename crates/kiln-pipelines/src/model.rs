@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::lifecycle::UpdateState;
+use crate::spec::PipelineSpec;
 
 pub const KIND_PIPELINE: &str = "pipeline";
 pub const KIND_UPDATE: &str = "pipeline_update";
@@ -16,7 +17,7 @@ pub const KIND_FLOW: &str = "pipeline_flow";
 pub struct PipelineRecord {
     pub pipeline_id: String,
     /// The PipelineSpec as the user gave it, with `id` set.
-    pub spec: Value,
+    pub spec: PipelineSpec,
     pub creator: String,
     pub run_as: String,
     pub created_at: i64,
@@ -30,7 +31,7 @@ pub struct PipelineRecord {
 
 impl PipelineRecord {
     pub fn name(&self) -> &str {
-        self.spec["name"].as_str().unwrap_or_default()
+        self.spec.name()
     }
 }
 
@@ -52,18 +53,6 @@ pub fn string_map(v: &Value) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-/// Where a spec publishes: `catalog` (default `main`) and `schema` (or legacy
-/// `target`, default `default`).
-pub fn publish_schema(spec: &Value) -> (String, String) {
-    let catalog = spec["catalog"].as_str().unwrap_or("main").to_string();
-    let schema = spec["schema"]
-        .as_str()
-        .or(spec["target"].as_str())
-        .unwrap_or("default")
-        .to_string();
-    (catalog, schema)
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct UpdateRecord {
     pub pipeline_id: String,
@@ -80,7 +69,7 @@ pub struct UpdateRecord {
     #[serde(default)]
     pub cluster_id: Option<String>,
     /// The pipeline spec the update runs with.
-    pub config: Value,
+    pub config: PipelineSpec,
     pub requested_by: String,
 }
 

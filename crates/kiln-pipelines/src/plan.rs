@@ -10,7 +10,7 @@ use crate::bind::Binder;
 use crate::error::{fail, truncate, Stop};
 use crate::graph::{key, FlowQuery, Graph};
 use crate::libraries::{self, SourceLanguage};
-use crate::model::{string_map, UpdateRecord};
+use crate::model::UpdateRecord;
 use crate::protocol::{PythonLibrary, Request};
 use crate::sink::{error_json, Sink};
 use crate::sql::DatasetKind;
@@ -25,16 +25,12 @@ pub(crate) async fn load_graph(
     update: &UpdateRecord,
     sink: &mut Sink,
 ) -> Result<Graph, Stop> {
-    let configuration = string_map(&update.config["configuration"]);
+    let configuration = update.config.configuration();
     let mut graph = Graph::default();
     let mut errors = Vec::new();
     let mut python = Vec::new();
-    for lib in update.config["libraries"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-    {
-        let path = libraries::library_path(&lib)?;
+    for lib in update.config.libraries() {
+        let path = libraries::library_path(lib)?;
         let source = libraries::read(workspace, &path)?;
         let (text, ignored) = libraries::strip_notebook(&source.text, source.language);
         for what in ignored {

@@ -17,7 +17,7 @@ use crate::error::{fail, Stop};
 use crate::events::Event;
 use crate::graph::key;
 use crate::lifecycle::{next_state, UpdateState};
-use crate::model::{publish_schema, string_map, PipelineRecord, UpdateRecord};
+use crate::model::{string_map, PipelineRecord, UpdateRecord};
 use crate::protocol::{Empty, Request};
 use crate::service::Pipelines;
 use crate::sink::{error_json, Sink};
@@ -83,7 +83,7 @@ pub async fn run(svc: Arc<Pipelines>, mut update: UpdateRecord, cancel: Cancella
     }
     // Clean up before the end is visible: a client that sees the update end
     // may start the next one at once.
-    let development = update.config["development"].as_bool().unwrap_or(false);
+    let development = update.config.development();
     if let Some((w, url)) = worker {
         // Development pipelines keep their engine, and its worker, between updates.
         if development && result.is_ok() {
@@ -120,7 +120,7 @@ pub async fn run(svc: Arc<Pipelines>, mut update: UpdateRecord, cancel: Cancella
 /// never fails the update: the authoritative log is Kiln's store.
 async fn copy_event_log(svc: &Pipelines, worker: &Worker, update: &UpdateRecord, last: &[Event]) {
     let default = format!("dbfs:/pipelines/{}", update.pipeline_id);
-    let storage = update.config["storage"].as_str().unwrap_or(&default);
+    let storage = update.config.storage.as_deref().unwrap_or(&default);
     let Ok(root) = crate::bind::dbfs_path(&svc.dbfs_root, storage) else {
         return;
     };
@@ -185,7 +185,7 @@ async fn execute(
 
     svc.transition(update, UpdateState::Initializing, sink.take(), sink)?;
     let graph = Arc::new(crate::plan::load_graph(&svc.workspace, &worker, update, sink).await?);
-    let (catalog, schema) = publish_schema(&update.config);
+    let (catalog, schema) = update.config.publish_schema();
     let binder = Binder::new(graph.clone(), &catalog, &schema, svc.dbfs_root.clone());
     crate::plan::definitions(&graph, &binder, sink);
     svc.journal
@@ -241,8 +241,13 @@ async fn execute(
         update_id: update.update_id.clone(),
         sink: Sink::new(pipeline, &update.update_id),
     });
-    let continuous = update.config["continuous"].as_bool().unwrap_or(false);
-    let interval = trigger_interval(&update.config["configuration"]["pipelines.trigger.interval"]);
+    let continuous = update.config.continuous();
+    let interval = trigger_interval(
+        update
+            .config
+            .setting("pipelines.trigger.interval")
+            .unwrap_or(&Value::Null),
+    );
     loop {
         schedule(&ctx, update, cancel).await?;
         if !continuous {
@@ -281,14 +286,16 @@ async fn ensure_cluster(
         if let Ok(c) = svc.clusters.get(id) {
             if c.state == kiln_compute::lifecycle::ClusterState::Running
                 && c.engine_port.is_some()
-                && update.config["development"].as_bool().unwrap_or(false)
+                && update.config.development()
             {
                 return Ok((id.clone(), c.engine_port.unwrap_or_default()));
             }
         }
     }
-    let spec = update.config["clusters"]
-        .as_array()
+    let spec = update
+        .config
+        .clusters
+        .as_ref()
         .and_then(|cs| {
             cs.iter()
                 .find(|c| c["label"].as_str().unwrap_or("default") == "default")
@@ -314,11 +321,7 @@ async fn ensure_cluster(
             .into(),
         num_workers: spec["num_workers"].as_u64().unwrap_or(0).min(8) as u32,
         autoscale,
-        autotermination_minutes: if update.config["development"].as_bool().unwrap_or(false) {
-            120
-        } else {
-            0
-        },
+        autotermination_minutes: if update.config.development() { 120 } else { 0 },
         spark_conf: strings(&spec["spark_conf"]),
         spark_env_vars: strings(&spec["spark_env_vars"]),
         custom_tags: strings(&spec["custom_tags"]),

@@ -15,7 +15,7 @@ use kiln_compute::clusters::Clusters;
 use kiln_core::{time::now_ms, Error, ErrorCode, Result};
 use kiln_store::{Store, Write};
 use kiln_workspace::workspace::Workspace;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,6 +23,7 @@ use crate::events::Event;
 use crate::journal::{put_pipeline, Journal};
 use crate::lifecycle::UpdateState;
 use crate::model::*;
+use crate::spec::PipelineSpec;
 use crate::worker::Worker;
 
 pub struct Pipelines {
@@ -145,7 +146,7 @@ impl Pipelines {
         let me = self.clone();
         self.tasks.spawn(async move {
             for p in me.list().unwrap_or_default() {
-                let development = p.spec["development"].as_bool().unwrap_or(false);
+                let development = p.spec.development();
                 if let (Some(cluster), false, false) =
                     (&p.cluster_id, development, me.is_active(&p.pipeline_id))
                 {
@@ -221,9 +222,9 @@ impl Pipelines {
             .collect()
     }
 
-    fn check_name(&self, spec: &Value, except: Option<&str>) -> Result<()> {
-        let name = spec["name"].as_str().unwrap_or_default();
-        if spec["allow_duplicate_names"].as_bool().unwrap_or(false) || name.is_empty() {
+    fn check_name(&self, spec: &PipelineSpec, except: Option<&str>) -> Result<()> {
+        let name = spec.name();
+        if spec.allow_duplicate_names.unwrap_or(false) || name.is_empty() {
             return Ok(());
         }
         let taken = self
@@ -242,15 +243,15 @@ impl Pipelines {
     }
 
     /// Validates a spec's libraries: each notebook or file must exist.
-    pub fn check_libraries(&self, spec: &Value) -> Result<()> {
-        let libs = spec["libraries"].as_array().cloned().unwrap_or_default();
+    pub fn check_libraries(&self, spec: &PipelineSpec) -> Result<()> {
+        let libs = spec.libraries();
         if libs.is_empty() {
             return Err(Error::invalid(
                 "Invalid value for field libraries: a pipeline needs at least one notebook or file",
             ));
         }
         for lib in libs {
-            let path = crate::libraries::library_path(&lib)?;
+            let path = crate::libraries::library_path(lib)?;
             crate::libraries::read(&self.workspace, &path)?;
         }
         Ok(())
@@ -259,20 +260,18 @@ impl Pipelines {
     pub async fn create(
         &self,
         actor: &str,
-        mut spec: Value,
+        mut spec: PipelineSpec,
         dry_run: bool,
     ) -> Result<PipelineRecord> {
         let _guard = self.writer.lock().await;
         self.check_name(&spec, None)?;
         self.check_libraries(&spec)?;
         let id = kiln_core::ids::uuid4();
-        spec["id"] = json!(id);
-        if let Some(obj) = spec.as_object_mut() {
-            obj.remove("allow_duplicate_names");
-            obj.remove("dry_run");
-        }
-        if spec.get("storage").is_none() {
-            spec["storage"] = json!(format!("dbfs:/pipelines/{id}"));
+        spec.id = Some(id.clone());
+        spec.allow_duplicate_names = None;
+        spec.other.remove("dry_run");
+        if spec.storage.is_none() {
+            spec.storage = Some(format!("dbfs:/pipelines/{id}"));
         }
         let now = now_ms();
         let record = PipelineRecord {
@@ -312,7 +311,7 @@ impl Pipelines {
         &self,
         actor: &str,
         pipeline_id: &str,
-        mut spec: Value,
+        mut spec: PipelineSpec,
         expected_last_modified: Option<i64>,
     ) -> Result<()> {
         let _guard = self.writer.lock().await;
@@ -324,7 +323,7 @@ impl Pipelines {
                 )));
             }
         }
-        if let Some(id) = spec["id"].as_str() {
+        if let Some(id) = &spec.id {
             if id != pipeline_id {
                 return Err(Error::invalid(
                     "Invalid value for field id: it must be the pipeline's id",
@@ -333,18 +332,16 @@ impl Pipelines {
         }
         self.check_name(&spec, Some(pipeline_id))?;
         self.check_libraries(&spec)?;
-        spec["id"] = json!(pipeline_id);
-        if let Some(obj) = spec.as_object_mut() {
-            obj.remove("allow_duplicate_names");
-            obj.remove("expected_last_modified");
-        }
-        match (spec.get("storage"), record.spec.get("storage")) {
+        spec.id = Some(pipeline_id.to_string());
+        spec.allow_duplicate_names = None;
+        spec.other.remove("expected_last_modified");
+        match (&spec.storage, &record.spec.storage) {
             (Some(new), Some(old)) if new != old => {
                 return Err(Error::invalid(
                     "Invalid value for field storage: it cannot be changed after creation",
                 ))
             }
-            (None, Some(old)) => spec["storage"] = old.clone(),
+            (None, Some(old)) => spec.storage = Some(old.clone()),
             _ => {}
         }
         record.spec = spec;
@@ -463,7 +460,7 @@ impl Pipelines {
                 "full_refresh_selection": update.full_refresh_selection,
                 "refresh_selection": update.refresh_selection, "validate_only": update.validate_only,
                 "run_as": pipeline.run_as, "runtime_version": {"dbr_version": "16.4"},
-                "config": pipeline.spec,
+                "config": pipeline.spec.to_json(),
             }),
         );
         sink.emit(

@@ -11,6 +11,7 @@ use kiln_core::{time::rfc3339, Error, Result};
 use kiln_pipelines::events::{self, Cursor};
 use kiln_pipelines::lifecycle::pipeline_state;
 use kiln_pipelines::model::{PipelineRecord, UpdateRecord};
+use kiln_pipelines::PipelineSpec;
 use kiln_pipelines::StartRequest;
 use serde_json::{json, Value};
 
@@ -128,11 +129,12 @@ async fn create(
     Extension(caller): Extension<Caller>,
     Params(body): Params<Value>,
 ) -> ApiResult<Json<Value>> {
-    let (mut spec, flags) = spec_of(body)?;
+    let (spec, flags) = spec_of(body)?;
+    let mut spec = PipelineSpec::from_json(spec)?;
     if let Some(true) = flags.allow_duplicate_names {
-        spec["allow_duplicate_names"] = json!(true);
+        spec.allow_duplicate_names = Some(true);
     }
-    if spec.get("id").is_some() {
+    if spec.id.is_some() {
         return Err(
             Error::invalid("Invalid value for field id: the id is assigned by the system").into(),
         );
@@ -144,15 +146,15 @@ async fn create(
         .create(&caller.user_name, spec, dry_run)
         .await?;
     if dry_run {
-        return Ok(Json(json!({"effective_settings": record.spec})));
+        return Ok(Json(json!({"effective_settings": record.spec.to_json()})));
     }
     Ok(Json(json!({"pipeline_id": record.pipeline_id})))
 }
 
 /// The caller must be able to read every notebook and file the pipeline runs
 /// (a missing one is reported by the service, naming the field).
-fn require_libraries(state: &AppState, caller: &Caller, spec: &Value) -> Result<()> {
-    for lib in spec["libraries"].as_array().into_iter().flatten() {
+fn require_libraries(state: &AppState, caller: &Caller, spec: &PipelineSpec) -> Result<()> {
+    for lib in spec.libraries() {
         let path = kiln_pipelines::libraries::library_path(lib)?;
         if let Ok(object) = state.workspace.get(&path) {
             crate::access::require_object(state, caller, &object, "CAN_READ")?;
@@ -196,7 +198,7 @@ async fn get_pipeline(
 ) -> ApiResult<Json<Value>> {
     let record = require_pipeline(&state, &caller, &pipeline_id, "CAN_VIEW")?;
     let mut v = status(&state, &record);
-    v["spec"] = record.spec.clone();
+    v["spec"] = record.spec.to_json();
     v["last_modified"] = json!(record.last_modified);
     v["effective_publishing_mode"] = json!("DEFAULT_PUBLISHING_MODE");
     if let Some(u) = state.pipelines.updates(&pipeline_id).first() {
@@ -214,10 +216,11 @@ async fn edit(
     Params(body): Params<Value>,
 ) -> ApiResult<Json<Value>> {
     require_pipeline(&state, &caller, &pipeline_id, "CAN_MANAGE")?;
-    let (mut spec, flags) = spec_of(body)?;
+    let (spec, flags) = spec_of(body)?;
+    let mut spec = PipelineSpec::from_json(spec)?;
     require_libraries(&state, &caller, &spec)?;
     if let Some(true) = flags.allow_duplicate_names {
-        spec["allow_duplicate_names"] = json!(true);
+        spec.allow_duplicate_names = Some(true);
     }
     state
         .pipelines
@@ -284,10 +287,10 @@ fn pipeline_filter(filter: &str) -> Result<RecordFilter> {
             let path =
                 quoted(value).ok_or_else(|| Error::invalid("Invalid filter: notebook='<path>'"))?;
             return Ok(Box::new(move |r: &PipelineRecord| {
-                r.spec["libraries"].as_array().is_some_and(|ls| {
-                    ls.iter()
-                        .any(|l| l["notebook"]["path"].as_str() == Some(path.as_str()))
-                })
+                r.spec
+                    .libraries()
+                    .iter()
+                    .any(|l| l["notebook"]["path"].as_str() == Some(path.as_str()))
             }));
         }
     }
@@ -442,8 +445,8 @@ fn update_info(u: &UpdateRecord, full: bool) -> Value {
         v["cluster_id"] = json!(c);
     }
     if full {
-        v["config"] = u.config.clone();
-        v["mode"] = json!(if u.config["continuous"].as_bool().unwrap_or(false) {
+        v["config"] = u.config.to_json();
+        v["mode"] = json!(if u.config.continuous() {
             "CONTINUOUS"
         } else {
             "DEFAULT"
