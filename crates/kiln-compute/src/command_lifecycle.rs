@@ -2,7 +2,8 @@
 //! with its transitions in one function. Wire spellings are Databricks' exact
 //! mixed case: the SDK turns any other spelling into `None` and its waiters hang.
 
-use kiln_core::{Error, Result};
+use kiln_core::lifecycle::Lifecycle;
+use kiln_core::Result;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContextStatus {
@@ -20,14 +21,30 @@ pub enum ContextEvent {
     Ended,
 }
 
-/// The one place context statuses change: Pending → Running when its kernel is
+/// The context lifecycle's table: Pending → Running when its kernel is
 /// ready; any → Error when it ends (Error is final).
-pub fn next_context_status(from: ContextStatus, event: ContextEvent) -> ContextStatus {
-    match (from, event) {
-        (ContextStatus::Pending, ContextEvent::KernelReady) => ContextStatus::Running,
-        (_, ContextEvent::Ended) => ContextStatus::Error,
-        (status, ContextEvent::KernelReady) => status,
+pub struct ContextLifecycle;
+
+impl Lifecycle for ContextLifecycle {
+    type State = ContextStatus;
+    type Event = ContextEvent;
+
+    fn next(from: ContextStatus, event: ContextEvent) -> Option<ContextStatus> {
+        Some(match (from, event) {
+            (ContextStatus::Pending, ContextEvent::KernelReady) => ContextStatus::Running,
+            (_, ContextEvent::Ended) => ContextStatus::Error,
+            (status, ContextEvent::KernelReady) => status,
+        })
     }
+
+    fn name(state: &ContextStatus) -> &'static str {
+        state.as_str()
+    }
+}
+
+/// The one place context statuses change (every event is allowed from every status).
+pub fn next_context_status(from: ContextStatus, event: ContextEvent) -> ContextStatus {
+    ContextLifecycle::next(from, event).unwrap_or(from)
 }
 
 impl ContextStatus {
@@ -80,31 +97,42 @@ impl CommandState {
     }
 }
 
+/// The command lifecycle's table.
+pub struct CommandLifecycle;
+
+impl Lifecycle for CommandLifecycle {
+    type State = CommandState;
+    type Event = CommandEvent;
+
+    fn next(from: CommandState, event: CommandEvent) -> Option<CommandState> {
+        use CommandEvent as E;
+        use CommandState as S;
+        Some(match (event, from) {
+            (E::Start, S::Queued) => S::Running,
+            (E::Cancel, S::Queued) => S::Cancelled,
+            (E::Cancel, S::Running | S::Cancelling) => S::Cancelling,
+            (E::Cancel, terminal) if terminal.is_terminal() => terminal,
+            (E::Finish, S::Running) => S::Finished,
+            // A command finishing while its cancel was in flight did finish.
+            (E::Finish, S::Cancelling) => S::Finished,
+            (E::Fail, S::Queued | S::Running | S::Cancelling) => S::Error,
+            (E::Cancelled, S::Running | S::Cancelling | S::Queued) => S::Cancelled,
+            _ => return None,
+        })
+    }
+
+    fn name(state: &CommandState) -> &'static str {
+        state.as_str()
+    }
+}
+
 /// The state `event` leads to from `from`, or `INVALID_STATE`.
 pub fn next_command_state(
     command_id: &str,
     from: CommandState,
     event: CommandEvent,
 ) -> Result<CommandState> {
-    use CommandEvent as E;
-    use CommandState as S;
-    Ok(match (event, from) {
-        (E::Start, S::Queued) => S::Running,
-        (E::Cancel, S::Queued) => S::Cancelled,
-        (E::Cancel, S::Running | S::Cancelling) => S::Cancelling,
-        (E::Cancel, terminal) if terminal.is_terminal() => terminal,
-        (E::Finish, S::Running) => S::Finished,
-        // A command finishing while its cancel was in flight did finish.
-        (E::Finish, S::Cancelling) => S::Finished,
-        (E::Fail, S::Queued | S::Running | S::Cancelling) => S::Error,
-        (E::Cancelled, S::Running | S::Cancelling | S::Queued) => S::Cancelled,
-        _ => {
-            return Err(Error::invalid_state(format!(
-                "Command {command_id} is in state {} and cannot {event:?}",
-                from.as_str()
-            )))
-        }
-    })
+    CommandLifecycle::transition(&format!("Command {command_id}"), from, event)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use crate::command_lifecycle::{
     next_context_status, CommandEvent, CommandState, ContextEvent, ContextStatus,
 };
 use crate::contexts::{error_results, Context, Contexts, Language, WarmKernel};
-use crate::kernel::{Kernel, KernelEvent};
+use crate::kernel::{Kernel, KernelEvent, Outcome};
 use crate::lifecycle::ClusterState;
 
 const TICK: Duration = Duration::from_millis(250);
@@ -150,15 +150,15 @@ async fn run_command(
             }
             Some(KernelEvent::Done {
                 id,
-                status,
+                outcome,
                 results,
             }) if id == command_id => {
                 // (the kernel always reports `started` first; this only makes sure)
                 let _ = context.advance(command_id, CommandEvent::Start, None);
-                let event = match status.as_str() {
-                    "Finished" => CommandEvent::Finish,
-                    "Cancelled" => CommandEvent::Cancelled,
-                    _ => CommandEvent::Fail,
+                let event = match outcome {
+                    Outcome::Finished => CommandEvent::Finish,
+                    Outcome::Cancelled => CommandEvent::Cancelled,
+                    Outcome::Error => CommandEvent::Fail,
                 };
                 let _ = context.advance(command_id, event, Some(results));
                 return true;

@@ -163,9 +163,9 @@ impl Context {
             inner.status,
             crate::command_lifecycle::ContextEvent::Ended,
         );
-        for entry in inner.commands.values_mut() {
-            if !entry.state.is_terminal() {
-                entry.state = CommandState::Error;
+        for (id, entry) in inner.commands.iter_mut() {
+            if let Ok(next) = next_command_state(id, entry.state, CommandEvent::Fail) {
+                entry.state = next;
                 entry.results = Some(crate::contexts::error_results("ContextError", cause));
             }
         }

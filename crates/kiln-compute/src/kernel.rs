@@ -88,10 +88,29 @@ pub enum KernelEvent {
     Started(String),
     Done {
         id: String,
-        status: String,
+        outcome: Outcome,
         results: Value,
     },
     Exited(String),
+}
+
+/// How a command ended, as the kernel reports it (`"status"` of a `done` event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Finished,
+    Cancelled,
+    Error,
+}
+
+impl Outcome {
+    /// The kernel's spelling; anything else is an error.
+    pub fn parse(status: Option<&str>) -> Self {
+        match status {
+            Some("Finished") => Self::Finished,
+            Some("Cancelled") => Self::Cancelled,
+            _ => Self::Error,
+        }
+    }
 }
 
 /// A live kernel. Dropping it kills the process.
@@ -235,10 +254,9 @@ async fn read_events(
                         let _ = tx.send(KernelEvent::Started(id));
                     }
                     Some("done") => {
-                        let status = message["status"].as_str().unwrap_or("Error").to_string();
                         let _ = tx.send(KernelEvent::Done {
                             id,
-                            status,
+                            outcome: Outcome::parse(message["status"].as_str()),
                             results: message["results"].clone(),
                         });
                     }

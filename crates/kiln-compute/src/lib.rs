@@ -19,6 +19,7 @@ pub mod host;
 pub mod isolation;
 pub mod kernel;
 pub mod libraries;
+pub mod library_lifecycle;
 pub mod lifecycle;
 pub mod pyenv;
 pub mod python_process;

@@ -19,7 +19,9 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::clusters::Clusters;
+use crate::library_lifecycle::{LibraryEvent, LibraryLifecycle};
 use crate::lifecycle::ClusterState;
+use kiln_core::lifecycle::Lifecycle;
 
 const PIP_TIMEOUT: Duration = Duration::from_secs(600);
 /// Variables pip may take from Kiln's environment (proxies, index, CA bundle).
@@ -162,8 +164,10 @@ impl Libraries {
         for value in store.libraries()? {
             let mut record: LibraryRecord =
                 serde_json::from_value(value).map_err(|e| Error::internal("read libraries", e))?;
-            if record.status == LibraryStatus::Installing {
-                record.status = LibraryStatus::Pending; // interrupted by a Kiln stop: install again
+            if let Some(Some(status)) =
+                LibraryLifecycle::next(Some(record.status), LibraryEvent::Interrupted)
+            {
+                record.status = status; // interrupted by a Kiln stop: install again
                 writes.push(put(&record)?);
             }
             records.insert((record.cluster_id.clone(), record.key.clone()), record);
@@ -192,6 +196,33 @@ impl Libraries {
         Ok(())
     }
 
+    /// The one place a library's status changes: `event` moves `record`
+    /// through [`LibraryLifecycle`]; the record is saved with its new status,
+    /// or deleted when the lifecycle removes it. Answers whether it changed.
+    pub(crate) fn transition(
+        &self,
+        mut record: LibraryRecord,
+        event: LibraryEvent,
+    ) -> Result<bool> {
+        let what = format!("Library {} on cluster {}", record.key, record.cluster_id);
+        match LibraryLifecycle::transition(&what, Some(record.status), event)? {
+            Some(status) if status == record.status => Ok(false),
+            Some(status) => {
+                record.status = status;
+                self.save(record)?;
+                Ok(true)
+            }
+            None => {
+                self.store.commit(vec![Write::DeleteLibrary {
+                    cluster_id: record.cluster_id.clone(),
+                    key: record.key.clone(),
+                }])?;
+                self.lock()?.remove(&(record.cluster_id, record.key));
+                Ok(true)
+            }
+        }
+    }
+
     pub fn install(&self, cluster_id: &str, libraries: &[Value]) -> Result<()> {
         self.install_named(cluster_id, libraries, None)
     }
@@ -214,19 +245,16 @@ impl Libraries {
                 .lock()?
                 .get(&(cluster_id.to_string(), key.clone()))
                 .cloned();
+            let from = existing.as_ref().map(|r| r.status);
+            let what = format!("Library {key} on cluster {cluster_id}");
+            let Some(status) = LibraryLifecycle::transition(&what, from, LibraryEvent::Requested)?
+            else {
+                continue;
+            };
             let record = match existing {
-                Some(r)
-                    if matches!(
-                        r.status,
-                        LibraryStatus::Installed
-                            | LibraryStatus::Installing
-                            | LibraryStatus::Pending
-                    ) =>
-                {
-                    continue
-                }
+                Some(r) if r.status == status => continue,
                 Some(r) => LibraryRecord {
-                    status: LibraryStatus::Pending,
+                    status,
                     messages: Vec::new(),
                     name: name.map(str::to_string).or(r.name.clone()),
                     ..r
@@ -236,7 +264,7 @@ impl Libraries {
                     key,
                     library,
                     source,
-                    status: LibraryStatus::Pending,
+                    status,
                     messages: Vec::new(),
                     created_ms: now_ms(),
                     name: name.map(str::to_string),
@@ -262,22 +290,7 @@ impl Libraries {
             else {
                 continue;
             };
-            match record.status {
-                LibraryStatus::Installed | LibraryStatus::Installing => {
-                    self.save(LibraryRecord {
-                        status: LibraryStatus::UninstallOnRestart,
-                        ..record
-                    })?;
-                }
-                LibraryStatus::Pending | LibraryStatus::Failed => {
-                    self.store.commit(vec![Write::DeleteLibrary {
-                        cluster_id: cluster_id.into(),
-                        key: key.clone(),
-                    }])?;
-                    self.lock()?.remove(&(cluster_id.to_string(), key));
-                }
-                LibraryStatus::UninstallOnRestart => {}
-            }
+            self.transition(record, LibraryEvent::UninstallRequested)?;
         }
         Ok(())
     }

@@ -8,7 +8,6 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use kiln_core::Result;
-use kiln_store::Write;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -119,28 +118,19 @@ impl Libraries {
             &self.clusters.engine_dir(cluster_id),
         )?;
         for record in records {
-            if record.status == LibraryStatus::UninstallOnRestart {
-                self.store.commit(vec![Write::DeleteLibrary {
-                    cluster_id: cluster_id.into(),
-                    key: record.key.clone(),
-                }])?;
-                self.lock()?.remove(&(cluster_id.to_string(), record.key));
-            } else {
-                self.save(LibraryRecord {
-                    status: LibraryStatus::Pending,
-                    messages: Vec::new(),
-                    ..record
-                })?;
-            }
+            let record = LibraryRecord {
+                messages: Vec::new(),
+                ..record
+            };
+            self.transition(record, LibraryEvent::EnvironmentRebuilt)?;
         }
         Ok(())
     }
 
     async fn install_one(&self, record: LibraryRecord) -> Result<()> {
-        self.save(LibraryRecord {
-            status: LibraryStatus::Installing,
-            ..record.clone()
-        })?;
+        if !self.transition(record.clone(), LibraryEvent::InstallStarted)? {
+            return Ok(());
+        }
         let outcome = self.pip_install(&record).await;
         let current = self
             .lock()?
@@ -149,15 +139,18 @@ impl Libraries {
         let Some(current) = current.filter(|r| r.status == LibraryStatus::Installing) else {
             return Ok(());
         };
-        let (status, messages) = match outcome {
-            Ok(()) => (LibraryStatus::Installed, Vec::new()),
-            Err(reason) => (LibraryStatus::Failed, vec![reason]),
+        let (event, messages) = match outcome {
+            Ok(()) => (LibraryEvent::InstallSucceeded, Vec::new()),
+            Err(reason) => (LibraryEvent::InstallFailed, vec![reason]),
         };
-        self.save(LibraryRecord {
-            status,
-            messages,
-            ..current
-        })
+        self.transition(
+            LibraryRecord {
+                messages,
+                ..current
+            },
+            event,
+        )
+        .map(|_| ())
     }
 
     /// Runs pip for one library; `Err` carries pip's reason.

@@ -1,5 +1,6 @@
 //! The cluster lifecycle: one enum, every transition in [`next_state`].
 
+use kiln_core::lifecycle::Lifecycle;
 use kiln_core::{Error, Result};
 
 pub use kiln_store::ClusterState;
@@ -22,40 +23,60 @@ pub enum Transition {
     Recover,
 }
 
+/// The cluster lifecycle's table.
+pub struct ClusterLifecycle;
+
+impl Lifecycle for ClusterLifecycle {
+    type State = ClusterState;
+    type Event = Transition;
+
+    fn next(from: ClusterState, transition: Transition) -> Option<ClusterState> {
+        use ClusterState as S;
+        use Transition as T;
+        Some(match (transition, from) {
+            (T::Start, S::Terminated | S::Error) => S::Pending,
+            (T::Restart, S::Running) => S::Restarting,
+            (T::Resize, S::Running) => S::Resizing,
+            (T::Edit, S::Running) => S::Restarting,
+            (T::Edit, S::Terminated | S::Error) => from,
+            (
+                T::Terminate,
+                S::Pending | S::Running | S::Restarting | S::Resizing | S::Error | S::Unknown,
+            ) => S::Terminating,
+            (T::Terminate, S::Terminating | S::Terminated) => from,
+            (T::EngineReady, S::Pending | S::Restarting | S::Resizing) => S::Running,
+            (T::EngineStopped, S::Terminating) => S::Terminated,
+            (T::EngineFailed, S::Pending | S::Running | S::Restarting | S::Resizing) => {
+                S::Terminated
+            }
+            (T::Idle, S::Running) => S::Terminating,
+            (T::Recover, S::Pending | S::Running | S::Restarting | S::Resizing) => S::Pending,
+            (T::Recover, S::Terminating) => S::Terminated,
+            (T::Recover, S::Terminated | S::Error | S::Unknown) => from,
+            _ => return None,
+        })
+    }
+
+    fn name(state: &ClusterState) -> &'static str {
+        state.as_str()
+    }
+
+    /// Databricks' words for a refused change ("is in unexpected state",
+    /// which Databricks Connect waits on).
+    fn transition(what: &str, from: ClusterState, event: Transition) -> Result<ClusterState> {
+        Self::next(from, event).ok_or_else(|| {
+            Error::invalid_state(format!("{what} is in unexpected state {}.", from.as_str()))
+        })
+    }
+}
+
 /// The state `transition` leads to from `from`, or `INVALID_STATE`.
 pub fn next_state(
     cluster_id: &str,
     from: ClusterState,
     transition: Transition,
 ) -> Result<ClusterState> {
-    use ClusterState as S;
-    use Transition as T;
-    let next = match (transition, from) {
-        (T::Start, S::Terminated | S::Error) => S::Pending,
-        (T::Restart, S::Running) => S::Restarting,
-        (T::Resize, S::Running) => S::Resizing,
-        (T::Edit, S::Running) => S::Restarting,
-        (T::Edit, S::Terminated | S::Error) => from,
-        (
-            T::Terminate,
-            S::Pending | S::Running | S::Restarting | S::Resizing | S::Error | S::Unknown,
-        ) => S::Terminating,
-        (T::Terminate, S::Terminating | S::Terminated) => from,
-        (T::EngineReady, S::Pending | S::Restarting | S::Resizing) => S::Running,
-        (T::EngineStopped, S::Terminating) => S::Terminated,
-        (T::EngineFailed, S::Pending | S::Running | S::Restarting | S::Resizing) => S::Terminated,
-        (T::Idle, S::Running) => S::Terminating,
-        (T::Recover, S::Pending | S::Running | S::Restarting | S::Resizing) => S::Pending,
-        (T::Recover, S::Terminating) => S::Terminated,
-        (T::Recover, S::Terminated | S::Error | S::Unknown) => from,
-        _ => {
-            return Err(Error::invalid_state(format!(
-                "Cluster {cluster_id} is in unexpected state {}.",
-                from.as_str()
-            )))
-        }
-    };
-    Ok(next)
+    ClusterLifecycle::transition(&format!("Cluster {cluster_id}"), from, transition)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod blocking;
 pub mod error;
 pub mod fuzz;
 pub mod ids;
+pub mod lifecycle;
 pub mod process;
 pub mod seal;
 pub mod time;

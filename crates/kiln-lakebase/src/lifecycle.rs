@@ -53,6 +53,22 @@ impl EndpointState {
     }
 }
 
+/// The endpoint lifecycle's table ([`EndpointState::next`]).
+pub struct EndpointLifecycle;
+
+impl kiln_core::lifecycle::Lifecycle for EndpointLifecycle {
+    type State = EndpointState;
+    type Event = EndpointEvent;
+
+    fn next(from: EndpointState, event: EndpointEvent) -> Option<EndpointState> {
+        from.next(event)
+    }
+
+    fn name(state: &EndpointState) -> &'static str {
+        state.as_str()
+    }
+}
+
 /// `BranchStatusState` (Kiln uses INIT while the data is being cloned, then READY).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BranchState {

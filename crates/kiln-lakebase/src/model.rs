@@ -292,28 +292,124 @@ impl EndpointRecord {
 }
 
 /// A long-running operation (see `operations`): pending until its work ends,
-/// then done with a response or an error.
+/// then succeeded with a response or failed with an error. Stored in the shape
+/// it always had (`done`, `response`, `error`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "StoredOperation", into = "StoredOperation")]
 pub struct OperationRecord {
     pub name: String,
     pub metadata_type: String,
-    pub response: serde_json::Value,
     /// Who asked for it (operations are readable by their requester and admins).
     pub requested_by: String,
     pub create_ms: i64,
+    pub state: OperationState,
+}
+
+/// Where an operation stands; it moves only through [`OperationLifecycle`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum OperationState {
+    Pending,
+    Succeeded(serde_json::Value),
+    Failed(OperationError),
+}
+
+/// What ends an operation.
+#[derive(Debug, Clone)]
+pub enum OperationEvent {
+    /// Its work ended with this response.
+    Succeed(serde_json::Value),
+    /// Its work failed, or Kiln stopped before it ended.
+    Fail(OperationError),
+}
+
+/// The operation lifecycle's table: a pending operation ends once.
+pub struct OperationLifecycle;
+
+impl kiln_core::lifecycle::Lifecycle for OperationLifecycle {
+    type State = OperationState;
+    type Event = OperationEvent;
+
+    fn next(from: OperationState, event: OperationEvent) -> Option<OperationState> {
+        match (from, event) {
+            (OperationState::Pending, OperationEvent::Succeed(r)) => {
+                Some(OperationState::Succeeded(r))
+            }
+            (OperationState::Pending, OperationEvent::Fail(e)) => Some(OperationState::Failed(e)),
+            _ => None,
+        }
+    }
+
+    fn name(state: &OperationState) -> &'static str {
+        match state {
+            OperationState::Pending => "PENDING",
+            OperationState::Succeeded(_) => "SUCCEEDED",
+            OperationState::Failed(_) => "FAILED",
+        }
+    }
+}
+
+impl OperationRecord {
+    pub fn done(&self) -> bool {
+        !matches!(self.state, OperationState::Pending)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredOperation {
+    name: String,
+    metadata_type: String,
+    response: serde_json::Value,
+    requested_by: String,
+    create_ms: i64,
     /// Records from before operations could be pending were all done.
     #[serde(default = "done_by_default")]
-    pub done: bool,
+    done: bool,
     #[serde(default)]
-    pub error: Option<OperationError>,
+    error: Option<OperationError>,
 }
 
 fn done_by_default() -> bool {
     true
 }
 
+impl From<StoredOperation> for OperationRecord {
+    fn from(s: StoredOperation) -> Self {
+        let state = match (s.done, s.error) {
+            (false, _) => OperationState::Pending,
+            (true, Some(e)) => OperationState::Failed(e),
+            (true, None) => OperationState::Succeeded(s.response),
+        };
+        Self {
+            name: s.name,
+            metadata_type: s.metadata_type,
+            requested_by: s.requested_by,
+            create_ms: s.create_ms,
+            state,
+        }
+    }
+}
+
+impl From<OperationRecord> for StoredOperation {
+    fn from(r: OperationRecord) -> Self {
+        let (done, response, error) = match r.state {
+            OperationState::Pending => (false, serde_json::Value::Null, None),
+            OperationState::Succeeded(v) => (true, v, None),
+            OperationState::Failed(e) => (true, serde_json::Value::Null, Some(e)),
+        };
+        Self {
+            name: r.name,
+            metadata_type: r.metadata_type,
+            response,
+            requested_by: r.requested_by,
+            create_ms: r.create_ms,
+            done,
+            error,
+        }
+    }
+}
+
 /// Why an operation failed, in Databricks `error_code` terms.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OperationError {
     pub error_code: String,
     pub message: String,

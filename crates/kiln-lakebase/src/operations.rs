@@ -15,7 +15,11 @@ use kiln_core::{Error, ErrorCode, Result};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::model::{OperationError, OperationRecord};
+use kiln_core::lifecycle::Lifecycle;
+
+use crate::model::{
+    OperationError, OperationEvent, OperationLifecycle, OperationRecord, OperationState,
+};
 use crate::service::{Lakebase, OPERATION};
 
 tokio::task_local! {
@@ -106,8 +110,8 @@ impl Lakebase {
     /// The operation finished before the request answered: errors before
     /// acceptance are the request's; a result is recorded as a done operation.
     fn finished(&self, mut op: OperationRecord, result: Result<Value>) -> Result<OperationRecord> {
-        op.response = result?;
-        op.done = true;
+        op.state =
+            OperationLifecycle::transition(&op.name, op.state, OperationEvent::Succeed(result?))?;
         self.save_operation(&op)?;
         Ok(op)
     }
@@ -117,12 +121,16 @@ impl Lakebase {
         let Ok(mut op) = self.operation(name) else {
             return;
         };
-        op.done = true;
-        match result {
-            Ok(response) => op.response = response,
-            Err(e) => op.error = Some(OperationError::of(&e)),
-        }
-        if let Err(e) = self.save_operation(&op) {
+        let event = match result {
+            Ok(response) => OperationEvent::Succeed(response),
+            Err(e) => OperationEvent::Fail(OperationError::of(&e)),
+        };
+        let saved =
+            OperationLifecycle::transition(name, op.state.clone(), event).and_then(|state| {
+                op.state = state;
+                self.save_operation(&op)
+            });
+        if let Err(e) = saved {
             tracing::error!(operation = name, error = %e.message, "record an operation's outcome");
         }
     }
@@ -150,16 +158,17 @@ impl Lakebase {
             .read()?
             .operations
             .values()
-            .filter(|o| !o.done)
+            .filter(|o| !o.done())
             .cloned()
             .collect();
         for mut op in pending {
-            op.done = true;
-            op.error = Some(OperationError {
+            let aborted = OperationError {
                 error_code: "ABORTED".into(),
                 message: "Kiln stopped before the operation finished; check the resource and retry"
                     .into(),
-            });
+            };
+            op.state =
+                OperationLifecycle::transition(&op.name, op.state, OperationEvent::Fail(aborted))?;
             self.save_operation(&op)?;
         }
         Ok(())
@@ -199,11 +208,9 @@ impl OperationRecord {
             metadata_type: format!(
                 "type.googleapis.com/databricks.postgres.v1.{kind}OperationMetadata"
             ),
-            response: Value::Null,
             requested_by: requested_by.into(),
             create_ms: now_ms(),
-            done: false,
-            error: None,
+            state: OperationState::Pending,
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::error::{fail, Stop};
 use crate::graph::expectations;
 use crate::graph::{key, Flow, FlowKind, Graph};
 use crate::journal::Journal;
+use crate::lifecycle::FlowStatus;
 use crate::model::{Batch, FlowCheckpoint};
 use crate::protocol::{Empty, Request, RunAnswer, Version};
 use crate::sink::{error_json, Sink};
@@ -100,22 +101,20 @@ struct Outcome {
 /// Runs one flow and records its progress; false when it failed.
 pub(crate) async fn run_flow(ctx: &FlowContext, name: &str, cancel: &CancellationToken) -> bool {
     let flow = &ctx.graph.flows[name];
-    let _ = ctx.emit(vec![
-        ctx.event(
-            flow,
-            "INFO",
-            "flow_progress",
-            &format!("Flow '{}' is STARTING.", flow.name),
-            json!({"status": "STARTING"}),
-        ),
-        ctx.event(
-            flow,
-            "INFO",
-            "flow_progress",
-            &format!("Flow '{}' is RUNNING.", flow.name),
-            json!({"status": "RUNNING"}),
-        ),
-    ]);
+    let _ = ctx.emit(
+        [FlowStatus::Starting, FlowStatus::Running]
+            .into_iter()
+            .map(|status| {
+                ctx.event(
+                    flow,
+                    status.level(),
+                    "flow_progress",
+                    &format!("Flow '{}' is {}.", flow.name, status.as_str()),
+                    json!({"status": status.as_str()}),
+                )
+            })
+            .collect(),
+    );
     let tag = ctx.tag(&key(&flow.name));
     if let Ok(mut t) = RUNNING_TAGS.lock() {
         t.insert(tag.clone());
@@ -130,8 +129,9 @@ pub(crate) async fn run_flow(ctx: &FlowContext, name: &str, cancel: &Cancellatio
     }
     match result {
         Ok(outcome) => {
+            let status = FlowStatus::Completed;
             let mut details =
-                json!({"status": "COMPLETED", "metrics": {"num_output_rows": outcome.rows}});
+                json!({"status": status.as_str(), "metrics": {"num_output_rows": outcome.rows}});
             if let Some(Value::Object(extra)) = outcome.metrics {
                 for (k, v) in extra {
                     details["metrics"][k] = v;
@@ -150,7 +150,7 @@ pub(crate) async fn run_flow(ctx: &FlowContext, name: &str, cancel: &Cancellatio
             };
             ctx.emit(vec![ctx.event(
                 flow,
-                "INFO",
+                status.level(),
                 "flow_progress",
                 &message,
                 details,
@@ -159,26 +159,29 @@ pub(crate) async fn run_flow(ctx: &FlowContext, name: &str, cancel: &Cancellatio
         }
         Err(stop) => {
             let (status, class_name, message) = match stop {
-                Stop::Canceled => ("STOPPED", "Canceled".to_string(), "stopped".to_string()),
+                Stop::Canceled => (
+                    FlowStatus::Stopped,
+                    "Canceled".to_string(),
+                    "stopped".to_string(),
+                ),
                 Stop::Failed {
                     class_name,
                     message,
-                } if cancel.is_cancelled() => ("STOPPED", class_name, message),
+                } if cancel.is_cancelled() => (FlowStatus::Stopped, class_name, message),
                 Stop::Failed {
                     class_name,
                     message,
-                } => ("FAILED", class_name, message),
+                } => (FlowStatus::Failed, class_name, message),
             };
-            let level = if status == "FAILED" { "ERROR" } else { "INFO" };
-            let text = format!("Flow '{}' has {status}: {message}", flow.name);
+            let text = format!("Flow '{}' has {}: {message}", flow.name, status.as_str());
             let mut e = ctx.event(
                 flow,
-                level,
+                status.level(),
                 "flow_progress",
                 &text,
-                json!({"status": status}),
+                json!({"status": status.as_str()}),
             );
-            if status == "FAILED" {
+            if status == FlowStatus::Failed {
                 e.error = Some(error_json(&class_name, &message));
             }
             let _ = ctx.emit(vec![e]);

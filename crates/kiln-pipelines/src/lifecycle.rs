@@ -1,5 +1,6 @@
 //! The update lifecycle: one enum, its transitions in one place.
 
+use kiln_core::lifecycle::Lifecycle;
 use kiln_core::{Error, ErrorCode, Result};
 use serde::{Deserialize, Serialize};
 
@@ -55,32 +56,81 @@ impl UpdateState {
     }
 }
 
-/// Whether an update may move from `from` to `to`: forward along
-/// CREATED → WAITING_FOR_RESOURCES → INITIALIZING → [RESETTING] →
+/// The update lifecycle's table. An event is the state asked for: forward
+/// along CREATED → WAITING_FOR_RESOURCES → INITIALIZING → [RESETTING] →
 /// SETTING_UP_TABLES → RUNNING → COMPLETED (a validate-only update completes
 /// from INITIALIZING), to FAILED from any live state, to STOPPING and then
 /// CANCELED on a stop. Terminal states never change.
+pub struct UpdateLifecycle;
+
+impl Lifecycle for UpdateLifecycle {
+    type State = UpdateState;
+    type Event = UpdateState;
+
+    fn next(from: UpdateState, to: UpdateState) -> Option<UpdateState> {
+        use UpdateState::*;
+        let ok = !from.is_terminal()
+            && match to {
+                Failed | Stopping => from != Stopping || to == Failed,
+                Canceled => true,
+                Completed => matches!(from, Running | Initializing),
+                Queued | Created => false,
+                _ => to.rank() > from.rank() && from != Stopping,
+            };
+        ok.then_some(to)
+    }
+
+    fn name(state: &UpdateState) -> &'static str {
+        state.as_str()
+    }
+
+    fn transition(_what: &str, from: UpdateState, to: UpdateState) -> Result<UpdateState> {
+        Self::next(from, to).ok_or_else(|| {
+            Error::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "An update cannot move from {} to {}",
+                    from.as_str(),
+                    to.as_str()
+                ),
+            )
+        })
+    }
+}
+
+/// Whether an update may move from `from` to `to` (see [`UpdateLifecycle`]).
 pub fn next_state(from: UpdateState, to: UpdateState) -> Result<UpdateState> {
-    use UpdateState::*;
-    let ok = !from.is_terminal()
-        && match to {
-            Failed | Stopping => from != Stopping || to == Failed,
-            Canceled => true,
-            Completed => matches!(from, Running | Initializing),
-            Queued | Created => false,
-            _ => to.rank() > from.rank() && from != Stopping,
-        };
-    if ok {
-        Ok(to)
-    } else {
-        Err(Error::new(
-            ErrorCode::InvalidState,
-            format!(
-                "An update cannot move from {} to {}",
-                from.as_str(),
-                to.as_str()
-            ),
-        ))
+    UpdateLifecycle::transition("An update", from, to)
+}
+
+/// A flow's status in its `flow_progress` events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowStatus {
+    Starting,
+    Running,
+    Completed,
+    Stopped,
+    Failed,
+}
+
+impl FlowStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "STARTING",
+            Self::Running => "RUNNING",
+            Self::Completed => "COMPLETED",
+            Self::Stopped => "STOPPED",
+            Self::Failed => "FAILED",
+        }
+    }
+
+    /// The event level a flow reaching this status is logged at.
+    pub fn level(self) -> &'static str {
+        if self == Self::Failed {
+            "ERROR"
+        } else {
+            "INFO"
+        }
     }
 }
 

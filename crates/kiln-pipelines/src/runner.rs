@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_compute::pyenv;
-use kiln_store::ClusterConfig;
+use kiln_store::{ClusterConfig, ClusterState};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +25,8 @@ use crate::sql::DatasetKind;
 use crate::worker::{Worker, WorkerSpec};
 
 const MAX_CONCURRENT_FLOWS: usize = 4;
+/// How long an update waits for its new cluster to run.
+const CLUSTER_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub async fn run(svc: Arc<Pipelines>, mut update: UpdateRecord, cancel: CancellationToken) {
     let Ok(mut pipeline) = svc.get(&update.pipeline_id) else {
@@ -70,7 +72,7 @@ pub async fn run(svc: Arc<Pipelines>, mut update: UpdateRecord, cancel: Cancella
                 "ERROR",
                 "update_progress",
                 &format!("Update {} is FAILED: {message}", &update.update_id[..6]),
-                json!({"state": "FAILED"}),
+                json!({"state": UpdateState::Failed.as_str()}),
             );
             e.error = Some(error_json(class_name, message));
             (vec![UpdateState::Failed], vec![e])
@@ -284,7 +286,7 @@ async fn ensure_cluster(
 ) -> Result<(String, u16), Stop> {
     if let Some(id) = &pipeline.cluster_id {
         if let Ok(c) = svc.clusters.get(id) {
-            if c.state == kiln_compute::lifecycle::ClusterState::Running
+            if c.state == ClusterState::Running
                 && c.engine_port.is_some()
                 && update.config.development()
             {
@@ -336,11 +338,14 @@ async fn ensure_cluster(
             .collect(),
     };
     let record = svc.clusters.create(&pipeline.run_as, config).await?;
-    for _ in 0..1200 {
+    // Watch the cluster service's changes until the cluster runs or fails.
+    let mut changes = svc.clusters.subscribe();
+    let deadline = tokio::time::Instant::now() + CLUSTER_START_TIMEOUT;
+    loop {
         let c = svc.clusters.get(&record.cluster_id)?;
-        match (c.state.as_str(), c.engine_port) {
-            ("RUNNING", Some(port)) => return Ok((record.cluster_id, port)),
-            ("TERMINATED" | "ERROR", _) => {
+        match (c.state, c.engine_port) {
+            (ClusterState::Running, Some(port)) => return Ok((record.cluster_id, port)),
+            (ClusterState::Terminated | ClusterState::Error, _) => {
                 return Err(fail(
                     "ClusterFailure",
                     format!(
@@ -349,13 +354,19 @@ async fn ensure_cluster(
                     ),
                 ))
             }
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            _ => {}
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(fail("ClusterFailure", "the cluster service stopped")),
+            Err(_) => {
+                return Err(fail(
+                    "ClusterFailure",
+                    "the pipeline's cluster did not start within 60 s",
+                ))
+            }
         }
     }
-    Err(fail(
-        "ClusterFailure",
-        "the pipeline's cluster did not start within 60 s",
-    ))
 }
 
 /// Runs the selected flows in dependency order.

@@ -125,12 +125,12 @@ impl Pipelines {
             let Some(p) = self.get(&u.pipeline_id).ok() else {
                 continue;
             };
-            u.state = UpdateState::Failed;
+            u.state = crate::lifecycle::next_state(u.state, UpdateState::Failed)?;
             let mut sink = self.sink(&p, &u.update_id);
             sink.error(
                 "update_progress",
                 "Update FAILED: Kiln restarted while it was running; start a new update to continue.",
-                json!({"state": "FAILED"}),
+                json!({"state": UpdateState::Failed.as_str()}),
                 "KilnRestarted",
                 "Kiln restarted while the update was running",
             );
@@ -467,7 +467,7 @@ impl Pipelines {
             "INFO",
             "update_progress",
             &format!("Update {} is CREATED.", &update.update_id[..6]),
-            json!({"state": "CREATED"}),
+            json!({"state": UpdateState::Created.as_str()}),
         );
         self.commit_update(&update, sink.take())?;
         let cancel = self.shutdown.child_token();

@@ -202,7 +202,7 @@ async fn get_pipeline(
     v["last_modified"] = json!(record.last_modified);
     v["effective_publishing_mode"] = json!("DEFAULT_PUBLISHING_MODE");
     if let Some(u) = state.pipelines.updates(&pipeline_id).first() {
-        if u.state.as_str() == "FAILED" {
+        if u.state == kiln_pipelines::lifecycle::UpdateState::Failed {
             v["cause"] = json!("The latest update failed; see its events.");
         }
     }

@@ -10,7 +10,7 @@ use axum::routing::{delete, get, patch, post};
 use axum::{Extension, Json};
 use kiln_api::postgres as wire;
 use kiln_core::{Error, Result};
-use kiln_lakebase::model::{OperationRecord, ProjectRecord};
+use kiln_lakebase::model::{OperationRecord, OperationState, ProjectRecord};
 use serde_json::{json, Value};
 
 use super::postgres_compute as compute;
@@ -186,15 +186,23 @@ pub fn endpoints() -> Vec<Endpoint> {
 }
 
 pub(super) fn operation(op: OperationRecord) -> wire::Operation {
-    let error = op.error.map(|e| wire::OperationError {
-        error_code: e.error_code,
-        message: e.message,
-    });
+    let done = op.done();
+    let (response, error) = match op.state {
+        OperationState::Pending => (None, None),
+        OperationState::Succeeded(response) => (Some(response), None),
+        OperationState::Failed(e) => (
+            None,
+            Some(wire::OperationError {
+                error_code: e.error_code,
+                message: e.message,
+            }),
+        ),
+    };
     wire::Operation {
         name: op.name,
-        done: op.done,
+        done,
         metadata: json!({"@type": op.metadata_type}),
-        response: (op.done && error.is_none()).then_some(op.response),
+        response,
         error,
     }
 }
