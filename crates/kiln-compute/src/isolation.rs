@@ -216,7 +216,15 @@ impl Isolation {
         };
         let dir = self.shared.join("scratch").join(name);
         if dir.exists() {
-            let _ = std::fs::remove_dir_all(&dir);
+            // A former process's home, written by user code (arbitrarily
+            // large): moved aside at once, removed off the async workers.
+            let aside = dir.with_extension(format!("old-{}", kiln_core::ids::random_hex(4)));
+            match std::fs::rename(&dir, &aside) {
+                Ok(()) => crate::python_process::remove_scratch(aside),
+                Err(_) => kiln_core::blocking::run(|| {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }),
+            }
         }
         self.own_dir(&dir, identity, 0o700)?;
         Ok(dir)

@@ -74,17 +74,22 @@ pub async fn ensure(
         return Err(Error::internal("create a cluster environment", status));
     }
     let own_site = site_packages(runtime, &staging)?;
-    std::fs::create_dir_all(&own_site)
-        .map_err(|e| Error::internal("create a cluster environment", e))?;
-    std::fs::write(
-        own_site.join(RUNTIME_PTH),
-        format!("{}\n", runtime_site.display()),
-    )
-    .map_err(|e| Error::internal("create a cluster environment", e))?;
-    crate::isolation::give_tree(&staging, identity)?;
-    if std::fs::rename(&staging, &target).is_err() {
-        let _ = std::fs::remove_dir_all(&staging); // another task created it first
-    }
+    kiln_core::blocking::run(|| {
+        std::fs::create_dir_all(&own_site)
+            .and_then(|()| {
+                std::fs::write(
+                    own_site.join(RUNTIME_PTH),
+                    format!("{}\n", runtime_site.display()),
+                )
+            })
+            .map_err(|e| Error::internal("create a cluster environment", e))?;
+        crate::isolation::give_tree(&staging, identity)
+    })?;
+    kiln_core::blocking::run(|| {
+        if std::fs::rename(&staging, &target).is_err() {
+            let _ = std::fs::remove_dir_all(&staging); // another task created it first
+        }
+    });
     Ok(python(engine_dir))
 }
 

@@ -92,13 +92,16 @@ impl Postmaster {
         // The socket dir is private to this endpoint: a lock left by a dead
         // postmaster would stop the new one.
         for stale in [".s.PGSQL.5432", ".s.PGSQL.5432.lock"] {
-            let _ = std::fs::remove_file(launch.socket_dir.join(stale));
+            let _ = tokio::fs::remove_file(launch.socket_dir.join(stale)).await;
         }
-        let log = std::fs::OpenOptions::new()
+        let log = tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&launch.log)
-            .map_err(|e| Error::internal("open the postgres log", e))?;
+            .await
+            .map_err(|e| Error::internal("open the postgres log", e))?
+            .into_std()
+            .await;
         let log_err = log
             .try_clone()
             .map_err(|e| Error::internal("open the postgres log", e))?;
@@ -137,7 +140,10 @@ impl Postmaster {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(Error::internal(
                     "start postgres",
-                    format!("postgres exited ({status}): {}", log_tail(log)),
+                    format!(
+                        "postgres exited ({status}): {}",
+                        kiln_core::blocking::run(|| log_tail(log))
+                    ),
                 ));
             }
             if let Some(client) = pg::try_connect(&self.socket_dir).await {
@@ -148,7 +154,10 @@ impl Postmaster {
             if Instant::now() >= deadline {
                 return Err(Error::internal(
                     "start postgres",
-                    format!("not ready after {timeout:?}: {}", log_tail(log)),
+                    format!(
+                        "not ready after {timeout:?}: {}",
+                        kiln_core::blocking::run(|| log_tail(log))
+                    ),
                 ));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -183,7 +192,7 @@ impl Postmaster {
 /// and a lock file whose process is gone (or a zombie nobody reaped) is removed.
 async fn kill_leftover(pgdata: &Path) {
     let lock = pgdata.join("postmaster.pid");
-    let Ok(text) = std::fs::read_to_string(&lock) else {
+    let Ok(text) = tokio::fs::read_to_string(&lock).await else {
         return;
     };
     let Some(pid) = text
@@ -191,7 +200,7 @@ async fn kill_leftover(pgdata: &Path) {
         .next()
         .and_then(|l| l.trim().parse::<u32>().ok())
     else {
-        let _ = std::fs::remove_file(&lock);
+        let _ = tokio::fs::remove_file(&lock).await;
         return;
     };
     if live_postgres_on(pid, pgdata) {
@@ -205,7 +214,7 @@ async fn kill_leftover(pgdata: &Path) {
         }
     }
     if !live_postgres_on(pid, pgdata) {
-        let _ = std::fs::remove_file(&lock);
+        let _ = tokio::fs::remove_file(&lock).await;
     }
 }
 

@@ -1,8 +1,13 @@
 //! The SQLite implementation of [`Store`]: WAL journal, `synchronous=FULL`,
-//! numbered migrations embedded in the binary and applied at open.
+//! numbered migrations embedded in the binary and applied at open. Commits go
+//! through the one writer connection; reads use read-only connections of
+//! their own, so a read never waits for a commit's fsync (WAL readers see the
+//! last committed state).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use kiln_core::{Error, Result};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -23,8 +28,17 @@ const MIGRATIONS: &[(u32, &str)] = &[
 ];
 
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    writer: Mutex<Connection>,
+    /// Read-only connections to the same file (none for an in-memory store,
+    /// which reads on the writer).
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
 }
+
+/// Read connections per store.
+const READERS: usize = 4;
+/// How long a connection waits for a lock SQLite itself holds (a checkpoint).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn db_err(context: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
     move |e| Error::internal(context, e)
@@ -34,7 +48,20 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path).map_err(db_err("open the store"))?;
-        Self::init(conn)
+        let mut store = Self::init(conn)?;
+        for _ in 0..READERS {
+            let reader = Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(db_err("open the store for reading"))?;
+            reader
+                .busy_timeout(BUSY_TIMEOUT)
+                .map_err(db_err("open the store for reading"))?;
+            store.readers.push(Mutex::new(reader));
+        }
+        Ok(store)
     }
 
     /// An in-memory database, for tests.
@@ -50,15 +77,38 @@ impl SqliteStore {
             .map_err(db_err("set synchronous"))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(db_err("set foreign keys"))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(db_err("set the busy timeout"))?;
         migrate(&mut conn)?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            writer: Mutex::new(conn),
+            readers: Vec::new(),
+            next_reader: AtomicUsize::new(0),
         })
     }
 
-    fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+    /// Runs `f` on the writer connection.
+    fn with_writer<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         let mut guard = self
-            .conn
+            .writer
+            .lock()
+            .map_err(|_| Error::internal("lock the store", "poisoned"))?;
+        f(&mut guard)
+    }
+
+    /// Runs `f` on a read connection: a free one if there is, else the next in turn.
+    fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        if self.readers.is_empty() {
+            return self.with_writer(f);
+        }
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let n = self.readers.len();
+        for i in 0..n {
+            if let Ok(mut guard) = self.readers[(start + i) % n].try_lock() {
+                return f(&mut guard);
+            }
+        }
+        let mut guard = self.readers[start % n]
             .lock()
             .map_err(|_| Error::internal("lock the store", "poisoned"))?;
         f(&mut guard)
@@ -203,7 +253,7 @@ impl Store for SqliteStore {
         }
         // The transaction ends in an fsync (synchronous=FULL): off the async workers.
         kiln_core::blocking::run(|| {
-            self.with_conn(|conn| {
+            self.with_writer(|conn| {
                 let tx = conn.transaction().map_err(db_err("begin a write"))?;
                 for write in &writes {
                     apply(&tx, write).map_err(db_err("write to the store"))?;
@@ -410,6 +460,24 @@ mod tests {
         assert_eq!(store.principals()?, vec![principal("1")]);
         assert_eq!(store.clusters()?, vec![cluster("c1")]);
         assert_eq!(store.meta("workspace_id")?.as_deref(), Some("42"));
+        Ok(())
+    }
+
+    #[test]
+    fn reads_see_commits_and_never_wait_for_the_writer() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::internal("tempdir", e))?;
+        let store = SqliteStore::open(&dir.path().join("kiln.db"))?;
+        store.commit(vec![Write::PutPrincipal(principal("1"))])?;
+        assert_eq!(store.principals()?, vec![principal("1")]);
+        // While a commit holds the writer (e.g. during its fsync), reads go on.
+        let held = store
+            .writer
+            .lock()
+            .map_err(|_| Error::internal("lock", "poisoned"))?;
+        assert_eq!(store.principals()?, vec![principal("1")]);
+        drop(held);
+        store.commit(vec![Write::PutPrincipal(principal("2"))])?;
+        assert_eq!(store.principals()?.len(), 2);
         Ok(())
     }
 

@@ -270,7 +270,8 @@ async fn download(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let target = target(&state, &caller, &raw, READ_VOLUME)?;
-    let meta = std::fs::metadata(&target.local)
+    let meta = tokio::fs::metadata(&target.local)
+        .await
         .ok()
         .filter(|m| m.is_file())
         .ok_or_else(|| not_found(&target.path))?;
@@ -315,7 +316,8 @@ async fn head_file(
     Path(raw): Path<String>,
 ) -> ApiResult<Response> {
     let target = target(&state, &caller, &raw, READ_VOLUME)?;
-    let meta = std::fs::metadata(&target.local)
+    let meta = tokio::fs::metadata(&target.local)
+        .await
         .ok()
         .filter(|m| m.is_file())
         .ok_or_else(|| not_found(&target.path))?;
