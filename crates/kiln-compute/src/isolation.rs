@@ -220,7 +220,7 @@ impl Isolation {
             // large): moved aside at once, removed off the async workers.
             let aside = dir.with_extension(format!("old-{}", kiln_core::ids::random_hex(4)));
             match std::fs::rename(&dir, &aside) {
-                Ok(()) => crate::python_process::remove_scratch(aside),
+                Ok(()) => remove_scratch(aside),
                 Err(_) => kiln_core::blocking::run(|| {
                     let _ = std::fs::remove_dir_all(&dir);
                 }),
@@ -383,6 +383,22 @@ fn walk(dir: &Path, f: &mut dyn FnMut(&Path) -> Result<()>) -> Result<()> {
         walk(&entry.path(), f)?;
     }
     Ok(())
+}
+
+/// Removes a process's scratch directory off the async workers (it is
+/// user-writable, so it may be arbitrarily large or deep).
+pub fn remove_scratch(dir: PathBuf) {
+    if dir.as_os_str().is_empty() {
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn_blocking(move || std::fs::remove_dir_all(dir));
+        }
+        Err(_) => {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 #[cfg(test)]

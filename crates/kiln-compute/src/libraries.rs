@@ -19,6 +19,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::clusters::Clusters;
+pub use crate::library_lifecycle::LibraryStatus;
 use crate::library_lifecycle::{LibraryEvent, LibraryLifecycle};
 use crate::lifecycle::ClusterState;
 use kiln_core::lifecycle::Lifecycle;
@@ -38,27 +39,6 @@ const PIP_INHERITED: &[&str] = &[
     "REQUESTS_CA_BUNDLE",
 ];
 const TICK: Duration = Duration::from_millis(500);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum LibraryStatus {
-    Pending,
-    Installing,
-    Installed,
-    Failed,
-    UninstallOnRestart,
-}
-
-impl LibraryStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "PENDING",
-            Self::Installing => "INSTALLING",
-            Self::Installed => "INSTALLED",
-            Self::Failed => "FAILED",
-            Self::UninstallOnRestart => "UNINSTALL_ON_RESTART",
-        }
-    }
-}
 
 /// What to install.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,8 +3,29 @@
 //! record" (never asked for, or removed).
 
 use kiln_core::lifecycle::Lifecycle;
+use serde::{Deserialize, Serialize};
 
-use crate::libraries::LibraryStatus;
+/// A library's status on a cluster (`LibraryInstallStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LibraryStatus {
+    Pending,
+    Installing,
+    Installed,
+    Failed,
+    UninstallOnRestart,
+}
+
+impl LibraryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Installing => "INSTALLING",
+            Self::Installed => "INSTALLED",
+            Self::Failed => "FAILED",
+            Self::UninstallOnRestart => "UNINSTALL_ON_RESTART",
+        }
+    }
+}
 
 /// What moves a library.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

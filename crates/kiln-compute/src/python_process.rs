@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::oneshot;
 
+pub use crate::isolation::remove_scratch;
 use crate::isolation::{Isolation, View};
 
 /// How long a process may take to say it is ready (its Spark session is up).
@@ -142,22 +143,6 @@ impl PythonProcess<'_> {
 /// exited or stayed silent for [`READY_TIMEOUT`].
 pub async fn handshake<T>(ready: oneshot::Receiver<T>) -> Option<T> {
     tokio::time::timeout(READY_TIMEOUT, ready).await.ok()?.ok()
-}
-
-/// Removes a process's scratch directory off the async workers (it is
-/// user-writable, so it may be arbitrarily large or deep).
-pub fn remove_scratch(dir: PathBuf) {
-    if dir.as_os_str().is_empty() {
-        return;
-    }
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => {
-            handle.spawn_blocking(move || std::fs::remove_dir_all(dir));
-        }
-        Err(_) => {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The autoscaler's arithmetic: the next compute units for a measured load,
 //! the Postgres settings for a size, and each endpoint's scaling state.
-//! The loop that samples and applies them is [`crate::autoscale`].
+//! The loop that samples and applies them is the `autoscale` module.
 
 use std::time::Instant;
 

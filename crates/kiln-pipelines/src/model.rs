@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::lifecycle::UpdateState;
-use crate::spec::PipelineSpec;
+pub use crate::spec::{string_map, PipelineSpec};
 
 pub const KIND_PIPELINE: &str = "pipeline";
 pub const KIND_UPDATE: &str = "pipeline_update";
@@ -33,24 +32,6 @@ impl PipelineRecord {
     pub fn name(&self) -> &str {
         self.spec.name()
     }
-}
-
-/// A JSON object of settings as strings (`configuration`, `spark_conf`, tags).
-pub fn string_map(v: &Value) -> BTreeMap<String, String> {
-    v.as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        v.as_str()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| v.to_string()),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

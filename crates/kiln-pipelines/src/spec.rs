@@ -7,8 +7,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::model::string_map;
-
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PipelineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,6 +93,24 @@ impl PipelineSpec {
             .unwrap_or_else(|| "default".into());
         (catalog, schema)
     }
+}
+
+/// A JSON object of settings as strings (`configuration`, `spark_conf`, tags).
+pub fn string_map(v: &Value) -> BTreeMap<String, String> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

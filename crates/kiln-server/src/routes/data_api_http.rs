@@ -9,10 +9,9 @@ use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kiln_lakebase::credentials::TOKEN_PREFIX;
-use kiln_lakebase::data_api::exec::Method as RestMethod;
+use kiln_lakebase::data_api::exec::{Method as RestMethod, Resolution, RestRequest};
 use kiln_lakebase::data_api::{DataApiRecord, Failure, Outcome, RestError};
 
-use super::postgres_data_api::{rest_error, rest_request};
 use crate::state::AppState;
 
 /// `(project, branch, database, path)`.
@@ -154,7 +153,7 @@ fn identify(state: &AppState, headers: &HeaderMap) -> Result<Who, RestError> {
         _ => {
             let caller =
                 crate::middleware::credentials(state, headers).map_err(|e| refused(&e.message))?;
-            crate::middleware::check_scope(state, &caller, super::postgres_data_api::PREFIX)
+            crate::middleware::check_scope(state, &caller, kiln_api::postgres::DATA_API_PREFIX)
                 .map_err(|e| RestError::new(Failure::Forbidden, "PGRST301", e.message))?;
             state
                 .limiter
@@ -238,4 +237,114 @@ fn preflight(origin: Option<HeaderValue>) -> Response {
         HeaderValue::from_static("86400"),
     );
     response
+}
+
+/// The HTTP status PostgREST answers for a kind of failure.
+pub(super) fn failure_status(kind: Failure) -> StatusCode {
+    match kind {
+        Failure::BadRequest => StatusCode::BAD_REQUEST,
+        Failure::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Failure::Forbidden => StatusCode::FORBIDDEN,
+        Failure::NotFound => StatusCode::NOT_FOUND,
+        Failure::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        Failure::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+        Failure::Conflict => StatusCode::CONFLICT,
+        Failure::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Failure::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
+        Failure::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        Failure::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        Failure::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+pub(super) fn rest_error(err: &RestError) -> Response {
+    let status = failure_status(err.kind);
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        )],
+        Body::from(err.body()),
+    )
+        .into_response()
+}
+
+/// Decodes what PostgREST reads from the request's headers.
+pub(super) fn rest_request(
+    method: RestMethod,
+    path: String,
+    headers: &HeaderMap,
+    raw: Option<String>,
+    bytes: &Bytes,
+) -> std::result::Result<RestRequest, RestError> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    let prefer: Vec<String> = headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_ascii_lowercase())
+        .collect();
+    let has = |p: &str| prefer.iter().any(|x| x == p);
+    let profile = match method {
+        RestMethod::Get | RestMethod::Head => text("accept-profile"),
+        _ => text("content-profile"),
+    };
+    let body = if bytes.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(serde_json::from_slice(bytes).map_err(|e| {
+            RestError::new(
+                Failure::BadRequest,
+                "PGRST102",
+                format!("Empty or invalid json: {e}"),
+            )
+        })?)
+    };
+    Ok(RestRequest {
+        method,
+        path,
+        profile: (!profile.is_empty()).then(|| profile.to_string()),
+        pairs: form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+        body,
+        represent: has("return=representation"),
+        count: prefer.iter().any(|p| p.starts_with("count=")),
+        resolution: if has("resolution=merge-duplicates") {
+            Some(Resolution::Merge)
+        } else if has("resolution=ignore-duplicates") {
+            Some(Resolution::Ignore)
+        } else {
+            None
+        },
+        missing_default: has("missing=default"),
+        singular: text("accept").contains("application/vnd.pgrst.object"),
+        range: range(text("range"))?,
+    })
+}
+
+/// `Range: 0-9` (items); a last item before the first is unsatisfiable (416).
+fn range(value: &str) -> std::result::Result<Option<(u64, Option<u64>)>, RestError> {
+    let Some((first, last)) = value.trim().trim_start_matches("items=").split_once('-') else {
+        return Ok(None);
+    };
+    let Ok(first) = first.trim().parse::<u64>() else {
+        return Ok(None);
+    };
+    let last = last.trim().parse::<u64>().ok();
+    if last.is_some_and(|l| l < first) {
+        return Err(RestError::new(
+            Failure::RangeNotSatisfiable,
+            "PGRST103",
+            "Requested range not satisfiable",
+        ));
+    }
+    Ok(Some((first, last)))
 }

@@ -13,6 +13,7 @@ use kiln_api::Empty;
 use kiln_core::{time::rfc3339, Error};
 use kiln_store::{SpSecretRecord, TokenKind, TokenRecord};
 
+use super::oauth_u2m::oauth_error;
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
 use crate::extract::{from_query, Params};
@@ -184,14 +185,6 @@ async fn oidc_discovery(
         ],
         scopes_supported: vec!["all-apis".into(), "offline_access".into()],
     })
-}
-
-pub(super) fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    let body = oauth_wire::OAuthError {
-        error: error.into(),
-        error_description: description.into(),
-    };
-    (status, Json(body)).into_response()
 }
 
 /// RFC 6749 client-credentials grant; client auth by Basic header or form fields.

@@ -19,6 +19,7 @@ mod permissions;
 pub(crate) mod pipelines;
 mod pipelines_spec;
 mod postgres;
+mod postgres_common;
 mod postgres_compute;
 mod postgres_convert;
 pub(crate) mod postgres_data_api;

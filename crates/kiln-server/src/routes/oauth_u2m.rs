@@ -10,7 +10,6 @@ use axum::routing::get;
 use axum::Json;
 use kiln_api::oauth as wire;
 
-use super::identity::oauth_error;
 use super::{ep, Endpoint};
 use crate::extract::from_query;
 use crate::state::AppState;
@@ -226,4 +225,13 @@ input{{width:100%;padding:.3rem}}button{{margin-top:.8rem;padding:.4rem 1rem}}[r
     );
     no_store(&mut response);
     response
+}
+
+/// An OAuth error response (RFC 6749 §5.2).
+pub(super) fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let body = kiln_api::oauth::OAuthError {
+        error: error.into(),
+        error_description: description.into(),
+    };
+    (status, Json(body)).into_response()
 }

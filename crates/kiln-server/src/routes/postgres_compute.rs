@@ -9,7 +9,7 @@ use kiln_core::{time::now_ms, Error, ErrorCode};
 use kiln_lakebase::endpoints::NewEndpoint;
 use kiln_lakebase::model::{parse_duration, parse_timestamp, EndpointType};
 
-use super::postgres::{body, empty, long_running, page, query, typed, visible};
+use super::postgres_common::{body, empty, long_running, page, query, typed, visible};
 use super::postgres_convert as convert;
 use crate::error::ApiResult;
 use crate::extract::from_json;

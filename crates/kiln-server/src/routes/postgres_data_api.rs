@@ -5,20 +5,19 @@
 //! of the branch, or a workspace token; the request then runs as the
 //! caller's Postgres role.
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Method};
+use axum::response::Response;
 use axum::routing::{any, get, MethodRouter};
 use axum::{Extension, Json, Router};
 use kiln_api::postgres as wire;
 use kiln_core::time::rfc3339;
 use kiln_core::{Error, Result};
-use kiln_lakebase::data_api::exec::{Method as RestMethod, Resolution, RestRequest};
-use kiln_lakebase::data_api::{DataApiPatch, DataApiRecord, Failure, RestError};
+use kiln_lakebase::data_api::{DataApiPatch, DataApiRecord};
 use kiln_lakebase::model::parse_duration;
 
-use super::postgres::{body, empty, get_op, long_running, query, typed, visible};
+use super::postgres_common::{body, empty, get_op, long_running, query, typed, visible};
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
 use crate::listen::Scheme;
@@ -299,114 +298,4 @@ async fn serve_path(
     bytes: Bytes,
 ) -> Response {
     super::data_api_http::serve(&state, target, method, &headers, raw, bytes).await
-}
-
-/// The HTTP status PostgREST answers for a kind of failure.
-pub(super) fn failure_status(kind: Failure) -> StatusCode {
-    match kind {
-        Failure::BadRequest => StatusCode::BAD_REQUEST,
-        Failure::Unauthenticated => StatusCode::UNAUTHORIZED,
-        Failure::Forbidden => StatusCode::FORBIDDEN,
-        Failure::NotFound => StatusCode::NOT_FOUND,
-        Failure::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        Failure::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
-        Failure::Conflict => StatusCode::CONFLICT,
-        Failure::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        Failure::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
-        Failure::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-        Failure::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        Failure::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-    }
-}
-
-pub(super) fn rest_error(err: &RestError) -> Response {
-    let status = failure_status(err.kind);
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json; charset=utf-8"),
-        )],
-        Body::from(err.body()),
-    )
-        .into_response()
-}
-
-/// Decodes what PostgREST reads from the request's headers.
-pub(super) fn rest_request(
-    method: RestMethod,
-    path: String,
-    headers: &HeaderMap,
-    raw: Option<String>,
-    bytes: &Bytes,
-) -> std::result::Result<RestRequest, RestError> {
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    };
-    let prefer: Vec<String> = headers
-        .get_all("prefer")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|p| p.trim().to_ascii_lowercase())
-        .collect();
-    let has = |p: &str| prefer.iter().any(|x| x == p);
-    let profile = match method {
-        RestMethod::Get | RestMethod::Head => text("accept-profile"),
-        _ => text("content-profile"),
-    };
-    let body = if bytes.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        Some(serde_json::from_slice(bytes).map_err(|e| {
-            RestError::new(
-                Failure::BadRequest,
-                "PGRST102",
-                format!("Empty or invalid json: {e}"),
-            )
-        })?)
-    };
-    Ok(RestRequest {
-        method,
-        path,
-        profile: (!profile.is_empty()).then(|| profile.to_string()),
-        pairs: form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect(),
-        body,
-        represent: has("return=representation"),
-        count: prefer.iter().any(|p| p.starts_with("count=")),
-        resolution: if has("resolution=merge-duplicates") {
-            Some(Resolution::Merge)
-        } else if has("resolution=ignore-duplicates") {
-            Some(Resolution::Ignore)
-        } else {
-            None
-        },
-        missing_default: has("missing=default"),
-        singular: text("accept").contains("application/vnd.pgrst.object"),
-        range: range(text("range"))?,
-    })
-}
-
-/// `Range: 0-9` (items); a last item before the first is unsatisfiable (416).
-fn range(value: &str) -> std::result::Result<Option<(u64, Option<u64>)>, RestError> {
-    let Some((first, last)) = value.trim().trim_start_matches("items=").split_once('-') else {
-        return Ok(None);
-    };
-    let Ok(first) = first.trim().parse::<u64>() else {
-        return Ok(None);
-    };
-    let last = last.trim().parse::<u64>().ok();
-    if last.is_some_and(|l| l < first) {
-        return Err(RestError::new(
-            Failure::RangeNotSatisfiable,
-            "PGRST103",
-            "Requested range not satisfiable",
-        ));
-    }
-    Ok(Some((first, last)))
 }

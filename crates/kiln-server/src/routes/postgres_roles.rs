@@ -13,7 +13,7 @@ use kiln_core::{Error, Result};
 use kiln_lakebase::objects::{DatabaseRecord, RoleAttributes, RoleRecord};
 use kiln_lakebase::roles::{NewRole, RolePatch};
 
-use super::postgres::{body, empty, get_op, long_running, page, query, typed, visible};
+use super::postgres_common::{body, empty, get_op, long_running, page, query, typed, visible};
 use super::{ep, Endpoint};
 use crate::error::ApiResult;
 use crate::state::AppState;

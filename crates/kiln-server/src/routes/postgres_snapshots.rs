@@ -15,7 +15,7 @@ use kiln_lakebase::schedules::{Cadence, ScheduleEntry, ScheduleRecord};
 use kiln_lakebase::snapshots::{NewSnapshot, SnapshotRecord};
 use kiln_lakebase::Lakebase;
 
-use super::postgres::{body, empty, get_op, long_running, page, query, typed, visible};
+use super::postgres_common::{body, empty, get_op, long_running, page, query, typed, visible};
 use super::postgres_convert as convert;
 use super::{ep, Endpoint};
 use crate::error::ApiResult;

@@ -9,7 +9,7 @@ use kiln_core::time::rfc3339;
 use kiln_core::Result;
 use kiln_lakebase::trash::TrashEntry;
 
-use super::postgres::{empty, long_running, query, visible};
+use super::postgres_common::{empty, long_running, query, visible};
 use super::postgres_convert as convert;
 use crate::error::ApiResult;
 use crate::state::AppState;
