@@ -33,6 +33,8 @@ impl Pipelines {
             Some(slot) => *slot = update.clone(),
             None => list.push(update.clone()),
         }
+        drop(all);
+        self.changes.send_modify(|v| *v += 1);
         Ok(())
     }
 

@@ -39,6 +39,8 @@ pub struct Pipelines {
     /// The event log and flow checkpoints.
     pub(crate) journal: Arc<Journal>,
     active: Mutex<HashMap<String, (String, CancellationToken)>>,
+    /// Moves on every update change and every update task's end (to wait on).
+    pub(crate) changes: tokio::sync::watch::Sender<u64>,
     /// Workers kept between updates of development pipelines, with their engine URL.
     workers: Mutex<HashMap<String, (String, Arc<Worker>)>>,
     writer: tokio::sync::Mutex<()>,
@@ -101,6 +103,7 @@ impl Pipelines {
             updates: RwLock::new(updates),
             journal,
             active: Mutex::default(),
+            changes: tokio::sync::watch::Sender::new(0),
             workers: Mutex::default(),
             writer: tokio::sync::Mutex::new(()),
             tasks: TaskTracker::new(),
@@ -513,6 +516,7 @@ impl Pipelines {
         if let Ok(mut a) = self.active.lock() {
             if a.get(pipeline_id).is_some_and(|(id, _)| id == update_id) {
                 a.remove(pipeline_id);
+                self.changes.send_modify(|v| *v += 1);
             }
         }
     }
@@ -526,9 +530,13 @@ impl Pipelines {
         Ok(())
     }
 
+    /// Stops the active update and waits (at most 30 s) until it has ended,
+    /// watching the updates' changes.
     async fn stop_and_wait(&self, pipeline_id: &str) {
+        let mut changes = self.changes.subscribe();
         let _ = self.stop(pipeline_id);
-        for _ in 0..600 {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
             let ended = self
                 .updates(pipeline_id)
                 .first()
@@ -536,7 +544,10 @@ impl Pipelines {
             if ended && !self.is_active(pipeline_id) {
                 return;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
         }
     }
 
