@@ -187,3 +187,20 @@ def test_notebook_run_uses_a_context_of_its_own(kernel, tmp_path, monkeypatch):
         assert status == "Error" and "ZeroDivisionError" in result["summary"] and destroyed == ["0", "1"]
     finally:
         server.shutdown()
+
+
+def test_job_task_values_pass_between_tasks(kernel):
+    # a task sets values: they come back with its command's results
+    status, result = kernel.execute("python", "dbutils.jobs.taskValues.set('rows', 3)\nprint('set')", {})
+    assert status == "Finished" and result["taskValues"] == {"rows": 3}, result
+    # a later task reads them (Kiln passes the upstream values with its command)
+    upstream = {"taskValues": {"ingest": {"rows": 3}}}
+    assert kernel.execute("python", "print(dbutils.jobs.taskValues.get('ingest', 'rows'))", upstream) == (
+        "Finished", {"resultType": "text", "data": "3"})
+    assert kernel.execute("python", "print(dbutils.jobs.taskValues.get('ingest', 'nope', default=7))", upstream)[1]["data"] == "7"
+    status, result = kernel.execute("python", "dbutils.jobs.taskValues.get('other', 'rows')", upstream)
+    assert status == "Error" and "not an upstream task" in result["cause"], result
+    # a value must be JSON; a command that sets nothing reports nothing
+    status, result = kernel.execute("python", "dbutils.jobs.taskValues.set('x', object())", {})
+    assert status == "Error" and "taskValues" not in result
+    assert "taskValues" not in kernel.execute("python", "print(1)", {})[1]

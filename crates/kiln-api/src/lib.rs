@@ -9,6 +9,7 @@ pub mod dbfs;
 pub mod error;
 pub mod files;
 pub mod groups;
+pub mod jobs;
 pub mod lenient;
 pub mod libraries;
 pub mod oauth;

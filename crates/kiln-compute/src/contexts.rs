@@ -95,6 +95,8 @@ pub struct Context {
     pub(crate) inner: Mutex<ContextInner>,
     pub(crate) queue: mpsc::UnboundedSender<String>,
     pub(crate) stop: CancellationToken,
+    /// Moves whenever one of its commands changes state (to wait on).
+    pub(crate) changes: tokio::sync::watch::Sender<u64>,
 }
 
 pub(crate) struct WarmKernel {
@@ -151,6 +153,8 @@ impl Context {
         if results.is_some() && !was_terminal {
             entry.results = results;
         }
+        drop(inner);
+        self.changes.send_modify(|v| *v += 1);
         Ok(next)
     }
 
@@ -170,6 +174,7 @@ impl Context {
             }
         }
         drop(inner);
+        self.changes.send_modify(|v| *v += 1);
         self.stop.cancel();
     }
 }
@@ -259,6 +264,7 @@ impl Contexts {
             }),
             queue,
             stop: CancellationToken::new(),
+            changes: tokio::sync::watch::Sender::new(0),
         });
         lock(&self.contexts)?.insert(context.id.clone(), context.clone());
         let worker = crate::context_worker::run(self.clone(), context.clone(), warm, jobs);
@@ -346,6 +352,28 @@ impl Contexts {
             state: entry.state,
             results: entry.results.clone(),
         })
+    }
+
+    /// The command once it has ended (Finished, Cancelled or Error), watching
+    /// its context's changes.
+    pub async fn wait_command(
+        &self,
+        cluster_id: &str,
+        context_id: &str,
+        command_id: &str,
+    ) -> Result<CommandView> {
+        let mut changes = self.context(cluster_id, context_id)?.changes.subscribe();
+        loop {
+            let view = self.command(cluster_id, context_id, command_id)?;
+            if view.state.is_terminal() {
+                return Ok(view);
+            }
+            if changes.changed().await.is_err() {
+                return Err(Error::invalid_state(format!(
+                    "Context {context_id} has ended"
+                )));
+            }
+        }
     }
 
     /// Cancels a queued command at once, or interrupts a running one.

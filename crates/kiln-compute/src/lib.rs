@@ -10,6 +10,8 @@
 //!   cache and the reconciler that makes observed engines match desired state.
 
 mod cluster_runtime;
+pub mod cluster_spec;
+pub mod cluster_wait;
 pub mod clusters;
 pub mod command_lifecycle;
 pub mod connect;

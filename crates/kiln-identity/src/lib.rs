@@ -177,6 +177,20 @@ impl Identity {
         }
     }
 
+    /// The caller Kiln acts as when it runs work on a principal's behalf (a
+    /// job's `run_as`): the principal must exist and be active.
+    pub fn acting_as(&self, user_name: &str) -> Result<Caller> {
+        let principal = self
+            .by_name(user_name)?
+            .filter(|p| p.active)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "Invalid value for field run_as: {user_name} is not an active user or service principal"
+                ))
+            })?;
+        Ok(caller(&principal, format!("run_as:{}", principal.id)))
+    }
+
     /// The credential for Kiln's own engines (only for their environment).
     pub fn system_token(&self) -> &str {
         &self.system_token

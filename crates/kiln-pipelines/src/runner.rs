@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_compute::pyenv;
-use kiln_store::{ClusterConfig, ClusterState};
+use kiln_store::ClusterState;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +17,7 @@ use crate::error::{fail, Stop};
 use crate::events::Event;
 use crate::graph::key;
 use crate::lifecycle::{next_state, UpdateState};
-use crate::model::{string_map, PipelineRecord, UpdateRecord};
+use crate::model::{PipelineRecord, UpdateRecord};
 use crate::protocol::{Empty, Request};
 use crate::service::Pipelines;
 use crate::sink::{error_json, Sink};
@@ -304,69 +304,28 @@ async fn ensure_cluster(
                 .cloned()
         })
         .unwrap_or(json!({}));
-    let strings = string_map;
-    let autoscale = spec["autoscale"].as_object().map(|a| {
-        let min = a.get("min_workers").and_then(Value::as_u64).unwrap_or(1) as u32;
-        let max = a
-            .get("max_workers")
-            .and_then(Value::as_u64)
-            .unwrap_or(min as u64) as u32;
-        (min.min(8), max.clamp(min.min(8), 8))
-    });
-    let config = ClusterConfig {
-        cluster_name: format!("dlt-execution-{}", pipeline.pipeline_id),
-        spark_version: "16.4.x-scala2.12".into(),
-        node_type_id: spec["node_type_id"].as_str().unwrap_or("kiln-local").into(),
-        driver_node_type_id: spec["driver_node_type_id"]
-            .as_str()
-            .unwrap_or("kiln-local")
-            .into(),
-        num_workers: spec["num_workers"].as_u64().unwrap_or(0).min(8) as u32,
-        autoscale,
-        autotermination_minutes: if update.config.development() { 120 } else { 0 },
-        spark_conf: strings(&spec["spark_conf"]),
-        spark_env_vars: strings(&spec["spark_env_vars"]),
-        custom_tags: strings(&spec["custom_tags"]),
-        cluster_source: "PIPELINE".into(),
-        other: ["ssh_public_keys", "cluster_log_conf"]
-            .into_iter()
-            .filter_map(|k| {
-                spec.get(k)
-                    .filter(|v| !v.is_null())
-                    .map(|v| (k.to_string(), v.clone()))
-            })
-            .collect(),
-    };
-    let record = svc.clusters.create(&pipeline.run_as, config).await?;
-    // Watch the cluster service's changes until the cluster runs or fails.
-    let mut changes = svc.clusters.subscribe();
-    let deadline = tokio::time::Instant::now() + CLUSTER_START_TIMEOUT;
-    loop {
-        let c = svc.clusters.get(&record.cluster_id)?;
-        match (c.state, c.engine_port) {
-            (ClusterState::Running, Some(port)) => return Ok((record.cluster_id, port)),
-            (ClusterState::Terminated | ClusterState::Error, _) => {
-                return Err(fail(
-                    "ClusterFailure",
-                    format!(
-                        "the pipeline's cluster {} failed to start: {}",
-                        record.cluster_id, c.state_message
-                    ),
-                ))
-            }
-            _ => {}
-        }
-        match tokio::time::timeout_at(deadline, changes.changed()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(fail("ClusterFailure", "the cluster service stopped")),
-            Err(_) => {
-                return Err(fail(
-                    "ClusterFailure",
-                    "the pipeline's cluster did not start within 60 s",
-                ))
-            }
-        }
+    let mut spec = spec;
+    if let Some(obj) = spec.as_object_mut() {
+        // a pipeline's cluster is named after it and runs Kiln's default runtime
+        obj.remove("cluster_name");
+        obj.remove("spark_version");
     }
+    let autotermination = if update.config.development() { 120 } else { 0 };
+    let config = kiln_compute::cluster_spec::config_from_json(
+        &spec,
+        &format!("dlt-execution-{}", pipeline.pipeline_id),
+        "PIPELINE",
+        autotermination,
+    )?;
+    let record = svc.clusters.create(&pipeline.run_as, config).await?;
+    let port = kiln_compute::cluster_wait::wait_running(
+        &svc.clusters,
+        &record.cluster_id,
+        CLUSTER_START_TIMEOUT,
+    )
+    .await
+    .map_err(|e| fail("ClusterFailure", format!("the pipeline's {}", e.message)))?;
+    Ok((record.cluster_id, port))
 }
 
 /// Runs the selected flows in dependency order.

@@ -551,6 +551,11 @@ impl Pipelines {
         }
     }
 
+    /// A counter that moves on every update change (to wait on an update).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     pub fn is_active(&self, pipeline_id: &str) -> bool {
         self.active
             .lock()

@@ -94,7 +94,7 @@ pub async fn serve(
     );
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir.join("kiln.db"))?);
     private_files(&config.data_dir)?;
-    let identity = kiln_identity::Identity::open(store.clone())?;
+    let identity = Arc::new(kiln_identity::Identity::open(store.clone())?);
     let cipher = kiln_workspace::secrets::SecretCipher::load_or_create(
         &config.data_dir.join("secrets.key"),
     )?;
@@ -179,6 +179,15 @@ pub async fn serve(
         config.rate_limit.requests_per_second,
         config.rate_limit.burst,
     );
+    let jobs = kiln_jobs::Jobs::open(
+        store.clone(),
+        clusters.clone(),
+        contexts.clone(),
+        pipelines.clone(),
+        workspace.clone(),
+        identity.clone(),
+    )?;
+    kiln_jobs::scheduler::start(&jobs);
     let host = HostInfo::detect(&config.data_dir);
     let shared = Shared {
         config,
@@ -197,6 +206,7 @@ pub async fn serve(
         groups,
         lakebase,
         pipelines: pipelines.clone(),
+        jobs: jobs.clone(),
         limiter,
         workspace_id,
         account_id,
@@ -235,7 +245,8 @@ pub async fn serve(
     for task in lakebase_tasks {
         let _ = task.await;
     }
-    // Pipeline updates, then kernels (they talk to engines), then engines.
+    // Job runs and pipeline updates, then kernels (they talk to engines), then engines.
+    jobs.shutdown().await;
     pipelines.shutdown().await;
     kernels_stop.cancel();
     let _ = kernels.await;

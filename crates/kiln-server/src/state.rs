@@ -19,7 +19,7 @@ pub struct AppState {
 
 pub struct Shared {
     pub config: Config,
-    pub identity: Identity,
+    pub identity: Arc<Identity>,
     pub u2m: kiln_identity::oauth_u2m::U2m,
     pub uploads: crate::uploads::Uploads,
     /// Signed-in browser sessions of the web UI.
@@ -35,6 +35,7 @@ pub struct Shared {
     pub groups: kiln_workspace::groups::Groups,
     pub lakebase: Arc<kiln_lakebase::Lakebase>,
     pub pipelines: Arc<kiln_pipelines::Pipelines>,
+    pub jobs: Arc<kiln_jobs::Jobs>,
     pub limiter: RateLimiter,
     /// Numeric workspace id (host metadata, `X-Databricks-Org-Id`).
     pub workspace_id: String,

@@ -18,6 +18,7 @@ pub fn levels(object_type: &str) -> Result<&'static [&'static str]> {
     match object_type {
         "clusters" => Ok(&["CAN_ATTACH_TO", "CAN_RESTART", "CAN_MANAGE"]),
         "pipelines" => Ok(&["CAN_VIEW", "CAN_RUN", "CAN_MANAGE", "IS_OWNER"]),
+        "jobs" => Ok(&["CAN_VIEW", "CAN_MANAGE_RUN", "CAN_MANAGE", "IS_OWNER"]),
         "directories" | "notebooks" | "files" => {
             Ok(&["CAN_READ", "CAN_RUN", "CAN_EDIT", "CAN_MANAGE"])
         }
@@ -31,7 +32,6 @@ pub fn levels(object_type: &str) -> Result<&'static [&'static str]> {
         | "experiments"
         | "genie"
         | "instance-pools"
-        | "jobs"
         | "knowledge-assistants"
         | "queries"
         | "registered-models"

@@ -248,6 +248,43 @@ class _Widgets:
         self._defaults.clear()
 
 
+class _TaskValues:
+    """`dbutils.jobs.taskValues`: values a job task sets for the tasks after it. Kiln passes the
+    values of earlier tasks with each command (`taskValues` option) and collects what a command
+    sets (reported in its results)."""
+
+    def __init__(self):
+        self._upstream = {}
+        self.set_now = {}
+
+    def _set_upstream(self, values):
+        self._upstream = {str(k): dict(v) for k, v in (values or {}).items() if isinstance(v, dict)}
+        self.set_now = {}
+
+    def set(self, key, value):
+        import json
+
+        json.dumps(value)  # must be JSON-serializable, as on Databricks
+        self.set_now[str(key)] = value
+
+    def get(self, taskKey, key, default=None, debugValue=None):
+        values = self._upstream.get(str(taskKey))
+        if values is None:
+            if debugValue is not None:
+                return debugValue
+            raise ValueError(f"Task {taskKey} is not an upstream task of this one (or set no values)")
+        if key in values:
+            return values[key]
+        if default is not None:
+            return default
+        raise ValueError(f"Task {taskKey} set no value {key!r}")
+
+
+class _Jobs:
+    def __init__(self):
+        self.taskValues = _TaskValues()
+
+
 class _Library:
     def __init__(self, restart):
         self._restart = restart
@@ -265,7 +302,8 @@ class DBUtils:
         self.library = _Library(restart)
         self.notebook = _Notebook(run)
         self.widgets = _Widgets()
+        self.jobs = _Jobs()
         self.secrets = _Secrets(api if api is not None else {}, redacted if redacted is not None else set())
 
     def help(self):
-        print("dbutils: fs (ls, cp, mv, rm, mkdirs, head, put), library (restartPython), notebook (exit, run), widgets (text, dropdown, get, getArgument), secrets (get, getBytes, list, listScopes)")
+        print("dbutils: fs (ls, cp, mv, rm, mkdirs, head, put), library (restartPython), notebook (exit, run), widgets (text, dropdown, get, getArgument), jobs (taskValues.set, taskValues.get), secrets (get, getBytes, list, listScopes)")

@@ -95,7 +95,11 @@ class Kernel:
     # ---- execution -------------------------------------------------------
 
     def execute(self, language, code, options):
+        self.dbutils.jobs.taskValues._set_upstream((options or {}).get("taskValues"))
         status, payload = self._execute(language, code, options)
+        if self.dbutils.jobs.taskValues.set_now:
+            # values a job task set (read by Kiln, passed on to later tasks)
+            payload = payload | {"taskValues": dict(self.dbutils.jobs.taskValues.set_now)}
         return status, results.redact(payload, self.redacted)
 
     def _execute(self, language, code, options):
@@ -407,6 +411,10 @@ def split_sql(code):
 
 def main():
     channel = Channel()
+    if os.environ.get("KILN_SPARK_URL"):
+        # user code's own `SparkSession.builder.getOrCreate()` (a job's Python file) gets this
+        # kernel's session, as on a Databricks cluster
+        os.environ.setdefault("SPARK_REMOTE", os.environ["KILN_SPARK_URL"])
     kernel = Kernel(os.environ.get("KILN_SPARK_URL"), os.environ.get("KILN_DBFS_ROOT", "/tmp/kiln-dbfs"), os.environ.get("KILN_LIBS_DIR"))
 
     def on_sigint(signum, frame):

@@ -12,6 +12,8 @@ mod files;
 mod files_multipart;
 mod groups_v2;
 mod identity;
+pub(crate) mod jobs;
+mod jobs_convert;
 mod libraries;
 mod meta;
 mod oauth_u2m;
@@ -114,6 +116,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(commands::endpoints());
     all.extend(libraries::endpoints());
     all.extend(pipelines::endpoints());
+    all.extend(jobs::endpoints());
     all.extend(secrets::endpoints());
     all.extend(dbfs::endpoints());
     all.extend(workspace::endpoints());

@@ -120,6 +120,19 @@ fn resolve(state: &AppState, object_type: &str, object_id: &str) -> Result<Targe
             owner_from: None,
             object: None,
         }),
+        "jobs" => {
+            let id: i64 = object_id
+                .parse()
+                .map_err(|_| Error::not_found(format!("Job {object_id} does not exist.")))?;
+            Ok(Target {
+                object_type: object_type.into(),
+                object_id: object_id.into(),
+                chain: vec![(object_type.into(), object_id.into())],
+                owner: Some(state.jobs.get(id)?.creator_user_name),
+                owner_from: None,
+                object: None,
+            })
+        }
         other => Err(Error::not_implemented(&format!("permissions for {other}"))),
     }
 }
@@ -137,6 +150,10 @@ fn require(state: &AppState, caller: &Caller, target: &Target, level: &str) -> R
         Some(object) => require_object(state, caller, object, level),
         None if target.object_type == "pipelines" => {
             super::pipelines::require_pipeline(state, caller, &target.object_id, level).map(|_| ())
+        }
+        None if target.object_type == "jobs" => {
+            let id: i64 = target.object_id.parse().unwrap_or_default();
+            super::jobs::require_job(state, caller, id, level).map(|_| ())
         }
         None => require_cluster(state, caller, &target.object_id, level),
     }

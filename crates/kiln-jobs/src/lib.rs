@@ -1,0 +1,17 @@
+//! Jobs (Workflows): job settings checked as the Jobs API checks them, runs
+//! of their task DAGs on real clusters, pipelines and notebooks, a scheduler
+//! for their Quartz cron schedules, and the run lifecycle.
+
+pub mod cron;
+pub mod lifecycle;
+pub mod model;
+mod refs;
+mod runner;
+mod runs;
+pub mod scheduler;
+pub mod service;
+pub mod settings;
+mod tasks;
+
+pub use runs::RunNow;
+pub use service::Jobs;

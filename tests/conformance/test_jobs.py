@@ -1,0 +1,271 @@
+"""Jobs (Workflows) through the SDK and Airflow-shaped raw requests: multi-task runs on real
+engines (notebooks with widgets and task values, a condition, a Python file on a job cluster),
+failures and retries, the single-task submit shape, bad settings, permissions, cancel, queueing
+and a Quartz schedule."""
+
+from __future__ import annotations
+
+import base64
+import time
+from datetime import timedelta
+
+import pytest
+from databricks.sdk.errors import PermissionDenied
+from databricks.sdk.service import jobs
+from databricks.sdk.service.iam import AccessControlRequest, PermissionLevel
+from databricks.sdk.service.workspace import ImportFormat, Language
+
+from kiln_helpers import assert_error, non_admin, unique, wait_for
+
+SPARK = "16.4.x-scala2.12"
+WAIT = timedelta(minutes=6)
+
+
+@pytest.fixture(scope="module")
+def env(kiln_factory):
+    server = kiln_factory()
+    w = server.client()
+    cluster = w.clusters.create_and_wait(cluster_name=unique("jobs"), spark_version=SPARK, num_workers=0)
+    home = f"/Users/{w.current_user.me().user_name}/{unique('jobs')}"
+    w.workspace.mkdirs(home)
+    return {"server": server, "w": w, "cluster": cluster.cluster_id, "home": home}
+
+
+def put_notebook(w, path: str, source: str):
+    w.workspace.import_(path=path, format=ImportFormat.SOURCE, language=Language.PYTHON,
+                        content=base64.b64encode(source.encode()).decode(), overwrite=True)
+
+
+def put_file(w, path: str, text: str):
+    w.workspace.import_(path=path, format=ImportFormat.AUTO, content=base64.b64encode(text.encode()).decode(),
+                        overwrite=True)
+
+
+def put_dbfs(server, path: str, text: str):
+    local = server.shared_dir / "dbfs" / path.lstrip("/")
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_text(text)
+
+
+def create(w, **settings) -> int:
+    body = dict(settings)
+    return w.api_client.do("POST", "/api/2.2/jobs/create", body=body)["job_id"]
+
+
+def task_of(run: jobs.Run, key: str) -> jobs.RunTask:
+    return next(t for t in run.tasks if t.task_key == key)
+
+
+def explain(w, run: jobs.Run) -> str:
+    """Each task's state and error, for a failed assertion's message."""
+    lines = []
+    for t in run.tasks or []:
+        out = w.jobs.get_run_output(t.run_id)
+        lines.append(f"{t.task_key}: {t.state.result_state} {t.state.state_message!r} error={out.error!r}")
+    return "\n".join(lines)
+
+
+def test_a_dag_with_widgets_task_values_a_condition_and_a_python_file(env):
+    w, home = env["w"], env["home"]
+    put_notebook(w, f"{home}/ingest", """# Databricks notebook source
+dbutils.widgets.text("who", "nobody")
+n = spark.range(3).count()
+dbutils.jobs.taskValues.set("rows", int(n))
+# COMMAND ----------
+dbutils.notebook.exit("hello " + dbutils.widgets.get("who"))
+""")
+    put_file(w, f"{home}/report.py", """import sys
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.getOrCreate()
+print("argv", sys.argv[1:], "count", spark.range(int(sys.argv[1])).count())
+""")
+    job_id = create(
+        w, name=unique("dag"),
+        parameters=[{"name": "who", "default": "kiln"}],
+        job_clusters=[{"job_cluster_key": "main", "new_cluster": {"spark_version": SPARK, "num_workers": 0}}],
+        tasks=[
+            {"task_key": "ingest", "job_cluster_key": "main", "notebook_task": {"notebook_path": f"{home}/ingest"}},
+            {"task_key": "enough", "depends_on": [{"task_key": "ingest"}],
+             "condition_task": {"op": "GREATER_THAN", "left": "{{tasks.ingest.values.rows}}", "right": "2"}},
+            {"task_key": "report", "depends_on": [{"task_key": "enough", "outcome": "true"}], "job_cluster_key": "main",
+             "spark_python_task": {"python_file": f"{home}/report.py", "parameters": ["{{tasks.ingest.values.rows}}", "x"]}},
+            {"task_key": "alert", "depends_on": [{"task_key": "enough", "outcome": "false"}],
+             "condition_task": {"op": "EQUAL_TO", "left": "1", "right": "1"}},
+        ],
+    )
+    job = w.jobs.get(job_id)
+    assert job.creator_user_name and job.settings.max_concurrent_runs == 1
+    report = next(t for t in job.settings.tasks if t.task_key == "report")
+    assert report.run_if == jobs.RunIf.ALL_SUCCESS and report.timeout_seconds == 0
+
+    run = w.jobs.run_now_and_wait(job_id=job_id, job_parameters={"who": "world"}, timeout=WAIT)
+    assert run.state.result_state == jobs.RunResultState.SUCCESS, explain(w, run)
+    assert task_of(run, "alert").state.result_state == jobs.RunResultState.EXCLUDED
+    assert task_of(run, "enough").state.result_state == jobs.RunResultState.SUCCESS
+    ingest = w.jobs.get_run_output(task_of(run, "ingest").run_id)
+    assert ingest.notebook_output.result == "hello world"
+    report_out = w.jobs.get_run_output(task_of(run, "report").run_id)
+    assert "argv ['3', 'x'] count 3" in report_out.logs, report_out.logs
+    # the job cluster was made for this run and ends with it
+    cluster_id = task_of(run, "ingest").cluster_instance.cluster_id
+    assert cluster_id == task_of(run, "report").cluster_instance.cluster_id
+    wait_for(lambda: w.clusters.get(cluster_id).state.value == "TERMINATED", 120, "job cluster terminated")
+    assert w.clusters.get(cluster_id).cluster_source.value == "JOB"
+    runs = list(w.jobs.list_runs(job_id=job_id))
+    assert [r.run_id for r in runs] == [run.run_id] and runs[0].trigger == jobs.TriggerType.ONE_TIME
+
+
+def test_failures_retries_and_error_traces(env):
+    w, server, cluster = env["w"], env["server"], env["cluster"]
+    marker = unique("marker")
+    put_dbfs(server, f"/jobs/{marker}.py", f"""flag = "dbfs:/{marker}.flag"
+try:
+    dbutils.fs.head(flag)
+except Exception:
+    dbutils.fs.put(flag, "x")
+    raise RuntimeError("first attempt fails")
+print("second attempt works")
+""")
+    put_dbfs(server, "/jobs/boom.py", "def f():\n    raise ValueError('boom')\nf()\n")
+    run = w.api_client.do("POST", "/api/2.2/jobs/runs/submit", body={
+        "run_name": unique("fail"),
+        "tasks": [
+            {"task_key": "flaky", "existing_cluster_id": cluster, "max_retries": 1,
+             "spark_python_task": {"python_file": f"dbfs:/jobs/{marker}.py"}},
+            {"task_key": "boom", "existing_cluster_id": cluster, "spark_python_task": {"python_file": "dbfs:/jobs/boom.py"}},
+            {"task_key": "after", "depends_on": [{"task_key": "boom"}], "condition_task": {"op": "EQUAL_TO", "left": "a", "right": "a"}},
+            {"task_key": "cleanup", "depends_on": [{"task_key": "boom"}], "run_if": "ALL_DONE",
+             "condition_task": {"op": "EQUAL_TO", "left": "a", "right": "a"}},
+        ],
+    })
+    done = w.jobs.wait_get_run_job_terminated_or_skipped(run_id=run["run_id"], timeout=WAIT)
+    assert done.state.result_state == jobs.RunResultState.FAILED
+    assert done.state.state_message == "Workload failed, see run output for details"
+    flaky = task_of(done, "flaky")
+    assert flaky.state.result_state == jobs.RunResultState.SUCCESS and flaky.attempt_number == 1
+    assert task_of(done, "after").state.result_state == jobs.RunResultState.UPSTREAM_FAILED
+    assert task_of(done, "cleanup").state.result_state == jobs.RunResultState.SUCCESS
+    out = w.jobs.get_run_output(task_of(done, "boom").run_id)
+    assert out.error == "ValueError: boom", out.error
+    assert "Traceback" in out.error_trace and "raise ValueError('boom')" in out.error_trace
+
+
+def test_the_airflow_single_task_submit_shape(env):
+    server, cluster = env["server"], env["cluster"]
+    http = server.http()
+    put_dbfs(server, "/jobs/hello.py", "import sys\nprint('hello', *sys.argv[1:])\n")
+    token = unique("airflow")
+    body = {"run_name": "airflow", "existing_cluster_id": cluster, "idempotency_token": token, "timeout_seconds": 600,
+            "spark_python_task": {"python_file": "dbfs:/jobs/hello.py", "parameters": ["from", "airflow"]}}
+    first = http.post(server.url("/api/2.1/jobs/runs/submit"), json=body)
+    assert first.status_code == 200, first.text
+    again = http.post(server.url("/api/2.1/jobs/runs/submit"), json=body)
+    assert again.json()["run_id"] == first.json()["run_id"]
+    run_id = first.json()["run_id"]
+
+    def ended():
+        r = http.get(server.url("/api/2.1/jobs/runs/get"), params={"run_id": run_id}).json()
+        return r if r["state"]["life_cycle_state"] in ("TERMINATED", "SKIPPED", "INTERNAL_ERROR") else None
+    run = wait_for(ended, 360, "the submitted run", interval=0.2)
+    assert run["state"]["result_state"] == "SUCCESS", run["state"]
+    assert run["run_page_url"] and run["tasks"][0]["run_id"]
+    out = http.get(server.url("/api/2.1/jobs/runs/get-output"), params={"run_id": run_id}).json()
+    assert "hello from airflow" in out["logs"], out
+
+
+def test_bad_settings_are_refused_and_change_nothing(env):
+    server, w, cluster = env["server"], env["w"], env["cluster"]
+    before = len(list(w.jobs.list()))
+    cond = {"op": "EQUAL_TO", "left": "1", "right": "1"}
+    bad = [
+        ({"tasks": [{"task_key": "a", "depends_on": [{"task_key": "b"}], "condition_task": cond},
+                    {"task_key": "b", "depends_on": [{"task_key": "a"}], "condition_task": cond}]}, "cycle"),
+        ({"tasks": [{"task_key": "a", "condition_task": cond}, {"task_key": "a", "condition_task": cond}]}, "duplicate"),
+        ({"tasks": [{"task_key": "a"}]}, "task type"),
+        ({"tasks": [{"task_key": "a", "existing_cluster_id": "0000-nope", "notebook_task": {"notebook_path": "/x"}}]}, "0000-nope"),
+        ({"max_concurrent_runs": 1001}, "max_concurrent_runs"),
+        ({"schedule": {"quartz_cron_expression": "0 0 * * *", "timezone_id": "UTC"}}, "quartz_cron_expression"),
+        ({"tasks": [{"task_key": "a", "sql_task": {"query": {"query_id": "1"}}}]}, "sql_task"),
+    ]
+    for settings, words in bad:
+        r = server.http().post(server.url("/api/2.2/jobs/create"), json={"name": unique("bad"), **settings})
+        body = assert_error(r, 400, "INVALID_PARAMETER_VALUE")
+        assert words in body["message"], body
+    assert len(list(w.jobs.list())) == before
+    job_id = create(w, name=unique("ok"), tasks=[{"task_key": "a", "condition_task": cond}])
+    r = server.http().post(server.url("/api/2.2/jobs/reset"),
+                           json={"job_id": job_id, "new_settings": {"tasks": [{"task_key": "a"}]}})
+    assert_error(r, 400, "INVALID_PARAMETER_VALUE")
+    assert w.jobs.get(job_id).settings.tasks[0].condition_task.op == jobs.ConditionTaskOp.EQUAL_TO
+    r = server.http().get(server.url("/api/2.2/jobs/get"), params={"job_id": 424242})
+    assert r.status_code in (400, 404) and r.json()["error_code"] in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+def test_permissions_level_by_level_cancel_and_queue(env):
+    server, w, cluster, home = env["server"], env["w"], env["cluster"], env["home"]
+    put_notebook(w, f"{home}/slow", "# Databricks notebook source\nimport time\ntime.sleep(120)\n")
+    job_id = create(w, name=unique("slow"), max_concurrent_runs=1, queue={"enabled": True},
+                    tasks=[{"task_key": "slow", "existing_cluster_id": cluster, "notebook_task": {"notebook_path": f"{home}/slow"}}])
+    other = non_admin(server, w, "jobs")
+    with pytest.raises(PermissionDenied):
+        other["w"].jobs.get(job_id)
+    assert job_id not in [j.job_id for j in other["w"].jobs.list()]
+    acl = lambda level: w.permissions.update("jobs", str(job_id), access_control_list=[
+        AccessControlRequest(user_name=other["name"], permission_level=level)])
+    acl(PermissionLevel.CAN_VIEW)
+    assert other["w"].jobs.get(job_id).job_id == job_id
+    with pytest.raises(PermissionDenied):
+        other["w"].jobs.run_now(job_id=job_id)
+    acl(PermissionLevel.CAN_MANAGE_RUN)
+    w.permissions.update("clusters", cluster, access_control_list=[
+        AccessControlRequest(user_name=other["name"], permission_level=PermissionLevel.CAN_ATTACH_TO)])
+    w.permissions.update("directories", str(w.workspace.get_status(home).object_id), access_control_list=[
+        AccessControlRequest(user_name=other["name"], permission_level=PermissionLevel.CAN_READ)])
+    first = other["w"].jobs.run_now(job_id=job_id).run_id
+    wait_for(lambda: task_of(w.jobs.get_run(first), "slow").state.life_cycle_state == jobs.RunLifeCycleState.RUNNING,
+             300, "the slow task running")
+    second = w.jobs.run_now(job_id=job_id).run_id
+    assert w.jobs.get_run(second).state.life_cycle_state == jobs.RunLifeCycleState.QUEUED
+    with pytest.raises(PermissionDenied):
+        other["w"].jobs.delete(job_id)
+    started = time.monotonic()
+    other["w"].jobs.cancel_run(first)
+    ended = w.jobs.wait_get_run_job_terminated_or_skipped(run_id=first, timeout=WAIT)
+    assert ended.state.result_state == jobs.RunResultState.CANCELED
+    assert time.monotonic() - started < 60
+    # the queued run starts when the first ends; cancel it too
+    wait_for(lambda: w.jobs.get_run(second).state.life_cycle_state != jobs.RunLifeCycleState.QUEUED, 60, "dequeued")
+    w.jobs.cancel_all_runs(job_id=job_id)
+    assert w.jobs.wait_get_run_job_terminated_or_skipped(run_id=second, timeout=WAIT).state.result_state \
+        == jobs.RunResultState.CANCELED
+    # without a queue, a run over the limit is skipped
+    w.jobs.update(job_id, new_settings=jobs.JobSettings(queue=jobs.QueueSettings(enabled=False)))
+    third = w.jobs.run_now(job_id=job_id).run_id
+    wait_for(lambda: task_of(w.jobs.get_run(third), "slow").state.life_cycle_state == jobs.RunLifeCycleState.RUNNING,
+             300, "the third run running")
+    skipped = w.jobs.get_run(w.jobs.run_now(job_id=job_id).run_id)
+    assert skipped.state.life_cycle_state == jobs.RunLifeCycleState.SKIPPED
+    assert skipped.state.result_state == jobs.RunResultState.MAXIMUM_CONCURRENT_RUNS_REACHED
+    w.jobs.cancel_run(third)
+    w.jobs.wait_get_run_job_terminated_or_skipped(run_id=third, timeout=WAIT)
+
+
+def test_a_quartz_schedule_fires_each_instant_once_and_pauses(env):
+    w = env["w"]
+    job_id = create(w, name=unique("cron"),
+                    schedule={"quartz_cron_expression": "*/3 * * * * ?", "timezone_id": "Europe/Paris"},
+                    tasks=[{"task_key": "tick", "condition_task": {"op": "EQUAL_TO", "left": "{{job.trigger.type}}", "right": "PERIODIC"}}])
+    runs = wait_for(lambda: (lambda rs: rs if len(rs) >= 2 else None)(list(w.jobs.list_runs(job_id=job_id, expand_tasks=True))),
+                    30, "two scheduled runs", interval=0.2)
+    assert all(r.trigger == jobs.TriggerType.PERIODIC for r in runs)
+    starts = sorted(r.start_time for r in runs)
+    assert starts[1] - starts[0] >= 2000, starts
+    w.jobs.update(job_id, new_settings=jobs.JobSettings(schedule=jobs.CronSchedule(
+        quartz_cron_expression="*/3 * * * * ?", timezone_id="Europe/Paris", pause_status=jobs.PauseStatus.PAUSED)))
+    time.sleep(0.5)
+    count = len(list(w.jobs.list_runs(job_id=job_id)))
+    time.sleep(4)
+    assert len(list(w.jobs.list_runs(job_id=job_id))) == count
+    done = [w.jobs.wait_get_run_job_terminated_or_skipped(run_id=r.run_id, timeout=WAIT) for r in runs]
+    assert all(r.state.result_state == jobs.RunResultState.SUCCESS for r in done)
+    assert all(task_of(r, "tick").state.result_state == jobs.RunResultState.SUCCESS for r in done)
