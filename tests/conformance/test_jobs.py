@@ -269,3 +269,36 @@ def test_a_quartz_schedule_fires_each_instant_once_and_pauses(env):
     done = [w.jobs.wait_get_run_job_terminated_or_skipped(run_id=r.run_id, timeout=WAIT) for r in runs]
     assert all(r.state.result_state == jobs.RunResultState.SUCCESS for r in done)
     assert all(task_of(r, "tick").state.result_state == jobs.RunResultState.SUCCESS for r in done)
+
+
+def test_kill_9_during_a_run_and_a_schedule(kiln_factory):
+    server = kiln_factory()
+    w = server.client()
+    home = f"/Users/{w.current_user.me().user_name}/{unique('crash')}"
+    w.workspace.mkdirs(home)
+    put_notebook(w, f"{home}/slow", "# Databricks notebook source\nimport time\ntime.sleep(300)\n")
+    job_id = create(w, name=unique("crash"),
+                    job_clusters=[{"job_cluster_key": "c", "new_cluster": {"spark_version": SPARK, "num_workers": 0}}],
+                    tasks=[{"task_key": "slow", "job_cluster_key": "c", "notebook_task": {"notebook_path": f"{home}/slow"}}])
+    run_id = w.jobs.run_now(job_id=job_id).run_id
+    slow = wait_for(lambda: (lambda t: t if t.cluster_instance else None)(task_of(w.jobs.get_run(run_id), "slow")),
+                    300, "the slow task on its cluster", interval=0.2)
+    cluster_id = slow.cluster_instance.cluster_id
+    ticking = create(w, name=unique("tick"),
+                     schedule={"quartz_cron_expression": "*/2 * * * * ?", "timezone_id": "UTC"},
+                     tasks=[{"task_key": "t", "condition_task": {"op": "EQUAL_TO", "left": "1", "right": "1"}}])
+    wait_for(lambda: list(w.jobs.list_runs(job_id=ticking)), 20, "a scheduled run", interval=0.2)
+    server.restart()
+    w = server.client()
+    run = w.jobs.get_run(run_id)
+    assert run.state.life_cycle_state == jobs.RunLifeCycleState.INTERNAL_ERROR, run.state
+    assert task_of(run, "slow").state.life_cycle_state == jobs.RunLifeCycleState.INTERNAL_ERROR
+    wait_for(lambda: w.clusters.get(cluster_id).state.value == "TERMINATED", 120, "the job cluster terminated")
+    # the schedule goes on after the restart, each instant once
+    time.sleep(5)
+    runs = list(w.jobs.list_runs(job_id=ticking))
+    starts = sorted(r.start_time for r in runs)
+    assert len(runs) >= 2 and all(b - a >= 1500 for a, b in zip(starts, starts[1:])), starts
+    assert not [r for r in w.jobs.list_runs(job_id=ticking, active_only=True)
+                if r.state.life_cycle_state == jobs.RunLifeCycleState.RUNNING and time.time() * 1000 - r.start_time > 30000]
+    server.stop()
