@@ -168,7 +168,7 @@ def test_unknown_path_via_sdk_is_not_found(w):
     assert e.value.error_code == "ENDPOINT_NOT_FOUND"
 
 
-@pytest.mark.parametrize("method,path", [("POST", "/api/2.2/jobs/runs/repair"), ("GET", "/api/2.0/sql/warehouses")])
+@pytest.mark.parametrize("method,path", [("GET", "/api/2.2/jobs/runs/export"), ("GET", "/api/2.0/sql/warehouses")])
 def test_known_unimplemented_endpoint_is_501(kiln, method, path):
     r = kiln.http().request(method, kiln.url(path), json={} if method == "POST" else None)
     assert_error(r, 501, "NOT_IMPLEMENTED")

@@ -149,6 +149,22 @@ print("second attempt works")
     assert out.error == "ValueError: boom", out.error
     assert "Traceback" in out.error_trace and "raise ValueError('boom')" in out.error_trace
 
+    # repair: the fixed task and what depends on it run again; the rest keep their results
+    put_dbfs(server, "/jobs/boom.py", "print('fixed')\n")
+    flaky_run = task_of(done, "flaky").run_id
+    repair_id = w.jobs.repair_run(run_id=run["run_id"], rerun_all_failed_tasks=True,
+                                  rerun_dependent_tasks=True).response.repair_id
+    repaired = w.jobs.wait_get_run_job_terminated_or_skipped(run_id=run["run_id"], timeout=WAIT)
+    stale = server.http().post(server.url("/api/2.2/jobs/runs/repair"),
+                               json={"run_id": run["run_id"], "rerun_tasks": ["boom"], "latest_repair_id": 1})
+    assert "latest_repair_id" in assert_error(stale, 400, "INVALID_PARAMETER_VALUE")["message"]
+    assert repaired.state.result_state == jobs.RunResultState.SUCCESS, explain(w, repaired)
+    assert task_of(repaired, "flaky").run_id == flaky_run
+    assert task_of(repaired, "boom").run_id != task_of(done, "boom").run_id
+    assert task_of(repaired, "after").state.result_state == jobs.RunResultState.SUCCESS
+    assert [h.type.value for h in repaired.repair_history] == ["ORIGINAL", "REPAIR"]
+    assert repaired.repair_history[1].id == repair_id
+
 
 def test_the_airflow_single_task_submit_shape(env):
     server, cluster = env["server"], env["cluster"]

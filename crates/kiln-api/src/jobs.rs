@@ -137,6 +137,27 @@ pub struct ListRuns {
     pub page_token: Option<String>,
 }
 
+/// `runs/repair`.
+#[derive(Debug, Deserialize)]
+pub struct RepairRun {
+    #[serde(deserialize_with = "id")]
+    pub run_id: i64,
+    #[serde(default)]
+    pub rerun_tasks: Vec<String>,
+    #[serde(default, deserialize_with = "opt_bool")]
+    pub rerun_all_failed_tasks: Option<bool>,
+    #[serde(default, deserialize_with = "opt_bool")]
+    pub rerun_dependent_tasks: Option<bool>,
+    #[serde(default, deserialize_with = "opt_id")]
+    pub latest_repair_id: Option<i64>,
+    #[serde(default)]
+    pub job_parameters: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub notebook_params: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub python_params: Option<Vec<Value>>,
+}
+
 /// `runs/cancel-all`.
 #[derive(Debug, Default, Deserialize)]
 pub struct CancelAllRuns {

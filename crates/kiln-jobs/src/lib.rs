@@ -6,6 +6,7 @@ pub mod cron;
 pub mod lifecycle;
 pub mod model;
 mod refs;
+mod repair;
 mod runner;
 mod runs;
 pub mod scheduler;
@@ -13,5 +14,6 @@ pub mod service;
 pub mod settings;
 mod tasks;
 
+pub use repair::Repair;
 pub use runs::RunNow;
 pub use service::Jobs;

@@ -94,6 +94,8 @@ pub enum RunEvent {
     Skip,
     /// Kiln stopped while it ran.
     Crash,
+    /// `runs/repair` runs an ended run (or task) again.
+    Repair,
 }
 
 pub struct RunLifecycle;
@@ -124,6 +126,7 @@ impl Lifecycle for RunLifecycle {
             ) => S::Terminated,
             (E::Skip, S::Queued | S::Pending) => S::Skipped,
             (E::Crash, s) if !s.is_terminal() => S::InternalError,
+            (E::Repair, S::Terminated | S::InternalError | S::Skipped) => S::Pending,
             _ => return None,
         })
     }
@@ -160,10 +163,13 @@ mod tests {
     #[test]
     fn terminal_states_stay() {
         for s in [S::Terminated, S::Skipped, S::InternalError] {
-            for e in [E::Start, E::End, E::Cancel, E::Crash, E::Skip] {
+            for e in [E::Start, E::End, E::Cancel, E::Crash, E::Skip, E::Dequeue] {
                 assert_eq!(next(s, e), None, "{e:?} from {s:?}");
             }
         }
         assert_eq!(next(S::Running, E::Skip), None);
+        // only a repair reopens an ended run
+        assert_eq!(next(S::Terminated, E::Repair), Some(S::Pending));
+        assert_eq!(next(S::Running, E::Repair), None);
     }
 }

@@ -257,6 +257,23 @@ async fn drive(jobs: &Arc<Jobs>, run_id: i64, cancel: &CancellationToken) -> Res
         }
         r.end_time = now_ms();
         r.execution_duration = r.end_time - r.start_time;
+        let (end, life, message) = (
+            r.end_time,
+            r.state.life_cycle_state,
+            r.state.state_message.clone(),
+        );
+        if let Some(last) = r
+            .repair_history
+            .last_mut()
+            .filter(|e| e["type"] == "REPAIR")
+        {
+            last["end_time"] = serde_json::json!(end);
+            last["state"] = serde_json::json!({
+                "life_cycle_state": life.as_str(),
+                "result_state": result.as_str(),
+                "state_message": message,
+            });
+        }
         Ok(())
     })?;
     Ok(())

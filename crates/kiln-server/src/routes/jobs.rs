@@ -88,7 +88,12 @@ pub fn endpoints() -> Vec<Endpoint> {
                 post(delete_run),
             ),
             todo_ep(M::GET, format!("{p}/runs/export"), "jobs/runs/export"),
-            todo_ep(M::POST, format!("{p}/runs/repair"), "jobs/runs/repair"),
+            ep(
+                M::POST,
+                format!("{p}/runs/repair"),
+                "jobs/runs/repair",
+                post(repair),
+            ),
         ]);
     }
     all
@@ -484,4 +489,34 @@ async fn delete_run(
     require_run(&state, &caller, &run, "CAN_MANAGE")?;
     state.jobs.delete_run(req.run_id)?;
     Ok(Json(json!({})))
+}
+
+async fn repair(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Params(req): Params<RepairRun>,
+) -> ApiResult<Json<Value>> {
+    let run = state.jobs.run(req.run_id)?;
+    require_run(&state, &caller, &run, "CAN_MANAGE_RUN")?;
+    crate::access::require_code_execution(&state, &caller)?;
+    let repair = kiln_jobs::Repair {
+        rerun_tasks: req.rerun_tasks,
+        rerun_all_failed_tasks: req.rerun_all_failed_tasks.unwrap_or(false),
+        rerun_dependent_tasks: req.rerun_dependent_tasks.unwrap_or(false),
+        latest_repair_id: req.latest_repair_id,
+        job_parameters: text_map(req.job_parameters.as_ref()),
+        notebook_params: text_map(req.notebook_params.as_ref()),
+        python_params: req
+            .python_params
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .collect(),
+    };
+    let repair_id = state.jobs.repair(req.run_id, repair)?;
+    Ok(Json(json!({"repair_id": repair_id})))
 }
