@@ -318,3 +318,34 @@ def test_kill_9_during_a_run_and_a_schedule(kiln_factory):
     assert not [r for r in w.jobs.list_runs(job_id=ticking, active_only=True)
                 if r.state.life_cycle_state == jobs.RunLifeCycleState.RUNNING and time.time() * 1000 - r.start_time > 30000]
     server.stop()
+
+
+def test_for_each_and_run_job_tasks(env):
+    w, cluster, home = env["w"], env["cluster"], env["home"]
+    put_notebook(w, f"{home}/times10", """# Databricks notebook source
+dbutils.widgets.text("n", "0")
+dbutils.notebook.exit(str(int(dbutils.widgets.get("n")) * 10))
+""")
+    put_notebook(w, f"{home}/inputs", "# Databricks notebook source\ndbutils.jobs.taskValues.set('items', [1, 2, 3])\n")
+    child = create(w, name=unique("child"), parameters=[{"name": "x", "default": "0"}],
+                   tasks=[{"task_key": "check", "condition_task": {"op": "EQUAL_TO", "left": "{{job.parameters.x}}", "right": "5"}}])
+    job_id = create(w, name=unique("loop"), tasks=[
+        {"task_key": "inputs", "existing_cluster_id": cluster, "notebook_task": {"notebook_path": f"{home}/inputs"}},
+        {"task_key": "each", "depends_on": [{"task_key": "inputs"}], "for_each_task": {
+            "inputs": "{{tasks.inputs.values.items}}", "concurrency": 2,
+            "task": {"task_key": "each_iteration", "existing_cluster_id": cluster,
+                     "notebook_task": {"notebook_path": f"{home}/times10", "base_parameters": {"n": "{{input}}"}}}}},
+        {"task_key": "child", "depends_on": [{"task_key": "each"}], "run_job_task": {"job_id": child, "job_parameters": {"x": "5"}}},
+    ])
+    run = w.jobs.run_now_and_wait(job_id=job_id, timeout=WAIT)
+    assert run.state.result_state == jobs.RunResultState.SUCCESS, explain(w, run)
+    raw = w.api_client.do("GET", "/api/2.2/jobs/runs/get", query={"run_id": run.run_id})
+    iterations = next(t for t in raw["tasks"] if t["task_key"] == "each")["iterations"]
+    assert len(iterations) == 3 and all(i["state"]["result_state"] == "SUCCESS" for i in iterations), iterations
+    assert sorted(w.jobs.get_run_output(i["run_id"]).notebook_output.result for i in iterations) == ["10", "20", "30"]
+    child_runs = list(w.jobs.list_runs(job_id=child))
+    assert len(child_runs) == 1 and child_runs[0].trigger == jobs.TriggerType.RUN_JOB_TASK
+    assert child_runs[0].state.result_state == jobs.RunResultState.SUCCESS
+    bad = env["server"].http().post(env["server"].url("/api/2.2/jobs/create"), json={"name": "x", "tasks": [
+        {"task_key": "e", "for_each_task": {"inputs": "[1]", "task": {"task_key": "i", "for_each_task": {"inputs": "[1]"}}}}]})
+    assert "cannot nest" in assert_error(bad, 400, "INVALID_PARAMETER_VALUE")["message"]

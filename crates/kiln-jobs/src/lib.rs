@@ -3,6 +3,7 @@
 //! for their Quartz cron schedules, and the run lifecycle.
 
 pub mod cron;
+mod for_each;
 pub mod lifecycle;
 pub mod model;
 mod refs;

@@ -107,6 +107,9 @@ pub struct TaskRun {
     pub spark_context_id: Option<String>,
     #[serde(default)]
     pub output: TaskOutput,
+    /// A for-each task's iterations (each with its own run id).
+    #[serde(default)]
+    pub iterations: Vec<TaskRun>,
 }
 
 impl TaskRun {

@@ -17,6 +17,8 @@ pub struct Scope<'a> {
     pub parameters: &'a BTreeMap<String, String>,
     pub task_key: &'a str,
     pub task_run_id: i64,
+    /// A for-each iteration's input (`{{input}}`).
+    pub input: Option<String>,
     /// Earlier tasks: their result state and the values they set.
     pub tasks: BTreeMap<String, (String, serde_json::Map<String, Value>)>,
 }
@@ -38,6 +40,7 @@ impl Scope<'_> {
             "job.start_time.day" => start().get(8..10)?.trim_start_matches('0').to_string(),
             "task.name" | "task_key" => self.task_key.to_string(),
             "task.run_id" | "run_id" => self.task_run_id.to_string(),
+            "input" => self.input.clone()?,
             _ => {
                 if let Some(p) = name.strip_prefix("job.parameters.") {
                     return self.parameters.get(p).cloned();
@@ -124,6 +127,7 @@ mod tests {
             parameters: &params,
             task_key: "report",
             task_run_id: 100,
+            input: Some("7".into()),
             tasks,
         };
         assert_eq!(

@@ -210,6 +210,7 @@ impl Jobs {
                 cluster_id: None,
                 spark_context_id: None,
                 output: TaskOutput::default(),
+                iterations: Vec::new(),
             })
             .collect();
         Ok(RunRecord {

@@ -399,6 +399,7 @@ impl Jobs {
             .find_map(|r| {
                 r.tasks
                     .iter()
+                    .flat_map(|t| std::iter::once(t).chain(t.iterations.iter()))
                     .find(|t| t.run_id == run_id)
                     .map(|t| (r.clone(), t.clone()))
             })

@@ -29,6 +29,7 @@ pub const TASK_TYPES: &[&str] = &[
 
 /// The task types Kiln runs.
 pub const SUPPORTED: &[&str] = &[
+    "for_each_task",
     "notebook_task",
     "spark_python_task",
     "pipeline_task",
@@ -342,13 +343,61 @@ fn normalize_task(
         kiln_compute::cluster_spec::config_from_json(spec, &key, "JOB", 0)?;
     }
     if !computes.is_empty() && !NEEDS_COMPUTE.contains(&kind) {
+        // (a for-each task's compute is its nested task's)
         return Err(invalid(
             "tasks",
             format!("task {key}: {kind} takes no cluster"),
         ));
     }
     check_task_type(&t, kind, &key, lookups)?;
+    if kind == "for_each_task" {
+        let nested = for_each(&t, &key, job_clusters, lookups)?;
+        if let Some(spec) = t.get_mut("for_each_task") {
+            spec["task"] = Value::Object(nested);
+        }
+    }
     Ok(t)
+}
+
+/// A for-each task's nested task, checked like a task (no nested for-each).
+fn for_each(
+    t: &Map<String, Value>,
+    key: &str,
+    job_clusters: &BTreeSet<String>,
+    lookups: &dyn Lookups,
+) -> Result<Map<String, Value>> {
+    let spec = &t["for_each_task"];
+    match &spec["inputs"] {
+        Value::String(s) if !s.trim().is_empty() => {}
+        Value::Array(_) => {}
+        _ => {
+            return Err(invalid(
+                "tasks.for_each_task.inputs",
+                format!("required: a JSON array or a reference (task {key})"),
+            ))
+        }
+    }
+    if let Some(c) = spec.get("concurrency").filter(|c| !c.is_null()) {
+        if !c.as_u64().is_some_and(|c| (1..=100).contains(&c)) {
+            return Err(invalid("tasks.for_each_task.concurrency", "1 to 100"));
+        }
+    }
+    let nested = spec.get("task").cloned().unwrap_or(Value::Null);
+    if nested.get("for_each_task").is_some_and(|v| !v.is_null()) {
+        return Err(invalid(
+            "tasks.for_each_task.task",
+            "a for-each task cannot nest another",
+        ));
+    }
+    if !nested.is_object() {
+        return Err(invalid(
+            "tasks.for_each_task.task",
+            format!("required (task {key})"),
+        ));
+    }
+    let mut nested = normalize_task(nested, 0, job_clusters, lookups)?;
+    nested.remove("depends_on");
+    Ok(nested)
 }
 
 fn depends_on(t: &mut Map<String, Value>, key: &str) -> Result<()> {

@@ -41,7 +41,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn success(output: TaskOutput) -> Self {
+    pub(crate) fn success(output: TaskOutput) -> Self {
         Self {
             result: RunResultState::Success,
             message: String::new(),
@@ -49,7 +49,7 @@ impl Outcome {
         }
     }
 
-    fn failed(message: impl Into<String>, output: TaskOutput) -> Self {
+    pub(crate) fn failed(message: impl Into<String>, output: TaskOutput) -> Self {
         let message = message.into();
         let mut output = output;
         if output.error.is_none() {
@@ -92,7 +92,7 @@ pub async fn execute(jobs: &Arc<Jobs>, run_id: i64, key: &str, attempt: Attempt)
     }
 }
 
-fn scope<'a>(run: &'a RunRecord, key: &'a str, job_name: &'a str) -> Scope<'a> {
+pub(crate) fn scope<'a>(run: &'a RunRecord, key: &'a str, job_name: &'a str) -> Scope<'a> {
     let task_run_id = run.task(key).map(|t| t.run_id).unwrap_or(run.run_id);
     Scope {
         job_id: run.job_id,
@@ -103,6 +103,7 @@ fn scope<'a>(run: &'a RunRecord, key: &'a str, job_name: &'a str) -> Scope<'a> {
         parameters: &run.job_parameters,
         task_key: key,
         task_run_id,
+        input: None,
         tasks: run
             .tasks
             .iter()
@@ -131,12 +132,27 @@ async fn execute_attempt(
         .task(key)
         .ok_or_else(|| Error::internal("run a task", "the task is gone"))?;
     let job_name = run.run_name.clone();
-    let resolved = match scope(&run, key, &job_name).resolve_json(&Value::Object(task.task.clone()))
-    {
+    let mut scope = scope(&run, key, &job_name);
+    if task.task.contains_key("for_each_task") {
+        return crate::for_each::run(jobs, &run, key, &task.task, &mut scope, attempt).await;
+    }
+    let resolved = match scope.resolve_json(&Value::Object(task.task.clone())) {
         Ok(Value::Object(spec)) => spec,
         Ok(_) => return Err(Error::internal("resolve a task", "not an object")),
         Err(message) => return Ok(Outcome::failed(message, TaskOutput::default())),
     };
+    run_spec(jobs, &run, key, &resolved, attempt).await
+}
+
+/// Runs a task of resolved settings (a task, or one iteration of a for-each
+/// task) for the run's task `key`.
+pub(crate) async fn run_spec(
+    jobs: &Arc<Jobs>,
+    run: &RunRecord,
+    key: &str,
+    resolved: &Map<String, Value>,
+    attempt: &Attempt,
+) -> Result<Outcome> {
     let kind = crate::settings::TASK_TYPES
         .iter()
         .find(|k| resolved.get(**k).is_some_and(|v| !v.is_null()))
@@ -146,10 +162,10 @@ async fn execute_attempt(
     match kind {
         "condition_task" => Ok(condition(&spec)),
         "notebook_task" | "spark_python_task" => {
-            code_task(jobs, &run, key, kind, &resolved, &spec, attempt).await
+            code_task(jobs, run, key, kind, resolved, &spec, attempt).await
         }
-        "pipeline_task" => pipeline_task(jobs, &run, &spec, attempt).await,
-        "run_job_task" => run_job_task(jobs, &run, &spec, attempt).await,
+        "pipeline_task" => pipeline_task(jobs, run, &spec, attempt).await,
+        "run_job_task" => run_job_task(jobs, run, &spec, attempt).await,
         other => Ok(Outcome::failed(
             format!("{other} is not supported by Kiln"),
             TaskOutput::default(),

@@ -99,6 +99,9 @@ pub fn task(t: &TaskRun, base: &str, run: &RunRecord) -> Value {
         }
         v["cluster_instance"] = instance;
     }
+    if !t.iterations.is_empty() {
+        v["iterations"] = Value::Array(t.iterations.iter().map(|i| task(i, base, run)).collect());
+    }
     if let Some(outcome) = &t.output.outcome {
         if let Some(cond) = v.get_mut("condition_task") {
             cond["outcome"] = json!(outcome);
