@@ -14,9 +14,10 @@ use tokio::task::JoinSet;
 
 use crate::lifecycle::{RunEvent, RunLifeCycleState, RunLifecycle, RunResultState};
 use crate::model::{RunRecord, RunState, TaskOutput, TaskRun};
+use crate::outcome::{Attempt, Outcome};
 use crate::refs::Scope;
 use crate::service::Jobs;
-use crate::tasks::{run_spec, Attempt, Outcome};
+use crate::tasks::run_spec;
 
 /// The most iterations of one for-each task.
 const MAX_ITERATIONS: usize = 5000;

@@ -2,10 +2,14 @@
 //! of their task DAGs on real clusters, pipelines and notebooks, a scheduler
 //! for their Quartz cron schedules, and the run lifecycle.
 
+mod attempt;
+mod chained;
+mod code_task;
 pub mod cron;
 mod for_each;
 pub mod lifecycle;
 pub mod model;
+mod outcome;
 mod refs;
 mod repair;
 mod runner;
@@ -13,6 +17,7 @@ mod runs;
 pub mod scheduler;
 pub mod service;
 pub mod settings;
+mod task_settings;
 mod tasks;
 
 pub use repair::Repair;

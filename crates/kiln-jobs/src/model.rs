@@ -196,3 +196,18 @@ impl RunRecord {
         self.state.life_cycle_state.is_terminal()
     }
 }
+
+/// What `run-now` asks for besides the job.
+#[derive(Debug, Clone, Default)]
+pub struct RunNow {
+    pub job_parameters: BTreeMap<String, String>,
+    /// Legacy `notebook_params` (read by widgets like job parameters).
+    pub notebook_params: BTreeMap<String, String>,
+    pub python_params: Vec<String>,
+    pub python_named_params: BTreeMap<String, String>,
+    pub idempotency_token: Option<String>,
+    /// Run only these tasks (`only`).
+    pub only: Vec<String>,
+    pub trigger: String,
+    pub parent_run_id: Option<i64>,
+}

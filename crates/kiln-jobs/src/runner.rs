@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::lifecycle::{RunEvent, RunLifeCycleState, RunLifecycle, RunResultState};
 use crate::model::{RunRecord, TaskOutput, TaskRun};
+use crate::outcome::{Attempt, Outcome};
 use crate::service::Jobs;
-use crate::tasks::{self, Attempt, Outcome};
 
 fn step(what: &str, from: RunLifeCycleState, event: RunEvent) -> Result<RunLifeCycleState> {
     RunLifecycle::transition(what, from, event)
@@ -121,7 +121,7 @@ pub async fn run(jobs: Arc<Jobs>, run_id: i64, cancel: CancellationToken) {
             Ok(())
         });
     }
-    tasks::release_clusters(&jobs, run_id).await;
+    crate::code_task::release_clusters(&jobs, run_id).await;
 }
 
 async fn drive(jobs: &Arc<Jobs>, run_id: i64, cancel: &CancellationToken) -> Result<()> {
@@ -390,7 +390,7 @@ async fn run_task(
             Ok(())
         })?;
         let attempt_token = stop.child_token();
-        let work = tasks::execute(
+        let work = crate::attempt::execute(
             jobs,
             run_id,
             key,

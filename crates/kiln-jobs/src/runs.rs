@@ -11,25 +11,11 @@ use kiln_core::{Error, Result};
 use serde_json::{json, Map, Value};
 
 use crate::lifecycle::{RunEvent, RunLifeCycleState, RunLifecycle, RunResultState};
+pub use crate::model::RunNow;
 use crate::model::*;
 use crate::service::{poisoned, Existing, Jobs};
 use crate::settings;
 use kiln_store::Write;
-
-/// What `run-now` asks for besides the job.
-#[derive(Debug, Clone, Default)]
-pub struct RunNow {
-    pub job_parameters: BTreeMap<String, String>,
-    /// Legacy `notebook_params` (read by widgets like job parameters).
-    pub notebook_params: BTreeMap<String, String>,
-    pub python_params: Vec<String>,
-    pub python_named_params: BTreeMap<String, String>,
-    pub idempotency_token: Option<String>,
-    /// Run only these tasks (`only`).
-    pub only: Vec<String>,
-    pub trigger: String,
-    pub parent_run_id: Option<i64>,
-}
 
 impl Jobs {
     /// `run-now`: a run of the job with its settings as they are now.

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cron::Schedule;
 use crate::lifecycle::RunLifeCycleState;
 use crate::model::JobRecord;
-use crate::runs::RunNow;
+use crate::model::RunNow;
 use crate::service::Jobs;
 
 /// The longest the scheduler sleeps between looks (job changes wake it too).

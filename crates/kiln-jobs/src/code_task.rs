@@ -1,0 +1,290 @@
+//! Notebook and Python file tasks: a command in an execution context of the
+//! task's cluster — its existing cluster, or a JOB cluster made for the run —
+//! as the run's `run_as`, through the same kernels and trust boundary as
+//! commands.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_compute::contexts::Language;
+use kiln_core::time::now_ms;
+use kiln_core::{Error, Result};
+use serde_json::{json, Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::model::RunRecord;
+use crate::outcome::{outcome_of, Attempt, Outcome};
+use crate::service::Jobs;
+
+/// How long a task waits for its cluster to run.
+const CLUSTER_START: Duration = Duration::from_secs(600);
+/// How long a cancelled command gets to stop.
+const CANCEL_GRACE: Duration = Duration::from_secs(30);
+
+// ---- compute ----------------------------------------------------------------
+
+/// The cluster a code task runs on, running: its existing cluster (started
+/// when terminated), or the run's job cluster for it (created once per run).
+async fn cluster_for(
+    jobs: &Arc<Jobs>,
+    run: &RunRecord,
+    key: &str,
+    task: &Map<String, Value>,
+    token: &CancellationToken,
+) -> Result<String> {
+    let cluster_id = if let Some(id) = task.get("existing_cluster_id").and_then(Value::as_str) {
+        let c = jobs.clusters.get(id)?;
+        if matches!(c.state.as_str(), "TERMINATED" | "ERROR") {
+            jobs.clusters.start(&run.run_as, id).await?;
+        }
+        id.to_string()
+    } else {
+        let (slot, spec) = if let Some(k) = task.get("job_cluster_key").and_then(Value::as_str) {
+            let spec = run
+                .settings
+                .get("job_clusters")
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| c["job_cluster_key"] == json!(k)))
+                .map(|c| c["new_cluster"].clone())
+                .unwrap_or(Value::Null);
+            (k.to_string(), spec)
+        } else if let Some(spec) = task.get("new_cluster").filter(|v| v.is_object()) {
+            (format!("__task_{key}"), spec.clone())
+        } else {
+            // no compute named: the run's own cluster (Databricks' serverless)
+            ("__serverless".to_string(), json!({}))
+        };
+        job_cluster(jobs, run, &slot, &spec).await?
+    };
+    tokio::select! {
+        port = kiln_compute::cluster_wait::wait_running(&jobs.clusters, &cluster_id, CLUSTER_START) => { port?; }
+        _ = token.cancelled() => return Err(Error::invalid_state("cancelled")),
+    }
+    Ok(cluster_id)
+}
+
+async fn job_cluster(
+    jobs: &Arc<Jobs>,
+    run: &RunRecord,
+    slot: &str,
+    spec: &Value,
+) -> Result<String> {
+    let _guard = jobs.cluster_lock.lock().await;
+    if let Some(id) = jobs.run(run.run_id)?.job_clusters.get(slot) {
+        return Ok(id.clone());
+    }
+    let name = match run.job_id {
+        Some(job) => format!(
+            "job-{job}-run-{}-{}",
+            run.run_id,
+            slot.trim_start_matches("__")
+        ),
+        None => format!("run-{}-{}", run.run_id, slot.trim_start_matches("__")),
+    };
+    let config = kiln_compute::cluster_spec::config_from_json(spec, &name, "JOB", 0)?;
+    let record = jobs.clusters.create(&run.run_as, config).await?;
+    let id = record.cluster_id.clone();
+    jobs.change_run(run.run_id, |r| {
+        r.job_clusters.insert(slot.to_string(), id.clone());
+        Ok(())
+    })?;
+    Ok(id)
+}
+
+/// Terminates the job clusters a run created (when it ends).
+pub async fn release_clusters(jobs: &Arc<Jobs>, run_id: i64) {
+    let Ok(run) = jobs.run(run_id) else { return };
+    for id in run.job_clusters.values() {
+        if let Err(e) = jobs.clusters.terminate(&run.run_as, id).await {
+            tracing::warn!(run_id, cluster_id = %id, error = %e.message, "terminate a job cluster");
+        }
+    }
+}
+
+// ---- notebooks and Python files ---------------------------------------------
+
+pub(crate) fn strings(v: Option<&Value>) -> BTreeMap<String, String> {
+    v.and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The values earlier tasks set, for `dbutils.jobs.taskValues.get`.
+fn upstream_values(run: &RunRecord) -> Value {
+    Value::Object(
+        run.tasks
+            .iter()
+            .filter(|t| !t.output.task_values.is_empty())
+            .map(|t| {
+                (
+                    t.task_key.clone(),
+                    Value::Object(t.output.task_values.clone()),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// A Python string (or list) literal: JSON's is one.
+fn py(value: &Value) -> String {
+    value.to_string()
+}
+
+pub(crate) async fn code_task(
+    jobs: &Arc<Jobs>,
+    run: &RunRecord,
+    key: &str,
+    kind: &str,
+    task: &Map<String, Value>,
+    spec: &Value,
+    attempt: &Attempt,
+) -> Result<Outcome> {
+    let (code, options) = match kind {
+        "notebook_task" => {
+            let path = spec["notebook_path"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let mut widgets = strings(spec.get("base_parameters"));
+            widgets.extend(strings(run.overriding_parameters.get("notebook_params")));
+            widgets.extend(run.job_parameters.clone());
+            let options = json!({"notebookPath": path, "widgets": widgets, "taskValues": upstream_values(run)});
+            (format!("%run {path}"), options)
+        }
+        _ => {
+            let file = spec["python_file"].as_str().unwrap_or_default().to_string();
+            let mut argv = vec![Value::String(file.clone())];
+            let params = run
+                .overriding_parameters
+                .get("python_params")
+                .or_else(|| spec.get("parameters"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            argv.extend(params.into_iter().map(|p| match p {
+                Value::String(s) => Value::String(s),
+                other => Value::String(other.to_string()),
+            }));
+            let code = python_file_code(jobs, &file, &Value::Array(argv))?;
+            let options =
+                json!({"widgets": run.job_parameters, "taskValues": upstream_values(run)});
+            (code, options)
+        }
+    };
+    let setup_started = now_ms();
+    let cluster_id = cluster_for(jobs, run, key, task, &attempt.token).await?;
+    let caller = jobs.identity.acting_as(&run.run_as)?;
+    let credential = jobs.identity.issue_context_credential(&caller)?;
+    let context = match jobs.contexts.create_context(
+        &caller.user_name,
+        credential.clone(),
+        &cluster_id,
+        Language::Python,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            jobs.identity.revoke_context_credential(&credential);
+            return Err(e);
+        }
+    };
+    jobs.identity
+        .bind_context_credential(&credential, &context.id);
+    let context_id = context.id.clone();
+    jobs.change_run(run.run_id, |r| {
+        if let Some(t) = r.task_mut(key) {
+            t.cluster_id = Some(cluster_id.clone());
+            t.spark_context_id = Some(context_id.clone());
+            t.setup_duration = now_ms() - setup_started;
+        }
+        Ok(())
+    })?;
+    let outcome = run_command(
+        jobs,
+        &cluster_id,
+        &context_id,
+        code,
+        options,
+        &attempt.token,
+    )
+    .await;
+    let _ = jobs.contexts.destroy_context(&cluster_id, &context_id);
+    jobs.identity.revoke_context_credential(&credential);
+    outcome
+}
+
+/// The command that runs a Python file as `__main__` with `argv`: a
+/// workspace file's source is read by Kiln; a DBFS or volume file is read by
+/// the kernel itself (as the run's identity, inside its sandbox).
+fn python_file_code(jobs: &Jobs, file: &str, argv: &Value) -> Result<String> {
+    let dbfs = file.strip_prefix("/dbfs/").map(|p| format!("dbfs:/{p}"));
+    let in_dbfs = file.starts_with("dbfs:") || file.starts_with("/Volumes/") || dbfs.is_some();
+    let source = if in_dbfs {
+        Value::Null
+    } else {
+        let path = file.strip_prefix("/Workspace").unwrap_or(file);
+        let object = jobs
+            .workspace
+            .get(path)
+            .map_err(|_| Error::invalid(format!("The Python file {file} does not exist")))?;
+        Value::String(String::from_utf8_lossy(&object.bytes()).to_string())
+    };
+    let location = Value::String(dbfs.unwrap_or_else(|| file.to_string()));
+    Ok(format!(
+        "import sys as _kiln_sys\n\
+         _kiln_sys.argv = {argv}\n\
+         _kiln_source = {source}\n\
+         if _kiln_source is None:\n\
+         \x20   with open(dbutils.fs._local({location}), encoding='utf-8') as _kiln_f:\n\
+         \x20       _kiln_source = _kiln_f.read()\n\
+         import linecache as _kiln_linecache\n\
+         _kiln_linecache.cache[{file}] = (len(_kiln_source), None, _kiln_source.splitlines(True), {file})\n\
+         _kiln_globals = {{k: v for k, v in globals().items() if k in ('spark', 'dbutils', 'display', 'displayHTML', 'sc')}}\n\
+         _kiln_globals.update(__name__='__main__', __file__={file})\n\
+         exec(compile(_kiln_source, {file}, 'exec'), _kiln_globals)\n",
+        argv = py(argv),
+        source = if source.is_null() { "None".to_string() } else { py(&source) },
+        location = py(&location),
+        file = py(&Value::String(file.to_string())),
+    ))
+}
+
+async fn run_command(
+    jobs: &Arc<Jobs>,
+    cluster_id: &str,
+    context_id: &str,
+    code: String,
+    options: Value,
+    token: &CancellationToken,
+) -> Result<Outcome> {
+    let command = jobs.contexts.execute(
+        cluster_id,
+        context_id,
+        Some(Language::Python),
+        code,
+        options,
+    )?;
+    let view = tokio::select! {
+        view = jobs.contexts.wait_command(cluster_id, context_id, &command) => view?,
+        _ = token.cancelled() => {
+            let _ = jobs.contexts.cancel(cluster_id, context_id, &command);
+            let _ = tokio::time::timeout(CANCEL_GRACE, jobs.contexts.wait_command(cluster_id, context_id, &command)).await;
+            return Ok(Outcome::cancelled());
+        }
+    };
+    Ok(outcome_of(
+        view.state.as_str(),
+        view.results.unwrap_or(Value::Null),
+    ))
+}
