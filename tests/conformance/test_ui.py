@@ -386,6 +386,32 @@ def test_a_pipeline_shows_its_graph(admin, kiln, w):
     w.pipelines.delete(pipeline_id=pid)
 
 
+def test_a_job_runs_from_its_page_and_shows_its_task_graph(admin, kiln, w):
+    name = unique("uijob")
+    cond = {"op": "EQUAL_TO", "left": "{{job.parameters.who}}", "right": "kiln"}
+    r = kiln.http().post(kiln.url("/api/2.2/jobs/create"), json={
+        "name": name, "parameters": [{"name": "who", "default": "nobody"}],
+        "tasks": [{"task_key": "check", "condition_task": cond},
+                  {"task_key": "then", "depends_on": [{"task_key": "check", "outcome": "true"}], "condition_task": cond},
+                  {"task_key": "else", "depends_on": [{"task_key": "check", "outcome": "false"}], "condition_task": cond}]})
+    assert r.status_code == 200, r.text
+    page = admin.page
+    admin.go("jobs")
+    page.get_by_role("link", name=name).click()
+    page.get_by_label("Job parameters (JSON)").fill('{"who": "kiln"}')
+    page.get_by_role("button", name="Run now").click()
+    graph = page.locator("svg.dag")
+    graph.locator('[data-dataset="then"].status-completed').wait_for(timeout=TIMEOUT)
+    graph.locator('[data-dataset="else"].status-external').wait_for(timeout=TIMEOUT)
+    assert graph.locator("path.edge").count() == 2
+    page.get_by_role("table", name="Task runs").get_by_text("EXCLUDED", exact=True).wait_for()
+    page.get_by_role("button", name="Output of check").click()
+    page.get_by_text("Output of check").wait_for()
+    admin.shot("job-run-graph")
+    admin.go("jobs")
+    page.get_by_label(f"Recent runs of {name}").locator("a.run-dot.success").wait_for()
+
+
 def test_catalog_and_lakebase_pages(admin, kiln, w):
     from databricks.sdk.service.postgres import Project, ProjectSpec
 
@@ -500,8 +526,8 @@ def test_keyboard_reaches_every_page(admin):
     admin.go("compute")
     page.get_by_role("heading", name="Compute").wait_for()
     names = []
-    for _ in range(10):  # brand, five pages, Admin, User settings, Sign out
+    for _ in range(11):  # brand, six pages, Admin, User settings, Sign out
         page.keyboard.press("Tab")
         names.append(page.evaluate("() => document.activeElement && document.activeElement.textContent"))
-    for label in ("Compute", "Workspace", "Pipelines", "Catalog", "Lakebase", "Sign out"):
+    for label in ("Compute", "Workspace", "Jobs", "Pipelines", "Catalog", "Lakebase", "Sign out"):
         assert label in names, names

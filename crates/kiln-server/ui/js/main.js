@@ -9,6 +9,7 @@ const pages = {
   workspace: () => import("./workspace.js"),
   notebook: () => import("./notebook.js"),
   pipelines: () => import("./pipelines.js"),
+  jobs: () => import("./jobs.js"),
   catalog: () => import("./catalog.js"),
   lakebase: () => import("./lakebase.js"),
   admin: () => import("./admin.js"),
@@ -18,6 +19,7 @@ const pages = {
 const nav = [
   ["Compute", "#/compute"],
   ["Workspace", "#/workspace"],
+  ["Jobs", "#/jobs"],
   ["Pipelines", "#/pipelines"],
   ["Catalog", "#/catalog"],
   ["Lakebase", "#/lakebase"],
