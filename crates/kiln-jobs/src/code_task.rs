@@ -94,6 +94,7 @@ async fn job_cluster(
 
 /// Terminates the job clusters a run created (when it ends).
 pub async fn release_clusters(jobs: &Arc<Jobs>, run_id: i64) {
+    crate::contexts_pool::end_run(jobs, run_id);
     let Ok(run) = jobs.run(run_id) else { return };
     for id in run.job_clusters.values() {
         if let Err(e) = jobs.clusters.terminate(&run.run_as, id).await {
@@ -185,23 +186,8 @@ pub(crate) async fn code_task(
     };
     let setup_started = now_ms();
     let cluster_id = cluster_for(jobs, run, key, task, &attempt.token).await?;
-    let caller = jobs.identity.acting_as(&run.run_as)?;
-    let credential = jobs.identity.issue_context_credential(&caller)?;
-    let context = match jobs.contexts.create_context(
-        &caller.user_name,
-        credential.clone(),
-        &cluster_id,
-        Language::Python,
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            jobs.identity.revoke_context_credential(&credential);
-            return Err(e);
-        }
-    };
-    jobs.identity
-        .bind_context_credential(&credential, &context.id);
-    let context_id = context.id.clone();
+    let held = crate::contexts_pool::acquire(jobs, run.run_id, &run.run_as, &cluster_id)?;
+    let context_id = held.context_id.clone();
     jobs.change_run(run.run_id, |r| {
         if let Some(t) = r.task_mut(key) {
             t.cluster_id = Some(cluster_id.clone());
@@ -219,8 +205,12 @@ pub(crate) async fn code_task(
         &attempt.token,
     )
     .await;
-    let _ = jobs.contexts.destroy_context(&cluster_id, &context_id);
-    jobs.identity.revoke_context_credential(&credential);
+    // a context whose command was interrupted is not handed to the next task
+    let reusable = !attempt.token.is_cancelled()
+        && outcome
+            .as_ref()
+            .is_ok_and(|o| o.result != crate::lifecycle::RunResultState::Canceled);
+    crate::contexts_pool::release(jobs, run.run_id, &cluster_id, held, reusable).await;
     outcome
 }
 

@@ -41,6 +41,8 @@ impl Schedule {
 
     /// The first instant after `after_ms` (epoch ms) the schedule fires at.
     pub fn next_after(&self, after_ms: i64) -> Option<i64> {
+        // Quartz fires on whole seconds (the evaluator keeps a start's milliseconds)
+        let after_ms = after_ms - after_ms.rem_euclid(1000);
         let start = self.tz.timestamp_millis_opt(after_ms).single()?;
         self.cron
             .find_next_occurrence(&start, false)

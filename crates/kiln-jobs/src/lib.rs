@@ -5,6 +5,7 @@
 mod attempt;
 mod chained;
 mod code_task;
+mod contexts_pool;
 pub mod cron;
 mod for_each;
 pub mod lifecycle;

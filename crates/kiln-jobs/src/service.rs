@@ -45,10 +45,21 @@ pub struct Jobs {
     writer: tokio::sync::Mutex<()>,
     /// Serialises read-modify-write of runs (tasks of one run change it concurrently).
     run_lock: Mutex<()>,
+    /// Idle execution contexts of runs' code tasks: (run, cluster) → (context, credential).
+    pub(crate) idle_contexts: Mutex<Pool>,
     /// Serialises the creation of runs' job clusters.
     pub(crate) cluster_lock: tokio::sync::Mutex<()>,
     pub(crate) tasks: TaskTracker,
     pub(crate) shutdown: CancellationToken,
+}
+
+/// Idle contexts by (run, cluster).
+pub(crate) type Pool = HashMap<(i64, String), Vec<Held>>;
+
+/// A context the run holds: its id and the credential it acts with.
+pub(crate) struct Held {
+    pub context_id: String,
+    pub credential: String,
 }
 
 pub(crate) fn poisoned<T>(_: T) -> Error {
@@ -129,6 +140,7 @@ impl Jobs {
             job_changes: watch::Sender::new(0),
             writer: tokio::sync::Mutex::new(()),
             run_lock: Mutex::new(()),
+            idle_contexts: Mutex::default(),
             cluster_lock: tokio::sync::Mutex::new(()),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
