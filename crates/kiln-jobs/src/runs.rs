@@ -27,11 +27,9 @@ impl Jobs {
     ) -> Result<RunRecord> {
         let job = self.get(job_id)?;
         if let Some(token) = &req.idempotency_token {
-            if let Some(run) = self
-                .runs()
-                .into_iter()
-                .find(|r| r.job_id == Some(job_id) && r.idempotency_token.as_deref() == Some(token))
-            {
+            if let Some(run) = self.find_run(false, |r| {
+                r.job_id == Some(job_id) && r.idempotency_token.as_deref() == Some(token)
+            }) {
                 return Ok(run);
             }
         }
@@ -100,12 +98,7 @@ impl Jobs {
         if !req.python_named_params.is_empty() {
             overriding.insert("python_named_params".into(), json!(req.python_named_params));
         }
-        let number = self
-            .runs()
-            .iter()
-            .filter(|r| r.job_id == Some(job_id))
-            .count() as i64
-            + 1;
+        let number = self.count_runs(|r| r.job_id == Some(job_id)) as i64 + 1;
         let run = self.new_run(NewRun {
             job_id: Some(job_id),
             number_in_job: number,
@@ -140,11 +133,9 @@ impl Jobs {
         idempotency_token: Option<String>,
     ) -> Result<RunRecord> {
         if let Some(token) = &idempotency_token {
-            if let Some(run) = self
-                .runs()
-                .into_iter()
-                .find(|r| r.job_id.is_none() && r.idempotency_token.as_deref() == Some(token))
-            {
+            if let Some(run) = self.find_run(false, |r| {
+                r.job_id.is_none() && r.idempotency_token.as_deref() == Some(token)
+            }) {
                 return Ok(run);
             }
         }
@@ -233,11 +224,7 @@ impl Jobs {
             .and_then(Value::as_i64)
             .unwrap_or(1);
         let live = match run.job_id {
-            Some(job_id) => self
-                .runs()
-                .iter()
-                .filter(|r| r.job_id == Some(job_id) && !r.is_done())
-                .count() as i64,
+            Some(job_id) => self.count_runs(|r| r.job_id == Some(job_id) && !r.is_done()) as i64,
             None => 0,
         };
         if live >= max {
@@ -290,13 +277,9 @@ impl Jobs {
     fn dequeue(self: &Arc<Self>, ended: i64) {
         let Ok(run) = self.run(ended) else { return };
         let Some(job_id) = run.job_id else { return };
-        let next = self
-            .runs()
-            .into_iter()
-            .filter(|r| {
-                r.job_id == Some(job_id) && r.state.life_cycle_state == RunLifeCycleState::Queued
-            })
-            .min_by_key(|r| r.run_id);
+        let next = self.find_run(true, |r| {
+            r.job_id == Some(job_id) && r.state.life_cycle_state == RunLifeCycleState::Queued
+        });
         if let Some(next) = next {
             let started = self.change_run(next.run_id, |r| {
                 r.state.life_cycle_state =

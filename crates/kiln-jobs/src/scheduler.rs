@@ -111,6 +111,7 @@ pub(crate) async fn run(jobs: Arc<Jobs>, cancel: CancellationToken) {
     loop {
         let now = now_ms();
         let mut sleep = MAX_SLEEP;
+        let mut due_now = Vec::new();
         for job in jobs.list() {
             let Some((due, trigger)) = next_due(&job) else {
                 continue;
@@ -120,28 +121,40 @@ pub(crate) async fn run(jobs: Arc<Jobs>, cancel: CancellationToken) {
                 sleep = sleep.min(wait);
                 continue;
             }
-            let instant = latest_due(&job, due, now);
-            if let Err(e) = jobs.mark_fired(job.job_id, instant) {
-                tracing::error!(job_id = job.job_id, error = %e.message, "record a scheduled instant");
-                continue;
+            due_now.push((
+                job.job_id,
+                job.run_as.clone(),
+                latest_due(&job, due, now),
+                trigger,
+            ));
+        }
+        if !due_now.is_empty() {
+            let fired: Vec<(i64, i64)> = due_now.iter().map(|(id, _, at, _)| (*id, *at)).collect();
+            if let Err(e) = jobs.mark_fired(&fired) {
+                tracing::error!(error = %e.message, "record scheduled instants");
+                due_now.clear();
             }
-            let request = RunNow {
-                trigger: trigger.into(),
-                ..Default::default()
-            };
-            match jobs.run_now(&job.run_as, job.job_id, request).await {
-                Ok(run) => {
-                    tracing::info!(
-                        job_id = job.job_id,
+        }
+        // the runs start side by side, each in a task the service owns
+        for (job_id, run_as, instant, trigger) in due_now {
+            let me = jobs.clone();
+            jobs.tasks.spawn(async move {
+                let request = RunNow {
+                    trigger: trigger.into(),
+                    ..Default::default()
+                };
+                match me.run_now(&run_as, job_id, request).await {
+                    Ok(run) => tracing::info!(
+                        job_id,
                         run_id = run.run_id,
                         lateness_ms = now_ms() - instant,
                         "scheduled run started"
-                    )
+                    ),
+                    Err(e) => {
+                        tracing::warn!(job_id, error = %e.message, "a scheduled run could not start")
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(job_id = job.job_id, error = %e.message, "a scheduled run could not start")
-                }
-            }
+            });
         }
         tokio::select! {
             _ = cancel.cancelled() => return,

@@ -339,12 +339,28 @@ impl Jobs {
         self.commit_job(job)
     }
 
-    /// Records the scheduled instant a run is about to start for (durable
-    /// before the run starts, so an instant fires at most once).
-    pub(crate) fn mark_fired(&self, job_id: i64, instant_ms: i64) -> Result<()> {
-        let mut job = self.get(job_id)?;
-        job.schedule_fired_ms = instant_ms;
-        self.commit_job(job).map(|_| ())
+    /// Records the scheduled instants runs are about to start for (one
+    /// durable commit for all, before any of those runs starts, so an instant
+    /// fires at most once).
+    pub(crate) fn mark_fired(&self, fired: &[(i64, i64)]) -> Result<()> {
+        let mut updated = Vec::new();
+        for (job_id, instant_ms) in fired {
+            let mut job = self.get(*job_id)?;
+            job.schedule_fired_ms = *instant_ms;
+            updated.push(job);
+        }
+        let writes = updated
+            .iter()
+            .map(Self::put_job)
+            .collect::<Result<Vec<_>>>()?;
+        self.store.commit(writes)?;
+        let mut jobs = self.jobs.write().map_err(poisoned)?;
+        for job in updated {
+            jobs.insert(job.job_id, job);
+        }
+        drop(jobs);
+        self.job_changes.send_modify(|v| *v += 1);
+        Ok(())
     }
 
     /// Deletes a job and its runs (live runs are cancelled).
@@ -385,6 +401,45 @@ impl Jobs {
             .get(&run_id)
             .cloned()
             .ok_or_else(|| run_not_found(run_id))
+    }
+
+    /// How many runs match `f` (without copying them).
+    pub(crate) fn count_runs(&self, f: impl Fn(&RunRecord) -> bool) -> usize {
+        self.runs
+            .read()
+            .map(|r| r.values().filter(|x| f(x)).count())
+            .unwrap_or(0)
+    }
+
+    /// The newest run matching `f`, or with `oldest`, the oldest.
+    pub(crate) fn find_run(
+        &self,
+        oldest: bool,
+        f: impl Fn(&RunRecord) -> bool,
+    ) -> Option<RunRecord> {
+        let runs = self.runs.read().ok()?;
+        if oldest {
+            runs.values().find(|x| f(x)).cloned()
+        } else {
+            runs.values().rev().find(|x| f(x)).cloned()
+        }
+    }
+
+    /// Runs matching `f`, newest first: `take` of them after the first
+    /// `skip`, and whether more follow (only the page is copied).
+    pub fn runs_page(
+        &self,
+        f: impl Fn(&RunRecord) -> bool,
+        skip: usize,
+        take: usize,
+    ) -> (Vec<RunRecord>, bool) {
+        let Ok(runs) = self.runs.read() else {
+            return (Vec::new(), false);
+        };
+        let mut matching = runs.values().rev().filter(|x| f(x)).skip(skip);
+        let page: Vec<RunRecord> = matching.by_ref().take(take).cloned().collect();
+        let more = matching.next().is_some();
+        (page, more)
     }
 
     /// Every run, newest first.

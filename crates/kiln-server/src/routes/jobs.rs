@@ -420,21 +420,27 @@ async fn list_runs(
     if let Some(job_id) = req.job_id {
         require_job(&state, &caller, job_id, "CAN_VIEW")?;
     }
-    let runs: Vec<RunRecord> = state
-        .jobs
-        .runs()
-        .into_iter()
-        .filter(|r| req.job_id.is_none_or(|j| r.job_id == Some(j)))
-        .filter(|r| req.active_only != Some(true) || !r.is_done())
-        .filter(|r| req.completed_only != Some(true) || r.is_done())
-        .filter(|r| req.run_type.as_deref().is_none_or(|t| r.run_type == t))
-        .filter(|r| req.start_time_from.is_none_or(|t| r.start_time >= t))
-        .filter(|r| req.start_time_to.is_none_or(|t| r.start_time <= t))
-        .filter(|r| req.job_id.is_some() || require_run(&state, &caller, r, "CAN_VIEW").is_ok())
-        .skip(req.offset.unwrap_or(0).max(0) as usize)
-        .collect();
     let size = if limit == 0 { 25 } else { limit as usize };
-    let (page, next) = offset_page(runs, req.page_token.as_deref(), size)?;
+    let start = match req.page_token.as_deref() {
+        Some(t) => t
+            .parse::<usize>()
+            .map_err(|_| Error::invalid("Invalid page_token"))?,
+        None => req.offset.unwrap_or(0).max(0) as usize,
+    };
+    let (page, more) = state.jobs.runs_page(
+        |r| {
+            req.job_id.is_none_or(|j| r.job_id == Some(j))
+                && (req.active_only != Some(true) || !r.is_done())
+                && (req.completed_only != Some(true) || r.is_done())
+                && req.run_type.as_deref().is_none_or(|t| r.run_type == t)
+                && req.start_time_from.is_none_or(|t| r.start_time >= t)
+                && req.start_time_to.is_none_or(|t| r.start_time <= t)
+                && (req.job_id.is_some() || require_run(&state, &caller, r, "CAN_VIEW").is_ok())
+        },
+        start,
+        size,
+    );
+    let next = more.then(|| (start + page.len()).to_string());
     let base = base(&headers, &uri, scheme);
     let expand = req.expand_tasks.unwrap_or(false);
     let mut v = json!({
