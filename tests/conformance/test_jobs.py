@@ -349,3 +349,47 @@ dbutils.notebook.exit(str(int(dbutils.widgets.get("n")) * 10))
     bad = env["server"].http().post(env["server"].url("/api/2.2/jobs/create"), json={"name": "x", "tasks": [
         {"task_key": "e", "for_each_task": {"inputs": "[1]", "task": {"task_key": "i", "for_each_task": {"inputs": "[1]"}}}}]})
     assert "cannot nest" in assert_error(bad, 400, "INVALID_PARAMETER_VALUE")["message"]
+
+
+def wheel(name: str, code: str, scripts: dict) -> bytes:
+    """A minimal, valid wheel of package `name` (module `name`, console scripts)."""
+    import hashlib
+    import io
+    import zipfile
+
+    files = {
+        f"{name}/__init__.py": code,
+        f"{name}-0.1.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n",
+        f"{name}-0.1.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: kiln-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{name}-0.1.dist-info/entry_points.txt": "[console_scripts]\n" + "".join(f"{k} = {v}\n" for k, v in scripts.items()),
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    record.append(f"{name}-0.1.dist-info/RECORD,,")
+    files[f"{name}-0.1.dist-info/RECORD"] = "\n".join(record) + "\n"
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for path, text in files.items():
+            z.writestr(path, text)
+    return out.getvalue()
+
+
+def test_a_python_wheel_task_with_its_library(env):
+    w, server, cluster = env["w"], env["server"], env["cluster"]
+    name = "kilnwheel" + unique("w").split("-")[1][:6]
+    local = server.shared_dir / "dbfs" / "jobs" / f"{name}-0.1-py3-none-any.whl"
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_bytes(wheel(name, "import sys\n\ndef main():\n    print('wheel says', *sys.argv[1:])\n",
+                            {"greet": f"{name}:main"}))
+    run = w.api_client.do("POST", "/api/2.2/jobs/runs/submit", body={"run_name": unique("wheel"), "tasks": [{
+        "task_key": "w", "existing_cluster_id": cluster,
+        "libraries": [{"whl": f"dbfs:/jobs/{name}-0.1-py3-none-any.whl"}],
+        "python_wheel_task": {"package_name": name, "entry_point": "greet", "named_parameters": {"day": "sunday"}}}]})
+    done = w.jobs.wait_get_run_job_terminated_or_skipped(run_id=run["run_id"], timeout=WAIT)
+    assert done.state.result_state == jobs.RunResultState.SUCCESS, explain(w, done)
+    out = w.jobs.get_run_output(task_of(done, "w").run_id)
+    assert "wheel says --day=sunday" in out.logs, out.logs
+    statuses = w.libraries.cluster_status(cluster)
+    assert any(s.status.value == "INSTALLED" for s in statuses)

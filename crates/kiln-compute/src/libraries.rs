@@ -131,6 +131,8 @@ pub struct Libraries {
     /// The engine (spark_context_id) each cluster's environment was last prepared for.
     prepared: Mutex<HashMap<String, i64>>,
     nudge: Notify,
+    /// Moves on every status change (to wait on installs).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Libraries {
@@ -160,6 +162,7 @@ impl Libraries {
             records: Mutex::new(records),
             prepared: Mutex::new(HashMap::new()),
             nudge: Notify::new(),
+            changes: tokio::sync::watch::Sender::new(0),
         }))
     }
 
@@ -173,7 +176,54 @@ impl Libraries {
         self.store.commit(vec![put(&record)?])?;
         self.lock()?
             .insert((record.cluster_id.clone(), record.key.clone()), record);
+        self.changes.send_modify(|v| *v += 1);
         Ok(())
+    }
+
+    /// Installs `libraries` on a cluster and waits (at most `timeout`) until
+    /// each is INSTALLED; a failed one is the error, with pip's reason. What
+    /// a job task's `libraries` need before it runs.
+    pub async fn install_and_wait(
+        &self,
+        cluster_id: &str,
+        libraries: &[Value],
+        timeout: Duration,
+    ) -> Result<()> {
+        let keys: Vec<String> = libraries
+            .iter()
+            .map(|l| LibrarySource::parse(l).map(|s| s.key()))
+            .collect::<Result<_>>()?;
+        let mut changes = self.changes.subscribe();
+        self.install(cluster_id, libraries)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let statuses = self.statuses(cluster_id)?;
+            let mut pending = false;
+            for key in &keys {
+                match statuses.iter().find(|r| &r.key == key) {
+                    Some(r) if r.status == LibraryStatus::Installed => {}
+                    Some(r) if r.status == LibraryStatus::Failed => {
+                        return Err(Error::invalid(format!(
+                            "Library {key} failed to install: {}",
+                            r.messages.join("; ")
+                        )))
+                    }
+                    _ => pending = true,
+                }
+            }
+            if !pending {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    return Err(Error::invalid(format!(
+                    "The task's libraries were not installed on cluster {cluster_id} within {} s",
+                    timeout.as_secs()
+                )))
+                }
+            }
+        }
     }
 
     /// The one place a library's status changes: `event` moves `record`
@@ -198,6 +248,7 @@ impl Libraries {
                     key: record.key.clone(),
                 }])?;
                 self.lock()?.remove(&(record.cluster_id, record.key));
+                self.changes.send_modify(|v| *v += 1);
                 Ok(true)
             }
         }

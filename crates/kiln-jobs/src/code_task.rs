@@ -19,6 +19,8 @@ use crate::service::Jobs;
 
 /// How long a task waits for its cluster to run.
 const CLUSTER_START: Duration = Duration::from_secs(600);
+/// How long a task waits for its libraries to install.
+const LIBRARIES_INSTALL: Duration = Duration::from_secs(900);
 /// How long a cancelled command gets to stop.
 const CANCEL_GRACE: Duration = Duration::from_secs(30);
 
@@ -153,6 +155,10 @@ pub(crate) async fn code_task(
     attempt: &Attempt,
 ) -> Result<Outcome> {
     let (code, options) = match kind {
+        "python_wheel_task" => (
+            wheel_code(run, spec),
+            json!({"widgets": run.job_parameters, "taskValues": upstream_values(run)}),
+        ),
         "notebook_task" => {
             let path = spec["notebook_path"]
                 .as_str()
@@ -186,6 +192,12 @@ pub(crate) async fn code_task(
     };
     let setup_started = now_ms();
     let cluster_id = cluster_for(jobs, run, key, task, &attempt.token).await?;
+    if let Some(libraries) = task.get("libraries").and_then(Value::as_array) {
+        tokio::select! {
+            installed = jobs.libraries.install_and_wait(&cluster_id, libraries, LIBRARIES_INSTALL) => installed?,
+            _ = attempt.token.cancelled() => return Err(Error::invalid_state("cancelled")),
+        }
+    }
     let held = crate::contexts_pool::acquire(jobs, run.run_id, &run.run_as, &cluster_id)?;
     let context_id = held.context_id.clone();
     jobs.change_run(run.run_id, |r| {
@@ -212,6 +224,58 @@ pub(crate) async fn code_task(
             .is_ok_and(|o| o.result != crate::lifecycle::RunResultState::Canceled);
     crate::contexts_pool::release(jobs, run.run_id, &cluster_id, held, reusable).await;
     outcome
+}
+
+/// The command that calls a wheel's entry point: the package's own entry
+/// point of that name (its metadata), else a console script of that name,
+/// else the package's function of that name; `parameters` (or
+/// `named_parameters` as `--key=value`) as `sys.argv`.
+fn wheel_code(run: &RunRecord, spec: &Value) -> String {
+    let package = spec["package_name"].as_str().unwrap_or_default();
+    let entry = spec["entry_point"].as_str().unwrap_or_default();
+    let mut argv = vec![Value::String(package.to_string())];
+    if let Some(named) = run
+        .overriding_parameters
+        .get("python_named_params")
+        .or_else(|| spec.get("named_parameters"))
+        .and_then(Value::as_object)
+    {
+        argv.extend(named.iter().map(|(k, v)| {
+            Value::String(format!(
+                "--{k}={}",
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            ))
+        }));
+    } else {
+        let params = run
+            .overriding_parameters
+            .get("python_params")
+            .or_else(|| spec.get("parameters"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        argv.extend(params.into_iter().map(|p| match p {
+            Value::String(s) => Value::String(s),
+            other => Value::String(other.to_string()),
+        }));
+    }
+    let (pkg, ep) = (py(&json!(package)), py(&json!(entry)));
+    format!(
+        "import sys as _kiln_sys, importlib as _kiln_importlib\n\
+         from importlib import metadata as _kiln_metadata\n\
+         _kiln_importlib.invalidate_caches()\n\
+         _kiln_sys.argv = {argv}\n\
+         try:\n\
+         \x20   _kiln_eps = [e for e in _kiln_metadata.distribution({pkg}).entry_points if e.name == {ep}]\n\
+         except _kiln_metadata.PackageNotFoundError:\n\
+         \x20   _kiln_eps = []\n\
+         _kiln_eps = _kiln_eps or [e for e in _kiln_metadata.entry_points(group='console_scripts') if e.name == {ep}]\n\
+         _kiln_fn = _kiln_eps[0].load() if _kiln_eps else getattr(_kiln_importlib.import_module({pkg}.replace('-', '_')), {ep})\n\
+         _kiln_fn()\n",
+        argv = py(&Value::Array(argv)),
+    )
 }
 
 /// The command that runs a Python file as `__main__` with `argv`: a

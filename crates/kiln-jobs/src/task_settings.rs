@@ -30,6 +30,7 @@ pub const TASK_TYPES: &[&str] = &[
 /// The task types Kiln runs.
 pub const SUPPORTED: &[&str] = &[
     "for_each_task",
+    "python_wheel_task",
     "notebook_task",
     "spark_python_task",
     "pipeline_task",
@@ -38,7 +39,7 @@ pub const SUPPORTED: &[&str] = &[
 ];
 
 /// Task types that run user code on a cluster.
-pub const NEEDS_COMPUTE: &[&str] = &["notebook_task", "spark_python_task"];
+pub const NEEDS_COMPUTE: &[&str] = &["notebook_task", "spark_python_task", "python_wheel_task"];
 
 const RUN_IF: &[&str] = &[
     "ALL_SUCCESS",
@@ -234,6 +235,20 @@ pub(crate) fn normalize_task(
             format!("task {key}: {kind} takes no cluster"),
         ));
     }
+    if let Some(libraries) = t.get("libraries").filter(|v| !v.is_null()) {
+        let list = libraries
+            .as_array()
+            .ok_or_else(|| invalid("tasks.libraries", "expected a list"))?;
+        if !NEEDS_COMPUTE.contains(&kind) {
+            return Err(invalid(
+                "tasks.libraries",
+                format!("task {key}: {kind} takes no libraries"),
+            ));
+        }
+        for library in list {
+            kiln_compute::libraries::LibrarySource::parse(library)?;
+        }
+    }
     check_task_type(&t, kind, &key, lookups)?;
     if kind == "for_each_task" {
         let nested = for_each(&t, &key, job_clusters, lookups)?;
@@ -338,6 +353,20 @@ fn check_task_type(
                     "GIT sources are not supported by Kiln",
                 ));
             }
+        }
+        "python_wheel_task" => {
+            str_field(
+                spec,
+                "package_name",
+                "tasks.python_wheel_task.package_name",
+                key,
+            )?;
+            str_field(
+                spec,
+                "entry_point",
+                "tasks.python_wheel_task.entry_point",
+                key,
+            )?;
         }
         "spark_python_task" => {
             str_field(

@@ -183,6 +183,7 @@ pub async fn serve(
         store.clone(),
         clusters.clone(),
         contexts.clone(),
+        libraries.clone(),
         pipelines.clone(),
         workspace.clone(),
         identity.clone(),

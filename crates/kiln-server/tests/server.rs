@@ -236,12 +236,12 @@ async fn errors_have_databricks_shape_and_change_nothing() -> TestResult {
         (status, body["error_code"].as_str()),
         (StatusCode::NOT_FOUND, Some("ENDPOINT_NOT_FOUND"))
     );
-    let (status, body) = server.post("/api/2.1/jobs/create", json!({})).await?;
+    let (status, body) = server.get("/api/2.1/jobs/runs/export?run_id=1").await?;
     assert_eq!(
         (status, body["error_code"].as_str()),
         (StatusCode::NOT_IMPLEMENTED, Some("NOT_IMPLEMENTED"))
     );
-    let (status, body) = server.get("/api/2.0/jobs/list").await?;
+    let (status, body) = server.get("/api/2.0/sql/warehouses").await?;
     assert_eq!(
         (status, body["error_code"].as_str()),
         (StatusCode::NOT_IMPLEMENTED, Some("NOT_IMPLEMENTED"))
