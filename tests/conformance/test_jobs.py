@@ -393,3 +393,26 @@ def test_a_python_wheel_task_with_its_library(env):
     assert "wheel says --day=sunday" in out.logs, out.logs
     statuses = w.libraries.cluster_status(cluster)
     assert any(s.status.value == "INSTALLED" for s in statuses)
+
+
+def test_a_continuous_job_keeps_one_run_going_until_paused(env):
+    w, server = env["w"], env["server"]
+    cond = {"op": "EQUAL_TO", "left": "{{job.trigger.type}}", "right": "CONTINUOUS"}
+    bad = server.http().post(server.url("/api/2.2/jobs/create"), json={
+        "name": "x", "continuous": {"pause_status": "UNPAUSED"},
+        "schedule": {"quartz_cron_expression": "0 0 * * * ?", "timezone_id": "UTC"}, "tasks": []})
+    assert "continuous" in assert_error(bad, 400, "INVALID_PARAMETER_VALUE")["message"]
+    job_id = create(w, name=unique("forever"), continuous={"pause_status": "UNPAUSED"},
+                    tasks=[{"task_key": "t", "condition_task": cond}])
+    runs = wait_for(lambda: (lambda rs: rs if len(rs) >= 3 else None)(list(w.jobs.list_runs(job_id=job_id))),
+                    30, "three continuous runs", interval=0.2)
+    assert all(r.trigger.value == "CONTINUOUS" for r in runs)
+    starts = sorted(r.start_time for r in runs)
+    assert all(b - a >= 900 for a, b in zip(starts, starts[1:])), starts
+    w.jobs.update(job_id, new_settings=jobs.JobSettings(continuous=jobs.Continuous(pause_status=jobs.PauseStatus.PAUSED)))
+    wait_for(lambda: not list(w.jobs.list_runs(job_id=job_id, active_only=True)), 30, "the last run ended")
+    count = len(list(w.jobs.list_runs(job_id=job_id)))
+    time.sleep(2.5)
+    assert len(list(w.jobs.list_runs(job_id=job_id))) == count
+    done = [w.jobs.get_run(r.run_id) for r in runs]
+    assert all(r.state.result_state == jobs.RunResultState.SUCCESS for r in done), [r.state for r in done]

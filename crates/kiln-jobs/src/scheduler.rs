@@ -22,6 +22,10 @@ use crate::service::Jobs;
 
 /// The longest the scheduler sleeps between looks (job changes wake it too).
 const MAX_SLEEP: Duration = Duration::from_secs(30);
+/// How long a continuous job waits after a run that did not succeed.
+const CONTINUOUS_BACKOFF_MS: i64 = 10_000;
+/// The least time between the starts of two runs of a continuous job.
+const CONTINUOUS_MIN_MS: i64 = 1_000;
 
 /// Starts the background work (owned by the service, cancelled at shutdown).
 pub fn start(jobs: &Arc<Jobs>) {
@@ -82,6 +86,33 @@ fn next_due(job: &JobRecord) -> Option<(i64, &'static str)> {
     Some((since + interval * unit, "PERIODIC"))
 }
 
+/// A continuous job that is owed a new run now: unpaused, no live run, and
+/// (after a run that did not succeed) past its back-off. `Err` is how long
+/// to wait for the back-off.
+fn continuous_due(jobs: &Jobs, job: &JobRecord, now: i64) -> Option<std::result::Result<(), i64>> {
+    let continuous = job.settings.get("continuous").filter(|c| !c.is_null())?;
+    if paused(continuous) {
+        return None;
+    }
+    if jobs.count_runs(|r| r.job_id == Some(job.job_id) && !r.is_done()) > 0 {
+        return None;
+    }
+    let Some(last) = jobs.find_run(false, |r| r.job_id == Some(job.job_id)) else {
+        return Some(Ok(()));
+    };
+    let failed = !last.state.result_state.is_some_and(|s| s.succeeded());
+    let not_before = if failed {
+        last.end_time + CONTINUOUS_BACKOFF_MS
+    } else {
+        last.start_time + CONTINUOUS_MIN_MS
+    };
+    Some(if now < not_before {
+        Err(not_before - now)
+    } else {
+        Ok(())
+    })
+}
+
 fn paused(v: &Value) -> bool {
     v.get("pause_status").and_then(Value::as_str) == Some("PAUSED")
 }
@@ -108,10 +139,30 @@ fn latest_due(job: &JobRecord, first: i64, now: i64) -> i64 {
 
 pub(crate) async fn run(jobs: Arc<Jobs>, cancel: CancellationToken) {
     let mut changes = jobs.subscribe_jobs();
+    let mut run_changes = jobs.subscribe();
     loop {
         let now = now_ms();
         let mut sleep = MAX_SLEEP;
         let mut due_now = Vec::new();
+        // continuous jobs restart when their run ends (runs' changes wake us)
+        let mut any_continuous = false;
+        for job in jobs.list() {
+            match continuous_due(&jobs, &job, now) {
+                None => {}
+                Some(Ok(())) => {
+                    any_continuous = true;
+                    due_now.push((job.job_id, job.run_as.clone(), now, "CONTINUOUS"));
+                }
+                Some(Err(wait)) => {
+                    any_continuous = true;
+                    sleep = sleep.min(Duration::from_millis(wait.max(1) as u64));
+                }
+            }
+            any_continuous |= job
+                .settings
+                .get("continuous")
+                .is_some_and(|c| !c.is_null() && !paused(c));
+        }
         for job in jobs.list() {
             let Some((due, trigger)) = next_due(&job) else {
                 continue;
@@ -128,14 +179,32 @@ pub(crate) async fn run(jobs: Arc<Jobs>, cancel: CancellationToken) {
                 trigger,
             ));
         }
-        if !due_now.is_empty() {
-            let fired: Vec<(i64, i64)> = due_now.iter().map(|(id, _, at, _)| (*id, *at)).collect();
+        let scheduled: Vec<(i64, i64)> = due_now
+            .iter()
+            .filter(|(_, _, _, trigger)| *trigger != "CONTINUOUS")
+            .map(|(id, _, at, _)| (*id, *at))
+            .collect();
+        if !scheduled.is_empty() {
+            let fired = scheduled;
             if let Err(e) = jobs.mark_fired(&fired) {
                 tracing::error!(error = %e.message, "record scheduled instants");
                 due_now.clear();
             }
         }
-        // the runs start side by side, each in a task the service owns
+        // a continuous job's next run is saved before we look again (no doubles)
+        let (continuous, due_now): (Vec<_>, Vec<_>) = due_now
+            .into_iter()
+            .partition(|(_, _, _, t)| *t == "CONTINUOUS");
+        for (job_id, run_as, _, trigger) in continuous {
+            let request = RunNow {
+                trigger: trigger.into(),
+                ..Default::default()
+            };
+            if let Err(e) = jobs.run_now(&run_as, job_id, request).await {
+                tracing::warn!(job_id, error = %e.message, "a continuous job's run could not start");
+            }
+        }
+        // scheduled runs start side by side, each in a task the service owns
         for (job_id, run_as, instant, trigger) in due_now {
             let me = jobs.clone();
             jobs.tasks.spawn(async move {
@@ -160,6 +229,7 @@ pub(crate) async fn run(jobs: Arc<Jobs>, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(sleep) => {}
             _ = changes.changed() => {}
+            _ = run_changes.changed(), if any_continuous => {}
         }
     }
 }

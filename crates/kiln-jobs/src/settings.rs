@@ -42,6 +42,28 @@ pub fn normalize(settings: Value, lookups: &dyn Lookups) -> Result<Map<String, V
     if let Some(schedule) = s.get("schedule").filter(|v| !v.is_null()) {
         crate::cron::check_schedule(schedule)?;
     }
+    if let Some(continuous) = s.get("continuous").filter(|v| !v.is_null()) {
+        let others: Vec<&str> = ["schedule", "trigger"]
+            .into_iter()
+            .filter(|k| s.get(*k).is_some_and(|v| !v.is_null()))
+            .collect();
+        if !others.is_empty() {
+            return Err(invalid(
+                "continuous",
+                format!("a continuous job has no {}", others.join(" or ")),
+            ));
+        }
+        match continuous.get("pause_status") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(p)) if p == "PAUSED" || p == "UNPAUSED" => {}
+            Some(other) => {
+                return Err(invalid(
+                    "continuous.pause_status",
+                    format!("{other}: PAUSED or UNPAUSED"),
+                ))
+            }
+        }
+    }
     let tasks = match s.remove("tasks") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(tasks)) => tasks,
