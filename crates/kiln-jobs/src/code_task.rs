@@ -173,17 +173,7 @@ pub(crate) async fn code_task(
         _ => {
             let file = spec["python_file"].as_str().unwrap_or_default().to_string();
             let mut argv = vec![Value::String(file.clone())];
-            let params = run
-                .overriding_parameters
-                .get("python_params")
-                .or_else(|| spec.get("parameters"))
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            argv.extend(params.into_iter().map(|p| match p {
-                Value::String(s) => Value::String(s),
-                other => Value::String(other.to_string()),
-            }));
+            argv.extend(positional(run, spec));
             let code = python_file_code(jobs, &file, &Value::Array(argv))?;
             let options =
                 json!({"widgets": run.job_parameters, "taskValues": upstream_values(run)});
@@ -226,6 +216,28 @@ pub(crate) async fn code_task(
     outcome
 }
 
+/// A Python task's positional arguments as text: run-now's `python_params`,
+/// else the task's `parameters`.
+fn positional(run: &RunRecord, spec: &Value) -> Vec<Value> {
+    run.overriding_parameters
+        .get("python_params")
+        .or_else(|| spec.get("parameters"))
+        .and_then(Value::as_array)
+        .map(|params| {
+            params
+                .iter()
+                .map(|p| {
+                    Value::String(
+                        p.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| p.to_string()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The command that calls a wheel's entry point: the package's own entry
 /// point of that name (its metadata), else a console script of that name,
 /// else the package's function of that name; `parameters` (or
@@ -249,17 +261,7 @@ fn wheel_code(run: &RunRecord, spec: &Value) -> String {
             ))
         }));
     } else {
-        let params = run
-            .overriding_parameters
-            .get("python_params")
-            .or_else(|| spec.get("parameters"))
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        argv.extend(params.into_iter().map(|p| match p {
-            Value::String(s) => Value::String(s),
-            other => Value::String(other.to_string()),
-        }));
+        argv.extend(positional(run, spec));
     }
     let (pkg, ep) = (py(&json!(package)), py(&json!(entry)));
     format!(

@@ -12,8 +12,8 @@ use kiln_core::Result;
 use serde_json::{Map, Value};
 use tokio::task::JoinSet;
 
-use crate::lifecycle::{RunEvent, RunLifeCycleState, RunLifecycle, RunResultState};
-use crate::model::{RunRecord, RunState, TaskOutput, TaskRun};
+use crate::lifecycle::{RunEvent, RunLifecycle, RunResultState};
+use crate::model::{RunRecord, TaskOutput, TaskRun};
 use crate::outcome::{Attempt, Outcome};
 use crate::refs::Scope;
 use crate::service::Jobs;
@@ -80,21 +80,7 @@ pub(crate) async fn run(
     let concurrency = spec["concurrency"].as_u64().unwrap_or(1).clamp(1, 100) as usize;
     let iterations: Vec<TaskRun> = inputs
         .iter()
-        .map(|_| TaskRun {
-            run_id: jobs.new_id(),
-            task_key: key.to_string(),
-            task: nested.clone(),
-            state: RunState::new(RunLifeCycleState::Pending),
-            attempt_number: 0,
-            start_time: 0,
-            end_time: 0,
-            setup_duration: 0,
-            execution_duration: 0,
-            cluster_id: None,
-            spark_context_id: None,
-            output: TaskOutput::default(),
-            iterations: Vec::new(),
-        })
+        .map(|_| TaskRun::pending(jobs.new_id(), key, nested.clone()))
         .collect();
     jobs.change_run(run.run_id, |r| {
         if let Some(t) = r.task_mut(key) {

@@ -113,6 +113,25 @@ pub struct TaskRun {
 }
 
 impl TaskRun {
+    /// A task run not started yet.
+    pub fn pending(run_id: i64, task_key: &str, task: Map<String, Value>) -> Self {
+        Self {
+            run_id,
+            task_key: task_key.to_string(),
+            task,
+            state: RunState::new(RunLifeCycleState::Pending),
+            attempt_number: 0,
+            start_time: 0,
+            end_time: 0,
+            setup_duration: 0,
+            execution_duration: 0,
+            cluster_id: None,
+            spark_context_id: None,
+            output: TaskOutput::default(),
+            iterations: Vec::new(),
+        }
+    }
+
     pub fn depends_on(&self) -> Vec<(String, Option<String>)> {
         self.task
             .get("depends_on")

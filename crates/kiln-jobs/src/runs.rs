@@ -174,20 +174,9 @@ impl Jobs {
                 Value::Object(task) => Some(task),
                 _ => None,
             })
-            .map(|task| TaskRun {
-                run_id: self.new_id(),
-                task_key: task["task_key"].as_str().unwrap_or_default().to_string(),
-                task,
-                state: RunState::new(RunLifeCycleState::Pending),
-                attempt_number: 0,
-                start_time: 0,
-                end_time: 0,
-                setup_duration: 0,
-                execution_duration: 0,
-                cluster_id: None,
-                spark_context_id: None,
-                output: TaskOutput::default(),
-                iterations: Vec::new(),
+            .map(|task| {
+                let key = task["task_key"].as_str().unwrap_or_default().to_string();
+                TaskRun::pending(self.new_id(), &key, task)
             })
             .collect();
         Ok(RunRecord {

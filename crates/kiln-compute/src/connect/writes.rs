@@ -13,8 +13,7 @@
 //!   hidden table, and one catalog commit then gives the table that data
 //!   ([`Catalog::replace_table_data`]); a failure drops the hidden table.
 //!
-//! The last step is the client's own request with its plan replaced, so the
-//! client gets the engine's answer (operation id, SQL result) for it.
+//! The last step is the client's own request, plan replaced: its answer is the engine's.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
