@@ -6,6 +6,7 @@ and a Quartz schedule."""
 from __future__ import annotations
 
 import base64
+import io
 import time
 from datetime import timedelta
 
@@ -416,3 +417,67 @@ def test_a_continuous_job_keeps_one_run_going_until_paused(env):
     assert len(list(w.jobs.list_runs(job_id=job_id))) == count
     done = [w.jobs.get_run(r.run_id) for r in runs]
     assert all(r.state.result_state == jobs.RunResultState.SUCCESS for r in done), [r.state for r in done]
+
+
+def test_file_arrival_and_table_update_triggers(env):
+    from databricks.sdk.service.catalog import VolumeType
+    from databricks.sdk.service.compute import Language as CommandLanguage
+
+    w, server, cluster = env["w"], env["server"], env["cluster"]
+    schema = w.schemas.create(name=unique("trig").replace("-", "_"), catalog_name="main").name
+    volume = w.volumes.create(catalog_name="main", schema_name=schema, name="landing",
+                              volume_type=VolumeType.MANAGED)
+    base = f"/Volumes/main/{schema}/{volume.name}"
+    w.files.upload(f"{base}/in/before.csv", io.BytesIO(b"0"))  # there before the trigger: never fires it
+    cond = {"op": "EQUAL_TO", "left": "{{job.trigger.type}}", "right": "FILE_ARRIVAL"}
+    bad = server.http().post(server.url("/api/2.2/jobs/create"), json={
+        "name": "x", "trigger": {"file_arrival": {"url": "s3://bucket/in/"}}, "tasks": []})
+    assert "trigger.file_arrival.url" in assert_error(bad, 400, "INVALID_PARAMETER_VALUE")["message"]
+    bad = server.http().post(server.url("/api/2.2/jobs/create"), json={
+        "name": "x", "trigger": {"file_arrival": {"url": f"/Volumes/main/{schema}/nope/"}}, "tasks": []})
+    assert "does not exist" in assert_error(bad, 400, "INVALID_PARAMETER_VALUE")["message"]
+    files = create(w, name=unique("arrival"),
+                   trigger={"file_arrival": {"url": f"{base}/in/", "wait_after_last_change_seconds": 1}},
+                   tasks=[{"task_key": "t", "condition_task": cond}])
+    time.sleep(2.5)
+    assert not list(w.jobs.list_runs(job_id=files))
+    w.files.upload(f"{base}/in/a.csv", io.BytesIO(b"1"))
+    w.files.upload(f"{base}/in/sub/b.csv", io.BytesIO(b"2"))
+    first = wait_for(lambda: list(w.jobs.list_runs(job_id=files)), 20, "a file-arrival run", interval=0.2)
+    assert len(first) == 1 and first[0].trigger == jobs.TriggerType.FILE_ARRIVAL
+    w.files.upload(f"{base}/elsewhere.csv", io.BytesIO(b"3"))  # outside the watched path
+    time.sleep(3)
+    assert len(list(w.jobs.list_runs(job_id=files))) == 1  # one arrival fires once
+    w.files.upload(f"{base}/in/c.csv", io.BytesIO(b"4"))
+    wait_for(lambda: len(list(w.jobs.list_runs(job_id=files))) == 2, 20, "a second file-arrival run", interval=0.2)
+    done = w.jobs.wait_get_run_job_terminated_or_skipped(run_id=first[0].run_id, timeout=WAIT)
+    assert done.state.result_state == jobs.RunResultState.SUCCESS, explain(w, done)
+    w.jobs.update(files, new_settings=jobs.JobSettings(trigger=jobs.TriggerSettings(
+        file_arrival=jobs.FileArrivalTriggerConfiguration(url=f"{base}/in/"), pause_status=jobs.PauseStatus.PAUSED)))
+
+    # a table's new Delta version fires a table-update trigger
+    ctx = w.command_execution.create_and_wait(cluster_id=cluster, language=CommandLanguage.PYTHON)
+    table = f"main.{schema}.orders"
+
+    def sql(text):
+        r = w.command_execution.execute_and_wait(cluster_id=cluster, context_id=ctx.id,
+                                                 language=CommandLanguage.SQL, command=text)
+        assert r.results.result_type.value != "error", r.results
+    sql(f"CREATE TABLE {table} (id INT) USING delta")
+    sql(f"INSERT INTO {table} VALUES (1)")
+    cond = {"op": "EQUAL_TO", "left": "{{job.trigger.type}}", "right": "TABLE"}
+    tables = create(w, name=unique("table"),
+                    trigger={"table_update": {"table_names": [table]}},
+                    tasks=[{"task_key": "t", "condition_task": cond}])
+    assert w.jobs.get(tables).settings.trigger.table_update.condition.value == "ANY_UPDATED"
+    time.sleep(2.5)
+    assert not list(w.jobs.list_runs(job_id=tables))
+    sql(f"INSERT INTO {table} VALUES (2)")
+    runs = wait_for(lambda: list(w.jobs.list_runs(job_id=tables)), 20, "a table-update run", interval=0.2)
+    assert runs[0].trigger == jobs.TriggerType.TABLE
+    time.sleep(2.5)
+    assert len(list(w.jobs.list_runs(job_id=tables))) == 1
+    done = w.jobs.wait_get_run_job_terminated_or_skipped(run_id=runs[0].run_id, timeout=WAIT)
+    assert done.state.result_state == jobs.RunResultState.SUCCESS, explain(w, done)
+    w.jobs.delete(tables)
+    w.command_execution.destroy(cluster_id=cluster, context_id=ctx.id)

@@ -20,7 +20,8 @@ pub mod service;
 pub mod settings;
 mod task_settings;
 mod tasks;
+pub mod triggers;
 
 pub use repair::Repair;
 pub use runs::RunNow;
-pub use service::Jobs;
+pub use service::{Jobs, Services};

@@ -26,6 +26,9 @@ pub struct JobRecord {
     /// The last scheduled instant a run was started for (recorded first).
     #[serde(default)]
     pub schedule_fired_ms: i64,
+    /// What a data trigger has already seen (see `triggers`).
+    #[serde(default)]
+    pub trigger_marks: BTreeMap<String, i64>,
 }
 
 impl JobRecord {

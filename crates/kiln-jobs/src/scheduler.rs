@@ -35,6 +35,10 @@ pub fn start(jobs: &Arc<Jobs>) {
     let me = jobs.clone();
     let cancel = jobs.shutdown.clone();
     jobs.tasks.spawn(async move { run(me, cancel).await });
+    let me = jobs.clone();
+    let cancel = jobs.shutdown.clone();
+    jobs.tasks
+        .spawn(async move { crate::triggers::run(me, cancel).await });
 }
 
 async fn terminate_orphans(jobs: &Jobs) {

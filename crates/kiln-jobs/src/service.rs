@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use kiln_catalog::Catalog;
 use kiln_compute::clusters::Clusters;
 use kiln_compute::contexts::Contexts;
 use kiln_core::lifecycle::Lifecycle;
@@ -25,6 +26,18 @@ use tokio_util::task::TaskTracker;
 use crate::lifecycle::{RunEvent, RunLifecycle};
 use crate::model::*;
 use crate::settings::{self, Lookups};
+use crate::triggers;
+
+/// The services a job's tasks and triggers reach.
+pub struct Services {
+    pub clusters: Arc<Clusters>,
+    pub contexts: Arc<Contexts>,
+    pub libraries: Arc<kiln_compute::libraries::Libraries>,
+    pub pipelines: Arc<Pipelines>,
+    pub workspace: Arc<Workspace>,
+    pub identity: Arc<Identity>,
+    pub catalog: Arc<Catalog>,
+}
 
 pub struct Jobs {
     pub(crate) store: Arc<dyn Store>,
@@ -34,6 +47,7 @@ pub struct Jobs {
     pub(crate) pipelines: Arc<Pipelines>,
     pub(crate) workspace: Arc<Workspace>,
     pub(crate) identity: Arc<Identity>,
+    pub(crate) catalog: Arc<Catalog>,
     jobs: RwLock<BTreeMap<i64, JobRecord>>,
     pub(crate) runs: RwLock<BTreeMap<i64, RunRecord>>,
     next_id: AtomicI64,
@@ -93,18 +107,25 @@ impl Lookups for Existing<'_> {
     fn job_exists(&self, job_id: i64) -> bool {
         self.0.get(job_id).is_ok()
     }
+    fn volume_exists(&self, full_name: &str) -> bool {
+        self.0.catalog.get_volume(full_name).is_ok()
+    }
+    fn table_exists(&self, full_name: &str) -> bool {
+        self.0.catalog.get_table(full_name).is_ok()
+    }
 }
 
 impl Jobs {
-    pub fn open(
-        store: Arc<dyn Store>,
-        clusters: Arc<Clusters>,
-        contexts: Arc<Contexts>,
-        libraries: Arc<kiln_compute::libraries::Libraries>,
-        pipelines: Arc<Pipelines>,
-        workspace: Arc<Workspace>,
-        identity: Arc<Identity>,
-    ) -> Result<Arc<Self>> {
+    pub fn open(store: Arc<dyn Store>, services: Services) -> Result<Arc<Self>> {
+        let Services {
+            clusters,
+            contexts,
+            libraries,
+            pipelines,
+            workspace,
+            identity,
+            catalog,
+        } = services;
         let mut jobs = BTreeMap::new();
         for v in store.objects(KIND_JOB)? {
             let j: JobRecord =
@@ -135,6 +156,7 @@ impl Jobs {
             pipelines,
             workspace,
             identity,
+            catalog,
             jobs: RwLock::new(jobs),
             runs: RwLock::new(runs),
             next_id: AtomicI64::new(top.max(1000) + 1),
@@ -261,14 +283,17 @@ impl Jobs {
         let settings = settings::normalize(settings, &Existing(self))?;
         let run_as = Self::run_as_of(&settings, actor);
         self.identity.acting_as(&run_as)?;
+        let now = now_ms();
+        let trigger_marks = triggers::baseline(&self.catalog, &settings, &Default::default(), now);
         self.commit_job(JobRecord {
             job_id: self.new_id(),
             creator_user_name: actor.into(),
             run_as,
             created_time: now_ms(),
             settings,
-            schedule_since_ms: now_ms(),
+            schedule_since_ms: now,
             schedule_fired_ms: 0,
+            trigger_marks,
         })
     }
 
@@ -283,6 +308,8 @@ impl Jobs {
         }
         job.settings = settings;
         job.schedule_since_ms = now_ms();
+        job.trigger_marks =
+            triggers::baseline(&self.catalog, &job.settings, &job.trigger_marks, now_ms());
         self.commit_job(job)
     }
 
@@ -339,6 +366,8 @@ impl Jobs {
         self.identity.acting_as(&job.run_as)?;
         job.settings = settings;
         job.schedule_since_ms = now_ms();
+        job.trigger_marks =
+            triggers::baseline(&self.catalog, &job.settings, &job.trigger_marks, now_ms());
         self.commit_job(job)
     }
 
@@ -364,6 +393,24 @@ impl Jobs {
         drop(jobs);
         self.job_changes.send_modify(|v| *v += 1);
         Ok(())
+    }
+
+    /// Records a data trigger's firing (what it saw, and when) unless the
+    /// job changed since it was looked at; `false` when it did.
+    pub(crate) async fn mark_triggered(
+        &self,
+        seen: &JobRecord,
+        marks: std::collections::BTreeMap<String, i64>,
+    ) -> Result<bool> {
+        let _guard = self.writer.lock().await;
+        let mut job = self.get(seen.job_id)?;
+        if job.settings != seen.settings || job.trigger_marks != seen.trigger_marks {
+            return Ok(false);
+        }
+        job.trigger_marks = marks;
+        job.schedule_fired_ms = now_ms();
+        self.commit_job(job)?;
+        Ok(true)
     }
 
     /// Deletes a job and its runs (live runs are cancelled).

@@ -42,6 +42,9 @@ pub fn normalize(settings: Value, lookups: &dyn Lookups) -> Result<Map<String, V
     if let Some(schedule) = s.get("schedule").filter(|v| !v.is_null()) {
         crate::cron::check_schedule(schedule)?;
     }
+    if let Some(trigger) = s.get_mut("trigger").filter(|v| !v.is_null()) {
+        crate::triggers::check(trigger, lookups)?;
+    }
     if let Some(continuous) = s.get("continuous").filter(|v| !v.is_null()) {
         let others: Vec<&str> = ["schedule", "trigger"]
             .into_iter()

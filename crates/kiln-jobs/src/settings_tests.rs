@@ -12,6 +12,12 @@ impl Lookups for Everything {
     fn job_exists(&self, id: i64) -> bool {
         id == 7
     }
+    fn volume_exists(&self, name: &str) -> bool {
+        name == "main.default.landing"
+    }
+    fn table_exists(&self, name: &str) -> bool {
+        name == "main.default.orders"
+    }
 }
 
 fn check(settings: Value) -> Result<Map<String, Value>> {
@@ -72,6 +78,27 @@ fn bad_settings_name_their_field() {
             "SQL warehouses",
         ),
         (json!({"max_concurrent_runs": 1001}), "max_concurrent_runs"),
+        (json!({"trigger": {}}), "exactly one of"),
+        (
+            json!({"trigger": {"periodic": {"interval": 0, "unit": "HOURS"}}}),
+            "trigger.periodic.interval",
+        ),
+        (
+            json!({"trigger": {"file_arrival": {"url": "/Volumes/main/default/gone/"}}}),
+            "volume main.default.gone does not exist",
+        ),
+        (
+            json!({"trigger": {"file_arrival": {"url": "/Volumes/main/default/landing/", "wait_after_last_change_seconds": -1}}}),
+            "trigger.file_arrival.wait_after_last_change_seconds",
+        ),
+        (
+            json!({"trigger": {"table_update": {"table_names": ["main.default.nope"]}}}),
+            "trigger.table_update.table_names",
+        ),
+        (
+            json!({"trigger": {"table_update": {"table_names": ["main.default.orders"], "condition": "SOME"}}}),
+            "trigger.table_update.condition",
+        ),
         (
             json!({"tasks": [{"task_key": "a b", "condition_task": {}}]}),
             "task_key",

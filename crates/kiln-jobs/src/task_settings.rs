@@ -64,6 +64,10 @@ pub trait Lookups {
     fn cluster_exists(&self, cluster_id: &str) -> bool;
     fn pipeline_exists(&self, pipeline_id: &str) -> bool;
     fn job_exists(&self, job_id: i64) -> bool;
+    /// A Unity Catalog volume, `catalog.schema.volume`.
+    fn volume_exists(&self, full_name: &str) -> bool;
+    /// A Unity Catalog table, `catalog.schema.table`.
+    fn table_exists(&self, full_name: &str) -> bool;
 }
 
 pub(crate) fn invalid(field: &str, why: impl std::fmt::Display) -> Error {

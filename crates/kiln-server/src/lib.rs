@@ -181,12 +181,15 @@ pub async fn serve(
     );
     let jobs = kiln_jobs::Jobs::open(
         store.clone(),
-        clusters.clone(),
-        contexts.clone(),
-        libraries.clone(),
-        pipelines.clone(),
-        workspace.clone(),
-        identity.clone(),
+        kiln_jobs::Services {
+            clusters: clusters.clone(),
+            contexts: contexts.clone(),
+            libraries: libraries.clone(),
+            pipelines: pipelines.clone(),
+            workspace: workspace.clone(),
+            identity: identity.clone(),
+            catalog: catalog.clone(),
+        },
     )?;
     kiln_jobs::scheduler::start(&jobs);
     let host = HostInfo::detect(&config.data_dir);

@@ -79,6 +79,53 @@ impl DeltaLog {
         self.log_dir().join("_staged_commits")
     }
 
+    /// The newest version of the table and when it was written (ms): the
+    /// highest backfilled `_delta_log/<version>.json` or the catalog's
+    /// newest ratified commit, whichever is later. Reads no commit's content.
+    pub fn latest(&self, catalog: &Catalog) -> DeltaResult<(i64, i64)> {
+        let mut latest: Option<(i64, i64)> = None;
+        if let Ok(entries) = std::fs::read_dir(self.log_dir()) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                let Some(v) = name
+                    .strip_suffix(".json")
+                    .and_then(|v| v.parse::<i64>().ok())
+                else {
+                    continue;
+                };
+                if latest.is_none_or(|(top, _)| v > top) {
+                    let at = entry
+                        .metadata()
+                        .ok()
+                        .and_then(|m| m.modified().ok())
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_millis() as i64)
+                        .unwrap_or(0);
+                    latest = Some((v, at));
+                }
+            }
+        }
+        let (pending, _) = catalog.get_commits(&self.table_id, 0, None)?;
+        for commit in pending {
+            if let Some(v) = commit["version"].as_i64() {
+                if latest.is_none_or(|(top, _)| v > top) {
+                    let at = commit["timestamp"]
+                        .as_i64()
+                        .or_else(|| commit["file_modification_timestamp"].as_i64())
+                        .unwrap_or(0);
+                    latest = Some((v, at));
+                }
+            }
+        }
+        latest.ok_or_else(|| {
+            DeltaError::new(
+                "DELTA_TABLE_NOT_FOUND",
+                "42P01",
+                "the table has no Delta log yet",
+            )
+        })
+    }
+
     /// Every commit up to `upto` (all when `None`), oldest first.
     pub fn commits(&self, catalog: &Catalog, upto: Option<i64>) -> DeltaResult<Vec<Commit>> {
         let mut versions: BTreeMap<i64, PathBuf> = BTreeMap::new();

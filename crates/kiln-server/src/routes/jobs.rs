@@ -171,6 +171,20 @@ fn require_references(state: &AppState, caller: &Caller, settings: &Value) -> Re
             require_job(state, caller, id, "CAN_MANAGE_RUN")?;
         }
     }
+    // a file-arrival trigger reads its volume's listing: READ_VOLUME on it
+    if let Some(volume) = settings
+        .as_object()
+        .and_then(kiln_jobs::triggers::watched_volume)
+    {
+        if let Ok(volume) = state.catalog.get_volume(&volume) {
+            super::uc_volumes::require_privilege(
+                state,
+                caller,
+                &volume,
+                kiln_catalog::READ_VOLUME,
+            )?;
+        }
+    }
     Ok(())
 }
 
