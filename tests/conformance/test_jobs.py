@@ -481,3 +481,82 @@ def test_file_arrival_and_table_update_triggers(env):
     assert done.state.result_state == jobs.RunResultState.SUCCESS, explain(w, done)
     w.jobs.delete(tables)
     w.command_execution.destroy(cluster_id=cluster, context_id=ctx.id)
+
+
+def test_timeouts_pipeline_tasks_and_notebooks_that_run_notebooks(env):
+    from databricks.sdk.service.workspace import Language as NbLanguage
+
+    w, server, cluster, home = env["w"], env["server"], env["cluster"], env["home"]
+    put_notebook(w, f"{home}/greeting", "# Databricks notebook source\ndef greet(v):\n    return f'got {v}'\n")
+    put_notebook(w, f"{home}/plus_one", """# Databricks notebook source
+dbutils.widgets.text("n", "0")
+dbutils.notebook.exit(str(int(dbutils.widgets.get("n")) + 1))
+""")
+    put_notebook(w, f"{home}/parent", """# Databricks notebook source
+# MAGIC %run ./greeting
+
+# COMMAND ----------
+
+value = dbutils.notebook.run("./plus_one", 120, {"n": "41"})
+dbutils.notebook.exit(greet(value))
+""")
+    put_notebook(w, f"{home}/sleepy", "# Databricks notebook source\nimport time\ntime.sleep(300)\n")
+    dlt = f"{home}/dlt/orders"
+    w.workspace.mkdirs(f"{home}/dlt")
+    w.workspace.import_(path=dlt, format=ImportFormat.SOURCE, language=NbLanguage.SQL, overwrite=True,
+                        content=base64.b64encode(b"CREATE OR REFRESH MATERIALIZED VIEW totals AS SELECT 42 AS total").decode())
+    target = unique("jobdlt").replace("-", "_")
+    r = server.http().post(server.url("/api/2.0/pipelines"), json={
+        "name": unique("jobdlt"), "target": target, "libraries": [{"notebook": {"path": dlt}}]})
+    assert r.status_code == 200, r.text
+    pipeline_id = r.json()["pipeline_id"]
+    job_id = create(w, name=unique("mixed"), tasks=[
+        {"task_key": "parent", "existing_cluster_id": cluster, "notebook_task": {"notebook_path": f"{home}/parent"}},
+        {"task_key": "refresh", "pipeline_task": {"pipeline_id": pipeline_id, "full_refresh": True}},
+        {"task_key": "sleepy", "existing_cluster_id": cluster, "timeout_seconds": 3,
+         "notebook_task": {"notebook_path": f"{home}/sleepy"}},
+    ])
+    started = time.time()
+    run = w.jobs.run_now(job_id=job_id).run_id
+    done = w.jobs.wait_get_run_job_terminated_or_skipped(run_id=run, timeout=WAIT)
+    assert done.state.result_state == jobs.RunResultState.FAILED, explain(w, done)
+    # %run brought greet() in; dbutils.notebook.run ran the child and returned its exit value
+    parent = task_of(done, "parent")
+    assert parent.state.result_state == jobs.RunResultState.SUCCESS, explain(w, done)
+    assert w.jobs.get_run_output(parent.run_id).notebook_output.result == "got 42"
+    # the pipeline task followed its update, started by the job
+    refresh = task_of(done, "refresh")
+    assert refresh.state.result_state == jobs.RunResultState.SUCCESS, explain(w, done)
+    updates = w.pipelines.list_updates(pipeline_id).updates
+    assert len(updates) == 1 and updates[0].cause.value == "JOB_TASK" and updates[0].full_refresh
+    assert w.tables.exists(f"main.{target}.totals").table_exists
+    # the sleepy task timed out: interrupted after 3 s, not 300
+    sleepy = task_of(done, "sleepy")
+    assert sleepy.state.result_state == jobs.RunResultState.TIMEDOUT, explain(w, done)
+    assert sleepy.end_time - sleepy.start_time < 60_000 and time.time() - started < 200
+
+
+def test_what_the_sdks_own_jobs_integration_tests_call(env):
+    """databricks-sdk-py's tests/integration/test_jobs.py (not shipped with the package): jobs are
+    listed, each job's runs summarised from run_duration/end_time/result_state, and a job is created
+    on a job cluster whose version and node type come from the SDK's own selectors."""
+    from databricks.sdk.service import compute
+
+    w = env["w"]
+    ran = create(w, name=unique("listed"), tasks=[{"task_key": "t", "condition_task": {"op": "EQUAL_TO", "left": "1", "right": "1"}}])
+    w.jobs.run_now_and_wait(job_id=ran, timeout=WAIT)
+    listed = list(w.jobs.list())
+    assert ran in [j.job_id for j in listed] and all(j.settings.name for j in listed)
+    for job in listed:
+        for run in w.jobs.list_runs(job_id=job.job_id, expand_tasks=False):
+            assert run.run_duration is not None and run.end_time is not None and run.state is not None
+    cluster = jobs.JobCluster(job_cluster_key="cluster1", new_cluster=compute.ClusterSpec(
+        num_workers=2, spark_version=w.clusters.select_spark_version(),
+        node_type_id=w.clusters.select_node_type(local_disk=True)))
+    task = jobs.Task(task_key="task1", job_cluster_key="cluster1",
+                     python_wheel_task=jobs.PythonWheelTask(entry_point="test", package_name="deepspeed"))
+    created = w.jobs.create(job_clusters=[cluster], tasks=[task])
+    got = w.jobs.get(created.job_id)
+    assert got.settings.tasks[0].python_wheel_task.package_name == "deepspeed"
+    assert got.settings.job_clusters[0].new_cluster.num_workers == 2
+    w.jobs.delete(created.job_id)
