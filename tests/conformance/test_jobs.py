@@ -560,3 +560,97 @@ def test_what_the_sdks_own_jobs_integration_tests_call(env):
     assert got.settings.tasks[0].python_wheel_task.package_name == "deepspeed"
     assert got.settings.job_clusters[0].new_cluster.num_workers == 2
     w.jobs.delete(created.job_id)
+
+
+class Receiver:
+    """A local webhook receiver: records each POST; answers 500 to the first `fail_first` of them."""
+
+    def __init__(self, fail_first: int = 0):
+        import http.server
+        import json
+        import threading
+
+        self.got: list[dict] = []
+        self.fail_first = fail_first
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.got.append({"path": self.path, "auth": self.headers.get("Authorization"),
+                                  "body": json.loads(body or b"{}")})
+                failing = len(outer.got) <= outer.fail_first
+                self.send_response(500 if failing else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def events(self, path: str) -> list[str]:
+        return [g["body"].get("event_type") or g["body"].get("text") for g in self.got if g["path"] == path]
+
+
+def test_notification_destinations_and_job_webhooks(env):
+    from databricks.sdk.service import settings as st
+
+    w, server, cluster, home = env["w"], env["server"], env["cluster"], env["home"]
+    hook = Receiver(fail_first=1)
+    h = server.http()
+    # bad configs, and only admins manage destinations
+    for bad in [{}, {"generic_webhook": {"url": "ftp://x"}}, {"slack": {"url": hook.url}, "email": {"addresses": ["a@b.c"]}}]:
+        r = h.post(server.url("/api/2.0/notification-destinations"), json={"display_name": "x", "config": bad})
+        assert_error(r, 400, "INVALID_PARAMETER_VALUE")
+    other = non_admin(server, w, "hooks")
+    with pytest.raises(PermissionDenied):
+        other["w"].notification_destinations.create(display_name="x", config=st.Config(
+            generic_webhook=st.GenericWebhookConfig(url=hook.url)))
+    secret_url = f"{hook.url}/run-events?token=s3cr3t-{unique('t')}"
+    dest = w.notification_destinations.create(display_name=unique("hook"), config=st.Config(
+        generic_webhook=st.GenericWebhookConfig(url=secret_url, username="kiln", password="pa55")))
+    assert dest.destination_type == st.DestinationType.WEBHOOK
+    shown = w.notification_destinations.get(dest.id).config.generic_webhook
+    assert shown.url_set and shown.password_set and shown.url is None and shown.password is None
+    assert dest.id in [d.id for d in other["w"].notification_destinations.list()]
+    # the URL is sealed at rest: not in Kiln's database files
+    for f in server.data_dir.rglob("*.sqlite*"):
+        assert secret_url.encode() not in f.read_bytes(), f
+    email = w.notification_destinations.create(display_name=unique("mail"), config=st.Config(
+        email=st.EmailConfig(addresses=["team@example.com"])))
+    renamed = w.notification_destinations.update(email.id, display_name="Team mail")
+    assert renamed.display_name == "Team mail" and renamed.config.email.addresses == ["team@example.com"]
+
+    # an unknown destination in a job's settings is refused
+    r = h.post(server.url("/api/2.2/jobs/create"), json={
+        "name": "x", "webhook_notifications": {"on_start": [{"id": "nope"}]}, "tasks": []})
+    assert "webhook_notifications.on_start.id" in assert_error(r, 400, "INVALID_PARAMETER_VALUE")["message"]
+
+    put_notebook(w, f"{home}/nap", "# Databricks notebook source\nimport time\ntime.sleep(3)\n")
+    hooks = {"on_start": [{"id": dest.id}], "on_success": [{"id": dest.id}], "on_failure": [{"id": dest.id}],
+             "on_duration_warning_threshold_exceeded": [{"id": dest.id}]}
+    ok = create(w, name=unique("hooked"), webhook_notifications=hooks,
+                health={"rules": [{"metric": "RUN_DURATION_SECONDS", "op": "GREATER_THAN", "value": 1}]},
+                tasks=[{"task_key": "nap", "existing_cluster_id": cluster, "notebook_task": {"notebook_path": f"{home}/nap"}}])
+    run = w.jobs.run_now_and_wait(job_id=ok, timeout=WAIT)
+    assert run.state.result_state == jobs.RunResultState.SUCCESS, explain(w, run)
+    wanted = ["jobs.on_start", "jobs.on_duration_warning_threshold_exceeded", "jobs.on_success"]
+    wait_for(lambda: all(e in hook.events("/run-events?" + secret_url.split("?")[1]) for e in wanted), 30,
+             "the start, duration-warning and success webhooks (the first retried after a 500)", interval=0.2)
+    delivered = [g for g in hook.got if g["body"].get("run", {}).get("run_id") == run.run_id]
+    assert all(g["auth"] == "Basic " + base64.b64encode(b"kiln:pa55").decode() for g in delivered)
+    assert delivered[-1]["body"]["job"] == {"job_id": ok, "name": w.jobs.get(ok).settings.name}
+    assert len(delivered) == 4  # the first was answered 500 and sent again
+    failing = create(w, name=unique("hooked-fail"), webhook_notifications={"on_failure": [{"id": dest.id}]},
+                     tasks=[{"task_key": "f", "condition_task": {"op": "EQUAL_TO", "left": "{{job.nope}}", "right": "1"}}])
+    bad_run = w.jobs.run_now(job_id=failing).run_id
+    w.jobs.wait_get_run_job_terminated_or_skipped(run_id=bad_run, timeout=WAIT)
+    wait_for(lambda: [g for g in hook.got if g["body"].get("run", {}).get("run_id") == bad_run
+                      and g["body"]["event_type"] == "jobs.on_failure"], 30, "the failure webhook", interval=0.2)
+    # the server log never has the URL's token
+    assert secret_url.split("=")[1] not in server.log_path.read_text(errors="replace")
+    w.notification_destinations.delete(email.id)
+    assert email.id not in [d.id for d in w.notification_destinations.list()]

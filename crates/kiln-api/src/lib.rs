@@ -12,6 +12,7 @@ pub mod groups;
 pub mod jobs;
 pub mod lenient;
 pub mod libraries;
+pub mod notification_destinations;
 pub mod oauth;
 pub mod pipelines;
 pub mod postgres;

@@ -7,6 +7,7 @@ mod chained;
 mod code_task;
 mod contexts_pool;
 pub mod cron;
+pub mod destinations;
 mod for_each;
 pub mod lifecycle;
 pub mod model;
@@ -21,6 +22,7 @@ pub mod settings;
 mod task_settings;
 mod tasks;
 pub mod triggers;
+mod webhooks;
 
 pub use repair::Repair;
 pub use runs::RunNow;

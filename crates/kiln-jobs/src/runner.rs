@@ -18,6 +18,7 @@ use crate::lifecycle::{RunEvent, RunLifeCycleState, RunLifecycle, RunResultState
 use crate::model::{RunRecord, TaskOutput, TaskRun};
 use crate::outcome::{Attempt, Outcome};
 use crate::service::Jobs;
+use crate::webhooks::Event;
 
 fn step(what: &str, from: RunLifeCycleState, event: RunEvent) -> Result<RunLifeCycleState> {
     RunLifecycle::transition(what, from, event)
@@ -120,6 +121,9 @@ pub async fn run(jobs: Arc<Jobs>, run_id: i64, cancel: CancellationToken) {
             }
             Ok(())
         });
+        if let Ok(run) = jobs.run(run_id) {
+            crate::webhooks::notify(&jobs, &run, Event::Failure);
+        }
     }
     crate::code_task::release_clusters(&jobs, run_id).await;
 }
@@ -139,6 +143,7 @@ async fn drive(jobs: &Arc<Jobs>, run_id: i64, cancel: &CancellationToken) -> Res
         }
         Ok(())
     })?;
+    crate::webhooks::notify(jobs, &run, Event::Start);
     let timeout = run
         .settings
         .get("timeout_seconds")
@@ -146,6 +151,17 @@ async fn drive(jobs: &Arc<Jobs>, run_id: i64, cancel: &CancellationToken) -> Res
         .unwrap_or(0);
     let job_timeout = CancellationToken::new();
     let mut timer = JoinSet::new();
+    if let Some(secs) = duration_warning(&run.settings) {
+        let jobs = jobs.clone();
+        timer.spawn(async move {
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            if let Ok(run) = jobs.run(run_id) {
+                if !run.is_done() {
+                    crate::webhooks::notify(&jobs, &run, Event::DurationWarning);
+                }
+            }
+        });
+    }
     if timeout > 0 {
         let t = job_timeout.clone();
         timer.spawn(async move {
@@ -229,7 +245,7 @@ async fn drive(jobs: &Arc<Jobs>, run_id: i64, cancel: &CancellationToken) -> Res
     timer.abort_all();
     let timed_out = job_timeout.is_cancelled();
     let cancelled = cancel.is_cancelled();
-    jobs.change_run(run_id, |r| {
+    let ended = jobs.change_run(run_id, |r| {
         // tasks never reached (the run stopped first) end cancelled
         for t in r
             .tasks
@@ -276,7 +292,22 @@ async fn drive(jobs: &Arc<Jobs>, run_id: i64, cancel: &CancellationToken) -> Res
         }
         Ok(())
     })?;
+    if let Some(event) = Event::of_end(&ended) {
+        crate::webhooks::notify(jobs, &ended, event);
+    }
     Ok(())
+}
+
+/// `health.rules`' RUN_DURATION_SECONDS GREATER_THAN threshold, if any.
+fn duration_warning(settings: &serde_json::Map<String, Value>) -> Option<u64> {
+    settings
+        .get("health")?
+        .get("rules")?
+        .as_array()?
+        .iter()
+        .filter(|r| r["metric"] == "RUN_DURATION_SECONDS" && r["op"] == "GREATER_THAN")
+        .filter_map(|r| r["value"].as_u64())
+        .min()
 }
 
 /// A run's result from its leaf tasks (those no other task depends on).

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::destinations::Destinations;
 use crate::lifecycle::{RunEvent, RunLifecycle};
 use crate::model::*;
 use crate::settings::{self, Lookups};
@@ -37,6 +38,7 @@ pub struct Services {
     pub workspace: Arc<Workspace>,
     pub identity: Arc<Identity>,
     pub catalog: Arc<Catalog>,
+    pub destinations: Arc<Destinations>,
 }
 
 pub struct Jobs {
@@ -48,6 +50,7 @@ pub struct Jobs {
     pub(crate) workspace: Arc<Workspace>,
     pub(crate) identity: Arc<Identity>,
     pub(crate) catalog: Arc<Catalog>,
+    pub destinations: Arc<Destinations>,
     jobs: RwLock<BTreeMap<i64, JobRecord>>,
     pub(crate) runs: RwLock<BTreeMap<i64, RunRecord>>,
     next_id: AtomicI64,
@@ -113,6 +116,9 @@ impl Lookups for Existing<'_> {
     fn table_exists(&self, full_name: &str) -> bool {
         self.0.catalog.get_table(full_name).is_ok()
     }
+    fn destination_exists(&self, id: &str) -> bool {
+        self.0.destinations.exists(id)
+    }
 }
 
 impl Jobs {
@@ -125,6 +131,7 @@ impl Jobs {
             workspace,
             identity,
             catalog,
+            destinations,
         } = services;
         let mut jobs = BTreeMap::new();
         for v in store.objects(KIND_JOB)? {
@@ -157,6 +164,7 @@ impl Jobs {
             workspace,
             identity,
             catalog,
+            destinations,
             jobs: RwLock::new(jobs),
             runs: RwLock::new(runs),
             next_id: AtomicI64::new(top.max(1000) + 1),

@@ -18,6 +18,9 @@ impl Lookups for Everything {
     fn table_exists(&self, name: &str) -> bool {
         name == "main.default.orders"
     }
+    fn destination_exists(&self, id: &str) -> bool {
+        id == "d1"
+    }
 }
 
 fn check(settings: Value) -> Result<Map<String, Value>> {

@@ -68,6 +68,8 @@ pub trait Lookups {
     fn volume_exists(&self, full_name: &str) -> bool;
     /// A Unity Catalog table, `catalog.schema.table`.
     fn table_exists(&self, full_name: &str) -> bool;
+    /// A notification destination's id.
+    fn destination_exists(&self, id: &str) -> bool;
 }
 
 pub(crate) fn invalid(field: &str, why: impl std::fmt::Display) -> Error {

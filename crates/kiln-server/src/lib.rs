@@ -189,6 +189,12 @@ pub async fn serve(
             workspace: workspace.clone(),
             identity: identity.clone(),
             catalog: catalog.clone(),
+            destinations: kiln_jobs::destinations::Destinations::open(
+                store.clone(),
+                Arc::new(kiln_core::seal::Cipher::load_or_create(
+                    &config.data_dir.join("secrets.key"),
+                )?),
+            )?,
         },
     )?;
     kiln_jobs::scheduler::start(&jobs);

@@ -16,6 +16,7 @@ pub(crate) mod jobs;
 mod jobs_convert;
 mod libraries;
 mod meta;
+mod notification_destinations;
 mod oauth_u2m;
 mod permissions;
 pub(crate) mod pipelines;
@@ -117,6 +118,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(libraries::endpoints());
     all.extend(pipelines::endpoints());
     all.extend(jobs::endpoints());
+    all.extend(notification_destinations::endpoints());
     all.extend(secrets::endpoints());
     all.extend(dbfs::endpoints());
     all.extend(workspace::endpoints());
