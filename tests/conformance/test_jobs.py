@@ -654,3 +654,35 @@ def test_notification_destinations_and_job_webhooks(env):
     assert secret_url.split("=")[1] not in server.log_path.read_text(errors="replace")
     w.notification_destinations.delete(email.id)
     assert email.id not in [d.id for d in w.notification_destinations.list()]
+
+
+def test_environment_tasks_run_on_a_pooled_engine_with_their_dependencies(env):
+    w, server, home = env["w"], env["server"], env["home"]
+    name = "kilnenv" + unique("e").split("-")[1][:6]
+    local = server.shared_dir / "dbfs" / "jobs" / f"{name}-0.1-py3-none-any.whl"
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_bytes(wheel(name, "def answer():\n    return 42\n", {}))
+    put_file(w, f"{home}/use_dep.py", f"import sys\nimport {name}\nprint('answer', {name}.answer(), sys.argv[1:])\n")
+    environments = [{"environment_key": "default",
+                     "spec": {"client": "2", "dependencies": [f"dbfs:/jobs/{name}-0.1-py3-none-any.whl"]}}]
+    r = server.http().post(server.url("/api/2.2/jobs/create"), json={
+        "name": "x", "environments": environments,
+        "tasks": [{"task_key": "a", "environment_key": "other", "spark_python_task": {"python_file": f"{home}/use_dep.py"}}]})
+    assert "tasks.environment_key" in assert_error(r, 400, "INVALID_PARAMETER_VALUE")["message"]
+    task = {"environment_key": "default", "spark_python_task": {"python_file": f"{home}/use_dep.py", "parameters": ["x"]}}
+    job_id = create(w, name=unique("serverless"), environments=environments,
+                    tasks=[{"task_key": "a", **task}, {"task_key": "b", "depends_on": [{"task_key": "a"}], **task}])
+    assert w.jobs.get(job_id).settings.environments[0].spec.dependencies == environments[0]["spec"]["dependencies"]
+    first = w.jobs.run_now_and_wait(job_id=job_id, timeout=WAIT)
+    assert first.state.result_state == jobs.RunResultState.SUCCESS, explain(w, first)
+    out = w.jobs.get_run_output(task_of(first, "a").run_id)
+    assert "answer 42 ['x']" in out.logs, out.logs
+    engine = task_of(first, "a").cluster_instance.cluster_id
+    assert task_of(first, "b").cluster_instance.cluster_id == engine
+    # the engine outlives the run and the next run finds it warm, its dependency installed
+    pooled = w.clusters.get(engine)
+    assert pooled.cluster_name.startswith("serverless-env-") and pooled.state.value == "RUNNING"
+    second = w.jobs.run_now_and_wait(job_id=job_id, timeout=WAIT)
+    assert second.state.result_state == jobs.RunResultState.SUCCESS, explain(w, second)
+    assert task_of(second, "a").cluster_instance.cluster_id == engine
+    assert task_of(second, "a").setup_duration < task_of(first, "a").setup_duration

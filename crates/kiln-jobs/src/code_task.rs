@@ -27,20 +27,27 @@ const CANCEL_GRACE: Duration = Duration::from_secs(30);
 // ---- compute ----------------------------------------------------------------
 
 /// The cluster a code task runs on, running: its existing cluster (started
-/// when terminated), or the run's job cluster for it (created once per run).
+/// when terminated), its environment's pooled engine, or the run's job
+/// cluster for it (created once per run); and the libraries its environment
+/// needs there.
 async fn cluster_for(
     jobs: &Arc<Jobs>,
     run: &RunRecord,
     key: &str,
     task: &Map<String, Value>,
     token: &CancellationToken,
-) -> Result<String> {
+) -> Result<(String, Vec<Value>)> {
+    let mut libraries = Vec::new();
     let cluster_id = if let Some(id) = task.get("existing_cluster_id").and_then(Value::as_str) {
         let c = jobs.clusters.get(id)?;
         if matches!(c.state.as_str(), "TERMINATED" | "ERROR") {
             jobs.clusters.start(&run.run_as, id).await?;
         }
         id.to_string()
+    } else if let Some(env) = task.get("environment_key").and_then(Value::as_str) {
+        let (id, needed) = crate::environments::engine_for(jobs, run, env).await?;
+        libraries = needed;
+        id
     } else {
         let (slot, spec) = if let Some(k) = task.get("job_cluster_key").and_then(Value::as_str) {
             let spec = run
@@ -63,7 +70,7 @@ async fn cluster_for(
         port = kiln_compute::cluster_wait::wait_running(&jobs.clusters, &cluster_id, CLUSTER_START) => { port?; }
         _ = token.cancelled() => return Err(Error::invalid_state("cancelled")),
     }
-    Ok(cluster_id)
+    Ok((cluster_id, libraries))
 }
 
 async fn job_cluster(
@@ -181,10 +188,13 @@ pub(crate) async fn code_task(
         }
     };
     let setup_started = now_ms();
-    let cluster_id = cluster_for(jobs, run, key, task, &attempt.token).await?;
-    if let Some(libraries) = task.get("libraries").and_then(Value::as_array) {
+    let (cluster_id, mut libraries) = cluster_for(jobs, run, key, task, &attempt.token).await?;
+    if let Some(more) = task.get("libraries").and_then(Value::as_array) {
+        libraries.extend(more.iter().cloned());
+    }
+    if !libraries.is_empty() {
         tokio::select! {
-            installed = jobs.libraries.install_and_wait(&cluster_id, libraries, LIBRARIES_INSTALL) => installed?,
+            installed = jobs.libraries.install_and_wait(&cluster_id, &libraries, LIBRARIES_INSTALL) => installed?,
             _ = attempt.token.cancelled() => return Err(Error::invalid_state("cancelled")),
         }
     }

@@ -8,6 +8,7 @@ mod code_task;
 mod contexts_pool;
 pub mod cron;
 pub mod destinations;
+pub mod environments;
 mod for_each;
 pub mod lifecycle;
 pub mod model;

@@ -39,6 +39,7 @@ pub fn normalize(settings: Value, lookups: &dyn Lookups) -> Result<Map<String, V
         ));
     }
     let job_clusters = job_clusters(&mut s)?;
+    let environments = crate::environments::check(&s)?;
     parameters(&s)?;
     if let Some(schedule) = s.get("schedule").filter(|v| !v.is_null()) {
         crate::cron::check_schedule(schedule)?;
@@ -87,6 +88,7 @@ pub fn normalize(settings: Value, lookups: &dyn Lookups) -> Result<Map<String, V
         checked.push(task);
     }
     check_dependencies(&checked)?;
+    crate::environments::check_keys(&checked, &environments)?;
     s.insert(
         "tasks".into(),
         Value::Array(checked.into_iter().map(Value::Object).collect()),

@@ -1,0 +1,177 @@
+//! Serverless-style tasks: a job's `environments` (each an `environment_key`
+//! and a `spec` with `client`/`environment_version` and pip `dependencies`)
+//! and tasks that name one with `environment_key` instead of a cluster.
+//!
+//! Kiln keeps a pool of engines for them: one per (run_as, environment spec),
+//! a cluster named `serverless-env-<hash>` tagged `KilnEnvironment`, whose
+//! libraries are the environment's dependencies. It outlives the run, so the
+//! next run of any job with the same environment finds it warm with its
+//! dependencies installed; it stops after `IDLE_MINUTES` without work and is
+//! started again when a task needs it. One engine per user keeps one user's
+//! code away from another's.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use kiln_core::Result;
+use serde_json::{json, Map, Value};
+
+use crate::model::RunRecord;
+use crate::service::Jobs;
+use crate::task_settings::invalid;
+
+/// Minutes an environment's engine stays up without work.
+pub const IDLE_MINUTES: u32 = 10;
+const TAG: &str = "KilnEnvironment";
+
+/// Checks `environments`, returning their keys.
+pub(crate) fn check(s: &Map<String, Value>) -> Result<BTreeSet<String>> {
+    let mut keys = BTreeSet::new();
+    let Some(list) = s.get("environments").filter(|v| !v.is_null()) else {
+        return Ok(keys);
+    };
+    let list = list
+        .as_array()
+        .ok_or_else(|| invalid("environments", "expected a list"))?;
+    for env in list {
+        let key = env
+            .get("environment_key")
+            .and_then(Value::as_str)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| invalid("environments.environment_key", "required"))?;
+        if !keys.insert(key.to_string()) {
+            return Err(invalid(
+                "environments.environment_key",
+                format!("duplicate key {key}"),
+            ));
+        }
+        let spec = env.get("spec").filter(|v| !v.is_null());
+        if spec.is_some_and(|s| !s.is_object()) {
+            return Err(invalid("environments.spec", "expected an object"));
+        }
+        for dep in dependencies(spec.unwrap_or(&Value::Null))? {
+            kiln_compute::libraries::LibrarySource::parse(&dep)
+                .map_err(|e| invalid("environments.spec.dependencies", e.message))?;
+        }
+    }
+    Ok(keys)
+}
+
+/// Every task (and for-each nested task) names an environment that exists.
+pub(crate) fn check_keys(tasks: &[Map<String, Value>], keys: &BTreeSet<String>) -> Result<()> {
+    for task in tasks {
+        let nested = task
+            .get("for_each_task")
+            .and_then(|f| f.get("task"))
+            .and_then(Value::as_object);
+        for t in std::iter::once(task).chain(nested) {
+            if let Some(k) = t.get("environment_key").and_then(Value::as_str) {
+                if !keys.contains(k) {
+                    return Err(invalid(
+                        "tasks.environment_key",
+                        format!("no environment {k} in the job's environments"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An environment's `dependencies` as cluster libraries: a wheel path is a
+/// `whl`, `-r <file>` a `requirements` file, anything else a PyPI requirement.
+fn dependencies(spec: &Value) -> Result<Vec<Value>> {
+    let Some(list) = spec.get("dependencies").filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let list = list
+        .as_array()
+        .ok_or_else(|| invalid("environments.spec.dependencies", "expected a list"))?;
+    list.iter()
+        .map(|d| {
+            let d = d
+                .as_str()
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .ok_or_else(|| {
+                    invalid(
+                        "environments.spec.dependencies",
+                        "expected requirement strings",
+                    )
+                })?;
+            Ok(if let Some(file) = d.strip_prefix("-r ") {
+                json!({"requirements": file.trim()})
+            } else if d.ends_with(".whl") && (d.starts_with('/') || d.contains(":/")) {
+                json!({"whl": d})
+            } else {
+                json!({"pypi": {"package": d}})
+            })
+        })
+        .collect()
+}
+
+/// The engine for `key` of `run` (created or started as needed) and the
+/// libraries the task must have installed on it.
+pub(crate) async fn engine_for(
+    jobs: &Arc<Jobs>,
+    run: &RunRecord,
+    key: &str,
+) -> Result<(String, Vec<Value>)> {
+    let spec = run
+        .settings
+        .get("environments")
+        .and_then(Value::as_array)
+        .and_then(|envs| envs.iter().find(|e| e["environment_key"] == json!(key)))
+        .map(|e| e.get("spec").cloned().unwrap_or(Value::Null))
+        .unwrap_or(Value::Null);
+    let libraries = dependencies(&spec)?;
+    let fingerprint = kiln_identity::sha256_hex(&format!("{}\n{}", run.run_as, spec));
+    let hash = &fingerprint[..16];
+    let _guard = jobs.cluster_lock.lock().await;
+    let pooled = jobs.clusters.list()?.into_iter().find(|c| {
+        c.creator == run.run_as && c.config.custom_tags.get(TAG).map(String::as_str) == Some(hash)
+    });
+    let cluster_id = match pooled {
+        Some(c) => {
+            if matches!(c.state.as_str(), "TERMINATED" | "ERROR") {
+                jobs.clusters.start(&run.run_as, &c.cluster_id).await?;
+            }
+            c.cluster_id
+        }
+        None => {
+            let name = format!("serverless-env-{hash}");
+            let mut config = kiln_compute::cluster_spec::config_from_json(
+                &json!({}),
+                &name,
+                "JOB",
+                IDLE_MINUTES,
+            )?;
+            config.custom_tags.insert(TAG.into(), hash.into());
+            jobs.clusters.create(&run.run_as, config).await?.cluster_id
+        }
+    };
+    Ok((cluster_id, libraries))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependencies_become_libraries() -> Result<()> {
+        let spec = json!({"client": "2", "dependencies": [
+            "pandas==2.2.3", "/Volumes/main/default/w/pkg-1.0-py3-none-any.whl", "-r /Workspace/Shared/req.txt"]});
+        assert_eq!(
+            dependencies(&spec)?,
+            vec![
+                json!({"pypi": {"package": "pandas==2.2.3"}}),
+                json!({"whl": "/Volumes/main/default/w/pkg-1.0-py3-none-any.whl"}),
+                json!({"requirements": "/Workspace/Shared/req.txt"}),
+            ]
+        );
+        assert!(dependencies(&json!({"dependencies": [""]})).is_err());
+        let s = json!({"environments": [{"environment_key": "e", "spec": {}}, {"environment_key": "e"}]});
+        assert!(check(s.as_object().unwrap_or(&Map::new())).is_err());
+        Ok(())
+    }
+}
