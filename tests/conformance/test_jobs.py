@@ -686,3 +686,29 @@ def test_environment_tasks_run_on_a_pooled_engine_with_their_dependencies(env):
     assert second.state.result_state == jobs.RunResultState.SUCCESS, explain(w, second)
     assert task_of(second, "a").cluster_instance.cluster_id == engine
     assert task_of(second, "a").setup_duration < task_of(first, "a").setup_duration
+
+
+def test_jobs_and_runs_with_more_than_100_tasks_come_in_pages(env):
+    w, server = env["w"], env["server"]
+    cond = {"op": "EQUAL_TO", "left": "1", "right": "1"}
+    tasks = [{"task_key": f"t{i:03}", "condition_task": cond} for i in range(150)]
+    name = unique("wide")
+    job_id = create(w, name=name, tasks=tasks, parameters=[{"name": "p", "default": "1"}])
+    h = server.http()
+    first = h.get(server.url("/api/2.2/jobs/get"), params={"job_id": job_id}).json()
+    assert len(first["settings"]["tasks"]) == 100 and first["has_more"] and first["next_page_token"]
+    assert first["settings"]["parameters"] == [{"name": "p", "default": "1"}]
+    second = h.get(server.url("/api/2.2/jobs/get"), params={"job_id": job_id, "page_token": first["next_page_token"]}).json()
+    assert len(second["settings"]["tasks"]) == 50 and not second["has_more"] and "next_page_token" not in second
+    assert second["settings"]["parameters"] == [] and second["settings"]["job_clusters"] == []
+    # 2.1 answers them whole; the SDK puts 2.2's pages together
+    assert len(h.get(server.url("/api/2.1/jobs/get"), params={"job_id": job_id}).json()["settings"]["tasks"]) == 150
+    assert [t.task_key for t in w.jobs.get(job_id).settings.tasks] == [t["task_key"] for t in tasks]
+    listed = next(j for j in w.jobs.list(name=name, expand_tasks=True))
+    assert len(listed.settings.tasks) == 150
+    run = w.jobs.run_now_and_wait(job_id=job_id, timeout=WAIT)
+    assert run.state.result_state == jobs.RunResultState.SUCCESS
+    assert len(run.tasks) == 150 and len({t.run_id for t in run.tasks}) == 150
+    raw = h.get(server.url("/api/2.2/jobs/runs/get"), params={"run_id": run.run_id}).json()
+    assert len(raw["tasks"]) == 100 and raw["has_more"] and raw["job_parameters"] == [{"name": "p", "value": "1"}]
+    w.jobs.delete(job_id)

@@ -40,6 +40,9 @@ pub fn opt_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>,
 pub struct JobRef {
     #[serde(deserialize_with = "id")]
     pub job_id: i64,
+    /// 2.2: the next page of a job's tasks, job clusters, parameters and environments.
+    #[serde(default)]
+    pub page_token: Option<String>,
 }
 
 /// `jobs/list`.
@@ -110,6 +113,9 @@ pub struct RunNow {
 pub struct RunRef {
     #[serde(deserialize_with = "id")]
     pub run_id: i64,
+    /// 2.2: the next page of a run's tasks, job clusters, parameters and repair history.
+    #[serde(default)]
+    pub page_token: Option<String>,
 }
 
 /// `runs/list`.

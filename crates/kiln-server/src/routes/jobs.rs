@@ -212,18 +212,52 @@ async fn create(
     Ok(Json(json!({"job_id": job.job_id})))
 }
 
+/// The lists 2.2 pages (at 100 items) in a job's settings, and in a run.
+const JOB_LISTS: &[&str] = &["tasks", "job_clusters", "parameters", "environments"];
+const RUN_LISTS: &[&str] = &["tasks", "job_clusters", "job_parameters", "repair_history"];
+
+/// 2.2 answers a job's or a run's long lists a page at a time (`has_more`,
+/// `next_page_token`); the 2.0 and 2.1 paths answer them whole.
+fn paged(mut v: Value, in_settings: bool, uri: &Uri, token: Option<&str>) -> Result<Value> {
+    if !uri.path().starts_with("/api/2.2/") {
+        return Ok(v);
+    }
+    let (target, fields) = if in_settings {
+        (v.get_mut("settings"), JOB_LISTS)
+    } else {
+        (Some(&mut v), RUN_LISTS)
+    };
+    let Some(Value::Object(obj)) = target else {
+        return Ok(v);
+    };
+    let next = convert::paginate(obj, fields, token)?;
+    v["has_more"] = json!(next.is_some());
+    if let Some(next) = next {
+        v["next_page_token"] = json!(next);
+    }
+    Ok(v)
+}
+
 async fn get_job(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    uri: Uri,
     Params(req): Params<JobRef>,
 ) -> ApiResult<Json<Value>> {
     let job = require_job(&state, &caller, req.job_id, "CAN_VIEW")?;
-    Ok(Json(convert::job(&job, true)))
+    let v = paged(
+        convert::job(&job, true),
+        true,
+        &uri,
+        req.page_token.as_deref(),
+    )?;
+    Ok(Json(v))
 }
 
 async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    uri: Uri,
     Params(req): Params<ListJobs>,
 ) -> ApiResult<Json<Value>> {
     let limit = req.limit.unwrap_or(20);
@@ -242,7 +276,10 @@ async fn list(
     let (page, next) = offset_page(jobs, req.page_token.as_deref(), size)?;
     let expand = req.expand_tasks.unwrap_or(false);
     let mut v = json!({
-        "jobs": page.iter().map(|j| convert::job(j, expand)).collect::<Vec<_>>(),
+        "jobs": page
+            .iter()
+            .map(|j| paged(convert::job(j, expand), true, &uri, None))
+            .collect::<Result<Vec<_>>>()?,
         "has_more": next.is_some(),
     });
     if let Some(next) = next {
@@ -392,11 +429,8 @@ async fn get_run(
 ) -> ApiResult<Json<Value>> {
     let run = state.jobs.run(req.run_id)?;
     require_run(&state, &caller, &run, "CAN_VIEW")?;
-    Ok(Json(convert::run(
-        &run,
-        &base(&headers, &uri, scheme),
-        true,
-    )))
+    let v = convert::run(&run, &base(&headers, &uri, scheme), true);
+    Ok(Json(paged(v, false, &uri, req.page_token.as_deref())?))
 }
 
 async fn get_output(
@@ -458,7 +492,10 @@ async fn list_runs(
     let base = base(&headers, &uri, scheme);
     let expand = req.expand_tasks.unwrap_or(false);
     let mut v = json!({
-        "runs": page.iter().map(|r| convert::run(r, &base, expand)).collect::<Vec<_>>(),
+        "runs": page
+            .iter()
+            .map(|r| paged(convert::run(r, &base, expand), false, &uri, None))
+            .collect::<Result<Vec<_>>>()?,
         "has_more": next.is_some(),
     });
     if let Some(next) = next {

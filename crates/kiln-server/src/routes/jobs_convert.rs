@@ -22,6 +22,47 @@ pub fn job(record: &JobRecord, expand_tasks: bool) -> Value {
     })
 }
 
+/// Items of one list on a page of 2.2's `jobs/get` and `runs/get`.
+pub const PAGE_SIZE: usize = 100;
+
+/// 2.2's paging of a job's or a run's lists: when any of `fields` of `obj`
+/// holds more than a page, page `token` (0 when `None`) of each (every
+/// field present, empty once exhausted, as the SDK extends each), and the
+/// token of the next page if any list goes on.
+pub fn paginate(
+    obj: &mut Map<String, Value>,
+    fields: &[&str],
+    token: Option<&str>,
+) -> kiln_core::Result<Option<String>> {
+    let page = match token.filter(|t| !t.is_empty()) {
+        None => 0,
+        Some(t) => t
+            .parse::<usize>()
+            .map_err(|_| kiln_core::Error::invalid("Invalid page_token"))?,
+    };
+    let longest = fields
+        .iter()
+        .filter_map(|f| obj.get(*f).and_then(Value::as_array).map(Vec::len))
+        .max()
+        .unwrap_or(0);
+    if longest <= PAGE_SIZE && page == 0 {
+        return Ok(None);
+    }
+    for f in fields {
+        let items = match obj.remove(*f) {
+            Some(Value::Array(items)) => items,
+            _ => Vec::new(),
+        };
+        let slice: Vec<Value> = items
+            .into_iter()
+            .skip(page * PAGE_SIZE)
+            .take(PAGE_SIZE)
+            .collect();
+        obj.insert((*f).into(), Value::Array(slice));
+    }
+    Ok(((page + 1) * PAGE_SIZE < longest).then(|| (page + 1).to_string()))
+}
+
 fn state(s: &RunState) -> Value {
     let mut v = json!({
         "life_cycle_state": s.life_cycle_state.as_str(),
