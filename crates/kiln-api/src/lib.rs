@@ -18,6 +18,7 @@ pub mod pipelines;
 pub mod postgres;
 pub mod scim;
 pub mod secrets;
+pub mod sql;
 pub mod tokens;
 pub mod unity_catalog;
 pub mod workspace;

@@ -198,6 +198,12 @@ pub async fn serve(
         },
     )?;
     kiln_jobs::scheduler::start(&jobs);
+    let warehouses = kiln_sql::Warehouses::open(store.clone(), clusters.clone())?;
+    kiln_sql::reconciler::start(&warehouses);
+    let statements = kiln_sql::Statements::new(
+        warehouses.clone(),
+        kiln_sql::history::History::open(store.clone())?,
+    );
     let host = HostInfo::detect(&config.data_dir);
     let shared = Shared {
         config,
@@ -217,6 +223,8 @@ pub async fn serve(
         lakebase,
         pipelines: pipelines.clone(),
         jobs: jobs.clone(),
+        warehouses: warehouses.clone(),
+        statements,
         limiter,
         workspace_id,
         account_id,
@@ -257,6 +265,7 @@ pub async fn serve(
     }
     // Job runs and pipeline updates, then kernels (they talk to engines), then engines.
     jobs.shutdown().await;
+    warehouses.shutdown().await;
     pipelines.shutdown().await;
     kernels_stop.cancel();
     let _ = kernels.await;

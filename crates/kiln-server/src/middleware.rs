@@ -21,6 +21,8 @@ pub fn is_public(path: &str) -> bool {
         // The Data API authenticates its requests itself (Lakebase credentials too).
         || path.starts_with(kiln_api::postgres::DATA_API_PREFIX)
         || crate::ui::is_public(path)
+        // A statement's external result links carry their own token.
+        || path == crate::routes::sql_statements::RESULT_LINK
         || matches!(
             path,
             "/health"

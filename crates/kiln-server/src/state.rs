@@ -36,6 +36,8 @@ pub struct Shared {
     pub lakebase: Arc<kiln_lakebase::Lakebase>,
     pub pipelines: Arc<kiln_pipelines::Pipelines>,
     pub jobs: Arc<kiln_jobs::Jobs>,
+    pub warehouses: Arc<kiln_sql::Warehouses>,
+    pub statements: Arc<kiln_sql::Statements>,
     pub limiter: RateLimiter,
     /// Numeric workspace id (host metadata, `X-Databricks-Org-Id`).
     pub workspace_id: String,

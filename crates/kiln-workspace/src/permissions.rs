@@ -19,6 +19,7 @@ pub fn levels(object_type: &str) -> Result<&'static [&'static str]> {
         "clusters" => Ok(&["CAN_ATTACH_TO", "CAN_RESTART", "CAN_MANAGE"]),
         "pipelines" => Ok(&["CAN_VIEW", "CAN_RUN", "CAN_MANAGE", "IS_OWNER"]),
         "jobs" => Ok(&["CAN_VIEW", "CAN_MANAGE_RUN", "CAN_MANAGE", "IS_OWNER"]),
+        "warehouses" => Ok(&["CAN_USE", "CAN_MONITOR", "CAN_MANAGE", "IS_OWNER"]),
         "directories" | "notebooks" | "files" => {
             Ok(&["CAN_READ", "CAN_RUN", "CAN_EDIT", "CAN_MANAGE"])
         }
@@ -38,8 +39,7 @@ pub fn levels(object_type: &str) -> Result<&'static [&'static str]> {
         | "repos"
         | "serving-endpoints"
         | "supervisor-agents"
-        | "vector-search-endpoints"
-        | "warehouses" => Err(Error::not_implemented(&format!(
+        | "vector-search-endpoints" => Err(Error::not_implemented(&format!(
             "permissions for {object_type}"
         ))),
         other => Err(Error::invalid(format!("Unknown object type {other}"))),

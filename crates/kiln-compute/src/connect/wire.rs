@@ -225,6 +225,31 @@ pub struct ExecutePlanResponse {
     pub session_id: String,
     #[prost(string, tag = "15")]
     pub server_side_session_id: String,
+    #[prost(message, optional, tag = "2")]
+    pub arrow_batch: Option<ArrowBatch>,
+    #[prost(message, optional, tag = "5")]
+    pub sql_command_result: Option<SqlCommandResult>,
+    /// The result's schema (sent once, before or with the first batch).
+    #[prost(message, optional, tag = "7")]
+    pub schema: Option<DataType>,
+}
+
+/// Rows of a result: an Arrow IPC stream (its schema, then record batches).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ArrowBatch {
+    #[prost(int64, tag = "1")]
+    pub row_count: i64,
+    #[prost(bytes = "vec", tag = "2")]
+    pub data: Vec<u8>,
+    #[prost(int64, optional, tag = "3")]
+    pub start_offset: Option<i64>,
+}
+
+/// `spark.sql`'s answer: the relation to run for the rows (kept encoded).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SqlCommandResult {
+    #[prost(bytes = "vec", optional, tag = "1")]
+    pub relation: Option<Vec<u8>>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -19,6 +19,7 @@ const PLANNED_PREFIXES: &[&str] = &[
     "/api/2.1/jobs",
     "/api/2.2/jobs",
     "/api/2.0/sql",
+    "/api/2.0/preview/sql",
     "/api/2.0/fs",
     "/api/2.0/pipelines",
     "/api/2.0/libraries",

@@ -32,6 +32,8 @@ mod postgres_trash;
 mod scim;
 mod scim_groups;
 pub(crate) mod secrets;
+pub(crate) mod sql_statements;
+pub(crate) mod sql_warehouses;
 mod token_management;
 mod uc_volumes;
 mod unity_catalog;
@@ -119,6 +121,8 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(pipelines::endpoints());
     all.extend(jobs::endpoints());
     all.extend(notification_destinations::endpoints());
+    all.extend(sql_warehouses::endpoints());
+    all.extend(sql_statements::endpoints());
     all.extend(secrets::endpoints());
     all.extend(dbfs::endpoints());
     all.extend(workspace::endpoints());

@@ -133,6 +133,14 @@ fn resolve(state: &AppState, object_type: &str, object_id: &str) -> Result<Targe
                 object: None,
             })
         }
+        "warehouses" => Ok(Target {
+            object_type: object_type.into(),
+            object_id: object_id.into(),
+            chain: vec![(object_type.into(), object_id.into())],
+            owner: Some(super::sql_warehouses::require_existing(state, object_id)?),
+            owner_from: None,
+            object: None,
+        }),
         other => Err(Error::not_implemented(&format!("permissions for {other}"))),
     }
 }
@@ -150,6 +158,10 @@ fn require(state: &AppState, caller: &Caller, target: &Target, level: &str) -> R
         Some(object) => require_object(state, caller, object, level),
         None if target.object_type == "pipelines" => {
             super::pipelines::require_pipeline(state, caller, &target.object_id, level).map(|_| ())
+        }
+        None if target.object_type == "warehouses" => {
+            super::sql_warehouses::require_warehouse(state, caller, &target.object_id, level)
+                .map(|_| ())
         }
         None if target.object_type == "jobs" => {
             let id: i64 = target.object_id.parse().unwrap_or_default();

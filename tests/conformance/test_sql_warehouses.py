@@ -1,0 +1,150 @@
+"""SQL warehouses and the Statement Execution API through the SDK: warehouses as real engines
+(create, start/stop, auto-stop, start on a statement, more engines under load, permissions), and
+statements (inline, async, cancel, on_wait_timeout, parameters that stay data, chunks, external
+Arrow/CSV links, errors, query history)."""
+
+from __future__ import annotations
+
+import io
+import time
+from datetime import timedelta
+
+import pytest
+import requests
+from databricks.sdk.errors import NotFound, PermissionDenied
+from databricks.sdk.service import sql
+
+from kiln_helpers import assert_error, non_admin, unique, wait_for
+
+WAIT = timedelta(minutes=5)
+
+
+@pytest.fixture(scope="module")
+def env(kiln_factory):
+    server = kiln_factory()
+    w = server.client()
+    wh = w.warehouses.create_and_wait(name=unique("wh"), cluster_size="2X-Small", auto_stop_mins=0,
+                                      timeout=WAIT)
+    return {"server": server, "w": w, "warehouse": wh.id}
+
+
+def run(w, warehouse, statement, **kw):
+    kw.setdefault("wait_timeout", "30s")
+    return w.statement_execution.execute_statement(statement=statement, warehouse_id=warehouse, **kw)
+
+
+def test_a_warehouse_is_a_running_engine_with_connection_details(env):
+    w, server, wid = env["w"], env["server"], env["warehouse"]
+    got = w.warehouses.get(wid)
+    assert got.state == sql.State.RUNNING and got.num_clusters == 1 and got.health.status.value == "HEALTHY"
+    assert got.cluster_size == "2X-Small" and got.min_num_clusters == 1 and got.max_num_clusters == 1
+    assert got.odbc_params.path == f"/sql/1.0/warehouses/{wid}" and got.odbc_params.protocol == "https"
+    assert got.odbc_params.port == server.config["server"]["https_port"]
+    assert f"httpPath=/sql/1.0/warehouses/{wid}" in got.jdbc_url
+    assert wid in [x.id for x in w.warehouses.list()]
+    assert wid in [d.warehouse_id for d in w.data_sources.list()]
+    r = run(w, wid, "SELECT 1 AS one, 'a' AS letter, CAST(NULL AS INT) AS nothing")
+    assert r.status.state == sql.StatementState.SUCCEEDED, r.status
+    assert r.result.data_array == [["1", "a", None]]
+    cols = r.manifest.schema.columns
+    assert [c.name for c in cols] == ["one", "letter", "nothing"]
+    assert [c.type_name.value for c in cols] == ["INT", "STRING", "INT"]
+    assert r.manifest.total_row_count == 1 and r.manifest.truncated is False
+
+SLOW = "SELECT sum(a.id + b.id) FROM range(300000) a CROSS JOIN range(300000) b"
+
+
+def test_statements_write_tables_bind_parameters_and_fail_as_databricks_does(env):
+    w, wid = env["w"], env["warehouse"]
+    schema = unique("stmts").replace("-", "_")
+    assert run(w, wid, f"CREATE SCHEMA main.{schema}").status.state == sql.StatementState.SUCCEEDED
+    r = run(w, wid, "CREATE TABLE orders (id INT, item STRING, price DOUBLE) USING delta", catalog="main", schema=schema)
+    assert r.status.state == sql.StatementState.SUCCEEDED, r.status
+    run(w, wid, "INSERT INTO orders VALUES (1, 'apple', 1.5), (2, 'pear', 2.25), (3, 'fig', NULL)",
+        catalog="main", schema=schema)
+    assert w.tables.get(f"main.{schema}.orders").table_type.value == "MANAGED"
+    # named parameters are bound by the engine: an injection attempt stays data
+    evil = "x' OR '1'='1"
+    r = run(w, wid, f"SELECT count(*) AS n FROM main.{schema}.orders WHERE item = :item",
+            parameters=[sql.StatementParameterListItem(name="item", value=evil)])
+    assert r.result.data_array == [["0"]], r.status
+    r = run(w, wid, f"SELECT item, price FROM main.{schema}.orders WHERE id >= :min AND price < :cap ORDER BY id",
+            parameters=[sql.StatementParameterListItem(name="min", value="2", type="INT"),
+                        sql.StatementParameterListItem(name="cap", value="5", type="DOUBLE")])
+    assert r.result.data_array == [["pear", "2.25"]], r.status
+    r = run(w, wid, "SELECT :d AS d", parameters=[sql.StatementParameterListItem(name="d", value="2024-02-29", type="DATE")])
+    assert r.result.data_array == [["2024-02-29"]] and r.manifest.schema.columns[0].type_name.value == "DATE"
+    # a failed statement is HTTP 200 with status.error, the engine's message in it
+    r = run(w, wid, "SELECT * FROM main.nowhere.nothing")
+    assert r.status.state == sql.StatementState.FAILED and "nothing" in r.status.error.message.lower(), r.status
+    # bad requests change nothing and answer 400
+    h = env["server"].http()
+    url = env["server"].url("/api/2.0/sql/statements")
+    assert_error(h.post(url, json={"statement": "SELECT 1", "warehouse_id": wid, "wait_timeout": "3s"}), 400, "INVALID_PARAMETER_VALUE")
+    assert_error(h.post(url, json={"statement": "SELECT 1", "warehouse_id": wid, "format": "CSV"}), 400, "INVALID_PARAMETER_VALUE")
+    assert_error(h.post(url, json={"statement": "SELECT 1", "warehouse_id": "nope"}), 404, "RESOURCE_DOES_NOT_EXIST")
+    assert_error(h.post(url, json={"statement": "SELECT :n", "warehouse_id": wid,
+                                   "parameters": [{"name": "n", "value": "x", "type": "INT"}]}), 400, "INVALID_PARAMETER_VALUE")
+    # views, REPLACE and table utilities go through Kiln's rewrites as from any client
+    run(w, wid, f"CREATE OR REPLACE VIEW main.{schema}.cheap AS SELECT * FROM main.{schema}.orders WHERE price < 2")
+    assert run(w, wid, f"SELECT id FROM main.{schema}.cheap").result.data_array == [["1"]]
+    r = run(w, wid, f"CREATE OR REPLACE TABLE main.{schema}.orders AS SELECT 9 AS id")
+    assert r.status.state == sql.StatementState.SUCCEEDED, r.status
+    assert run(w, wid, f"SELECT * FROM main.{schema}.orders").result.data_array == [["9"]]
+    hist = run(w, wid, f"DESCRIBE HISTORY main.{schema}.orders")
+    assert hist.status.state == sql.StatementState.SUCCEEDED and hist.manifest.total_row_count >= 2, hist.status
+
+
+def test_async_statements_cancel_and_on_wait_timeout(env):
+    w, wid = env["w"], env["warehouse"]
+    r = w.statement_execution.execute_statement(statement=SLOW, warehouse_id=wid, wait_timeout="0s")
+    assert r.status.state in (sql.StatementState.PENDING, sql.StatementState.RUNNING)
+    wait_for(lambda: w.statement_execution.get_statement(r.statement_id).status.state == sql.StatementState.RUNNING,
+             30, "the statement running")
+    w.statement_execution.cancel_execution(r.statement_id)
+    got = wait_for(lambda: (lambda s: s if s.status.state == sql.StatementState.CANCELED else None)(
+        w.statement_execution.get_statement(r.statement_id)), 30, "the statement cancelled")
+    assert got.result is None
+    started = time.time()
+    r = w.statement_execution.execute_statement(statement=SLOW, warehouse_id=wid, wait_timeout="5s",
+                                                on_wait_timeout=sql.ExecuteStatementRequestOnWaitTimeout.CANCEL)
+    assert r.status.state == sql.StatementState.CANCELED and time.time() - started < 20
+    # the engine is free again: a quick statement answers at once
+    assert run(w, wid, "SELECT 2").result.data_array == [["2"]]
+    # another user cannot see a statement
+    other = non_admin(env["server"], w, "stmts")
+    with pytest.raises((NotFound, PermissionDenied)):
+        other["w"].statement_execution.get_statement(r.statement_id)
+
+
+def test_chunks_limits_and_external_links(env):
+    import pyarrow as pa
+
+    w, wid = env["w"], env["warehouse"]
+    r = run(w, wid, "SELECT id, id * 2 AS twice FROM range(25000) ORDER BY id")
+    m = r.manifest
+    assert m.total_row_count == 25000 and m.total_chunk_count == 3 and len(m.chunks) == 3
+    assert len(r.result.data_array) == 10000 and r.result.next_chunk_index == 1
+    second = w.statement_execution.get_statement_result_chunk_n(r.statement_id, 1)
+    assert second.row_offset == 10000 and second.data_array[0] == ["10000", "20000"]
+    limited = run(w, wid, "SELECT id FROM range(100)", row_limit=7)
+    assert limited.manifest.total_row_count == 7 and limited.manifest.truncated
+    # ARROW_STREAM and CSV as links fetched with no Authorization header
+    arrow = run(w, wid, "SELECT id, concat('row', id) AS label FROM range(5)",
+                disposition=sql.Disposition.EXTERNAL_LINKS, format=sql.Format.ARROW_STREAM)
+    link = arrow.result.external_links[0]
+    assert link.expiration and "token=" in link.external_link
+    got = requests.get(link.external_link, verify=False)
+    assert got.status_code == 200
+    table = pa.ipc.open_stream(io.BytesIO(got.content)).read_all()
+    assert table.column("label").to_pylist() == [f"row{i}" for i in range(5)]
+    csv = run(w, wid, "SELECT 1 AS a, 'x,y' AS b", disposition=sql.Disposition.EXTERNAL_LINKS, format=sql.Format.CSV)
+    assert requests.get(csv.result.external_links[0].external_link).text == '1,"x,y"\n'
+    bad = requests.get(link.external_link.split("token=")[0] + "token=forged")
+    assert bad.status_code == 403
+    # what ran is in the query history
+    history = list(w.query_history.list(filter_by=sql.QueryFilter(warehouse_ids=[wid]), max_results=100).res)
+    texts = [q.query_text for q in history]
+    assert "SELECT id FROM range(100)" in texts
+    q = next(q for q in history if q.query_text == "SELECT id FROM range(100)")
+    assert q.status == sql.QueryStatus.FINISHED and q.user_name and q.statement_type.value == "SELECT"
