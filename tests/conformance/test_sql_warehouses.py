@@ -148,3 +148,86 @@ def test_chunks_limits_and_external_links(env):
     assert "SELECT id FROM range(100)" in texts
     q = next(q for q in history if q.query_text == "SELECT id FROM range(100)")
     assert q.status == sql.QueryStatus.FINISHED and q.user_name and q.statement_type.value == "SELECT"
+
+
+def test_warehouse_lifecycle_auto_stop_and_start_on_a_statement(env):
+    w, server = env["w"], env["server"]
+    h = server.http()
+    url = server.url("/api/2.0/sql/warehouses")
+    for bad in [{"name": "x"}, {"name": "x", "cluster_size": "Huge"},
+                {"name": "x", "cluster_size": "Small", "min_num_clusters": 3, "max_num_clusters": 2}]:
+        assert_error(h.post(url, json=bad), 400, "INVALID_PARAMETER_VALUE")
+    name = unique("auto")
+    wh = w.warehouses.create_and_wait(name=name, cluster_size="X-Small", auto_stop_mins=0,
+                                      tags=sql.EndpointTags(custom_tags=[sql.EndpointTagPair(key="team", value="data")]),
+                                      enable_photon=True, channel=sql.Channel(name=sql.ChannelName.CHANNEL_NAME_PREVIEW),
+                                      timeout=WAIT)
+    assert wh.state == sql.State.RUNNING and wh.tags.custom_tags[0].value == "data" and wh.enable_photon
+    assert wh.channel.name == sql.ChannelName.CHANNEL_NAME_PREVIEW
+    assert_error(h.post(url, json={"name": name, "cluster_size": "Small"}), 409, "RESOURCE_ALREADY_EXISTS")
+    # an engine with one local worker behind it
+    engine = [c for c in w.clusters.list() if c.cluster_source and c.cluster_source.value == "SQL"
+              and c.custom_tags and c.custom_tags.get("SqlEndpointId") == wh.id]
+    assert len(engine) == 1 and engine[0].num_workers == 1
+    # auto-stop (a minute is a second here), then a statement starts it again
+    w.warehouses.edit(wh.id, name=name, cluster_size="X-Small", auto_stop_mins=1)
+    wait_for(lambda: w.warehouses.get(wh.id).state == sql.State.STOPPED, 60, "the warehouse auto-stopped")
+    r = run(w, wh.id, "SELECT 'woke' AS s", wait_timeout="50s")
+    assert r.status.state == sql.StatementState.SUCCEEDED and r.result.data_array == [["woke"]], r.status
+    # stop, start, edit, delete through the SDK's waiters
+    w.warehouses.edit(wh.id, name=name, cluster_size="X-Small", auto_stop_mins=0)
+    w.warehouses.start_and_wait(wh.id, timeout=WAIT)
+    w.warehouses.stop_and_wait(wh.id, timeout=WAIT)
+    assert w.warehouses.get(wh.id).num_clusters == 0
+    w.warehouses.start_and_wait(wh.id, timeout=WAIT)
+    w.warehouses.edit(wh.id, name=name, cluster_size="Small").result(timeout=WAIT)
+    resized = w.warehouses.get(wh.id)
+    assert resized.cluster_size == "Small" and resized.state == sql.State.RUNNING and resized.auto_stop_mins == 0
+    w.warehouses.delete(wh.id)
+    wait_for(lambda: w.warehouses.get(wh.id).state == sql.State.DELETED, 60, "the warehouse deleted")
+    assert wh.id not in [x.id for x in w.warehouses.list()]
+    assert not [c for c in w.clusters.list() if c.custom_tags and c.custom_tags.get("SqlEndpointId") == wh.id]
+    r = h.post(server.url("/api/2.0/sql/statements"), json={"statement": "SELECT 1", "warehouse_id": wh.id})
+    assert_error(r, 404, "RESOURCE_DOES_NOT_EXIST")
+
+
+def test_permissions_level_by_level(env):
+    w, server, wid = env["w"], env["server"], env["warehouse"]
+    other = non_admin(server, w, "whuser")
+    ow = other["w"]
+    assert wid not in [x.id for x in ow.warehouses.list()]
+    with pytest.raises(PermissionDenied):
+        ow.statement_execution.execute_statement(statement="SELECT 1", warehouse_id=wid)
+    w.warehouses.update_permissions(wid, access_control_list=[
+        sql.WarehouseAccessControlRequest(user_name=other["name"], permission_level=sql.WarehousePermissionLevel.CAN_USE)])
+    assert wid in [x.id for x in ow.warehouses.list()]
+    r = ow.statement_execution.execute_statement(statement="SELECT current_date() IS NOT NULL AS ok", warehouse_id=wid,
+                                                 wait_timeout="30s")
+    assert r.result.data_array == [["true"]]
+    with pytest.raises(PermissionDenied):
+        ow.warehouses.stop(wid)
+    with pytest.raises(PermissionDenied):
+        ow.warehouses.delete(wid)
+    levels = [p.permission_level.value for p in w.warehouses.get_permission_levels(wid).permission_levels]
+    assert levels == ["CAN_USE", "CAN_MONITOR", "CAN_MANAGE", "IS_OWNER"]
+    # a user sees only their own queries in the history
+    mine = list(ow.query_history.list(max_results=1000).res)
+    assert mine and {q.user_name for q in mine} == {other["name"]}
+
+
+def test_more_engines_while_statements_queue(kiln_factory):
+    server = kiln_factory()
+    w = server.client()
+    wh = w.warehouses.create_and_wait(name=unique("scale"), cluster_size="2X-Small", min_num_clusters=1,
+                                      max_num_clusters=2, auto_stop_mins=0, timeout=WAIT)
+    slow = [w.statement_execution.execute_statement(statement=SLOW, warehouse_id=wh.id, wait_timeout="0s")
+            for _ in range(12)]
+    wait_for(lambda: w.warehouses.get(wh.id).num_clusters == 2, 120, "a second engine while statements queue")
+    for s in slow:
+        w.statement_execution.cancel_execution(s.statement_id)
+    done = [wait_for(lambda s=s: (lambda x: x if x.status.state == sql.StatementState.CANCELED else None)(
+        w.statement_execution.get_statement(s.statement_id)), 60, "cancelled") for s in slow]
+    assert len(done) == 12
+    # the extra engine goes after a minute (a second here) without work
+    wait_for(lambda: w.warehouses.get(wh.id).num_clusters == 1, 60, "back to one engine")
+    server.stop()

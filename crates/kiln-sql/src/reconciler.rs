@@ -113,6 +113,11 @@ async fn reconcile(
                 for e in &w.engines {
                     restarts.remove(e);
                 }
+                if w.state == WarehouseState::Starting {
+                    // idle time counts from when it is up
+                    ws.touch(id);
+                    w.last_activity_ms = now_ms();
+                }
                 ws.transition(&mut w, WarehouseEvent::EnginesUp)?;
                 let stop_after = w.int("auto_stop_mins") * minute;
                 let idle = ws.active(&w) == 0 && ws.queued(id) == 0;
