@@ -200,9 +200,13 @@ pub async fn serve(
     kiln_jobs::scheduler::start(&jobs);
     let warehouses = kiln_sql::Warehouses::open(store.clone(), clusters.clone())?;
     kiln_sql::reconciler::start(&warehouses);
-    let statements = kiln_sql::Statements::new(
+    let history = kiln_sql::history::History::open(store.clone())?;
+    let statements = kiln_sql::Statements::new(warehouses.clone(), history.clone());
+    let sql_protocol = kiln_sql::protocol::SqlProtocol::new(
         warehouses.clone(),
-        kiln_sql::history::History::open(store.clone())?,
+        clusters.clone(),
+        catalog.clone(),
+        history,
     );
     let host = HostInfo::detect(&config.data_dir);
     let shared = Shared {
@@ -225,6 +229,7 @@ pub async fn serve(
         jobs: jobs.clone(),
         warehouses: warehouses.clone(),
         statements,
+        sql_protocol,
         limiter,
         workspace_id,
         account_id,

@@ -38,6 +38,7 @@ pub struct Shared {
     pub jobs: Arc<kiln_jobs::Jobs>,
     pub warehouses: Arc<kiln_sql::Warehouses>,
     pub statements: Arc<kiln_sql::Statements>,
+    pub sql_protocol: Arc<kiln_sql::protocol::SqlProtocol>,
     pub limiter: RateLimiter,
     /// Numeric workspace id (host metadata, `X-Databricks-Org-Id`).
     pub workspace_id: String,

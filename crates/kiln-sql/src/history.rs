@@ -140,6 +140,44 @@ impl History {
         }])
     }
 
+    /// Records how a statement of the SQL protocol ended (durably).
+    pub fn ended_protocol(
+        &self,
+        id: &str,
+        cancelled: bool,
+        rows: Option<i64>,
+        error: Option<String>,
+        ended_ms: i64,
+    ) {
+        let Ok(mut recent) = self.recent.write() else {
+            return;
+        };
+        let Some(q) = recent.iter_mut().rev().find(|q| q.query_id == id) else {
+            return;
+        };
+        q.status = match (cancelled, &error) {
+            (true, _) => "CANCELED",
+            (false, Some(_)) => "FAILED",
+            (false, None) => "FINISHED",
+        }
+        .into();
+        q.query_end_time_ms = Some(ended_ms);
+        q.rows_produced = rows;
+        q.error_message = error;
+        let Ok(record) = serde_json::to_value(&*q) else {
+            return;
+        };
+        let key = q.query_id.clone();
+        drop(recent);
+        if let Err(e) = self.store.commit(vec![Write::PutObject {
+            kind: KIND,
+            key,
+            record,
+        }]) {
+            tracing::warn!(error = %e.message, "record query history");
+        }
+    }
+
     /// Marks a query RUNNING (in memory).
     pub fn running(&self, id: &str) {
         if let Ok(mut recent) = self.recent.write() {

@@ -7,6 +7,7 @@
 pub mod history;
 pub mod lifecycle;
 pub mod params;
+pub mod protocol;
 pub mod reconciler;
 pub mod results;
 pub mod session;

@@ -140,6 +140,11 @@ fn expression(p: &StatementParameter) -> Result<Expression> {
     })
 }
 
+/// One value as an encoded engine expression (a positional `?` argument).
+pub fn encode(p: &StatementParameter) -> Result<Vec<u8>> {
+    Ok(prost::Message::encode_to_vec(&expression(p)?))
+}
+
 /// The parameters as the engine's named arguments (encoded expressions).
 pub fn bind(parameters: &[StatementParameter]) -> Result<HashMap<String, Vec<u8>>> {
     let mut out = HashMap::new();

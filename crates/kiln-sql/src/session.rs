@@ -179,6 +179,18 @@ impl Session {
         named_arguments: HashMap<String, Vec<u8>>,
         operation_id: &str,
     ) -> Result<Collected, Status> {
+        self.run_args(sql, named_arguments, Vec::new(), operation_id)
+            .await
+    }
+
+    /// [`Session::run`] with positional (`?`) arguments too.
+    pub async fn run_args(
+        &self,
+        sql: &str,
+        named_arguments: HashMap<String, Vec<u8>>,
+        pos_arguments: Vec<Vec<u8>>,
+        operation_id: &str,
+    ) -> Result<Collected, Status> {
         let plan = Plan {
             command: Some(kiln_compute::connect::wire::Command {
                 sql_command: Some(SqlCommand {
@@ -186,6 +198,7 @@ impl Session {
                         sql: Some(kiln_compute::connect::wire::Sql {
                             query: sql.into(),
                             named_arguments,
+                            pos_arguments,
                             ..Default::default()
                         }),
                         ..Default::default()

@@ -248,7 +248,7 @@ impl Statements {
                     l.statement.ended_ms = ended;
                 }
                 finished = Some(l.statement.clone());
-                let _ = l.done.send(true);
+                l.done.send_replace(true);
             }
         }
         if let Some(s) = finished {

@@ -32,6 +32,7 @@ mod postgres_trash;
 mod scim;
 mod scim_groups;
 pub(crate) mod secrets;
+pub(crate) mod sql_protocol;
 pub(crate) mod sql_statements;
 pub(crate) mod sql_warehouses;
 mod token_management;
@@ -123,6 +124,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(notification_destinations::endpoints());
     all.extend(sql_warehouses::endpoints());
     all.extend(sql_statements::endpoints());
+    all.extend(sql_protocol::endpoints());
     all.extend(secrets::endpoints());
     all.extend(dbfs::endpoints());
     all.extend(workspace::endpoints());

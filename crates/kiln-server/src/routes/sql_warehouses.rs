@@ -175,7 +175,10 @@ fn render(state: &AppState, headers: &HeaderMap, uri: &Uri, w: &WarehouseRecord)
         state: w.state.as_str().into(),
         health,
         num_clusters: running as i64,
-        num_active_sessions: state.warehouses.active(w) as i64,
+        num_active_sessions: state
+            .sql_protocol
+            .sessions_on(&kiln_sql::protocol::Target::Warehouse(w.id.clone()))
+            as i64,
         creator_name: w.creator_name.clone(),
         jdbc_url,
         odbc_params,

@@ -1,0 +1,662 @@
+//! The TCLIService calls. A failure a client should see is a TStatus with
+//! ERROR_STATUS (the connector raises it); a statement's own failure is the
+//! operation's ERROR_STATE with the engine's message (`ServerOperationError`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_core::time::now_ms;
+use thrift::OrderedFloat;
+
+use super::batches::Framed;
+use super::operations::{self, Operation};
+use super::tcli::*;
+use super::{metadata, Caller, SqlProtocol, SqlSession, Target};
+use crate::history::QueryRecord;
+use crate::params::{self, StatementParameter};
+
+/// How long ExecuteStatement waits for direct results.
+const DIRECT_WAIT: Duration = Duration::from_secs(5);
+/// How long FetchResults waits for a statement still running.
+const FETCH_WAIT: Duration = Duration::from_secs(60);
+/// The newest protocol version Kiln speaks.
+const NEWEST: i32 = TProtocolVersion::SPARK_CLI_SERVICE_PROTOCOL_V8.0;
+
+pub(crate) struct Handler {
+    pub protocol: Arc<SqlProtocol>,
+    pub caller: Caller,
+}
+
+fn ok() -> Option<TStatus> {
+    Some(TStatus {
+        status_code: Some(TStatusCode::SUCCESS_STATUS),
+        ..Default::default()
+    })
+}
+
+fn failed(message: impl Into<String>) -> Option<TStatus> {
+    let message = message.into();
+    Some(TStatus {
+        status_code: Some(TStatusCode::ERROR_STATUS),
+        error_message: Some(message.clone()),
+        display_message: Some(message),
+        sql_state: Some("HY000".into()),
+        ..Default::default()
+    })
+}
+
+fn invalid_handle(what: &str) -> Option<TStatus> {
+    Some(TStatus {
+        status_code: Some(TStatusCode::INVALID_HANDLE_STATUS),
+        error_message: Some(format!(
+            "Invalid {what} handle: it does not exist or is closed."
+        )),
+        ..Default::default()
+    })
+}
+
+/// 16 random bytes (a session's or an operation's id).
+fn guid() -> Vec<u8> {
+    let hex = kiln_core::ids::random_hex(16);
+    (0..16)
+        .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2).unwrap_or("00"), 16).unwrap_or(0))
+        .collect()
+}
+
+fn handle_guid(id: Option<&THandleIdentifier>) -> Vec<u8> {
+    id.and_then(|h| h.guid.clone()).unwrap_or_default()
+}
+
+fn op_handle(guid: Vec<u8>, kind: i32, has_result: bool) -> TOperationHandle {
+    TOperationHandle {
+        operation_id: Some(THandleIdentifier {
+            guid: Some(guid),
+            secret: Some(self::guid()),
+        }),
+        operation_type: Some(TOperationType(kind)),
+        has_result_set: Some(has_result),
+        modified_row_count: Some(OrderedFloat(0.0)),
+    }
+}
+
+fn type_id(type_name: &str) -> TTypeId {
+    match type_name {
+        "BOOLEAN" => TTypeId::BOOLEAN_TYPE,
+        "BYTE" => TTypeId::TINYINT_TYPE,
+        "SHORT" => TTypeId::SMALLINT_TYPE,
+        "INT" => TTypeId::INT_TYPE,
+        "LONG" => TTypeId::BIGINT_TYPE,
+        "FLOAT" => TTypeId::FLOAT_TYPE,
+        "DOUBLE" => TTypeId::DOUBLE_TYPE,
+        "TIMESTAMP" => TTypeId::TIMESTAMP_TYPE,
+        "BINARY" => TTypeId::BINARY_TYPE,
+        "ARRAY" => TTypeId::ARRAY_TYPE,
+        "MAP" => TTypeId::MAP_TYPE,
+        "STRUCT" => TTypeId::STRUCT_TYPE,
+        "DECIMAL" => TTypeId::DECIMAL_TYPE,
+        "NULL" => TTypeId::NULL_TYPE,
+        "DATE" => TTypeId::DATE_TYPE,
+        "CHAR" => TTypeId::CHAR_TYPE,
+        "INTERVAL" => TTypeId::INTERVAL_DAY_TIME_TYPE,
+        _ => TTypeId::STRING_TYPE,
+    }
+}
+
+fn table_schema(framed: &Framed) -> TTableSchema {
+    let columns = framed
+        .columns
+        .iter()
+        .map(|c| {
+            let qualifiers = match (c.type_precision, c.type_scale) {
+                (Some(p), Some(s)) => Some(TTypeQualifiers {
+                    qualifiers: Some(
+                        [("precision", p), ("scale", s)]
+                            .into_iter()
+                            .map(|(k, v)| {
+                                (
+                                    k.to_string(),
+                                    TTypeQualifierValue {
+                                        i32_value: Some(v),
+                                        string_value: None,
+                                    },
+                                )
+                            })
+                            .collect(),
+                    ),
+                }),
+                _ => None,
+            };
+            TColumnDesc {
+                column_name: Some(c.name.clone()),
+                type_desc: Some(TTypeDesc {
+                    types: Some(vec![TTypeEntry {
+                        primitive_entry: Some(TPrimitiveTypeEntry {
+                            type_: Some(type_id(&c.type_name)),
+                            type_qualifiers: qualifiers,
+                        }),
+                    }]),
+                }),
+                position: Some(c.position as i32 + 1),
+                comment: Some(String::new()),
+            }
+        })
+        .collect();
+    TTableSchema {
+        columns: Some(columns),
+    }
+}
+
+impl Handler {
+    fn session_guid(&self, handle: Option<&TSessionHandle>) -> Option<Vec<u8>> {
+        let guid = handle_guid(handle.and_then(|h| h.session_id.as_ref()));
+        let sessions = self.protocol.sessions.lock().ok()?;
+        let s = sessions.get(&guid)?;
+        (s.user == self.caller.user && s.target == self.caller.target).then_some(guid)
+    }
+
+    fn operation(&self, handle: Option<&TOperationHandle>) -> Option<(Vec<u8>, Arc<Operation>)> {
+        let guid = handle_guid(handle.and_then(|h| h.operation_id.as_ref()));
+        let op = self.protocol.operations.lock().ok()?.get(&guid).cloned()?;
+        self.session_guid_of(&op.session)?;
+        Some((guid, op))
+    }
+
+    fn session_guid_of(&self, guid: &[u8]) -> Option<()> {
+        let sessions = self.protocol.sessions.lock().ok()?;
+        let s = sessions.get(guid)?;
+        (s.user == self.caller.user).then_some(())
+    }
+
+    fn status_of(&self, op: &Operation) -> TGetOperationStatusResp {
+        let Some(s) = op.snapshot() else {
+            return TGetOperationStatusResp {
+                status: failed("the operation's state cannot be read"),
+                ..Default::default()
+            };
+        };
+        TGetOperationStatusResp {
+            status: ok(),
+            operation_state: Some(s.state),
+            error_message: s.error.clone(),
+            display_message: s.error.clone(),
+            sql_state: s.error.as_ref().map(|_| "42000".to_string()),
+            operation_started: Some(s.started_ms),
+            operation_completed: (s.completed_ms > 0).then_some(s.completed_ms),
+            has_result_set: Some(s.result.is_some()),
+            ..Default::default()
+        }
+    }
+
+    fn metadata_of(&self, op: &Operation) -> TGetResultSetMetadataResp {
+        match op.snapshot().and_then(|s| s.result) {
+            Some(framed) => TGetResultSetMetadataResp {
+                status: ok(),
+                schema: Some(table_schema(&framed)),
+                result_format: Some(TSparkRowSetType::ARROW_BASED_SET),
+                lz4_compressed: Some(op.lz4),
+                arrow_schema: Some(framed.schema.clone()),
+                is_staging_operation: Some(false),
+            },
+            None => TGetResultSetMetadataResp {
+                status: failed("The operation has no result (it did not finish)."),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn fetch(&self, op: &Operation, max_rows: i64, with_metadata: bool) -> TFetchResultsResp {
+        let Some((start, batches, more)) = op.take(max_rows) else {
+            return TFetchResultsResp {
+                status: failed("The operation has no result (it did not finish)."),
+                ..Default::default()
+            };
+        };
+        TFetchResultsResp {
+            status: ok(),
+            has_more_rows: Some(more),
+            results: Some(TRowSet {
+                start_row_offset: Some(start),
+                rows: Some(Vec::new()),
+                column_count: None,
+                arrow_batches: Some(
+                    batches
+                        .into_iter()
+                        .map(|(batch, rows)| TSparkArrowBatch {
+                            batch: Some(batch),
+                            row_count: Some(rows),
+                        })
+                        .collect(),
+                ),
+            }),
+            result_set_metadata: with_metadata.then(|| self.metadata_of(op)),
+        }
+    }
+
+    /// The answer to a call that started `op`: its handle, and direct
+    /// results when asked and ready.
+    fn started(
+        &self,
+        guid: Vec<u8>,
+        op: &Operation,
+        direct: Option<&TSparkGetDirectResults>,
+    ) -> TExecuteStatementResp {
+        let mut resp = TExecuteStatementResp {
+            status: ok(),
+            operation_handle: Some(op_handle(guid, op.kind, true)),
+            direct_results: None,
+        };
+        if let Some(direct) = direct {
+            if self.protocol.block_on(op.wait(DIRECT_WAIT)) {
+                let status = self.status_of(op);
+                let finished = status.operation_state == Some(TOperationState::FINISHED_STATE);
+                resp.direct_results = Some(TSparkDirectResults {
+                    operation_status: Some(status),
+                    result_set_metadata: finished.then(|| self.metadata_of(op)),
+                    result_set: finished
+                        .then(|| self.fetch(op, direct.max_rows.unwrap_or(100_000), false)),
+                    close_operation: None,
+                });
+            }
+        }
+        resp
+    }
+
+    fn new_operation(
+        &self,
+        session: &[u8],
+        kind: TOperationType,
+        lz4: bool,
+    ) -> (Vec<u8>, Arc<Operation>) {
+        let cancel = self.protocol.warehouses.shutdown.child_token();
+        let op = Operation::new(session, kind.0, lz4, cancel);
+        let guid = guid();
+        if let Ok(mut ops) = self.protocol.operations.lock() {
+            ops.insert(guid.clone(), op.clone());
+        }
+        (guid, op)
+    }
+
+    /// A metadata call: its rows from the catalog, at once.
+    fn metadata_call(
+        &self,
+        session: Option<&TSessionHandle>,
+        kind: TOperationType,
+        direct: Option<&TSparkGetDirectResults>,
+        build: impl FnOnce(&SqlProtocol) -> Result<Framed, String>,
+    ) -> thrift::Result<TExecuteStatementResp> {
+        let Some(session) = self.session_guid(session) else {
+            return Ok(TExecuteStatementResp {
+                status: invalid_handle("session"),
+                ..Default::default()
+            });
+        };
+        let (guid, op) = self.new_operation(&session, kind, false);
+        op.end(build(&self.protocol));
+        Ok(self.started(guid, &op, direct))
+    }
+}
+
+/// Named and positional arguments, encoded.
+type Bound = (HashMap<String, Vec<u8>>, Vec<Vec<u8>>);
+
+fn parameters(list: &[TSparkParameter]) -> Result<Bound, String> {
+    let mut named = Vec::new();
+    let mut positional: Vec<(i32, Vec<u8>)> = Vec::new();
+    for p in list {
+        let value = p.value.as_ref().map(|v| {
+            v.string_value
+                .clone()
+                .or_else(|| v.double_value.map(|d| d.0.to_string()))
+                .or_else(|| v.boolean_value.map(|b| b.to_string()))
+                .unwrap_or_default()
+        });
+        let param = StatementParameter {
+            name: p.name.clone().unwrap_or_default(),
+            value,
+            type_: p.type_.clone(),
+        };
+        match p.name.as_deref().filter(|n| !n.is_empty()) {
+            Some(_) => named.push(param),
+            None => positional.push((
+                p.ordinal.unwrap_or(positional.len() as i32 + 1),
+                params::encode(&param).map_err(|e| e.message)?,
+            )),
+        }
+    }
+    positional.sort_by_key(|(o, _)| *o);
+    let named = params::bind(&named).map_err(|e| e.message)?;
+    Ok((named, positional.into_iter().map(|(_, v)| v).collect()))
+}
+
+impl TCLIServiceSyncHandler for Handler {
+    fn handle_open_session(&self, req: TOpenSessionReq) -> thrift::Result<TOpenSessionResp> {
+        let asked = req
+            .client_protocol_i64
+            .map(|v| v as i32)
+            .or(req.client_protocol)
+            .unwrap_or(NEWEST);
+        let version = asked.min(NEWEST);
+        let namespace = req.initial_namespace.clone().unwrap_or_default();
+        if let Some(c) = namespace.catalog_name.as_deref().filter(|c| !c.is_empty()) {
+            if self.protocol.catalog.get_catalog(c).is_err() {
+                return Ok(TOpenSessionResp {
+                    status: failed(format!(
+                        "[NO_SUCH_CATALOG_EXCEPTION] Catalog '{c}' was not found."
+                    )),
+                    ..Default::default()
+                });
+            }
+        }
+        let guid = guid();
+        if let Ok(mut sessions) = self.protocol.sessions.lock() {
+            sessions.insert(
+                guid.clone(),
+                SqlSession {
+                    user: self.caller.user.clone(),
+                    target: self.caller.target.clone(),
+                    catalog: namespace.catalog_name.clone(),
+                    schema: namespace.schema_name.clone(),
+                    spark: HashMap::new(),
+                },
+            );
+        }
+        Ok(TOpenSessionResp {
+            status: ok(),
+            server_protocol_version: Some(TProtocolVersion(version)),
+            session_handle: Some(TSessionHandle {
+                session_id: Some(THandleIdentifier {
+                    guid: Some(guid),
+                    secret: Some(self::guid()),
+                }),
+                server_protocol_version: Some(version),
+            }),
+            configuration: Some(req.configuration.clone().unwrap_or_default()),
+            initial_namespace: Some(namespace),
+            can_use_multiple_catalogs: Some(true),
+        })
+    }
+
+    fn handle_close_session(&self, req: TCloseSessionReq) -> thrift::Result<TCloseSessionResp> {
+        let status = match self.session_guid(req.session_handle.as_ref()) {
+            Some(guid) => {
+                self.protocol.close_session(&guid);
+                ok()
+            }
+            None => invalid_handle("session"),
+        };
+        Ok(TCloseSessionResp { status })
+    }
+
+    fn handle_get_info(&self, req: TGetInfoReq) -> thrift::Result<TGetInfoResp> {
+        if self.session_guid(req.session_handle.as_ref()).is_none() {
+            return Ok(TGetInfoResp {
+                status: invalid_handle("session"),
+                info_value: None,
+            });
+        }
+        let text = match req.info_type.unwrap_or(0) {
+            13 => "Kiln".to_string(),
+            17 => "Spark SQL".to_string(),
+            18 => env!("CARGO_PKG_VERSION").to_string(),
+            47 => self.caller.user.clone(),
+            29 => "`".to_string(),
+            _ => String::new(),
+        };
+        Ok(TGetInfoResp {
+            status: ok(),
+            info_value: Some(TGetInfoValue {
+                string_value: Some(text),
+                ..Default::default()
+            }),
+        })
+    }
+
+    fn handle_execute_statement(
+        &self,
+        req: TExecuteStatementReq,
+    ) -> thrift::Result<TExecuteStatementResp> {
+        let Some(session) = self.session_guid(req.session_handle.as_ref()) else {
+            return Ok(TExecuteStatementResp {
+                status: invalid_handle("session"),
+                ..Default::default()
+            });
+        };
+        if req.can_read_arrow_result == Some(false) {
+            return Ok(TExecuteStatementResp {
+                status: failed("Kiln answers results as Arrow: install pyarrow (databricks-sql-connector[pyarrow])."),
+                ..Default::default()
+            });
+        }
+        let statement = req.statement.clone().unwrap_or_default();
+        let (named, positional) = match parameters(req.parameters.as_deref().unwrap_or_default()) {
+            Ok(p) => p,
+            Err(message) => {
+                return Ok(TExecuteStatementResp {
+                    status: failed(message),
+                    ..Default::default()
+                })
+            }
+        };
+        let lz4 = req.can_decompress_l_z4_result == Some(true);
+        let (guid, op) = self.new_operation(&session, TOperationType::EXECUTE_STATEMENT, lz4);
+        let record = match &self.caller.target {
+            Target::Warehouse(id) => {
+                let hex: String = guid.iter().map(|b| format!("{b:02x}")).collect();
+                let q = QueryRecord::new(&hex, id, &self.caller.user, &statement);
+                let _ = self.protocol.history.started(q);
+                Some(hex)
+            }
+            Target::Cluster(_) => None,
+        };
+        let (protocol, task_op) = (self.protocol.clone(), op.clone());
+        self.protocol.spawn(async move {
+            let outcome = operations::execute(
+                protocol.clone(),
+                task_op.clone(),
+                statement,
+                named,
+                positional,
+            )
+            .await;
+            let rows = outcome.as_ref().map(|f| f.rows()).ok();
+            let error = outcome.as_ref().err().cloned();
+            task_op.end(outcome);
+            if let Some(id) = record {
+                protocol.history.ended_protocol(
+                    &id,
+                    task_op.cancel.is_cancelled(),
+                    rows,
+                    error,
+                    now_ms(),
+                );
+            }
+        });
+        if req.run_async == Some(false) {
+            self.protocol
+                .block_on(op.wait(Duration::from_secs(24 * 3600)));
+        }
+        Ok(self.started(guid, &op, req.get_direct_results.as_ref()))
+    }
+
+    fn handle_get_type_info(&self, req: TGetTypeInfoReq) -> thrift::Result<TExecuteStatementResp> {
+        self.metadata_call(
+            req.session_handle.as_ref(),
+            TOperationType::GET_TYPE_INFO,
+            req.get_direct_results.as_ref(),
+            |_| metadata::type_info(),
+        )
+    }
+
+    fn handle_get_catalogs(&self, req: TGetCatalogsReq) -> thrift::Result<TExecuteStatementResp> {
+        self.metadata_call(
+            req.session_handle.as_ref(),
+            TOperationType::GET_CATALOGS,
+            req.get_direct_results.as_ref(),
+            |p| metadata::catalogs(&p.catalog),
+        )
+    }
+
+    fn handle_get_schemas(&self, req: TGetSchemasReq) -> thrift::Result<TExecuteStatementResp> {
+        let (c, s) = (req.catalog_name.clone(), req.schema_name.clone());
+        self.metadata_call(
+            req.session_handle.as_ref(),
+            TOperationType::GET_SCHEMAS,
+            req.get_direct_results.as_ref(),
+            move |p| metadata::schemas(&p.catalog, c.as_deref(), s.as_deref()),
+        )
+    }
+
+    fn handle_get_tables(&self, req: TGetTablesReq) -> thrift::Result<TExecuteStatementResp> {
+        let f = metadata::TableFilter {
+            catalog: req.catalog_name.clone(),
+            schema: req.schema_name.clone(),
+            table: req.table_name.clone(),
+            types: req.table_types.clone().unwrap_or_default(),
+        };
+        self.metadata_call(
+            req.session_handle.as_ref(),
+            TOperationType::GET_TABLES,
+            req.get_direct_results.as_ref(),
+            move |p| metadata::tables(&p.catalog, &f),
+        )
+    }
+
+    fn handle_get_table_types(
+        &self,
+        req: TGetTableTypesReq,
+    ) -> thrift::Result<TExecuteStatementResp> {
+        self.metadata_call(
+            req.session_handle.as_ref(),
+            TOperationType::GET_TABLE_TYPES,
+            req.get_direct_results.as_ref(),
+            |_| metadata::table_types(),
+        )
+    }
+
+    fn handle_get_columns(&self, req: TGetColumnsReq) -> thrift::Result<TExecuteStatementResp> {
+        let f = metadata::TableFilter {
+            catalog: req.catalog_name.clone(),
+            schema: req.schema_name.clone(),
+            table: req.table_name.clone(),
+            types: Vec::new(),
+        };
+        let column = req.column_name.clone();
+        self.metadata_call(
+            req.session_handle.as_ref(),
+            TOperationType::GET_COLUMNS,
+            req.get_direct_results.as_ref(),
+            move |p| metadata::columns(&p.catalog, &f, column.as_deref()),
+        )
+    }
+
+    fn handle_get_functions(&self, req: TGetFunctionsReq) -> thrift::Result<TExecuteStatementResp> {
+        self.metadata_call(
+            req.session_handle.as_ref(),
+            TOperationType::GET_FUNCTIONS,
+            req.get_direct_results.as_ref(),
+            |_| metadata::functions(),
+        )
+    }
+
+    fn handle_get_primary_keys(
+        &self,
+        req: TGetPrimaryKeysReq,
+    ) -> thrift::Result<TExecuteStatementResp> {
+        self.metadata_call(
+            req.session_handle.as_ref(),
+            TOperationType::UNKNOWN,
+            req.get_direct_results.as_ref(),
+            |_| metadata::primary_keys(),
+        )
+    }
+
+    fn handle_get_cross_reference(
+        &self,
+        req: TGetCrossReferenceReq,
+    ) -> thrift::Result<TExecuteStatementResp> {
+        self.metadata_call(
+            req.session_handle.as_ref(),
+            TOperationType::UNKNOWN,
+            req.get_direct_results.as_ref(),
+            |_| metadata::cross_reference(),
+        )
+    }
+
+    fn handle_get_operation_status(
+        &self,
+        req: TGetOperationStatusReq,
+    ) -> thrift::Result<TGetOperationStatusResp> {
+        Ok(match self.operation(req.operation_handle.as_ref()) {
+            Some((_, op)) => self.status_of(&op),
+            None => TGetOperationStatusResp {
+                status: invalid_handle("operation"),
+                ..Default::default()
+            },
+        })
+    }
+
+    fn handle_cancel_operation(
+        &self,
+        req: TCancelOperationReq,
+    ) -> thrift::Result<TCancelOperationResp> {
+        let status = match self.operation(req.operation_handle.as_ref()) {
+            Some((_, op)) => {
+                op.cancel.cancel();
+                ok()
+            }
+            None => invalid_handle("operation"),
+        };
+        Ok(TCancelOperationResp { status })
+    }
+
+    fn handle_close_operation(
+        &self,
+        req: TCloseOperationReq,
+    ) -> thrift::Result<TCloseOperationResp> {
+        let status = match self.operation(req.operation_handle.as_ref()) {
+            Some((guid, op)) => {
+                op.cancel.cancel();
+                if let Ok(mut ops) = self.protocol.operations.lock() {
+                    ops.remove(&guid);
+                }
+                ok()
+            }
+            None => invalid_handle("operation"),
+        };
+        Ok(TCloseOperationResp { status })
+    }
+
+    fn handle_get_result_set_metadata(
+        &self,
+        req: TGetResultSetMetadataReq,
+    ) -> thrift::Result<TGetResultSetMetadataResp> {
+        Ok(match self.operation(req.operation_handle.as_ref()) {
+            Some((_, op)) => {
+                self.protocol.block_on(op.wait(FETCH_WAIT));
+                self.metadata_of(&op)
+            }
+            None => TGetResultSetMetadataResp {
+                status: invalid_handle("operation"),
+                ..Default::default()
+            },
+        })
+    }
+
+    fn handle_fetch_results(&self, req: TFetchResultsReq) -> thrift::Result<TFetchResultsResp> {
+        Ok(match self.operation(req.operation_handle.as_ref()) {
+            Some((_, op)) => {
+                self.protocol.block_on(op.wait(FETCH_WAIT));
+                self.fetch(
+                    &op,
+                    req.max_rows.unwrap_or(100_000),
+                    req.include_result_set_metadata == Some(true),
+                )
+            }
+            None => TFetchResultsResp {
+                status: invalid_handle("operation"),
+                ..Default::default()
+            },
+        })
+    }
+}
