@@ -168,7 +168,7 @@ def test_unknown_path_via_sdk_is_not_found(w):
     assert e.value.error_code == "ENDPOINT_NOT_FOUND"
 
 
-@pytest.mark.parametrize("method,path", [("GET", "/api/2.2/jobs/runs/export"), ("GET", "/api/2.0/sql/warehouses")])
+@pytest.mark.parametrize("method,path", [("GET", "/api/2.2/jobs/runs/export"), ("GET", "/api/2.0/sql/queries")])
 def test_known_unimplemented_endpoint_is_501(kiln, method, path):
     r = kiln.http().request(method, kiln.url(path), json={} if method == "POST" else None)
     assert_error(r, 501, "NOT_IMPLEMENTED")
@@ -176,7 +176,7 @@ def test_known_unimplemented_endpoint_is_501(kiln, method, path):
 
 def test_unimplemented_via_sdk_raises_not_implemented(w):
     with pytest.raises(DbNotImplemented):
-        list(w.warehouses.list())
+        list(w.queries.list())
 
 
 def test_openapi_document(kiln):
@@ -196,7 +196,8 @@ def test_openapi_document(kiln):
         "/api/1.2/clusters/list",
     ):
         assert p in paths, f"{p} missing from openapi paths"
-    assert "/api/2.0/sql/warehouses" not in paths  # only implemented paths are listed
+    assert "/api/2.0/sql/queries" not in paths  # only implemented paths are listed
+    assert "/api/2.0/sql/warehouses" in paths
 
 
 # ---------------------------------------------------------------------------------------------

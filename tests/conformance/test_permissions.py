@@ -78,8 +78,10 @@ def test_creator_manages_own_cluster(w, carol):
 
 def test_unsupported_object_types_are_501(w):
     with pytest.raises(NotImplementedError_):
+        w.permissions.get(request_object_type="dashboards", request_object_id="x")
+    # Pipelines, jobs and warehouses are served: a missing one is reported as such.
+    with pytest.raises(NotFound):
         w.permissions.get(request_object_type="warehouses", request_object_id="x")
-    # Pipelines and jobs are served: a missing one is reported as such.
     with pytest.raises(NotFound):
         w.permissions.get(request_object_type="jobs", request_object_id="424242")
     with pytest.raises(NotFound):

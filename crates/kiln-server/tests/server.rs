@@ -241,7 +241,7 @@ async fn errors_have_databricks_shape_and_change_nothing() -> TestResult {
         (status, body["error_code"].as_str()),
         (StatusCode::NOT_IMPLEMENTED, Some("NOT_IMPLEMENTED"))
     );
-    let (status, body) = server.get("/api/2.0/sql/warehouses").await?;
+    let (status, body) = server.get("/api/2.0/sql/queries").await?;
     assert_eq!(
         (status, body["error_code"].as_str()),
         (StatusCode::NOT_IMPLEMENTED, Some("NOT_IMPLEMENTED"))

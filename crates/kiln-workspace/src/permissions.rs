@@ -354,7 +354,7 @@ mod tests {
             Some(2)
         );
         assert_eq!(
-            levels("warehouses").err().map(|e| e.code),
+            levels("dashboards").err().map(|e| e.code),
             Some(ErrorCode::NotImplemented)
         );
         Ok(())
