@@ -231,3 +231,41 @@ def test_more_engines_while_statements_queue(kiln_factory):
     # the extra engine goes after a minute (a second here) without work
     wait_for(lambda: w.warehouses.get(wh.id).num_clusters == 1, 60, "back to one engine")
     server.stop()
+
+
+def test_a_job_sql_task_runs_a_file_on_the_warehouse(env):
+    import base64
+
+    from databricks.sdk.service import jobs
+    from databricks.sdk.service.workspace import ImportFormat
+
+    w, server, wid = env["w"], env["server"], env["warehouse"]
+    home = f"/Users/{w.current_user.me().user_name}/{unique('sqltask')}"
+    w.workspace.mkdirs(home)
+    schema = unique("sqltask").replace("-", "_")
+    text = (f"CREATE SCHEMA IF NOT EXISTS main.{schema};\n"
+            f"CREATE TABLE main.{schema}.events (kind STRING, n INT) USING delta;\n"
+            f"INSERT INTO main.{schema}.events VALUES ('click', 1), ('other; DROP', 2);\n"
+            f"-- a parameter is data, never SQL text (the engine binds markers in queries)\n"
+            f"SELECT count(*) FROM main.{schema}.events WHERE kind = :kind;\n")
+    w.workspace.import_(path=f"{home}/load.sql", format=ImportFormat.AUTO,
+                        content=base64.b64encode(text.encode()).decode(), overwrite=True)
+    w.workspace.import_(path=f"{home}/broken.sql", format=ImportFormat.AUTO,
+                        content=base64.b64encode(b"SELECT * FROM main.nowhere.nothing;").decode(), overwrite=True)
+    r = server.http().post(server.url("/api/2.2/jobs/create"), json={"name": "x", "tasks": [
+        {"task_key": "q", "sql_task": {"warehouse_id": "nope", "file": {"path": f"{home}/load.sql"}}}]})
+    assert "sql_task.warehouse_id" in assert_error(r, 400, "INVALID_PARAMETER_VALUE")["message"]
+    job = w.jobs.create(name=unique("sqljob"), tasks=[
+        jobs.Task(task_key="load", sql_task=jobs.SqlTask(warehouse_id=wid, parameters={"kind": "click"},
+                                                       file=jobs.SqlTaskFile(path=f"{home}/load.sql"))),
+        jobs.Task(task_key="broken", depends_on=[jobs.TaskDependency(task_key="load")],
+                  sql_task=jobs.SqlTask(warehouse_id=wid, file=jobs.SqlTaskFile(path=f"{home}/broken.sql")))])
+    run = w.jobs.run_now_and_wait(job_id=job.job_id, timeout=WAIT)
+    load = next(t for t in run.tasks if t.task_key == "load")
+    broken = next(t for t in run.tasks if t.task_key == "broken")
+    assert load.state.result_state == jobs.RunResultState.SUCCESS, w.jobs.get_run_output(load.run_id)
+    assert broken.state.result_state == jobs.RunResultState.FAILED
+    assert "nothing" in w.jobs.get_run_output(broken.run_id).error.lower()
+    rows = run_sql = w.statement_execution.execute_statement(
+        statement=f"SELECT kind, n FROM main.{schema}.events ORDER BY n", warehouse_id=wid, wait_timeout="30s")
+    assert rows.result.data_array == [["click", "1"], ["other; DROP", "2"]], run_sql.status

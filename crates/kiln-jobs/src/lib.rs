@@ -20,6 +20,7 @@ mod runs;
 pub mod scheduler;
 pub mod service;
 pub mod settings;
+mod sql_task;
 mod task_settings;
 mod tasks;
 pub mod triggers;

@@ -39,6 +39,7 @@ pub struct Services {
     pub identity: Arc<Identity>,
     pub catalog: Arc<Catalog>,
     pub destinations: Arc<Destinations>,
+    pub statements: Arc<kiln_sql::Statements>,
 }
 
 pub struct Jobs {
@@ -51,6 +52,7 @@ pub struct Jobs {
     pub(crate) identity: Arc<Identity>,
     pub(crate) catalog: Arc<Catalog>,
     pub destinations: Arc<Destinations>,
+    pub(crate) statements: Arc<kiln_sql::Statements>,
     jobs: RwLock<BTreeMap<i64, JobRecord>>,
     pub(crate) runs: RwLock<BTreeMap<i64, RunRecord>>,
     next_id: AtomicI64,
@@ -119,6 +121,15 @@ impl Lookups for Existing<'_> {
     fn destination_exists(&self, id: &str) -> bool {
         self.0.destinations.exists(id)
     }
+    fn warehouse_exists(&self, id: &str) -> bool {
+        self.0.statements.warehouses.get(id).is_ok_and(|w| {
+            !matches!(
+                w.state,
+                kiln_sql::lifecycle::WarehouseState::Deleted
+                    | kiln_sql::lifecycle::WarehouseState::Deleting
+            )
+        })
+    }
 }
 
 impl Jobs {
@@ -132,6 +143,7 @@ impl Jobs {
             identity,
             catalog,
             destinations,
+            statements,
         } = services;
         let mut jobs = BTreeMap::new();
         for v in store.objects(KIND_JOB)? {
@@ -165,6 +177,7 @@ impl Jobs {
             identity,
             catalog,
             destinations,
+            statements,
             jobs: RwLock::new(jobs),
             runs: RwLock::new(runs),
             next_id: AtomicI64::new(top.max(1000) + 1),

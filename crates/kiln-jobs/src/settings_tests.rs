@@ -21,6 +21,9 @@ impl Lookups for Everything {
     fn destination_exists(&self, id: &str) -> bool {
         id == "d1"
     }
+    fn warehouse_exists(&self, id: &str) -> bool {
+        id == "w1"
+    }
 }
 
 fn check(settings: Value) -> Result<Map<String, Value>> {
@@ -77,8 +80,16 @@ fn bad_settings_name_their_field() {
             "pipeline nope",
         ),
         (
-            json!({"tasks": [{"task_key": "a", "sql_task": {}}]}),
-            "SQL warehouses",
+            json!({"tasks": [{"task_key": "a", "sql_task": {"warehouse_id": "nope", "file": {"path": "/q.sql"}}}]}),
+            "warehouse nope",
+        ),
+        (
+            json!({"tasks": [{"task_key": "a", "sql_task": {"warehouse_id": "w1", "query": {"query_id": "q"}}}]}),
+            "Queries API",
+        ),
+        (
+            json!({"tasks": [{"task_key": "a", "dbt_task": {"commands": ["dbt run"]}}]}),
+            "dbt",
         ),
         (json!({"max_concurrent_runs": 1001}), "max_concurrent_runs"),
         (json!({"trigger": {}}), "exactly one of"),

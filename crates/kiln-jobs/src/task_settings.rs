@@ -36,6 +36,7 @@ pub const SUPPORTED: &[&str] = &[
     "pipeline_task",
     "run_job_task",
     "condition_task",
+    "sql_task",
 ];
 
 /// Task types that run user code on a cluster.
@@ -70,6 +71,8 @@ pub trait Lookups {
     fn table_exists(&self, full_name: &str) -> bool;
     /// A notification destination's id.
     fn destination_exists(&self, id: &str) -> bool;
+    /// A SQL warehouse's id (not deleted).
+    fn warehouse_exists(&self, id: &str) -> bool;
 }
 
 pub(crate) fn invalid(field: &str, why: impl std::fmt::Display) -> Error {
@@ -160,7 +163,7 @@ pub(crate) fn normalize_task(
     };
     if !SUPPORTED.contains(&kind) {
         let why = match kind {
-            "sql_task" | "dbt_task" => "needs SQL warehouses, which Kiln does not serve yet",
+            "dbt_task" => "needs dbt in a task environment, which Kiln does not run yet",
             "spark_jar_task" | "spark_submit_task" => {
                 "needs a JVM Spark driver; Kiln's engines run Spark Connect"
             }
@@ -346,6 +349,7 @@ fn check_task_type(
 ) -> Result<()> {
     let spec = &t[kind];
     match kind {
+        "sql_task" => crate::sql_task::check(spec, key, lookups)?,
         "notebook_task" => {
             str_field(
                 spec,

@@ -33,6 +33,7 @@ pub(crate) async fn run_spec(
         }
         "pipeline_task" => crate::chained::pipeline_task(jobs, run, &spec, attempt).await,
         "run_job_task" => crate::chained::run_job_task(jobs, run, &spec, attempt).await,
+        "sql_task" => crate::sql_task::run(jobs, run, &spec, attempt).await,
         other => Ok(Outcome::failed(
             format!("{other} is not supported by Kiln"),
             TaskOutput::default(),

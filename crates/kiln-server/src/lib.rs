@@ -179,6 +179,16 @@ pub async fn serve(
         config.rate_limit.requests_per_second,
         config.rate_limit.burst,
     );
+    let warehouses = kiln_sql::Warehouses::open(store.clone(), clusters.clone())?;
+    kiln_sql::reconciler::start(&warehouses);
+    let history = kiln_sql::history::History::open(store.clone())?;
+    let statements = kiln_sql::Statements::new(warehouses.clone(), history.clone());
+    let sql_protocol = kiln_sql::protocol::SqlProtocol::new(
+        warehouses.clone(),
+        clusters.clone(),
+        catalog.clone(),
+        history,
+    );
     let jobs = kiln_jobs::Jobs::open(
         store.clone(),
         kiln_jobs::Services {
@@ -195,19 +205,10 @@ pub async fn serve(
                     &config.data_dir.join("secrets.key"),
                 )?),
             )?,
+            statements: statements.clone(),
         },
     )?;
     kiln_jobs::scheduler::start(&jobs);
-    let warehouses = kiln_sql::Warehouses::open(store.clone(), clusters.clone())?;
-    kiln_sql::reconciler::start(&warehouses);
-    let history = kiln_sql::history::History::open(store.clone())?;
-    let statements = kiln_sql::Statements::new(warehouses.clone(), history.clone());
-    let sql_protocol = kiln_sql::protocol::SqlProtocol::new(
-        warehouses.clone(),
-        clusters.clone(),
-        catalog.clone(),
-        history,
-    );
     let host = HostInfo::detect(&config.data_dir);
     let shared = Shared {
         config,

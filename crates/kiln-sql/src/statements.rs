@@ -343,6 +343,34 @@ impl Statements {
         Ok(())
     }
 
+    /// Runs a statement to its end (a job's SQL task): cancelled with `cancel`.
+    pub async fn run_to_end(
+        self: &Arc<Self>,
+        user: &str,
+        mut req: Request,
+        cancel: &CancellationToken,
+    ) -> Result<Statement> {
+        req.wait_timeout = Some("0s".into());
+        let started = self.execute(user, req).await?;
+        let id = started.statement_id.clone();
+        let mut done = {
+            let live = self.live.read().map_err(poisoned)?;
+            live.get(&id)
+                .ok_or_else(|| not_found(&id))?
+                .done
+                .subscribe()
+        };
+        let cancelled = tokio::select! {
+            _ = done.wait_for(|d| *d) => false,
+            _ = cancel.cancelled() => true,
+        };
+        if cancelled {
+            self.cancel(user, &id, true)?;
+            let _ = tokio::time::timeout(Duration::from_secs(30), done.wait_for(|d| *d)).await;
+        }
+        self.get(user, &id, true)
+    }
+
     /// A statement its submitter (or an admin) may see.
     pub fn get(&self, user: &str, id: &str, admin: bool) -> Result<Statement> {
         let live = self.live.read().map_err(poisoned)?;

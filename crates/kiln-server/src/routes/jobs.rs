@@ -160,6 +160,12 @@ fn require_references(state: &AppState, caller: &Caller, settings: &Value) -> Re
         if let Some(id) = task["existing_cluster_id"].as_str() {
             require_cluster(state, caller, id, "CAN_ATTACH_TO")?;
         }
+        // (a missing warehouse is the settings' 400, naming the field)
+        if let Some(id) = task["sql_task"]["warehouse_id"].as_str() {
+            if state.warehouses.get(id).is_ok() {
+                super::sql_warehouses::require_warehouse(state, caller, id, "CAN_USE")?;
+            }
+        }
         if let Some(id) = task["pipeline_task"]["pipeline_id"].as_str() {
             super::pipelines::require_pipeline(state, caller, id, "CAN_RUN")?;
         }
