@@ -87,8 +87,73 @@ fn body_len(metadata: &[u8]) -> Option<usize> {
     usize::try_from(message.bodyLength()).ok()
 }
 
+/// An IPC stream's messages as (start, end) offsets, and whether each is a
+/// record batch (the first is the schema); `None` if one is malformed.
+fn messages(stream: &[u8]) -> Option<Vec<(usize, usize, bool)>> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at + 8 <= stream.len() {
+        let (len, header) = message_len(&stream[at..])?;
+        if len == 0 {
+            break; // end of stream
+        }
+        let metadata = stream.get(at + header..at + header + len)?;
+        let message = arrow_ipc::root_as_message(metadata).ok()?;
+        let body = usize::try_from(message.bodyLength()).ok()?;
+        let end = at + header + len + body;
+        if end > stream.len() {
+            return None;
+        }
+        let batch = message.header_type() == arrow_ipc::MessageHeader::RecordBatch;
+        out.push((at, end, batch));
+        at = end;
+    }
+    Some(out)
+}
+
+/// The engine's streams re-framed without decoding: the first stream's
+/// schema message, then every record batch message as it is. `None` when a
+/// stream holds anything else (dictionaries), which then goes the long way.
+fn passthrough(collected: &Collected, columns: Vec<ColumnInfo>) -> Option<Framed> {
+    let mut schema = None;
+    let mut batches = Vec::new();
+    for stream in &collected.ipc {
+        let msgs = messages(stream)?;
+        let ((s0, s1, _), rest) = msgs.split_first()?;
+        schema.get_or_insert_with(|| stream[*s0..*s1].to_vec());
+        for (a, b, batch) in rest {
+            if !batch {
+                return None;
+            }
+            let metadata_len = message_len(&stream[*a..])?;
+            let metadata = stream.get(*a + metadata_len.1..*a + metadata_len.1 + metadata_len.0)?;
+            let rows = arrow_ipc::root_as_message(metadata)
+                .ok()?
+                .header_as_record_batch()?
+                .length();
+            batches.push((stream[*a..*b].to_vec(), rows));
+        }
+    }
+    Some(Framed {
+        columns,
+        schema: schema?,
+        batches,
+    })
+}
+
 /// The engine's result, framed.
 pub fn from_engine(collected: &Collected) -> Result<Framed, String> {
+    if !collected.ipc.is_empty() {
+        let arrow_schema = collected.ipc.first().and_then(|first| {
+            arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(first), None)
+                .ok()
+                .map(|r| r.schema())
+        });
+        let columns = results::columns(collected, arrow_schema.as_deref());
+        if let Some(framed) = passthrough(collected, columns) {
+            return Ok(framed);
+        }
+    }
     let (schema, batches) = results::decode(collected)?;
     let schema = schema.unwrap_or_else(|| Arc::new(Schema::empty()));
     let columns = results::columns(collected, Some(&schema));
@@ -162,6 +227,19 @@ mod tests {
             .map_err(|e| e.to_string())?;
         assert_eq!(read[0].num_rows(), 2);
         assert_eq!(framed.columns[1].type_name, "INT");
+        // an engine's stream is split as it is, not decoded and re-encoded
+        let mut engine = framed.schema.clone();
+        engine.extend(&framed.batches[0].0);
+        engine.extend([0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0]);
+        let collected = Collected {
+            schema: None,
+            ipc: vec![engine.clone(), engine],
+            rows: 4,
+        };
+        let passed = from_engine(&collected)?;
+        assert_eq!(passed.schema, framed.schema);
+        assert_eq!(passed.batches.len(), 2);
+        assert_eq!(passed.batches[1], framed.batches[0]);
         let empty = table(vec![Col::Str("x", vec![])])?;
         assert!(empty.batches.is_empty() && !empty.schema.is_empty());
         Ok(())

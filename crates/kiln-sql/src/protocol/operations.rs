@@ -35,7 +35,8 @@ pub struct Operation {
 pub struct OpState {
     pub state: TOperationState,
     pub error: Option<String>,
-    pub result: Option<Framed>,
+    /// Shared, so a look at the state never copies the rows.
+    pub result: Option<Arc<Framed>>,
     /// The next batch FetchResults hands out, and its first row.
     pub next_batch: usize,
     pub next_row: i64,
@@ -95,7 +96,7 @@ impl Operation {
                 _ if cancelled => s.state = TOperationState::CANCELED_STATE,
                 Ok(framed) => {
                     s.state = TOperationState::FINISHED_STATE;
-                    s.result = Some(framed);
+                    s.result = Some(Arc::new(framed));
                 }
                 Err(message) => {
                     s.state = TOperationState::ERROR_STATE;
