@@ -526,8 +526,36 @@ def test_keyboard_reaches_every_page(admin):
     admin.go("compute")
     page.get_by_role("heading", name="Compute").wait_for()
     names = []
-    for _ in range(11):  # brand, six pages, Admin, User settings, Sign out
+    for _ in range(12):  # brand, seven pages, Admin, User settings, Sign out
         page.keyboard.press("Tab")
         names.append(page.evaluate("() => document.activeElement && document.activeElement.textContent"))
-    for label in ("Compute", "Workspace", "Jobs", "Pipelines", "Catalog", "Lakebase", "Sign out"):
+    for label in ("Compute", "Workspace", "Jobs", "SQL", "Pipelines", "Catalog", "Lakebase", "Sign out"):
         assert label in names, names
+
+
+def test_the_sql_editor_runs_a_query_on_a_warehouse(admin, kiln, w):
+    page = admin.page
+    admin.go("sql/warehouses")
+    name = unique("uiwh")
+    page.get_by_label("Warehouse name").fill(name)
+    page.get_by_label("Cluster size").select_option("2X-Small")
+    page.get_by_role("button", name="Create warehouse").click()
+    table = page.get_by_role("table", name="Warehouses")
+    table.get_by_role("cell", name=name, exact=True).wait_for(timeout=TIMEOUT)
+    table.locator("tr", has_text=name).locator(".badge", has_text="RUNNING").wait_for(timeout=TIMEOUT)
+    page.get_by_role("button", name="Connection details").first.click()
+    page.get_by_role("table", name="Connection details").get_by_role("row", name="HTTP path").get_by_text("/sql/1.0/warehouses/").wait_for()
+    admin.shot("sql-warehouses")
+    admin.go("sql")
+    page.get_by_label("Warehouse").select_option(label=f"{name} (RUNNING)")
+    page.get_by_label("SQL statement").fill("SELECT id, concat('row ', id) AS label FROM range(3) ORDER BY id")
+    page.get_by_role("button", name="Run").click()
+    result = page.get_by_role("table", name="Result")
+    result.get_by_text("row 2").wait_for(timeout=TIMEOUT)
+    page.get_by_label("Result summary").get_by_text("3 rows").wait_for()
+    # sorting by a column puts the largest id first
+    result.get_by_role("button", name="id").click()
+    result.get_by_role("button", name="id").click()
+    assert result.locator("tbody tr").first.locator("td").first.text_content() == "2"
+    page.get_by_role("table", name="Query history").get_by_text("FINISHED").first.wait_for(timeout=TIMEOUT)
+    admin.shot("sql-editor")

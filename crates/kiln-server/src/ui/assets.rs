@@ -34,6 +34,7 @@ const FILES: &[(&str, &str, &[u8])] = &[
     asset!("js/results.js", JS),
     asset!("js/pipelines.js", JS),
     asset!("js/jobs.js", JS),
+    asset!("js/sql.js", JS),
     asset!("js/graph.js", JS),
     asset!("js/catalog.js", JS),
     asset!("js/settings.js", JS),
