@@ -182,7 +182,8 @@ pub async fn serve(
     let warehouses = kiln_sql::Warehouses::open(store.clone(), clusters.clone())?;
     kiln_sql::reconciler::start(&warehouses);
     let history = kiln_sql::history::History::open(store.clone())?;
-    let statements = kiln_sql::Statements::new(warehouses.clone(), history.clone());
+    let statements =
+        kiln_sql::Statements::new(warehouses.clone(), history.clone(), catalog.clone());
     let sql_protocol = kiln_sql::protocol::SqlProtocol::new(
         warehouses.clone(),
         clusters.clone(),

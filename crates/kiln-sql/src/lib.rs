@@ -4,7 +4,9 @@
 //! table writes behave as everywhere else), its rows become JSON, Arrow or
 //! CSV chunks; what ran is kept in the query history.
 
+pub mod describe_json;
 pub mod history;
+pub mod information_schema;
 pub mod lifecycle;
 pub mod params;
 pub mod protocol;
@@ -17,3 +19,17 @@ pub mod warehouses;
 
 pub use statements::Statements;
 pub use warehouses::Warehouses;
+
+/// A statement as the engine runs it: what its parser lacks answered from
+/// Unity Catalog (`DESCRIBE … AS JSON`, `information_schema`); `current` is
+/// the session's (catalog, schema).
+pub fn translate(
+    catalog: &kiln_catalog::Catalog,
+    sql: &str,
+    current: (&str, &str),
+) -> Result<String, String> {
+    if let Some(rewritten) = describe_json::rewrite(catalog, sql, current) {
+        return rewritten;
+    }
+    Ok(information_schema::rewrite(catalog, sql).unwrap_or_else(|| sql.to_string()))
+}

@@ -79,6 +79,7 @@ pub struct Link {
 
 pub struct Statements {
     pub warehouses: Arc<Warehouses>,
+    catalog: Arc<kiln_catalog::Catalog>,
     pub history: History,
     live: RwLock<HashMap<String, Live>>,
     links: RwLock<HashMap<String, Link>>,
@@ -111,9 +112,14 @@ fn wait_timeout(text: Option<&str>) -> Result<Duration> {
 }
 
 impl Statements {
-    pub fn new(warehouses: Arc<Warehouses>, history: History) -> Arc<Self> {
+    pub fn new(
+        warehouses: Arc<Warehouses>,
+        history: History,
+        catalog: Arc<kiln_catalog::Catalog>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             warehouses,
+            catalog,
             history,
             live: RwLock::default(),
             links: RwLock::default(),
@@ -297,7 +303,13 @@ impl Statements {
                     )
                     .await?;
             }
-            session.run(&req.statement, args, &operation).await
+            let current = (
+                req.catalog.as_deref().unwrap_or("main"),
+                req.schema.as_deref().unwrap_or("default"),
+            );
+            let sql = crate::translate(&self.catalog, &req.statement, current)
+                .map_err(tonic::Status::invalid_argument)?;
+            session.run(&sql, args, &operation).await
         };
         let collected = tokio::select! {
             got = work => got,

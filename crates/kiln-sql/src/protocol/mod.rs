@@ -60,8 +60,10 @@ pub(crate) struct SqlSession {
     pub target: Target,
     pub catalog: Option<String>,
     pub schema: Option<String>,
-    /// A Spark Connect session per engine (cluster id) it ran on.
-    pub spark: HashMap<String, Arc<Session>>,
+    /// A Spark Connect session per engine (cluster id) it ran on, and
+    /// whether the initial schema is set there yet (it may not exist yet:
+    /// dbt creates its schema through the session it names).
+    pub spark: HashMap<String, (Arc<Session>, bool)>,
 }
 
 pub struct SqlProtocol {
@@ -127,7 +129,7 @@ impl SqlProtocol {
                 keep
             });
         }
-        let spark: Vec<Arc<Session>> = session.spark.values().cloned().collect();
+        let spark: Vec<Arc<Session>> = session.spark.values().map(|(s, _)| s.clone()).collect();
         self.runtime.spawn(async move {
             for s in spark {
                 s.release().await;

@@ -144,6 +144,17 @@ impl Operation {
     }
 }
 
+fn mark_schema_set(protocol: &SqlProtocol, session: &[u8], cluster_id: &str) {
+    if let Ok(mut sessions) = protocol.sessions.lock() {
+        if let Some((_, set)) = sessions
+            .get_mut(session)
+            .and_then(|s| s.spark.get_mut(cluster_id))
+        {
+            *set = true;
+        }
+    }
+}
+
 /// A statement's work: an engine of the session's target, the session's
 /// Spark Connect session there, the statement, its rows framed.
 pub(crate) async fn execute(
@@ -197,43 +208,64 @@ pub(crate) async fn execute(
         }
     };
     op.running();
-    let (spark, fresh) = {
+    let current = (
+        catalog
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .unwrap_or("main"),
+        schema
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("default"),
+    );
+    let statement = crate::translate(&protocol.catalog, &statement, current)?;
+    let (spark, fresh, schema_set) = {
         let mut sessions = protocol.sessions.lock().map_err(|e| poisoned(e).message)?;
         let s = sessions
             .get_mut(&op.session)
             .ok_or("the session was closed")?;
         match s.spark.get(&engine.cluster_id) {
-            Some(existing) if existing.target.engine_port == engine.engine_port => {
-                (existing.clone(), false)
+            Some((existing, set)) if existing.target.engine_port == engine.engine_port => {
+                (existing.clone(), false, *set)
             }
             _ => {
                 let fresh = Arc::new(Session::new(engine.clone(), &user));
-                s.spark.insert(engine.cluster_id.clone(), fresh.clone());
-                (fresh, true)
+                s.spark
+                    .insert(engine.cluster_id.clone(), (fresh.clone(), false));
+                (fresh, true, false)
             }
         }
     };
     let operation_id = kiln_core::ids::uuid4();
+    let use_stmt = |what: &str, name: &str| format!("USE {what} `{}`", name.replace('`', "``"));
     let work = async {
         if fresh {
             if let Some(c) = catalog.as_deref().filter(|c| !c.is_empty()) {
                 spark
                     .run(
-                        &format!("USE CATALOG `{}`", c.replace('`', "``")),
+                        &use_stmt("CATALOG", c),
                         HashMap::new(),
                         &kiln_core::ids::uuid4(),
                     )
                     .await?;
             }
-            if let Some(sc) = schema.as_deref().filter(|s| !s.is_empty()) {
-                spark
+        }
+        match schema.as_deref().filter(|s| !s.is_empty()) {
+            // a schema that does not exist yet (dbt creates its own) is set once it does
+            Some(sc) if !schema_set => {
+                let used = spark
                     .run(
-                        &format!("USE SCHEMA `{}`", sc.replace('`', "``")),
+                        &use_stmt("SCHEMA", sc),
                         HashMap::new(),
                         &kiln_core::ids::uuid4(),
                     )
-                    .await?;
+                    .await;
+                if used.is_ok() {
+                    mark_schema_set(&protocol, &op.session, &engine.cluster_id);
+                }
             }
+            Some(_) => {}
+            None => mark_schema_set(&protocol, &op.session, &engine.cluster_id),
         }
         spark
             .run_args(&statement, named, positional, &operation_id)

@@ -1,0 +1,120 @@
+"""A dbt project run with the real dbt CLI (dbt-databricks 1.10, its own venv: KILN_DBT_VENV) against a
+Kiln SQL warehouse, only the profile's host, http_path and token (and the port) changed: seeds, a
+staging view, a table, an incremental merge model, schema tests, `dbt docs generate`, and a second
+run after the seed data changed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from kiln_helpers import unique
+
+WAIT = timedelta(minutes=5)
+
+
+@pytest.fixture(scope="module")
+def project(kiln_factory, tmp_path_factory):
+    venv = os.environ.get("KILN_DBT_VENV")
+    assert venv, "KILN_DBT_VENV must name the venv scripts/test makes from tests/clients/requirements-dbt.txt"
+    server = kiln_factory()
+    w = server.client()
+    wh = w.warehouses.create_and_wait(name=unique("dbt"), cluster_size="2X-Small", auto_stop_mins=0, timeout=WAIT)
+    schema = unique("dbt").replace("-", "_")
+    proj = tmp_path_factory.mktemp("dbt-project")
+    (proj / "models").mkdir()
+    (proj / "seeds").mkdir()
+    (proj / "dbt_project.yml").write_text(textwrap.dedent("""
+        name: shop
+        version: "1.0"
+        profile: kiln
+        model-paths: ["models"]
+        seed-paths: ["seeds"]
+    """))
+    (proj / "seeds" / "raw_orders.csv").write_text("id,customer,amount\n1,ann,10.5\n2,bob,20\n3,ann,5\n")
+    (proj / "models" / "stg_orders.sql").write_text(
+        "{{ config(materialized='view') }}\nselect id, customer, amount from {{ ref('raw_orders') }}\n")
+    (proj / "models" / "customers.sql").write_text(
+        "{{ config(materialized='table') }}\n"
+        "select customer, sum(amount) as total, count(*) as orders from {{ ref('stg_orders') }} group by customer\n")
+    (proj / "models" / "order_facts.sql").write_text(
+        "{{ config(materialized='incremental', unique_key='id', incremental_strategy='merge') }}\n"
+        "select id, customer, amount from {{ ref('stg_orders') }}\n"
+        "{% if is_incremental() %} where id >= (select coalesce(max(id), 0) from {{ this }}) {% endif %}\n")
+    (proj / "models" / "schema.yml").write_text(textwrap.dedent("""
+        version: 2
+        models:
+          - name: customers
+            columns:
+              - name: customer
+                tests: [unique, not_null]
+          - name: order_facts
+            columns:
+              - name: id
+                tests: [unique, not_null]
+    """))
+    profiles = tmp_path_factory.mktemp("dbt-profiles")
+    (profiles / "profiles.yml").write_text(textwrap.dedent(f"""
+        kiln:
+          target: dev
+          outputs:
+            dev:
+              type: databricks
+              catalog: main
+              schema: {schema}
+              host: 127.0.0.1
+              http_path: {wh.odbc_params.path}
+              token: {server.token}
+              threads: 2
+              connection_parameters:
+                _port: {wh.odbc_params.port}
+                _tls_no_verify: true
+                enable_telemetry: false
+    """))
+    env = dict(os.environ, DBT_PROFILES_DIR=str(profiles), DBT_SEND_ANONYMOUS_USAGE_STATS="false",
+               DO_NOT_TRACK="1")
+
+    def dbt(*args):
+        r = subprocess.run([f"{venv}/bin/dbt", *args], cwd=proj, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, f"dbt {' '.join(args)} failed:\n{r.stdout[-4000:]}\n{r.stderr[-2000:]}"
+        return r.stdout
+
+    return {"w": w, "warehouse": wh.id, "schema": schema, "dbt": dbt, "dir": proj}
+
+
+def rows(p, sql):
+    r = p["w"].statement_execution.execute_statement(statement=sql, warehouse_id=p["warehouse"], wait_timeout="30s")
+    assert r.status.state.value == "SUCCEEDED", r.status
+    return r.result.data_array or []
+
+
+def test_a_dbt_project_runs_tests_documents_and_runs_again(project):
+    p, dbt, s = project, project["dbt"], project["schema"]
+    assert "All checks passed" in dbt("debug")
+    dbt("seed")
+    out = dbt("run")
+    assert "PASS=3" in out, out
+    assert rows(p, f"SELECT customer, total, orders FROM main.{s}.customers ORDER BY customer") == \
+        [["ann", "15.5", "2"], ["bob", "20.0", "1"]]
+    tables = {t.name: t.table_type.value for t in p["w"].tables.list(catalog_name="main", schema_name=s)}
+    assert tables == {"raw_orders": "MANAGED", "stg_orders": "VIEW", "customers": "MANAGED", "order_facts": "MANAGED"}
+    assert "PASS=4" in dbt("test")
+    dbt("docs", "generate")
+    catalog = json.loads((p["dir"] / "target" / "catalog.json").read_text())
+    nodes = {k.split(".")[-1]: v for k, v in catalog["nodes"].items()}
+    assert set(nodes["customers"]["columns"]) == {"customer", "total", "orders"}
+    # the seed changes: bob's order grows, a new order arrives; the incremental model merges only new ids
+    (p["dir"] / "seeds" / "raw_orders.csv").write_text("id,customer,amount\n1,ann,10.5\n2,bob,25\n3,ann,5\n4,cy,7\n")
+    dbt("seed")
+    assert "PASS=3" in dbt("run")
+    assert rows(p, f"SELECT customer, total FROM main.{s}.customers ORDER BY customer") == \
+        [["ann", "15.5"], ["bob", "25.0"], ["cy", "7.0"]]
+    assert rows(p, f"SELECT id, amount FROM main.{s}.order_facts ORDER BY id") == \
+        [["1", "10.5"], ["2", "20.0"], ["3", "5.0"], ["4", "7.0"]]
+    assert "PASS=4" in dbt("test")
