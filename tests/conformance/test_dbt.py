@@ -51,8 +51,12 @@ def project(kiln_factory, tmp_path_factory):
         version: 2
         models:
           - name: customers
+            description: "One row per customer"
+            config:
+              persist_docs: {relation: true, columns: true}
             columns:
               - name: customer
+                description: "Who ordered"
                 tests: [unique, not_null]
           - name: order_facts
             columns:
@@ -105,6 +109,10 @@ def test_a_dbt_project_runs_tests_documents_and_runs_again(project):
     tables = {t.name: t.table_type.value for t in p["w"].tables.list(catalog_name="main", schema_name=s)}
     assert tables == {"raw_orders": "MANAGED", "stg_orders": "VIEW", "customers": "MANAGED", "order_facts": "MANAGED"}
     assert "PASS=4" in dbt("test")
+    # persist_docs: the model's and its column's descriptions are in Unity Catalog
+    got = p["w"].tables.get(f"main.{s}.customers")
+    assert got.comment == "One row per customer"
+    assert {c.name: c.comment for c in got.columns}["customer"] == "Who ordered"
     dbt("docs", "generate")
     catalog = json.loads((p["dir"] / "target" / "catalog.json").read_text())
     nodes = {k.split(".")[-1]: v for k, v in catalog["nodes"].items()}

@@ -100,4 +100,44 @@ impl Catalog {
         })?;
         Ok(info)
     }
+
+    /// Sets (or with `None` clears) one column's comment (`COMMENT ON COLUMN`).
+    pub fn set_column_comment(
+        &self,
+        full_name: &str,
+        column: &str,
+        comment: Option<String>,
+    ) -> Result<TableInfo> {
+        let _guard = self.lock_writer()?;
+        let mut info = self.get_table(&split_full_name(full_name).join("."))?;
+        let table = info.full_name();
+        let col = info
+            .columns
+            .iter_mut()
+            .find(|c| {
+                c["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(column))
+            })
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "[UNRESOLVED_COLUMN] Column {column} does not exist in {table}."
+                ))
+            })?;
+        match (col.as_object_mut(), comment) {
+            (Some(obj), Some(text)) => {
+                obj.insert("comment".into(), serde_json::Value::String(text));
+            }
+            (Some(obj), None) => {
+                obj.remove("comment");
+            }
+            (None, _) => {}
+        }
+        info.updated_at = now_ms();
+        let (key, value) = (info.full_name(), info.clone());
+        self.commit(vec![put("table", &key, &info)?], move |s| {
+            s.tables.insert(key, value);
+        })?;
+        Ok(info)
+    }
 }

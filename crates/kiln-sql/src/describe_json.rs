@@ -10,7 +10,7 @@ use kiln_catalog::Catalog;
 use serde_json::{json, Map, Value};
 
 /// Skips blanks and comments from `i`.
-fn skip(chars: &[char], mut i: usize) -> usize {
+pub(crate) fn skip(chars: &[char], mut i: usize) -> usize {
     loop {
         while i < chars.len() && chars[i].is_whitespace() {
             i += 1;
@@ -31,7 +31,7 @@ fn skip(chars: &[char], mut i: usize) -> usize {
     }
 }
 
-fn word(chars: &[char], i: usize) -> (String, usize) {
+pub(crate) fn word_at(chars: &[char], i: usize) -> (String, usize) {
     let mut j = i;
     while j < chars.len() && (chars[j].is_alphanumeric() || chars[j] == '_') {
         j += 1;
@@ -40,7 +40,7 @@ fn word(chars: &[char], i: usize) -> (String, usize) {
 }
 
 /// A dotted name (backquoted parts too) at `i`.
-fn name(chars: &[char], mut i: usize) -> Option<(Vec<String>, usize)> {
+pub(crate) fn name_at(chars: &[char], mut i: usize) -> Option<(Vec<String>, usize)> {
     let mut parts = Vec::new();
     loop {
         if chars.get(i) == Some(&'`') {
@@ -64,7 +64,7 @@ fn name(chars: &[char], mut i: usize) -> Option<(Vec<String>, usize)> {
             }
             parts.push(part);
         } else {
-            let (_, j) = word(chars, i);
+            let (_, j) = word_at(chars, i);
             if j == i {
                 return None;
             }
@@ -83,25 +83,25 @@ fn name(chars: &[char], mut i: usize) -> Option<(Vec<String>, usize)> {
 pub fn target(sql: &str) -> Option<Vec<String>> {
     let chars: Vec<char> = sql.chars().collect();
     let mut i = skip(&chars, 0);
-    let (w, j) = word(&chars, i);
+    let (w, j) = word_at(&chars, i);
     if w != "DESCRIBE" && w != "DESC" {
         return None;
     }
     i = skip(&chars, j);
-    let (mut w, mut j) = word(&chars, i);
+    let (mut w, mut j) = word_at(&chars, i);
     if w == "TABLE" {
         i = skip(&chars, j);
-        (w, j) = word(&chars, i);
+        (w, j) = word_at(&chars, i);
     }
     if w != "EXTENDED" {
         return None;
     }
     i = skip(&chars, j);
-    let (parts, j) = name(&chars, i)?;
+    let (parts, j) = name_at(&chars, i)?;
     i = skip(&chars, j);
-    let (a, j) = word(&chars, i);
+    let (a, j) = word_at(&chars, i);
     i = skip(&chars, j);
-    let (b, j) = word(&chars, i);
+    let (b, j) = word_at(&chars, i);
     i = skip(&chars, j);
     if chars.get(i) == Some(&';') {
         i = skip(&chars, i + 1);

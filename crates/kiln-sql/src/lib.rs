@@ -4,6 +4,7 @@
 //! table writes behave as everywhere else), its rows become JSON, Arrow or
 //! CSV chunks; what ran is kept in the query history.
 
+pub mod comment_on;
 pub mod describe_json;
 pub mod history;
 pub mod information_schema;
@@ -21,7 +22,7 @@ pub use statements::Statements;
 pub use warehouses::Warehouses;
 
 /// A statement as the engine runs it: what its parser lacks answered from
-/// Unity Catalog (`DESCRIBE … AS JSON`, `information_schema`); `current` is
+/// Unity Catalog (`DESCRIBE … AS JSON`, `COMMENT ON`, `information_schema`); `current` is
 /// the session's (catalog, schema).
 pub fn translate(
     catalog: &kiln_catalog::Catalog,
@@ -30,6 +31,9 @@ pub fn translate(
 ) -> Result<String, String> {
     if let Some(rewritten) = describe_json::rewrite(catalog, sql, current) {
         return rewritten;
+    }
+    if let Some(done) = comment_on::apply(catalog, sql, current) {
+        return done;
     }
     Ok(information_schema::rewrite(catalog, sql).unwrap_or_else(|| sql.to_string()))
 }
