@@ -88,3 +88,34 @@ def test_an_all_purpose_cluster_speaks_the_protocol_too(env):
         assert cur.fetchone().s == "on a cluster"
         cur.execute("SELECT id FROM range(3) ORDER BY id")
         assert cur.fetchall_arrow().column("id").to_pylist() == [0, 1, 2]
+
+
+NO_ARROW = r'''
+import json, sys
+sys.modules["pyarrow"] = None  # the connector as `pip install databricks-sql-connector` has it: no pyarrow
+from databricks import sql
+port, path, token = sys.argv[1], sys.argv[2], sys.argv[3]
+with sql.connect(server_hostname="127.0.0.1", _port=int(port), http_path=path, access_token=token,
+                 _tls_no_verify=True, enable_telemetry=False) as conn, conn.cursor() as cur:
+    cur.execute("SELECT id, concat('n', id) AS s, CAST(id AS DOUBLE) / 2 AS half, id % 2 = 0 AS even, "
+                "CASE WHEN id = 1 THEN NULL ELSE id END AS maybe, DATE'2024-01-02' AS d FROM range(3) ORDER BY id")
+    rows = [list(r) for r in cur.fetchall()]
+    cur.catalogs()
+    cats = [r[0] for r in cur.fetchall()]
+print(json.dumps({"rows": rows, "catalogs": cats}, default=str))
+'''
+
+
+def test_a_client_without_arrow_gets_column_based_results(env):
+    import json
+    import subprocess
+    import sys
+
+    server, wh = env["server"], env["warehouse"]
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", NO_ARROW, str(wh.odbc_params.port),
+                          wh.odbc_params.path, server.token], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["rows"] == [[0, "n0", 0.0, True, 0, "2024-01-02"], [1, "n1", 0.5, False, None, "2024-01-02"],
+                           [2, "n2", 1.0, True, 2, "2024-01-02"]], got
+    assert "main" in got["catalogs"]

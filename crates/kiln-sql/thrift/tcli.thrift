@@ -96,6 +96,59 @@ struct TRow {
   1: optional list<TColumnValue> colVals
 }
 
+// Column-based results (clients without Arrow): values, and a bitmap of nulls
+// (bit i of byte i/8, lowest bit first).
+struct TBoolColumn {
+  1: optional list<bool> values
+  2: optional binary nulls
+}
+
+struct TByteColumn {
+  1: optional list<i8> values
+  2: optional binary nulls
+}
+
+struct TI16Column {
+  1: optional list<i16> values
+  2: optional binary nulls
+}
+
+struct TI32Column {
+  1: optional list<i32> values
+  2: optional binary nulls
+}
+
+struct TI64Column {
+  1: optional list<i64> values
+  2: optional binary nulls
+}
+
+struct TDoubleColumn {
+  1: optional list<double> values
+  2: optional binary nulls
+}
+
+struct TStringColumn {
+  1: optional list<string> values
+  2: optional binary nulls
+}
+
+struct TBinaryColumn {
+  1: optional list<binary> values
+  2: optional binary nulls
+}
+
+union TColumn {
+  1: TBoolColumn boolVal
+  2: TByteColumn byteVal
+  3: TI16Column i16Val
+  4: TI32Column i32Val
+  5: TI64Column i64Val
+  6: TDoubleColumn doubleVal
+  7: TStringColumn stringVal
+  8: TBinaryColumn binaryVal
+}
+
 struct TSparkArrowBatch {
   1: optional binary batch
   2: optional i64 rowCount
@@ -104,6 +157,7 @@ struct TSparkArrowBatch {
 struct TRowSet {
   1: optional i64 startRowOffset
   2: optional list<TRow> rows
+  3: optional list<TColumn> columns
   5: optional i32 columnCount
   0x501: optional list<TSparkArrowBatch> arrowBatches
 }

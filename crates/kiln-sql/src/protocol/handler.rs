@@ -193,9 +193,13 @@ impl Handler {
             Some(framed) => TGetResultSetMetadataResp {
                 status: ok(),
                 schema: Some(table_schema(&framed)),
-                result_format: Some(TSparkRowSetType::ARROW_BASED_SET),
+                result_format: Some(if op.arrow {
+                    TSparkRowSetType::ARROW_BASED_SET
+                } else {
+                    TSparkRowSetType::COLUMN_BASED_SET
+                }),
                 lz4_compressed: Some(op.lz4),
-                arrow_schema: Some(framed.schema.clone()),
+                arrow_schema: op.arrow.then(|| framed.schema.clone()),
                 is_staging_operation: Some(false),
             },
             None => TGetResultSetMetadataResp {
@@ -212,12 +216,11 @@ impl Handler {
                 ..Default::default()
             };
         };
-        TFetchResultsResp {
-            status: ok(),
-            has_more_rows: Some(more),
-            results: Some(TRowSet {
+        let results = if op.arrow {
+            TRowSet {
                 start_row_offset: Some(start),
                 rows: Some(Vec::new()),
+                columns: None,
                 column_count: None,
                 arrow_batches: Some(
                     batches
@@ -228,7 +231,33 @@ impl Handler {
                         })
                         .collect(),
                 ),
-            }),
+            }
+        } else {
+            let schema = op
+                .snapshot()
+                .and_then(|s| s.result)
+                .map(|r| r.schema.clone())
+                .unwrap_or_default();
+            match super::columns::from_batches(&schema, &batches) {
+                Ok(columns) => TRowSet {
+                    start_row_offset: Some(start),
+                    rows: Some(Vec::new()),
+                    column_count: Some(columns.len() as i32),
+                    columns: Some(columns),
+                    arrow_batches: None,
+                },
+                Err(message) => {
+                    return TFetchResultsResp {
+                        status: failed(message),
+                        ..Default::default()
+                    }
+                }
+            }
+        };
+        TFetchResultsResp {
+            status: ok(),
+            has_more_rows: Some(more),
+            results: Some(results),
             result_set_metadata: with_metadata.then(|| self.metadata_of(op)),
         }
     }
@@ -269,7 +298,14 @@ impl Handler {
         lz4: bool,
     ) -> (Vec<u8>, Arc<Operation>) {
         let cancel = self.protocol.warehouses.shutdown.child_token();
-        let op = Operation::new(session, kind.0, lz4, cancel);
+        let arrow = self
+            .protocol
+            .sessions
+            .lock()
+            .ok()
+            .and_then(|s| s.get(session).map(|s| s.arrow))
+            .unwrap_or(true);
+        let op = Operation::new(session, kind.0, (arrow, lz4), cancel);
         let guid = guid();
         if let Ok(mut ops) = self.protocol.operations.lock() {
             ops.insert(guid.clone(), op.clone());
@@ -358,6 +394,7 @@ impl TCLIServiceSyncHandler for Handler {
                     catalog: namespace.catalog_name.clone(),
                     schema: namespace.schema_name.clone(),
                     spark: HashMap::new(),
+                    arrow: true,
                 },
             );
         }
@@ -422,11 +459,11 @@ impl TCLIServiceSyncHandler for Handler {
                 ..Default::default()
             });
         };
-        if req.can_read_arrow_result == Some(false) {
-            return Ok(TExecuteStatementResp {
-                status: failed("Kiln answers results as Arrow: install pyarrow (databricks-sql-connector[pyarrow])."),
-                ..Default::default()
-            });
+        // a client without Arrow gets column-based results (its metadata calls too)
+        if let Ok(mut sessions) = self.protocol.sessions.lock() {
+            if let Some(s) = sessions.get_mut(&session) {
+                s.arrow = req.can_read_arrow_result != Some(false);
+            }
         }
         let statement = req.statement.clone().unwrap_or_default();
         let (named, positional) = match parameters(req.parameters.as_deref().unwrap_or_default()) {

@@ -22,6 +22,7 @@
 pub mod tcli;
 
 pub mod batches;
+mod columns;
 mod handler;
 mod metadata;
 mod operations;
@@ -64,6 +65,8 @@ pub(crate) struct SqlSession {
     /// whether the initial schema is set there yet (it may not exist yet:
     /// dbt creates its schema through the session it names).
     pub spark: HashMap<String, (Arc<Session>, bool)>,
+    /// Whether the client reads Arrow (it says so with each statement).
+    pub arrow: bool,
 }
 
 pub struct SqlProtocol {

@@ -27,6 +27,8 @@ pub struct Operation {
     pub cancel: CancellationToken,
     /// The client reads LZ4-framed batches.
     pub lz4: bool,
+    /// The client reads Arrow (else: column-based results).
+    pub arrow: bool,
     state: Mutex<OpState>,
     done: watch::Sender<bool>,
 }
@@ -45,12 +47,18 @@ pub struct OpState {
 }
 
 impl Operation {
-    pub fn new(session: &[u8], kind: i32, lz4: bool, cancel: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        session: &[u8],
+        kind: i32,
+        (arrow, lz4): (bool, bool),
+        cancel: CancellationToken,
+    ) -> Arc<Self> {
         Arc::new(Self {
             session: session.to_vec(),
             kind,
             cancel,
-            lz4,
+            lz4: lz4 && arrow,
+            arrow,
             state: Mutex::new(OpState {
                 state: TOperationState::PENDING_STATE,
                 error: None,

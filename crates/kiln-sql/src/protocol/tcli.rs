@@ -1238,6 +1238,882 @@ impl Default for TRow {
 }
 
 //
+// TBoolColumn
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct TBoolColumn {
+  pub values: Option<Vec<bool>>,
+  pub nulls: Option<Vec<u8>>,
+}
+
+impl TBoolColumn {
+  pub fn new<F1, F2>(values: F1, nulls: F2) -> TBoolColumn where F1: Into<Option<Vec<bool>>>, F2: Into<Option<Vec<u8>>> {
+    TBoolColumn {
+      values: values.into(),
+      nulls: nulls.into(),
+    }
+  }
+}
+
+impl TSerializable for TBoolColumn {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<TBoolColumn> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<bool>> = None;
+    let mut f_2: Option<Vec<u8>> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<bool> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_5 = i_prot.read_bool()?;
+            val.push(list_elem_5);
+          }
+          i_prot.read_list_end()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_bytes()?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = TBoolColumn {
+      values: f_1,
+      nulls: f_2,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("TBoolColumn");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.values {
+      o_prot.write_field_begin(&TFieldIdentifier::new("values", TType::List, 1))?;
+      o_prot.write_list_begin(&TListIdentifier::new(TType::Bool, fld_var.len() as i32))?;
+      for e in fld_var {
+        o_prot.write_bool(*e)?;
+      }
+      o_prot.write_list_end()?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.nulls {
+      o_prot.write_field_begin(&TFieldIdentifier::new("nulls", TType::String, 2))?;
+      o_prot.write_bytes(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+impl Default for TBoolColumn {
+  fn default() -> Self {
+    TBoolColumn{
+      values: Some(Vec::new()),
+      nulls: Some(Vec::new()),
+    }
+  }
+}
+
+//
+// TByteColumn
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct TByteColumn {
+  pub values: Option<Vec<i8>>,
+  pub nulls: Option<Vec<u8>>,
+}
+
+impl TByteColumn {
+  pub fn new<F1, F2>(values: F1, nulls: F2) -> TByteColumn where F1: Into<Option<Vec<i8>>>, F2: Into<Option<Vec<u8>>> {
+    TByteColumn {
+      values: values.into(),
+      nulls: nulls.into(),
+    }
+  }
+}
+
+impl TSerializable for TByteColumn {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<TByteColumn> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<i8>> = None;
+    let mut f_2: Option<Vec<u8>> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<i8> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_6 = i_prot.read_i8()?;
+            val.push(list_elem_6);
+          }
+          i_prot.read_list_end()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_bytes()?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = TByteColumn {
+      values: f_1,
+      nulls: f_2,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("TByteColumn");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.values {
+      o_prot.write_field_begin(&TFieldIdentifier::new("values", TType::List, 1))?;
+      o_prot.write_list_begin(&TListIdentifier::new(TType::I08, fld_var.len() as i32))?;
+      for e in fld_var {
+        o_prot.write_i8(*e)?;
+      }
+      o_prot.write_list_end()?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.nulls {
+      o_prot.write_field_begin(&TFieldIdentifier::new("nulls", TType::String, 2))?;
+      o_prot.write_bytes(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+impl Default for TByteColumn {
+  fn default() -> Self {
+    TByteColumn{
+      values: Some(Vec::new()),
+      nulls: Some(Vec::new()),
+    }
+  }
+}
+
+//
+// TI16Column
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct TI16Column {
+  pub values: Option<Vec<i16>>,
+  pub nulls: Option<Vec<u8>>,
+}
+
+impl TI16Column {
+  pub fn new<F1, F2>(values: F1, nulls: F2) -> TI16Column where F1: Into<Option<Vec<i16>>>, F2: Into<Option<Vec<u8>>> {
+    TI16Column {
+      values: values.into(),
+      nulls: nulls.into(),
+    }
+  }
+}
+
+impl TSerializable for TI16Column {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<TI16Column> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<i16>> = None;
+    let mut f_2: Option<Vec<u8>> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<i16> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_7 = i_prot.read_i16()?;
+            val.push(list_elem_7);
+          }
+          i_prot.read_list_end()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_bytes()?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = TI16Column {
+      values: f_1,
+      nulls: f_2,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("TI16Column");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.values {
+      o_prot.write_field_begin(&TFieldIdentifier::new("values", TType::List, 1))?;
+      o_prot.write_list_begin(&TListIdentifier::new(TType::I16, fld_var.len() as i32))?;
+      for e in fld_var {
+        o_prot.write_i16(*e)?;
+      }
+      o_prot.write_list_end()?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.nulls {
+      o_prot.write_field_begin(&TFieldIdentifier::new("nulls", TType::String, 2))?;
+      o_prot.write_bytes(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+impl Default for TI16Column {
+  fn default() -> Self {
+    TI16Column{
+      values: Some(Vec::new()),
+      nulls: Some(Vec::new()),
+    }
+  }
+}
+
+//
+// TI32Column
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct TI32Column {
+  pub values: Option<Vec<i32>>,
+  pub nulls: Option<Vec<u8>>,
+}
+
+impl TI32Column {
+  pub fn new<F1, F2>(values: F1, nulls: F2) -> TI32Column where F1: Into<Option<Vec<i32>>>, F2: Into<Option<Vec<u8>>> {
+    TI32Column {
+      values: values.into(),
+      nulls: nulls.into(),
+    }
+  }
+}
+
+impl TSerializable for TI32Column {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<TI32Column> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<i32>> = None;
+    let mut f_2: Option<Vec<u8>> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<i32> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_8 = i_prot.read_i32()?;
+            val.push(list_elem_8);
+          }
+          i_prot.read_list_end()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_bytes()?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = TI32Column {
+      values: f_1,
+      nulls: f_2,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("TI32Column");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.values {
+      o_prot.write_field_begin(&TFieldIdentifier::new("values", TType::List, 1))?;
+      o_prot.write_list_begin(&TListIdentifier::new(TType::I32, fld_var.len() as i32))?;
+      for e in fld_var {
+        o_prot.write_i32(*e)?;
+      }
+      o_prot.write_list_end()?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.nulls {
+      o_prot.write_field_begin(&TFieldIdentifier::new("nulls", TType::String, 2))?;
+      o_prot.write_bytes(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+impl Default for TI32Column {
+  fn default() -> Self {
+    TI32Column{
+      values: Some(Vec::new()),
+      nulls: Some(Vec::new()),
+    }
+  }
+}
+
+//
+// TI64Column
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct TI64Column {
+  pub values: Option<Vec<i64>>,
+  pub nulls: Option<Vec<u8>>,
+}
+
+impl TI64Column {
+  pub fn new<F1, F2>(values: F1, nulls: F2) -> TI64Column where F1: Into<Option<Vec<i64>>>, F2: Into<Option<Vec<u8>>> {
+    TI64Column {
+      values: values.into(),
+      nulls: nulls.into(),
+    }
+  }
+}
+
+impl TSerializable for TI64Column {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<TI64Column> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<i64>> = None;
+    let mut f_2: Option<Vec<u8>> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<i64> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_9 = i_prot.read_i64()?;
+            val.push(list_elem_9);
+          }
+          i_prot.read_list_end()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_bytes()?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = TI64Column {
+      values: f_1,
+      nulls: f_2,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("TI64Column");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.values {
+      o_prot.write_field_begin(&TFieldIdentifier::new("values", TType::List, 1))?;
+      o_prot.write_list_begin(&TListIdentifier::new(TType::I64, fld_var.len() as i32))?;
+      for e in fld_var {
+        o_prot.write_i64(*e)?;
+      }
+      o_prot.write_list_end()?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.nulls {
+      o_prot.write_field_begin(&TFieldIdentifier::new("nulls", TType::String, 2))?;
+      o_prot.write_bytes(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+impl Default for TI64Column {
+  fn default() -> Self {
+    TI64Column{
+      values: Some(Vec::new()),
+      nulls: Some(Vec::new()),
+    }
+  }
+}
+
+//
+// TDoubleColumn
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct TDoubleColumn {
+  pub values: Option<Vec<OrderedFloat<f64>>>,
+  pub nulls: Option<Vec<u8>>,
+}
+
+impl TDoubleColumn {
+  pub fn new<F1, F2>(values: F1, nulls: F2) -> TDoubleColumn where F1: Into<Option<Vec<OrderedFloat<f64>>>>, F2: Into<Option<Vec<u8>>> {
+    TDoubleColumn {
+      values: values.into(),
+      nulls: nulls.into(),
+    }
+  }
+}
+
+impl TSerializable for TDoubleColumn {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<TDoubleColumn> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<OrderedFloat<f64>>> = None;
+    let mut f_2: Option<Vec<u8>> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<OrderedFloat<f64>> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_10 = OrderedFloat::from(i_prot.read_double()?);
+            val.push(list_elem_10);
+          }
+          i_prot.read_list_end()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_bytes()?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = TDoubleColumn {
+      values: f_1,
+      nulls: f_2,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("TDoubleColumn");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.values {
+      o_prot.write_field_begin(&TFieldIdentifier::new("values", TType::List, 1))?;
+      o_prot.write_list_begin(&TListIdentifier::new(TType::Double, fld_var.len() as i32))?;
+      for e in fld_var {
+        o_prot.write_double((*e).into())?;
+      }
+      o_prot.write_list_end()?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.nulls {
+      o_prot.write_field_begin(&TFieldIdentifier::new("nulls", TType::String, 2))?;
+      o_prot.write_bytes(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+impl Default for TDoubleColumn {
+  fn default() -> Self {
+    TDoubleColumn{
+      values: Some(Vec::new()),
+      nulls: Some(Vec::new()),
+    }
+  }
+}
+
+//
+// TStringColumn
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct TStringColumn {
+  pub values: Option<Vec<String>>,
+  pub nulls: Option<Vec<u8>>,
+}
+
+impl TStringColumn {
+  pub fn new<F1, F2>(values: F1, nulls: F2) -> TStringColumn where F1: Into<Option<Vec<String>>>, F2: Into<Option<Vec<u8>>> {
+    TStringColumn {
+      values: values.into(),
+      nulls: nulls.into(),
+    }
+  }
+}
+
+impl TSerializable for TStringColumn {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<TStringColumn> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<String>> = None;
+    let mut f_2: Option<Vec<u8>> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<String> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_11 = i_prot.read_string()?;
+            val.push(list_elem_11);
+          }
+          i_prot.read_list_end()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_bytes()?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = TStringColumn {
+      values: f_1,
+      nulls: f_2,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("TStringColumn");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.values {
+      o_prot.write_field_begin(&TFieldIdentifier::new("values", TType::List, 1))?;
+      o_prot.write_list_begin(&TListIdentifier::new(TType::String, fld_var.len() as i32))?;
+      for e in fld_var {
+        o_prot.write_string(e)?;
+      }
+      o_prot.write_list_end()?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.nulls {
+      o_prot.write_field_begin(&TFieldIdentifier::new("nulls", TType::String, 2))?;
+      o_prot.write_bytes(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+impl Default for TStringColumn {
+  fn default() -> Self {
+    TStringColumn{
+      values: Some(Vec::new()),
+      nulls: Some(Vec::new()),
+    }
+  }
+}
+
+//
+// TBinaryColumn
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct TBinaryColumn {
+  pub values: Option<Vec<Vec<u8>>>,
+  pub nulls: Option<Vec<u8>>,
+}
+
+impl TBinaryColumn {
+  pub fn new<F1, F2>(values: F1, nulls: F2) -> TBinaryColumn where F1: Into<Option<Vec<Vec<u8>>>>, F2: Into<Option<Vec<u8>>> {
+    TBinaryColumn {
+      values: values.into(),
+      nulls: nulls.into(),
+    }
+  }
+}
+
+impl TSerializable for TBinaryColumn {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<TBinaryColumn> {
+    i_prot.read_struct_begin()?;
+    let mut f_1: Option<Vec<Vec<u8>>> = None;
+    let mut f_2: Option<Vec<u8>> = None;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<Vec<u8>> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_12 = i_prot.read_bytes()?;
+            val.push(list_elem_12);
+          }
+          i_prot.read_list_end()?;
+          f_1 = Some(val);
+        },
+        2 => {
+          let val = i_prot.read_bytes()?;
+          f_2 = Some(val);
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    let ret = TBinaryColumn {
+      values: f_1,
+      nulls: f_2,
+    };
+    Ok(ret)
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("TBinaryColumn");
+    o_prot.write_struct_begin(&struct_ident)?;
+    if let Some(ref fld_var) = self.values {
+      o_prot.write_field_begin(&TFieldIdentifier::new("values", TType::List, 1))?;
+      o_prot.write_list_begin(&TListIdentifier::new(TType::String, fld_var.len() as i32))?;
+      for e in fld_var {
+        o_prot.write_bytes(e)?;
+      }
+      o_prot.write_list_end()?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.nulls {
+      o_prot.write_field_begin(&TFieldIdentifier::new("nulls", TType::String, 2))?;
+      o_prot.write_bytes(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+impl Default for TBinaryColumn {
+  fn default() -> Self {
+    TBinaryColumn{
+      values: Some(Vec::new()),
+      nulls: Some(Vec::new()),
+    }
+  }
+}
+
+//
+// TColumn
+//
+
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub enum TColumn {
+  BoolVal(TBoolColumn),
+  ByteVal(TByteColumn),
+  I16Val(TI16Column),
+  I32Val(TI32Column),
+  I64Val(TI64Column),
+  DoubleVal(TDoubleColumn),
+  StringVal(TStringColumn),
+  BinaryVal(TBinaryColumn),
+}
+
+impl TSerializable for TColumn {
+  fn read_from_in_protocol(i_prot: &mut dyn TInputProtocol) -> thrift::Result<TColumn> {
+    let mut ret: Option<TColumn> = None;
+    let mut received_field_count = 0;
+    i_prot.read_struct_begin()?;
+    loop {
+      let field_ident = i_prot.read_field_begin()?;
+      if field_ident.field_type == TType::Stop {
+        break;
+      }
+      let field_id = field_id(&field_ident)?;
+      match field_id {
+        1 => {
+          let val = TBoolColumn::read_from_in_protocol(i_prot)?;
+          if ret.is_none() {
+            ret = Some(TColumn::BoolVal(val));
+          }
+          received_field_count += 1;
+        },
+        2 => {
+          let val = TByteColumn::read_from_in_protocol(i_prot)?;
+          if ret.is_none() {
+            ret = Some(TColumn::ByteVal(val));
+          }
+          received_field_count += 1;
+        },
+        3 => {
+          let val = TI16Column::read_from_in_protocol(i_prot)?;
+          if ret.is_none() {
+            ret = Some(TColumn::I16Val(val));
+          }
+          received_field_count += 1;
+        },
+        4 => {
+          let val = TI32Column::read_from_in_protocol(i_prot)?;
+          if ret.is_none() {
+            ret = Some(TColumn::I32Val(val));
+          }
+          received_field_count += 1;
+        },
+        5 => {
+          let val = TI64Column::read_from_in_protocol(i_prot)?;
+          if ret.is_none() {
+            ret = Some(TColumn::I64Val(val));
+          }
+          received_field_count += 1;
+        },
+        6 => {
+          let val = TDoubleColumn::read_from_in_protocol(i_prot)?;
+          if ret.is_none() {
+            ret = Some(TColumn::DoubleVal(val));
+          }
+          received_field_count += 1;
+        },
+        7 => {
+          let val = TStringColumn::read_from_in_protocol(i_prot)?;
+          if ret.is_none() {
+            ret = Some(TColumn::StringVal(val));
+          }
+          received_field_count += 1;
+        },
+        8 => {
+          let val = TBinaryColumn::read_from_in_protocol(i_prot)?;
+          if ret.is_none() {
+            ret = Some(TColumn::BinaryVal(val));
+          }
+          received_field_count += 1;
+        },
+        _ => {
+          i_prot.skip(field_ident.field_type)?;
+          received_field_count += 1;
+        },
+      };
+      i_prot.read_field_end()?;
+    }
+    i_prot.read_struct_end()?;
+    if received_field_count == 0 {
+      Err(
+        thrift::Error::Protocol(
+          ProtocolError::new(
+            ProtocolErrorKind::InvalidData,
+            "received empty union from remote TColumn"
+          )
+        )
+      )
+    } else if received_field_count > 1 {
+      Err(
+        thrift::Error::Protocol(
+          ProtocolError::new(
+            ProtocolErrorKind::InvalidData,
+            "received multiple fields for union from remote TColumn"
+          )
+        )
+      )
+    } else {
+      Ok(ret.expect("return value should have been constructed"))
+    }
+  }
+  fn write_to_out_protocol(&self, o_prot: &mut dyn TOutputProtocol) -> thrift::Result<()> {
+    let struct_ident = TStructIdentifier::new("TColumn");
+    o_prot.write_struct_begin(&struct_ident)?;
+    match *self {
+      TColumn::BoolVal(ref f) => {
+        o_prot.write_field_begin(&TFieldIdentifier::new("boolVal", TType::Struct, 1))?;
+        f.write_to_out_protocol(o_prot)?;
+        o_prot.write_field_end()?;
+      },
+      TColumn::ByteVal(ref f) => {
+        o_prot.write_field_begin(&TFieldIdentifier::new("byteVal", TType::Struct, 2))?;
+        f.write_to_out_protocol(o_prot)?;
+        o_prot.write_field_end()?;
+      },
+      TColumn::I16Val(ref f) => {
+        o_prot.write_field_begin(&TFieldIdentifier::new("i16Val", TType::Struct, 3))?;
+        f.write_to_out_protocol(o_prot)?;
+        o_prot.write_field_end()?;
+      },
+      TColumn::I32Val(ref f) => {
+        o_prot.write_field_begin(&TFieldIdentifier::new("i32Val", TType::Struct, 4))?;
+        f.write_to_out_protocol(o_prot)?;
+        o_prot.write_field_end()?;
+      },
+      TColumn::I64Val(ref f) => {
+        o_prot.write_field_begin(&TFieldIdentifier::new("i64Val", TType::Struct, 5))?;
+        f.write_to_out_protocol(o_prot)?;
+        o_prot.write_field_end()?;
+      },
+      TColumn::DoubleVal(ref f) => {
+        o_prot.write_field_begin(&TFieldIdentifier::new("doubleVal", TType::Struct, 6))?;
+        f.write_to_out_protocol(o_prot)?;
+        o_prot.write_field_end()?;
+      },
+      TColumn::StringVal(ref f) => {
+        o_prot.write_field_begin(&TFieldIdentifier::new("stringVal", TType::Struct, 7))?;
+        f.write_to_out_protocol(o_prot)?;
+        o_prot.write_field_end()?;
+      },
+      TColumn::BinaryVal(ref f) => {
+        o_prot.write_field_begin(&TFieldIdentifier::new("binaryVal", TType::Struct, 8))?;
+        f.write_to_out_protocol(o_prot)?;
+        o_prot.write_field_end()?;
+      },
+    }
+    o_prot.write_field_stop()?;
+    o_prot.write_struct_end()
+  }
+}
+
+//
 // TSparkArrowBatch
 //
 
@@ -1324,15 +2200,17 @@ impl Default for TSparkArrowBatch {
 pub struct TRowSet {
   pub start_row_offset: Option<i64>,
   pub rows: Option<Vec<TRow>>,
+  pub columns: Option<Vec<TColumn>>,
   pub column_count: Option<i32>,
   pub arrow_batches: Option<Vec<TSparkArrowBatch>>,
 }
 
 impl TRowSet {
-  pub fn new<F1, F2, F5, F1281>(start_row_offset: F1, rows: F2, column_count: F5, arrow_batches: F1281) -> TRowSet where F1: Into<Option<i64>>, F2: Into<Option<Vec<TRow>>>, F5: Into<Option<i32>>, F1281: Into<Option<Vec<TSparkArrowBatch>>> {
+  pub fn new<F1, F2, F3, F5, F1281>(start_row_offset: F1, rows: F2, columns: F3, column_count: F5, arrow_batches: F1281) -> TRowSet where F1: Into<Option<i64>>, F2: Into<Option<Vec<TRow>>>, F3: Into<Option<Vec<TColumn>>>, F5: Into<Option<i32>>, F1281: Into<Option<Vec<TSparkArrowBatch>>> {
     TRowSet {
       start_row_offset: start_row_offset.into(),
       rows: rows.into(),
+      columns: columns.into(),
       column_count: column_count.into(),
       arrow_batches: arrow_batches.into(),
     }
@@ -1344,6 +2222,7 @@ impl TSerializable for TRowSet {
     i_prot.read_struct_begin()?;
     let mut f_1: Option<i64> = None;
     let mut f_2: Option<Vec<TRow>> = None;
+    let mut f_3: Option<Vec<TColumn>> = None;
     let mut f_5: Option<i32> = None;
     let mut f_1281: Option<Vec<TSparkArrowBatch>> = None;
     loop {
@@ -1361,11 +2240,21 @@ impl TSerializable for TRowSet {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<TRow> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_5 = TRow::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_5);
+            let list_elem_13 = TRow::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_13);
           }
           i_prot.read_list_end()?;
           f_2 = Some(val);
+        },
+        3 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<TColumn> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_14 = TColumn::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_14);
+          }
+          i_prot.read_list_end()?;
+          f_3 = Some(val);
         },
         5 => {
           let val = i_prot.read_i32()?;
@@ -1375,8 +2264,8 @@ impl TSerializable for TRowSet {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<TSparkArrowBatch> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_6 = TSparkArrowBatch::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_6);
+            let list_elem_15 = TSparkArrowBatch::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_15);
           }
           i_prot.read_list_end()?;
           f_1281 = Some(val);
@@ -1391,6 +2280,7 @@ impl TSerializable for TRowSet {
     let ret = TRowSet {
       start_row_offset: f_1,
       rows: f_2,
+      columns: f_3,
       column_count: f_5,
       arrow_batches: f_1281,
     };
@@ -1406,6 +2296,15 @@ impl TSerializable for TRowSet {
     }
     if let Some(ref fld_var) = self.rows {
       o_prot.write_field_begin(&TFieldIdentifier::new("rows", TType::List, 2))?;
+      o_prot.write_list_begin(&TListIdentifier::new(TType::Struct, fld_var.len() as i32))?;
+      for e in fld_var {
+        e.write_to_out_protocol(o_prot)?;
+      }
+      o_prot.write_list_end()?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.columns {
+      o_prot.write_field_begin(&TFieldIdentifier::new("columns", TType::List, 3))?;
       o_prot.write_list_begin(&TListIdentifier::new(TType::Struct, fld_var.len() as i32))?;
       for e in fld_var {
         e.write_to_out_protocol(o_prot)?;
@@ -1437,6 +2336,7 @@ impl Default for TRowSet {
     TRowSet{
       start_row_offset: Some(0),
       rows: Some(Vec::new()),
+      columns: Some(Vec::new()),
       column_count: Some(0),
       arrow_batches: Some(Vec::new()),
     }
@@ -1494,8 +2394,8 @@ impl TSerializable for TStatus {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<String> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_7 = i_prot.read_string()?;
-            val.push(list_elem_7);
+            let list_elem_16 = i_prot.read_string()?;
+            val.push(list_elem_16);
           }
           i_prot.read_list_end()?;
           f_2 = Some(val);
@@ -2122,9 +3022,9 @@ impl TSerializable for TOpenSessionReq {
           let map_ident = i_prot.read_map_begin()?;
           let mut val: BTreeMap<String, String> = BTreeMap::new();
           for _ in 0..map_ident.size {
-            let map_key_8 = i_prot.read_string()?;
-            let map_val_9 = i_prot.read_string()?;
-            val.insert(map_key_8, map_val_9);
+            let map_key_17 = i_prot.read_string()?;
+            let map_val_18 = i_prot.read_string()?;
+            val.insert(map_key_17, map_val_18);
           }
           i_prot.read_map_end()?;
           f_4 = Some(val);
@@ -2273,9 +3173,9 @@ impl TSerializable for TOpenSessionResp {
           let map_ident = i_prot.read_map_begin()?;
           let mut val: BTreeMap<String, String> = BTreeMap::new();
           for _ in 0..map_ident.size {
-            let map_key_10 = i_prot.read_string()?;
-            let map_val_11 = i_prot.read_string()?;
-            val.insert(map_key_10, map_val_11);
+            let map_key_19 = i_prot.read_string()?;
+            let map_val_20 = i_prot.read_string()?;
+            val.insert(map_key_19, map_val_20);
           }
           i_prot.read_map_end()?;
           f_4 = Some(val);
@@ -3108,9 +4008,9 @@ impl TSerializable for TExecuteStatementReq {
           let map_ident = i_prot.read_map_begin()?;
           let mut val: BTreeMap<String, String> = BTreeMap::new();
           for _ in 0..map_ident.size {
-            let map_key_12 = i_prot.read_string()?;
-            let map_val_13 = i_prot.read_string()?;
-            val.insert(map_key_12, map_val_13);
+            let map_key_21 = i_prot.read_string()?;
+            let map_val_22 = i_prot.read_string()?;
+            val.insert(map_key_21, map_val_22);
           }
           i_prot.read_map_end()?;
           f_3 = Some(val);
@@ -3151,8 +4051,8 @@ impl TSerializable for TExecuteStatementReq {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<TSparkParameter> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_14 = TSparkParameter::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_14);
+            let list_elem_23 = TSparkParameter::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_23);
           }
           i_prot.read_list_end()?;
           f_1288 = Some(val);
@@ -4804,8 +5704,8 @@ impl TSerializable for TGetTablesReq {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<String> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_15 = i_prot.read_string()?;
-            val.push(list_elem_15);
+            let list_elem_24 = i_prot.read_string()?;
+            val.push(list_elem_24);
           }
           i_prot.read_list_end()?;
           f_5 = Some(val);
