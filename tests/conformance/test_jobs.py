@@ -644,12 +644,19 @@ def test_notification_destinations_and_job_webhooks(env):
     assert all(g["auth"] == "Basic " + base64.b64encode(b"kiln:pa55").decode() for g in delivered)
     assert delivered[-1]["body"]["job"] == {"job_id": ok, "name": w.jobs.get(ok).settings.name}
     assert len(delivered) == 4  # the first was answered 500 and sent again
+    r = h.post(server.url("/api/2.2/jobs/create"), json={"name": "x", "tasks": [
+        {"task_key": "t", "condition_task": {"op": "EQUAL_TO", "left": "1", "right": "1"},
+         "webhook_notifications": {"on_failure": [{"id": "nope"}]}}]})
+    assert "webhook_notifications.on_failure.id" in assert_error(r, 400, "INVALID_PARAMETER_VALUE")["message"]
     failing = create(w, name=unique("hooked-fail"), webhook_notifications={"on_failure": [{"id": dest.id}]},
-                     tasks=[{"task_key": "f", "condition_task": {"op": "EQUAL_TO", "left": "{{job.nope}}", "right": "1"}}])
+                     tasks=[{"task_key": "f", "condition_task": {"op": "EQUAL_TO", "left": "{{job.nope}}", "right": "1"},
+                             "webhook_notifications": {"on_failure": [{"id": dest.id}]}}])
     bad_run = w.jobs.run_now(job_id=failing).run_id
     w.jobs.wait_get_run_job_terminated_or_skipped(run_id=bad_run, timeout=WAIT)
-    wait_for(lambda: [g for g in hook.got if g["body"].get("run", {}).get("run_id") == bad_run
-                      and g["body"]["event_type"] == "jobs.on_failure"], 30, "the failure webhook", interval=0.2)
+    failures = wait_for(lambda: (lambda got: got if len(got) == 2 else None)(
+        [g["body"] for g in hook.got if g["body"].get("run", {}).get("run_id") == bad_run
+         and g["body"]["event_type"] == "jobs.on_failure"]), 30, "the run's and the task's failure webhooks", interval=0.2)
+    assert sorted(b.get("task", {}).get("task_key", "") for b in failures) == ["", "f"]
     # the server log never has the URL's token
     assert secret_url.split("=")[1] not in server.log_path.read_text(errors="replace")
     w.notification_destinations.delete(email.id)

@@ -420,6 +420,11 @@ async fn run_task(
             }
             Ok(())
         })?;
+        if attempt == 0 {
+            if let Ok(run) = jobs.run(run_id) {
+                crate::webhooks::notify_task(jobs, &run, key, Event::Start);
+            }
+        }
         let attempt_token = stop.child_token();
         let work = crate::attempt::execute(
             jobs,
@@ -493,6 +498,14 @@ async fn run_task(
             }
             Ok(())
         })?;
+        let event = match result {
+            RunResultState::Success | RunResultState::SuccessWithFailures => Some(Event::Success),
+            RunResultState::Failed | RunResultState::Timedout => Some(Event::Failure),
+            _ => None,
+        };
+        if let (Some(event), Ok(run)) = (event, jobs.run(run_id)) {
+            crate::webhooks::notify_task(jobs, &run, key, event);
+        }
         return Ok(());
     }
 }

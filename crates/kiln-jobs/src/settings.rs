@@ -27,7 +27,7 @@ pub fn normalize(settings: Value, lookups: &dyn Lookups) -> Result<Map<String, V
     int_field(&mut s, "timeout_seconds", 0, (0, i64::MAX))?;
     object_or_default(&mut s, "email_notifications")?;
     object_or_default(&mut s, "webhook_notifications")?;
-    webhooks(&s, lookups)?;
+    crate::task_settings::webhooks(&s, lookups)?;
     s.entry("format").or_insert(json!("MULTI_TASK"));
     if let Some(git) = s.get("git_source").filter(|g| !g.is_null()) {
         if git.get("git_provider").and_then(Value::as_str).is_none() {
@@ -94,43 +94,6 @@ pub fn normalize(settings: Value, lookups: &dyn Lookups) -> Result<Map<String, V
         Value::Array(checked.into_iter().map(Value::Object).collect()),
     );
     Ok(s)
-}
-
-/// `webhook_notifications`: each event a list of at most 3 `{id}` of
-/// existing notification destinations.
-fn webhooks(s: &Map<String, Value>, lookups: &dyn Lookups) -> Result<()> {
-    let Some(Value::Object(hooks)) = s.get("webhook_notifications") else {
-        return Ok(());
-    };
-    for (event, list) in hooks {
-        let field = format!("webhook_notifications.{event}");
-        if !matches!(
-            event.as_str(),
-            "on_start"
-                | "on_success"
-                | "on_failure"
-                | "on_duration_warning_threshold_exceeded"
-                | "on_streaming_backlog_exceeded"
-        ) {
-            return Err(invalid(&field, "not a job event"));
-        }
-        let list = list
-            .as_array()
-            .ok_or_else(|| invalid(&field, "expected a list"))?;
-        if list.len() > 3 {
-            return Err(invalid(&field, "at most 3 destinations"));
-        }
-        for d in list {
-            let id = d.get("id").and_then(Value::as_str).unwrap_or_default();
-            if !lookups.destination_exists(id) {
-                return Err(invalid(
-                    &format!("{field}.id"),
-                    format!("notification destination {id:?} does not exist"),
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 fn job_clusters(s: &mut Map<String, Value>) -> Result<BTreeSet<String>> {

@@ -90,6 +90,43 @@ pub(crate) fn object_or_default(map: &mut Map<String, Value>, key: &str) -> Resu
     }
 }
 
+/// `webhook_notifications`: each event a list of at most 3 `{id}` of
+/// existing notification destinations.
+pub(crate) fn webhooks(s: &Map<String, Value>, lookups: &dyn Lookups) -> Result<()> {
+    let Some(Value::Object(hooks)) = s.get("webhook_notifications") else {
+        return Ok(());
+    };
+    for (event, list) in hooks {
+        let field = format!("webhook_notifications.{event}");
+        if !matches!(
+            event.as_str(),
+            "on_start"
+                | "on_success"
+                | "on_failure"
+                | "on_duration_warning_threshold_exceeded"
+                | "on_streaming_backlog_exceeded"
+        ) {
+            return Err(invalid(&field, "not a job event"));
+        }
+        let list = list
+            .as_array()
+            .ok_or_else(|| invalid(&field, "expected a list"))?;
+        if list.len() > 3 {
+            return Err(invalid(&field, "at most 3 destinations"));
+        }
+        for d in list {
+            let id = d.get("id").and_then(Value::as_str).unwrap_or_default();
+            if !lookups.destination_exists(id) {
+                return Err(invalid(
+                    &format!("{field}.id"),
+                    format!("notification destination {id:?} does not exist"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn int_field(
     map: &mut Map<String, Value>,
     field: &str,
@@ -199,6 +236,7 @@ pub(crate) fn normalize_task(
         return Err(invalid("tasks.retry_on_timeout", "expected a boolean"));
     }
     object_or_default(&mut t, "email_notifications")?;
+    webhooks(&t, lookups)?;
     depends_on(&mut t, &key)?;
     let computes: Vec<&str> = [
         "existing_cluster_id",

@@ -81,6 +81,33 @@ pub(crate) fn destinations_for(run: &RunRecord, event: Event) -> Vec<String> {
 /// Sends `event` of `run` to its destinations (in the background).
 pub(crate) fn notify(jobs: &Arc<Jobs>, run: &RunRecord, event: Event) {
     let ids = destinations_for(run, event);
+    announce(jobs, run, None, ids, event);
+}
+
+/// Sends `event` of one task run to the task's own destinations.
+pub(crate) fn notify_task(jobs: &Arc<Jobs>, run: &RunRecord, task_key: &str, event: Event) {
+    let Some(task) = run.tasks.iter().find(|t| t.task_key == task_key) else {
+        return;
+    };
+    let ids: Vec<String> = task
+        .task
+        .get("webhook_notifications")
+        .and_then(|w| w.get(event.field()))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.get("id").and_then(Value::as_str).map(String::from))
+        .collect();
+    announce(jobs, run, Some((task_key, task.run_id)), ids, event);
+}
+
+fn announce(
+    jobs: &Arc<Jobs>,
+    run: &RunRecord,
+    task: Option<(&str, i64)>,
+    ids: Vec<String>,
+    event: Event,
+) {
     if ids.is_empty() {
         return;
     }
@@ -90,16 +117,22 @@ pub(crate) fn notify(jobs: &Arc<Jobs>, run: &RunRecord, event: Event) {
         .ok()
         .flatten()
         .unwrap_or_default();
-    let payload = json!({
+    let mut payload = json!({
         "event_type": format!("jobs.{}", event.field()),
         "workspace_id": workspace_id,
         "run": {"run_id": run.run_id},
         "job": {"job_id": run.job_id, "name": run.run_name},
     });
+    if let Some((key, task_run_id)) = task {
+        payload["task"] = json!({"task_key": key, "run_id": task_run_id});
+    }
+    let what = match task {
+        Some((key, _)) => format!("task {key} of run {}", run.run_id),
+        None => format!("run {}", run.run_id),
+    };
     let text = format!(
-        "Job \"{}\" run {}: {}",
+        "Job \"{}\" {what}: {}",
         run.run_name,
-        run.run_id,
         event.field().trim_start_matches("on_").replace('_', " ")
     );
     for id in ids {
