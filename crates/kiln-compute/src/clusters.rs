@@ -537,15 +537,9 @@ impl Clusters {
         }
     }
 
-    /// How long one minute of an idle timeout lasts (tests shorten it).
-    pub fn minute(&self) -> std::time::Duration {
-        self.settings.autotermination_minute
-    }
-
-    /// The loopback Spark Connect front (table writes rewritten as for
-    /// clients), if Kiln serves one.
-    pub fn front_port(&self) -> Option<u16> {
-        self.settings.front_port
+    /// Its settings (the idle minute's length, the loopback front's port).
+    pub fn settings(&self) -> &ClusterSettings {
+        &self.settings
     }
 
     pub fn isolation(&self) -> &Arc<crate::isolation::Isolation> {

@@ -45,7 +45,7 @@ async fn cluster_for(
         }
         id.to_string()
     } else if let Some(env) = task.get("environment_key").and_then(Value::as_str) {
-        let (id, needed) = crate::environments::engine_for(jobs, run, env).await?;
+        let (id, needed) = environment_engine(jobs, run, env).await?;
         libraries = needed;
         id
     } else {
@@ -70,6 +70,56 @@ async fn cluster_for(
         port = kiln_compute::cluster_wait::wait_running(&jobs.clusters, &cluster_id, CLUSTER_START) => { port?; }
         _ = token.cancelled() => return Err(Error::invalid_state("cancelled")),
     }
+    Ok((cluster_id, libraries))
+}
+
+/// The engine for `key` of `run` (created or started as needed) and the
+/// libraries the task must have installed on it.
+async fn environment_engine(
+    jobs: &Arc<Jobs>,
+    run: &RunRecord,
+    key: &str,
+) -> Result<(String, Vec<Value>)> {
+    let spec = run
+        .settings
+        .get("environments")
+        .and_then(Value::as_array)
+        .and_then(|envs| envs.iter().find(|e| e["environment_key"] == json!(key)))
+        .map(|e| e.get("spec").cloned().unwrap_or(Value::Null))
+        .unwrap_or(Value::Null);
+    let libraries = crate::environments::dependencies(&spec)?;
+    let fingerprint = kiln_identity::sha256_hex(&format!("{}\n{}", run.run_as, spec));
+    let hash = &fingerprint[..16];
+    let _guard = jobs.cluster_lock.lock().await;
+    let pooled = jobs.clusters.list()?.into_iter().find(|c| {
+        c.creator == run.run_as
+            && c.config
+                .custom_tags
+                .get(crate::environments::TAG)
+                .map(String::as_str)
+                == Some(hash)
+    });
+    let cluster_id = match pooled {
+        Some(c) => {
+            if matches!(c.state.as_str(), "TERMINATED" | "ERROR") {
+                jobs.clusters.start(&run.run_as, &c.cluster_id).await?;
+            }
+            c.cluster_id
+        }
+        None => {
+            let name = format!("serverless-env-{hash}");
+            let mut config = kiln_compute::cluster_spec::config_from_json(
+                &json!({}),
+                &name,
+                "JOB",
+                crate::environments::IDLE_MINUTES,
+            )?;
+            config
+                .custom_tags
+                .insert(crate::environments::TAG.into(), hash.into());
+            jobs.clusters.create(&run.run_as, config).await?.cluster_id
+        }
+    };
     Ok((cluster_id, libraries))
 }
 

@@ -2,7 +2,7 @@
 //! and a `spec` with `client`/`environment_version` and pip `dependencies`)
 //! and tasks that name one with `environment_key` instead of a cluster.
 //!
-//! Kiln keeps a pool of engines for them: one per (run_as, environment spec),
+//! Kiln keeps a pool of engines for them (`code_task::environment_engine`): one per (run_as, environment spec),
 //! a cluster named `serverless-env-<hash>` tagged `KilnEnvironment`, whose
 //! libraries are the environment's dependencies. It outlives the run, so the
 //! next run of any job with the same environment finds it warm with its
@@ -11,18 +11,15 @@
 //! code away from another's.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use kiln_core::Result;
 use serde_json::{json, Map, Value};
 
-use crate::model::RunRecord;
-use crate::service::Jobs;
 use crate::task_settings::invalid;
 
 /// Minutes an environment's engine stays up without work.
 pub const IDLE_MINUTES: u32 = 10;
-const TAG: &str = "KilnEnvironment";
+pub(crate) const TAG: &str = "KilnEnvironment";
 
 /// Checks `environments`, returning their keys.
 pub(crate) fn check(s: &Map<String, Value>) -> Result<BTreeSet<String>> {
@@ -80,7 +77,7 @@ pub(crate) fn check_keys(tasks: &[Map<String, Value>], keys: &BTreeSet<String>) 
 
 /// An environment's `dependencies` as cluster libraries: a wheel path is a
 /// `whl`, `-r <file>` a `requirements` file, anything else a PyPI requirement.
-fn dependencies(spec: &Value) -> Result<Vec<Value>> {
+pub(crate) fn dependencies(spec: &Value) -> Result<Vec<Value>> {
     let Some(list) = spec.get("dependencies").filter(|v| !v.is_null()) else {
         return Ok(Vec::new());
     };
@@ -108,49 +105,6 @@ fn dependencies(spec: &Value) -> Result<Vec<Value>> {
             })
         })
         .collect()
-}
-
-/// The engine for `key` of `run` (created or started as needed) and the
-/// libraries the task must have installed on it.
-pub(crate) async fn engine_for(
-    jobs: &Arc<Jobs>,
-    run: &RunRecord,
-    key: &str,
-) -> Result<(String, Vec<Value>)> {
-    let spec = run
-        .settings
-        .get("environments")
-        .and_then(Value::as_array)
-        .and_then(|envs| envs.iter().find(|e| e["environment_key"] == json!(key)))
-        .map(|e| e.get("spec").cloned().unwrap_or(Value::Null))
-        .unwrap_or(Value::Null);
-    let libraries = dependencies(&spec)?;
-    let fingerprint = kiln_identity::sha256_hex(&format!("{}\n{}", run.run_as, spec));
-    let hash = &fingerprint[..16];
-    let _guard = jobs.cluster_lock.lock().await;
-    let pooled = jobs.clusters.list()?.into_iter().find(|c| {
-        c.creator == run.run_as && c.config.custom_tags.get(TAG).map(String::as_str) == Some(hash)
-    });
-    let cluster_id = match pooled {
-        Some(c) => {
-            if matches!(c.state.as_str(), "TERMINATED" | "ERROR") {
-                jobs.clusters.start(&run.run_as, &c.cluster_id).await?;
-            }
-            c.cluster_id
-        }
-        None => {
-            let name = format!("serverless-env-{hash}");
-            let mut config = kiln_compute::cluster_spec::config_from_json(
-                &json!({}),
-                &name,
-                "JOB",
-                IDLE_MINUTES,
-            )?;
-            config.custom_tags.insert(TAG.into(), hash.into());
-            jobs.clusters.create(&run.run_as, config).await?.cluster_id
-        }
-    };
-    Ok((cluster_id, libraries))
 }
 
 #[cfg(test)]

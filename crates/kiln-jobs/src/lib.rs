@@ -23,6 +23,7 @@ pub mod settings;
 mod sql_task;
 mod task_settings;
 mod tasks;
+pub mod trigger_settings;
 pub mod triggers;
 mod webhooks;
 

@@ -27,7 +27,7 @@ use crate::destinations::Destinations;
 use crate::lifecycle::{RunEvent, RunLifecycle};
 use crate::model::*;
 use crate::settings::{self, Lookups};
-use crate::triggers;
+use crate::trigger_settings;
 
 /// The services a job's tasks and triggers reach.
 pub struct Services {
@@ -122,13 +122,7 @@ impl Lookups for Existing<'_> {
         self.0.destinations.exists(id)
     }
     fn warehouse_exists(&self, id: &str) -> bool {
-        self.0.statements.warehouses.get(id).is_ok_and(|w| {
-            !matches!(
-                w.state,
-                kiln_sql::lifecycle::WarehouseState::Deleted
-                    | kiln_sql::lifecycle::WarehouseState::Deleting
-            )
-        })
+        self.0.statements.warehouses.exists(id)
     }
 }
 
@@ -305,7 +299,8 @@ impl Jobs {
         let run_as = Self::run_as_of(&settings, actor);
         self.identity.acting_as(&run_as)?;
         let now = now_ms();
-        let trigger_marks = triggers::baseline(&self.catalog, &settings, &Default::default(), now);
+        let trigger_marks =
+            trigger_settings::baseline(&self.catalog, &settings, &Default::default(), now);
         self.commit_job(JobRecord {
             job_id: self.new_id(),
             creator_user_name: actor.into(),
@@ -330,7 +325,7 @@ impl Jobs {
         job.settings = settings;
         job.schedule_since_ms = now_ms();
         job.trigger_marks =
-            triggers::baseline(&self.catalog, &job.settings, &job.trigger_marks, now_ms());
+            trigger_settings::baseline(&self.catalog, &job.settings, &job.trigger_marks, now_ms());
         self.commit_job(job)
     }
 
@@ -388,7 +383,7 @@ impl Jobs {
         job.settings = settings;
         job.schedule_since_ms = now_ms();
         job.trigger_marks =
-            triggers::baseline(&self.catalog, &job.settings, &job.trigger_marks, now_ms());
+            trigger_settings::baseline(&self.catalog, &job.settings, &job.trigger_marks, now_ms());
         self.commit_job(job)
     }
 

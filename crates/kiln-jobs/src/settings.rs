@@ -45,7 +45,7 @@ pub fn normalize(settings: Value, lookups: &dyn Lookups) -> Result<Map<String, V
         crate::cron::check_schedule(schedule)?;
     }
     if let Some(trigger) = s.get_mut("trigger").filter(|v| !v.is_null()) {
-        crate::triggers::check(trigger, lookups)?;
+        crate::trigger_settings::check(trigger, lookups)?;
     }
     if let Some(continuous) = s.get("continuous").filter(|v| !v.is_null()) {
         let others: Vec<&str> = ["schedule", "trigger"]

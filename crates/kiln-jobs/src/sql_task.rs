@@ -3,7 +3,8 @@
 //! started), its `parameters` bound as named parameter markers (`:name`),
 //! never pasted into the text. The first failing statement fails the task
 //! with the engine's message. Saved queries, alerts and dashboards need APIs
-//! Kiln does not serve and are refused when the job is saved.
+//! Kiln does not serve and are refused when the job is saved
+//! (`task_settings::check_sql_task`).
 
 use std::sync::Arc;
 
@@ -16,69 +17,6 @@ use serde_json::Value;
 use crate::model::{RunRecord, TaskOutput};
 use crate::outcome::{Attempt, Outcome};
 use crate::service::Jobs;
-use crate::task_settings::{invalid, Lookups};
-
-/// Checks a `sql_task`'s settings.
-pub(crate) fn check(spec: &Value, key: &str, lookups: &dyn Lookups) -> Result<()> {
-    let warehouse = spec
-        .get("warehouse_id")
-        .and_then(Value::as_str)
-        .filter(|w| !w.is_empty())
-        .ok_or_else(|| {
-            invalid(
-                "tasks.sql_task.warehouse_id",
-                format!("task {key}: required"),
-            )
-        })?;
-    if !lookups.warehouse_exists(warehouse) {
-        return Err(invalid(
-            "tasks.sql_task.warehouse_id",
-            format!("task {key}: warehouse {warehouse} does not exist"),
-        ));
-    }
-    let kinds: Vec<&str> = ["file", "query", "alert", "dashboard"]
-        .into_iter()
-        .filter(|k| spec.get(*k).is_some_and(|v| !v.is_null()))
-        .collect();
-    match kinds.as_slice() {
-        ["file"] => {}
-        ["query"] => {
-            return Err(invalid(
-                "tasks.sql_task.query",
-                format!("task {key}: saved queries (the Queries API) are not served by Kiln; put the SQL in a file"),
-            ))
-        }
-        [other] => {
-            return Err(invalid(
-                &format!("tasks.sql_task.{other}"),
-                format!("task {key}: SQL {other}s are not served by Kiln"),
-            ))
-        }
-        _ => {
-            return Err(invalid(
-                "tasks.sql_task",
-                format!("task {key}: exactly one of file, query, alert or dashboard"),
-            ))
-        }
-    }
-    if spec["file"]
-        .get("path")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
-    {
-        return Err(invalid(
-            "tasks.sql_task.file.path",
-            format!("task {key}: required"),
-        ));
-    }
-    if spec["file"].get("source").and_then(Value::as_str) == Some("GIT") {
-        return Err(invalid(
-            "tasks.sql_task.file.source",
-            "GIT sources are not supported by Kiln",
-        ));
-    }
-    Ok(())
-}
 
 /// The statements of a SQL text: split at `;` outside quotes and comments.
 pub(crate) fn statements(text: &str) -> Vec<String> {

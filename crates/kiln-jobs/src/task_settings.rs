@@ -127,6 +127,68 @@ pub(crate) fn webhooks(s: &Map<String, Value>, lookups: &dyn Lookups) -> Result<
     Ok(())
 }
 
+/// Checks a `sql_task`'s settings.
+fn check_sql_task(spec: &Value, key: &str, lookups: &dyn Lookups) -> Result<()> {
+    let warehouse = spec
+        .get("warehouse_id")
+        .and_then(Value::as_str)
+        .filter(|w| !w.is_empty())
+        .ok_or_else(|| {
+            invalid(
+                "tasks.sql_task.warehouse_id",
+                format!("task {key}: required"),
+            )
+        })?;
+    if !lookups.warehouse_exists(warehouse) {
+        return Err(invalid(
+            "tasks.sql_task.warehouse_id",
+            format!("task {key}: warehouse {warehouse} does not exist"),
+        ));
+    }
+    let kinds: Vec<&str> = ["file", "query", "alert", "dashboard"]
+        .into_iter()
+        .filter(|k| spec.get(*k).is_some_and(|v| !v.is_null()))
+        .collect();
+    match kinds.as_slice() {
+        ["file"] => {}
+        ["query"] => {
+            return Err(invalid(
+                "tasks.sql_task.query",
+                format!("task {key}: saved queries (the Queries API) are not served by Kiln; put the SQL in a file"),
+            ))
+        }
+        [other] => {
+            return Err(invalid(
+                &format!("tasks.sql_task.{other}"),
+                format!("task {key}: SQL {other}s are not served by Kiln"),
+            ))
+        }
+        _ => {
+            return Err(invalid(
+                "tasks.sql_task",
+                format!("task {key}: exactly one of file, query, alert or dashboard"),
+            ))
+        }
+    }
+    if spec["file"]
+        .get("path")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return Err(invalid(
+            "tasks.sql_task.file.path",
+            format!("task {key}: required"),
+        ));
+    }
+    if spec["file"].get("source").and_then(Value::as_str) == Some("GIT") {
+        return Err(invalid(
+            "tasks.sql_task.file.source",
+            "GIT sources are not supported by Kiln",
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn int_field(
     map: &mut Map<String, Value>,
     field: &str,
@@ -387,7 +449,7 @@ fn check_task_type(
 ) -> Result<()> {
     let spec = &t[kind];
     match kind {
-        "sql_task" => crate::sql_task::check(spec, key, lookups)?,
+        "sql_task" => check_sql_task(spec, key, lookups)?,
         "notebook_task" => {
             str_field(
                 spec,

@@ -54,7 +54,7 @@ async fn reconcile(
     let _guard = ws.writer.lock().await;
     let mut w = ws.get(id)?;
     let before = (w.state, w.engines.clone(), w.failure.clone());
-    let minute = ws.clusters.minute().as_millis() as i64;
+    let minute = ws.clusters.settings().autotermination_minute.as_millis() as i64;
     match w.state {
         WarehouseState::Starting | WarehouseState::Running => {
             let min = w.int("min_num_clusters").max(1) as usize;

@@ -203,6 +203,11 @@ impl Warehouses {
         self.commit(w)
     }
 
+    /// Whether a warehouse exists (not deleted or being deleted).
+    pub fn exists(&self, id: &str) -> bool {
+        self.live(id).is_ok()
+    }
+
     fn live(&self, id: &str) -> Result<WarehouseRecord> {
         let w = self.get(id)?;
         if matches!(w.state, WarehouseState::Deleted | WarehouseState::Deleting) {
@@ -329,7 +334,7 @@ impl Warehouses {
         Ok(Some(Lease {
             warehouses: self.clone(),
             target: EngineTarget {
-                front: self.clusters.front_port(),
+                front: self.clusters.settings().front_port,
                 cluster_id,
                 engine_port: port,
             },

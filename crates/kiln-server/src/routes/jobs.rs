@@ -180,7 +180,7 @@ fn require_references(state: &AppState, caller: &Caller, settings: &Value) -> Re
     // a file-arrival trigger reads its volume's listing: READ_VOLUME on it
     if let Some(volume) = settings
         .as_object()
-        .and_then(kiln_jobs::triggers::watched_volume)
+        .and_then(kiln_jobs::trigger_settings::watched_volume)
     {
         if let Ok(volume) = state.catalog.get_volume(&volume) {
             super::uc_volumes::require_privilege(

@@ -26,6 +26,7 @@ mod columns;
 mod handler;
 mod metadata;
 mod operations;
+mod replies;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

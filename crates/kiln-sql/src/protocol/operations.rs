@@ -209,7 +209,7 @@ pub(crate) async fn execute(
                     .map_err(|e| e.message)?;
             protocol.clusters.touch(id);
             EngineTarget {
-                front: protocol.clusters.front_port(),
+                front: protocol.clusters.settings().front_port,
                 cluster_id: id.clone(),
                 engine_port: port,
             }
