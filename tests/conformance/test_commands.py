@@ -990,7 +990,7 @@ def test_contexts_end_when_cluster_terminates(kiln, w):
         wait_for(lambda: api.context_status(ctx) == "Error", 30, "context to end after terminate", 0.05)
         assert w.command_execution.context_status(cluster_id=cid, context_id=ctx).status == ContextStatus.ERROR
         wait_for(lambda: not kernel_procs(cid), 30, f"every kernel of a terminated cluster to exit ({kernel_procs(cid)})", 0.1)
-        assert not is_alive(proc)
+        wait_for(lambda: not is_alive(proc), 10, f"kernel {proc.pid} to be gone", 0.05)
         # no new context on a TERMINATED cluster
         with pytest.raises(BadRequest):
             w.command_execution.create(cluster_id=cid, language=Language.PYTHON)
