@@ -88,6 +88,11 @@ def test_an_all_purpose_cluster_speaks_the_protocol_too(env):
         assert cur.fetchone().s == "on a cluster"
         cur.execute("SELECT id FROM range(3) ORDER BY id")
         assert cur.fetchall_arrow().column("id").to_pylist() == [0, 1, 2]
+        # the cluster usage tags Databricks sets (dbt-databricks reads the runtime version so)
+        cur.execute("SET spark.databricks.clusterUsageTags.sparkVersion")
+        assert list(cur.fetchone()) == ["spark.databricks.clusterUsageTags.sparkVersion", SPARK]
+        cur.execute("SET spark.databricks.clusterUsageTags.clusterId")
+        assert cur.fetchone()[1] == cluster.cluster_id
 
 
 NO_ARROW = r'''

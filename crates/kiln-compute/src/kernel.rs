@@ -48,6 +48,10 @@ pub const SOURCES: &[(&str, &str)] = &[
         include_str!("../python/kiln_kernel/notebook_run.py"),
     ),
     (
+        "kiln_kernel/dbt_run.py",
+        include_str!("../python/kiln_kernel/dbt_run.py"),
+    ),
+    (
         "kiln_kernel/kernel.py",
         include_str!("../python/kiln_kernel/kernel.py"),
     ),
@@ -268,5 +272,26 @@ async fn read_events(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every module of the kernel package is embedded (a new one left out
+    /// would fail only when a command imports it).
+    #[test]
+    fn every_kernel_module_is_embedded() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/kiln_kernel");
+        let mut missing = Vec::new();
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.ends_with(".py") {
+                let path = format!("kiln_kernel/{name}");
+                if !super::SOURCES.iter().any(|(p, _)| *p == path) {
+                    missing.push(path);
+                }
+            }
+        }
+        assert!(missing.is_empty(), "not embedded: {missing:?}");
     }
 }

@@ -131,7 +131,19 @@ impl Libraries {
         if !self.transition(record.clone(), LibraryEvent::InstallStarted)? {
             return Ok(());
         }
-        let outcome = self.pip_install(&record).await;
+        // an install is activity: the cluster does not autoterminate under it
+        let outcome = {
+            let install = self.pip_install(&record);
+            tokio::pin!(install);
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    outcome = &mut install => break outcome,
+                    _ = tick.tick() => self.clusters.touch(&record.cluster_id),
+                }
+            }
+        };
+        self.clusters.touch(&record.cluster_id);
         let current = self
             .lock()?
             .get(&(record.cluster_id.clone(), record.key.clone()))

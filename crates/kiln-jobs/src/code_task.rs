@@ -216,6 +216,10 @@ pub(crate) async fn code_task(
             wheel_code(run, spec),
             json!({"widgets": run.job_parameters, "taskValues": upstream_values(run)}),
         ),
+        "dbt_task" => (
+            crate::dbt_task::code(jobs, run, spec)?,
+            json!({"taskValues": upstream_values(run)}),
+        ),
         "notebook_task" => {
             let path = spec["notebook_path"]
                 .as_str()
@@ -241,6 +245,9 @@ pub(crate) async fn code_task(
     let (cluster_id, mut libraries) = cluster_for(jobs, run, key, task, &attempt.token).await?;
     if let Some(more) = task.get("libraries").and_then(Value::as_array) {
         libraries.extend(more.iter().cloned());
+    }
+    if kind == "dbt_task" {
+        crate::dbt_task::ensure_dbt(&mut libraries);
     }
     if !libraries.is_empty() {
         tokio::select! {

@@ -7,6 +7,8 @@ mod chained;
 mod code_task;
 mod contexts_pool;
 pub mod cron;
+pub mod dbt_settings;
+pub mod dbt_task;
 pub mod destinations;
 pub mod environments;
 mod for_each;
@@ -27,6 +29,7 @@ pub mod trigger_settings;
 pub mod triggers;
 mod webhooks;
 
+pub use dbt_task::SqlEndpoint;
 pub use repair::Repair;
 pub use runs::RunNow;
 pub use service::{Jobs, Services};

@@ -227,6 +227,10 @@ pub struct RunNow {
     pub notebook_params: BTreeMap<String, String>,
     pub python_params: Vec<String>,
     pub python_named_params: BTreeMap<String, String>,
+    /// `dbt_commands`: replace a dbt task's commands.
+    pub dbt_commands: Vec<String>,
+    /// `sql_params`: a SQL task's parameters, over its own.
+    pub sql_params: BTreeMap<String, String>,
     pub idempotency_token: Option<String>,
     /// Run only these tasks (`only`).
     pub only: Vec<String>,

@@ -98,6 +98,12 @@ impl Jobs {
         if !req.python_named_params.is_empty() {
             overriding.insert("python_named_params".into(), json!(req.python_named_params));
         }
+        if !req.dbt_commands.is_empty() {
+            overriding.insert("dbt_commands".into(), json!(req.dbt_commands));
+        }
+        if !req.sql_params.is_empty() {
+            overriding.insert("sql_params".into(), json!(req.sql_params));
+        }
         let number = self.count_runs(|r| r.job_id == Some(job_id)) as i64 + 1;
         let run = self.new_run(NewRun {
             job_id: Some(job_id),

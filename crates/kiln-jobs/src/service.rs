@@ -40,6 +40,8 @@ pub struct Services {
     pub catalog: Arc<Catalog>,
     pub destinations: Arc<Destinations>,
     pub statements: Arc<kiln_sql::Statements>,
+    /// Where dbt tasks reach Kiln's SQL protocol.
+    pub sql_endpoint: crate::SqlEndpoint,
 }
 
 pub struct Jobs {
@@ -53,6 +55,7 @@ pub struct Jobs {
     pub(crate) catalog: Arc<Catalog>,
     pub destinations: Arc<Destinations>,
     pub(crate) statements: Arc<kiln_sql::Statements>,
+    pub(crate) sql_endpoint: crate::SqlEndpoint,
     jobs: RwLock<BTreeMap<i64, JobRecord>>,
     pub(crate) runs: RwLock<BTreeMap<i64, RunRecord>>,
     next_id: AtomicI64,
@@ -138,6 +141,7 @@ impl Jobs {
             catalog,
             destinations,
             statements,
+            sql_endpoint,
         } = services;
         let mut jobs = BTreeMap::new();
         for v in store.objects(KIND_JOB)? {
@@ -172,6 +176,7 @@ impl Jobs {
             catalog,
             destinations,
             statements,
+            sql_endpoint,
             jobs: RwLock::new(jobs),
             runs: RwLock::new(runs),
             next_id: AtomicI64::new(top.max(1000) + 1),

@@ -89,7 +89,11 @@ fn bad_settings_name_their_field() {
         ),
         (
             json!({"tasks": [{"task_key": "a", "dbt_task": {"commands": ["dbt run"]}}]}),
-            "dbt",
+            "tasks.dbt_task.project_directory",
+        ),
+        (
+            json!({"tasks": [{"task_key": "a", "dbt_task": {"commands": ["rm -rf /"], "project_directory": "/p"}}]}),
+            "start with dbt",
         ),
         (json!({"max_concurrent_runs": 1001}), "max_concurrent_runs"),
         (json!({"trigger": {}}), "exactly one of"),

@@ -87,11 +87,21 @@ pub(crate) async fn run(
         .get(path)
         .map(|o| String::from_utf8_lossy(&o.bytes()).to_string())
         .map_err(|_| Error::invalid(format!("The SQL file {file} does not exist")))?;
-    let parameters: Vec<StatementParameter> = spec
+    // run-now's `sql_params` over the task's own `parameters`
+    let mut given = spec
         .get("parameters")
         .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
+        .cloned()
+        .unwrap_or_default();
+    if let Some(over) = run
+        .overriding_parameters
+        .get("sql_params")
+        .and_then(Value::as_object)
+    {
+        given.extend(over.clone());
+    }
+    let parameters: Vec<StatementParameter> = given
+        .iter()
         .map(|(name, value)| StatementParameter {
             name: name.clone(),
             value: Some(

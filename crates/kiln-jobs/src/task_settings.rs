@@ -37,10 +37,16 @@ pub const SUPPORTED: &[&str] = &[
     "run_job_task",
     "condition_task",
     "sql_task",
+    "dbt_task",
 ];
 
 /// Task types that run user code on a cluster.
-pub const NEEDS_COMPUTE: &[&str] = &["notebook_task", "spark_python_task", "python_wheel_task"];
+pub const NEEDS_COMPUTE: &[&str] = &[
+    "notebook_task",
+    "spark_python_task",
+    "python_wheel_task",
+    "dbt_task",
+];
 
 const RUN_IF: &[&str] = &[
     "ALL_SUCCESS",
@@ -262,7 +268,6 @@ pub(crate) fn normalize_task(
     };
     if !SUPPORTED.contains(&kind) {
         let why = match kind {
-            "dbt_task" => "needs dbt in a task environment, which Kiln does not run yet",
             "spark_jar_task" | "spark_submit_task" => {
                 "needs a JVM Spark driver; Kiln's engines run Spark Connect"
             }
@@ -450,6 +455,9 @@ fn check_task_type(
     let spec = &t[kind];
     match kind {
         "sql_task" => check_sql_task(spec, key, lookups)?,
+        "dbt_task" => {
+            crate::dbt_settings::check_dbt_task(spec, key, |id| lookups.warehouse_exists(id))?
+        }
         "notebook_task" => {
             str_field(
                 spec,

@@ -28,7 +28,7 @@ pub(crate) async fn run_spec(
     let spec = resolved.get(kind).cloned().unwrap_or(Value::Null);
     match kind {
         "condition_task" => Ok(condition(&spec)),
-        "notebook_task" | "spark_python_task" | "python_wheel_task" => {
+        "notebook_task" | "spark_python_task" | "python_wheel_task" | "dbt_task" => {
             crate::code_task::code_task(jobs, run, key, kind, resolved, &spec, attempt).await
         }
         "pipeline_task" => crate::chained::pipeline_task(jobs, run, &spec, attempt).await,

@@ -207,6 +207,13 @@ pub async fn serve(
                 )?),
             )?,
             statements: statements.clone(),
+            sql_endpoint: kiln_jobs::SqlEndpoint {
+                hostname: loopback_address(address).ip().to_string(),
+                port: config.server.https_port,
+                org_id: workspace_id.clone(),
+                ca_bundle: (config.server.tls_cert.is_none())
+                    .then(|| config.data_dir.join("tls").join("bundle.pem")),
+            },
         },
     )?;
     kiln_jobs::scheduler::start(&jobs);

@@ -4,6 +4,7 @@
 //! table writes behave as everywhere else), its rows become JSON, Arrow or
 //! CSV chunks; what ran is kept in the query history.
 
+pub mod cluster_tags;
 pub mod comment_on;
 pub mod describe_json;
 pub mod history;

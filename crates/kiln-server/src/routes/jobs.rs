@@ -352,22 +352,21 @@ async fn run_now(
                 .as_ref()
                 .is_some_and(|v| !v.is_empty()),
         ),
-        (
-            "sql_params",
-            req.sql_params.as_ref().is_some_and(|v| !v.is_empty()),
-        ),
-        (
-            "dbt_commands",
-            req.dbt_commands.as_ref().is_some_and(|v| !v.is_empty()),
-        ),
     ] {
         if given {
             return Err(Error::invalid(format!(
-                "Invalid value for field {field}: Kiln runs no JAR, spark-submit, SQL or dbt tasks"
+                "Invalid value for field {field}: Kiln runs no JAR or spark-submit tasks"
             ))
             .into());
         }
     }
+    let dbt_commands = match req.dbt_commands.as_ref().filter(|c| !c.is_empty()) {
+        Some(list) => kiln_jobs::dbt_settings::check_commands(
+            &serde_json::Value::Array(list.clone()),
+            "dbt_commands",
+        )?,
+        None => Vec::new(),
+    };
     let request = RunNowRequest {
         job_parameters: text_map(req.job_parameters.as_ref()),
         notebook_params: text_map(req.notebook_params.as_ref()),
@@ -382,6 +381,8 @@ async fn run_now(
             })
             .collect(),
         python_named_params: text_map(req.python_named_params.as_ref()),
+        dbt_commands,
+        sql_params: text_map(req.sql_params.as_ref()),
         idempotency_token: req.idempotency_token,
         only: req.only,
         trigger: "ONE_TIME".into(),

@@ -183,6 +183,7 @@ pub(crate) async fn execute(
         )
     };
     let mut _lease = None;
+    let mut tag_answer = None;
     let engine = match &target {
         Target::Warehouse(id) => {
             let lease = protocol
@@ -196,6 +197,12 @@ pub(crate) async fn execute(
         }
         Target::Cluster(id) => {
             let c = protocol.clusters.get(id).map_err(|e| e.message)?;
+            if let Some(key) = crate::cluster_tags::parse(&statement) {
+                tag_answer = Some(crate::cluster_tags::answer(
+                    &key,
+                    &crate::cluster_tags::value(&c, &key),
+                ));
+            }
             if matches!(c.state.as_str(), "TERMINATED" | "ERROR") {
                 protocol
                     .clusters
@@ -226,7 +233,10 @@ pub(crate) async fn execute(
             .filter(|s| !s.is_empty())
             .unwrap_or("default"),
     );
-    let statement = crate::translate(&protocol.catalog, &statement, current)?;
+    let statement = match tag_answer {
+        Some(answer) => answer,
+        None => crate::translate(&protocol.catalog, &statement, current)?,
+    };
     let (spark, fresh, schema_set) = {
         let mut sessions = protocol.sessions.lock().map_err(|e| poisoned(e).message)?;
         let s = sessions
