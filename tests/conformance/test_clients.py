@@ -63,6 +63,39 @@ def https_session(kiln, token: str | None = "admin") -> requests.Session:
 # HTTPS on the workspace port
 
 
+def test_a_second_kiln_without_an_https_port_takes_a_free_one(kiln_binary, tmp_path):
+    """The default HTTPS port (8443) taken, as by another Kiln on the machine: a Kiln whose settings
+    name no HTTPS port listens on a free one and prints it; one that asked for a taken port fails."""
+    import re
+
+    from conftest import base_config
+    from kiln_helpers import KilnServer
+
+    blocker = socket.socket()
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        blocker.bind(("127.0.0.1", 8443))
+        blocker.listen()
+    except OSError:
+        pass  # already taken: the same situation
+    try:
+        config = base_config()
+        config.pop("server")
+        server = KilnServer(kiln_binary, tmp_path / "free", config).start()
+        try:
+            printed = re.findall(r"listening on https://127\.0\.0\.1:(\d+)", server.log_path.read_text())
+            assert printed and int(printed[-1]) != 8443, server.log_path.read_text()
+            server.config["server"] = {"https_port": int(printed[-1])}
+            assert https_session(server).get(f"https://127.0.0.1:{printed[-1]}/health").ok
+        finally:
+            server.stop()
+        asked = KilnServer(kiln_binary, tmp_path / "asked", base_config(server={"https_port": 8443}))
+        with pytest.raises(AssertionError, match="8443"):
+            asked.start(timeout=60)
+    finally:
+        blocker.close()
+
+
 def test_https_serves_the_api_with_kilns_ca(kiln):
     s = https_session(kiln)
     r = s.get(f"{kiln.https_host}/api/2.1/clusters/list")

@@ -59,6 +59,11 @@ pub struct ServerSection {
     /// HTTPS port (TLS 1.2/1.3, ALPN h2 and http/1.1); 0 disables it. 443
     /// needs root or `CAP_NET_BIND_SERVICE`.
     pub https_port: u16,
+    /// Whether `https_port` was asked for (flag, environment or file). When it
+    /// was not and the default 8443 is taken (a second Kiln on the machine),
+    /// Kiln listens on a free port instead and prints it.
+    #[serde(skip)]
+    pub https_port_asked: bool,
     /// More plain-HTTP ports (e.g. 80 for the legacy CLI's `http://` hosts).
     pub extra_http_ports: Vec<u16>,
     /// Names (DNS or IP) the certificate covers besides localhost, 127.0.0.1 and ::1.
@@ -73,6 +78,7 @@ impl Default for ServerSection {
     fn default() -> Self {
         Self {
             https_port: 8443,
+            https_port_asked: false,
             extra_http_ports: Vec::new(),
             tls_names: Vec::new(),
             tls_cert: None,
@@ -218,8 +224,13 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                toml::from_str(&text)
-                    .map_err(|e| format!("invalid config {}: {e}", path.display()))?
+                let mut config: Config = toml::from_str(&text)
+                    .map_err(|e| format!("invalid config {}: {e}", path.display()))?;
+                config.server.https_port_asked = toml::from_str::<toml::Value>(&text)
+                    .ok()
+                    .and_then(|v| v.get("server")?.get("https_port").cloned())
+                    .is_some();
+                config
             }
             None => Config::default(),
         };
@@ -235,6 +246,7 @@ impl Config {
             config.server.https_port = port
                 .parse()
                 .map_err(|_| format!("KILN_HTTPS_PORT is not a port number: {port}"))?;
+            config.server.https_port_asked = true;
         }
         if let Some(dir) = std::env::var_os("KILN_DATA_DIR") {
             config.data_dir = PathBuf::from(dir);

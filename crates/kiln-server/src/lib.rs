@@ -58,7 +58,7 @@ pub fn app(state: AppState) -> Router {
 /// opens the store, recovers clusters, serves HTTP, then drains requests, stops
 /// every kernel and then every engine.
 pub async fn serve(
-    config: Config,
+    mut config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
@@ -108,7 +108,7 @@ pub async fn serve(
     let metastore_id = bootstrap::uuid_once(store.as_ref(), "metastore_id")?;
     bootstrap::admin(&identity, &config)?;
     bootstrap::shared_folder(store.as_ref(), &workspace, &permissions)?;
-    let mut listeners = bind_listeners(&config).await?;
+    let mut listeners = bind_listeners(&mut config).await?;
     // Kernels and pipeline workers reach engines through this loopback front,
     // which carries out the table writes engines cannot do themselves.
     let front = tokio::net::TcpListener::bind(("127.0.0.1", 0))
@@ -291,35 +291,46 @@ pub async fn serve(
 }
 
 /// The plain-HTTP port first, then the HTTPS port and any extra plain ports.
-async fn bind_listeners(config: &Config) -> Result<Vec<listen::Listener>> {
-    let bind = |port: u16| async move {
-        tokio::net::TcpListener::bind((config.host.as_str(), port))
-            .await
-            .map_err(|e| {
-                let hint = if port < 1024 {
-                    " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
-                } else {
-                    ""
-                };
-                Error::invalid(format!(
-                    "cannot listen on {}:{port}: {e}{hint}",
-                    config.host
-                ))
-            })
+async fn bind_listeners(config: &mut Config) -> Result<Vec<listen::Listener>> {
+    let host = config.host.clone();
+    let bind = |port: u16| {
+        let host = host.clone();
+        async move {
+            tokio::net::TcpListener::bind((host.as_str(), port))
+                .await
+                .map_err(|e| {
+                    let hint = if port < 1024 {
+                        " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+                    } else {
+                        ""
+                    };
+                    Error::invalid(format!("cannot listen on {host}:{port}: {e}{hint}"))
+                })
+        }
     };
     let mut listeners = vec![listen::Listener {
         tcp: bind(config.port).await?,
         tls: None,
         front: false,
     }];
-    let server = &config.server;
-    if server.https_port != 0 {
+    if config.server.https_port != 0 {
+        let tcp = match bind(config.server.https_port).await {
+            Ok(tcp) => tcp,
+            // the default port taken (another Kiln): a free one, printed with the others
+            Err(_) if !config.server.https_port_asked => bind(0).await?,
+            Err(e) => return Err(e),
+        };
+        config.server.https_port = tcp
+            .local_addr()
+            .map_err(|e| Error::internal("bind the HTTPS port", e))?
+            .port();
         listeners.push(listen::Listener {
-            tcp: bind(server.https_port).await?,
+            tcp,
             tls: Some(workspace_tls(config)?),
             front: false,
         });
     }
+    let server = &config.server;
     for port in &server.extra_http_ports {
         listeners.push(listen::Listener {
             tcp: bind(*port).await?,

@@ -131,6 +131,7 @@ fn serve(
     }
     if let Some(port) = https_port {
         config.server.https_port = port;
+        config.server.https_port_asked = true;
     }
     if let Some(dir) = data_dir {
         config.data_dir = dir;
