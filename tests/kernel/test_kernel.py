@@ -310,3 +310,15 @@ def test_dbutils_fs_mounts_and_help(tmp_path, capsys):
     (info,) = dbutils.fs.ls("/Volumes/main/default/v")
     assert (info.path, info.name, info.size) == ("dbfs:/Volumes/main/default/v/a.txt", "a.txt", 3)
     assert info.modificationTime > 0
+
+
+def test_only_reading_statements_run_lazily_with_their_rows():
+    from kiln_kernel.kernel import is_query
+
+    for query in ["SELECT 1", "  -- note\n select * from updates", "(SELECT 1) UNION (SELECT 2)",
+                  "WITH a AS (SELECT 1) SELECT * FROM a", "/* x */ VALUES (1)", "FROM t SELECT a", "TABLE t"]:
+        assert is_query(query), query
+    for statement in ["INSERT INTO t VALUES (1)", "WITH a AS (SELECT 1) INSERT INTO t SELECT * FROM a",
+                      "CREATE TABLE t AS SELECT 1", "SHOW TABLES", "DESCRIBE HISTORY t", "SET x = 1",
+                      "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE", ""]:
+        assert not is_query(statement), statement

@@ -87,10 +87,10 @@ class Kernel:
             value = self.spark.createDataFrame(value)
         if not hasattr(value, "schema") or not hasattr(value, "limit"):
             raise TypeError(f"display() expects a DataFrame, got {type(value).__name__}")
-        arrow = value.limit(self.row_limit + 1).toArrow()
+        arrow, schema = arrow_and_schema(value, self.row_limit + 1)
         rows = [[results.jsonable(v) for v in row.values()] for row in arrow.to_pylist()]
         truncated = len(rows) > self.row_limit
-        return results.table(rows[: self.row_limit], results.schema_of(value.schema), truncated)
+        return results.table(rows[: self.row_limit], results.schema_of(schema), truncated)
 
     # ---- execution -------------------------------------------------------
 
@@ -239,8 +239,13 @@ class Kernel:
         if not statements:
             raise ValueError("No SQL statement to run")
         frame = None
-        for statement in statements:
-            frame = self.spark.sql(map_sql_paths(statement, self.dbfs_root))
+        for n, statement in enumerate(statements):
+            text = map_sql_paths(statement, self.dbfs_root)
+            if n == len(statements) - 1 and is_query(text):
+                # the rows are fetched at once below: one round trip instead of two
+                frame = lazy_sql(self.spark, text)
+            else:
+                frame = self.spark.sql(text)
         self.namespace["_sqldf"] = frame
         self.pending_table = self.table_of(frame)
 
@@ -262,6 +267,47 @@ class Kernel:
             names.append(f"/plots/{name}")
         pyplot.close("all")
         return names
+
+
+QUERY_HEADS = ("select", "values", "table", "from")
+WRITES = re.compile(r"\b(insert|merge|update|delete)\b", re.IGNORECASE)
+
+
+def is_query(statement):
+    """A statement that only reads (its result is all it does): run lazily with its rows."""
+    text = re.sub(r"^(\s|--[^\n]*\n|/\*.*?\*/|\()+", "", statement, flags=re.DOTALL)
+    head = text.split(None, 1)[0].lower() if text.split() else ""
+    return head in QUERY_HEADS or (head == "with" and not WRITES.search(text))
+
+
+def lazy_sql(spark, query):
+    """A DataFrame of the query without asking the engine first (Spark Connect's `spark.sql`
+    sends the statement once to get back the same relation)."""
+    try:
+        from pyspark.sql.connect.dataframe import DataFrame
+        from pyspark.sql.connect.plan import SQL
+        from pyspark.sql.connect.session import SparkSession as ConnectSession
+    except ImportError:  # pragma: no cover - the runtime has Spark Connect
+        return spark.sql(query)
+    if not isinstance(spark, ConnectSession):
+        return spark.sql(query)
+    return DataFrame(SQL(query), spark)
+
+
+def arrow_and_schema(frame, limit):
+    """The first `limit` rows of a DataFrame as Arrow, and its schema, in one round trip to the
+    engine where the DataFrame can (Spark Connect's answer carries the schema with the rows):
+    `toArrow()` and `.schema` would each ask the engine for the schema once more."""
+    limited = frame.limit(limit)
+    to_table = getattr(limited, "_to_table", None)
+    if to_table is None:
+        return limited.toArrow(), frame.schema
+    table, schema = to_table()
+    if schema is None:
+        schema = frame.schema
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return table.cast(to_arrow_schema(schema, error_on_duplicated_field_names_in_struct=True, timezone="UTC")), schema
 
 
 def dbfs_to_local(path, dbfs_root):
