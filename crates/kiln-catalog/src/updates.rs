@@ -93,12 +93,7 @@ impl Catalog {
             &mut info.owner,
             &mut info.properties,
         )?;
-        info.updated_at = now_ms();
-        let (key, value) = (info.full_name(), info.clone());
-        self.commit(vec![put("table", &key, &info)?], move |s| {
-            s.tables.insert(key, value);
-        })?;
-        Ok(info)
+        self.save_changed_table(info)
     }
 
     /// Sets (or with `None` clears) one column's comment (`COMMENT ON COLUMN`).
@@ -133,6 +128,11 @@ impl Catalog {
             }
             (None, _) => {}
         }
+        self.save_changed_table(info)
+    }
+
+    /// Records a changed table durably (its `updated_at` now), then in the cache.
+    fn save_changed_table(&self, mut info: TableInfo) -> Result<TableInfo> {
         info.updated_at = now_ms();
         let (key, value) = (info.full_name(), info.clone());
         self.commit(vec![put("table", &key, &info)?], move |s| {

@@ -13,6 +13,7 @@ pub mod destinations;
 pub mod environments;
 mod for_each;
 pub mod lifecycle;
+mod lookups;
 pub mod model;
 mod outcome;
 mod refs;

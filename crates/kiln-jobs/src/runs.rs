@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use crate::lifecycle::{RunEvent, RunLifeCycleState, RunLifecycle, RunResultState};
 pub use crate::model::RunNow;
 use crate::model::*;
-use crate::service::{poisoned, Existing, Jobs};
+use crate::service::{poisoned, Jobs};
 use crate::settings;
 use kiln_store::Write;
 
@@ -145,7 +145,7 @@ impl Jobs {
                 return Ok(run);
             }
         }
-        let mut settings = settings::normalize(settings, &Existing(self))?;
+        let mut settings = settings::normalize(settings, self.as_ref())?;
         let run_name = settings
             .remove("run_name")
             .and_then(|v| v.as_str().map(str::to_string))

@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use crate::destinations::Destinations;
 use crate::lifecycle::{RunEvent, RunLifecycle};
 use crate::model::*;
-use crate::settings::{self, Lookups};
+use crate::settings;
 use crate::trigger_settings;
 
 /// The services a job's tasks and triggers reach.
@@ -101,32 +101,6 @@ pub(crate) fn run_not_found(run_id: i64) -> Error {
         ErrorCode::ResourceDoesNotExist,
         format!("Run {run_id} does not exist."),
     )
-}
-
-pub(crate) struct Existing<'a>(pub(crate) &'a Jobs);
-
-impl Lookups for Existing<'_> {
-    fn cluster_exists(&self, cluster_id: &str) -> bool {
-        self.0.clusters.get(cluster_id).is_ok()
-    }
-    fn pipeline_exists(&self, pipeline_id: &str) -> bool {
-        self.0.pipelines.get(pipeline_id).is_ok()
-    }
-    fn job_exists(&self, job_id: i64) -> bool {
-        self.0.get(job_id).is_ok()
-    }
-    fn volume_exists(&self, full_name: &str) -> bool {
-        self.0.catalog.get_volume(full_name).is_ok()
-    }
-    fn table_exists(&self, full_name: &str) -> bool {
-        self.0.catalog.get_table(full_name).is_ok()
-    }
-    fn destination_exists(&self, id: &str) -> bool {
-        self.0.destinations.exists(id)
-    }
-    fn warehouse_exists(&self, id: &str) -> bool {
-        self.0.statements.warehouses.exists(id)
-    }
 }
 
 impl Jobs {
@@ -300,7 +274,7 @@ impl Jobs {
 
     pub async fn create(&self, actor: &str, settings: Value) -> Result<JobRecord> {
         let _guard = self.writer.lock().await;
-        let settings = settings::normalize(settings, &Existing(self))?;
+        let settings = settings::normalize(settings, self)?;
         let run_as = Self::run_as_of(&settings, actor);
         self.identity.acting_as(&run_as)?;
         let now = now_ms();
@@ -322,7 +296,7 @@ impl Jobs {
     pub async fn reset(&self, job_id: i64, settings: Value) -> Result<JobRecord> {
         let _guard = self.writer.lock().await;
         let mut job = self.get(job_id)?;
-        let settings = settings::normalize(settings, &Existing(self))?;
+        let settings = settings::normalize(settings, self)?;
         if settings.get("run_as").is_some() {
             job.run_as = Self::run_as_of(&settings, &job.run_as);
             self.identity.acting_as(&job.run_as)?;
@@ -382,7 +356,7 @@ impl Jobs {
                 }
             }
         }
-        let settings = settings::normalize(Value::Object(merged), &Existing(self))?;
+        let settings = settings::normalize(Value::Object(merged), self)?;
         job.run_as = Self::run_as_of(&settings, &job.run_as);
         self.identity.acting_as(&job.run_as)?;
         job.settings = settings;

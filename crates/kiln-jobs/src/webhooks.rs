@@ -68,7 +68,12 @@ impl Event {
 
 /// The destination ids a run's settings name for `event`.
 pub(crate) fn destinations_for(run: &RunRecord, event: Event) -> Vec<String> {
-    run.settings
+    destination_ids(&run.settings, event)
+}
+
+/// The destination ids in the `webhook_notifications` of job or task settings.
+fn destination_ids(settings: &serde_json::Map<String, Value>, event: Event) -> Vec<String> {
+    settings
         .get("webhook_notifications")
         .and_then(|w| w.get(event.field()))
         .and_then(Value::as_array)
@@ -89,15 +94,7 @@ pub(crate) fn notify_task(jobs: &Arc<Jobs>, run: &RunRecord, task_key: &str, eve
     let Some(task) = run.tasks.iter().find(|t| t.task_key == task_key) else {
         return;
     };
-    let ids: Vec<String> = task
-        .task
-        .get("webhook_notifications")
-        .and_then(|w| w.get(event.field()))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|d| d.get("id").and_then(Value::as_str).map(String::from))
-        .collect();
+    let ids = destination_ids(&task.task, event);
     announce(jobs, run, Some((task_key, task.run_id)), ids, event);
 }
 
