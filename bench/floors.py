@@ -13,11 +13,17 @@ Nothing is asserted; the table prints the ratio to each floor and the issue's ta
   gateway  Spark Connect `SELECT 1` through Kiln's gateway (h2c on the HTTP port), against the same
            call straight to the engine: the milliseconds the gateway adds per call
 
-Lakebase (pgbench -S through the proxy vs TLS straight to Postgres; branching) and pipelines (an
-update vs the same queries as commands) have their floors in bench/lakebase.py and
-bench/pipelines.py.
+  pgbench  Lakebase pgbench -S, 8 clients, through Kiln's proxy, against TLS straight to the same
+           Postgres (and its Unix socket)                        (runs bench/lakebase.py)
+  branch   a Lakebase branch of a ~1 GB database, against one copy of its data directory
+                                                                 (runs bench/lakebase.py)
+  pipeline a full-refresh pipeline update (3 datasets, 1 M rows), against the same three steps
+           as commands on the pipeline's engine                  (runs bench/pipelines.py)
 
-Usage:  python bench/floors.py [--rounds 5] [--wrk-seconds 5] [--calls 50]
+The create row waits for Kiln's warm engine before each create (`[clusters] warm_engines`, what
+a create takes) and reports its resident memory.
+
+Usage:  python bench/floors.py [--rounds 5] [--wrk-seconds 5] [--calls 50] [--only api,create,...]
 Env:    KILN_BIN (default target/release/kiln if present, else target/debug/kiln)
 Needs:  requests, pyspark-client (tests/conformance/requirements.txt), wrk, cargo (for the floor).
 """
@@ -152,12 +158,66 @@ def rest_round_trips(srv, cid: str, ctx: str, language: str, command: str, expec
     return out
 
 
+def warm_engines(srv) -> list[int]:
+    """Pids of engines Kiln keeps for creates (KILN_CLUSTER_ID of no cluster)."""
+    known = {c["cluster_id"] for c in srv.api("GET", "/api/2.1/clusters/list").get("clusters", [])}
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        ids = [e.split(b"=", 1)[1].decode() for e in env if e.startswith(b"KILN_CLUSTER_ID=")]
+        if ids and ids[0] not in known and b"spark" in cmd and b"server" in cmd:
+            pids.append(int(pid))
+    return pids
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def create_to_running(srv, work: Path, rounds: int) -> tuple[list[float], float]:
+    """create -> RUNNING, each create after Kiln's warm engine is ready; and the warm engine's RSS."""
+    log = work / "kiln.log"
+    out, rss = [], []
+    for i in range(rounds):
+        deadline = time.monotonic() + 120
+        while log.read_text(errors="replace").count("warm engine ready") < i + 2 and time.monotonic() < deadline:
+            time.sleep(0.02)  # the first one is taken by the cluster the other rows use
+        rss += [rss_mib(p) for p in warm_engines(srv)]
+        t0 = time.perf_counter()
+        cid = srv.api("POST", "/api/2.1/clusters/create", json={
+            "cluster_name": f"create-{i}", "spark_version": SPARK_VERSION, "num_workers": 0,
+            "autotermination_minutes": 0})["cluster_id"]  # fmt: skip
+        srv.cluster_ids.add(cid)
+        base.wait_state(srv, cid, "RUNNING", interval=0.002)
+        out.append(time.perf_counter() - t0)
+        srv.api("POST", "/api/2.1/clusters/delete", json={"cluster_id": cid})
+        base.wait_state(srv, cid, "TERMINATED", interval=0.02)
+    return out, statistics.median(rss) if rss else float("nan")
+
+
+def run_script(script: str, args: list[str], work: Path) -> dict:
+    out = work / f"{script}.json"
+    subprocess.run([sys.executable, str(HERE / script), *args, "--json", str(out)], check=True,
+                   stdout=sys.stderr)  # fmt: skip
+    return json.loads(out.read_text())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--wrk-seconds", type=int, default=5)
     ap.add_argument("--calls", type=int, default=50)
+    ap.add_argument("--only", default="api,create,python,sql,gateway,pgbench,branch,pipeline")
+    ap.add_argument("--branch-mb", type=int, default=1000)
     args = ap.parse_args()
+    parts = set(args.only.split(","))
     floor_bin = floor_binary()
     work = Path(tempfile.mkdtemp(prefix="kiln-floors-"))
     work.chmod(0o711)
@@ -193,19 +253,25 @@ def main() -> int:
             ctxs[language] = ctx
         for r in range(args.rounds):
             print(f"round {r + 1}/{args.rounds}", file=sys.stderr, flush=True)
-            pair = [("kiln", srv.host, srv.token), ("floor", f"http://127.0.0.1:{floor_port}", None)]
-            for who, host, token in pair if r % 2 == 0 else pair[::-1]:
-                got = wrk(host + "/api/2.1/clusters/list", token, args.wrk_seconds)
-                note("api", f"{who}_rps", got["rps"])
-                note("api", f"{who}_p99", got["p99_ms"])
-            note("python", "kiln", statistics.median(rest_round_trips(srv, cid, ctxs["python"], "python", "1+1", "2", args.calls)))
-            note("python", "floor", statistics.median([kernel.round_trip("1+1") for _ in range(args.calls)]))
-            note("sql", "kiln", statistics.median(rest_round_trips(srv, cid, ctxs["sql"], "sql", "SELECT 1", [[1]], args.calls)))
-            direct_lat = statistics.median(spark_lat(direct, args.calls, work))
-            note("sql", "floor", direct_lat)
-            note("gateway", "floor", direct_lat)
-            note("gateway", "kiln", statistics.median(spark_lat(gateway, args.calls, work)))
-        create = base.bench_create(srv, args.rounds)["create_to_running_s"]
+            if "api" in parts:
+                pair = [("kiln", srv.host, srv.token), ("floor", f"http://127.0.0.1:{floor_port}", None)]
+                for who, host, token in pair if r % 2 == 0 else pair[::-1]:
+                    got = wrk(host + "/api/2.1/clusters/list", token, args.wrk_seconds)
+                    note("api", f"{who}_rps", got["rps"])
+                    note("api", f"{who}_p99", got["p99_ms"])
+            if "python" in parts:
+                note("python", "kiln", statistics.median(rest_round_trips(srv, cid, ctxs["python"], "python", "1+1", "2", args.calls)))
+                note("python", "floor", statistics.median([kernel.round_trip("1+1") for _ in range(args.calls)]))
+            if parts & {"sql", "gateway"}:
+                direct_lat = statistics.median(spark_lat(direct, args.calls, work))
+                note("sql", "floor", direct_lat)
+                note("gateway", "floor", direct_lat)
+            if "sql" in parts:
+                note("sql", "kiln", statistics.median(rest_round_trips(srv, cid, ctxs["sql"], "sql", "SELECT 1", [[1]], args.calls)))
+            if "gateway" in parts:
+                note("gateway", "kiln", statistics.median(spark_lat(gateway, args.calls, work)))
+        if "create" in parts:
+            create, warm_rss = create_to_running(srv, work, args.rounds)
     finally:
         if kernel is not None:
             kernel.close()
@@ -213,21 +279,50 @@ def main() -> int:
             floor.terminate()
             floor.wait(timeout=30)
         srv.stop()
+    lakebase = {}
+    if parts & {"pgbench", "branch"}:
+        which = ",".join(p for p, q in (("pgbench", "pgbench"), ("branching", "branch")) if q in parts)
+        lakebase = run_script("lakebase.py", ["--only", which, "--pgbench-rounds", str(args.rounds),
+                                              "--sizes-mb", str(args.branch_mb)], work)  # fmt: skip
+    pipeline = run_script("pipelines.py", ["--runs", str(args.rounds)], work) if "pipeline" in parts else None
 
     med = {row: {k: statistics.median(v) for k, v in keys.items()} for row, keys in rows.items()}
-    api, py, sql, gw = med["api"], med["python"], med["sql"], med["gateway"]
     print(f"\nFloors: {args.rounds} interleaved rounds, medians ({base.default_bin().name} at {base.default_bin()})")
     print(f"{'path':44} {'floor':>14} {'kiln':>14} {'ratio':>10}  target")
-    print(f"{'GET clusters/list, wrk -t2 -c50 (req/s)':44} {api['floor_rps']:>14.0f} {api['kiln_rps']:>14.0f} "
-          f"{api['kiln_rps'] / api['floor_rps']:>9.0%}  >= 70 %")  # fmt: skip
-    print(f"{'  p99 (ms)':44} {api['floor_p99']:>14.2f} {api['kiln_p99']:>14.2f} {'':>10}  <= 1 ms")
-    print(f"{'cluster create -> RUNNING (ms)':44} {'-':>14} {statistics.median(create) * 1000:>14.0f} {'':>10}  <= 50 ms")
-    print(f"{'REST 1.2 python 1+1 (ms)':44} {py['floor'] * 1000:>14.2f} {py['kiln'] * 1000:>14.2f} "
-          f"{py['kiln'] / py['floor']:>9.1f}x  <= 2 ms")  # fmt: skip
-    print(f"{'REST 1.2 SQL SELECT 1 (ms)':44} {sql['floor'] * 1000:>14.2f} {sql['kiln'] * 1000:>14.2f} "
-          f"{sql['kiln'] / sql['floor']:>9.1f}x  <= 8 ms")  # fmt: skip
-    print(f"{'Spark Connect SELECT 1, gateway (ms)':44} {gw['floor'] * 1000:>14.2f} {gw['kiln'] * 1000:>14.2f} "
-          f"{(gw['kiln'] - gw['floor']) * 1000:>+8.2f}ms  <= +0.2 ms")  # fmt: skip
+    if "api" in med:
+        api = med["api"]
+        print(f"{'GET clusters/list, wrk -t2 -c50 (req/s)':44} {api['floor_rps']:>14.0f} {api['kiln_rps']:>14.0f} "
+              f"{api['kiln_rps'] / api['floor_rps']:>9.0%}  >= 70 %")  # fmt: skip
+        print(f"{'  p99 (ms)':44} {api['floor_p99']:>14.2f} {api['kiln_p99']:>14.2f} {'':>10}  <= 1 ms")
+    if "create" in parts:
+        print(f"{'cluster create -> RUNNING (ms)':44} {'-':>14} {statistics.median(create) * 1000:>14.0f} {'':>10}  "
+              f"<= 50 ms  (warm engine: {warm_rss:.0f} MiB resident)")  # fmt: skip
+    if "python" in med:
+        py = med["python"]
+        print(f"{'REST 1.2 python 1+1 (ms)':44} {py['floor'] * 1000:>14.2f} {py['kiln'] * 1000:>14.2f} "
+              f"{py['kiln'] / py['floor']:>9.1f}x  <= 2 ms")  # fmt: skip
+    if "sql" in parts:
+        sql = med["sql"]
+        print(f"{'REST 1.2 SQL SELECT 1 (ms)':44} {sql['floor'] * 1000:>14.2f} {sql['kiln'] * 1000:>14.2f} "
+              f"{sql['kiln'] / sql['floor']:>9.1f}x  <= 8 ms")  # fmt: skip
+    if "gateway" in parts:
+        gw = med["gateway"]
+        print(f"{'Spark Connect SELECT 1, gateway (ms)':44} {gw['floor'] * 1000:>14.2f} {gw['kiln'] * 1000:>14.2f} "
+              f"{(gw['kiln'] - gw['floor']) * 1000:>+8.2f}ms  <= +0.2 ms")  # fmt: skip
+    if "pgbench" in lakebase:
+        pg = lakebase["pgbench"]
+        print(f"{'Lakebase pgbench -S, 8 clients (tps)':44} {pg['tls']:>14.0f} {pg['proxy']:>14.0f} "
+              f"{pg['proxy'] / pg['tls'] - 1:>+9.0%}  >= -10 %")  # fmt: skip
+        print(f"{'  vs the Unix socket':44} {pg['socket']:>14.0f} {pg['proxy']:>14.0f} "
+              f"{pg['proxy'] / pg['socket'] - 1:>+9.0%}  >= -25 %")  # fmt: skip
+    for b in lakebase.get("branching", []):
+        label = f"Lakebase branch of {b['mb']:.0f} MB, parent up (s)"
+        print(f"{label:44} {b['copy_s']:>14.2f} {b['online_s']:>14.2f} {b['online_s'] / b['copy_s']:>9.1f}x  one copy")
+        print(f"{'  parent suspended (s)':44} {b['copy_s']:>14.2f} {b['offline_s']:>14.2f} "
+              f"{b['offline_s'] / b['copy_s']:>9.1f}x")  # fmt: skip
+    if pipeline:
+        full, fl = statistics.median(pipeline["full_s"]), statistics.median(pipeline["floor_s"])
+        print(f"{'pipeline full update, 3 datasets, 1 M rows (s)':44} {fl:>14.2f} {full:>14.2f} {full / fl:>9.2f}x  <= 1.1x")
     return 0
 
 

@@ -15,6 +15,7 @@ Needs:  requests, psycopg (tests/conformance/requirements.txt), pgbench on PATH.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -176,7 +177,15 @@ def branching(srv, sizes):
         t0 = time.perf_counter()
         srv.create(f"projects/{project}/branches?branch_id=offline", json={"spec": {"no_expiry": True}})
         offline = time.perf_counter() - t0
-        out.append((actual, online, offline))
+        # The floor: one copy of the parent's data directory, as Kiln copies (cp, copy_file_range).
+        uid = srv.api("GET", f"projects/{project}/branches/production")["uid"]
+        copy_to = srv.lb_root / "floor-copy"
+        t0 = time.perf_counter()
+        subprocess.run(["cp", "-a", "--reflink=auto", str(srv.lb_root / "lakebase" / "b" / uid / "pgdata"),
+                        str(copy_to)], check=True)  # fmt: skip
+        copy = time.perf_counter() - t0
+        shutil.rmtree(copy_to, ignore_errors=True)
+        out.append((actual, online, offline, copy))
         srv.api("DELETE", f"projects/{project}")
     return out
 
@@ -355,7 +364,9 @@ def main() -> int:
                     help="put Lakebase's data on an XFS loop image of this size (root; needs xfsprogs)")
     ap.add_argument("--stage-seconds", type=int, default=8, help="length of each autoscaling ramp stage")
     ap.add_argument("--only", default="cold,branching,autoscale,pgbench", help="comma-separated parts to run")
+    ap.add_argument("--json", help="also write the figures to this file (bench/floors.py reads it)")
     a = ap.parse_args()
+    results: dict = {}
     if not shutil.which("pgbench"):
         print("pgbench not found (apt-get install postgresql)", file=sys.stderr)
         return 2
@@ -372,9 +383,12 @@ def main() -> int:
         if "branching" in parts:
             strategy = "reflink" if reflink_supported(srv.lb_root) else "full copy (no reflink on this filesystem)"
             print(f"branch clone strategy: {strategy}")
-            for actual, online, offline in branching(srv, [int(s) for s in a.sizes_mb.split(",") if s]):
+            for actual, online, offline, copy in branching(srv, [int(s) for s in a.sizes_mb.split(",") if s]):
                 print(f"branch of a {actual:.0f} MB database: parent running (online backup) {online:.2f} s, "
-                      f"parent suspended (woken for the copy) {offline:.2f} s")
+                      f"parent suspended (woken for the copy) {offline:.2f} s; floor, one copy of its data "
+                      f"directory {copy:.2f} s")
+                results.setdefault("branching", []).append(
+                    {"mb": actual, "online_s": online, "offline_s": offline, "copy_s": copy})
         if "autoscale" in parts:
             timeline, rates = autoscale(srv, a.stage_seconds)
             print("autoscaling (0.5-4 CU), pgbench -S ramp: " + ", ".join(f"{c} clients {r:.0f} tps" for c, r in rates))
@@ -386,6 +400,7 @@ def main() -> int:
                     last = (clients, cu)
         if "pgbench" in parts:
             r = pgbench_compare(srv, a.pgbench_seconds, a.pgbench_rounds)
+            results["pgbench"] = r
             print(f"pgbench -S, 8 clients, median of {a.pgbench_rounds} interleaved runs: through the proxy (TLS) {r['proxy']:.0f} tps, TLS directly to Postgres "
                   f"{r['tls']:.0f} tps, Unix socket {r['socket']:.0f} tps -> proxy vs TLS-direct "
                   f"{(1 - r['proxy'] / r['tls']) * 100:+.1f} % lost (target <= 10 %), vs socket "
@@ -398,6 +413,8 @@ def main() -> int:
         srv.stop()
         if xfs:
             xfs.stop()
+        if a.json:
+            Path(a.json).write_text(json.dumps(results))
     return 0
 
 

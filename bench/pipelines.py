@@ -19,6 +19,7 @@ Needs:  requests (tests/conformance/requirements.txt).
 from __future__ import annotations
 
 import argparse
+import json
 import base64
 import random
 import signal
@@ -133,6 +134,7 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=10)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--verbose", action="store_true", help="print each update's phase times")
+    ap.add_argument("--json", help="also write the figures to this file (bench/floors.py reads it)")
     args = ap.parse_args()
     global VERBOSE
     VERBOSE = args.verbose
@@ -172,6 +174,9 @@ def main() -> int:
         print(f"incremental update (one 100-row file):     {fmt(incremental)}   target <= 1000 ms")
         print(f"update with unchanged input:               {fmt(unchanged)}   target <= 300 ms")
         print(f"floor: the same 3 steps as context commands: {fmt(floors)}")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"full_s": full, "incremental_s": incremental,
+                                                   "unchanged_s": unchanged, "floor_s": floors}))  # fmt: skip
     finally:
         srv.stop()
     return 0

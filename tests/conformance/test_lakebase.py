@@ -195,6 +195,31 @@ def test_point_in_time_branch(kiln, w, project):
         w.postgres.create_branch(f"projects/{project}", Branch(spec=BranchSpec(source_branch_time=past)), branch_id="too-old")
 
 
+def test_a_new_branch_takes_its_base_backup_after_it_answers(kiln, w, project):
+    """A branch create copies the data once; its base backup (its restore floor) follows in the
+    background, and a point-in-time branch of it right away waits for that base."""
+    fresh = w.postgres.create_branch(f"projects/{project}", Branch(spec=BranchSpec(no_expiry=True)),
+                                     branch_id="fresh").wait()  # fmt: skip
+    with connect(kiln, w, primary(w, project, "fresh")) as conn:
+        conn.execute("CREATE TABLE later (x int)")
+        conn.execute("INSERT INTO later VALUES (1)")
+    time.sleep(1.0)
+    at = Timestamp()
+    at.FromDatetime(datetime.datetime.now(datetime.timezone.utc))
+    time.sleep(1.0)
+    with connect(kiln, w, primary(w, project, "fresh")) as conn:
+        conn.execute("INSERT INTO later VALUES (2)")
+    b = w.postgres.create_branch(f"projects/{project}", Branch(spec=BranchSpec(
+        no_expiry=True, source_branch=fresh.name, source_branch_time=at)), branch_id="fresh-pitr").wait()  # fmt: skip
+    assert b.status.source_branch == fresh.name
+    with connect(kiln, w, primary(w, project, "fresh-pitr")) as conn:
+        assert rows(conn, "SELECT x FROM later ORDER BY x") == [1]
+    root = Path(kiln.config["lakebase"]["dir"]) / "b"
+    for uid in (fresh.uid, b.uid):
+        wait_for(lambda: (root / uid / "base").is_dir(), 60, f"the base backup of {uid}")
+        assert not (root / uid / "base.partial").exists()
+
+
 def test_read_replica_sees_writes_and_refuses_them(kiln, w, project):
     parent = f"projects/{project}/branches/production"
     replica = w.postgres.create_endpoint(parent, Endpoint(spec=EndpointSpec(endpoint_type=EndpointType.ENDPOINT_TYPE_READ_ONLY)),

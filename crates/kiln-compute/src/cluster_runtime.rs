@@ -6,13 +6,14 @@
 //! in its `spark_conf`: then it does not start.
 
 use kiln_core::{Error, ErrorCode, Result};
-use kiln_store::ClusterRecord;
+use kiln_store::{ClusterConfig, ClusterRecord};
 
 use crate::clusters::Clusters;
 use crate::pythons::{self, show};
 use crate::runtime::Runtime;
 
 /// A chosen runtime and, when it is a fallback, why.
+#[derive(Clone)]
 pub struct Chosen {
     pub runtime: Runtime,
     pub note: Option<String>,
@@ -37,9 +38,17 @@ impl Clusters {
 
     /// Picks (installing if needed) the runtime for a cluster about to start.
     pub(crate) async fn choose_runtime(&self, record: &ClusterRecord) -> Result<Chosen> {
-        let config = &record.config;
-        let wanted = pythons::requested(&config.spark_env_vars)
-            .unwrap_or_else(|| pythons::for_spark_version(&config.spark_version));
+        self.choose_runtime_for(&record.cluster_id, &record.config)
+            .await
+    }
+
+    /// The runtime for an engine of `config` (for `cluster_id`).
+    pub(crate) async fn choose_runtime_for(
+        &self,
+        cluster_id: &str,
+        config: &ClusterConfig,
+    ) -> Result<Chosen> {
+        let wanted = wanted_minor(config);
         let default = self.runtime.clone();
         if default.minor() == Some(wanted) {
             return Ok(Chosen {
@@ -79,11 +88,7 @@ impl Clusters {
             show(wanted),
             runtime.message
         );
-        let strict = config
-            .spark_conf
-            .get("spark.kiln.python.strict")
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        if strict {
+        if strict(config) {
             return Err(Error::new(
                 ErrorCode::InvalidState,
                 format!("{why}; spark.kiln.python.strict is set, so the cluster does not start on Python {have}. Install python{} (or list it in [runtime] pythons).", show(wanted)),
@@ -94,10 +99,24 @@ impl Clusters {
             show(wanted),
             show(wanted)
         );
-        tracing::warn!(cluster_id = %record.cluster_id, "{note}");
+        tracing::warn!(cluster_id, "{note}");
         Ok(Chosen {
             runtime: default,
             note: Some(note),
         })
     }
+}
+
+/// The Python minor a configuration's engine runs.
+pub(crate) fn wanted_minor(config: &ClusterConfig) -> pythons::Minor {
+    pythons::requested(&config.spark_env_vars)
+        .unwrap_or_else(|| pythons::for_spark_version(&config.spark_version))
+}
+
+/// Whether a fallback runtime is refused (`spark.kiln.python.strict`).
+pub(crate) fn strict(config: &ClusterConfig) -> bool {
+    config
+        .spark_conf
+        .get("spark.kiln.python.strict")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::{self, Engine};
 use crate::lifecycle::{next_state, ClusterState, Transition};
 use crate::runtime::Runtime;
+pub use crate::spark_versions::{validate_spark_version, SPARK_VERSIONS};
 
 /// Tunables of the cluster service.
 #[derive(Debug, Clone)]
@@ -44,6 +45,8 @@ pub struct ClusterSettings {
     pub front_port: Option<u16>,
     /// Interpreters for per-minor runtimes (`[runtime] pythons`).
     pub pythons: Vec<PathBuf>,
+    /// Engines kept started ahead of cluster creates (0: none; see `warm_engines`).
+    pub warm_engines: usize,
 }
 
 /// How engines reach Kiln's Unity Catalog.
@@ -110,64 +113,9 @@ pub struct Clusters {
     /// The runtime each cluster's engine was started on (see `cluster_runtime`).
     pub(crate) runtimes: Mutex<HashMap<String, Runtime>>,
     pub(crate) nudge: Notify,
+    pub(crate) warm: crate::warm_engines::WarmPool,
     /// Bumped after every committed change, for services that follow clusters.
     changes: watch::Sender<u64>,
-}
-
-/// Databricks runtime versions Kiln answers to; all run on the Sail engine.
-pub const SPARK_VERSIONS: &[(&str, &str)] = &[
-    (
-        "19.3.x-scala2.13",
-        "19.3 (includes Apache Spark 4.1.0, Scala 2.13) on Kiln Sail 0.7.2",
-    ),
-    (
-        "18.3.x-scala2.13",
-        "18.3 LTS (includes Apache Spark 4.0.0, Scala 2.13) on Kiln Sail 0.7.2",
-    ),
-    (
-        "17.3.x-scala2.13",
-        "17.3 LTS (includes Apache Spark 4.0.0, Scala 2.13) on Kiln Sail 0.7.2",
-    ),
-    (
-        "16.4.x-scala2.12",
-        "16.4 LTS (includes Apache Spark 3.5.2, Scala 2.12) on Kiln Sail 0.7.2",
-    ),
-    (
-        "15.4.x-scala2.12",
-        "15.4 LTS (includes Apache Spark 3.5.0, Scala 2.12) on Kiln Sail 0.7.2",
-    ),
-    (
-        "14.3.x-scala2.12",
-        "14.3 LTS (includes Apache Spark 3.5.0, Scala 2.12) on Kiln Sail 0.7.2",
-    ),
-    (
-        "13.3.x-scala2.12",
-        "13.3 LTS (includes Apache Spark 3.4.1, Scala 2.12) on Kiln Sail 0.7.2",
-    ),
-];
-
-/// Accepts the listed keys and the other Databricks runtime keys of the same
-/// form (`<major>.<minor>.x[-variant]-scala2.1x`), which all run on Sail.
-pub fn validate_spark_version(key: &str) -> Result<()> {
-    if SPARK_VERSIONS.iter().any(|(k, _)| *k == key) {
-        return Ok(());
-    }
-    let mut parts = key.splitn(3, '.');
-    let major_ok = parts
-        .next()
-        .is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
-    let minor_ok = parts
-        .next()
-        .is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
-    let rest_ok = parts.next().is_some_and(|p| {
-        p.starts_with("x-") && (p.ends_with("-scala2.12") || p.ends_with("-scala2.13"))
-    });
-    if major_ok && minor_ok && rest_ok {
-        return Ok(());
-    }
-    Err(Error::invalid(format!(
-        "Invalid spark version {key}. Use one of the keys listed by clusters/spark-versions, e.g. 16.4.x-scala2.12."
-    )))
 }
 
 fn does_not_exist(cluster_id: &str) -> Error {
@@ -239,6 +187,7 @@ impl Clusters {
             engines: Mutex::new(HashMap::new()),
             runtimes: Mutex::new(HashMap::new()),
             nudge: Notify::new(),
+            warm: Default::default(),
             changes: watch::Sender::new(0),
         }))
     }
@@ -287,8 +236,11 @@ impl Clusters {
     pub async fn create(&self, actor: &str, config: ClusterConfig) -> Result<ClusterRecord> {
         validate_spark_version(&config.spark_version)?;
         let now = now_ms();
+        let warm = self.claim_warm(&config);
         let record = ClusterRecord {
-            cluster_id: kiln_core::ids::cluster_id(now),
+            cluster_id: warm
+                .clone()
+                .unwrap_or_else(|| kiln_core::ids::cluster_id(now)),
             config,
             creator: actor.into(),
             owner: actor.into(),
@@ -311,10 +263,16 @@ impl Clusters {
             json!({"user": actor, "current_num_workers": 0, "target_num_workers": record.config.num_workers}),
         );
         let _guard = self.writer.lock().await;
-        self.store.commit(vec![
+        let committed = self.store.commit(vec![
             Write::PutCluster(Box::new(record.clone())),
             Write::AppendClusterEvent(created),
-        ])?;
+        ]);
+        if let Err(err) = committed {
+            if let Some(id) = &warm {
+                self.unclaim_warm(id);
+            }
+            return Err(err);
+        }
         self.records
             .write()
             .map_err(|_| Error::internal("create cluster", "poisoned lock"))?

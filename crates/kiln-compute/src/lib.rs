@@ -29,9 +29,11 @@ pub mod pythons;
 pub mod runtime;
 pub mod scala_repl;
 pub mod spark_connect;
+pub mod spark_versions;
 pub mod validate;
 
 mod context_worker;
 mod reconciler;
+mod warm_engines;
 
 pub use context_worker::reconcile as run_contexts_reconciler;

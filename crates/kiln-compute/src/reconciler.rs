@@ -45,6 +45,7 @@ enum Step {
 }
 
 pub(crate) async fn run(clusters: Arc<Clusters>, cancel: CancellationToken) {
+    let warm = tokio::spawn(crate::warm_engines::keep(clusters.clone(), cancel.clone()));
     let mut steps: JoinSet<()> = JoinSet::new();
     // Which cluster each step task works on: a step that panics frees its
     // cluster like one that returns (the next tick plans it again).
@@ -78,6 +79,7 @@ pub(crate) async fn run(clusters: Arc<Clusters>, cancel: CancellationToken) {
         steps.abort_all();
     }
     stop_all(&clusters).await;
+    let _ = warm.await;
 }
 
 /// Stops every engine concurrently, each with the stop deadline.
@@ -186,18 +188,6 @@ fn workers_of(record: &ClusterRecord) -> (u32, u32) {
     }
 }
 
-/// The user's `spark_env_vars` plus the catalog settings (which win).
-fn engine_env(
-    clusters: &Clusters,
-    record: &ClusterRecord,
-) -> std::collections::BTreeMap<String, String> {
-    let mut env = record.config.spark_env_vars.clone();
-    if let Some(catalog) = &clusters.settings.engine_catalog {
-        env.extend(catalog.env());
-    }
-    env
-}
-
 fn take_engine(clusters: &Clusters, cluster_id: &str) -> Option<EngineSlot> {
     clusters
         .engines
@@ -247,14 +237,24 @@ async fn launch(clusters: &Clusters, cluster_id: &str, generation: u64) -> kiln_
         isolation: clusters.isolation().clone(),
         num_workers: workers.0,
         max_workers: workers.1,
-        env: engine_env(clusters, &record),
+        env: clusters.engine_env(&record.config),
     };
     let was_resize = state_of(&record) == ClusterState::Resizing;
-    let started = match clusters.choose_runtime(&record).await {
-        Ok(chosen) => Engine::launch(&chosen.runtime, &spec)
-            .await
-            .map(|engine| (engine, chosen)),
-        Err(err) => Err(err),
+    let mut warm = clusters.take_warm(cluster_id);
+    let fits = warm.as_mut().is_some_and(|w| w.fits(&spec, &record.config));
+    let started = match warm {
+        Some(w) if fits => Ok(w.adopt(&spec.work_dir)),
+        other => {
+            if let Some(w) = other {
+                w.stop(clusters.settings.stop_deadline).await;
+            }
+            match clusters.choose_runtime(&record).await {
+                Ok(chosen) => Engine::launch(&chosen.runtime, &spec)
+                    .await
+                    .map(|engine| (engine, chosen)),
+                Err(err) => Err(err),
+            }
+        }
     };
     match started {
         Ok((engine, chosen)) => {

@@ -2,9 +2,11 @@
 //! at the head (consistently, from the running parent inside an online backup,
 //! or from the stopped parent as is) or at a point in time (the source's base
 //! backup replayed from its WAL archive to the requested time or LSN). Every
-//! branch gets a read-write endpoint `primary`, a base backup and an archive.
+//! branch gets a read-write endpoint `primary`, an archive and a base backup
+//! (taken after the create answers: see `base_backups`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_core::{time::now_ms, Error, ErrorCode, Result};
@@ -83,7 +85,7 @@ impl Lakebase {
     }
 
     pub async fn create_branch(
-        &self,
+        self: &Arc<Self>,
         project_id: &str,
         branch_id: &str,
         new: NewBranch,
@@ -125,7 +127,14 @@ impl Lakebase {
                 ),
             ));
         }
-        let source = self.branch(project_id, &source_id)?;
+        let mut source = self.branch(project_id, &source_id)?;
+        if matches!(fork, Fork::Lsn(_) | Fork::Time(_)) {
+            // A point in time is replayed from the source's base backup.
+            if let Some(ms) = self.ensure_base(&source).await? {
+                self.record_base(&source, ms)?;
+                source = self.branch(project_id, &source_id)?;
+            }
+        }
         if let Fork::Time(t) = fork {
             let floor = source
                 .base_ms
@@ -196,12 +205,12 @@ impl Lakebase {
         })?;
         self.apply_objects(&objects)?;
         self.adopt(&endpoint, postmaster).await;
+        self.take_base_later(&branch);
         Ok(branch)
     }
 
-    /// Clones the data, starts the branch's primary (promoted onto its own
-    /// timeline where it recovered), takes its base backup; returns the
-    /// running primary and the fork LSN.
+    /// Clones the data and starts the branch's primary (promoted onto its own
+    /// timeline where it recovered); returns the running primary and the fork LSN.
     pub(crate) async fn materialize(
         &self,
         pg: &Postgres,
@@ -233,7 +242,7 @@ impl Lakebase {
                     let launch = self.launch_on(endpoint, &branch.uid, None)?;
                     let postmaster =
                         Postmaster::start(pg, &launch, self.config.start_timeout).await?;
-                    return self.finish_branch(pg, branch, postmaster, lsn).await;
+                    return Ok((postmaster, lsn));
                 }
             },
             Fork::Snapshot(uid) => {
@@ -241,7 +250,7 @@ impl Lakebase {
                 let lsn = storage::clone_offline(pg, &self.layout.pgdata(uid), &pgdata).await?;
                 let launch = self.launch_on(endpoint, &branch.uid, None)?;
                 let postmaster = Postmaster::start(pg, &launch, self.config.start_timeout).await?;
-                return self.finish_branch(pg, branch, postmaster, lsn).await;
+                return Ok((postmaster, lsn));
             }
             Fork::Lsn(lsn) => {
                 self.prepare_pitr(source).await?;
@@ -273,30 +282,7 @@ impl Lakebase {
                 return Err(e);
             }
         };
-        self.finish_branch(pg, branch, postmaster, recovering.unwrap_or(replayed))
-            .await
-    }
-
-    /// Takes the new branch's base backup from its running primary.
-    async fn finish_branch(
-        &self,
-        pg: &Postgres,
-        branch: &BranchRecord,
-        mut postmaster: Postmaster,
-        lsn: String,
-    ) -> Result<(Postmaster, String)> {
-        let base = storage::clone_online(
-            pg,
-            &postmaster.socket_dir,
-            &self.layout.pgdata(&branch.uid),
-            &self.layout.base(&branch.uid),
-        )
-        .await;
-        if let Err(e) = base {
-            postmaster.stop(Duration::from_secs(5)).await;
-            return Err(e);
-        }
-        Ok((postmaster, lsn))
+        Ok((postmaster, recovering.unwrap_or(replayed)))
     }
 
     /// Copies the source branch's current data: online from its running

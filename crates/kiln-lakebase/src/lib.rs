@@ -3,6 +3,7 @@
 //! Postgres proxy that authenticates them and wakes suspended endpoints.
 
 pub mod autoscale;
+mod base_backups;
 pub mod branches;
 pub mod cgroups;
 pub mod compute;

@@ -91,6 +91,8 @@ pub struct Lakebase {
     pub(crate) records: RwLock<Records>,
     runtimes: Mutex<HashMap<String, Arc<Runtime>>>,
     project_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One base backup of a branch at a time (see `base_backups`).
+    pub(crate) base_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub credentials: Credentials,
     /// The tasks running operations' work (see `operations`).
     pub(crate) operations_tasks: Mutex<tokio::task::JoinSet<()>>,
@@ -177,6 +179,7 @@ impl Lakebase {
             records: RwLock::new(records),
             runtimes: Mutex::new(HashMap::new()),
             project_locks: Mutex::new(HashMap::new()),
+            base_locks: Mutex::new(HashMap::new()),
             credentials,
             operations_tasks: Mutex::new(tokio::task::JoinSet::new()),
         })

@@ -127,8 +127,7 @@ impl Lakebase {
         };
         postmaster.stop(Duration::from_secs(15)).await;
         let _ = storage::remove(&self.layout.endpoint_dir(&endpoint.uid));
-        // Only the stopped cluster is kept: not the stand-in's base backup or archive.
-        let _ = storage::remove(&self.layout.base(&uid));
+        // Only the stopped cluster is kept (a stand-in has no base backup).
         let record = SnapshotRecord {
             project_id: project_id.into(),
             snapshot_id: snapshot_id.into(),

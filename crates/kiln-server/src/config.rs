@@ -103,6 +103,9 @@ pub struct ClustersConfig {
     pub autotermination_minute_seconds: f64,
     /// Seconds an engine gets after SIGTERM before SIGKILL.
     pub engine_stop_seconds: u64,
+    /// Engines kept started ahead of cluster creates, so a new cluster is
+    /// RUNNING without waiting for one (each costs an idle engine's memory; 0: off).
+    pub warm_engines: usize,
 }
 
 /// Lakebase Postgres: where its data lives, the proxy port and limits.
@@ -185,6 +188,7 @@ impl Default for ClustersConfig {
         Self {
             autotermination_minute_seconds: 60.0,
             engine_stop_seconds: 5,
+            warm_engines: 1,
         }
     }
 }

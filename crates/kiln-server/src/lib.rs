@@ -135,6 +135,7 @@ pub async fn serve(
         stop_deadline: std::time::Duration::from_secs(config.clusters.engine_stop_seconds),
         front_port: Some(front_port),
         pythons: config.runtime.pythons.clone(),
+        warm_engines: config.clusters.warm_engines,
         engine_catalog: Some(EngineCatalog {
             uri: format!("http://{}/api/2.1/unity-catalog", loopback_address(address)),
             token: identity.system_token().to_string(),
@@ -415,6 +416,7 @@ async fn start_lakebase(
 ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut tasks = vec![tokio::spawn(lakebase.clone().run_reconciler(stop.clone()))];
     tasks.push(tokio::spawn(lakebase.clone().resume()));
+    lakebase.take_missing_bases();
     let port = config.lakebase.proxy_port;
     if port == 0 {
         return Ok(tasks);

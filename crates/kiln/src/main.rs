@@ -54,8 +54,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // Log lines are written by a background thread so requests never wait on stderr.
-    let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
+    // Log lines are written by a background thread so requests never wait on
+    // stderr; it writes what queued up in one call and flushes once drained.
+    let buffered = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking(buffered);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
