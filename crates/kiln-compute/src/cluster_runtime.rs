@@ -11,13 +11,9 @@ use kiln_store::{ClusterConfig, ClusterRecord};
 use crate::clusters::Clusters;
 use crate::pythons::{self, show};
 use crate::runtime::Runtime;
+pub(crate) use crate::warm_pool::{strict, wanted_minor};
 
-/// A chosen runtime and, when it is a fallback, why.
-#[derive(Clone)]
-pub struct Chosen {
-    pub runtime: Runtime,
-    pub note: Option<String>,
-}
+pub use crate::warm_pool::Chosen;
 
 impl Clusters {
     /// The runtime a cluster's engine runs on (kernels, libraries and pipeline
@@ -105,18 +101,4 @@ impl Clusters {
             note: Some(note),
         })
     }
-}
-
-/// The Python minor a configuration's engine runs.
-pub(crate) fn wanted_minor(config: &ClusterConfig) -> pythons::Minor {
-    pythons::requested(&config.spark_env_vars)
-        .unwrap_or_else(|| pythons::for_spark_version(&config.spark_version))
-}
-
-/// Whether a fallback runtime is refused (`spark.kiln.python.strict`).
-pub(crate) fn strict(config: &ClusterConfig) -> bool {
-    config
-        .spark_conf
-        .get("spark.kiln.python.strict")
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }

@@ -113,7 +113,7 @@ pub struct Clusters {
     /// The runtime each cluster's engine was started on (see `cluster_runtime`).
     pub(crate) runtimes: Mutex<HashMap<String, Runtime>>,
     pub(crate) nudge: Notify,
-    pub(crate) warm: crate::warm_engines::WarmPool,
+    pub(crate) warm: crate::warm_pool::WarmPool,
     /// Bumped after every committed change, for services that follow clusters.
     changes: watch::Sender<u64>,
 }

@@ -35,5 +35,6 @@ pub mod validate;
 mod context_worker;
 mod reconciler;
 mod warm_engines;
+mod warm_pool;
 
 pub use context_worker::reconcile as run_contexts_reconciler;

@@ -45,7 +45,6 @@ enum Step {
 }
 
 pub(crate) async fn run(clusters: Arc<Clusters>, cancel: CancellationToken) {
-    let warm = tokio::spawn(crate::warm_engines::keep(clusters.clone(), cancel.clone()));
     let mut steps: JoinSet<()> = JoinSet::new();
     // Which cluster each step task works on: a step that panics frees its
     // cluster like one that returns (the next tick plans it again).
@@ -79,7 +78,6 @@ pub(crate) async fn run(clusters: Arc<Clusters>, cancel: CancellationToken) {
         steps.abort_all();
     }
     stop_all(&clusters).await;
-    let _ = warm.await;
 }
 
 /// Stops every engine concurrently, each with the stop deadline.

@@ -16,72 +16,24 @@
 //! - the reconciler owns the keeper task: warm engines stop with it, and a
 //!   reserved directory left behind by a killed Kiln is removed at the next start.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kiln_core::time::now_ms;
 use kiln_store::ClusterConfig;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster_runtime::{strict, wanted_minor, Chosen};
 use crate::clusters::Clusters;
 use crate::engine::{Engine, EngineSpec};
-use crate::pythons::Minor;
+use crate::warm_pool::{wanted_minor, WarmEngine, MARKER};
 
-/// Marks a directory reserved for a warm engine not yet claimed.
-const MARKER: &str = ".kiln-warm";
 /// How long the keeper waits after a failed start before trying again.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 /// A claim no launch step took by then is abandoned (the cluster went before it started).
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the keeper looks for warm engines that died or went stale.
 const CHECK_EVERY: Duration = Duration::from_secs(5);
-
-/// An engine started for a reserved cluster id, and how it was started.
-pub(crate) struct WarmEngine {
-    cluster_id: String,
-    engine: Engine,
-    env: BTreeMap<String, String>,
-    minor: Minor,
-    chosen: Chosen,
-    claimed_at: Option<Instant>,
-}
-
-impl WarmEngine {
-    /// Whether the engine of a cluster with `config` would be started exactly like this one.
-    pub(crate) fn fits(&mut self, spec: &EngineSpec, config: &ClusterConfig) -> bool {
-        spec.cluster_id == self.cluster_id
-            && spec.num_workers == 0
-            && spec.max_workers == 0
-            && spec.env == self.env
-            && wanted_minor(config) == self.minor
-            && (self.chosen.note.is_none() || !strict(config))
-            && self.engine.exited().is_none()
-    }
-
-    /// The engine, now its cluster's own (the reservation mark goes), and its runtime.
-    pub(crate) fn adopt(self, work_dir: &std::path::Path) -> (Engine, Chosen) {
-        let _ = kiln_core::blocking::run(|| std::fs::remove_file(work_dir.join(MARKER)));
-        (self.engine, self.chosen)
-    }
-
-    pub(crate) async fn stop(self, deadline: Duration) {
-        self.engine.stop(deadline).await;
-    }
-}
-
-/// The warm engines of one Kiln: ready ones, and those claimed by a create
-/// whose launch step has not taken them yet.
-#[derive(Default)]
-pub(crate) struct WarmPool {
-    ready: Mutex<Vec<WarmEngine>>,
-    claimed: Mutex<HashMap<String, WarmEngine>>,
-    /// The Databricks runtime version engines are warmed for (`None`: the newest cluster's).
-    target: Mutex<Option<String>>,
-    wake: Notify,
-}
 
 impl Clusters {
     /// The environment a cluster with `config` gets: its `spark_env_vars` plus
@@ -155,8 +107,15 @@ impl Clusters {
     }
 }
 
-/// Keeps `[clusters] warm_engines` engines ready until `cancel`, then stops them.
-pub(crate) async fn keep(clusters: Arc<Clusters>, cancel: CancellationToken) {
+impl Clusters {
+    /// Keeps `[clusters] warm_engines` engines ready until `cancel`, then
+    /// stops them (run beside the reconciler, with the same token).
+    pub async fn keep_warm_engines(self: Arc<Self>, cancel: CancellationToken) {
+        keep(self, cancel).await
+    }
+}
+
+async fn keep(clusters: Arc<Clusters>, cancel: CancellationToken) {
     if let Err(err) = kiln_core::blocking::run(|| sweep_leftovers(&clusters)) {
         tracing::debug!(%err, "could not sweep reserved engine directories");
     }

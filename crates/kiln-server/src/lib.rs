@@ -171,6 +171,7 @@ pub async fn serve(
     let engines_stop = CancellationToken::new();
     let kernels_stop = CancellationToken::new();
     let engines = tokio::spawn(clusters.clone().run_reconciler(engines_stop.clone()));
+    let warm_engines = tokio::spawn(clusters.clone().keep_warm_engines(engines_stop.clone()));
     let installs = tokio::spawn(libraries.clone().run(kernels_stop.clone()));
     let kernels = tokio::spawn(kiln_compute::run_contexts_reconciler(
         contexts.clone(),
@@ -287,6 +288,7 @@ pub async fn serve(
     let _ = installs.await;
     engines_stop.cancel();
     let _ = engines.await;
+    let _ = warm_engines.await;
     tracing::info!("kiln stopped");
     Ok(())
 }
