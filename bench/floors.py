@@ -10,8 +10,9 @@ Nothing is asserted; the table prints the ratio to each floor and the issue's ta
            the kernel's own round trip (the kernel process driven over its stdin/stdout, no Kiln)
   sql      REST 1.2 SQL `SELECT 1` the same way, against spark.sql("SELECT 1").collect() straight
            on the cluster's engine
-  gateway  Spark Connect `SELECT 1` through Kiln's gateway (h2c on the HTTP port), against the same
-           call straight to the engine: the milliseconds the gateway adds per call
+  gateway  Spark Connect through Kiln's gateway (h2c on the HTTP port), against the same calls
+           straight to the engine: one unary RPC (Config, `spark.conf.get`), and `SELECT 1` collected
+           (several RPCs): the milliseconds the gateway adds
 
   pgbench  Lakebase pgbench -S, 8 clients, through Kiln's proxy, against TLS straight to the same
            Postgres (and its Unix socket)                        (runs bench/lakebase.py)
@@ -53,14 +54,18 @@ SPARK_VERSION = "16.4.x-scala2.12"
 CLIENT = r"""
 import json, sys, time
 from pyspark.sql import SparkSession
-url, calls = sys.argv[1], int(sys.argv[2])
+url, calls, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 spark = SparkSession.builder.remote(url).create()
+if mode == "sql":  # spark.sql(...).collect(): several RPCs (ExecutePlan twice, ReleaseExecute)
+    call = lambda: spark.sql("SELECT 1").collect()
+else:  # one unary RPC (Config)
+    call = lambda: spark.conf.get("spark.sql.shuffle.partitions")
 for _ in range(5):
-    spark.sql("SELECT 1").collect()
+    call()
 lat = []
 for _ in range(calls):
     t0 = time.perf_counter()
-    spark.sql("SELECT 1").collect()
+    call()
     lat.append(time.perf_counter() - t0)
 spark.stop()
 print(json.dumps(lat))
@@ -133,10 +138,10 @@ class Kernel:
         self.proc.wait(timeout=30)
 
 
-def spark_lat(url: str, calls: int, work: Path) -> list[float]:
+def spark_lat(url: str, calls: int, work: Path, mode: str = "sql") -> list[float]:
     script = work / "client.py"
     script.write_text(CLIENT)
-    out = subprocess.run([sys.executable, str(script), url, str(calls)], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, str(script), url, str(calls), mode], capture_output=True, text=True,
                          cwd=work, timeout=600)  # fmt: skip
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-800:])
@@ -270,6 +275,8 @@ def main() -> int:
                 note("sql", "kiln", statistics.median(rest_round_trips(srv, cid, ctxs["sql"], "sql", "SELECT 1", [[1]], args.calls)))
             if "gateway" in parts:
                 note("gateway", "kiln", statistics.median(spark_lat(gateway, args.calls, work)))
+                note("unary", "floor", statistics.median(spark_lat(direct, args.calls, work, "conf")))
+                note("unary", "kiln", statistics.median(spark_lat(gateway, args.calls, work, "conf")))
         if "create" in parts:
             create, warm_rss = create_to_running(srv, work, args.rounds)
     finally:
@@ -307,8 +314,11 @@ def main() -> int:
               f"{sql['kiln'] / sql['floor']:>9.1f}x  <= 8 ms")  # fmt: skip
     if "gateway" in parts:
         gw = med["gateway"]
-        print(f"{'Spark Connect SELECT 1, gateway (ms)':44} {gw['floor'] * 1000:>14.2f} {gw['kiln'] * 1000:>14.2f} "
-              f"{(gw['kiln'] - gw['floor']) * 1000:>+8.2f}ms  <= +0.2 ms")  # fmt: skip
+        un = med["unary"]
+        print(f"{'Spark Connect unary RPC (Config), gateway (ms)':44} {un['floor'] * 1000:>14.2f} {un['kiln'] * 1000:>14.2f} "
+              f"{(un['kiln'] - un['floor']) * 1000:>+8.2f}ms  <= +0.2 ms")  # fmt: skip
+        print(f"{'  spark.sql(SELECT 1).collect(), several RPCs':44} {gw['floor'] * 1000:>14.2f} {gw['kiln'] * 1000:>14.2f} "
+              f"{(gw['kiln'] - gw['floor']) * 1000:>+8.2f}ms")  # fmt: skip
     if "pgbench" in lakebase:
         pg = lakebase["pgbench"]
         print(f"{'Lakebase pgbench -S, 8 clients (tps)':44} {pg['tls']:>14.0f} {pg['proxy']:>14.0f} "
