@@ -11,6 +11,10 @@ use axum::http::header;
 use axum::routing::get;
 use axum::Router;
 
+/// The allocator Kiln's binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), String> {
     let mut args = std::env::args().skip(1);
     let port: u16 = args
