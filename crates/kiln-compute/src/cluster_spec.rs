@@ -58,7 +58,7 @@ pub fn config_from_json(
         cluster_name: spec["cluster_name"].as_str().unwrap_or(name).to_string(),
         spark_version: spec["spark_version"]
             .as_str()
-            .unwrap_or("16.4.x-scala2.12")
+            .unwrap_or(crate::spark_versions::DEFAULT_SPARK_VERSION)
             .to_string(),
         node_type_id: spec["node_type_id"].as_str().unwrap_or("kiln-local").into(),
         driver_node_type_id: spec["driver_node_type_id"]

@@ -2,6 +2,9 @@
 
 use kiln_core::{Error, Result};
 
+/// The runtime of a cluster that names none (pipelines, job clusters without one).
+pub const DEFAULT_SPARK_VERSION: &str = "16.4.x-scala2.12";
+
 /// Databricks runtime versions Kiln answers to; all run on the Sail engine.
 pub const SPARK_VERSIONS: &[(&str, &str)] = &[
     (

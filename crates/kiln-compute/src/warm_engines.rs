@@ -12,9 +12,11 @@
 //!   catalog settings) claims one; the launch step compares again and starts a
 //!   fresh engine on any difference;
 //! - engines are warmed for the runtime of the newest cluster (at start, the
-//!   newest cluster on record; then each create that could not claim one);
-//! - the reconciler owns the keeper task: warm engines stop with it, and a
-//!   reserved directory left behind by a killed Kiln is removed at the next start.
+//!   newest cluster on record, else the runtime of a cluster that names none;
+//!   then that of each create that could not claim one);
+//! - the keeper runs beside the reconciler with its token: warm engines stop
+//!   with it, and a reserved directory left behind by a killed Kiln is removed
+//!   at the next start.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -224,23 +226,15 @@ fn warm_env(clusters: &Clusters) -> BTreeMap<String, String> {
     clusters.engine_env(&ClusterConfig::default())
 }
 
-/// A configuration of the runtime engines are warmed for (only its Python counts).
+/// A configuration of the runtime engines are warmed for (only its Python
+/// counts): the newest create's, else the runtime of a cluster that names none.
 fn target_config(clusters: &Clusters) -> ClusterConfig {
     let target = clusters.warm.target.lock().ok().and_then(|t| t.clone());
-    let mut config = ClusterConfig::default();
-    match target {
-        Some(spark_version) => config.spark_version = spark_version,
-        // No cluster yet: the default runtime's Python.
-        None => {
-            if let Some(minor) = clusters.runtime.minor() {
-                config.spark_env_vars.insert(
-                    "PYSPARK_PYTHON".into(),
-                    format!("python{}.{}", minor.0, minor.1),
-                );
-            }
-        }
+    ClusterConfig {
+        spark_version: target
+            .unwrap_or_else(|| crate::spark_versions::DEFAULT_SPARK_VERSION.to_string()),
+        ..ClusterConfig::default()
     }
-    config
 }
 
 async fn start_one(clusters: &Clusters) -> kiln_core::Result<WarmEngine> {
