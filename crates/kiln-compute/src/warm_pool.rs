@@ -33,15 +33,21 @@ pub(crate) struct WarmEngine {
 }
 
 impl WarmEngine {
-    /// Whether the engine of a cluster with `config` would be started exactly like this one.
+    /// Whether the engine of a cluster with `config` would be started exactly
+    /// like this one, and this one still runs.
     pub(crate) fn fits(&mut self, spec: &EngineSpec, config: &ClusterConfig) -> bool {
-        spec.cluster_id == self.cluster_id
-            && spec.num_workers == 0
-            && spec.max_workers == 0
-            && spec.env == self.env
-            && wanted_minor(config) == self.minor
-            && (self.chosen.note.is_none() || !strict(config))
-            && self.engine.exited().is_none()
+        let started = Started {
+            cluster_id: &self.cluster_id,
+            env: &self.env,
+            minor: self.minor,
+            fallback: self.chosen.note.is_some(),
+        };
+        let asked = Asked {
+            cluster_id: &spec.cluster_id,
+            workers: (spec.num_workers, spec.max_workers),
+            env: &spec.env,
+        };
+        started.fits(&asked, config) && self.engine.exited().is_none()
     }
 
     /// The engine, now its cluster's own (the reservation mark goes), and its runtime.
@@ -52,6 +58,32 @@ impl WarmEngine {
 
     pub(crate) async fn stop(self, deadline: Duration) {
         self.engine.stop(deadline).await;
+    }
+}
+
+/// How a warm engine was started.
+struct Started<'a> {
+    cluster_id: &'a str,
+    env: &'a BTreeMap<String, String>,
+    minor: Minor,
+    /// It runs a fallback runtime (not the Python its runtime version runs).
+    fallback: bool,
+}
+
+/// How a cluster's engine is to be started.
+struct Asked<'a> {
+    cluster_id: &'a str,
+    workers: (u32, u32),
+    env: &'a BTreeMap<String, String>,
+}
+
+impl Started<'_> {
+    fn fits(&self, asked: &Asked, config: &ClusterConfig) -> bool {
+        asked.cluster_id == self.cluster_id
+            && asked.workers == (0, 0)
+            && asked.env == self.env
+            && wanted_minor(config) == self.minor
+            && (!self.fallback || !strict(config))
     }
 }
 
@@ -78,4 +110,69 @@ pub(crate) fn strict(config: &ClusterConfig) -> bool {
         .spark_conf
         .get("spark.kiln.python.strict")
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_engine_started_exactly_as_asked_fits() {
+        let env = BTreeMap::from([("SAIL_CATALOG__LIST".to_string(), "[...]".to_string())]);
+        let started = Started {
+            cluster_id: "1207-010203-abcdefgh",
+            env: &env,
+            minor: (3, 12),
+            fallback: false,
+        };
+        let asked = Asked {
+            cluster_id: "1207-010203-abcdefgh",
+            workers: (0, 0),
+            env: &env,
+        };
+        let config = ClusterConfig {
+            spark_version: "16.4.x-scala2.12".into(),
+            ..ClusterConfig::default()
+        };
+        assert!(started.fits(&asked, &config));
+        // another cluster's id, workers, another environment, another Python: no
+        let other_id = Asked {
+            cluster_id: "1207-010203-zzzzzzzz",
+            ..asked
+        };
+        assert!(!started.fits(&other_id, &config));
+        let workers = Asked {
+            workers: (2, 2),
+            ..asked
+        };
+        assert!(!started.fits(&workers, &config));
+        let changed = BTreeMap::from([("SAIL_CATALOG__LIST".to_string(), "[new]".to_string())]);
+        let env_changed = Asked {
+            env: &changed,
+            ..asked
+        };
+        assert!(!started.fits(&env_changed, &config));
+        let older = ClusterConfig {
+            spark_version: "15.4.x-scala2.12".into(),
+            ..config.clone()
+        };
+        assert!(!started.fits(&asked, &older));
+        let mut python = config.clone();
+        python
+            .spark_env_vars
+            .insert("PYSPARK_PYTHON".into(), "python3.11".into());
+        assert!(!started.fits(&asked, &python));
+        // a fallback runtime fits, unless the cluster refuses fallbacks
+        let fallback = Started {
+            fallback: true,
+            ..started
+        };
+        assert!(fallback.fits(&asked, &config));
+        let mut strict = config.clone();
+        strict
+            .spark_conf
+            .insert("spark.kiln.python.strict".into(), "true".into());
+        assert!(!fallback.fits(&asked, &strict));
+        assert!(started.fits(&asked, &strict));
+    }
 }
