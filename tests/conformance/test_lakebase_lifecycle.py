@@ -191,3 +191,45 @@ def test_a_snapshot_restores_a_branch_and_expires(kiln, w):
     w.postgres.update_snapshot_schedule(schedule_name, SnapshotSchedule(schedule=[]), update_mask=FieldMask(field_mask=["schedule"])).wait()
     assert len(auto()) == 1, "one snapshot per period, not one per tick"
     w.postgres.delete_project(f"projects/{project_id}", purge=True).wait()
+
+
+def test_a_base_backup_missing_at_start_is_taken_then(kiln_factory):
+    """A Kiln that stopped before it took a new branch's base backup takes it when it starts (from the
+    stopped data directory), and point-in-time branches of that branch work from it."""
+    import datetime
+    import shutil
+    import time
+
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    server = kiln_factory()
+    w = server.client()
+    project_id = pid("base")
+    create_project(w, project_id)
+    dev = w.postgres.create_branch(f"projects/{project_id}", Branch(spec=BranchSpec(no_expiry=True)),
+                                   branch_id="dev").wait()  # fmt: skip
+    with connect(server, w, primary(w, project_id, "dev")) as conn:
+        conn.execute("CREATE TABLE t (x int)")
+        conn.execute("INSERT INTO t VALUES (1)")
+    branch_dir = Path(server.config["lakebase"]["dir"]) / "b" / dev.uid
+    wait_for(lambda: (branch_dir / "base").is_dir(), 60, "the new branch's base backup")
+    server.stop()
+    # as if Kiln had stopped before taking it, in the middle of a copy
+    shutil.rmtree(branch_dir / "base")
+    (branch_dir / "base.partial").mkdir()
+    server.start()
+    wait_for(lambda: (branch_dir / "base").is_dir(), 60, "the base backup to be taken at start")
+    assert not (branch_dir / "base.partial").exists()
+    w = server.client()
+    with connect(server, w, primary(w, project_id, "dev")) as conn:
+        conn.execute("INSERT INTO t VALUES (2)")
+    time.sleep(1.0)
+    at = Timestamp()
+    at.FromDatetime(datetime.datetime.now(datetime.timezone.utc))
+    time.sleep(1.0)
+    with connect(server, w, primary(w, project_id, "dev")) as conn:
+        conn.execute("INSERT INTO t VALUES (3)")
+    back = w.postgres.create_branch(f"projects/{project_id}", Branch(spec=BranchSpec(
+        no_expiry=True, source_branch=dev.name, source_branch_time=at)), branch_id="dev-back").wait()  # fmt: skip
+    with connect(server, w, primary(w, project_id, "dev-back")) as conn:
+        assert rows(conn) == [1, 2]
