@@ -49,7 +49,6 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             middleware::authenticate,
         ))
-        .layer(axum::middleware::from_fn(middleware::rest12_errors))
         .layer(axum::middleware::from_fn(middleware::trace))
         .with_state(state)
 }

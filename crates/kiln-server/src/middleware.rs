@@ -33,8 +33,9 @@ pub fn is_public(path: &str) -> bool {
         )
 }
 
-/// Assigns a request id and logs method, path (never the query), status,
-/// latency and caller once the response is ready.
+/// Assigns a request id, gives REST 1.2 errors that API's body, and logs
+/// method, path (never the query), status, latency and caller once the
+/// response is ready.
 pub async fn trace(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = request
@@ -47,6 +48,9 @@ pub async fn trace(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let mut response = next.run(request).await;
+    if path.starts_with("/api/1.2/") {
+        response = rest12_errors(response);
+    }
     let user = response
         .extensions()
         .get::<Caller>()
@@ -71,11 +75,8 @@ pub async fn trace(request: Request, next: Next) -> Response {
 /// SDK reads the text as the message and the status as the kind). Credential
 /// and rate-limit refusals keep the workspace's body, as Databricks' gateway
 /// sends them before the request reaches the 1.2 service.
-pub async fn rest12_errors(request: Request, next: Next) -> Response {
-    if !request.uri().path().starts_with("/api/1.2/") {
-        return next.run(request).await;
-    }
-    let response = next.run(request).await;
+/// (Applied by [`trace`], which sees every response: one middleware fewer.)
+fn rest12_errors(response: Response) -> Response {
     let status = response.status();
     if matches!(status.as_u16(), 401 | 429) {
         return response;
