@@ -217,7 +217,7 @@ def test_a_new_branch_takes_its_base_backup_after_it_answers(kiln, w, project):
     root = Path(kiln.config["lakebase"]["dir"]) / "b"
     for uid in (fresh.uid, b.uid):
         wait_for(lambda: (root / uid / "base").is_dir(), 60, f"the base backup of {uid}")
-        assert not (root / uid / "base.partial").exists()
+        assert not (root.parent / "staging" / f"base-{uid}").exists()
 
 
 def test_read_replica_sees_writes_and_refuses_them(kiln, w, project):

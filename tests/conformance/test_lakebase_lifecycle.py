@@ -216,10 +216,12 @@ def test_a_base_backup_missing_at_start_is_taken_then(kiln_factory):
     server.stop()
     # as if Kiln had stopped before taking it, in the middle of a copy
     shutil.rmtree(branch_dir / "base")
-    (branch_dir / "base.partial").mkdir()
+    staged = Path(server.config["lakebase"]["dir"]) / "staging" / f"base-{dev.uid}"
+    staged.mkdir(parents=True, exist_ok=True)
+    (staged / "half-copied").write_text("x")
     server.start()
     wait_for(lambda: (branch_dir / "base").is_dir(), 60, "the base backup to be taken at start")
-    assert not (branch_dir / "base.partial").exists()
+    assert not (branch_dir / "base" / "half-copied").exists() and not staged.exists()
     w = server.client()
     with connect(server, w, primary(w, project_id, "dev")) as conn:
         conn.execute("INSERT INTO t VALUES (2)")

@@ -5,7 +5,9 @@
 //!
 //! Invariants:
 //! - `base/` only ever holds a complete backup: it is copied into
-//!   `base.partial/` and renamed;
+//!   `staging/base-<branch uid>` (outside the branch, so removing a branch
+//!   never races with a copy into it) and renamed into the branch if it is
+//!   still there;
 //! - a point-in-time branch off a branch whose base is still missing waits for
 //!   it, and the restore window starts when the base was taken (`base_ms`);
 //! - a base still missing when Kiln starts (it stopped first) is taken then;
@@ -45,8 +47,10 @@ impl Lakebase {
         }
     }
 
-    /// Takes the base backups a stopped Kiln left missing.
+    /// Takes the base backups a stopped Kiln left missing (and clears copies
+    /// it left half done).
     pub fn take_missing_bases(self: &Arc<Self>) {
+        let _ = storage::remove(&self.layout.staging());
         let branches: Vec<BranchRecord> = match self.records.read() {
             Ok(records) => records.branches.values().cloned().collect(),
             Err(_) => return,
@@ -76,7 +80,8 @@ impl Lakebase {
         })?;
         let pg = self.postgres(self.pg_version_of(&branch.project_id)?)?;
         let pgdata = self.layout.pgdata(&branch.uid);
-        let partial = self.layout.branch_dir(&branch.uid).join("base.partial");
+        pg.make_dir(&self.layout.staging())?;
+        let partial = self.layout.staging().join(format!("base-{}", branch.uid));
         storage::remove(&partial)?;
         let runtime = self.runtime(&primary.uid);
         let mut process = runtime.process.lock().await;
@@ -92,7 +97,11 @@ impl Lakebase {
             storage::clone_offline(&pg, &pgdata, &partial).await?;
             drop(process);
         }
-        std::fs::rename(&partial, &base).map_err(|e| Error::internal("keep a base backup", e))?;
+        if let Err(e) = std::fs::rename(&partial, &base) {
+            // The branch was removed meanwhile (or its directory is unusable).
+            let _ = storage::remove(&partial);
+            return Err(Error::internal("keep a base backup", e));
+        }
         Ok(Some(now_ms()))
     }
 

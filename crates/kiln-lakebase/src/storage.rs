@@ -28,6 +28,11 @@ impl Layout {
     pub fn archive(&self, branch_uid: &str) -> PathBuf {
         self.branch_dir(branch_uid).join("archive")
     }
+    /// Where base backups are copied before they are renamed into their branch
+    /// (outside it, so removing a branch never races with a copy into it).
+    pub fn staging(&self) -> PathBuf {
+        self.root.join("staging")
+    }
     /// The branch's base backup (its point-in-time restore floor).
     pub fn base(&self, branch_uid: &str) -> PathBuf {
         self.branch_dir(branch_uid).join("base")
@@ -47,12 +52,19 @@ impl Layout {
     }
 }
 
-/// Removes a directory tree if it exists.
+/// Removes a directory tree if it exists (again if an entry appeared while
+/// it was being removed, e.g. a base backup renamed in).
 pub fn remove(path: &Path) -> Result<()> {
-    match kiln_core::blocking::run(|| std::fs::remove_dir_all(path)) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::internal(&format!("remove {}", path.display()), e)),
+    let mut attempt = 1;
+    loop {
+        match kiln_core::blocking::run(|| std::fs::remove_dir_all(path)) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && attempt < 3 => {
+                attempt += 1
+            }
+            Err(e) => return Err(Error::internal(&format!("remove {}", path.display()), e)),
+        }
     }
 }
 
