@@ -61,6 +61,15 @@ def connect(kiln, w, endpoint, *, sni=True, token=None, user=None):
     return conn
 
 
+def a_moment_between_writes() -> Timestamp:
+    """A point in time a second after the writes before it and a second before those after it."""
+    time.sleep(1.0)
+    at = Timestamp()
+    at.FromDatetime(datetime.datetime.now(datetime.timezone.utc))
+    time.sleep(1.0)
+    return at
+
+
 def rows(conn, sql="SELECT x FROM t ORDER BY x"):
     return [r[0] for r in conn.execute(sql).fetchall()]
 
@@ -178,10 +187,7 @@ def test_point_in_time_branch(kiln, w, project):
     with connect(kiln, w, ep) as conn:
         conn.execute("CREATE TABLE pitr (x int)")
         conn.execute("INSERT INTO pitr VALUES (1)")
-    time.sleep(1.0)
-    at = Timestamp()
-    at.FromDatetime(datetime.datetime.now(datetime.timezone.utc))
-    time.sleep(1.0)
+    at = a_moment_between_writes()
     with connect(kiln, w, ep) as conn:
         conn.execute("INSERT INTO pitr VALUES (2)")
     b = w.postgres.create_branch(f"projects/{project}", Branch(spec=BranchSpec(no_expiry=True, source_branch_time=at)),
@@ -203,10 +209,7 @@ def test_a_new_branch_takes_its_base_backup_after_it_answers(kiln, w, project):
     with connect(kiln, w, primary(w, project, "fresh")) as conn:
         conn.execute("CREATE TABLE later (x int)")
         conn.execute("INSERT INTO later VALUES (1)")
-    time.sleep(1.0)
-    at = Timestamp()
-    at.FromDatetime(datetime.datetime.now(datetime.timezone.utc))
-    time.sleep(1.0)
+    at = a_moment_between_writes()
     with connect(kiln, w, primary(w, project, "fresh")) as conn:
         conn.execute("INSERT INTO later VALUES (2)")
     b = w.postgres.create_branch(f"projects/{project}", Branch(spec=BranchSpec(

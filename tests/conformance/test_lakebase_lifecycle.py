@@ -12,7 +12,7 @@ from databricks.sdk.service.postgres import Branch, BranchSpec, BranchStatusStat
 from google.protobuf.duration_pb2 import Duration
 
 from kiln_helpers import wait_for
-from test_lakebase import connect, create_project, pid, postgres_procs, primary, rows
+from test_lakebase import a_moment_between_writes, connect, create_project, pid, postgres_procs, primary, rows
 
 
 def test_soft_delete_and_undelete_keep_the_data(kiln, w):
@@ -196,11 +196,7 @@ def test_a_snapshot_restores_a_branch_and_expires(kiln, w):
 def test_a_base_backup_missing_at_start_is_taken_then(kiln_factory):
     """A Kiln that stopped before it took a new branch's base backup takes it when it starts (from the
     stopped data directory), and point-in-time branches of that branch work from it."""
-    import datetime
     import shutil
-    import time
-
-    from google.protobuf.timestamp_pb2 import Timestamp
 
     server = kiln_factory()
     w = server.client()
@@ -225,10 +221,7 @@ def test_a_base_backup_missing_at_start_is_taken_then(kiln_factory):
     w = server.client()
     with connect(server, w, primary(w, project_id, "dev")) as conn:
         conn.execute("INSERT INTO t VALUES (2)")
-    time.sleep(1.0)
-    at = Timestamp()
-    at.FromDatetime(datetime.datetime.now(datetime.timezone.utc))
-    time.sleep(1.0)
+    at = a_moment_between_writes()
     with connect(server, w, primary(w, project_id, "dev")) as conn:
         conn.execute("INSERT INTO t VALUES (3)")
     back = w.postgres.create_branch(f"projects/{project_id}", Branch(spec=BranchSpec(
