@@ -47,6 +47,8 @@ pub struct ClusterSettings {
     pub pythons: Vec<PathBuf>,
     /// Engines kept started ahead of cluster creates (0: none; see `warm_engines`).
     pub warm_engines: usize,
+    /// `[kubernetes]`: node types whose workers are pods.
+    pub kubernetes: Option<Arc<kiln_kubernetes::Kubernetes>>,
 }
 
 /// How engines reach Kiln's Unity Catalog.

@@ -124,6 +124,7 @@ async fn run_command(
         return false;
     }
     let mut cancel_seen: Option<Instant> = None;
+    let started_ms = kiln_core::time::now_ms();
     loop {
         let event = tokio::select! {
             _ = context.stop.cancelled() => return false,
@@ -155,10 +156,16 @@ async fn run_command(
             }) if id == command_id => {
                 // (the kernel always reports `started` first; this only makes sure)
                 let _ = context.advance(command_id, CommandEvent::Start, None);
-                let event = match outcome {
-                    Outcome::Finished => CommandEvent::Finish,
-                    Outcome::Cancelled => CommandEvent::Cancelled,
-                    Outcome::Error => CommandEvent::Fail,
+                let (event, results) = match outcome {
+                    Outcome::Finished => (CommandEvent::Finish, results),
+                    Outcome::Cancelled => (CommandEvent::Cancelled, results),
+                    Outcome::Error => (
+                        CommandEvent::Fail,
+                        contexts
+                            .clusters
+                            .explain_lost_workers(&context.cluster_id, started_ms, results)
+                            .await,
+                    ),
                 };
                 let _ = context.advance(command_id, event, Some(results));
                 return true;

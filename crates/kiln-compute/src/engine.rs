@@ -36,6 +36,15 @@ pub struct EngineSpec {
     pub identity: Option<kiln_core::process::OsIdentity>,
     /// Who user code runs as (a sandbox, when Kiln is not root).
     pub isolation: std::sync::Arc<crate::isolation::Isolation>,
+    /// Workers as Kubernetes pods (Sail's `kubernetes-cluster` mode) instead of local processes.
+    pub kubernetes: Option<KubernetesWorkers>,
+}
+
+/// A cluster whose workers are pods of a `[kubernetes]` node type.
+#[derive(Debug, Clone)]
+pub struct KubernetesWorkers {
+    pub k8s: std::sync::Arc<kiln_kubernetes::Kubernetes>,
+    pub node_type_id: String,
 }
 
 /// A live engine process.
@@ -44,6 +53,8 @@ pub struct Engine {
     child: Child,
     pub pid: u32,
     pub port: u16,
+    /// Its hold on Kubernetes (worker pods), released when it stops.
+    pods: Option<kiln_kubernetes::Registration>,
 }
 
 impl Engine {
@@ -51,16 +62,50 @@ impl Engine {
     pub async fn launch(runtime: &Runtime, spec: &EngineSpec) -> Result<Engine> {
         crate::isolation::own_dir(&spec.work_dir, spec.identity.as_ref(), 0o750)?;
         let port = free_port()?;
-        let mut child = spawn(runtime, spec, port)?;
+        let (pod_env, pods) = match &spec.kubernetes {
+            Some(k) => {
+                let (access, registration) =
+                    k.k8s.engine_access(&spec.cluster_id, &k.node_type_id)?;
+                let path = spec.work_dir.join("kubeconfig");
+                write_private(&path, &access.kubeconfig, spec.identity.as_ref())?;
+                let mut env = access.env;
+                env.insert("KUBECONFIG".into(), path.display().to_string());
+                (Some(env), Some(registration))
+            }
+            None => (None, None),
+        };
+        let spawned = spawn(runtime, spec, port, pod_env.as_ref());
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(err) => {
+                if let Some(pods) = pods {
+                    pods.release().await;
+                }
+                return Err(err);
+            }
+        };
         let pid = child.id().unwrap_or(0);
         match wait_ready(&mut child, port).await {
-            Ok(()) => Ok(Engine { child, pid, port }),
+            Ok(()) => Ok(Engine {
+                child,
+                pid,
+                port,
+                pods,
+            }),
             Err(err) => {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
+                if let Some(pods) = pods {
+                    pods.release().await;
+                }
                 Err(err)
             }
         }
+    }
+
+    /// Whether its workers are Kubernetes pods.
+    pub fn on_kubernetes(&self) -> bool {
+        self.pods.is_some()
     }
 
     /// `Some(description)` once the process has exited.
@@ -73,17 +118,20 @@ impl Engine {
     }
 
     /// Stops the process: SIGTERM, then SIGKILL once `deadline` has passed.
+    /// Its worker pods are deleted after it exited.
     pub async fn stop(mut self, deadline: Duration) {
-        if self.exited().is_some() {
-            return;
+        if self.exited().is_none() {
+            signal(self.pid, libc::SIGTERM);
+            if tokio::time::timeout(deadline, self.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = self.child.start_kill();
+                let _ = self.child.wait().await;
+            }
         }
-        signal(self.pid, libc::SIGTERM);
-        if tokio::time::timeout(deadline, self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.start_kill();
-            let _ = self.child.wait().await;
+        if let Some(pods) = self.pods.take() {
+            pods.release().await;
         }
     }
 }
@@ -98,7 +146,36 @@ fn free_port() -> Result<u16> {
     Ok(port)
 }
 
-fn spawn(runtime: &Runtime, spec: &EngineSpec, port: u16) -> Result<Child> {
+/// Writes a file only `identity` (or Kiln) may read.
+fn write_private(
+    path: &std::path::Path,
+    text: &str,
+    identity: Option<&kiln_core::process::OsIdentity>,
+) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let _ = std::fs::remove_file(path);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::internal("write the engine's kubeconfig", e))?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| Error::internal("write the engine's kubeconfig", e))?;
+    if let Some(id) = identity {
+        std::os::unix::fs::fchown(&file, Some(id.uid), Some(id.gid))
+            .map_err(|e| Error::internal("give the kubeconfig to its engine", e))?;
+    }
+    Ok(())
+}
+
+fn spawn(
+    runtime: &Runtime,
+    spec: &EngineSpec,
+    port: u16,
+    pod_env: Option<&BTreeMap<String, String>>,
+) -> Result<Child> {
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -135,7 +212,18 @@ fn spawn(runtime: &Runtime, spec: &EngineSpec, port: u16) -> Result<Child> {
         .stdout(log)
         .stderr(log_err)
         .kill_on_drop(true);
-    if spec.num_workers > 0 {
+    if let Some(env) = pod_env {
+        command
+            .envs(env)
+            .env(
+                "SAIL_CLUSTER__WORKER_INITIAL_COUNT",
+                spec.num_workers.to_string(),
+            )
+            .env(
+                "SAIL_CLUSTER__WORKER_MAX_COUNT",
+                spec.max_workers.max(spec.num_workers).to_string(),
+            );
+    } else if spec.num_workers > 0 {
         command
             .env("SAIL_MODE", "local-cluster")
             .env(

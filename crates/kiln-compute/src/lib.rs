@@ -36,5 +36,6 @@ mod context_worker;
 mod reconciler;
 mod warm_engines;
 mod warm_pool;
+mod worker_pods;
 
 pub use context_worker::reconcile as run_contexts_reconciler;

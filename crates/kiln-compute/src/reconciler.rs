@@ -236,6 +236,7 @@ async fn launch(clusters: &Clusters, cluster_id: &str, generation: u64) -> kiln_
         num_workers: workers.0,
         max_workers: workers.1,
         env: clusters.engine_env(&record.config),
+        kubernetes: clusters.kubernetes_workers(&record.config, workers.1),
     };
     let was_resize = state_of(&record) == ClusterState::Resizing;
     let mut warm = clusters.take_warm(cluster_id);

@@ -253,6 +253,7 @@ async fn start_one(clusters: &Clusters) -> kiln_core::Result<WarmEngine> {
         num_workers: 0,
         max_workers: 0,
         env: env.clone(),
+        kubernetes: None,
     };
     kiln_core::blocking::run(|| std::fs::write(spec.work_dir.join(MARKER), b""))
         .map_err(|e| kiln_core::Error::internal("mark a warm engine", e))?;

@@ -29,6 +29,8 @@ pub struct Config {
     pub clusters: ClustersConfig,
     pub lakebase: LakebaseSection,
     pub runtime: RuntimeSection,
+    /// Clusters whose workers run as Kubernetes pods (absent: all on this host).
+    pub kubernetes: Option<kiln_kubernetes::KubernetesConfig>,
 }
 
 /// Engine runtimes: the Python interpreters Kiln may build them on (one
@@ -170,6 +172,7 @@ impl Default for Config {
             clusters: ClustersConfig::default(),
             lakebase: LakebaseSection::default(),
             runtime: RuntimeSection::default(),
+            kubernetes: None,
         }
     }
 }
@@ -210,6 +213,7 @@ impl std::fmt::Debug for Config {
             .field("rate_limit", &self.rate_limit)
             .field("clusters", &self.clusters)
             .field("lakebase", &self.lakebase)
+            .field("kubernetes", &self.kubernetes)
             .finish()
     }
 }

@@ -127,6 +127,16 @@ pub async fn serve(
         &isolation.dbfs(),
         &external,
     )?;
+    let kubernetes = match &config.kubernetes {
+        Some(k) => Some(kiln_kubernetes::Kubernetes::new(k.clone(), &workspace_id)?),
+        None => None,
+    };
+    // The engines' Kubernetes API outlives the engines (they delete pods at their end).
+    let kubernetes_stop = CancellationToken::new();
+    let kubernetes_api = match &kubernetes {
+        Some(k) => Some(k.serve_engine_api(kubernetes_stop.clone()).await?),
+        None => None,
+    };
     let settings = ClusterSettings {
         data_dir: config.data_dir.clone(),
         isolation: isolation.clone(),
@@ -135,6 +145,7 @@ pub async fn serve(
         front_port: Some(front_port),
         pythons: config.runtime.pythons.clone(),
         warm_engines: config.clusters.warm_engines,
+        kubernetes: kubernetes.clone(),
         engine_catalog: Some(EngineCatalog {
             uri: format!("http://{}/api/2.1/unity-catalog", loopback_address(address)),
             token: identity.system_token().to_string(),
@@ -171,6 +182,7 @@ pub async fn serve(
     let kernels_stop = CancellationToken::new();
     let engines = tokio::spawn(clusters.clone().run_reconciler(engines_stop.clone()));
     let warm_engines = tokio::spawn(clusters.clone().keep_warm_engines(engines_stop.clone()));
+    let worker_pods = tokio::spawn(clusters.clone().watch_worker_pods(engines_stop.clone()));
     let installs = tokio::spawn(libraries.clone().run(kernels_stop.clone()));
     let kernels = tokio::spawn(kiln_compute::run_contexts_reconciler(
         contexts.clone(),
@@ -288,6 +300,11 @@ pub async fn serve(
     engines_stop.cancel();
     let _ = engines.await;
     let _ = warm_engines.await;
+    let _ = worker_pods.await;
+    kubernetes_stop.cancel();
+    if let Some(api) = kubernetes_api {
+        let _ = api.await;
+    }
     tracing::info!("kiln stopped");
     Ok(())
 }

@@ -515,30 +515,60 @@ fn event_query(req: &wire::GetEvents) -> Result<(EventQuery, u64)> {
 }
 
 async fn list_node_types(State(state): State<AppState>) -> Json<wire::ListNodeTypesResponse> {
-    Json(wire::ListNodeTypesResponse {
-        node_types: vec![wire::NodeType {
-            node_type_id: NODE_TYPE_ID.into(),
-            memory_mb: state.host.memory_mb,
-            num_cores: state.host.cores,
-            description: "The machine Kiln runs on (every cluster's engine runs here)".into(),
-            instance_type_id: NODE_TYPE_ID.into(),
-            category: "General Purpose".into(),
-            is_deprecated: false,
-            num_gpus: 0,
-            is_hidden: false,
-            support_port_forwarding: false,
-            photon_driver_capable: false,
-            photon_worker_capable: false,
-            display_order: 0,
-            node_instance_type: wire::NodeInstanceType {
-                instance_type_id: NODE_TYPE_ID.into(),
-                local_disks: 1,
-                local_disk_size_gb: state.host.disk_gb,
-                local_nvme_disks: 0,
-                local_nvme_disk_size_gb: 0,
-            },
-        }],
-    })
+    let local = node_type(
+        NODE_TYPE_ID,
+        state.host.memory_mb,
+        state.host.cores,
+        "The machine Kiln runs on (every cluster's engine runs here)".into(),
+        state.host.disk_gb,
+    );
+    let mut node_types = vec![local];
+    if let Some(k8s) = &state.clusters.settings().kubernetes {
+        for n in k8s.node_types() {
+            let description = n.description.clone().unwrap_or_else(|| {
+                format!(
+                    "Kubernetes worker pods of {} cores and {} MiB; the driver runs on Kiln's host",
+                    n.num_cores, n.memory_mb
+                )
+            });
+            let mut t = node_type(&n.node_type_id, n.memory_mb, n.num_cores, description, 0);
+            t.display_order = node_types.len() as u32;
+            t.node_instance_type.local_disks = 0;
+            node_types.push(t);
+        }
+    }
+    Json(wire::ListNodeTypesResponse { node_types })
+}
+
+fn node_type(
+    id: &str,
+    memory_mb: u64,
+    num_cores: f64,
+    description: String,
+    disk_gb: u64,
+) -> wire::NodeType {
+    wire::NodeType {
+        node_type_id: id.into(),
+        memory_mb,
+        num_cores,
+        description,
+        instance_type_id: id.into(),
+        category: "General Purpose".into(),
+        is_deprecated: false,
+        num_gpus: 0,
+        is_hidden: false,
+        support_port_forwarding: false,
+        photon_driver_capable: false,
+        photon_worker_capable: false,
+        display_order: 0,
+        node_instance_type: wire::NodeInstanceType {
+            instance_type_id: id.into(),
+            local_disks: 1,
+            local_disk_size_gb: disk_gb,
+            local_nvme_disks: 0,
+            local_nvme_disk_size_gb: 0,
+        },
+    }
 }
 
 async fn spark_versions() -> Json<wire::GetSparkVersionsResponse> {

@@ -1,0 +1,251 @@
+//! The Kubernetes API engines see: a loopback endpoint of Kiln with exactly
+//! the pod calls Sail's `kubernetes-cluster` mode makes, each checked against
+//! the caller's cluster (its bearer token) and carried out with Kiln's own
+//! credentials. Answers are Kubernetes-shaped (`Status` on errors).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::pods::{manager_of, PodEntry, Track};
+use crate::worker_pod::{worker_pod, PodPolicy, CLUSTER_LABEL, INSTANCE_LABEL, MANAGER_LABEL};
+use crate::Kubernetes;
+
+fn status(code: StatusCode, reason: &str, message: impl Into<String>) -> Response {
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message.into(), "reason": reason, "code": code.as_u16(),
+    });
+    (code, Json(body)).into_response()
+}
+
+fn relay(reply: crate::api::Reply) -> Response {
+    let code = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    (code, Json(reply.body)).into_response()
+}
+
+impl Kubernetes {
+    /// Serves the engines' endpoint on a loopback port until `cancel`.
+    pub async fn serve_engine_api(
+        self: &Arc<Self>,
+        cancel: CancellationToken,
+    ) -> kiln_core::Result<tokio::task::JoinHandle<()>> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(|e| kiln_core::Error::internal("bind the engines' Kubernetes API", e))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| kiln_core::Error::internal("bind the engines' Kubernetes API", e))?
+            .port();
+        let _ = self.engine_api_port.set(port);
+        let router = Router::new()
+            .route(
+                "/api/v1/namespaces/{ns}/pods",
+                post(create_pod).delete(delete_pods),
+            )
+            .route("/api/v1/namespaces/{ns}/pods/{name}", get(get_pod))
+            .fallback(|| async {
+                status(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    "engines may only create, read and delete their worker pods",
+                )
+            })
+            .with_state(self.clone());
+        Ok(tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(cancel.cancelled_owned())
+                .await;
+            if let Err(err) = served {
+                tracing::warn!(%err, "the engines' Kubernetes API stopped");
+            }
+        }))
+    }
+
+    /// The cluster a request's token belongs to, if the namespace is ours.
+    fn caller(&self, headers: &HeaderMap, namespace: &str) -> Result<String, Box<Response>> {
+        let token = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let cluster = self
+            .lock()
+            .iter()
+            .find(|(_, c)| !token.is_empty() && c.token == token)
+            .map(|(id, _)| id.clone());
+        let Some(cluster) = cluster else {
+            return Err(Box::new(status(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "Unauthorized",
+            )));
+        };
+        if namespace != self.api.namespace {
+            return Err(Box::new(status(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!("engines may only use namespace {}", self.api.namespace),
+            )));
+        }
+        Ok(cluster)
+    }
+}
+
+async fn create_pod(
+    State(k8s): State<Arc<Kubernetes>>,
+    Path(ns): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let cluster_id = match k8s.caller(&headers, &ns) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let asked: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()),
+    };
+    let node_type = match k8s.lock().get(&cluster_id) {
+        Some(c) => c.node_type.clone(),
+        None => return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized"),
+    };
+    let policy = PodPolicy {
+        cluster_id: &cluster_id,
+        instance: &k8s.instance,
+        image: &k8s.config.image,
+        image_pull_policy: &k8s.config.image_pull_policy,
+        service_account: &k8s.config.worker_service_account,
+        node_type: &node_type,
+        worker_env: &k8s.config.worker_env,
+    };
+    let pod = match worker_pod(&asked, &policy) {
+        Ok(p) => p,
+        Err(err) => {
+            tracing::warn!(cluster_id, %err, "worker pod refused");
+            return status(StatusCode::FORBIDDEN, "Forbidden", err.message);
+        }
+    };
+    let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let manager = manager_of(&pod);
+    // Tracked before it exists, so a poll never sees a pod it does not know.
+    if let Some(c) = k8s.lock().get_mut(&cluster_id) {
+        c.pods.insert(
+            name.clone(),
+            PodEntry {
+                manager,
+                track: Track::Creating,
+            },
+        );
+    }
+    match k8s.api.create_pod(&pod).await {
+        Ok(reply) => {
+            let created = reply.ok();
+            let mut clusters = k8s.lock();
+            if let Some(c) = clusters.get_mut(&cluster_id) {
+                match c.pods.get_mut(&name) {
+                    Some(entry) if created && entry.track == Track::Creating => {
+                        entry.track = Track::Live
+                    }
+                    Some(_) if !created => {
+                        c.pods.remove(&name);
+                    }
+                    _ => {}
+                }
+            }
+            drop(clusters);
+            tracing::info!(
+                cluster_id,
+                pod = name,
+                status = reply.status,
+                "worker pod create"
+            );
+            relay(reply)
+        }
+        Err(err) => status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            err.message,
+        ),
+    }
+}
+
+async fn get_pod(
+    State(k8s): State<Arc<Kubernetes>>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let cluster_id = match k8s.caller(&headers, &ns) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let known = k8s
+        .lock()
+        .get(&cluster_id)
+        .is_some_and(|c| c.pods.contains_key(&name));
+    if !known {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("pods \"{name}\" not found"),
+        );
+    }
+    match k8s.api.get_pod(&name).await {
+        Ok(reply) => relay(reply),
+        Err(err) => status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            err.message,
+        ),
+    }
+}
+
+async fn delete_pods(
+    State(k8s): State<Arc<Kubernetes>>,
+    Path(ns): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    let cluster_id = match k8s.caller(&headers, &ns) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let selector = query
+        .iter()
+        .find(|(k, _)| k == "labelSelector")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
+    let manager = match selector.split_once('=') {
+        Some((MANAGER_LABEL, m)) if !m.is_empty() && !m.contains([',', '=', '!']) => m.to_string(),
+        _ => {
+            return status(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!("engines delete pods only by {MANAGER_LABEL}=<manager>"),
+            )
+        }
+    };
+    if let Some(c) = k8s.lock().get_mut(&cluster_id) {
+        c.release_manager(&manager);
+    }
+    let labels = [
+        (MANAGER_LABEL, manager.as_str()),
+        (CLUSTER_LABEL, cluster_id.as_str()),
+        (INSTANCE_LABEL, k8s.instance.as_str()),
+    ];
+    match k8s.api.delete_pods(&labels).await {
+        Ok(reply) => relay(reply),
+        Err(err) => status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            err.message,
+        ),
+    }
+}

@@ -1,0 +1,320 @@
+"""Clusters whose workers run on Kubernetes (issue 26, part 2), end to end on one machine.
+
+Kiln talks to a Kubernetes API test double (`tests/k8s_double/double.py`, never part of Kiln)
+that runs each pod's `sail worker` in its own network namespace (own IP on a bridge) and its
+own mount namespace (tmpfs over /tmp and the other private directories), so a worker shares no
+disk with the driver. Kiln's engine (the Sail driver) runs in `kubernetes-cluster` mode and asks
+Kiln's loopback pods API for worker pods; Kiln builds each pod by its policy and creates it at
+the double with its own token, which the engine never sees.
+
+Needs root (namespaces), `ip` and `unshare`; skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from databricks.sdk.service.compute import AutoScale, Language, State
+
+from conftest import base_config
+from kiln_helpers import (
+    SPARK_VERSION,
+    KilnServer,
+    engine_main_proc,
+    free_port,
+    unique,
+    wait_cluster_state,
+    wait_for,
+)
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("unshare"),
+    reason="the Kubernetes double needs root, ip and unshare",
+)
+
+DOUBLE = Path(__file__).resolve().parents[1] / "k8s_double" / "double.py"
+NODE_TYPE = "k8s-2c-2g"
+NAMESPACE = "kiln-test"
+IMAGE = "kiln-engine:test"
+HEARTBEAT_TIMEOUT = 8
+CMD_WAIT = 180
+
+
+def sail_binary() -> str:
+    roots = [os.environ.get("KILN_CACHE_DIR", ""), "/var/cache/kiln", os.path.expanduser("~/.cache/kiln")]
+    for root in filter(None, roots):
+        found = sorted(glob.glob(os.path.join(root, "runtime-*", "bin", "sail")))
+        if found:
+            return found[0]
+    pytest.fail("no engine runtime with bin/sail found (run `kiln setup`)")
+
+
+class Double:
+    """The Kubernetes API double, and what an administrator (kubectl) sees through it."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.token = "double-admin-" + os.urandom(8).hex()
+        self.dir = workdir
+        self.url = f"http://127.0.0.1:{self.port}/api/v1/namespaces/{NAMESPACE}/pods"
+        self.log = open(workdir / "double.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(DOUBLE), "--port", str(self.port), "--token", self.token,
+             "--sail", sail_binary(), "--state-dir", str(workdir)],
+            stdout=subprocess.PIPE, stderr=self.log,
+        )
+        line = self.proc.stdout.readline().decode().strip()
+        assert line == "ready", f"the double did not start: {line!r}; see {workdir / 'double.log'}"
+        self.kubeconfig = workdir / "kubeconfig"
+        self.kubeconfig.write_text(
+            "apiVersion: v1\nkind: Config\ncurrent-context: t\n"
+            "contexts: [{name: t, context: {cluster: d, user: kiln, namespace: " + NAMESPACE + "}}]\n"
+            f"clusters: [{{name: d, cluster: {{server: 'http://127.0.0.1:{self.port}'}}}}]\n"
+            f"users: [{{name: kiln, user: {{token: '{self.token}'}}}}]\n"
+        )
+
+    def pods(self, selector: str = "") -> list[dict]:
+        r = requests.get(self.url, params={"labelSelector": selector},
+                         headers={"Authorization": f"Bearer {self.token}"}, timeout=10)
+        r.raise_for_status()
+        return r.json()["items"]
+
+    def running(self, cluster_id: str) -> list[dict]:
+        return [p for p in self.pods(f"kiln.dev/cluster-id={cluster_id}") if p["status"]["phase"] == "Running"]
+
+    def delete(self, name: str) -> None:
+        r = requests.delete(f"{self.url}/{name}", headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
+        r.raise_for_status()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+@pytest.fixture(scope="module")
+def double(tmp_path_factory):
+    d = Double(tmp_path_factory.mktemp("k8s-double"))
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="module")
+def srv(kiln_binary, tmp_path_factory, double):
+    config = base_config(
+        clusters={"warm_engines": 0},
+        kubernetes={
+            "kubeconfig": str(double.kubeconfig),
+            "image": IMAGE,
+            "driver_host": "10.77.0.1",
+            "worker_heartbeat_timeout_seconds": HEARTBEAT_TIMEOUT,
+            "pod_poll_ms": 300,
+            "node_types": [{"node_type_id": NODE_TYPE, "num_cores": 2, "memory_mb": 2048}],
+        },
+    )
+    server = KilnServer(kiln_binary, tmp_path_factory.mktemp("kiln-k8s"), config).start()
+    yield server
+    server.stop()
+
+
+def create(w, srv, **kw) -> str:
+    cid = w.clusters.create(cluster_name=unique("k8s"), spark_version=SPARK_VERSION,
+                            node_type_id=NODE_TYPE, autotermination_minutes=0, **kw).cluster_id
+    srv.cluster_ids.add(cid)
+    wait_cluster_state(w, cid, State.RUNNING, fail_on=[State.TERMINATED, State.ERROR])
+    return cid
+
+
+@pytest.fixture(scope="module")
+def cluster(srv):
+    w = srv.client()
+    cid = create(w, srv, num_workers=2)
+    yield cid
+    w.clusters.delete(cid)
+
+
+def run(w, cid: str, ctx: str, code: str):
+    return w.command_execution.execute_and_wait(
+        cluster_id=cid, context_id=ctx, language=Language.PYTHON, command=code, timeout=__import__("datetime").timedelta(seconds=CMD_WAIT)
+    )
+
+
+def context(w, cid: str) -> str:
+    return w.command_execution.create_and_wait(
+        cluster_id=cid, language=Language.PYTHON, timeout=__import__("datetime").timedelta(seconds=CMD_WAIT)
+    ).id
+
+
+GROUP_BY = (
+    "rows = spark.range(0, 20_000_000, 1, 16).selectExpr('id % 1000 AS k', 'id AS v')"
+    ".groupBy('k').sum('v').collect()\n"
+    "print(len(rows), sum(r[1] for r in rows))"
+)
+WORKERS = (
+    "cols = spark.sql('SELECT * FROM system.cluster.workers LIMIT 0').columns\n"
+    "sid = spark.client._session_id\n"
+    "rows = spark.sql('SELECT ' + ', '.join(f'CAST({c} AS STRING) AS {c}' for c in cols) + "
+    "' FROM system.cluster.workers').collect()\n"
+    "import json; print(json.dumps([r.asDict() for r in rows if r.session_id == sid and r.status == 'RUNNING']))"
+)
+EXPECTED = f"1000 {sum(range(20_000_000))}"
+
+
+def session_workers(w, cid, ctx) -> list[dict]:
+    res = run(w, cid, ctx, WORKERS)
+    assert res.results.result_type.value == "text", res.results
+    return json.loads(res.results.data.strip().splitlines()[-1])
+
+
+def test_kubernetes_node_types_are_listed(srv):
+    types = {t.node_type_id: t for t in srv.client().clusters.list_node_types().node_types}
+    assert {"kiln-local", NODE_TYPE} <= set(types)
+    assert types[NODE_TYPE].memory_mb == 2048 and types[NODE_TYPE].num_cores == 2
+
+
+def test_two_workers_on_pods_both_run_a_distributed_aggregation(srv, double, cluster):
+    w = srv.client()
+    ctx = context(w, cluster)
+    assert run(w, cluster, ctx, "print(spark.range(10).count())").results.data.strip() == "10"
+    workers = session_workers(w, cluster, ctx)
+    assert len(workers) == 2, workers
+    pods = {p["status"]["podIP"]: p for p in double.running(cluster)}
+    mine = [pods[wk["host"]] for wk in workers]  # each worker is a pod at its own address
+    assert all(wk["host"].startswith("10.77.0.") for wk in workers)
+    before = {p["metadata"]["name"]: cpu_ticks(int(p["metadata"]["annotations"]["k8s-double/pid"])) for p in mine}
+    res = run(w, cluster, ctx, GROUP_BY)
+    assert res.results.result_type.value == "text", res.results
+    assert res.results.data.strip() == EXPECTED
+    after = {p["metadata"]["name"]: cpu_ticks(int(p["metadata"]["annotations"]["k8s-double/pid"])) for p in mine}
+    worked = {n: after[n] - before[n] for n in before}
+    assert all(t >= 3 for t in worked.values()), f"CPU ticks per worker pod during the query: {worked}"
+
+    # The pods are Kiln's, not the engine's wish: image, resources, labels, no token, no privilege.
+    for p in mine:
+        c = p["spec"]["containers"][0]
+        assert c["image"] == IMAGE and c["command"] == ["sail", "worker"]
+        assert c["resources"]["limits"] == {"cpu": "2", "memory": "2048Mi"}
+        assert p["spec"]["automountServiceAccountToken"] is False
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        assert p["metadata"]["labels"]["kiln.dev/cluster-id"] == cluster
+        assert "volumes" not in p["spec"]
+
+
+def test_the_engine_never_holds_kilns_kubernetes_token(srv, double, cluster):
+    engine = engine_main_proc(cluster)
+    assert engine is not None
+    environ = Path(f"/proc/{engine.pid}/environ").read_bytes().decode(errors="replace")
+    assert double.token not in environ
+    kubeconfig_path = next(e.split("=", 1)[1] for e in environ.split("\0") if e.startswith("KUBECONFIG="))
+    kubeconfig = Path(kubeconfig_path).read_text()
+    assert double.token not in kubeconfig and f":{double.port}" not in kubeconfig
+    server = kubeconfig.split("server: '", 1)[1].split("'", 1)[0]
+    token = kubeconfig.split("token: '", 1)[1].split("'", 1)[0]
+    pods_url = f"{server}/api/v1/namespaces/{NAMESPACE}/pods"
+    hdr = {"Authorization": f"Bearer {token}"}
+    evil = {"metadata": {"name": "sail-worker-evil-1", "labels": {"sail.lakesail.com/worker-manager": "evil"}},
+            "spec": {"containers": [{"name": "worker", "image": "x", "command": ["sh", "-c", "id"]}]}}
+    r = requests.post(pods_url, json=evil, headers=hdr, timeout=10)
+    assert r.status_code == 403 and r.json()["kind"] == "Status", r.text
+    assert requests.post(pods_url, json=evil, headers={"Authorization": "Bearer nope"}, timeout=10).status_code == 401
+    r = requests.delete(pods_url, params={"labelSelector": "app.kubernetes.io/name=sail"}, headers=hdr, timeout=10)
+    assert r.status_code == 403, r.text
+    r = requests.get(f"{server}/api/v1/namespaces/kube-system/pods", headers=hdr, timeout=10)
+    assert r.status_code in (403, 405), r.text
+    assert not [p for p in double.pods() if "evil" in p["metadata"]["name"]]
+
+
+def test_a_lost_worker_pod_is_an_event_and_a_clear_error_and_the_next_query_works(srv, double, cluster):
+    w = srv.client()
+    ctx = context(w, cluster)
+    assert run(w, cluster, ctx, GROUP_BY).results.data.strip() == EXPECTED
+    workers = session_workers(w, cluster, ctx)
+    pods = {p["status"]["podIP"]: p["metadata"]["name"] for p in double.running(cluster)}
+    victim = pods[workers[0]["host"]]
+    # A long query, and the pod deleted under it (as `kubectl delete pod` would).
+    long_query = GROUP_BY.replace("20_000_000", "2_000_000_000")
+    cmd = w.command_execution.execute(cluster_id=cluster, context_id=ctx, language=Language.PYTHON,
+                                      command=long_query).response.id
+    wait_for(lambda: w.command_execution.command_status(cluster_id=cluster, context_id=ctx, command_id=cmd)
+             .status.value == "Running", 60, "the long query to run")
+    time.sleep(1.5)
+    double.delete(victim)
+    res = wait_for(lambda: (lambda r: r if r.status.value in ("Finished", "Error", "Cancelled") else None)(
+        w.command_execution.command_status(cluster_id=cluster, context_id=ctx, command_id=cmd)),
+        CMD_WAIT, "the long query to end")
+    assert res.results.result_type.value == "error", res.results
+    assert "NODES_LOST" in res.results.cause and victim in res.results.cause, res.results.cause
+
+    def lost_event():
+        events = w.clusters.events(cluster_id=cluster)
+        return [e for e in events if e.type.value == "NODES_LOST" and e.details.instance_id == victim]
+
+    wait_for(lost_event, 30, "a NODES_LOST event for the deleted pod")
+
+    def works():
+        r = run(w, cluster, ctx, GROUP_BY)
+        return r if r.results.result_type.value == "text" else None
+
+    res = wait_for(works, HEARTBEAT_TIMEOUT * 6, "a query to work after the engine replaced its lost worker", 1)
+    assert res.results.data.strip() == EXPECTED
+
+
+def test_terminate_deletes_the_clusters_pods(srv, double):
+    w = srv.client()
+    cid = create(w, srv, num_workers=2)
+    ctx = context(w, cid)
+    assert run(w, cid, ctx, GROUP_BY).results.data.strip() == EXPECTED
+    assert len(double.running(cid)) >= 2
+    w.clusters.delete(cid)
+    wait_cluster_state(w, cid, State.TERMINATED)
+    wait_for(lambda: not double.pods(f"kiln.dev/cluster-id={cid}"), 30, "the terminated cluster's pods to be deleted")
+
+
+def test_after_kill_9_kiln_deletes_the_pods_its_engines_left(srv, double):
+    w = srv.client()
+    cid = create(w, srv, autoscale=AutoScale(min_workers=1, max_workers=2))
+    ctx = context(w, cid)
+    assert run(w, cid, ctx, GROUP_BY).results.data.strip() == EXPECTED
+    left = {p["metadata"]["name"] for p in double.running(cid)}
+    assert left
+    srv.restart()  # kill -9, then start again: the engine died with Kiln, the pods did not
+    still = {p["metadata"]["name"] for p in double.pods(f"kiln.dev/cluster-id={cid}")}
+    wait_for(lambda: not (left & {p["metadata"]["name"] for p in double.pods(f"kiln.dev/cluster-id={cid}")}),
+             30, f"pods left by the killed Kiln to be deleted (had {sorted(left)}, after restart {sorted(still)})")
+    w = srv.client()
+    wait_cluster_state(w, cid, State.RUNNING, fail_on=[State.TERMINATED, State.ERROR])
+    ctx = context(w, cid)
+    assert run(w, cid, ctx, GROUP_BY).results.data.strip() == EXPECTED
+    w.clusters.delete(cid)
+
+
+def test_local_node_types_keep_running_on_this_host(srv, double):
+    w = srv.client()
+    cid = w.clusters.create(cluster_name=unique("local"), spark_version=SPARK_VERSION,
+                            node_type_id="kiln-local", num_workers=1, autotermination_minutes=0).cluster_id
+    srv.cluster_ids.add(cid)
+    wait_cluster_state(w, cid, State.RUNNING, fail_on=[State.TERMINATED, State.ERROR])
+    ctx = context(w, cid)
+    # (8 partitions: Sail runs a stage only if every partition gets a task slot, 8 per worker)
+    res = run(w, cid, ctx, GROUP_BY.replace(", 16)", ", 8)"))
+    assert res.results.result_type.value == "text", res.results
+    assert res.results.data.strip() == EXPECTED
+    assert not double.pods(f"kiln.dev/cluster-id={cid}")
+    w.clusters.delete(cid)
