@@ -116,8 +116,38 @@ def double(tmp_path_factory):
     d.stop()
 
 
+BUCKET = "kiln-k8s-test"
+
+
 @pytest.fixture(scope="module")
-def srv(kiln_binary, tmp_path_factory, double):
+def s3(double, tmp_path_factory):
+    """moto's S3 on the bridge address, which the driver and the worker pods both reach."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "ab")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "10.77.0.1", "-p", str(port)],
+                            stdout=log, stderr=log)
+    env = {
+        "AWS_ENDPOINT": f"http://10.77.0.1:{port}",
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret",
+        "AWS_REGION": "us-east-1",
+    }
+    def bucket():
+        try:
+            return requests.put(f"{env['AWS_ENDPOINT']}/{BUCKET}", timeout=5).ok
+        except requests.ConnectionError:
+            return False
+
+    wait_for(bucket, 30, "moto to create the bucket", 0.2)
+    yield env
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def srv(kiln_binary, tmp_path_factory, double, s3):
     config = base_config(
         clusters={"warm_engines": 0},
         kubernetes={
@@ -126,6 +156,7 @@ def srv(kiln_binary, tmp_path_factory, double):
             "driver_host": "10.77.0.1",
             "worker_heartbeat_timeout_seconds": HEARTBEAT_TIMEOUT,
             "pod_poll_ms": 300,
+            "worker_env": s3,
             "node_types": [{"node_type_id": NODE_TYPE, "num_cores": 2, "memory_mb": 2048}],
         },
     )
@@ -318,3 +349,28 @@ def test_local_node_types_keep_running_on_this_host(srv, double):
     assert res.results.data.strip() == EXPECTED
     assert not double.pods(f"kiln.dev/cluster-id={cid}")
     w.clusters.delete(cid)
+
+
+def test_a_delta_table_on_s3_written_by_pods_is_read_by_another_cluster(srv, s3):
+    w = srv.client()
+    table = f"s3://{BUCKET}/{unique('t')}"
+    cid = create(w, srv, num_workers=2, spark_env_vars=s3)
+    ctx = context(w, cid)
+    write = (f"spark.range(0, 1_000_000, 1, 16).selectExpr('id', 'id % 7 AS k').write.format('delta').save('{table}')\n"
+             f"df = spark.read.format('delta').load('{table}')\n"
+             "print(df.count(), df.groupBy().sum('k').collect()[0][0])")
+    res = run(w, cid, ctx, write)
+    assert res.results.result_type.value == "text", res.results
+    expected = f"1000000 {sum(i % 7 for i in range(1_000_000))}"
+    assert res.results.data.strip() == expected
+    # Another cluster, on this host, reads what the pods wrote.
+    other = w.clusters.create(cluster_name=unique("reader"), spark_version=SPARK_VERSION, node_type_id="kiln-local",
+                              num_workers=0, autotermination_minutes=0, spark_env_vars=s3).cluster_id
+    srv.cluster_ids.add(other)
+    wait_cluster_state(w, other, State.RUNNING, fail_on=[State.TERMINATED, State.ERROR])
+    res = run(w, other, context(w, other),
+              f"df = spark.read.format('delta').load('{table}')\nprint(df.count(), df.groupBy().sum('k').collect()[0][0])")
+    assert res.results.result_type.value == "text", res.results
+    assert res.results.data.strip() == expected
+    w.clusters.delete(cid)
+    w.clusters.delete(other)
