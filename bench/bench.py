@@ -80,8 +80,9 @@ def engine_pids(cluster_ids: set[str]) -> list[int]:
 
 
 class Server:
-    def __init__(self, binary: Path, workdir: Path):
+    def __init__(self, binary: Path, workdir: Path, config_text: str = ""):
         self.binary = binary
+        self.config_text = config_text
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.port = free_port()
@@ -95,7 +96,7 @@ class Server:
 
     def start(self, timeout: float = 600.0):
         config = self.workdir / "kiln.toml"
-        config.write_text("")  # defaults: this measures the server as shipped
+        config.write_text(self.config_text)  # defaults unless a bench needs a section
         env = {k: v for k, v in os.environ.items() if k not in ("KILN_HOST", "KILN_PORT", "KILN_DATA_DIR")}
         self.proc = subprocess.Popen(
             [str(self.binary), "serve", "--host", "127.0.0.1", "--port", str(self.port),

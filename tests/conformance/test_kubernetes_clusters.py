@@ -12,6 +12,7 @@ Needs root (namespaces), `ip` and `unshare`; skipped otherwise.
 
 from __future__ import annotations
 
+import base64
 import glob
 import json
 import os
@@ -24,6 +25,9 @@ from pathlib import Path
 import pytest
 import requests
 from databricks.sdk.service.compute import AutoScale, Language, State
+from databricks.sdk.service.pipelines import NotebookLibrary, PipelineCluster, PipelineLibrary
+from databricks.sdk.service.workspace import ImportFormat
+from databricks.sdk.service.workspace import Language as NbLanguage
 
 from conftest import base_config
 from kiln_helpers import (
@@ -374,3 +378,25 @@ def test_a_delta_table_on_s3_written_by_pods_is_read_by_another_cluster(srv, s3)
     assert res.results.data.strip() == expected
     w.clusters.delete(cid)
     w.clusters.delete(other)
+    # And a pipeline reads it (its cluster gets the object store's settings like any other).
+    path = f"/Users/admin/{unique('k8s-dlt')}/from_s3"
+    w.workspace.mkdirs(path.rsplit("/", 1)[0])
+    text = f"CREATE MATERIALIZED VIEW by_k AS SELECT k, count(*) AS n FROM delta.`{table}` GROUP BY k"
+    w.workspace.import_(path=path, format=ImportFormat.SOURCE, language=NbLanguage.SQL,
+                        content=base64.b64encode(text.encode()).decode(), overwrite=True)
+    target = unique("k8s").replace("-", "_")
+    pid = w.pipelines.create(name=unique("from-s3"), target=target, development=False,
+                             clusters=[PipelineCluster(label="default", spark_env_vars=s3)],
+                             libraries=[PipelineLibrary(notebook=NotebookLibrary(path=path))]).pipeline_id
+    update = w.pipelines.start_update(pid).update_id
+
+    def done():
+        u = w.pipelines.get_update(pipeline_id=pid, update_id=update).update
+        return u if u.state.value in ("COMPLETED", "FAILED", "CANCELED") else None
+
+    u = wait_for(done, CMD_WAIT, "the pipeline update", 0.5)
+    assert u.state.value == "COMPLETED", [e.message for e in w.pipelines.list_pipeline_events(pipeline_id=pid)][:10]
+    reader = create(w, srv, num_workers=0)
+    res = run(w, reader, context(w, reader), f"print(spark.sql('SELECT sum(n), count(*) FROM main.{target}.by_k').collect()[0][:])")
+    assert res.results.data.strip() == "(1000000, 7)", res.results
+    w.clusters.delete(reader)
