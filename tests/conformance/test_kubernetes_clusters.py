@@ -311,12 +311,23 @@ def test_a_lost_worker_pod_is_an_event_and_a_clear_error_and_the_next_query_work
     assert res.results.data.strip() == EXPECTED
 
 
-def test_terminate_deletes_the_clusters_pods(srv, double):
+def test_resize_restarts_the_engine_with_new_worker_limits_and_terminate_deletes_the_pods(srv, double):
     w = srv.client()
     cid = create(w, srv, num_workers=2)
     ctx = context(w, cid)
     assert run(w, cid, ctx, GROUP_BY).results.data.strip() == EXPECTED
-    assert len(double.running(cid)) >= 2
+    before = {p["metadata"]["name"] for p in double.running(cid)}
+    assert len(before) >= 2
+    w.clusters.resize(cluster_id=cid, num_workers=1)
+    wait_for(lambda: w.clusters.get(cid).num_workers == 1 and w.clusters.get(cid).state == State.RUNNING, 120,
+             "the resize to finish")
+    wait_for(lambda: not before & {p["metadata"]["name"] for p in double.pods(f"kiln.dev/cluster-id={cid}")}, 30,
+             "the old engine's pods to be deleted")
+    ctx = context(w, cid)
+    res = run(w, cid, ctx, GROUP_BY.replace(", 16)", ", 8)"))
+    assert res.results.data.strip() == EXPECTED, res.results
+    workers = session_workers(w, cid, ctx)
+    assert len(workers) == 1, workers
     w.clusters.delete(cid)
     wait_cluster_state(w, cid, State.TERMINATED)
     wait_for(lambda: not double.pods(f"kiln.dev/cluster-id={cid}"), 30, "the terminated cluster's pods to be deleted")
