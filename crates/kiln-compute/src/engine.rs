@@ -22,6 +22,10 @@ use crate::spark_connect;
 /// The query that proves an engine answers.
 pub const HEALTH_QUERY: &str = "SELECT 1 AS kiln_health";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Tasks a worker may run at once. Sail runs a stage only if each of its
+/// partitions gets a slot at the most workers, so its default of 8 failed a
+/// `repartition(16)` on one worker; its scheduler still spreads tasks.
+pub const WORKER_TASK_SLOTS: u32 = 64;
 
 /// How to run the engine of one cluster.
 #[derive(Debug, Clone)]
@@ -64,8 +68,11 @@ impl Engine {
         let port = free_port()?;
         let (pod_env, pods) = match &spec.kubernetes {
             Some(k) => {
-                let (access, registration) =
-                    k.k8s.engine_access(&spec.cluster_id, &k.node_type_id)?;
+                let (access, registration) = k.k8s.engine_access(
+                    &spec.cluster_id,
+                    &k.node_type_id,
+                    spec.max_workers.max(spec.num_workers),
+                )?;
                 let path = spec.work_dir.join("kubeconfig");
                 write_private(&path, &access.kubeconfig, spec.identity.as_ref())?;
                 let mut env = access.env;
@@ -212,6 +219,12 @@ fn spawn(
         .stdout(log)
         .stderr(log_err)
         .kill_on_drop(true);
+    if spec.num_workers > 0 || pod_env.is_some() {
+        command.env(
+            "SAIL_CLUSTER__WORKER_TASK_SLOTS",
+            WORKER_TASK_SLOTS.to_string(),
+        );
+    }
     if let Some(env) = pod_env {
         command
             .envs(env)

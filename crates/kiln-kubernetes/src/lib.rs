@@ -151,10 +151,13 @@ impl Kubernetes {
 
     /// Registers a cluster's engine: a fresh token, and the settings it
     /// starts with. The [`Registration`] revokes it and deletes the pods.
+    /// Its default parallelism is the cores of its most workers (the driver's
+    /// own cores say nothing about the pods').
     pub fn engine_access(
         self: &Arc<Self>,
         cluster_id: &str,
         node_type_id: &str,
+        max_workers: u32,
     ) -> Result<(EngineAccess, Registration)> {
         let port = *self
             .engine_api_port
@@ -165,6 +168,7 @@ impl Kubernetes {
             .node_type(node_type_id)
             .cloned()
             .ok_or_else(|| Error::invalid(format!("Unknown node type {node_type_id}")))?;
+        let parallelism = ((node_type.num_cores * f64::from(max_workers)).ceil() as u64).max(1);
         let token = hex::encode(rand::random::<[u8; 32]>());
         self.lock().insert(
             cluster_id.to_string(),
@@ -187,6 +191,10 @@ impl Kubernetes {
                 (
                     "SAIL_CLUSTER__WORKER_HEARTBEAT_TIMEOUT_SECS",
                     timeout.to_string(),
+                ),
+                (
+                    "SAIL_EXECUTION__DEFAULT_PARALLELISM",
+                    parallelism.to_string(),
                 ),
                 (
                     "SAIL_CLUSTER__WORKER_HEARTBEAT_INTERVAL_SECS",
