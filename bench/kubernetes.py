@@ -77,7 +77,8 @@ def main() -> None:
         sys.exit("bench/kubernetes.py needs root (network namespaces)")
     work = Path(tempfile.mkdtemp(prefix="kiln-bench-k8s-"))
     work.chmod(0o711)
-    double = Double(work)
+    shared = work / "shared"
+    double = Double(work, {"kiln-shared": str(shared)})
     moto_port = free_port()
     moto = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "10.77.0.1", "-p", str(moto_port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -85,7 +86,9 @@ def main() -> None:
           "AWS_SECRET_ACCESS_KEY": "bench-secret", "AWS_REGION": "us-east-1"}  # fmt: skip
     env_toml = ", ".join(f'{k} = "{v}"' for k, v in s3.items())
     config = (
+        f"shared_dir = \"{shared}\"\n\n"
         f"[clusters]\nwarm_engines = 0\n\n[kubernetes]\nkubeconfig = \"{double.kubeconfig}\"\nimage = \"kiln-engine:bench\"\n"
+        "shared_volume_claim = \"kiln-shared\"\n"
         f"driver_host = \"10.77.0.1\"\nworker_env = {{{env_toml}}}\n"
         "node_types = [{node_type_id = \"k8s-2c\", num_cores = 2, memory_mb = 4096}]\n"
     )

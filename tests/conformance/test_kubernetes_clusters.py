@@ -29,7 +29,7 @@ from databricks.sdk.service.pipelines import NotebookLibrary, PipelineCluster, P
 from databricks.sdk.service.workspace import ImportFormat
 from databricks.sdk.service.workspace import Language as NbLanguage
 
-from conftest import base_config
+from conftest import base_config, reachable_dir
 from kiln_helpers import (
     SPARK_VERSION,
     KilnServer,
@@ -63,9 +63,10 @@ def sail_binary() -> str:
 
 
 class Double:
-    """The Kubernetes API double, and what an administrator (kubectl) sees through it."""
+    """The Kubernetes API double, and what an administrator (kubectl) sees through it.
+    `claims`: PersistentVolumeClaims (name -> the directory the volume holds)."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, claims: dict[str, str]):
         self.port = free_port()
         self.token = "double-admin-" + os.urandom(8).hex()
         self.dir = workdir
@@ -73,7 +74,8 @@ class Double:
         self.log = open(workdir / "double.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, str(DOUBLE), "--port", str(self.port), "--token", self.token,
-             "--sail", sail_binary(), "--state-dir", str(workdir)],
+             "--sail", sail_binary(), "--state-dir", str(workdir),
+             *[f"--claim={name}={path}" for name, path in claims.items()]],
             stdout=subprocess.PIPE, stderr=self.log,
         )
         line = self.proc.stdout.readline().decode().strip()
@@ -114,8 +116,14 @@ def cpu_ticks(pid: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def double(tmp_path_factory):
-    d = Double(tmp_path_factory.mktemp("k8s-double"))
+def shared_dir() -> str:
+    """Kiln's shared tree: in Kiln's pod and, through the claim, in worker pods."""
+    return reachable_dir() + "/shared"
+
+
+@pytest.fixture(scope="module")
+def double(tmp_path_factory, shared_dir):
+    d = Double(tmp_path_factory.mktemp("k8s-double"), {"kiln-shared": shared_dir})
     yield d
     d.stop()
 
@@ -151,8 +159,9 @@ def s3(double, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def srv(kiln_binary, tmp_path_factory, double, s3):
+def srv(kiln_binary, tmp_path_factory, double, s3, shared_dir):
     config = base_config(
+        shared_dir=shared_dir,
         clusters={"warm_engines": 0},
         kubernetes={
             "kubeconfig": str(double.kubeconfig),
@@ -161,6 +170,7 @@ def srv(kiln_binary, tmp_path_factory, double, s3):
             "worker_heartbeat_timeout_seconds": HEARTBEAT_TIMEOUT,
             "pod_poll_ms": 300,
             "worker_env": s3,
+            "shared_volume_claim": "kiln-shared",
             "node_types": [{"node_type_id": NODE_TYPE, "num_cores": 2, "memory_mb": 2048}],
         },
     )
@@ -249,7 +259,8 @@ def test_two_workers_on_pods_both_run_a_distributed_aggregation(srv, double, clu
         assert p["spec"]["automountServiceAccountToken"] is False
         assert c["securityContext"]["allowPrivilegeEscalation"] is False
         assert p["metadata"]["labels"]["kiln.dev/cluster-id"] == cluster
-        assert "volumes" not in p["spec"]
+        assert p["spec"]["volumes"] == [{"name": "shared", "persistentVolumeClaim": {"claimName": "kiln-shared"}}]
+        assert sorted(m["subPath"] for m in c["volumeMounts"]) == ["dbfs", "warehouse"]
 
 
 def test_the_engine_never_holds_kilns_kubernetes_token(srv, double, cluster):
@@ -411,3 +422,27 @@ def test_a_delta_table_on_s3_written_by_pods_is_read_by_another_cluster(srv, s3)
     res = run(w, reader, context(w, reader), f"print(spark.sql('SELECT sum(n), count(*) FROM main.{target}.by_k').collect()[0][:])")
     assert res.results.data.strip() == "(1000000, 7)", res.results
     w.clusters.delete(reader)
+
+
+def test_a_managed_table_written_by_pods_is_read_by_a_local_cluster(srv, double, cluster):
+    """Worker pods see the shared tree's warehouse through the claim (and nothing else of
+    the host), as the cluster's OS user: a managed table is where every engine reads it."""
+    w = srv.client()
+    ctx = context(w, cluster)
+    name = f"main.default.{unique('pods').replace('-', '_')}"
+    res = run(w, cluster, ctx, f"spark.range(0, 200_000, 1, 16).selectExpr('id', 'id % 7 AS k').write.saveAsTable('{name}')\n"
+                               "print('written')")
+    assert res.results.result_type.value == "text", res.results
+    engine = engine_main_proc(cluster)
+    engine_uid = Path(f"/proc/{engine.pid}/status").read_text().split("Uid:")[1].split()[0]
+    for p in double.running(cluster):
+        pid = int(p["metadata"]["annotations"]["k8s-double/pid"])
+        assert Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[0] == engine_uid
+        assert p["spec"]["securityContext"]["runAsUser"] == int(engine_uid)
+    other = w.clusters.create(cluster_name=unique("reader"), spark_version=SPARK_VERSION, node_type_id="kiln-local",
+                              num_workers=0, autotermination_minutes=0).cluster_id
+    srv.cluster_ids.add(other)
+    wait_cluster_state(w, other, State.RUNNING, fail_on=[State.TERMINATED, State.ERROR])
+    res = run(w, other, context(w, other), f"print(spark.sql('SELECT count(*), sum(k) FROM {name}').collect()[0][:])")
+    assert res.results.data.strip() == f"({200_000}, {sum(i % 7 for i in range(200_000))})", res.results
+    w.clusters.delete(other)

@@ -117,6 +117,21 @@ def test_kiln_may_manage_pods_in_its_namespace_only():
     assert not [d for d in documents() if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
 
 
+def test_worker_pods_and_kiln_share_the_tree_through_a_read_write_many_claim():
+    config = one("ConfigMap", "kiln-config")["data"]["kiln.toml"]
+    shared_dir = re.search(r'^shared_dir = "([^"]+)"', config, re.M).group(1)
+    claim = re.search(r'^shared_volume_claim = "([^"]+)"', config, re.M).group(1)
+    pvc = one("PersistentVolumeClaim", claim)
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    pod = one("StatefulSet", "kiln")["spec"]["template"]["spec"]
+    volume = next(v["name"] for v in pod["volumes"] if v.get("persistentVolumeClaim", {}).get("claimName") == claim)
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts[volume] == shared_dir
+    # Postgres data stays on the pod's own volume
+    lakebase = re.search(r'^dir = "([^"]+)"', config, re.M).group(1)
+    assert lakebase.startswith(mounts["data"] + "/")
+
+
 def test_the_images_copy_what_the_repository_has():
     for dockerfile in DOCKER.glob("*.Dockerfile"):
         text = dockerfile.read_text()

@@ -6,8 +6,11 @@ its OWN mount namespace (tmpfs over /tmp, /var/tmp, /root, /home, /var/lib/kiln,
 
     python double.py --port P --token T --sail /path/to/sail --state-dir D
 
-Needs root, `ip` and `unshare`. Pods run the configured `sail` binary in place
-of the image's (the image is recorded, not pulled). Endpoints (bearer token T):
+Needs root, `ip`, `unshare` and `setpriv`. Pods run the configured `sail` binary in
+place of the image's (the image is recorded, not pulled); a pod's PersistentVolumeClaim
+volumes are the directories given with `--claim NAME=DIR` (bound at their mountPath with
+their subPath, like a ReadWriteMany volume), and `securityContext.runAsUser/runAsGroup/
+supplementalGroups` are honoured. Endpoints (bearer token T):
   POST   /api/v1/namespaces/{ns}/pods
   GET    /api/v1/namespaces/{ns}/pods/{name}
   GET    /api/v1/namespaces/{ns}/pods?labelSelector=k=v,...
@@ -22,6 +25,7 @@ import concurrent.futures
 import ctypes
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -121,9 +125,7 @@ class Pods:
         cmd = list(container.get("command") or []) + list(container.get("args") or [])
         if cmd[:1] == ["sail"]:
             cmd[0] = self.args.sail
-        private = [d for d in PRIVATE_DIRS if not self.args.sail.startswith(d + "/")]
-        mounts = " && ".join(f"{{ [ ! -d {d} ] || mount -t tmpfs tmpfs {d}; }}" for d in private)
-        inner = f'mount --make-rprivate / && {mounts} && cd /tmp && exec "$@"'
+        inner = self.pod_script(pod, container)
         log = open(os.path.join(self.args.state_dir, f"{name}.log"), "ab")
         # Started from one long-lived thread: a death signal follows the parent *thread*,
         # and request threads end after each request.
@@ -143,6 +145,30 @@ class Pods:
             self.pods[name] = pod
             self.procs[name] = proc
         return 201, pod
+
+    def pod_script(self, pod: dict, container: dict) -> str:
+        """The shell run inside the pod's namespaces: private directories, the pod's
+        volumes (only PersistentVolumeClaims, from --claim), then its user."""
+        q = shlex.quote
+        steps = ["mount --make-rprivate /", "mount -t tmpfs tmpfs /mnt"]
+        volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+        staged = []
+        for i, m in enumerate(container.get("volumeMounts") or []):
+            claim = volumes[m["name"]]["persistentVolumeClaim"]["claimName"]
+            source = os.path.join(self.args.claims[claim], m.get("subPath", ""))
+            steps += [f"mkdir /mnt/v{i}", f"mount --bind {q(source)} /mnt/v{i}"]
+            staged.append((f"/mnt/v{i}", m["mountPath"]))
+        private = [d for d in PRIVATE_DIRS if not self.args.sail.startswith(d + "/")]
+        steps += [f"{{ [ ! -d {d} ] || mount -t tmpfs tmpfs {d}; }}" for d in private]
+        for source, target in staged:
+            steps += [f"mkdir -p {q(target)}", f"mount --move {source} {q(target)}"]
+        steps.append("cd /tmp")
+        sc = pod["spec"].get("securityContext") or {}
+        run_as = ""
+        if "runAsUser" in sc:
+            groups = ",".join(str(g) for g in sc.get("supplementalGroups") or [sc.get("runAsGroup", 0)])
+            run_as = f"setpriv --reuid={sc['runAsUser']} --regid={sc.get('runAsGroup', 0)} --groups={groups} -- "
+        return " && ".join(steps) + f' && exec {run_as}"$@"'
 
     def view(self, name: str) -> dict:
         pod = json.loads(json.dumps(self.pods[name]))
@@ -259,7 +285,10 @@ def main() -> None:
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--bridge", default="kilnbr0")
     parser.add_argument("--subnet", default="10.77.0")
+    parser.add_argument("--claim", action="append", default=[],
+                        help="NAME=DIR: a PersistentVolumeClaim and the directory it holds")
     args = parser.parse_args()
+    args.claims = dict(c.split("=", 1) for c in args.claim)
     die_with_parent()
     pods = Pods(args)
     pods.setup_bridge()

@@ -72,6 +72,7 @@ impl Engine {
                     &spec.cluster_id,
                     &k.node_type_id,
                     spec.max_workers.max(spec.num_workers),
+                    pod_access(spec),
                 )?;
                 let path = spec.work_dir.join("kubeconfig");
                 write_private(&path, &access.kubeconfig, spec.identity.as_ref())?;
@@ -151,6 +152,26 @@ fn free_port() -> Result<u16> {
         .map_err(|e| Error::internal("find a free port", e))?
         .port();
     Ok(port)
+}
+
+/// What a cluster's worker pods run as and see: the engine's identity, and
+/// the shared tree's DBFS and warehouse at the paths the engine uses.
+fn pod_access(spec: &EngineSpec) -> kiln_kubernetes::PodAccess {
+    let shared = spec.isolation.shared();
+    let mounts = [spec.isolation.dbfs(), spec.isolation.warehouse()]
+        .iter()
+        .filter_map(|path| {
+            let sub = path.strip_prefix(shared).ok()?;
+            Some((path.display().to_string(), sub.display().to_string()))
+        })
+        .collect();
+    kiln_kubernetes::PodAccess {
+        run_as: spec
+            .identity
+            .as_ref()
+            .map(|id| (id.uid, id.gid, id.groups.clone())),
+        mounts,
+    }
 }
 
 /// Writes a file only `identity` (or Kiln) may read.

@@ -34,6 +34,12 @@ pub struct KubernetesConfig {
     /// Node types clusters may name in `node_type_id`; each is the requests
     /// and limits of one worker pod.
     pub node_types: Vec<NodeTypeConfig>,
+    /// The PersistentVolumeClaim (ReadWriteMany) that holds Kiln's shared tree
+    /// (`shared_dir`), mounted in Kiln's pod at `shared_dir`. Worker pods mount
+    /// its `dbfs/` and `warehouse/` at the same paths, so tables, volumes and
+    /// DBFS files workers write are where every engine reads them. Required
+    /// with node types: a worker writing to a disk of its own loses the data.
+    pub shared_volume_claim: Option<String>,
 }
 
 impl Default for KubernetesConfig {
@@ -49,6 +55,7 @@ impl Default for KubernetesConfig {
             pod_poll_ms: 1000,
             worker_env: Default::default(),
             node_types: Vec::new(),
+            shared_volume_claim: None,
         }
     }
 }
@@ -74,6 +81,7 @@ impl std::fmt::Debug for KubernetesConfig {
             .field("driver_host", &self.driver_host)
             .field("worker_env", &self.worker_env.keys().collect::<Vec<_>>())
             .field("node_types", &self.node_types)
+            .field("shared_volume_claim", &self.shared_volume_claim)
             .finish()
     }
 }
@@ -108,6 +116,19 @@ impl KubernetesConfig {
                 return Err(format!("[kubernetes] worker_env may not set {name}"));
             }
         }
+        let claim = self.shared_volume_claim.as_deref().unwrap_or("");
+        if !self.node_types.is_empty() && claim.is_empty() {
+            return Err("[kubernetes] shared_volume_claim is required with node_types: worker pods must write tables where every engine reads them (a ReadWriteMany claim holding shared_dir)".into());
+        }
+        if !claim.is_empty()
+            && !claim
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        {
+            return Err(format!(
+                "[kubernetes] shared_volume_claim {claim:?} is not a claim name"
+            ));
+        }
         if self.worker_heartbeat_timeout_seconds < 2 {
             return Err("[kubernetes] worker_heartbeat_timeout_seconds must be 2 or more".into());
         }
@@ -122,7 +143,7 @@ mod tests {
     #[test]
     fn node_types_parse_and_are_checked() -> Result<(), String> {
         let config: KubernetesConfig = toml_like(
-            r#"{"image": "kiln-engine:1", "node_types": [{"node_type_id": "k8s-2c", "num_cores": 2, "memory_mb": 4096}]}"#,
+            r#"{"image": "kiln-engine:1", "shared_volume_claim": "kiln-shared", "node_types": [{"node_type_id": "k8s-2c", "num_cores": 2, "memory_mb": 4096}]}"#,
         )?;
         config.check()?;
         assert_eq!(config.node_type("k8s-2c").map(|n| n.memory_mb), Some(4096));
@@ -133,6 +154,10 @@ mod tests {
         assert!(bad.check().is_err());
         let env: KubernetesConfig = toml_like(r#"{"worker_env": {"SAIL_MODE": "local"}}"#)?;
         assert!(env.check().is_err());
+        let no_claim: KubernetesConfig = toml_like(
+            r#"{"node_types": [{"node_type_id": "k8s-2c", "num_cores": 2, "memory_mb": 1}]}"#,
+        )?;
+        assert!(no_claim.check().is_err());
         Ok(())
     }
 

@@ -113,8 +113,8 @@ async fn create_pod(
         Ok(v) => v,
         Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()),
     };
-    let node_type = match k8s.lock().get(&cluster_id) {
-        Some(c) => c.node_type.clone(),
+    let (node_type, access) = match k8s.lock().get(&cluster_id) {
+        Some(c) => (c.node_type.clone(), c.access.clone()),
         None => return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized"),
     };
     let policy = PodPolicy {
@@ -125,6 +125,8 @@ async fn create_pod(
         service_account: &k8s.config.worker_service_account,
         node_type: &node_type,
         worker_env: &k8s.config.worker_env,
+        shared_volume_claim: k8s.config.shared_volume_claim.as_deref(),
+        access: &access,
     };
     let pod = match worker_pod(&asked, &policy) {
         Ok(p) => p,

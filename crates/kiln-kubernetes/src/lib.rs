@@ -31,6 +31,7 @@ use kiln_core::{Error, Result};
 
 pub use config::{KubernetesConfig, NodeTypeConfig};
 pub use pods::LostPod;
+pub use worker_pod::PodAccess;
 
 use crate::api::Api;
 use crate::pods::ClusterPods;
@@ -158,6 +159,7 @@ impl Kubernetes {
         cluster_id: &str,
         node_type_id: &str,
         max_workers: u32,
+        access: PodAccess,
     ) -> Result<(EngineAccess, Registration)> {
         let port = *self
             .engine_api_port
@@ -172,7 +174,7 @@ impl Kubernetes {
         let token = hex::encode(rand::random::<[u8; 32]>());
         self.lock().insert(
             cluster_id.to_string(),
-            ClusterPods::new(token.clone(), node_type),
+            ClusterPods::new(token.clone(), node_type, access),
         );
         let kubeconfig = format!(
             "apiVersion: v1\nkind: Config\ncurrent-context: kiln\ncontexts:\n- name: kiln\n  context: {{cluster: kiln, user: engine}}\nclusters:\n- name: kiln\n  cluster: {{server: 'http://127.0.0.1:{port}'}}\nusers:\n- name: engine\n  user: {{token: '{token}'}}\n"

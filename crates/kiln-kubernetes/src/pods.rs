@@ -40,15 +40,21 @@ pub(crate) struct PodEntry {
 pub(crate) struct ClusterPods {
     pub token: String,
     pub node_type: NodeTypeConfig,
+    pub access: crate::worker_pod::PodAccess,
     pub pods: BTreeMap<String, PodEntry>,
     pub lost: Vec<LostPod>,
 }
 
 impl ClusterPods {
-    pub fn new(token: String, node_type: NodeTypeConfig) -> Self {
+    pub fn new(
+        token: String,
+        node_type: NodeTypeConfig,
+        access: crate::worker_pod::PodAccess,
+    ) -> Self {
         ClusterPods {
             token,
             node_type,
+            access,
             pods: BTreeMap::new(),
             lost: Vec::new(),
         }
@@ -180,7 +186,7 @@ mod tests {
             memory_mb: 1,
             description: None,
         };
-        let mut c = ClusterPods::new("t".into(), node);
+        let mut c = ClusterPods::new("t".into(), node, Default::default());
         for n in names {
             c.pods.insert(
                 n.to_string(),

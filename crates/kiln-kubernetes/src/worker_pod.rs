@@ -25,6 +25,16 @@ const SAIL_LABELS: &[&str] = &[
 ];
 const NAME_PREFIX: &str = "sail-worker-";
 
+/// Who a cluster's worker runs as and what of the shared tree it sees: the
+/// same as its engine on Kiln's host.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodAccess {
+    /// `runAsUser`, `runAsGroup`, `supplementalGroups` (the cluster's OS identity).
+    pub run_as: Option<(u32, u32, Vec<u32>)>,
+    /// (mount path, path inside the shared claim), e.g. the warehouse.
+    pub mounts: Vec<(String, String)>,
+}
+
 /// What Kiln decides about a worker pod of one cluster.
 pub struct PodPolicy<'a> {
     pub cluster_id: &'a str,
@@ -34,6 +44,8 @@ pub struct PodPolicy<'a> {
     pub service_account: &'a str,
     pub node_type: &'a NodeTypeConfig,
     pub worker_env: &'a BTreeMap<String, String>,
+    pub shared_volume_claim: Option<&'a str>,
+    pub access: &'a PodAccess,
 }
 
 fn refused(why: impl Into<String>) -> Error {
@@ -134,6 +146,22 @@ pub fn worker_pod(asked: &Value, policy: &PodPolicy) -> Result<Value> {
     for (name, value) in policy.worker_env {
         env.push(json!({"name": name, "value": value}));
     }
+    env.push(json!({"name": "HOME", "value": "/tmp"}));
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    if let Some(claim) = policy
+        .shared_volume_claim
+        .filter(|_| !policy.access.mounts.is_empty())
+    {
+        volumes.push(json!({"name": "shared", "persistentVolumeClaim": {"claimName": claim}}));
+        for (path, sub) in &policy.access.mounts {
+            mounts.push(json!({"name": "shared", "mountPath": path, "subPath": sub}));
+        }
+    }
+    let mut security = json!({"runAsNonRoot": policy.access.run_as.is_some()});
+    if let Some((uid, gid, groups)) = &policy.access.run_as {
+        security = json!({"runAsNonRoot": true, "runAsUser": uid, "runAsGroup": gid, "supplementalGroups": groups});
+    }
     let n = policy.node_type;
     let resources = json!({
         "cpu": format_cores(n.num_cores),
@@ -148,12 +176,15 @@ pub fn worker_pod(asked: &Value, policy: &PodPolicy) -> Result<Value> {
             "serviceAccountName": policy.service_account,
             "automountServiceAccountToken": false,
             "enableServiceLinks": false,
+            "securityContext": security,
+            "volumes": volumes,
             "containers": [{
                 "name": "worker",
                 "image": policy.image,
                 "imagePullPolicy": policy.image_pull_policy,
                 "command": ["sail", "worker"],
                 "env": env,
+                "volumeMounts": mounts,
                 "resources": {"requests": resources, "limits": resources},
                 "securityContext": {
                     "allowPrivilegeEscalation": false,
@@ -196,7 +227,11 @@ mod tests {
         })
     }
 
-    fn policy<'a>(node: &'a NodeTypeConfig, env: &'a BTreeMap<String, String>) -> PodPolicy<'a> {
+    fn policy<'a>(
+        node: &'a NodeTypeConfig,
+        env: &'a BTreeMap<String, String>,
+        access: &'a PodAccess,
+    ) -> PodPolicy<'a> {
         PodPolicy {
             cluster_id: "0101-c1",
             instance: "ws1",
@@ -205,6 +240,8 @@ mod tests {
             service_account: "default",
             node_type: node,
             worker_env: env,
+            shared_volume_claim: Some("kiln-shared"),
+            access,
         }
     }
 
@@ -217,13 +254,29 @@ mod tests {
             description: None,
         };
         let env = BTreeMap::from([("AWS_ENDPOINT".to_string(), "http://s3".to_string())]);
-        let pod = worker_pod(&sails_pod(), &policy(&node, &env))?;
+        let access = PodAccess {
+            run_as: Some((7, 7, vec![7, 9])),
+            mounts: vec![("/srv/shared/warehouse".into(), "warehouse".into())],
+        };
+        let pod = worker_pod(&sails_pod(), &policy(&node, &env, &access))?;
         let c = &pod["spec"]["containers"][0];
         assert_eq!(c["image"], "kiln-engine:1");
         assert_eq!(pod["spec"]["serviceAccountName"], "default");
         assert_eq!(pod["spec"]["restartPolicy"], "Never");
         assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
-        assert!(pod["spec"]["volumes"].is_null() && c["volumeMounts"].is_null());
+        assert_eq!(
+            pod["spec"]["volumes"],
+            json!([{"name": "shared", "persistentVolumeClaim": {"claimName": "kiln-shared"}}])
+        );
+        assert_eq!(
+            c["volumeMounts"],
+            json!([{"name": "shared", "mountPath": "/srv/shared/warehouse", "subPath": "warehouse"}])
+        );
+        assert_eq!(pod["spec"]["securityContext"]["runAsUser"], 7);
+        assert_eq!(
+            pod["spec"]["securityContext"]["supplementalGroups"],
+            json!([7, 9])
+        );
         assert_eq!(c["securityContext"]["privileged"], false);
         assert_eq!(c["resources"]["limits"]["cpu"], "1500m");
         assert_eq!(c["resources"]["limits"]["memory"], "2048Mi");
@@ -256,7 +309,8 @@ mod tests {
             description: None,
         };
         let env = BTreeMap::new();
-        let p = policy(&node, &env);
+        let access = PodAccess::default();
+        let p = policy(&node, &env, &access);
         let mut shell = sails_pod();
         shell["spec"]["containers"][0]["command"] = json!(["sh", "-c", "curl evil"]);
         assert!(worker_pod(&shell, &p).is_err());
