@@ -294,7 +294,8 @@ mod tests {
             [
                 "SAIL_CLUSTER__WORKER_ID",
                 "SAIL_CLUSTER__WORKER_EXTERNAL_HOST",
-                "AWS_ENDPOINT"
+                "AWS_ENDPOINT",
+                "HOME"
             ]
         );
         Ok(())
