@@ -445,4 +445,22 @@ def test_a_managed_table_written_by_pods_is_read_by_a_local_cluster(srv, double,
     wait_cluster_state(w, other, State.RUNNING, fail_on=[State.TERMINATED, State.ERROR])
     res = run(w, other, context(w, other), f"print(spark.sql('SELECT count(*), sum(k) FROM {name}').collect()[0][:])")
     assert res.results.data.strip() == f"({200_000}, {sum(i % 7 for i in range(200_000))})", res.results
+    # A pipeline whose cluster runs on pods reads it and writes a materialized view the local cluster reads.
+    path = f"/Users/admin/{unique('k8s-dlt')}/on_pods"
+    w.workspace.mkdirs(path.rsplit("/", 1)[0])
+    text = f"CREATE MATERIALIZED VIEW by_k AS SELECT k, count(*) AS n FROM {name} GROUP BY k"
+    w.workspace.import_(path=path, format=ImportFormat.SOURCE, language=NbLanguage.SQL,
+                        content=base64.b64encode(text.encode()).decode(), overwrite=True)
+    target = unique("pods").replace("-", "_")
+    pid = w.pipelines.create(name=unique("on-pods"), target=target, development=False,
+                             clusters=[PipelineCluster(label="default", node_type_id=NODE_TYPE, num_workers=2)],
+                             libraries=[PipelineLibrary(notebook=NotebookLibrary(path=path))]).pipeline_id
+    update = w.pipelines.start_update(pid).update_id
+    u = wait_for(lambda: (lambda u: u if u.state.value in ("COMPLETED", "FAILED", "CANCELED") else None)(
+        w.pipelines.get_update(pipeline_id=pid, update_id=update).update), CMD_WAIT, "the pipeline update", 0.5)
+    assert u.state.value == "COMPLETED", [e.message for e in w.pipelines.list_pipeline_events(pipeline_id=pid)][:10]
+    pipeline_cluster = w.pipelines.get(pid).cluster_id
+    assert f'worker pod create cluster_id="{pipeline_cluster}"' in srv.log_path.read_text(), "the pipeline ran without pods"
+    res = run(w, other, context(w, other), f"print(spark.sql('SELECT sum(n), count(*) FROM main.{target}.by_k').collect()[0][:])")
+    assert res.results.data.strip() == "(200000, 7)", res.results
     w.clusters.delete(other)
