@@ -101,6 +101,11 @@ class Double:
         r = requests.delete(f"{self.url}/{name}", headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
         r.raise_for_status()
 
+    def set_capacity(self, pods: int) -> None:
+        r = requests.post(f"http://127.0.0.1:{self.port}/double/capacity", json={"pods": pods},
+                          headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
+        r.raise_for_status()
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -320,6 +325,32 @@ def test_a_lost_worker_pod_is_an_event_and_a_clear_error_and_the_next_query_work
 
     res = wait_for(works, HEARTBEAT_TIMEOUT * 6, "a query to work after the engine replaced its lost worker", 1)
     assert res.results.data.strip() == EXPECTED
+
+
+def test_a_pod_no_node_can_take_is_an_add_nodes_failed_event_and_runs_once_placed(srv, double, cluster):
+    w = srv.client()
+    ctx = context(w, cluster)
+    double.set_capacity(len([p for p in double.pods() if p["status"]["phase"] == "Running"]))
+    try:
+        cmd = w.command_execution.execute(cluster_id=cluster, context_id=ctx, language=Language.PYTHON,
+                                          command=GROUP_BY).response.id
+
+        def failed_to_add():
+            events = w.clusters.events(cluster_id=cluster)
+            return [e for e in events if e.type.value == "ADD_NODES_FAILED"]
+
+        [event, *_] = wait_for(failed_to_add, 60, "an ADD_NODES_FAILED event for a pending pod")
+        assert event.details.reason.code.value == "POD_SCHEDULING_FAILURE"
+        assert "Unschedulable" in event.details.reason.parameters["detail"]
+        pending = {p["metadata"]["name"] for p in double.pods(f"kiln.dev/cluster-id={cluster}")
+                   if p["status"]["phase"] == "Pending"}
+        assert event.details.instance_id in pending
+    finally:
+        double.set_capacity(1000)
+    res = wait_for(lambda: (lambda r: r if r.status.value in ("Finished", "Error", "Cancelled") else None)(
+        w.command_execution.command_status(cluster_id=cluster, context_id=ctx, command_id=cmd)),
+        CMD_WAIT, "the query to run once its workers are placed")
+    assert res.results.result_type.value == "text" and res.results.data.strip() == EXPECTED, res.results
 
 
 def test_resize_restarts_the_engine_with_new_worker_limits_and_terminate_deletes_the_pods(srv, double):

@@ -16,6 +16,7 @@ supplementalGroups` are honoured. Endpoints (bearer token T):
   GET    /api/v1/namespaces/{ns}/pods?labelSelector=k=v,...
   DELETE /api/v1/namespaces/{ns}/pods/{name}
   DELETE /api/v1/namespaces/{ns}/pods?labelSelector=k=v,...
+  POST   /double/capacity {"pods": N}   (test control: pods beyond N stay Pending, unschedulable)
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class Pods:
         self.bridge = args.bridge
         self.requests: list[str] = []
         self.spawner = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self.capacity = args.capacity
+        self.order: list[str] = []
 
     # ---- network --------------------------------------------------------
     def setup_bridge(self) -> None:
@@ -107,12 +110,38 @@ class Pods:
 
     # ---- pods -----------------------------------------------------------
     def create(self, ns: str, pod: dict) -> tuple[int, dict]:
+        """Admits a pod; it runs at once, or stays Pending (unschedulable) while
+        the double's capacity is taken, until a pod is deleted or capacity grows."""
         name = pod.get("metadata", {}).get("name", "")
+        meta = pod.setdefault("metadata", {})
+        meta.update({"namespace": ns, "uid": str(uuid.uuid4()),
+                     "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        pod["status"] = {"phase": "Pending", "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": f"0/1 nodes are available: 1 Too many pods (capacity {self.capacity})."}]}
         with self.lock:
             if name in self.pods:
                 return 409, status(409, "AlreadyExists", f'pods "{name}" already exists')
-            n = self.free_slot()
-            self.slots[name] = n
+            self.pods[name] = pod
+            self.order.append(name)
+        self.schedule()
+        with self.lock:
+            return 201, self.view(name)
+
+    def schedule(self) -> None:
+        """Starts Pending pods, oldest first, while capacity allows."""
+        while True:
+            with self.lock:
+                waiting = [n for n in self.order if n in self.pods and n not in self.procs and n not in self.slots]
+                if not waiting or len(self.slots) >= self.capacity:
+                    return
+                name = waiting[0]
+                n = self.free_slot()
+                self.slots[name] = n
+                pod = self.pods[name]
+            self.start(name, pod, n)
+
+    def start(self, name: str, pod: dict, n: int) -> None:
         ip = f"{self.net}.{n}"
         netns = self.add_netns(n)
         container = pod["spec"]["containers"][0]
@@ -136,15 +165,22 @@ class Pods:
             preexec_fn=die_with_parent,
         ).result()
         log.close()
-        meta = pod.setdefault("metadata", {})
-        meta.setdefault("annotations", {})["k8s-double/pid"] = str(proc.pid)
-        meta.update({"namespace": ns, "uid": str(uuid.uuid4()),
-                     "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-        pod["status"] = {"phase": "Running", "podIP": ip, "hostIP": f"{self.net}.1"}
         with self.lock:
-            self.pods[name] = pod
+            if self.pods.get(name) is not pod:  # deleted while it started
+                proc.kill()
+                proc.wait()
+                self.slots.pop(name, None)
+                self.del_netns(n)
+                return
+            pod["metadata"].setdefault("annotations", {})["k8s-double/pid"] = str(proc.pid)
+            pod["status"] = {"phase": "Running", "podIP": ip, "hostIP": f"{self.net}.1",
+                             "conditions": [{"type": "PodScheduled", "status": "True"}]}
             self.procs[name] = proc
-        return 201, pod
+
+    def set_capacity(self, pods: int) -> None:
+        with self.lock:
+            self.capacity = pods
+        self.schedule()
 
     def pod_script(self, pod: dict, container: dict) -> str:
         """The shell run inside the pod's namespaces: private directories, the pod's
@@ -172,6 +208,8 @@ class Pods:
 
     def view(self, name: str) -> dict:
         pod = json.loads(json.dumps(self.pods[name]))
+        if name not in self.procs:
+            return pod
         code = self.procs[name].poll()
         if code is not None:
             phase = "Succeeded" if code == 0 else "Failed"
@@ -200,15 +238,19 @@ class Pods:
                 if name not in self.pods:
                     continue
                 pod = self.view(name)
-                proc = self.procs.pop(name)
+                proc = self.procs.pop(name, None)
                 del self.pods[name]
-                n = self.slots.pop(name)
+                n = self.slots.pop(name, None)
                 gone.append((pod, proc, n))
         for _, proc, n in gone:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-            self.del_netns(n)
+            if proc is not None:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+            if n is not None:
+                self.del_netns(n)
+        if gone:
+            self.schedule()
         return [pod for pod, _, _ in gone]
 
     def delete_matching(self, selector: str) -> tuple[int, dict]:
@@ -218,6 +260,7 @@ class Pods:
         return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
 
     def shutdown(self) -> None:
+        self.capacity = 0
         self.delete(list(self.pods))
 
 
@@ -249,6 +292,9 @@ def handler(pods: Pods, token: str):
                 pods.requests.append(f"{method} {self.path}")
             if self.headers.get("Authorization") != f"Bearer {token}":
                 return self.reply(401, status(401, "Unauthorized", "Unauthorized"))
+            if url.path == "/double/capacity" and method == "POST":
+                pods.set_capacity(int(json.loads(body)["pods"]))
+                return self.reply(200, {"capacity": pods.capacity})
             parts = url.path.strip("/").split("/")
             if parts[:3] != ["api", "v1", "namespaces"] or len(parts) < 5 or parts[4] != "pods":
                 return self.reply(404, status(404, "NotFound", "the server could not find the requested resource"))
@@ -285,6 +331,7 @@ def main() -> None:
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--bridge", default="kilnbr0")
     parser.add_argument("--subnet", default="10.77.0")
+    parser.add_argument("--capacity", type=int, default=1000, help="pods that may run at once")
     parser.add_argument("--claim", action="append", default=[],
                         help="NAME=DIR: a PersistentVolumeClaim and the directory it holds")
     args = parser.parse_args()

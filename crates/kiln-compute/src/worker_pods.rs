@@ -1,11 +1,12 @@
 //! Clusters whose workers are Kubernetes pods: which clusters those are, the
-//! watcher that turns a lost pod into a `NODES_LOST` event, and the note a
-//! failed command gets when its cluster lost a worker meanwhile.
+//! watcher that turns a lost pod into a `NODES_LOST` event (and a pod no node
+//! can take into `ADD_NODES_FAILED`), and the note a failed command gets when
+//! its cluster lost a worker meanwhile.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_kubernetes::LostPod;
+use kiln_kubernetes::{Fault, LostPod};
 use kiln_store::ClusterConfig;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -68,15 +69,19 @@ impl Clusters {
                 .as_ref()
                 .map(|k| k.live_pods(&pod.cluster_id))
                 .unwrap_or(0);
+            let (kind, code) = match pod.fault {
+                Fault::Lost => ("NODES_LOST", "COMMUNICATION_LOST"),
+                Fault::Unschedulable => ("ADD_NODES_FAILED", "POD_SCHEDULING_FAILURE"),
+            };
             let details = json!({
                 "instance_id": pod.pod,
                 "current_num_workers": live,
-                "reason": {"code": "COMMUNICATION_LOST", "type": "CLOUD_FAILURE",
+                "reason": {"code": code, "type": "CLOUD_FAILURE",
                            "parameters": {"pod": pod.pod, "detail": pod.detail}},
             });
             let recorded = self
                 .mutate(&pod.cluster_id, None, |_, events| {
-                    events.push(event(&pod.cluster_id, "NODES_LOST", details));
+                    events.push(event(&pod.cluster_id, kind, details));
                     Ok(())
                 })
                 .await;

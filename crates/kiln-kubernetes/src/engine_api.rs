@@ -18,6 +18,19 @@ use crate::pods::{manager_of, PodEntry, Track};
 use crate::worker_pod::{worker_pod, PodPolicy, CLUSTER_LABEL, INSTANCE_LABEL, MANAGER_LABEL};
 use crate::Kubernetes;
 
+/// Spark sessions of one cluster that may hold workers at once (Sail starts
+/// each session's own workers); more pods than that are refused.
+pub const SESSIONS_WITH_WORKERS: u32 = 8;
+
+/// Compares tokens in time independent of where they differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 fn status(code: StatusCode, reason: &str, message: impl Into<String>) -> Response {
     let body = json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -79,7 +92,7 @@ impl Kubernetes {
         let cluster = self
             .lock()
             .iter()
-            .find(|(_, c)| !token.is_empty() && c.token == token)
+            .find(|(_, c)| !token.is_empty() && same(&c.token, token))
             .map(|(id, _)| id.clone());
         let Some(cluster) = cluster else {
             return Err(Box::new(status(
@@ -139,11 +152,21 @@ async fn create_pod(
     let manager = manager_of(&pod);
     // Tracked before it exists, so a poll never sees a pod it does not know.
     if let Some(c) = k8s.lock().get_mut(&cluster_id) {
+        if c.active() >= c.max_pods {
+            let message = format!(
+                "cluster {cluster_id} has {} worker pods, its most ({} per Spark session for up to {SESSIONS_WITH_WORKERS} sessions)",
+                c.active(),
+                c.max_workers
+            );
+            tracing::warn!(cluster_id, "{message}");
+            return status(StatusCode::FORBIDDEN, "Forbidden", message);
+        }
         c.pods.insert(
             name.clone(),
             PodEntry {
                 manager,
                 track: Track::Creating,
+                pending_reported: false,
             },
         );
     }
@@ -249,5 +272,15 @@ async fn delete_pods(
             "ServiceUnavailable",
             err.message,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(super::same("abc", "abc"));
+        assert!(!super::same("abc", "abd"));
+        assert!(!super::same("abc", "ab"));
     }
 }

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use kiln_core::{Error, Result};
 
 pub use config::{KubernetesConfig, NodeTypeConfig};
-pub use pods::LostPod;
+pub use pods::{Fault, LostPod};
 pub use worker_pod::PodAccess;
 
 use crate::api::Api;
@@ -174,7 +174,7 @@ impl Kubernetes {
         let token = hex::encode(rand::random::<[u8; 32]>());
         self.lock().insert(
             cluster_id.to_string(),
-            ClusterPods::new(token.clone(), node_type, access),
+            ClusterPods::new(token.clone(), max_workers, node_type, access),
         );
         let kubeconfig = format!(
             "apiVersion: v1\nkind: Config\ncurrent-context: kiln\ncontexts:\n- name: kiln\n  context: {{cluster: kiln, user: engine}}\nclusters:\n- name: kiln\n  cluster: {{server: 'http://127.0.0.1:{port}'}}\nusers:\n- name: engine\n  user: {{token: '{token}'}}\n"

@@ -8,13 +8,22 @@ use serde_json::Value;
 use crate::config::NodeTypeConfig;
 use crate::worker_pod::{CLUSTER_LABEL, MANAGER_LABEL};
 
-/// A worker pod that went away under its engine.
+/// A worker pod that went away under its engine, or that Kubernetes cannot place.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LostPod {
     pub cluster_id: String,
     pub pod: String,
     pub detail: String,
     pub at_ms: i64,
+    pub fault: Fault,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fault {
+    /// Deleted or failed without its engine's delete (`NODES_LOST`).
+    Lost,
+    /// Pending: no node can take it (`ADD_NODES_FAILED`); reported once.
+    Unschedulable,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,12 +42,17 @@ pub(crate) enum Track {
 pub(crate) struct PodEntry {
     pub manager: String,
     pub track: Track,
+    /// Its unschedulable state was reported.
+    pub pending_reported: bool,
 }
 
 /// One cluster whose engine may create worker pods.
 #[derive(Debug)]
 pub(crate) struct ClusterPods {
     pub token: String,
+    /// The cluster's most workers, and the most pods it may have at once.
+    pub max_workers: u32,
+    pub max_pods: usize,
     pub node_type: NodeTypeConfig,
     pub access: crate::worker_pod::PodAccess,
     pub pods: BTreeMap<String, PodEntry>,
@@ -48,11 +62,14 @@ pub(crate) struct ClusterPods {
 impl ClusterPods {
     pub fn new(
         token: String,
+        max_workers: u32,
         node_type: NodeTypeConfig,
         access: crate::worker_pod::PodAccess,
     ) -> Self {
         ClusterPods {
             token,
+            max_workers,
+            max_pods: (max_workers.max(1) * crate::engine_api::SESSIONS_WITH_WORKERS) as usize,
             node_type,
             access,
             pods: BTreeMap::new(),
@@ -67,6 +84,14 @@ impl ClusterPods {
                 entry.track = Track::Released;
             }
         }
+    }
+
+    /// Pods created or being created.
+    pub fn active(&self) -> usize {
+        self.pods
+            .values()
+            .filter(|e| matches!(e.track, Track::Live | Track::Creating))
+            .count()
     }
 
     pub fn live(&self) -> usize {
@@ -100,8 +125,24 @@ fn failure(pod: &Value) -> Option<String> {
     Some(why)
 }
 
+/// Why a listed pod cannot be placed on a node, if it cannot.
+fn unschedulable(pod: &Value) -> Option<String> {
+    if pod["status"]["phase"] != "Pending" {
+        return None;
+    }
+    let condition = pod["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "PodScheduled" && c["status"] == "False")?;
+    Some(format!(
+        "the pod cannot be scheduled: {} {}",
+        condition["reason"].as_str().unwrap_or(""),
+        condition["message"].as_str().unwrap_or("")
+    ))
+}
+
 /// Compares tracked pods with a listing of Kiln's pods: marks lost and
-/// finished ones, and returns the newly lost.
+/// finished ones, and returns the newly lost and newly unschedulable.
 pub(crate) fn observe(
     clusters: &mut HashMap<String, ClusterPods>,
     listed: &[Value],
@@ -117,6 +158,19 @@ pub(crate) fn observe(
     for (cluster_id, cluster) in clusters.iter_mut() {
         for (name, entry) in cluster.pods.iter_mut() {
             if entry.track != Track::Live {
+                continue;
+            }
+            if let Some(why) = by_name.get(name.as_str()).and_then(|p| unschedulable(p)) {
+                if !entry.pending_reported {
+                    entry.pending_reported = true;
+                    newly.push(LostPod {
+                        cluster_id: cluster_id.clone(),
+                        pod: name.clone(),
+                        detail: why,
+                        at_ms: now_ms,
+                        fault: Fault::Unschedulable,
+                    });
+                }
                 continue;
             }
             let detail = match by_name.get(name.as_str()) {
@@ -137,6 +191,7 @@ pub(crate) fn observe(
                     pod: name.clone(),
                     detail,
                     at_ms: now_ms,
+                    fault: Fault::Lost,
                 };
                 cluster.lost.push(lost.clone());
                 newly.push(lost);
@@ -186,13 +241,14 @@ mod tests {
             memory_mb: 1,
             description: None,
         };
-        let mut c = ClusterPods::new("t".into(), node, Default::default());
+        let mut c = ClusterPods::new("t".into(), 2, node, Default::default());
         for n in names {
             c.pods.insert(
                 n.to_string(),
                 PodEntry {
                     manager: "m1".into(),
                     track: Track::Live,
+                    pending_reported: false,
                 },
             );
         }
@@ -211,6 +267,21 @@ mod tests {
         assert!(observe(&mut clusters, &listed, 8).is_empty());
         assert_eq!(clusters["c1"].lost.len(), 2);
         assert_eq!(clusters["c1"].live(), 0);
+    }
+
+    #[test]
+    fn an_unschedulable_pod_is_reported_once_and_is_not_lost() {
+        let mut clusters = tracked(&["w1"]);
+        let mut pending = pod("w1", "c1", "Pending");
+        pending["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "False",
+            "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient cpu."}]);
+        let first = observe(&mut clusters, &[pending.clone()], 1);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].fault, Fault::Unschedulable);
+        assert!(first[0].detail.contains("Insufficient cpu"));
+        assert!(observe(&mut clusters, &[pending], 2).is_empty());
+        assert!(clusters["c1"].lost.is_empty());
+        assert!(observe(&mut clusters, &[pod("w1", "c1", "Running")], 3).is_empty());
     }
 
     #[test]
