@@ -102,6 +102,9 @@ impl Clusters {
         let Some(k8s) = self.settings.kubernetes.clone() else {
             return results;
         };
+        if !k8s.has_cluster(cluster_id) {
+            return results;
+        }
         if let Ok(lost) = k8s.poll().await {
             self.record_lost(lost).await;
         }

@@ -255,7 +255,8 @@ impl Kubernetes {
         let listed = self
             .api
             .list_pods(&[(INSTANCE_LABEL, &self.instance)])
-            .await?;
+            .await
+            .inspect_err(|_| self.strays_left.store(true, Ordering::Relaxed))?;
         let leftovers = pods::untracked(&self.lock(), &listed);
         self.delete_named(&leftovers).await;
         Ok(leftovers.len())
@@ -325,6 +326,11 @@ impl Kubernetes {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Whether `cluster_id`'s engine runs its workers here.
+    pub fn has_cluster(&self, cluster_id: &str) -> bool {
+        self.lock().contains_key(cluster_id)
     }
 
     /// Worker pods `cluster_id` has now.
