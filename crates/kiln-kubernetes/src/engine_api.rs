@@ -3,6 +3,7 @@
 //! the caller's cluster (its bearer token) and carried out with Kiln's own
 //! credentials. Answers are Kubernetes-shaped (`Status` on errors).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -82,8 +83,13 @@ impl Kubernetes {
         }))
     }
 
-    /// The cluster a request's token belongs to, if the namespace is ours.
-    fn caller(&self, headers: &HeaderMap, namespace: &str) -> Result<String, Box<Response>> {
+    /// The cluster a request's token belongs to (and the token), if the
+    /// namespace is ours.
+    fn caller(
+        &self,
+        headers: &HeaderMap,
+        namespace: &str,
+    ) -> Result<(String, String), Box<Response>> {
         let token = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -108,7 +114,7 @@ impl Kubernetes {
                 format!("engines may only use namespace {}", self.api.namespace),
             )));
         }
-        Ok(cluster)
+        Ok((cluster, token.to_string()))
     }
 }
 
@@ -118,7 +124,7 @@ async fn create_pod(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let cluster_id = match k8s.caller(&headers, &ns) {
+    let (cluster_id, token) = match k8s.caller(&headers, &ns) {
         Ok(c) => c,
         Err(r) => return *r,
     };
@@ -127,8 +133,8 @@ async fn create_pod(
         Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()),
     };
     let (node_type, access) = match k8s.lock().get(&cluster_id) {
-        Some(c) => (c.node_type.clone(), c.access.clone()),
-        None => return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized"),
+        Some(c) if same(&c.token, &token) => (c.node_type.clone(), c.access.clone()),
+        _ => return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized"),
     };
     let policy = PodPolicy {
         cluster_id: &cluster_id,
@@ -151,7 +157,21 @@ async fn create_pod(
     let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
     let manager = manager_of(&pod);
     // Tracked before it exists, so a poll never sees a pod it does not know.
-    if let Some(c) = k8s.lock().get_mut(&cluster_id) {
+    {
+        let mut clusters = k8s.lock();
+        let Some(c) = clusters
+            .get_mut(&cluster_id)
+            .filter(|c| same(&c.token, &token))
+        else {
+            return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+        };
+        if c.pods.contains_key(&name) {
+            return status(
+                StatusCode::CONFLICT,
+                "AlreadyExists",
+                format!("pods \"{name}\" already exists"),
+            );
+        }
         if c.active() >= c.max_pods {
             let message = format!(
                 "cluster {cluster_id} has {} worker pods, its most ({} per Spark session for up to {SESSIONS_WITH_WORKERS} sessions)",
@@ -167,25 +187,80 @@ async fn create_pod(
                 manager,
                 track: Track::Creating,
                 pending_reported: false,
+                live_seq: 0,
             },
         );
     }
-    match k8s.api.create_pod(&pod).await {
-        Ok(reply) => {
-            let created = reply.ok();
-            let mut clusters = k8s.lock();
-            if let Some(c) = clusters.get_mut(&cluster_id) {
-                match c.pods.get_mut(&name) {
-                    Some(entry) if created && entry.track == Track::Creating => {
-                        entry.track = Track::Live
+    // Finished in a task of its own: a caller that hangs up (an engine being
+    // stopped) must not leave the pod half-recorded.
+    let created = tokio::spawn(finish_create(k8s.clone(), cluster_id, token, name, pod));
+    match created.await {
+        Ok(response) => response,
+        Err(e) => status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            e.to_string(),
+        ),
+    }
+}
+
+/// Creates the pod with Kiln's credentials and records the outcome under the
+/// registration that asked, if it is still the cluster's. A pod created for a
+/// registration released meanwhile is deleted at once; a create whose outcome
+/// is unknown leaves the next poll to delete the pod if it exists.
+async fn finish_create(
+    k8s: Arc<Kubernetes>,
+    cluster_id: String,
+    token: String,
+    name: String,
+    pod: Value,
+) -> Response {
+    let result = k8s.api.create_pod(&pod).await;
+    let mut orphan = false;
+    {
+        let mut clusters = k8s.lock();
+        let current = clusters
+            .get_mut(&cluster_id)
+            .filter(|c| same(&c.token, &token));
+        match (&result, current) {
+            (Ok(reply), Some(c)) if reply.ok() => {
+                if let Some(entry) = c.pods.get_mut(&name) {
+                    if entry.track == Track::Creating {
+                        entry.track = Track::Live;
+                        entry.live_seq = k8s.seq.fetch_add(1, Ordering::SeqCst);
                     }
-                    Some(_) if !created => {
-                        c.pods.remove(&name);
-                    }
-                    _ => {}
                 }
             }
-            drop(clusters);
+            (Ok(reply), None) if reply.ok() => orphan = true,
+            (Ok(_), Some(c)) => {
+                c.pods.remove(&name);
+            }
+            (Err(_), Some(c)) => {
+                c.pods.remove(&name);
+                k8s.strays_left.store(true, Ordering::Relaxed);
+            }
+            (Err(_), None) => k8s.strays_left.store(true, Ordering::Relaxed),
+            (Ok(_), None) => {}
+        }
+    }
+    if orphan {
+        tracing::info!(
+            cluster_id,
+            pod = name,
+            "worker pod created after its engine stopped: deleting it"
+        );
+        match k8s.api.delete_pod(&name).await {
+            Ok(reply) if reply.ok() || reply.status == 404 => {}
+            _ => k8s.strays_left.store(true, Ordering::Relaxed),
+        }
+        return status(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "the engine's registration ended",
+        );
+    }
+    match result {
+        Ok(reply) => {
             tracing::info!(
                 cluster_id,
                 pod = name,
@@ -207,7 +282,7 @@ async fn get_pod(
     Path((ns, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let cluster_id = match k8s.caller(&headers, &ns) {
+    let (cluster_id, _token) = match k8s.caller(&headers, &ns) {
         Ok(c) => c,
         Err(r) => return *r,
     };
@@ -238,7 +313,7 @@ async fn delete_pods(
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
-    let cluster_id = match k8s.caller(&headers, &ns) {
+    let (cluster_id, _token) = match k8s.caller(&headers, &ns) {
         Ok(c) => c,
         Err(r) => return *r,
     };
@@ -248,7 +323,9 @@ async fn delete_pods(
         .map(|(_, v)| v.as_str())
         .unwrap_or("");
     let manager = match selector.split_once('=') {
-        Some((MANAGER_LABEL, m)) if !m.is_empty() && !m.contains([',', '=', '!']) => m.to_string(),
+        Some((MANAGER_LABEL, m)) if crate::worker_pod::label_value_ok(m) && !m.is_empty() => {
+            m.to_string()
+        }
         _ => {
             return status(
                 StatusCode::FORBIDDEN,

@@ -50,7 +50,9 @@ pub struct Kubernetes {
     /// One poll at a time, so a lost pod is reported once.
     polling: tokio::sync::Mutex<()>,
     /// A delete of some cluster's pods failed: the next poll looks for strays.
-    strays_left: std::sync::atomic::AtomicBool,
+    pub(crate) strays_left: std::sync::atomic::AtomicBool,
+    /// Orders polls and pods becoming live (see `poll`).
+    pub(crate) seq: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Kubernetes {
@@ -134,6 +136,7 @@ impl Kubernetes {
             engine_api_port: OnceLock::new(),
             polling: tokio::sync::Mutex::new(()),
             strays_left: std::sync::atomic::AtomicBool::new(false),
+            seq: std::sync::atomic::AtomicU64::new(1),
         }))
     }
 
@@ -237,8 +240,10 @@ impl Kubernetes {
                 (CLUSTER_LABEL, cluster_id),
                 (INSTANCE_LABEL, &self.instance),
             ])
-            .await?;
+            .await
+            .inspect_err(|_| self.strays_left.store(true, Ordering::Relaxed))?;
         if !reply.ok() {
+            self.strays_left.store(true, Ordering::Relaxed);
             return Err(Error::internal(
                 "delete worker pods",
                 format!("HTTP {}: {}", reply.status, reply.body["message"]),
@@ -288,16 +293,24 @@ impl Kubernetes {
     /// deletes pods no running engine asked for.
     pub async fn poll(&self) -> Result<Vec<LostPod>> {
         let _one = self.polling.lock().await;
-        if self.lock().is_empty() && !self.strays_left.swap(false, Ordering::Relaxed) {
+        let had_strays = self.strays_left.swap(false, Ordering::Relaxed);
+        if self.lock().is_empty() && !had_strays {
             return Ok(Vec::new());
         }
+        // Pods that became live after this stamp may be missing from the listing.
+        let stamp = self.seq.fetch_add(1, Ordering::SeqCst);
         let listed = self
             .api
             .list_pods(&[(INSTANCE_LABEL, &self.instance)])
-            .await?;
+            .await
+            .inspect_err(|_| {
+                if had_strays {
+                    self.strays_left.store(true, Ordering::Relaxed)
+                }
+            })?;
         let (lost, leftovers) = {
             let mut clusters = self.lock();
-            let lost = pods::observe(&mut clusters, &listed, kiln_core::time::now_ms());
+            let lost = pods::observe(&mut clusters, &listed, kiln_core::time::now_ms(), stamp);
             (lost, pods::untracked(&clusters, &listed))
         };
         // Skips pods already being deleted (a real API lists them until they end).

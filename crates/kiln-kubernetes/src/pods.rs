@@ -44,10 +44,11 @@ pub(crate) struct PodEntry {
     pub track: Track,
     /// Its unschedulable state was reported.
     pub pending_reported: bool,
+    /// When it became live, on the poll's clock (`Kubernetes::seq`).
+    pub live_seq: u64,
 }
 
-/// One cluster whose engine may create worker pods.
-#[derive(Debug)]
+/// One cluster whose engine may create worker pods (no `Debug`: it holds the token).
 pub(crate) struct ClusterPods {
     pub token: String,
     /// The cluster's most workers, and the most pods it may have at once.
@@ -125,10 +126,32 @@ fn failure(pod: &Value) -> Option<String> {
     Some(why)
 }
 
-/// Why a listed pod cannot be placed on a node, if it cannot.
+/// Reasons a Pending container does not start that need someone to act.
+const STUCK: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+/// Why a listed pod cannot be placed on a node or started, if it cannot.
 fn unschedulable(pod: &Value) -> Option<String> {
     if pod["status"]["phase"] != "Pending" {
         return None;
+    }
+    let waiting = pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| &c["state"]["waiting"])
+        .find(|w| w["reason"].as_str().is_some_and(|r| STUCK.contains(&r)));
+    if let Some(w) = waiting {
+        return Some(format!(
+            "the pod's container cannot start: {} {}",
+            w["reason"].as_str().unwrap_or(""),
+            w["message"].as_str().unwrap_or("")
+        ));
     }
     let condition = pod["status"]["conditions"]
         .as_array()?
@@ -147,6 +170,7 @@ pub(crate) fn observe(
     clusters: &mut HashMap<String, ClusterPods>,
     listed: &[Value],
     now_ms: i64,
+    listed_at: u64,
 ) -> Vec<LostPod> {
     let mut by_name: HashMap<&str, &Value> = HashMap::new();
     for pod in listed {
@@ -174,6 +198,8 @@ pub(crate) fn observe(
                 continue;
             }
             let detail = match by_name.get(name.as_str()) {
+                // Created after the listing began: not missing, only not listed yet.
+                None if entry.live_seq > listed_at => None,
                 None => Some("the pod was deleted".to_string()),
                 Some(pod) if pod["metadata"]["labels"][CLUSTER_LABEL] != cluster_id.as_str() => {
                     Some("the pod was replaced".to_string())
@@ -249,6 +275,7 @@ mod tests {
                     manager: "m1".into(),
                     track: Track::Live,
                     pending_reported: false,
+                    live_seq: 1,
                 },
             );
         }
@@ -259,12 +286,12 @@ mod tests {
     fn a_deleted_or_failed_pod_is_lost_once_and_a_finished_one_is_not() {
         let mut clusters = tracked(&["w1", "w2", "w3"]);
         let listed = vec![pod("w2", "c1", "Failed"), pod("w3", "c1", "Succeeded")];
-        let lost = observe(&mut clusters, &listed, 7);
+        let lost = observe(&mut clusters, &listed, 7, 5);
         let names: Vec<&str> = lost.iter().map(|l| l.pod.as_str()).collect();
         assert_eq!(names, ["w1", "w2"]);
         assert_eq!(lost[0].detail, "the pod was deleted");
         assert!(lost[1].detail.starts_with("the pod failed"));
-        assert!(observe(&mut clusters, &listed, 8).is_empty());
+        assert!(observe(&mut clusters, &listed, 8, 5).is_empty());
         assert_eq!(clusters["c1"].lost.len(), 2);
         assert_eq!(clusters["c1"].live(), 0);
     }
@@ -275,13 +302,34 @@ mod tests {
         let mut pending = pod("w1", "c1", "Pending");
         pending["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "False",
             "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient cpu."}]);
-        let first = observe(&mut clusters, &[pending.clone()], 1);
+        let first = observe(&mut clusters, &[pending.clone()], 1, 5);
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].fault, Fault::Unschedulable);
         assert!(first[0].detail.contains("Insufficient cpu"));
-        assert!(observe(&mut clusters, &[pending], 2).is_empty());
+        assert!(observe(&mut clusters, &[pending], 2, 5).is_empty());
         assert!(clusters["c1"].lost.is_empty());
-        assert!(observe(&mut clusters, &[pod("w1", "c1", "Running")], 3).is_empty());
+        assert!(observe(&mut clusters, &[pod("w1", "c1", "Running")], 3, 5).is_empty());
+    }
+
+    #[test]
+    fn an_image_that_cannot_be_pulled_is_reported() {
+        let mut clusters = tracked(&["w1"]);
+        let mut pending = pod("w1", "c1", "Pending");
+        pending["status"]["containerStatuses"] = json!([{"name": "worker", "state": {"waiting":
+            {"reason": "ImagePullBackOff", "message": "Back-off pulling image kiln-engine:typo"}}}]);
+        let reported = observe(&mut clusters, &[pending], 1, 5);
+        assert_eq!(reported.len(), 1);
+        assert!(reported[0].detail.contains("ImagePullBackOff"), "{}", reported[0].detail);
+    }
+
+    #[test]
+    fn a_pod_live_since_the_listing_began_is_not_lost() {
+        let mut clusters = tracked(&["w1"]);
+        if let Some(e) = clusters.get_mut("c1").and_then(|c| c.pods.get_mut("w1")) {
+            e.live_seq = 9;
+        }
+        assert!(observe(&mut clusters, &[], 1, 5).is_empty());
+        assert_eq!(observe(&mut clusters, &[], 2, 10).len(), 1);
     }
 
     #[test]
@@ -290,7 +338,7 @@ mod tests {
         if let Some(c) = clusters.get_mut("c1") {
             c.release_manager("m1");
         }
-        assert!(observe(&mut clusters, &[], 1).is_empty());
+        assert!(observe(&mut clusters, &[], 1, 5).is_empty());
     }
 
     #[test]

@@ -53,7 +53,7 @@ fn refused(why: impl Into<String>) -> Error {
 }
 
 /// A label value Kubernetes accepts (and nothing more).
-fn label_value_ok(v: &str) -> bool {
+pub(crate) fn label_value_ok(v: &str) -> bool {
     v.len() <= 63
         && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
@@ -158,9 +158,13 @@ pub fn worker_pod(asked: &Value, policy: &PodPolicy) -> Result<Value> {
             mounts.push(json!({"name": "shared", "mountPath": path, "subPath": sub}));
         }
     }
-    let mut security = json!({"runAsNonRoot": policy.access.run_as.is_some()});
+    let mut security = json!({
+        "runAsNonRoot": policy.access.run_as.is_some(),
+        "seccompProfile": {"type": "RuntimeDefault"},
+    });
     if let Some((uid, gid, groups)) = &policy.access.run_as {
-        security = json!({"runAsNonRoot": true, "runAsUser": uid, "runAsGroup": gid, "supplementalGroups": groups});
+        security = json!({"runAsNonRoot": true, "runAsUser": uid, "runAsGroup": gid,
+                          "supplementalGroups": groups, "seccompProfile": {"type": "RuntimeDefault"}});
     }
     let n = policy.node_type;
     let resources = json!({
