@@ -319,7 +319,11 @@ mod tests {
             {"reason": "ImagePullBackOff", "message": "Back-off pulling image kiln-engine:typo"}}}]);
         let reported = observe(&mut clusters, &[pending], 1, 5);
         assert_eq!(reported.len(), 1);
-        assert!(reported[0].detail.contains("ImagePullBackOff"), "{}", reported[0].detail);
+        assert!(
+            reported[0].detail.contains("ImagePullBackOff"),
+            "{}",
+            reported[0].detail
+        );
     }
 
     #[test]
