@@ -459,9 +459,10 @@ def test_a_managed_table_written_by_pods_is_read_by_a_local_cluster(srv, double,
     """Worker pods see the shared tree's warehouse through the claim (and nothing else of
     the host), as the cluster's OS user: a managed table is where every engine reads it."""
     w = srv.client()
+    wait_cluster_state(w, cluster, State.RUNNING, fail_on=[State.TERMINATED, State.ERROR])  # after a restart
     ctx = context(w, cluster)
     name = f"main.default.{unique('pods').replace('-', '_')}"
-    res = run(w, cluster, ctx, f"spark.range(0, 200_000, 1, 16).selectExpr('id', 'id % 7 AS k').write.saveAsTable('{name}')\n"
+    res = run(w, cluster, ctx, f"spark.range(0, 200_000, 1, 16).selectExpr('id', 'id % 7 AS k').write.mode('overwrite').saveAsTable('{name}')\n"
                                "print('written')")
     assert res.results.result_type.value == "text", res.results
     engine = engine_main_proc(cluster)

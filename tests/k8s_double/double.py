@@ -116,12 +116,16 @@ class Pods:
         meta = pod.setdefault("metadata", {})
         meta.update({"namespace": ns, "uid": str(uuid.uuid4()),
                      "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-        pod["status"] = {"phase": "Pending", "conditions": [{
-            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-            "message": f"0/1 nodes are available: 1 Too many pods (capacity {self.capacity})."}]}
         with self.lock:
             if name in self.pods:
                 return 409, status(409, "AlreadyExists", f'pods "{name}" already exists')
+            waiting = [n for n in self.order if n in self.pods and n not in self.slots]
+            if waiting or len(self.slots) >= self.capacity:
+                pod["status"] = {"phase": "Pending", "conditions": [{
+                    "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                    "message": f"0/1 nodes are available: 1 Too many pods (capacity {self.capacity})."}]}
+            else:  # placed; its container is starting
+                pod["status"] = {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}]}
             self.pods[name] = pod
             self.order.append(name)
         self.schedule()
@@ -139,6 +143,7 @@ class Pods:
                 n = self.free_slot()
                 self.slots[name] = n
                 pod = self.pods[name]
+                pod["status"] = {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}]}
             self.start(name, pod, n)
 
     def start(self, name: str, pod: dict, n: int) -> None:
