@@ -212,6 +212,26 @@ def context(w, cid: str) -> str:
     ).id
 
 
+def run_pipeline(w, sql: str, cluster: PipelineCluster) -> tuple[str, str]:
+    """A SQL notebook as a pipeline on `cluster`, updated once: (pipeline id, target schema)."""
+    path = f"/Users/admin/{unique('k8s-dlt')}/notebook"
+    w.workspace.mkdirs(path.rsplit("/", 1)[0])
+    w.workspace.import_(path=path, format=ImportFormat.SOURCE, language=NbLanguage.SQL,
+                        content=base64.b64encode(sql.encode()).decode(), overwrite=True)
+    target = unique("k8s").replace("-", "_")
+    pid = w.pipelines.create(name=unique("k8s-pipeline"), target=target, development=False, clusters=[cluster],
+                             libraries=[PipelineLibrary(notebook=NotebookLibrary(path=path))]).pipeline_id
+    update = w.pipelines.start_update(pid).update_id
+
+    def done():
+        u = w.pipelines.get_update(pipeline_id=pid, update_id=update).update
+        return u if u.state.value in ("COMPLETED", "FAILED", "CANCELED") else None
+
+    u = wait_for(done, CMD_WAIT, "the pipeline update", 0.5)
+    assert u.state.value == "COMPLETED", [e.message for e in w.pipelines.list_pipeline_events(pipeline_id=pid)][:10]
+    return pid, target
+
+
 GROUP_BY = (
     "rows = spark.range(0, 20_000_000, 1, 16).selectExpr('id % 1000 AS k', 'id AS v')"
     ".groupBy('k').sum('v').collect()\n"
@@ -432,23 +452,8 @@ def test_a_delta_table_on_s3_written_by_pods_is_read_by_another_cluster(srv, s3)
     w.clusters.delete(cid)
     w.clusters.delete(other)
     # And a pipeline reads it (its cluster gets the object store's settings like any other).
-    path = f"/Users/admin/{unique('k8s-dlt')}/from_s3"
-    w.workspace.mkdirs(path.rsplit("/", 1)[0])
-    text = f"CREATE MATERIALIZED VIEW by_k AS SELECT k, count(*) AS n FROM delta.`{table}` GROUP BY k"
-    w.workspace.import_(path=path, format=ImportFormat.SOURCE, language=NbLanguage.SQL,
-                        content=base64.b64encode(text.encode()).decode(), overwrite=True)
-    target = unique("k8s").replace("-", "_")
-    pid = w.pipelines.create(name=unique("from-s3"), target=target, development=False,
-                             clusters=[PipelineCluster(label="default", spark_env_vars=s3)],
-                             libraries=[PipelineLibrary(notebook=NotebookLibrary(path=path))]).pipeline_id
-    update = w.pipelines.start_update(pid).update_id
-
-    def done():
-        u = w.pipelines.get_update(pipeline_id=pid, update_id=update).update
-        return u if u.state.value in ("COMPLETED", "FAILED", "CANCELED") else None
-
-    u = wait_for(done, CMD_WAIT, "the pipeline update", 0.5)
-    assert u.state.value == "COMPLETED", [e.message for e in w.pipelines.list_pipeline_events(pipeline_id=pid)][:10]
+    _, target = run_pipeline(w, f"CREATE MATERIALIZED VIEW by_k AS SELECT k, count(*) AS n FROM delta.`{table}` GROUP BY k",
+                             PipelineCluster(label="default", spark_env_vars=s3))
     reader = create(w, srv, num_workers=0)
     res = run(w, reader, context(w, reader), f"print(spark.sql('SELECT sum(n), count(*) FROM main.{target}.by_k').collect()[0][:])")
     assert res.results.data.strip() == "(1000000, 7)", res.results
@@ -478,19 +483,8 @@ def test_a_managed_table_written_by_pods_is_read_by_a_local_cluster(srv, double,
     res = run(w, other, context(w, other), f"print(spark.sql('SELECT count(*), sum(k) FROM {name}').collect()[0][:])")
     assert res.results.data.strip() == f"({200_000}, {sum(i % 7 for i in range(200_000))})", res.results
     # A pipeline whose cluster runs on pods reads it and writes a materialized view the local cluster reads.
-    path = f"/Users/admin/{unique('k8s-dlt')}/on_pods"
-    w.workspace.mkdirs(path.rsplit("/", 1)[0])
-    text = f"CREATE MATERIALIZED VIEW by_k AS SELECT k, count(*) AS n FROM {name} GROUP BY k"
-    w.workspace.import_(path=path, format=ImportFormat.SOURCE, language=NbLanguage.SQL,
-                        content=base64.b64encode(text.encode()).decode(), overwrite=True)
-    target = unique("pods").replace("-", "_")
-    pid = w.pipelines.create(name=unique("on-pods"), target=target, development=False,
-                             clusters=[PipelineCluster(label="default", node_type_id=NODE_TYPE, num_workers=2)],
-                             libraries=[PipelineLibrary(notebook=NotebookLibrary(path=path))]).pipeline_id
-    update = w.pipelines.start_update(pid).update_id
-    u = wait_for(lambda: (lambda u: u if u.state.value in ("COMPLETED", "FAILED", "CANCELED") else None)(
-        w.pipelines.get_update(pipeline_id=pid, update_id=update).update), CMD_WAIT, "the pipeline update", 0.5)
-    assert u.state.value == "COMPLETED", [e.message for e in w.pipelines.list_pipeline_events(pipeline_id=pid)][:10]
+    pid, target = run_pipeline(w, f"CREATE MATERIALIZED VIEW by_k AS SELECT k, count(*) AS n FROM {name} GROUP BY k",
+                               PipelineCluster(label="default", node_type_id=NODE_TYPE, num_workers=2))
     pipeline_cluster = w.pipelines.get(pid).cluster_id
     assert f'worker pod create cluster_id="{pipeline_cluster}"' in srv.log_path.read_text(), "the pipeline ran without pods"
     res = run(w, other, context(w, other), f"print(spark.sql('SELECT sum(n), count(*) FROM main.{target}.by_k').collect()[0][:])")

@@ -240,15 +240,23 @@ fn spawn(
         .stdout(log)
         .stderr(log_err)
         .kill_on_drop(true);
-    if spec.num_workers > 0 || pod_env.is_some() {
-        command.env(
-            "SAIL_CLUSTER__WORKER_TASK_SLOTS",
-            WORKER_TASK_SLOTS.to_string(),
-        );
+    match pod_env {
+        Some(env) => {
+            command.envs(env);
+        }
+        None if spec.num_workers > 0 => {
+            command.env("SAIL_MODE", "local-cluster");
+        }
+        None => {
+            command.env("SAIL_MODE", "local");
+        }
     }
-    if let Some(env) = pod_env {
+    if spec.num_workers > 0 || pod_env.is_some() {
         command
-            .envs(env)
+            .env(
+                "SAIL_CLUSTER__WORKER_TASK_SLOTS",
+                WORKER_TASK_SLOTS.to_string(),
+            )
             .env(
                 "SAIL_CLUSTER__WORKER_INITIAL_COUNT",
                 spec.num_workers.to_string(),
@@ -257,19 +265,6 @@ fn spawn(
                 "SAIL_CLUSTER__WORKER_MAX_COUNT",
                 spec.max_workers.max(spec.num_workers).to_string(),
             );
-    } else if spec.num_workers > 0 {
-        command
-            .env("SAIL_MODE", "local-cluster")
-            .env(
-                "SAIL_CLUSTER__WORKER_INITIAL_COUNT",
-                spec.num_workers.to_string(),
-            )
-            .env(
-                "SAIL_CLUSTER__WORKER_MAX_COUNT",
-                spec.max_workers.max(spec.num_workers).to_string(),
-            );
-    } else {
-        command.env("SAIL_MODE", "local");
     }
     kiln_core::process::spawn_as(command.as_std_mut(), spec.identity.as_ref());
     kiln_core::process::spawn(command).map_err(|e| {
