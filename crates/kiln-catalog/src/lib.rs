@@ -139,6 +139,9 @@ pub struct Catalog {
     external_locations: Vec<PathBuf>,
     state: RwLock<State>,
     writer: std::sync::Mutex<()>,
+    /// MANAGED volumes live on the object-store root (`[storage] root`):
+    /// their files are not local, and EXTERNAL volumes (local links) are refused.
+    object_volumes: std::sync::atomic::AtomicBool,
 }
 
 fn uc_error(code: ErrorCode, message: String) -> Error {
@@ -245,6 +248,7 @@ impl Catalog {
                 .collect(),
             state: RwLock::new(state),
             writer: std::sync::Mutex::new(()),
+            object_volumes: std::sync::atomic::AtomicBool::new(false),
         });
         if catalog.get_catalog(DEFAULT_CATALOG).is_err() {
             catalog.create_catalog(

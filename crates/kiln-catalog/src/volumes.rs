@@ -89,6 +89,19 @@ fn missing(full_name: &str) -> Error {
 }
 
 impl Catalog {
+    /// MANAGED volumes are on the object-store root, mounted (FUSE) where
+    /// their local directories would be: directories are made, renamed and
+    /// removed through the mount; EXTERNAL volumes (local links) are refused.
+    pub fn put_volumes_on_object_store(&self) {
+        self.object_volumes
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn volumes_on_object_store(&self) -> bool {
+        self.object_volumes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Where a volume's files are.
     pub fn volume_dir(&self, volume: &VolumeInfo) -> PathBuf {
         self.volumes_root
@@ -216,6 +229,11 @@ impl Catalog {
                 return Err(Error::invalid("storage_location is for EXTERNAL volumes"))
             }
             "MANAGED" => None,
+            "EXTERNAL" if self.volumes_on_object_store() => {
+                return Err(Error::invalid(
+                    "EXTERNAL volumes are not supported when Kiln's data root is on object storage ([storage] root)",
+                ))
+            }
             "EXTERNAL" => Some(self.external_location(location)?),
             other => {
                 return Err(Error::invalid(format!(

@@ -31,6 +31,9 @@ pub struct Config {
     pub runtime: RuntimeSection,
     /// Clusters whose workers run as Kubernetes pods (absent: all on this host).
     pub kubernetes: Option<kiln_kubernetes::KubernetesConfig>,
+    /// Where the data user code reaches lives: absent, the local shared tree;
+    /// `root = "s3://bucket/prefix"`, an object store (MANAGED volumes today).
+    pub storage: kiln_storage::StorageConfig,
 }
 
 /// Engine runtimes: the Python interpreters Kiln may build them on (one
@@ -173,6 +176,7 @@ impl Default for Config {
             lakebase: LakebaseSection::default(),
             runtime: RuntimeSection::default(),
             kubernetes: None,
+            storage: Default::default(),
         }
     }
 }
@@ -214,6 +218,7 @@ impl std::fmt::Debug for Config {
             .field("clusters", &self.clusters)
             .field("lakebase", &self.lakebase)
             .field("kubernetes", &self.kubernetes)
+            .field("storage", &self.storage)
             .finish()
     }
 }

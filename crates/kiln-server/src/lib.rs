@@ -86,6 +86,15 @@ pub async fn serve(
         // data group; private files are made private explicitly.
         kiln_core::process::set_umask(0o002);
     }
+    let object_root = kiln_storage::ObjectRoot::open(&config.storage)?;
+    let volumes_dir = isolation.dbfs().join("Volumes");
+    // Parts of multipart uploads to object storage (their sessions ended with the last run).
+    let _ = std::fs::remove_dir_all(config.data_dir.join("uploads"));
+    if let Some(root) = &object_root {
+        root.check().await?;
+        kiln_storage::fuse::clear_stale(&volumes_dir);
+        refuse_local_volumes(&volumes_dir)?;
+    }
     tracing::info!(
         isolation = isolation.mode(),
         shared_dir = %isolation.shared().display(),
@@ -127,6 +136,19 @@ pub async fn serve(
         &isolation.dbfs(),
         &external,
     )?;
+    // User code opens volume files through a FUSE mount of the object store.
+    let volumes_mount = match &object_root {
+        Some(root) => {
+            catalog.put_volumes_on_object_store();
+            tracing::info!(volumes = %root.url("volumes"), "MANAGED volumes live on object storage");
+            let gid = isolation
+                .users()
+                .then_some(kiln_compute::isolation::DATA_GID);
+            let cache = config.data_dir.join("rclone-cache");
+            Some(kiln_storage::FuseMount::mount(root, "volumes", &volumes_dir, &cache, gid).await?)
+        }
+        None => None,
+    };
     let kubernetes = match &config.kubernetes {
         Some(k) => Some(kiln_kubernetes::Kubernetes::new(k.clone(), &workspace_id)?),
         None => None,
@@ -240,6 +262,7 @@ pub async fn serve(
         clusters,
         contexts,
         catalog,
+        storage: object_root,
         libraries,
         secrets,
         dbfs,
@@ -305,7 +328,24 @@ pub async fn serve(
     if let Some(api) = kubernetes_api {
         let _ = api.await;
     }
+    if let Some(mount) = volumes_mount {
+        mount.unmount(std::time::Duration::from_secs(30)).await;
+    }
     tracing::info!("kiln stopped");
+    Ok(())
+}
+
+/// Volumes kept on local disk would be hidden under the object store's mount.
+fn refuse_local_volumes(dir: &std::path::Path) -> Result<()> {
+    let local = std::fs::read_dir(dir)
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false);
+    if local {
+        return Err(Error::invalid(format!(
+            "[storage] root is set, but {} holds volumes on local disk: copy them to the object store (volumes/<catalog>/<schema>/<volume>/ below the root) and remove them, or unset [storage] root",
+            dir.display()
+        )));
+    }
     Ok(())
 }
 

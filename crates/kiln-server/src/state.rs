@@ -27,6 +27,9 @@ pub struct Shared {
     pub clusters: Arc<Clusters>,
     pub contexts: Arc<Contexts>,
     pub catalog: Arc<Catalog>,
+    /// The object-store data root (`[storage] root`), when there is one:
+    /// MANAGED volumes live there.
+    pub storage: Option<Arc<kiln_storage::ObjectRoot>>,
     pub libraries: Arc<Libraries>,
     pub secrets: kiln_workspace::secrets::Secrets,
     pub dbfs: kiln_workspace::dbfs::Dbfs,

@@ -5,7 +5,9 @@
 //!
 //! Sessions are in memory: a Kiln restart ends them (the client's upload
 //! fails; nothing half-written is ever visible at the target). Part files live
-//! in a hidden directory beside the target, removed on completion or abort.
+//! in a hidden directory beside the target (for volumes on object storage:
+//! in the data dir's `uploads/`, cleared at start), removed on completion or
+//! abort.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -56,10 +58,10 @@ impl Uploads {
         principal_id: &str,
         path: &str,
         target: PathBuf,
+        parent: PathBuf,
         overwrite: bool,
     ) -> Result<String> {
         let token = kiln_core::ids::random_hex(24);
-        let parent = target.parent().map(PathBuf::from).unwrap_or_default();
         let parts_dir = parent.join(format!(".kiln-upload-parts-{token}"));
         std::fs::create_dir_all(&parts_dir).map_err(|e| Error::internal("start the upload", e))?;
         let mut sessions = self.sessions.lock().map_err(|_| poisoned())?;

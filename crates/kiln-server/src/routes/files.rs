@@ -21,6 +21,7 @@ use kiln_catalog::{VolumeInfo, READ_VOLUME, WRITE_VOLUME};
 use kiln_core::{Error, ErrorCode, Result};
 use tokio::io::{AsyncSeekExt as _, AsyncWriteExt as _};
 
+use super::files_object as object;
 use super::uc_volumes::require_privilege;
 use super::{ep, Endpoint};
 use crate::error::{ApiError, ApiResult};
@@ -70,6 +71,10 @@ pub(super) struct Target {
     /// What the user wrote, normalised (`/Volumes/c/s/v/a/b`).
     pub(super) path: String,
     pub(super) local: PathBuf,
+    /// On the object-store root: the path below it (`volumes/c/s/v/a/b`).
+    /// File bytes go through Kiln's storage layer; directories are made and
+    /// removed at `local`, on the FUSE mount (s3fs's directory markers).
+    pub(super) object: Option<String>,
 }
 
 fn resolve(state: &AppState, raw: &str) -> Result<Target> {
@@ -124,10 +129,22 @@ fn resolve(state: &AppState, raw: &str) -> Result<Target> {
     // must be inside the volume's real root.
     state.catalog.confine(&volume, &local)?;
     let path = format!("{}/{}", volume.path(), rest.join("/"));
+    // On the object-store root, the same path below it (its mount is `local`).
+    let object = (state.storage.is_some() && volume.storage_location.is_none()).then(|| {
+        let rel = format!(
+            "volumes/{}/{}/{}/{}",
+            volume.catalog_name,
+            volume.schema_name,
+            volume.name,
+            rest.join("/")
+        );
+        rel.trim_end_matches('/').to_string()
+    });
     Ok(Target {
         volume,
         path: path.trim_end_matches('/').to_string(),
         local,
+        object,
     })
 }
 
@@ -146,7 +163,7 @@ fn target(state: &AppState, caller: &Caller, raw: &str, privilege: &str) -> Resu
     Ok(target)
 }
 
-fn not_found(path: &str) -> Error {
+pub(super) fn not_found(path: &str) -> Error {
     Error::new(
         ErrorCode::NotFound,
         format!("The file {path} does not exist."),
@@ -167,6 +184,9 @@ async fn upload(
     }
     let target = target(&state, &caller, &raw, WRITE_VOLUME)?;
     let overwrite = query.overwrite.unwrap_or(false);
+    if let Some((root, rel)) = on_object_store(&state, &target) {
+        return object::upload(root, rel, &target.path, overwrite, request.into_body()).await;
+    }
     if target.local.is_dir() {
         return Err(Error::invalid(format!("{} is a directory", target.path)).into());
     }
@@ -220,7 +240,10 @@ async fn write_body(temp: &std::path::Path, body: Body) -> Result<()> {
 }
 
 /// `Range: bytes=a-b` / `a-` / `-n` within `size`, as (start, end inclusive).
-fn range_of(headers: &HeaderMap, size: u64) -> Option<std::result::Result<(u64, u64), ()>> {
+pub(super) fn range_of(
+    headers: &HeaderMap,
+    size: u64,
+) -> Option<std::result::Result<(u64, u64), ()>> {
     let value = headers.get(header::RANGE)?.to_str().ok()?;
     let spec = value.strip_prefix("bytes=")?;
     let (a, b) = spec.split_once('-')?;
@@ -242,7 +265,7 @@ fn range_of(headers: &HeaderMap, size: u64) -> Option<std::result::Result<(u64, 
     })
 }
 
-fn file_headers(response: &mut Response, size: u64, modified_ms: i64) {
+pub(super) fn file_headers(response: &mut Response, size: u64, modified_ms: i64) {
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -270,6 +293,9 @@ async fn download(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let target = target(&state, &caller, &raw, READ_VOLUME)?;
+    if let Some((root, rel)) = on_object_store(&state, &target) {
+        return object::download(root, rel, &target.path, &headers).await;
+    }
     let meta = tokio::fs::metadata(&target.local)
         .await
         .ok()
@@ -316,6 +342,9 @@ async fn head_file(
     Path(raw): Path<String>,
 ) -> ApiResult<Response> {
     let target = target(&state, &caller, &raw, READ_VOLUME)?;
+    if let Some((root, rel)) = on_object_store(&state, &target) {
+        return object::head_file(root, rel, &target.path).await;
+    }
     let meta = tokio::fs::metadata(&target.local)
         .await
         .ok()
@@ -332,6 +361,9 @@ async fn delete_file(
     Path(raw): Path<String>,
 ) -> ApiResult<Response> {
     let target = target(&state, &caller, &raw, WRITE_VOLUME)?;
+    if let Some((root, rel)) = on_object_store(&state, &target) {
+        return object::delete_file(root, rel, &target.path).await;
+    }
     if !target.local.is_file() {
         return Err(not_found(&target.path).into());
     }
@@ -400,10 +432,23 @@ async fn list_directory(
 ) -> ApiResult<Json<wire::ListDirectoryResponse>> {
     let query: wire::ListDirectory = from_query(request.uri().query().unwrap_or(""))?;
     let target = target(&state, &caller, &raw, READ_VOLUME)?;
+    let entries = match on_object_store(&state, &target) {
+        Some((root, rel)) => object::list_directory(root, rel, &target).await?,
+        None => local_entries(&target)?,
+    };
+    let size = query.page_size.filter(|n| *n > 0).unwrap_or(1000);
+    let (contents, next) = super::offset_page(entries, query.page_token.as_deref(), size)?;
+    Ok(Json(wire::ListDirectoryResponse {
+        contents,
+        next_page_token: next,
+    }))
+}
+
+fn local_entries(target: &Target) -> Result<Vec<wire::DirectoryEntry>> {
     if !target.local.is_dir() {
-        return Err(not_found(&target.path).into());
+        return Err(not_found(&target.path));
     }
-    let entries = kiln_core::blocking::run(|| {
+    kiln_core::blocking::run(|| {
         let mut entries: Vec<wire::DirectoryEntry> = std::fs::read_dir(&target.local)
             .map_err(|e| Error::internal("list the directory", e))?
             .filter_map(|e| e.ok())
@@ -421,11 +466,14 @@ async fn list_directory(
             .collect();
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         Ok::<_, Error>(entries)
-    })?;
-    let size = query.page_size.filter(|n| *n > 0).unwrap_or(1000);
-    let (contents, next) = super::offset_page(entries, query.page_token.as_deref(), size)?;
-    Ok(Json(wire::ListDirectoryResponse {
-        contents,
-        next_page_token: next,
-    }))
+    })
+}
+
+/// The object-store root and the target's path below it, when the target's
+/// volume lives there.
+fn on_object_store<'a>(
+    state: &'a AppState,
+    target: &'a Target,
+) -> Option<(&'a kiln_storage::ObjectRoot, &'a str)> {
+    Some((state.storage.as_deref()?, target.object.as_deref()?))
 }

@@ -10,6 +10,8 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
 use axum::{Extension, Json};
+use std::path::PathBuf;
+
 use futures_util::StreamExt as _;
 use kiln_catalog::WRITE_VOLUME;
 use kiln_core::{Error, ErrorCode, Result};
@@ -86,11 +88,16 @@ async fn action(
     match query.action.as_deref() {
         Some("initiate-upload") => {
             let overwrite = query.overwrite.unwrap_or(true);
-            refuse_existing(&target, overwrite)?;
+            refuse_existing(&state, &target, overwrite).await?;
+            let parent = match &target.object {
+                Some(_) => state.config.data_dir.join("uploads"),
+                None => target.local.parent().map(PathBuf::from).unwrap_or_default(),
+            };
             let token = state.uploads.start(
                 &caller.principal_id,
                 &target.path,
                 target.local.clone(),
+                parent,
                 overwrite,
             )?;
             Ok(Json(json!({"multipart_upload": {"session_token": token}})))
@@ -104,10 +111,19 @@ async fn action(
                 .await
                 .map_err(|e| Error::new(ErrorCode::MalformedRequest, e.to_string()))?;
             let complete: CompleteBody = crate::extract::from_json(&body)?;
-            refuse_existing(&target, session.overwrite)?;
+            refuse_existing(&state, &target, session.overwrite).await?;
             let parts = session.parts_dir.clone();
-            let destination = session.target.clone();
-            kiln_core::blocking::run(|| join_parts(&parts, &complete.parts, &destination))?;
+            match (state.storage.as_deref(), target.object.as_deref()) {
+                (Some(root), Some(rel)) => {
+                    let files =
+                        kiln_core::blocking::run(|| checked_parts(&parts, &complete.parts))?;
+                    root.write(rel, Box::pin(read_files(files))).await?;
+                }
+                _ => {
+                    let destination = session.target.clone();
+                    kiln_core::blocking::run(|| join_parts(&parts, &complete.parts, &destination))?;
+                }
+            }
             state.uploads.finish(&token);
             Ok(Json(json!({})))
         }
@@ -115,14 +131,59 @@ async fn action(
     }
 }
 
-fn refuse_existing(target: &Target, overwrite: bool) -> Result<()> {
-    if target.local.exists() && !overwrite {
+async fn refuse_existing(state: &AppState, target: &Target, overwrite: bool) -> Result<()> {
+    if overwrite {
+        return Ok(());
+    }
+    let exists = match (state.storage.as_deref(), target.object.as_deref()) {
+        (Some(root), Some(rel)) => root.head(rel).await?.is_some(),
+        _ => target.local.exists(),
+    };
+    if exists {
         return Err(Error::new(
             ErrorCode::AlreadyExists,
             format!("The file {} already exists.", target.path),
         ));
     }
     Ok(())
+}
+
+/// The parts' files, in order, once each is there with the etag the client gave.
+fn checked_parts(dir: &std::path::Path, parts: &[PartRef]) -> Result<Vec<PathBuf>> {
+    if parts.is_empty() {
+        return Err(Error::invalid("parts: at least one part is required"));
+    }
+    let mut files = Vec::with_capacity(parts.len());
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 && parts[i - 1].part_number >= part.part_number {
+            return Err(Error::invalid(
+                "parts must be in ascending part_number order",
+            ));
+        }
+        let etag = std::fs::read_to_string(dir.join(format!("{}.etag", part.part_number)))
+            .unwrap_or_default();
+        if etag != part.etag.trim_matches('"') {
+            return Err(Error::invalid(format!(
+                "part {} is missing or its etag does not match",
+                part.part_number
+            )));
+        }
+        files.push(dir.join(part.part_number.to_string()));
+    }
+    Ok(files)
+}
+
+/// The files' bytes one after the other, read as they are sent.
+fn read_files(
+    files: Vec<PathBuf>,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send {
+    futures_util::stream::iter(files)
+        .then(|path| async move { tokio::fs::File::open(path).await })
+        .map(|opened| match opened {
+            Ok(file) => tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).left_stream(),
+            Err(e) => futures_util::stream::once(async move { Err(e) }).right_stream(),
+        })
+        .flatten()
 }
 
 /// Joins the parts, in order, into a temporary file, then renames it onto the target.
@@ -132,9 +193,7 @@ fn join_parts(
     destination: &std::path::Path,
 ) -> Result<()> {
     use std::io::Write as _;
-    if parts.is_empty() {
-        return Err(Error::invalid("parts: at least one part is required"));
-    }
+    let files = checked_parts(dir, parts)?;
     let parent = destination
         .parent()
         .ok_or_else(|| Error::invalid("no parent"))?;
@@ -142,23 +201,9 @@ fn join_parts(
     let joined = (|| -> Result<()> {
         let mut out =
             std::fs::File::create(&temp).map_err(|e| Error::internal("join the parts", e))?;
-        for (i, part) in parts.iter().enumerate() {
-            if i > 0 && parts[i - 1].part_number >= part.part_number {
-                return Err(Error::invalid(
-                    "parts must be in ascending part_number order",
-                ));
-            }
-            let path = dir.join(part.part_number.to_string());
-            let etag = std::fs::read_to_string(dir.join(format!("{}.etag", part.part_number)))
-                .unwrap_or_default();
-            if etag != part.etag.trim_matches('"') {
-                return Err(Error::invalid(format!(
-                    "part {} is missing or its etag does not match",
-                    part.part_number
-                )));
-            }
+        for path in &files {
             let mut input =
-                std::fs::File::open(&path).map_err(|e| Error::internal("join the parts", e))?;
+                std::fs::File::open(path).map_err(|e| Error::internal("join the parts", e))?;
             std::io::copy(&mut input, &mut out)
                 .map_err(|e| Error::internal("join the parts", e))?;
         }

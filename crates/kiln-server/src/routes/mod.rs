@@ -10,6 +10,7 @@ mod data_api_http;
 mod dbfs;
 mod files;
 mod files_multipart;
+mod files_object;
 mod groups_v2;
 mod identity;
 pub(crate) mod jobs;

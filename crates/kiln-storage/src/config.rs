@@ -1,0 +1,103 @@
+//! `[storage]`: where Kiln keeps the data user code reaches. Absent (or a
+//! `root` without a scheme): the local shared tree, as always. `root =
+//! "s3://bucket/prefix"`: an S3 bucket or an S3-compatible service (MinIO,
+//! moto, Ceph) given by `endpoint`.
+
+use serde::Deserialize;
+
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `s3://bucket/prefix` (the prefix may be empty).
+    pub root: Option<String>,
+    /// The service's URL (`http://minio:9000`); absent: AWS S3 for `region`.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// `bucket.host/key` requests instead of `host/bucket/key` (AWS only;
+    /// MinIO and moto want path-style, the default).
+    pub virtual_hosted_style: bool,
+    /// Whether `http://` endpoints are allowed (test services on loopback).
+    pub allow_http: bool,
+    /// Credentials; absent: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and
+    /// `AWS_SESSION_TOKEN` from Kiln's environment.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("StorageConfig")
+            .field("root", &self.root)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("virtual_hosted_style", &self.virtual_hosted_style)
+            .field("allow_http", &self.allow_http)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &shown(&self.secret_access_key))
+            .field("session_token", &shown(&self.session_token))
+            .finish()
+    }
+}
+
+/// `s3://bucket/a/b/` → (`bucket`, `a/b`).
+pub fn parse_root(root: &str) -> Result<(String, String), String> {
+    let rest = root
+        .strip_prefix("s3://")
+        .or_else(|| root.strip_prefix("s3a://"))
+        .ok_or_else(|| {
+            format!("[storage] root {root:?}: only s3:// roots are supported (local disk is the default)")
+        })?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let valid_bucket = (3..=63).contains(&bucket.len())
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if !valid_bucket {
+        return Err(format!(
+            "[storage] root {root:?}: {bucket:?} is not a bucket name"
+        ));
+    }
+    let parts: Vec<&str> = prefix.split('/').filter(|p| !p.is_empty()).collect();
+    if parts.iter().any(|p| *p == "." || *p == "..") {
+        return Err(format!(
+            "[storage] root {root:?}: '.' and '..' are not allowed"
+        ));
+    }
+    Ok((bucket.to_string(), parts.join("/")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots_parse_into_bucket_and_prefix() {
+        assert_eq!(
+            parse_root("s3://kiln-data/a/b/").ok(),
+            Some(("kiln-data".into(), "a/b".into()))
+        );
+        assert_eq!(
+            parse_root("s3://kiln-data").ok(),
+            Some(("kiln-data".into(), String::new()))
+        );
+        assert!(parse_root("/var/lib/kiln").is_err());
+        assert!(parse_root("s3://B/x").is_err());
+        assert!(parse_root("s3://kiln-data/../x").is_err());
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let config: StorageConfig = toml::from_str(
+            "root = \"s3://kiln-data\"\naccess_key_id = \"AKIA1\"\nsecret_access_key = \"very-secret\"\n",
+        )
+        .unwrap_or_default();
+        let shown = format!("{config:?}");
+        assert!(
+            shown.contains("AKIA1") && !shown.contains("very-secret"),
+            "{shown}"
+        );
+        assert!(toml::from_str::<StorageConfig>("rot = 1").is_err());
+    }
+}

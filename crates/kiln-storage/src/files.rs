@@ -1,0 +1,207 @@
+//! Files below the object-store root, as the Files API and volumes use them.
+//! Bodies stream both ways: an upload of more than one part size goes up as
+//! an S3 multipart upload fed from the request body (at most
+//! `PART_SIZE × PARTS_IN_FLIGHT` bytes held), completed only once every part
+//! is stored (a reader never sees half a file; an upload that breaks off is
+//! aborted); a download is the object's byte stream. S3 has no directories:
+//! a directory exists when something is below it, or through its marker
+//! object `dir/` (made through the FUSE mount, see `fuse`).
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt as _, TryStreamExt as _};
+use kiln_core::{Error, ErrorCode, Result};
+use object_store::{GetOptions, GetRange, ObjectStore, PutPayload, WriteMultipart};
+
+use crate::object::ObjectRoot;
+
+/// Names Kiln keeps for itself below the root (never listed, never mounted).
+pub const HIDDEN_PREFIX: &str = ".kiln-";
+/// S3 wants parts of 5 MiB or more (all but the last).
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+const PARTS_IN_FLIGHT: usize = 4;
+
+#[derive(Debug, Clone, Copy)]
+pub struct FileMeta {
+    pub size: u64,
+    pub modified_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub name: String,
+    pub is_directory: bool,
+    pub size: Option<u64>,
+    pub modified_ms: i64,
+}
+
+fn failed(what: &str, e: object_store::Error) -> Error {
+    Error::internal(what, e)
+}
+
+impl ObjectRoot {
+    /// A file's size and time; `None` when there is no such object.
+    pub async fn head(&self, rel: &str) -> Result<Option<FileMeta>> {
+        match self.store().head(&self.key(rel)).await {
+            Ok(meta) => Ok(Some(FileMeta {
+                size: meta.size,
+                modified_ms: meta.last_modified.timestamp_millis(),
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(failed("read a file's metadata", e)),
+        }
+    }
+
+    /// The bytes `start..=end` of a file (all of it without a range).
+    pub async fn read(
+        &self,
+        rel: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<BoxStream<'static, std::io::Result<Bytes>>> {
+        let options = GetOptions {
+            range: range.map(|(start, end)| GetRange::Bounded(start..end + 1)),
+            ..GetOptions::default()
+        };
+        let got = self
+            .store()
+            .get_opts(&self.key(rel), options)
+            .await
+            .map_err(|e| match e {
+                object_store::Error::NotFound { .. } => Error::not_found("no such file"),
+                e => failed("read a file", e),
+            })?;
+        Ok(got.into_stream().map_err(std::io::Error::other).boxed())
+    }
+
+    /// Stores `body` as the file `rel`, replacing any object there. Returns the
+    /// bytes written. Nothing is visible at `rel` unless the whole body arrived.
+    pub async fn write<S, E>(&self, rel: &str, mut body: S) -> Result<u64>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
+        let key = self.key(rel);
+        let broke_off = |e: E| {
+            Error::new(
+                ErrorCode::MalformedRequest,
+                format!("the upload broke off: {e}"),
+            )
+        };
+        // Up to one part: a single put.
+        let mut first = Vec::new();
+        let mut held = 0usize;
+        let mut more = false;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(broke_off)?;
+            held += chunk.len();
+            first.push(chunk);
+            if held > PART_SIZE {
+                more = true;
+                break;
+            }
+        }
+        if !more {
+            self.store()
+                .put(&key, PutPayload::from_iter(first))
+                .await
+                .map_err(|e| failed("store the file", e))?;
+            return Ok(held as u64);
+        }
+        let upload = self
+            .store()
+            .put_multipart(&key)
+            .await
+            .map_err(|e| failed("start an upload", e))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut total = 0u64;
+        for chunk in first {
+            total += chunk.len() as u64;
+            writer.put(chunk);
+        }
+        let streamed: Result<()> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(broke_off)?;
+                writer
+                    .wait_for_capacity(PARTS_IN_FLIGHT)
+                    .await
+                    .map_err(|e| failed("upload a part", e))?;
+                total += chunk.len() as u64;
+                writer.put(chunk);
+            }
+            Ok(())
+        }
+        .await;
+        match streamed {
+            Ok(()) => {
+                writer
+                    .finish()
+                    .await
+                    .map_err(|e| failed("complete the upload", e))?;
+                Ok(total)
+            }
+            Err(e) => {
+                if let Err(abort) = writer.abort().await {
+                    tracing::warn!(error = %abort, "could not abort a multipart upload");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn delete_file(&self, rel: &str) -> Result<()> {
+        self.store()
+            .delete(&self.key(rel))
+            .await
+            .map_err(|e| failed("delete the file", e))
+    }
+
+    /// Whether `rel` is a directory: its `rel/` marker, or anything below it.
+    pub async fn is_dir(&self, rel: &str) -> Result<bool> {
+        let prefix = self.key(rel);
+        let listed = self
+            .store()
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(|e| failed("list a directory", e))?;
+        Ok(!listed.objects.is_empty() || !listed.common_prefixes.is_empty())
+    }
+
+    /// The entries of a directory, sorted by name (Kiln's own names left out).
+    pub async fn list_dir(&self, rel: &str) -> Result<Vec<Entry>> {
+        let prefix = self.key(rel);
+        let listed = self
+            .store()
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(|e| failed("list a directory", e))?;
+        let mut entries: Vec<Entry> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename())
+            .map(|name| Entry {
+                name: name.to_string(),
+                is_directory: true,
+                size: None,
+                modified_ms: 0,
+            })
+            // The directory's own marker (`rel/`) lists as `rel`.
+            .chain(
+                listed
+                    .objects
+                    .iter()
+                    .filter(|o| o.location != prefix)
+                    .filter_map(|o| {
+                        Some(Entry {
+                            name: o.location.filename()?.to_string(),
+                            is_directory: false,
+                            size: Some(o.size),
+                            modified_ms: o.last_modified.timestamp_millis(),
+                        })
+                    }),
+            )
+            .filter(|e| !e.name.starts_with(HIDDEN_PREFIX))
+            .collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+}

@@ -1,0 +1,169 @@
+//! The data root on an object store: one `ObjectRoot` per Kiln, over
+//! `object_store`'s S3 client (the library Delta-rs, DataFusion and Sail use).
+
+use std::sync::Arc;
+
+use futures_util::TryStreamExt as _;
+use kiln_core::{Error, Result};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+
+use crate::config::{parse_root, StorageConfig};
+
+pub struct ObjectRoot {
+    store: Arc<AmazonS3>,
+    bucket: String,
+    prefix: String,
+    config: StorageConfig,
+}
+
+impl ObjectRoot {
+    /// The configured object store root; `None` when `[storage] root` is unset.
+    pub fn open(config: &StorageConfig) -> Result<Option<Arc<Self>>> {
+        let Some(root) = config.root.as_deref().filter(|r| !r.is_empty()) else {
+            return Ok(None);
+        };
+        let (bucket, prefix) = parse_root(root).map_err(Error::invalid)?;
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&bucket)
+            .with_allow_http(config.allow_http)
+            .with_virtual_hosted_style_request(config.virtual_hosted_style);
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        if let Some(region) = &config.region {
+            builder = builder.with_region(region);
+        }
+        if let Some(key) = &config.access_key_id {
+            builder = builder.with_access_key_id(key);
+        }
+        if let Some(secret) = &config.secret_access_key {
+            builder = builder.with_secret_access_key(secret);
+        }
+        if let Some(token) = &config.session_token {
+            builder = builder.with_token(token);
+        }
+        let store = builder
+            .build()
+            .map_err(|e| Error::invalid(format!("[storage] root {root}: {e}")))?;
+        Ok(Some(Arc::new(Self {
+            store: Arc::new(store),
+            bucket,
+            prefix,
+            config: config.clone(),
+        })))
+    }
+
+    pub fn store(&self) -> &Arc<AmazonS3> {
+        &self.store
+    }
+
+    /// The key of `rel` (a `/`-separated path below the root).
+    pub fn key(&self, rel: &str) -> Key {
+        let parts = self
+            .prefix
+            .split('/')
+            .chain(rel.split('/'))
+            .filter(|p| !p.is_empty());
+        Key::from_iter(parts)
+    }
+
+    /// `s3://bucket/prefix/rel`, as engines name it.
+    pub fn url(&self, rel: &str) -> String {
+        format!("s3://{}/{}", self.bucket, self.key(rel))
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn config(&self) -> &StorageConfig {
+        &self.config
+    }
+
+    /// Checks at start that the root works as Kiln needs: a put, a
+    /// conditional put that must be refused (`If-None-Match: *`, which Delta
+    /// commits rely on), a listing and deletes, under `<root>/.kiln-check/`.
+    pub async fn check(&self) -> Result<()> {
+        let failed = |what: &str, e: object_store::Error| {
+            Error::invalid(format!(
+                "[storage] root s3://{}/{}: {what} failed: {e}",
+                self.bucket, self.prefix
+            ))
+        };
+        let key = self.key(&format!(".kiln-check/{}", kiln_core::ids::random_hex(8)));
+        self.store
+            .put(&key, PutPayload::from_static(b"kiln"))
+            .await
+            .map_err(|e| failed("a put", e))?;
+        let again = self
+            .store
+            .put_opts(
+                &key,
+                PutPayload::from_static(b"again"),
+                PutOptions::from(PutMode::Create),
+            )
+            .await;
+        let conditional = match again {
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            Err(object_store::Error::Precondition { .. }) => Ok(()),
+            Ok(_) => Err(Error::invalid(format!(
+                "[storage] root s3://{}/{}: the service ignored If-None-Match (a put over an existing object succeeded); Delta commits need it",
+                self.bucket, self.prefix
+            ))),
+            Err(e) => Err(failed("a conditional put", e)),
+        };
+        let listed: Vec<_> = self
+            .store
+            .list(Some(&self.key(".kiln-check")))
+            .try_collect()
+            .await
+            .map_err(|e| failed("a listing", e))?;
+        for object in listed {
+            self.store
+                .delete(&object.location)
+                .await
+                .map_err(|e| failed("a delete", e))?;
+        }
+        conditional
+    }
+
+    /// What an engine or a FUSE mount needs to reach the root, as the
+    /// variables object_store reads (`AWS_*`).
+    pub fn engine_env(&self) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        let mut set = |k: &str, v: &str| env.push((k.to_string(), v.to_string()));
+        if let Some(endpoint) = &self.config.endpoint {
+            set("AWS_ENDPOINT", endpoint);
+        }
+        if self.config.allow_http {
+            set("AWS_ALLOW_HTTP", "true");
+        }
+        let region = self.region();
+        set("AWS_REGION", &region);
+        for (value, var) in [
+            (&self.config.access_key_id, "AWS_ACCESS_KEY_ID"),
+            (&self.config.secret_access_key, "AWS_SECRET_ACCESS_KEY"),
+            (&self.config.session_token, "AWS_SESSION_TOKEN"),
+        ] {
+            if let Some(v) = value.clone().or_else(|| std::env::var(var).ok()) {
+                set(var, &v);
+            }
+        }
+        env
+    }
+
+    pub fn region(&self) -> String {
+        self.config
+            .region
+            .clone()
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+            .unwrap_or_else(|| "us-east-1".into())
+    }
+}
