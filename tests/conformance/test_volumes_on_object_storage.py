@@ -140,6 +140,30 @@ def test_external_volumes_are_refused_on_object_storage(w):
                          volume_type=VolumeType.EXTERNAL, storage_location="file:///tmp")  # fmt: skip
 
 
+def test_delta_on_a_volume_is_written_to_the_bucket_by_the_engine(w, s3, cluster, volume):
+    """Spark paths under /Volumes are the bucket's URLs for the engine (Delta's commits cannot go through
+    FUSE); `open()` on the same path reads the same objects through the mount."""
+    base = f"/Volumes/main/default/{volume.name}/delta/events"
+    ctx = w.command_execution.create_and_wait(cluster_id=cluster, language=Language.PYTHON,
+                                              timeout=datetime.timedelta(seconds=300)).id  # fmt: skip
+    try:
+        run(w, cluster, ctx, f"spark.range(5).write.format('delta').save('{base}')")
+        run(w, cluster, ctx, f"spark.range(7).write.format('delta').mode('overwrite').save('{base}')")
+        assert run(w, cluster, ctx, f"spark.read.format('delta').load('{base}').count()") == "7"
+        assert run(w, cluster, ctx, f"SELECT count(*) AS n FROM delta.`{base}`", Language.SQL) == [[7]]
+        logs = run(w, cluster, ctx, f"import os\nsorted(os.listdir('{base}/_delta_log'))")
+        assert "00000000000000000000.json" in logs and "00000000000000000001.json" in logs, logs
+        # the engine holds the store's credentials; user code's process has only the URL
+        assert run(w, cluster, ctx, "import os\n'AWS_SECRET_ACCESS_KEY' in os.environ") == "False"
+        assert run(w, cluster, ctx, "os.environ['KILN_VOLUMES_URL']") == f"'s3://{BUCKET}/{PREFIX}/volumes'"
+    finally:
+        w.command_execution.destroy(cluster_id=cluster, context_id=ctx)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=key(volume, "delta/events/_delta_log/"))["Contents"]]
+    assert key(volume, "delta/events/_delta_log/00000000000000000001.json") in keys, keys
+    listed = w.files.list_directory_contents(f"/Volumes/main/default/{volume.name}/delta/events")
+    assert any(e.name.endswith(".parquet") for e in listed)
+
+
 def s3fs_procs(kiln) -> list:
     mount = str(kiln.shared_dir / "dbfs" / "Volumes")
     return [p for p in all_procs() if p.cmdline.split(" ")[0].endswith("s3fs") and mount in p.cmdline]

@@ -322,3 +322,20 @@ def test_only_reading_statements_run_lazily_with_their_rows():
                       "CREATE TABLE t AS SELECT 1", "SHOW TABLES", "DESCRIBE HISTORY t", "SET x = 1",
                       "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE", ""]:
         assert not is_query(statement), statement
+
+
+def test_volume_paths_go_to_the_object_store_for_spark(tmp_path, monkeypatch):
+    from kiln_kernel.kernel import dbfs_to_local, map_sql_paths
+
+    monkeypatch.delenv("KILN_VOLUMES_URL", raising=False)
+    assert dbfs_to_local("/Volumes/main/default/v/x.json", str(tmp_path)) == f"file://{tmp_path.resolve()}/Volumes/main/default/v/x.json"
+    monkeypatch.setenv("KILN_VOLUMES_URL", "s3://bucket/root/volumes")
+    assert dbfs_to_local("/Volumes/main/default/v/x.json", str(tmp_path)) == "s3://bucket/root/volumes/main/default/v/x.json"
+    assert dbfs_to_local("dbfs:/Volumes/main/default/v/d/", str(tmp_path)) == "s3://bucket/root/volumes/main/default/v/d"
+    # DBFS itself stays local; other schemes are left alone
+    assert dbfs_to_local("/tmp/a", str(tmp_path)) == f"file://{tmp_path.resolve()}/tmp/a"
+    assert dbfs_to_local("s3://elsewhere/x", str(tmp_path)) == "s3://elsewhere/x"
+    with pytest.raises(PermissionError):
+        dbfs_to_local("/Volumes/main/default/v/../../other/v/x", str(tmp_path))
+    sql = map_sql_paths("SELECT * FROM delta.`/Volumes/main/default/v/t`", str(tmp_path))
+    assert sql == "SELECT * FROM delta.`s3://bucket/root/volumes/main/default/v/t`"

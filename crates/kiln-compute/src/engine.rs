@@ -233,6 +233,12 @@ fn spawn(
         ])
         .arg("-C")
         .arg(&spec.work_dir)
+        .envs(
+            spec.isolation
+                .object_store()
+                .map(|access| access.engine_env.clone())
+                .unwrap_or_default(),
+        )
         .envs(&spec.env)
         .env("KILN_CLUSTER_ID", &spec.cluster_id)
         .env("RUST_LOG", "warn")

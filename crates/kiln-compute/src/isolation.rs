@@ -42,6 +42,27 @@ pub struct Isolation {
     /// user code may reach them (as DBFS).
     external: Vec<PathBuf>,
     next_uid: AtomicU32,
+    /// Volumes on the object-store root (`[storage] root`): how engines reach it.
+    object_store: std::sync::OnceLock<ObjectStoreAccess>,
+}
+
+/// What user code is given to reach volumes kept on an object store: their
+/// URL (Spark paths `/Volumes/…` become `<volumes_url>/…`, since Delta cannot
+/// commit through the FUSE mount `open()` uses) and, for engines only, the
+/// store's settings and credentials (`AWS_*`). The credentials are the
+/// root's: user code on any cluster reaches every volume, as with the local
+/// shared tree; Kiln's private state is never on the object store.
+pub struct ObjectStoreAccess {
+    pub volumes_url: String,
+    pub engine_env: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for ObjectStoreAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStoreAccess")
+            .field("volumes_url", &self.volumes_url)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a sandboxed process sees besides the system directories: paths it may
@@ -79,6 +100,7 @@ impl Isolation {
             shared,
             external: external.to_vec(),
             next_uid: AtomicU32::new(rand::random::<u32>() % UID_SPAN),
+            object_store: std::sync::OnceLock::new(),
         };
         isolation.prepare(data_dir)?;
         Ok(isolation)
@@ -92,7 +114,17 @@ impl Isolation {
             shared: dir.to_path_buf(),
             external: Vec::new(),
             next_uid: AtomicU32::new(0),
+            object_store: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Volumes live on an object store (set once, at start).
+    pub fn use_object_store(&self, access: ObjectStoreAccess) {
+        let _ = self.object_store.set(access);
+    }
+
+    pub fn object_store(&self) -> Option<&ObjectStoreAccess> {
+        self.object_store.get()
     }
 
     /// Whether user code runs under identities of its own.
@@ -413,6 +445,7 @@ mod tests {
             shared: PathBuf::from("/x"),
             external: Vec::new(),
             next_uid: AtomicU32::new(5),
+            object_store: std::sync::OnceLock::new(),
         };
         let a = iso.cluster_identity("c-1");
         assert_eq!(a, iso.cluster_identity("c-1"));
@@ -437,6 +470,7 @@ mod tests {
             shared: PathBuf::from("/x"),
             external: vec![PathBuf::from("/srv/landing")],
             next_uid: AtomicU32::new(0),
+            object_store: std::sync::OnceLock::new(),
         };
         let dbfs = iso.dbfs();
         let view = View {

@@ -116,6 +116,9 @@ impl PythonProcess<'_> {
             .stdout(Stdio::piped())
             .stderr(log)
             .kill_on_drop(true);
+        if let Some(access) = self.isolation.object_store() {
+            command.env("KILN_VOLUMES_URL", &access.volumes_url);
+        }
         kiln_core::process::spawn_as(command.as_std_mut(), self.identity);
         let mut child = kiln_core::process::spawn(command).map_err(|e| {
             remove_scratch(scratch.clone());

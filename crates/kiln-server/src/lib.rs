@@ -140,6 +140,10 @@ pub async fn serve(
     let volumes_mount = match &object_root {
         Some(root) => {
             catalog.put_volumes_on_object_store();
+            isolation.use_object_store(kiln_compute::isolation::ObjectStoreAccess {
+                volumes_url: root.url("volumes"),
+                engine_env: root.engine_env(),
+            });
             tracing::info!(volumes = %root.url("volumes"), "MANAGED volumes live on object storage");
             let gid = isolation
                 .users()
@@ -150,7 +154,14 @@ pub async fn serve(
         None => None,
     };
     let kubernetes = match &config.kubernetes {
-        Some(k) => Some(kiln_kubernetes::Kubernetes::new(k.clone(), &workspace_id)?),
+        Some(k) => {
+            // Worker pods reach volumes on the object store as their driver does.
+            let mut k = k.clone();
+            for (name, value) in object_root.iter().flat_map(|r| r.engine_env()) {
+                k.worker_env.entry(name).or_insert(value);
+            }
+            Some(kiln_kubernetes::Kubernetes::new(k, &workspace_id)?)
+        }
         None => None,
     };
     // The engines' Kubernetes API outlives the engines (they delete pods at their end).

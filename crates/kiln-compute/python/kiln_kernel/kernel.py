@@ -5,6 +5,7 @@ Started by Kiln as `python -m kiln_kernel.kernel` with:
   KILN_SPARK_URL   sc://127.0.0.1:<port> of the cluster's engine (optional: no `spark` without it)
   KILN_DBFS_ROOT   local directory backing dbfs:/
   KILN_LIBS_DIR    the cluster's library directory (put first on sys.path)
+  KILN_VOLUMES_URL volumes on an object store (s3://…/volumes): Spark paths under /Volumes go there
 """
 
 import ast
@@ -322,11 +323,24 @@ def dbfs_to_local(path, dbfs_root):
         rel = path[1:]
     else:
         return path
+    volumes_url = os.environ.get("KILN_VOLUMES_URL")
+    if volumes_url and (rel.lstrip("/") + "/").startswith("Volumes/"):
+        return volume_url(volumes_url, rel.lstrip("/")[len("Volumes"):], path)
     root = os.path.realpath(dbfs_root)
     local = os.path.realpath(os.path.join(root, rel.lstrip("/")))
     if not reachable(local, root):
         raise PermissionError(f"Path escapes DBFS: {path}")
     return "file://" + local
+
+
+def volume_url(volumes_url, rest, path):
+    """`/Volumes/c/s/v/x` on an object-store root → `<volumes url>/c/s/v/x`:
+    engines read and write volumes there (Delta commits cannot go through the
+    FUSE mount local file calls use)."""
+    parts = [p for p in rest.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise PermissionError(f"Path escapes its volume: {path}")
+    return volumes_url.rstrip("/") + ("/" + "/".join(parts) if parts else "")
 
 
 _PATH_TABLE = re.compile(r"\b(json|csv|parquet|delta|text|orc|avro|binaryFile)\.`((?:dbfs:)?/[^`]*)`", re.IGNORECASE)
