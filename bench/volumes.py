@@ -6,9 +6,12 @@
   memory      Kiln's resident memory before, and its peak (VmHWM) after all of the above:
               the target is growth < 64 MB (bodies stream, never held whole)
 
-Usage:  python bench/volumes.py [--size-mb 1024]
+Each on a volume on local disk, then on a volume on object storage (`[storage] root = "s3://…"`,
+moto on loopback: S3 multipart uploads of 8 MiB parts, ranged GETs), each in a Kiln of its own.
+
+Usage:  python bench/volumes.py [--size-mb 1024] [--only local|s3]
 Env:    KILN_BIN (default target/release/kiln if present, else target/debug/kiln)
-Needs:  databricks-sdk, requests (tests/conformance/requirements.txt).
+Needs:  databricks-sdk, requests, moto[server] (tests/conformance/requirements.txt); s3fs for S3.
 """
 
 from __future__ import annotations
@@ -35,14 +38,46 @@ def status_kb(pid: int, field: str) -> int:
     return 0
 
 
+def start_moto() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while True:
+        try:
+            if requests.put(f"{endpoint}/kiln-bench", timeout=2).ok:
+                return proc, endpoint
+        except requests.RequestException:
+            pass
+        if time.time() > deadline:
+            sys.exit("moto did not start")
+        time.sleep(0.2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mb", type=int, default=1024)
+    ap.add_argument("--only", choices=["local", "s3"])
     args = ap.parse_args()
+    if args.only != "s3":
+        measure(args, "local disk", "")
+    if args.only != "local":
+        moto, endpoint = start_moto()
+        try:
+            storage = (f'[storage]\nroot = "s3://kiln-bench/root"\nendpoint = "{endpoint}"\nallow_http = true\n'
+                       'region = "us-east-1"\naccess_key_id = "bench"\nsecret_access_key = "bench-secret"\n')  # fmt: skip
+            measure(args, "S3 (moto)", storage)
+        finally:
+            moto.terminate()
+            moto.wait(timeout=30)
+
+
+def measure(args, label: str, storage: str) -> None:
     work = Path(tempfile.mkdtemp(prefix="kiln-bench-vol-"))
     work.chmod(0o711)
     port = free_port()
-    (work / "kiln.toml").write_text("[server]\nhttps_port = 0\n[lakebase]\nproxy_port = 0\n")
+    (work / "kiln.toml").write_text("[server]\nhttps_port = 0\n[lakebase]\nproxy_port = 0\n" + storage)
     log = open(work / "kiln.log", "wb")
     proc = subprocess.Popen(
         [str(default_bin()), "serve", "--port", str(port), "--data-dir", str(work / "data"),
@@ -115,7 +150,7 @@ def main() -> None:
             assert r.status_code == 206 and len(r.content) == 1 << 20
         lat.sort()
         peak = status_kb(proc.pid, "VmHWM") / 1024
-        print(f"Files API on a volume, {args.size_mb} MiB file (Kiln {default_bin().parent.name} build)")
+        print(f"Files API on a volume on {label}, {args.size_mb} MiB file (Kiln {default_bin().parent.name} build)")
         print(f"  upload, SDK multipart        {mb / multipart:8.1f} MB/s  ({multipart:.1f} s)")
         print(f"  upload, one streamed PUT     {mb / single:8.1f} MB/s  ({single:.1f} s)")
         print(f"  download, streamed           {mb / download:8.1f} MB/s  ({download:.1f} s)")

@@ -116,6 +116,25 @@ def test_a_file_a_command_writes_is_an_object_when_close_returns(w, s3, cluster,
         w.command_execution.destroy(cluster_id=cluster, context_id=ctx)
 
 
+def test_names_are_the_same_in_the_files_api_the_bucket_the_mount_and_spark(w, s3, cluster, volume):
+    base = f"/Volumes/main/default/{volume.name}/names"
+    w.files.upload(f"{base}/a[1] b%.txt", io.BytesIO(b"odd name"), overwrite=True)
+    assert s3.get_object(Bucket=BUCKET, Key=key(volume, "names/a[1] b%.txt"))["Body"].read() == b"odd name"
+    ctx = w.command_execution.create_and_wait(cluster_id=cluster, language=Language.PYTHON,
+                                              timeout=datetime.timedelta(seconds=300)).id  # fmt: skip
+    try:
+        assert run(w, cluster, ctx, f"open('{base}/a[1] b%.txt').read()") == "'odd name'"
+        run(w, cluster, ctx, f"spark.range(4).write.mode('overwrite').parquet('{base}/out #1')")
+        assert run(w, cluster, ctx, f"spark.read.parquet('{base}/out #1').count()") == "4"
+    finally:
+        w.command_execution.destroy(cluster_id=cluster, context_id=ctx)
+    names = sorted(e.name for e in w.files.list_directory_contents(base))
+    assert names == ["a[1] b%.txt", "out #1"], names
+    # a file and a directory never share a name
+    with pytest.raises(DatabricksError):
+        w.files.upload(f"{base}/a[1] b%.txt/inside.txt", io.BytesIO(b"x"))
+
+
 def test_paths_never_leave_their_volume_on_object_storage(kiln, w, volume):
     s = kiln.http()
     base = f"/api/2.0/fs/files/Volumes/main/default/{volume.name}"
@@ -153,7 +172,7 @@ def test_delta_on_a_volume_is_written_to_the_bucket_by_the_engine(w, s3, cluster
         assert run(w, cluster, ctx, f"SELECT count(*) AS n FROM delta.`{base}`", Language.SQL) == [[7]]
         logs = run(w, cluster, ctx, f"import os\nsorted(os.listdir('{base}/_delta_log'))")
         assert "00000000000000000000.json" in logs and "00000000000000000001.json" in logs, logs
-        # the engine holds the store's credentials; user code's process has only the URL
+        # the kernel gets the URL, not the store's credentials (the engine has them)
         assert run(w, cluster, ctx, "import os\n'AWS_SECRET_ACCESS_KEY' in os.environ") == "False"
         assert run(w, cluster, ctx, "os.environ['KILN_VOLUMES_URL']") == f"'s3://{BUCKET}/{PREFIX}/volumes'"
     finally:
@@ -167,6 +186,26 @@ def test_delta_on_a_volume_is_written_to_the_bucket_by_the_engine(w, s3, cluster
 def s3fs_procs(kiln) -> list:
     mount = str(kiln.shared_dir / "dbfs" / "Volumes")
     return [p for p in all_procs() if p.cmdline.split(" ")[0].endswith("s3fs") and mount in p.cmdline]
+
+
+def test_a_crashed_s3fs_is_mounted_again(kiln, w, volume):
+    import os
+    import signal
+
+    base = f"/Volumes/main/default/{volume.name}"
+    w.files.upload(f"{base}/crash/c.txt", io.BytesIO(b"still here"), overwrite=True)
+    mounted = kiln.shared_dir / "dbfs" / "Volumes" / "main" / "default" / volume.name / "crash" / "c.txt"
+    [old] = s3fs_procs(kiln)
+    os.kill(old.pid, signal.SIGKILL)
+
+    def served():
+        procs = s3fs_procs(kiln)
+        try:
+            return bool(procs) and procs[0].pid != old.pid and mounted.read_bytes() == b"still here"
+        except OSError:
+            return False
+
+    wait_for(served, 30, "s3fs to be started again and serve the mount", 0.2)
 
 
 def test_kill_9_then_restart_brings_the_mount_back(kiln, w, s3, volume):

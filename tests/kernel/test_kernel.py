@@ -337,5 +337,10 @@ def test_volume_paths_go_to_the_object_store_for_spark(tmp_path, monkeypatch):
     assert dbfs_to_local("s3://elsewhere/x", str(tmp_path)) == "s3://elsewhere/x"
     with pytest.raises(PermissionError):
         dbfs_to_local("/Volumes/main/default/v/../../other/v/x", str(tmp_path))
+    with pytest.raises(PermissionError):
+        dbfs_to_local("/Volumes/main/default/v/%2e%2e/%2E./x", str(tmp_path))
+    # names are literal: '#', '?' and '%' do not end or escape the path
+    assert dbfs_to_local("/Volumes/main/default/v/out#1", str(tmp_path)) == "s3://bucket/root/volumes/main/default/v/out%231"
+    assert dbfs_to_local("/Volumes/main/default/v/a b?.csv", str(tmp_path)) == "s3://bucket/root/volumes/main/default/v/a%20b%3F.csv"
     sql = map_sql_paths("SELECT * FROM delta.`/Volumes/main/default/v/t`", str(tmp_path))
     assert sql == "SELECT * FROM delta.`s3://bucket/root/volumes/main/default/v/t`"

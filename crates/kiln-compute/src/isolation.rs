@@ -48,10 +48,12 @@ pub struct Isolation {
 
 /// What user code is given to reach volumes kept on an object store: their
 /// URL (Spark paths `/Volumes/…` become `<volumes_url>/…`, since Delta cannot
-/// commit through the FUSE mount `open()` uses) and, for engines only, the
-/// store's settings and credentials (`AWS_*`). The credentials are the
-/// root's: user code on any cluster reaches every volume, as with the local
-/// shared tree; Kiln's private state is never on the object store.
+/// commit through the FUSE mount `open()` uses) and, for engines, the
+/// store's settings and credentials (`AWS_*`). Kernels do not get the
+/// credentials, but Python UDFs run inside the engine and can read its
+/// environment: user code on any cluster can obtain the root's credentials,
+/// as it can read and write every volume through the mount (so give Kiln a
+/// key limited to its root). Kiln's private state is never on the object store.
 pub struct ObjectStoreAccess {
     pub volumes_url: String,
     pub engine_env: Vec<(String, String)>,

@@ -340,7 +340,7 @@ pub async fn serve(
         let _ = api.await;
     }
     if let Some(mount) = volumes_mount {
-        mount.unmount(std::time::Duration::from_secs(30)).await;
+        mount.unmount().await;
     }
     tracing::info!("kiln stopped");
     Ok(())

@@ -85,6 +85,7 @@ mod tests {
         assert!(parse_root("/var/lib/kiln").is_err());
         assert!(parse_root("s3://B/x").is_err());
         assert!(parse_root("s3://kiln-data/../x").is_err());
+        assert!(parse_root("s3://kiln-data/a%20b").is_err());
     }
 
     #[test]

@@ -2,16 +2,19 @@
 //! Bodies stream both ways: an upload of more than one part size goes up as
 //! an S3 multipart upload fed from the request body (at most
 //! `PART_SIZE × PARTS_IN_FLIGHT` bytes held), completed only once every part
-//! is stored (a reader never sees half a file; an upload that breaks off is
-//! aborted); a download is the object's byte stream. S3 has no directories:
-//! a directory exists when something is below it, or through its marker
-//! object `dir/` (made through the FUSE mount, see `fuse`).
+//! is stored (a reader never sees half a file); an upload that breaks off,
+//! fails or is dropped is aborted. A download is the object's byte stream,
+//! pinned to the version whose size was announced (`If-Match`). S3 has no
+//! directories: a directory exists when something is below it, or through its
+//! marker object `dir/` (made through the FUSE mount, see `fuse`).
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt as _, TryStreamExt as _};
 use kiln_core::{Error, ErrorCode, Result};
-use object_store::{GetOptions, GetRange, ObjectStore, PutPayload, WriteMultipart};
+use object_store::{
+    GetOptions, GetRange, ObjectStore, PutMode, PutOptions, PutPayload, WriteMultipart,
+};
 
 use crate::object::ObjectRoot;
 
@@ -21,10 +24,12 @@ pub const HIDDEN_PREFIX: &str = ".kiln-";
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 const PARTS_IN_FLIGHT: usize = 4;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct FileMeta {
     pub size: u64,
     pub modified_ms: i64,
+    /// The version read (a download asks for exactly it).
+    pub e_tag: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -39,48 +44,86 @@ fn failed(what: &str, e: object_store::Error) -> Error {
     Error::internal(what, e)
 }
 
+fn exists(rel: &str) -> Error {
+    Error::new(
+        ErrorCode::AlreadyExists,
+        format!("The file {rel} already exists."),
+    )
+}
+
+/// Aborts a multipart upload that is dropped before it completes (a broken-off
+/// body, a cancelled request, Kiln stopping).
+struct Upload(Option<WriteMultipart>);
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if let Some(writer) = self.0.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    if let Err(e) = writer.abort().await {
+                        tracing::warn!(error = %e, "could not abort a multipart upload");
+                    }
+                });
+            }
+        }
+    }
+}
+
 impl ObjectRoot {
-    /// A file's size and time; `None` when there is no such object.
+    /// A file's size, time and version; `None` when there is no such object.
     pub async fn head(&self, rel: &str) -> Result<Option<FileMeta>> {
-        match self.store().head(&self.key(rel)).await {
+        match self.store().head(&self.key(rel)?).await {
             Ok(meta) => Ok(Some(FileMeta {
                 size: meta.size,
                 modified_ms: meta.last_modified.timestamp_millis(),
+                e_tag: meta.e_tag,
             })),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(failed("read a file's metadata", e)),
         }
     }
 
-    /// The bytes `start..=end` of a file (all of it without a range).
+    /// The bytes `start..=end` of the version `meta` of a file (all of it
+    /// without a range). A file replaced since is `RESOURCE_CONFLICT`.
     pub async fn read(
         &self,
         rel: &str,
+        meta: &FileMeta,
         range: Option<(u64, u64)>,
     ) -> Result<BoxStream<'static, std::io::Result<Bytes>>> {
         let options = GetOptions {
             range: range.map(|(start, end)| GetRange::Bounded(start..end + 1)),
+            if_match: meta.e_tag.clone(),
             ..GetOptions::default()
         };
         let got = self
             .store()
-            .get_opts(&self.key(rel), options)
+            .get_opts(&self.key(rel)?, options)
             .await
             .map_err(|e| match e {
-                object_store::Error::NotFound { .. } => Error::not_found("no such file"),
+                object_store::Error::NotFound { .. } => Error::new(
+                    ErrorCode::NotFound,
+                    format!("The file {rel} does not exist."),
+                ),
+                object_store::Error::Precondition { .. } => Error::new(
+                    ErrorCode::ResourceConflict,
+                    format!("The file {rel} changed while it was read; read it again."),
+                ),
                 e => failed("read a file", e),
             })?;
         Ok(got.into_stream().map_err(std::io::Error::other).boxed())
     }
 
-    /// Stores `body` as the file `rel`, replacing any object there. Returns the
-    /// bytes written. Nothing is visible at `rel` unless the whole body arrived.
-    pub async fn write<S, E>(&self, rel: &str, mut body: S) -> Result<u64>
+    /// Stores `body` as the file `rel`. Without `overwrite` an existing file
+    /// is `ALREADY_EXISTS` (for a body of one part, atomically: `If-None-Match`).
+    /// Returns the bytes written. Nothing is visible at `rel` unless the
+    /// whole body arrived.
+    pub async fn write<S, E>(&self, rel: &str, mut body: S, overwrite: bool) -> Result<u64>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
     {
-        let key = self.key(rel);
+        let key = self.key(rel)?;
         let broke_off = |e: E| {
             Error::new(
                 ErrorCode::MalformedRequest,
@@ -101,66 +144,76 @@ impl ObjectRoot {
             }
         }
         if !more {
-            self.store()
-                .put(&key, PutPayload::from_iter(first))
+            let mode = if overwrite {
+                PutMode::Overwrite
+            } else {
+                PutMode::Create
+            };
+            return match self
+                .store()
+                .put_opts(&key, PutPayload::from_iter(first), PutOptions::from(mode))
                 .await
-                .map_err(|e| failed("store the file", e))?;
-            return Ok(held as u64);
+            {
+                Ok(_) => Ok(held as u64),
+                Err(object_store::Error::AlreadyExists { .. })
+                | Err(object_store::Error::Precondition { .. }) => Err(exists(rel)),
+                Err(e) => Err(failed("store the file", e)),
+            };
         }
+        // A multipart completion cannot be conditional (object_store 0.12):
+        // the caller checked that nothing was there.
         let upload = self
             .store()
             .put_multipart(&key)
             .await
             .map_err(|e| failed("start an upload", e))?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut upload = Upload(Some(WriteMultipart::new_with_chunk_size(upload, PART_SIZE)));
         let mut total = 0u64;
+        let writer = upload
+            .0
+            .as_mut()
+            .ok_or_else(|| Error::internal("upload", "no writer"))?;
         for chunk in first {
             total += chunk.len() as u64;
             writer.put(chunk);
         }
-        let streamed: Result<()> = async {
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(broke_off)?;
-                writer
-                    .wait_for_capacity(PARTS_IN_FLIGHT)
-                    .await
-                    .map_err(|e| failed("upload a part", e))?;
-                total += chunk.len() as u64;
-                writer.put(chunk);
-            }
-            Ok(())
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(broke_off)?;
+            writer
+                .wait_for_capacity(PARTS_IN_FLIGHT)
+                .await
+                .map_err(|e| failed("upload a part", e))?;
+            total += chunk.len() as u64;
+            writer.put(chunk);
         }
-        .await;
-        match streamed {
-            Ok(()) => {
-                writer
-                    .finish()
-                    .await
-                    .map_err(|e| failed("complete the upload", e))?;
-                Ok(total)
-            }
-            Err(e) => {
-                if let Err(abort) = writer.abort().await {
-                    tracing::warn!(error = %abort, "could not abort a multipart upload");
-                }
-                Err(e)
-            }
-        }
+        // Every part stored (a failure here still aborts, on drop).
+        writer
+            .wait_for_capacity(0)
+            .await
+            .map_err(|e| failed("upload a part", e))?;
+        let writer = upload
+            .0
+            .take()
+            .ok_or_else(|| Error::internal("upload", "no writer"))?;
+        writer
+            .finish()
+            .await
+            .map_err(|e| failed("complete the upload", e))?;
+        Ok(total)
     }
 
     pub async fn delete_file(&self, rel: &str) -> Result<()> {
         self.store()
-            .delete(&self.key(rel))
+            .delete(&self.key(rel)?)
             .await
             .map_err(|e| failed("delete the file", e))
     }
 
     /// Whether `rel` is a directory: its `rel/` marker, or anything below it.
     pub async fn is_dir(&self, rel: &str) -> Result<bool> {
-        let prefix = self.key(rel);
         let listed = self
             .store()
-            .list_with_delimiter(Some(&prefix))
+            .list_with_delimiter(Some(&self.key(rel)?))
             .await
             .map_err(|e| failed("list a directory", e))?;
         Ok(!listed.objects.is_empty() || !listed.common_prefixes.is_empty())
@@ -168,7 +221,7 @@ impl ObjectRoot {
 
     /// The entries of a directory, sorted by name (Kiln's own names left out).
     pub async fn list_dir(&self, rel: &str) -> Result<Vec<Entry>> {
-        let prefix = self.key(rel);
+        let prefix = self.key(rel)?;
         let listed = self
             .store()
             .list_with_delimiter(Some(&prefix))
@@ -202,6 +255,25 @@ impl ObjectRoot {
             .filter(|e| !e.name.starts_with(HIDDEN_PREFIX))
             .collect();
         entries.sort_by(|a, b| a.name.cmp(&b.name));
+        entries.dedup_by(|a, b| a.name == b.name);
         Ok(entries)
+    }
+
+    /// Deletes every object below `rel` (a dropped volume: what the mount did
+    /// not remove). Markers `dir/` are the mount's to remove.
+    pub async fn delete_tree(&self, rel: &str) -> Result<()> {
+        let locations = self
+            .store()
+            .list(Some(&self.key(rel)?))
+            .map_ok(|o| o.location)
+            .boxed();
+        let mut deleted = self.store().delete_stream(locations);
+        while let Some(done) = deleted.next().await {
+            match done {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(failed("delete a directory", e)),
+            }
+        }
+        Ok(())
     }
 }

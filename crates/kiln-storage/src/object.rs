@@ -59,19 +59,28 @@ impl ObjectRoot {
         &self.store
     }
 
-    /// The key of `rel` (a `/`-separated path below the root).
-    pub fn key(&self, rel: &str) -> Key {
-        let parts = self
+    /// The key of `rel` (a `/`-separated path below the root), kept as
+    /// written (no percent-encoding: s3fs and engines name objects by their
+    /// raw names); `.`, `..`, empty and control-character segments are refused.
+    pub fn key(&self, rel: &str) -> Result<Key> {
+        let joined: Vec<&str> = self
             .prefix
             .split('/')
             .chain(rel.split('/'))
-            .filter(|p| !p.is_empty());
-        Key::from_iter(parts)
+            .filter(|p| !p.is_empty())
+            .collect();
+        Key::parse(joined.join("/")).map_err(|e| Error::invalid(format!("Invalid path {rel}: {e}")))
     }
 
     /// `s3://bucket/prefix/rel`, as engines name it.
     pub fn url(&self, rel: &str) -> String {
-        format!("s3://{}/{}", self.bucket, self.key(rel))
+        let joined: Vec<&str> = self
+            .prefix
+            .split('/')
+            .chain(rel.split('/'))
+            .filter(|p| !p.is_empty())
+            .collect();
+        format!("s3://{}/{}", self.bucket, joined.join("/"))
     }
 
     pub fn bucket(&self) -> &str {
@@ -96,7 +105,7 @@ impl ObjectRoot {
                 self.bucket, self.prefix
             ))
         };
-        let key = self.key(&format!(".kiln-check/{}", kiln_core::ids::random_hex(8)));
+        let key = self.key(&format!(".kiln-check/{}", kiln_core::ids::random_hex(8)))?;
         self.store
             .put(&key, PutPayload::from_static(b"kiln"))
             .await
@@ -120,7 +129,7 @@ impl ObjectRoot {
         };
         let listed: Vec<_> = self
             .store
-            .list(Some(&self.key(".kiln-check")))
+            .list(Some(&self.key(".kiln-check")?))
             .try_collect()
             .await
             .map_err(|e| failed("a listing", e))?;
@@ -143,6 +152,9 @@ impl ObjectRoot {
         }
         if self.config.allow_http {
             set("AWS_ALLOW_HTTP", "true");
+        }
+        if self.config.virtual_hosted_style {
+            set("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "true");
         }
         let region = self.region();
         set("AWS_REGION", &region);

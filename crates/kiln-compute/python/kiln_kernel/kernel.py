@@ -337,10 +337,14 @@ def volume_url(volumes_url, rest, path):
     """`/Volumes/c/s/v/x` on an object-store root → `<volumes url>/c/s/v/x`:
     engines read and write volumes there (Delta commits cannot go through the
     FUSE mount local file calls use)."""
+    from urllib.parse import quote, unquote
+
     parts = [p for p in rest.split("/") if p]
-    if any(p in (".", "..") for p in parts):
+    # The engine parses a URL: `%2e%2e` would be `..` to it, `#`/`?` would cut
+    # the path. Each name is a literal key segment.
+    if any(p in (".", "..") or unquote(p) in (".", "..") for p in parts):
         raise PermissionError(f"Path escapes its volume: {path}")
-    return volumes_url.rstrip("/") + ("/" + "/".join(parts) if parts else "")
+    return volumes_url.rstrip("/") + "".join("/" + quote(p, safe="") for p in parts)
 
 
 _PATH_TABLE = re.compile(r"\b(json|csv|parquet|delta|text|orc|avro|binaryFile)\.`((?:dbfs:)?/[^`]*)`", re.IGNORECASE)

@@ -185,7 +185,7 @@ async fn upload(
     let target = target(&state, &caller, &raw, WRITE_VOLUME)?;
     let overwrite = query.overwrite.unwrap_or(false);
     if let Some((root, rel)) = on_object_store(&state, &target) {
-        return object::upload(root, rel, &target.path, overwrite, request.into_body()).await;
+        return object::upload(root, rel, &target, overwrite, request.into_body()).await;
     }
     if target.local.is_dir() {
         return Err(Error::invalid(format!("{} is a directory", target.path)).into());

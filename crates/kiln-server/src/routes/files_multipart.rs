@@ -117,7 +117,8 @@ async fn action(
                 (Some(root), Some(rel)) => {
                     let files =
                         kiln_core::blocking::run(|| checked_parts(&parts, &complete.parts))?;
-                    root.write(rel, Box::pin(read_files(files))).await?;
+                    root.write(rel, Box::pin(read_files(files)), session.overwrite)
+                        .await?;
                 }
                 _ => {
                     let destination = session.target.clone();

@@ -19,12 +19,28 @@ fn is_volume_root(target: &Target) -> bool {
 pub(super) async fn upload(
     root: &ObjectRoot,
     rel: &str,
-    path: &str,
+    target: &Target,
     overwrite: bool,
     body: Body,
 ) -> ApiResult<Response> {
+    let path = &target.path;
     if root.is_dir(rel).await? {
         return Err(Error::invalid(format!("{path} is a directory")).into());
+    }
+    // No file where a directory on the way would be (`a.txt/b` under a file `a.txt`).
+    let volume_root = target.volume.path();
+    let mut ancestor = rel;
+    let mut shown = path.as_str();
+    while let (Some((up, _)), Some((up_shown, _))) =
+        (ancestor.rsplit_once('/'), shown.rsplit_once('/'))
+    {
+        if up_shown.len() <= volume_root.len() {
+            break;
+        }
+        if root.head(up).await?.is_some() {
+            return Err(Error::invalid(format!("{up_shown} is a file")).into());
+        }
+        (ancestor, shown) = (up, up_shown);
     }
     if !overwrite && root.head(rel).await?.is_some() {
         return Err(Error::new(
@@ -33,7 +49,15 @@ pub(super) async fn upload(
         )
         .into());
     }
-    root.write(rel, body.into_data_stream()).await?;
+    root.write(rel, body.into_data_stream(), overwrite)
+        .await
+        .map_err(|e| match e.code {
+            ErrorCode::AlreadyExists => Error::new(
+                ErrorCode::AlreadyExists,
+                format!("The file {path} already exists."),
+            ),
+            _ => e,
+        })?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -61,7 +85,7 @@ pub(super) async fn download(
     let stream = if size == 0 {
         Body::empty()
     } else {
-        Body::from_stream(root.read(rel, range).await.map_err(|e| {
+        Body::from_stream(root.read(rel, &meta, range).await.map_err(|e| {
             if e.code == ErrorCode::NotFound {
                 not_found(path)
             } else {

@@ -184,8 +184,18 @@ async fn remove(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Empty>> {
-    require_owner(&caller, &state.catalog.get_volume(&name)?)?;
+    let info = state.catalog.get_volume(&name)?;
+    require_owner(&caller, &info)?;
     kiln_core::blocking::run(|| state.catalog.delete_volume(&name))?;
+    // On object storage, whatever the mount did not remove goes too: a later
+    // volume of the same name must not find these files.
+    if let (Some(root), None) = (state.storage.as_deref(), &info.storage_location) {
+        root.delete_tree(&format!(
+            "volumes/{}/{}/{}",
+            info.catalog_name, info.schema_name, info.name
+        ))
+        .await?;
+    }
     Ok(Json(Empty {}))
 }
 
