@@ -68,9 +68,55 @@ def main() -> None:
             storage = (f'[storage]\nroot = "s3://kiln-bench/root"\nendpoint = "{endpoint}"\nallow_http = true\n'
                        'region = "us-east-1"\naccess_key_id = "bench"\nsecret_access_key = "bench-secret"\n')  # fmt: skip
             measure(args, "S3 (moto)", storage)
+            moto_floor(args, endpoint)
         finally:
             moto.terminate()
             moto.wait(timeout=30)
+
+
+def moto_floor(args, endpoint: str) -> None:
+    """The same transfers straight to moto with boto3 (its multipart upload of 8 MiB parts, a
+    download, ranged GETs): what the S3 service itself takes, beside Kiln's figures."""
+    import boto3
+    from boto3.s3.transfer import TransferConfig
+    from botocore.config import Config as BotoConfig
+
+    # moto's checksums of multipart objects are not what boto3 expects: no checksums.
+    quiet = BotoConfig(request_checksum_calculation="when_required", response_checksum_validation="when_required")
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench", aws_secret_access_key="bench-secret",
+                      region_name="us-east-1", config=quiet)  # fmt: skip
+    size = args.size_mb * 1024 * 1024
+    work = Path(tempfile.mkdtemp(prefix="kiln-bench-moto-"))
+    source = work / "blob.bin"
+    block = os.urandom(1024 * 1024)
+    with open(source, "wb") as f:
+        for i in range(args.size_mb):
+            f.write(block[i % 997:] + block[: i % 997])
+    try:
+        mb = size / 1e6
+        config = TransferConfig(multipart_chunksize=8 << 20, max_concurrency=4)
+        t = time.perf_counter()
+        s3.upload_file(str(source), "kiln-bench", "floor/blob.bin", Config=config)
+        upload = time.perf_counter() - t
+        t = time.perf_counter()
+        body = s3.get_object(Bucket="kiln-bench", Key="floor/blob.bin")["Body"]
+        while body.read(1 << 20):
+            pass
+        download = time.perf_counter() - t
+        rng = random.Random(7)
+        lat = []
+        for _ in range(100):
+            start = rng.randrange(0, size - (1 << 20))
+            t = time.perf_counter()
+            s3.get_object(Bucket="kiln-bench", Key="floor/blob.bin", Range=f"bytes={start}-{start + (1 << 20) - 1}")["Body"].read()
+            lat.append(time.perf_counter() - t)
+        lat.sort()
+        print(f"moto itself with boto3 (the floor), {args.size_mb} MiB file")
+        print(f"  upload, multipart 8 MiB x 4  {mb / upload:8.1f} MB/s  ({upload:.1f} s)")
+        print(f"  download, streamed           {mb / download:8.1f} MB/s  ({download:.1f} s)")
+        print(f"  ranged reads of 1 MiB        p50 {lat[50] * 1000:.1f} ms  p95 {lat[95] * 1000:.1f} ms")
+    finally:
+        source.unlink(missing_ok=True)
 
 
 def measure(args, label: str, storage: str) -> None:

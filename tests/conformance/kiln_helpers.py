@@ -479,6 +479,13 @@ class KilnServer:
         return Path(self.config.get("shared_dir") or self.data_dir)
 
     @property
+    def dbfs_dir(self) -> Path:
+        """DBFS's root as user code's file calls see it (on an object-store root: its s3fs mount)."""
+        if (self.config.get("storage") or {}).get("root"):
+            return self.shared_dir / "object-store" / "dbfs"
+        return self.shared_dir / "dbfs"
+
+    @property
     def pg_port(self) -> int:
         """The Lakebase Postgres proxy port."""
         return int(self.config["lakebase"]["proxy_port"])

@@ -65,7 +65,7 @@ def test_paths_never_escape(kiln, path):
 
 
 def test_symlinks_cannot_escape(kiln, w):
-    link = kiln.shared_dir / "dbfs" / unique("link")
+    link = kiln.dbfs_dir / unique("link")
     os.symlink("/etc", link)
     response = kiln.http().get(kiln.url("/api/2.0/dbfs/read"), params={"path": f"/{link.name}/hostname"})
     assert response.status_code == 400, response.text

@@ -92,7 +92,7 @@ def test_paths_never_leave_their_volume(kiln, w, volume):
     r = s.get(kiln.url("/api/2.0/fs/files/etc/passwd"))
     assert r.status_code == 400
     # a symlink planted inside the volume (as user code could) is refused
-    target = kiln.shared_dir / "dbfs" / "Volumes" / "main" / "default" / volume.name / "link"
+    target = kiln.dbfs_dir / "Volumes" / "main" / "default" / volume.name / "link"
     target.symlink_to("/etc")
     try:
         assert s.get(kiln.url(base + "/link/passwd")).status_code == 400
@@ -333,7 +333,7 @@ def test_large_upload_takes_the_sdks_multipart_path(kiln, w, volume):
     assert len(got) == len(data) and hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
     # the parts are gone; only the file is listed
     assert [e.name for e in w.files.list_directory_contents(f"/Volumes/main/default/{volume.name}/big")] == ["blob.bin"]
-    local = kiln.shared_dir / "dbfs" / "Volumes" / "main" / "default" / volume.name / "big"
+    local = kiln.dbfs_dir / "Volumes" / "main" / "default" / volume.name / "big"
     assert sorted(p.name for p in local.iterdir()) == ["blob.bin"]
     # a part URL without its signature, or with another part's, is refused
     s = http()

@@ -324,23 +324,25 @@ def test_only_reading_statements_run_lazily_with_their_rows():
         assert not is_query(statement), statement
 
 
-def test_volume_paths_go_to_the_object_store_for_spark(tmp_path, monkeypatch):
-    from kiln_kernel.kernel import dbfs_to_local, map_sql_paths
+def test_dbfs_paths_go_to_the_object_store_for_spark(tmp_path, monkeypatch):
+    from kiln_kernel.kernel import dbfs_to_local, local_to_url, map_sql_paths
 
-    monkeypatch.delenv("KILN_VOLUMES_URL", raising=False)
-    assert dbfs_to_local("/Volumes/main/default/v/x.json", str(tmp_path)) == f"file://{tmp_path.resolve()}/Volumes/main/default/v/x.json"
-    monkeypatch.setenv("KILN_VOLUMES_URL", "s3://bucket/root/volumes")
-    assert dbfs_to_local("/Volumes/main/default/v/x.json", str(tmp_path)) == "s3://bucket/root/volumes/main/default/v/x.json"
-    assert dbfs_to_local("dbfs:/Volumes/main/default/v/d/", str(tmp_path)) == "s3://bucket/root/volumes/main/default/v/d"
-    # DBFS itself stays local; other schemes are left alone
-    assert dbfs_to_local("/tmp/a", str(tmp_path)) == f"file://{tmp_path.resolve()}/tmp/a"
+    monkeypatch.delenv("KILN_DBFS_URL", raising=False)
+    root = tmp_path.resolve()
+    assert dbfs_to_local("/Volumes/main/default/v/x.json", str(tmp_path)) == f"file://{root}/Volumes/main/default/v/x.json"
+    assert local_to_url(str(root / "pipelines" / "p"), str(tmp_path)) == f"file://{root}/pipelines/p"
+    monkeypatch.setenv("KILN_DBFS_URL", "s3://bucket/root/dbfs")
+    assert dbfs_to_local("/Volumes/main/default/v/x.json", str(tmp_path)) == "s3://bucket/root/dbfs/Volumes/main/default/v/x.json"
+    assert dbfs_to_local("dbfs:/tmp/d/", str(tmp_path)) == "s3://bucket/root/dbfs/tmp/d"
+    assert dbfs_to_local("/tmp/a", str(tmp_path)) == "s3://bucket/root/dbfs/tmp/a"
     assert dbfs_to_local("s3://elsewhere/x", str(tmp_path)) == "s3://elsewhere/x"
-    with pytest.raises(PermissionError):
-        dbfs_to_local("/Volumes/main/default/v/../../other/v/x", str(tmp_path))
-    with pytest.raises(PermissionError):
-        dbfs_to_local("/Volumes/main/default/v/%2e%2e/%2E./x", str(tmp_path))
+    assert local_to_url(str(root / "pipelines" / "p" / "system" / "events"), str(tmp_path)) == "s3://bucket/root/dbfs/pipelines/p/system/events"
+    assert local_to_url("/elsewhere/x", str(tmp_path)) == "file:///elsewhere/x"
+    for bad in ("/Volumes/main/default/v/../../other/v/x", "/Volumes/main/default/v/%2e%2e/%2E./x", "dbfs:/../x"):
+        with pytest.raises(PermissionError):
+            dbfs_to_local(bad, str(tmp_path))
     # names are literal: '#', '?' and '%' do not end or escape the path
-    assert dbfs_to_local("/Volumes/main/default/v/out#1", str(tmp_path)) == "s3://bucket/root/volumes/main/default/v/out%231"
-    assert dbfs_to_local("/Volumes/main/default/v/a b?.csv", str(tmp_path)) == "s3://bucket/root/volumes/main/default/v/a%20b%3F.csv"
+    assert dbfs_to_local("/Volumes/main/default/v/out#1", str(tmp_path)) == "s3://bucket/root/dbfs/Volumes/main/default/v/out%231"
+    assert dbfs_to_local("/tmp/a b?.csv", str(tmp_path)) == "s3://bucket/root/dbfs/tmp/a%20b%3F.csv"
     sql = map_sql_paths("SELECT * FROM delta.`/Volumes/main/default/v/t`", str(tmp_path))
-    assert sql == "SELECT * FROM delta.`s3://bucket/root/volumes/main/default/v/t`"
+    assert sql == "SELECT * FROM delta.`s3://bucket/root/dbfs/Volumes/main/default/v/t`"

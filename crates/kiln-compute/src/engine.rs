@@ -158,7 +158,12 @@ fn free_port() -> Result<u16> {
 /// the shared tree's DBFS and warehouse at the paths the engine uses.
 fn pod_access(spec: &EngineSpec) -> kiln_kubernetes::PodAccess {
     let shared = spec.isolation.shared();
-    let mounts = [spec.isolation.dbfs(), spec.isolation.warehouse()]
+    // DBFS on an object store is reached by URL (the pods get the store's settings).
+    let dbfs = (spec.isolation.object_store().is_none()).then(|| spec.isolation.dbfs());
+    let mounts = dbfs
+        .into_iter()
+        .chain([spec.isolation.warehouse()])
+        .collect::<Vec<_>>()
         .iter()
         .filter_map(|path| {
             let sub = path.strip_prefix(shared).ok()?;

@@ -42,27 +42,30 @@ pub struct Isolation {
     /// user code may reach them (as DBFS).
     external: Vec<PathBuf>,
     next_uid: AtomicU32,
-    /// Volumes on the object-store root (`[storage] root`): how engines reach it.
+    /// DBFS is an object store's, mounted at `<shared>/object-store/dbfs`.
+    dbfs_mounted: bool,
+    /// DBFS on the object-store root (`[storage] root`): how engines reach it.
     object_store: std::sync::OnceLock<ObjectStoreAccess>,
 }
 
-/// What user code is given to reach volumes kept on an object store: their
-/// URL (Spark paths `/Volumes/…` become `<volumes_url>/…`, since Delta cannot
-/// commit through the FUSE mount `open()` uses) and, for engines, the
+/// What user code is given to reach DBFS (volumes included) kept on an object
+/// store: its URL (Spark paths `dbfs:/x`, `/x`, `/Volumes/…` become
+/// `<dbfs_url>/…`, since Delta cannot commit through the FUSE mount `open()`
+/// uses) and, for engines, the
 /// store's settings and credentials (`AWS_*`). Kernels do not get the
 /// credentials, but Python UDFs run inside the engine and can read its
 /// environment: user code on any cluster can obtain the root's credentials,
 /// as it can read and write every volume through the mount (so give Kiln a
 /// key limited to its root). Kiln's private state is never on the object store.
 pub struct ObjectStoreAccess {
-    pub volumes_url: String,
+    pub dbfs_url: String,
     pub engine_env: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for ObjectStoreAccess {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ObjectStoreAccess")
-            .field("volumes_url", &self.volumes_url)
+            .field("dbfs_url", &self.dbfs_url)
             .finish_non_exhaustive()
     }
 }
@@ -83,7 +86,15 @@ const SYSTEM_DIRS: &[&str] = &[
 impl Isolation {
     /// Detects the mode (root → users), chooses and prepares the shared tree.
     /// `shared` overrides the choice (config `shared_dir`).
-    pub fn open(data_dir: &Path, shared: Option<PathBuf>, external: &[PathBuf]) -> Result<Self> {
+    /// `dbfs_mounted`: DBFS lives on an object store, mounted (FUSE) inside
+    /// `<shared>/object-store` (mode 2770, the data group), which keeps out
+    /// everyone else (the mount itself is open to all; see `kiln-storage`).
+    pub fn open(
+        data_dir: &Path,
+        shared: Option<PathBuf>,
+        external: &[PathBuf],
+        dbfs_mounted: bool,
+    ) -> Result<Self> {
         let users = kiln_core::process::is_root();
         let wanted = std::env::var("KILN_ISOLATION").unwrap_or_default() != "none";
         let sandbox = if users || !wanted {
@@ -102,6 +113,7 @@ impl Isolation {
             shared,
             external: external.to_vec(),
             next_uid: AtomicU32::new(rand::random::<u32>() % UID_SPAN),
+            dbfs_mounted,
             object_store: std::sync::OnceLock::new(),
         };
         isolation.prepare(data_dir)?;
@@ -116,11 +128,12 @@ impl Isolation {
             shared: dir.to_path_buf(),
             external: Vec::new(),
             next_uid: AtomicU32::new(0),
+            dbfs_mounted: false,
             object_store: std::sync::OnceLock::new(),
         }
     }
 
-    /// Volumes live on an object store (set once, at start).
+    /// DBFS lives on an object store (set once, at start).
     pub fn use_object_store(&self, access: ObjectStoreAccess) {
         let _ = self.object_store.set(access);
     }
@@ -188,7 +201,11 @@ impl Isolation {
     }
 
     pub fn dbfs(&self) -> PathBuf {
-        self.shared.join("dbfs")
+        if self.dbfs_mounted {
+            self.shared.join("object-store").join("dbfs")
+        } else {
+            self.shared.join("dbfs")
+        }
     }
 
     pub fn warehouse(&self) -> PathBuf {
@@ -297,8 +314,19 @@ impl Isolation {
             std::fs::create_dir_all(&path).map_err(|e| Error::internal("create a directory", e))?;
             chmod(&path, 0o711)?;
         }
-        for dir in ["dbfs", "warehouse"] {
-            share_with_data_group(&self.shared.join(dir))?;
+        if self.dbfs_mounted {
+            // Only the directory that holds the mount: never walk into it.
+            let holder = self.shared.join("object-store");
+            std::fs::create_dir_all(&holder)
+                .map_err(|e| Error::internal("create a directory", e))?;
+            std::os::unix::fs::lchown(&holder, Some(0), Some(DATA_GID))
+                .map_err(|e| Error::internal("share a directory", e))?;
+            chmod(&holder, 0o2770)?;
+            share_with_data_group(&self.shared.join("warehouse"))?;
+        } else {
+            for dir in ["dbfs", "warehouse"] {
+                share_with_data_group(&self.shared.join(dir))?;
+            }
         }
         for dir in &self.external {
             share_with_data_group(dir)?;
@@ -447,6 +475,7 @@ mod tests {
             shared: PathBuf::from("/x"),
             external: Vec::new(),
             next_uid: AtomicU32::new(5),
+            dbfs_mounted: false,
             object_store: std::sync::OnceLock::new(),
         };
         let a = iso.cluster_identity("c-1");
@@ -472,6 +501,7 @@ mod tests {
             shared: PathBuf::from("/x"),
             external: vec![PathBuf::from("/srv/landing")],
             next_uid: AtomicU32::new(0),
+            dbfs_mounted: false,
             object_store: std::sync::OnceLock::new(),
         };
         let dbfs = iso.dbfs();

@@ -117,7 +117,7 @@ impl PythonProcess<'_> {
             .stderr(log)
             .kill_on_drop(true);
         if let Some(access) = self.isolation.object_store() {
-            command.env("KILN_VOLUMES_URL", &access.volumes_url);
+            command.env("KILN_DBFS_URL", &access.dbfs_url);
         }
         kiln_core::process::spawn_as(command.as_std_mut(), self.identity);
         let mut child = kiln_core::process::spawn(command).map_err(|e| {

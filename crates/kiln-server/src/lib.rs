@@ -75,10 +75,15 @@ pub async fn serve(
     };
     let sources = kiln_compute::kernel::install_sources(&cache)?;
     let external = external_locations(&config.catalog.external_locations)?;
+    let object_root = kiln_storage::ObjectRoot::open(&config.storage)?;
+    if let Some(root) = &object_root {
+        root.check().await?;
+    }
     let isolation = Arc::new(Isolation::open(
         &config.data_dir,
         config.shared_dir.clone(),
         &external,
+        object_root.is_some(),
     )?);
     if isolation.users() {
         runtime.check_reachable()?;
@@ -86,15 +91,28 @@ pub async fn serve(
         // data group; private files are made private explicitly.
         kiln_core::process::set_umask(0o002);
     }
-    let object_root = kiln_storage::ObjectRoot::open(&config.storage)?;
-    let volumes_dir = isolation.dbfs().join("Volumes");
     // Parts of multipart uploads to object storage (their sessions ended with the last run).
     let _ = std::fs::remove_dir_all(config.data_dir.join("uploads"));
-    if let Some(root) = &object_root {
-        root.check().await?;
-        kiln_storage::fuse::clear_stale(&volumes_dir);
-        refuse_local_volumes(&volumes_dir)?;
-    }
+    // DBFS (volumes included) on an object store: user code opens its files
+    // through a FUSE mount where DBFS's directory would be.
+    let dbfs_mount = match &object_root {
+        Some(root) => {
+            warn_of_local_dbfs(&isolation.shared().join("dbfs"));
+            tracing::info!(dbfs = %root.url("dbfs"), "DBFS and MANAGED volumes live on object storage");
+            let gid = isolation
+                .users()
+                .then_some(kiln_compute::isolation::DATA_GID);
+            let home = config.data_dir.join("s3fs");
+            let mount =
+                kiln_storage::FuseMount::mount(root, "dbfs", &isolation.dbfs(), &home, gid).await?;
+            isolation.use_object_store(kiln_compute::isolation::ObjectStoreAccess {
+                dbfs_url: root.url("dbfs"),
+                engine_env: root.engine_env(),
+            });
+            Some(mount)
+        }
+        None => None,
+    };
     tracing::info!(
         isolation = isolation.mode(),
         shared_dir = %isolation.shared().display(),
@@ -108,6 +126,12 @@ pub async fn serve(
     )?;
     let secrets = kiln_workspace::secrets::Secrets::open(store.clone(), cipher)?;
     let dbfs = kiln_workspace::dbfs::Dbfs::open(isolation.dbfs())?;
+    let dbfs = match &object_root {
+        Some(root) => {
+            dbfs.on_object_store(root.clone(), config.data_dir.join("uploads").join("dbfs"))?
+        }
+        None => dbfs,
+    };
     let workspace = Arc::new(kiln_workspace::workspace::Workspace::open(store.clone())?);
     let permissions = kiln_workspace::permissions::Permissions::open(store.clone())?;
     let groups = kiln_workspace::groups::Groups::open(store.clone())?;
@@ -136,23 +160,9 @@ pub async fn serve(
         &isolation.dbfs(),
         &external,
     )?;
-    // User code opens volume files through a FUSE mount of the object store.
-    let volumes_mount = match &object_root {
-        Some(root) => {
-            catalog.put_volumes_on_object_store();
-            isolation.use_object_store(kiln_compute::isolation::ObjectStoreAccess {
-                volumes_url: root.url("volumes"),
-                engine_env: root.engine_env(),
-            });
-            tracing::info!(volumes = %root.url("volumes"), "MANAGED volumes live on object storage");
-            let gid = isolation
-                .users()
-                .then_some(kiln_compute::isolation::DATA_GID);
-            let cache = config.data_dir.join("rclone-cache");
-            Some(kiln_storage::FuseMount::mount(root, "volumes", &volumes_dir, &cache, gid).await?)
-        }
-        None => None,
-    };
+    if object_root.is_some() {
+        catalog.put_volumes_on_object_store();
+    }
     let kubernetes = match &config.kubernetes {
         Some(k) => {
             // Worker pods reach volumes on the object store as their driver does.
@@ -339,25 +349,33 @@ pub async fn serve(
     if let Some(api) = kubernetes_api {
         let _ = api.await;
     }
-    if let Some(mount) = volumes_mount {
+    if let Some(mount) = dbfs_mount {
         mount.unmount().await;
     }
     tracing::info!("kiln stopped");
     Ok(())
 }
 
-/// Volumes kept on local disk would be hidden under the object store's mount.
-fn refuse_local_volumes(dir: &std::path::Path) -> Result<()> {
-    let local = std::fs::read_dir(dir)
-        .map(|mut entries| entries.next().is_some())
+/// DBFS files on local disk are not used while DBFS is on an object store.
+fn warn_of_local_dbfs(dir: &std::path::Path) {
+    let user_files = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries.flatten().any(|e| {
+                let name = e.file_name();
+                !matches!(
+                    name.to_str(),
+                    Some("FileStore" | "tmp" | "user" | "databricks-datasets")
+                ) || e.path().read_dir().is_ok_and(|mut d| d.next().is_some())
+                    && name.to_str() != Some("databricks-datasets")
+            })
+        })
         .unwrap_or(false);
-    if local {
-        return Err(Error::invalid(format!(
-            "[storage] root is set, but {} holds volumes on local disk: copy them to the object store (volumes/<catalog>/<schema>/<volume>/ below the root) and remove them, or unset [storage] root",
-            dir.display()
-        )));
+    if user_files {
+        tracing::warn!(
+            path = %dir.display(),
+            "DBFS on local disk holds files that are not used while [storage] root is set: copy them to the object store (dbfs/ below the root)"
+        );
     }
-    Ok(())
 }
 
 /// The plain-HTTP port first, then the HTTPS port and any extra plain ports.

@@ -65,6 +65,13 @@ pub fn parse_root(root: &str) -> Result<(String, String), String> {
             "[storage] root {root:?}: '.' and '..' are not allowed"
         ));
     }
+    // Kiln, s3fs and engines must spell the prefix the same way: plain characters only.
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if !parts.iter().all(|p| p.chars().all(plain)) {
+        return Err(format!(
+            "[storage] root {root:?}: the prefix may hold letters, digits, '-', '_' and '.' only"
+        ));
+    }
     Ok((bucket.to_string(), parts.join("/")))
 }
 

@@ -4,14 +4,25 @@
 //! Invariants: no path ever resolves outside the root (`..`, symlinks and
 //! absolute tricks are refused); a write is fsynced and renamed into place
 //! before it is acknowledged, so readers never see half a file.
+//!
+//! On an object store (`[storage] root`) the root is the FUSE mount of
+//! `<root>/dbfs` (see `kiln-storage`): file bytes (put, read, a streaming
+//! upload's close, status and listings) go through `object_store`, a
+//! streaming upload is staged in Kiln's data dir and stored as one object at
+//! `close`; directories (mkdirs, delete, move) go through the mount, whose
+//! `dir/` markers they are. Its calls block on the runtime: callers run them
+//! through `kiln_core::blocking::run` on the multi-threaded runtime.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+use futures_util::TryStreamExt as _;
 use kiln_core::{Error, ErrorCode, Result};
+use kiln_storage::ObjectRoot;
 
 pub const MAX_BLOCK: usize = 1024 * 1024;
 pub const MAX_READ: u64 = 1024 * 1024;
@@ -29,11 +40,27 @@ struct Handle {
     target: PathBuf,
     staging: PathBuf,
     file: File,
+    /// On the object store: the file's path below the root, and overwrite.
+    object: Option<(String, bool)>,
+}
+
+/// DBFS on an object store: the root, and where streaming uploads are staged.
+struct Object {
+    root: Arc<ObjectRoot>,
+    staging: PathBuf,
 }
 
 pub struct Dbfs {
     root: PathBuf,
     handles: Mutex<HashMap<i64, Handle>>,
+    object: Option<Object>,
+}
+
+/// Runs an object-store call from blocking code (see the module's note).
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
+    let handle = tokio::runtime::Handle::try_current()
+        .map_err(|e| Error::internal("reach object storage", e))?;
+    Ok(handle.block_on(f))
 }
 
 fn io(context: &str, e: std::io::Error) -> Error {
@@ -42,6 +69,15 @@ fn io(context: &str, e: std::io::Error) -> Error {
 
 fn missing(path: &str) -> Error {
     Error::not_found(format!("No file or directory exists on path {path}."))
+}
+
+/// An object store's `ALREADY_EXISTS` in DBFS's words.
+fn already(e: Error, shown: &str) -> Error {
+    if e.code == ErrorCode::AlreadyExists {
+        exists(shown)
+    } else {
+        e
+    }
 }
 
 fn exists(path: &str) -> Error {
@@ -58,7 +94,21 @@ impl Dbfs {
         Ok(Self {
             root,
             handles: Mutex::new(HashMap::new()),
+            object: None,
         })
+    }
+
+    /// DBFS's files are objects below `root`'s `dbfs/` (this DBFS's root is
+    /// their mount); streaming uploads are staged in `staging`.
+    pub fn on_object_store(mut self, root: Arc<ObjectRoot>, staging: PathBuf) -> Result<Self> {
+        fs::create_dir_all(&staging).map_err(|e| io("create DBFS's staging", e))?;
+        self.object = Some(Object { root, staging });
+        Ok(self)
+    }
+
+    /// `/a/b` → `dbfs/a/b` (below the object-store root).
+    fn object_rel(shown: &str) -> String {
+        format!("dbfs{shown}")
     }
 
     pub fn root(&self) -> &Path {
@@ -130,14 +180,44 @@ impl Dbfs {
 
     pub fn get_status(&self, path: &str) -> Result<FileInfo> {
         let (shown, local) = self.resolve(path)?;
+        if let Some(object) = &self.object {
+            if let Some(meta) = block_on(object.root.head(&Self::object_rel(&shown)))?? {
+                return Ok(FileInfo {
+                    path: shown,
+                    is_dir: false,
+                    file_size: meta.size,
+                    modification_time: meta.modified_ms,
+                });
+            }
+        }
         self.info(shown, &local)
     }
 
     pub fn list(&self, path: &str) -> Result<Vec<FileInfo>> {
         let (shown, local) = self.resolve(path)?;
-        let top = self.info(shown.clone(), &local)?;
+        let top = self.get_status(path)?;
         if !top.is_dir {
             return Ok(vec![top]);
+        }
+        let child = |name: &str| {
+            if shown == "/" {
+                format!("/{name}")
+            } else {
+                format!("{shown}/{name}")
+            }
+        };
+        if let Some(object) = &self.object {
+            let listed = block_on(object.root.list_dir(&Self::object_rel(&shown)))??;
+            return Ok(listed
+                .into_iter()
+                .filter(|e| !e.name.starts_with(".kiln-staging-"))
+                .map(|e| FileInfo {
+                    path: child(&e.name),
+                    is_dir: e.is_directory,
+                    file_size: e.size.unwrap_or(0),
+                    modification_time: e.modified_ms,
+                })
+                .collect());
         }
         let mut entries: Vec<FileInfo> = Vec::new();
         for entry in fs::read_dir(&local)
@@ -148,12 +228,7 @@ impl Dbfs {
             if name.starts_with(".kiln-staging-") {
                 continue;
             }
-            let child = if shown == "/" {
-                format!("/{name}")
-            } else {
-                format!("{shown}/{name}")
-            };
-            entries.push(self.info(child, &entry.path())?);
+            entries.push(self.info(child(&name), &entry.path())?);
         }
         entries.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(entries)
@@ -170,6 +245,21 @@ impl Dbfs {
     /// Writes a whole file atomically (fsync, then rename).
     pub fn put(&self, path: &str, contents: &[u8], overwrite: bool) -> Result<()> {
         let (shown, local) = self.resolve(path)?;
+        if let Some(object) = &self.object {
+            if local.is_dir() || (!overwrite && local.exists()) {
+                return Err(exists(&shown));
+            }
+            let body = futures_util::stream::iter([Ok::<_, std::io::Error>(
+                Bytes::copy_from_slice(contents),
+            )]);
+            return block_on(
+                object
+                    .root
+                    .write(&Self::object_rel(&shown), body, overwrite),
+            )?
+            .map(|_| ())
+            .map_err(|e| already(e, &shown));
+        }
         let staging = self.staging_for(&shown, &local, overwrite)?;
         let mut file = File::create(&staging).map_err(|e| io("write a DBFS file", e))?;
         file.write_all(contents)
@@ -200,6 +290,25 @@ impl Dbfs {
         let (shown, local) = self.resolve(path)?;
         if local.is_dir() {
             return Err(Error::invalid(format!("{shown} is a directory")));
+        }
+        if let Some(object) = &self.object {
+            let rel = Self::object_rel(&shown);
+            let meta = block_on(object.root.head(&rel))??.ok_or_else(|| missing(&shown))?;
+            let end = meta.size.min(offset.saturating_add(length));
+            if offset >= end {
+                return Ok(Vec::new());
+            }
+            return block_on(async {
+                let stream = object
+                    .root
+                    .read(&rel, &meta, Some((offset, end - 1)))
+                    .await?;
+                let chunks: Vec<Bytes> = stream
+                    .try_collect()
+                    .await
+                    .map_err(|e| io("read a DBFS file", e))?;
+                Ok::<_, Error>(chunks.concat())
+            })?;
         }
         let mut file = File::open(&local).map_err(|_| missing(&shown))?;
         file.seek(SeekFrom::Start(offset))
@@ -253,7 +362,19 @@ impl Dbfs {
     /// Opens a streaming upload; the file appears on `close`.
     pub fn create(&self, path: &str, overwrite: bool) -> Result<i64> {
         let (shown, local) = self.resolve(path)?;
-        let staging = self.staging_for(&shown, &local, overwrite)?;
+        let (staging, object) = match &self.object {
+            Some(object) => {
+                if local.is_dir() || (!overwrite && local.exists()) {
+                    return Err(exists(&shown));
+                }
+                let name = format!(".kiln-staging-{}", kiln_core::ids::random_hex(8));
+                (
+                    object.staging.join(name),
+                    Some((Self::object_rel(&shown), overwrite)),
+                )
+            }
+            None => (self.staging_for(&shown, &local, overwrite)?, None),
+        };
         let file = File::create(&staging).map_err(|e| io("create a DBFS file", e))?;
         let handle = (rand::random::<u32>() as i64) + 1;
         self.handles
@@ -265,6 +386,7 @@ impl Dbfs {
                     target: local,
                     staging,
                     file,
+                    object,
                 },
             );
         Ok(handle)
@@ -299,6 +421,18 @@ impl Dbfs {
         open.file
             .sync_all()
             .map_err(|e| io("close a DBFS file", e))?;
+        if let (Some(object), Some((rel, overwrite))) = (&self.object, &open.object) {
+            let stored = block_on(async {
+                let file = tokio::fs::File::open(&open.staging)
+                    .await
+                    .map_err(|e| io("close a DBFS file", e))?;
+                let body = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
+                object.root.write(rel, body, *overwrite).await
+            });
+            let _ = fs::remove_file(&open.staging);
+            let shown = rel.trim_start_matches("dbfs");
+            return stored?.map(|_| ()).map_err(|e| already(e, shown));
+        }
         fs::rename(&open.staging, &open.target).map_err(|e| io("close a DBFS file", e))
     }
 }

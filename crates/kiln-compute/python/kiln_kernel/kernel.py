@@ -5,7 +5,7 @@ Started by Kiln as `python -m kiln_kernel.kernel` with:
   KILN_SPARK_URL   sc://127.0.0.1:<port> of the cluster's engine (optional: no `spark` without it)
   KILN_DBFS_ROOT   local directory backing dbfs:/
   KILN_LIBS_DIR    the cluster's library directory (put first on sys.path)
-  KILN_VOLUMES_URL volumes on an object store (s3://…/volumes): Spark paths under /Volumes go there
+  KILN_DBFS_URL    DBFS (volumes too) on an object store (s3://…/dbfs): Spark paths go there
 """
 
 import ast
@@ -323,9 +323,9 @@ def dbfs_to_local(path, dbfs_root):
         rel = path[1:]
     else:
         return path
-    volumes_url = os.environ.get("KILN_VOLUMES_URL")
-    if volumes_url and (rel.lstrip("/") + "/").startswith("Volumes/"):
-        return volume_url(volumes_url, rel.lstrip("/")[len("Volumes"):], path)
+    dbfs_url = os.environ.get("KILN_DBFS_URL")
+    if dbfs_url:
+        return object_url(dbfs_url, rel, path)
     root = os.path.realpath(dbfs_root)
     local = os.path.realpath(os.path.join(root, rel.lstrip("/")))
     if not reachable(local, root):
@@ -333,18 +333,27 @@ def dbfs_to_local(path, dbfs_root):
     return "file://" + local
 
 
-def volume_url(volumes_url, rest, path):
-    """`/Volumes/c/s/v/x` on an object-store root → `<volumes url>/c/s/v/x`:
-    engines read and write volumes there (Delta commits cannot go through the
-    FUSE mount local file calls use)."""
+def object_url(dbfs_url, rel, path):
+    """`dbfs:/x` (volumes too: `/Volumes/c/s/v/x`) on an object-store root →
+    `<dbfs url>/x`: engines read and write DBFS there (Delta commits cannot go
+    through the FUSE mount local file calls use). The engine parses a URL, so
+    each name is quoted (`%2e%2e` is not `..`, `#` does not end the path)."""
     from urllib.parse import quote, unquote
 
-    parts = [p for p in rest.split("/") if p]
-    # The engine parses a URL: `%2e%2e` would be `..` to it, `#`/`?` would cut
-    # the path. Each name is a literal key segment.
+    parts = [p for p in rel.split("/") if p]
     if any(p in (".", "..") or unquote(p) in (".", "..") for p in parts):
-        raise PermissionError(f"Path escapes its volume: {path}")
-    return volumes_url.rstrip("/") + "".join("/" + quote(p, safe="") for p in parts)
+        raise PermissionError(f"Path escapes DBFS: {path}")
+    return dbfs_url.rstrip("/") + "".join("/" + quote(p, safe="") for p in parts)
+
+
+def local_to_url(local, dbfs_root):
+    """A local path under the DBFS root as the engine should name it: its
+    object-store URL when DBFS is on one, else `file://…`."""
+    dbfs_url = os.environ.get("KILN_DBFS_URL")
+    root = os.path.realpath(dbfs_root)
+    if dbfs_url and reachable(os.path.abspath(local), root):
+        return object_url(dbfs_url, os.path.relpath(os.path.abspath(local), root), local)
+    return "file://" + local
 
 
 _PATH_TABLE = re.compile(r"\b(json|csv|parquet|delta|text|orc|avro|binaryFile)\.`((?:dbfs:)?/[^`]*)`", re.IGNORECASE)

@@ -14,7 +14,7 @@ import sys
 import threading
 import traceback
 
-from kiln_kernel.kernel import map_sql_paths
+from kiln_kernel.kernel import local_to_url, map_sql_paths
 from kiln_pipelines import cdc, delta_log, expectations
 
 
@@ -275,7 +275,7 @@ class Worker:
                 json.dumps(e.get("details") or {}), json.dumps(e["error"]) if e.get("error") else None,
             ))
         frame = self.spark.createDataFrame(rows, EVENT_SCHEMA)
-        frame.write.format("delta").mode("append").save("file://" + req["path"])
+        frame.write.format("delta").mode("append").save(local_to_url(req["path"], os.environ.get("KILN_DBFS_ROOT", "/nonexistent")))
         return {"rows": len(rows)}
 
     def op_cancel(self, req):

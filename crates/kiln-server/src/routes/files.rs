@@ -132,7 +132,7 @@ fn resolve(state: &AppState, raw: &str) -> Result<Target> {
     // On the object-store root, the same path below it (its mount is `local`).
     let object = (state.storage.is_some() && volume.storage_location.is_none()).then(|| {
         let rel = format!(
-            "volumes/{}/{}/{}/{}",
+            "dbfs/Volumes/{}/{}/{}/{}",
             volume.catalog_name,
             volume.schema_name,
             volume.name,

@@ -191,7 +191,7 @@ async fn remove(
     // volume of the same name must not find these files.
     if let (Some(root), None) = (state.storage.as_deref(), &info.storage_location) {
         root.delete_tree(&format!(
-            "volumes/{}/{}/{}",
+            "dbfs/Volumes/{}/{}/{}",
             info.catalog_name, info.schema_name, info.name
         ))
         .await?;

@@ -1,10 +1,11 @@
-"""Volumes on an object-store data root (issue 26 part 1): `[storage] root = "s3://…"` on moto.
+"""DBFS and volumes on an object-store data root (issue 26 part 1): `[storage] root = "s3://…"` on moto.
 
-The volume tests of `test_volumes.py` run again against a Kiln whose MANAGED volumes live in the bucket
-(Files API, SDK multipart uploads, privileges, commands reading and writing `/Volumes/…` with Spark, SQL,
-`open()` and pandas, `dbutils.fs`, a pipeline, a wheel). Then what only object storage has: the bytes
-really are objects in the bucket, a file a command writes is an object once `close()` returns, a planted
-link is refused, and after kill -9 the mount is cleared and comes back."""
+The tests of `test_volumes.py` and `test_dbfs.py` run again against a Kiln whose DBFS and MANAGED volumes
+live in the bucket (Files API and DBFS API, SDK multipart uploads, privileges, commands reading and writing
+`/Volumes/…` and `dbfs:/…` with Spark, SQL, `open()` and pandas, `dbutils.fs`, a pipeline, a wheel). Then
+what only object storage has: the bytes really are objects in the bucket, a file a command writes is an
+object once `close()` returns, Delta on DBFS and volumes, a pipeline's event log, a planted link is
+refused, a crashed s3fs is mounted again, and after kill -9 the mount is cleared and comes back."""
 
 from __future__ import annotations
 
@@ -23,6 +24,15 @@ from databricks.sdk.service.compute import Language
 
 from conftest import base_config
 from kiln_helpers import KilnServer, all_procs, free_port, unique, wait_for
+from test_dbfs import (  # noqa: F401  (tests run again here, on S3)
+    test_bare_absolute_paths_are_dbfs_in_contexts,
+    test_engines_see_what_the_api_wrote,
+    test_multipart_put,
+    test_paths_never_escape,
+    test_put_read_status_list_delete,
+    test_symlinks_cannot_escape,
+    test_streaming_upload_and_download_of_a_multi_block_file,
+)
 from test_volumes import (  # noqa: F401  (fixtures and tests run again here, on S3)
     cluster,
     run,
@@ -30,6 +40,7 @@ from test_volumes import (  # noqa: F401  (fixtures and tests run again here, on
     test_a_wheel_from_a_volume_installs,
     test_files_upload_download_list_delete,
     test_large_upload_takes_the_sdks_multipart_path,
+    test_paths_never_leave_their_volume,
     test_sdk_dbutils_fs_on_volumes,
     test_the_same_files_from_commands,
     test_volume_lifecycle,
@@ -84,7 +95,13 @@ def w(kiln):
 
 
 def key(volume, rel: str) -> str:
-    return f"{PREFIX}/volumes/main/default/{volume.name}/{rel}"
+    return f"{PREFIX}/dbfs/Volumes/main/default/{volume.name}/{rel}"
+
+
+def mounted(kiln) -> Path:
+    """Where user code's file calls see DBFS (the s3fs mount)."""
+    assert kiln.dbfs_dir == kiln.shared_dir / "object-store" / "dbfs"
+    return kiln.dbfs_dir
 
 
 def test_the_bytes_are_objects_in_the_bucket(w, s3, volume):
@@ -135,22 +152,68 @@ def test_names_are_the_same_in_the_files_api_the_bucket_the_mount_and_spark(w, s
         w.files.upload(f"{base}/a[1] b%.txt/inside.txt", io.BytesIO(b"x"))
 
 
-def test_paths_never_leave_their_volume_on_object_storage(kiln, w, volume):
-    s = kiln.http()
-    base = f"/api/2.0/fs/files/Volumes/main/default/{volume.name}"
-    for bad in ("/../../../../etc/passwd", "/a/%2E%2E/%2E%2E/x", "/./x"):
-        r = s.get(kiln.url(base + bad))
-        assert r.status_code in (400, 404), (bad, r.status_code, r.text)
-    # a link planted through the mount (as user code could) is refused for reads and directory writes
-    link = kiln.shared_dir / "dbfs" / "Volumes" / "main" / "default" / volume.name / "link"
-    link.symlink_to("/etc")
+def test_dbfs_files_are_objects_and_delta_on_dbfs_commits_in_the_bucket(w, s3, cluster):
+    import base64
+
+    root = "/" + unique("s3dbfs")
+    w.dbfs.put(f"{root}/a.txt", contents=base64.b64encode(b"via the dbfs api").decode())
+    assert s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}/dbfs{root}/a.txt")["Body"].read() == b"via the dbfs api"
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/dbfs{root}/b.txt", Body=b"straight into the bucket")
+    assert base64.b64decode(w.dbfs.read(f"{root}/b.txt").data) == b"straight into the bucket"
+    assert w.dbfs.get_status(f"{root}/b.txt").file_size == len(b"straight into the bucket")
+    ctx = w.command_execution.create_and_wait(cluster_id=cluster, language=Language.PYTHON,
+                                              timeout=datetime.timedelta(seconds=300)).id  # fmt: skip
     try:
-        assert s.get(kiln.url(base + "/link/passwd")).status_code == 400
-        r = s.put(kiln.url(f"/api/2.0/fs/directories/Volumes/main/default/{volume.name}/link/kiln-was-here"))
-        assert r.status_code == 400, r.text
-        assert not Path("/etc/kiln-was-here").exists()
+        assert run(w, cluster, ctx, f"open('/dbfs{root}/b.txt').read()") == "'straight into the bucket'"
+        run(w, cluster, ctx, f"spark.range(6).write.format('delta').save('dbfs:{root}/t')")
+        run(w, cluster, ctx, f"spark.range(2).write.format('delta').mode('append').save('{root}/t')")
+        assert run(w, cluster, ctx, f"SELECT count(*) AS n FROM delta.`dbfs:{root}/t`", Language.SQL) == [[8]]
+        assert run(w, cluster, ctx, "spark.read.json('/databricks-datasets/kiln-samples/clickstream/').count()") == "2000"
+        assert run(w, cluster, ctx, "import os\nos.environ['KILN_DBFS_URL']") == f"'s3://{BUCKET}/{PREFIX}/dbfs'"
     finally:
-        link.unlink()
+        w.command_execution.destroy(cluster_id=cluster, context_id=ctx)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/dbfs{root}/t/_delta_log/")["Contents"]]
+    assert f"{PREFIX}/dbfs{root}/t/_delta_log/00000000000000000001.json" in keys, keys
+    # the DBFS API lists what the engine wrote
+    assert "_delta_log" in {f.path.rsplit("/", 1)[-1] for f in w.dbfs.list(f"{root}/t")}
+
+
+def test_a_pipelines_event_log_is_a_delta_table_in_the_bucket(kiln, w, s3, cluster, volume):
+    from test_volumes import run_pipeline
+
+    target = unique("s3pipe").replace("-", "_")
+    pid = run_pipeline(kiln, w, "CREATE OR REFRESH MATERIALIZED VIEW nums AS SELECT id FROM range(3)", target)
+    events = f"{PREFIX}/dbfs/pipelines/{pid}/system/events/_delta_log/00000000000000000000.json"
+
+    def logged():
+        try:
+            return s3.head_object(Bucket=BUCKET, Key=events)
+        except s3.exceptions.ClientError:
+            return None
+
+    wait_for(logged, 60, "the event log in the bucket", 0.5)
+    ctx = w.command_execution.create_and_wait(cluster_id=cluster, language=Language.PYTHON,
+                                              timeout=datetime.timedelta(seconds=300)).id  # fmt: skip
+    try:
+        n = run(w, cluster, ctx, f"spark.read.format('delta').load('dbfs:/pipelines/{pid}/system/events').count()")
+        assert int(n) > 0
+    finally:
+        w.command_execution.destroy(cluster_id=cluster, context_id=ctx)
+    w.pipelines.delete(pipeline_id=pid)
+
+
+def test_the_mount_is_kept_from_processes_outside_the_data_group(kiln):
+    """The mount is open to all inside; the directory that holds it (2770, the data group) is not."""
+    import os
+    import stat
+
+    holder = mounted(kiln).parent
+    mode = os.stat(holder).st_mode
+    assert stat.S_IMODE(mode) & 0o007 == 0, oct(mode)
+    if os.geteuid() == 0:
+        out = subprocess.run(["setpriv", "--reuid", "45678", "--regid", "45678", "--clear-groups",
+                              "ls", str(mounted(kiln))], capture_output=True, text=True)  # fmt: skip
+        assert out.returncode != 0 and "Permission denied" in out.stderr, out
 
 
 def test_external_volumes_are_refused_on_object_storage(w):
@@ -174,7 +237,7 @@ def test_delta_on_a_volume_is_written_to_the_bucket_by_the_engine(w, s3, cluster
         assert "00000000000000000000.json" in logs and "00000000000000000001.json" in logs, logs
         # the kernel gets the URL, not the store's credentials (the engine has them)
         assert run(w, cluster, ctx, "import os\n'AWS_SECRET_ACCESS_KEY' in os.environ") == "False"
-        assert run(w, cluster, ctx, "os.environ['KILN_VOLUMES_URL']") == f"'s3://{BUCKET}/{PREFIX}/volumes'"
+        assert run(w, cluster, ctx, "os.environ['KILN_DBFS_URL']") == f"'s3://{BUCKET}/{PREFIX}/dbfs'"
     finally:
         w.command_execution.destroy(cluster_id=cluster, context_id=ctx)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=key(volume, "delta/events/_delta_log/"))["Contents"]]
@@ -184,7 +247,7 @@ def test_delta_on_a_volume_is_written_to_the_bucket_by_the_engine(w, s3, cluster
 
 
 def s3fs_procs(kiln) -> list:
-    mount = str(kiln.shared_dir / "dbfs" / "Volumes")
+    mount = str(mounted(kiln))
     return [p for p in all_procs() if p.cmdline.split(" ")[0].endswith("s3fs") and mount in p.cmdline]
 
 
@@ -194,14 +257,14 @@ def test_a_crashed_s3fs_is_mounted_again(kiln, w, volume):
 
     base = f"/Volumes/main/default/{volume.name}"
     w.files.upload(f"{base}/crash/c.txt", io.BytesIO(b"still here"), overwrite=True)
-    mounted = kiln.shared_dir / "dbfs" / "Volumes" / "main" / "default" / volume.name / "crash" / "c.txt"
+    file = mounted(kiln) / "Volumes" / "main" / "default" / volume.name / "crash" / "c.txt"
     [old] = s3fs_procs(kiln)
     os.kill(old.pid, signal.SIGKILL)
 
     def served():
         procs = s3fs_procs(kiln)
         try:
-            return bool(procs) and procs[0].pid != old.pid and mounted.read_bytes() == b"still here"
+            return bool(procs) and procs[0].pid != old.pid and file.read_bytes() == b"still here"
         except OSError:
             return False
 
@@ -216,6 +279,6 @@ def test_kill_9_then_restart_brings_the_mount_back(kiln, w, s3, volume):
     wait_for(lambda: not s3fs_procs(kiln), 10, "s3fs to die with Kiln")
     kiln.start()
     assert len(s3fs_procs(kiln)) == 1
-    mounted = kiln.shared_dir / "dbfs" / "Volumes" / "main" / "default" / volume.name / "kept" / "k.txt"
-    assert mounted.read_bytes() == b"kept across a crash"
+    file = mounted(kiln) / "Volumes" / "main" / "default" / volume.name / "kept" / "k.txt"
+    assert file.read_bytes() == b"kept across a crash"
     assert w.files.download(f"{base}/kept/k.txt").contents.read() == b"kept across a crash"
