@@ -5,9 +5,10 @@
 //!
 //! Sessions are in memory: a Kiln restart ends them (the client's upload
 //! fails; nothing half-written is ever visible at the target). Part files live
-//! in a hidden directory beside the target (for volumes on object storage:
-//! in the data dir's `uploads/`, cleared at start), removed on completion or
-//! abort.
+//! in a hidden directory beside the target, removed on completion or abort.
+//! For volumes on an object store, parts go straight into the store's own
+//! multipart upload (nothing is staged); an upload a restart ended is left
+//! to the bucket's lifecycle rule (`AbortIncompleteMultipartUpload`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -31,6 +32,10 @@ pub struct Session {
     pub target: PathBuf,
     pub parts_dir: PathBuf,
     pub overwrite: bool,
+    /// On an object store: the target's path below the root and the store's
+    /// upload id (parts go straight there), and the etag of each part stored.
+    pub object: Option<(String, String)>,
+    pub parts: std::collections::BTreeMap<u32, String>,
     started: Instant,
 }
 
@@ -60,10 +65,14 @@ impl Uploads {
         target: PathBuf,
         parent: PathBuf,
         overwrite: bool,
+        object: Option<(String, String)>,
     ) -> Result<String> {
         let token = kiln_core::ids::random_hex(24);
         let parts_dir = parent.join(format!(".kiln-upload-parts-{token}"));
-        std::fs::create_dir_all(&parts_dir).map_err(|e| Error::internal("start the upload", e))?;
+        if object.is_none() {
+            std::fs::create_dir_all(&parts_dir)
+                .map_err(|e| Error::internal("start the upload", e))?;
+        }
         let mut sessions = self.sessions.lock().map_err(|_| poisoned())?;
         let expired: Vec<String> = sessions
             .iter()
@@ -90,6 +99,8 @@ impl Uploads {
                 target,
                 parts_dir,
                 overwrite,
+                object,
+                parts: Default::default(),
                 started: Instant::now(),
             },
         );
@@ -112,12 +123,44 @@ impl Uploads {
         self.sessions.lock().ok()?.get(token).cloned()
     }
 
-    pub fn finish(&self, token: &str) {
-        if let Ok(mut sessions) = self.sessions.lock() {
-            if let Some(s) = sessions.remove(token) {
+    /// Ends a session; returns it (an object-store upload is the caller's to
+    /// complete or abort).
+    pub fn finish(&self, token: &str) -> Option<Session> {
+        let session = self.sessions.lock().ok()?.remove(token)?;
+        let _ = std::fs::remove_dir_all(&session.parts_dir);
+        Some(session)
+    }
+
+    /// Records the etag of a part stored on the object store.
+    pub fn record_part(&self, token: &str, number: u32, etag: String) -> Result<()> {
+        self.sessions
+            .lock()
+            .map_err(|_| poisoned())?
+            .get_mut(token)
+            .ok_or_else(|| Error::not_found("The upload session has ended"))?
+            .parts
+            .insert(number, etag);
+        Ok(())
+    }
+
+    /// Removes the sessions past their lifetime; returns them (their
+    /// object-store uploads are the caller's to abort).
+    pub fn take_expired(&self) -> Vec<Session> {
+        let Ok(mut sessions) = self.sessions.lock() else {
+            return Vec::new();
+        };
+        let expired: Vec<String> = sessions
+            .iter()
+            .filter(|(_, s)| s.started.elapsed() > SESSION_LIFETIME)
+            .map(|(t, _)| t.clone())
+            .collect();
+        expired
+            .into_iter()
+            .filter_map(|t| sessions.remove(&t))
+            .inspect(|s| {
                 let _ = std::fs::remove_dir_all(&s.parts_dir);
-            }
-        }
+            })
+            .collect()
     }
 
     fn mac(&self, message: &str) -> String {

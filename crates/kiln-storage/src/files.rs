@@ -277,3 +277,157 @@ impl ObjectRoot {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use futures_util::{StreamExt as _, TryStreamExt as _};
+    use kiln_core::{ErrorCode, Result};
+    use object_store::memory::InMemory;
+    use object_store::ObjectStore;
+
+    use crate::object::ObjectRoot;
+    use crate::PART_SIZE;
+
+    fn root() -> (Arc<InMemory>, ObjectRoot) {
+        let store = Arc::new(InMemory::new());
+        let root = ObjectRoot::with_store(store.clone(), "bucket", "tenant/root");
+        (store, root)
+    }
+
+    fn chunks(
+        total: usize,
+        chunk: usize,
+    ) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Unpin {
+        let parts: Vec<std::io::Result<Bytes>> = (0..total.div_ceil(chunk))
+            .map(|i| {
+                let n = chunk.min(total - i * chunk);
+                Ok(Bytes::from(vec![(i % 251) as u8; n]))
+            })
+            .collect();
+        futures_util::stream::iter(parts)
+    }
+
+    async fn read_all(root: &ObjectRoot, rel: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>> {
+        let meta = root
+            .head(rel)
+            .await?
+            .ok_or_else(|| kiln_core::Error::not_found("x"))?;
+        let parts: Vec<Bytes> = root
+            .read(rel, &meta, range)
+            .await?
+            .try_collect()
+            .await
+            .map_err(|e| kiln_core::Error::internal("read", e))?;
+        Ok(parts.concat())
+    }
+
+    #[tokio::test]
+    async fn small_and_multipart_writes_read_back_whole_and_ranged() -> Result<()> {
+        let (_, root) = root();
+        assert_eq!(root.write("dbfs/a.txt", chunks(10, 4), false).await?, 10);
+        assert_eq!(read_all(&root, "dbfs/a.txt", None).await?.len(), 10);
+        let big = 2 * PART_SIZE + 12_345;
+        assert_eq!(
+            root.write("dbfs/big.bin", chunks(big, 1 << 20), false)
+                .await? as usize,
+            big
+        );
+        let meta = root.head("dbfs/big.bin").await?;
+        assert_eq!(meta.map(|m| m.size as usize), Some(big));
+        let ranged = read_all(&root, "dbfs/big.bin", Some(((1 << 20) - 2, (1 << 20) + 1))).await?;
+        assert_eq!(ranged, vec![0, 0, 1, 1]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn without_overwrite_an_existing_file_stays() -> Result<()> {
+        let (_, root) = root();
+        root.write("dbfs/a.txt", chunks(3, 3), false).await?;
+        let again = root.write("dbfs/a.txt", chunks(5, 5), false).await;
+        assert_eq!(again.err().map(|e| e.code), Some(ErrorCode::AlreadyExists));
+        assert_eq!(read_all(&root, "dbfs/a.txt", None).await?.len(), 3);
+        root.write("dbfs/a.txt", chunks(5, 5), true).await?;
+        assert_eq!(read_all(&root, "dbfs/a.txt", None).await?.len(), 5);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_body_that_breaks_off_leaves_nothing() -> Result<()> {
+        let (store, root) = root();
+        for size in [1000, 3 * PART_SIZE] {
+            let body = chunks(size, 1 << 20).chain(futures_util::stream::iter([Err(
+                std::io::Error::other("client went away"),
+            )]));
+            let broken = root.write("dbfs/half.bin", Box::pin(body), true).await;
+            assert_eq!(
+                broken.err().map(|e| e.code),
+                Some(ErrorCode::MalformedRequest)
+            );
+            assert!(root.head("dbfs/half.bin").await?.is_none(), "{size}");
+        }
+        let listed: Vec<_> = store
+            .list(None)
+            .try_collect()
+            .await
+            .map_err(|e| kiln_core::Error::internal("list", e))?;
+        assert!(listed.is_empty(), "{listed:?}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_file_replaced_while_read_is_a_conflict() -> Result<()> {
+        let (_, root) = root();
+        root.write("dbfs/a.txt", chunks(3, 3), true).await?;
+        let before = root
+            .head("dbfs/a.txt")
+            .await?
+            .ok_or_else(|| kiln_core::Error::not_found("x"))?;
+        root.write("dbfs/a.txt", chunks(4, 4), true).await?;
+        let stale = root.read("dbfs/a.txt", &before, None).await;
+        assert_eq!(
+            stale.err().map(|e| e.code),
+            Some(ErrorCode::ResourceConflict)
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn names_are_kept_raw_listings_hide_kilns_own_and_trees_delete_alone() -> Result<()> {
+        let (store, root) = root();
+        root.write("dbfs/v/a[1] b%.txt", chunks(1, 1), true).await?;
+        root.write("dbfs/v/sub/x", chunks(1, 1), true).await?;
+        root.write("dbfs/v/.kiln-staging-1", chunks(1, 1), true)
+            .await?;
+        root.write("dbfs/v2/keep", chunks(1, 1), true).await?;
+        let raw: Vec<String> = store
+            .list(None)
+            .map_ok(|o| o.location.to_string())
+            .try_collect()
+            .await
+            .map_err(|e| kiln_core::Error::internal("list", e))?;
+        assert!(
+            raw.contains(&"tenant/root/dbfs/v/a[1] b%.txt".to_string()),
+            "{raw:?}"
+        );
+        let names: Vec<(String, bool)> = root
+            .list_dir("dbfs/v")
+            .await?
+            .into_iter()
+            .map(|e| (e.name, e.is_directory))
+            .collect();
+        assert_eq!(
+            names,
+            vec![("a[1] b%.txt".into(), false), ("sub".into(), true)]
+        );
+        assert!(root.is_dir("dbfs/v/sub").await? && !root.is_dir("dbfs/v/none").await?);
+        assert!(root.key("dbfs/../x").is_err());
+        assert_eq!(root.url("dbfs/v"), "s3://bucket/tenant/root/dbfs/v");
+        root.delete_tree("dbfs/v").await?;
+        assert!(root.list_dir("dbfs/v").await?.is_empty());
+        assert!(root.head("dbfs/v2/keep").await?.is_some());
+        Ok(())
+    }
+}

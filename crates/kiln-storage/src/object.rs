@@ -5,14 +5,17 @@ use std::sync::Arc;
 
 use futures_util::TryStreamExt as _;
 use kiln_core::{Error, Result};
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::AmazonS3Builder;
+use object_store::multipart::MultipartStore;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 
 use crate::config::{parse_root, StorageConfig};
 
 pub struct ObjectRoot {
-    store: Arc<AmazonS3>,
+    store: Arc<dyn ObjectStore>,
+    /// The same store, for uploads whose parts arrive one request each.
+    multipart: Arc<dyn MultipartStore>,
     bucket: String,
     prefix: String,
     config: StorageConfig,
@@ -47,16 +50,37 @@ impl ObjectRoot {
         let store = builder
             .build()
             .map_err(|e| Error::invalid(format!("[storage] root {root}: {e}")))?;
+        let store = Arc::new(store);
         Ok(Some(Arc::new(Self {
-            store: Arc::new(store),
+            multipart: store.clone(),
+            store,
             bucket,
             prefix,
             config: config.clone(),
         })))
     }
 
-    pub fn store(&self) -> &Arc<AmazonS3> {
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
+    }
+
+    pub fn multipart(&self) -> &Arc<dyn MultipartStore> {
+        &self.multipart
+    }
+
+    /// A root over any store (unit tests use `object_store`'s in-memory one).
+    pub fn with_store<S: ObjectStore + MultipartStore>(
+        store: Arc<S>,
+        bucket: &str,
+        prefix: &str,
+    ) -> Self {
+        Self {
+            multipart: store.clone(),
+            store,
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            config: StorageConfig::default(),
+        }
     }
 
     /// The key of `rel` (a `/`-separated path below the root), kept as

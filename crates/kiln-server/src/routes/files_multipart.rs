@@ -89,17 +89,36 @@ async fn action(
         Some("initiate-upload") => {
             let overwrite = query.overwrite.unwrap_or(true);
             refuse_existing(&state, &target, overwrite).await?;
-            let parent = match &target.object {
-                Some(_) => state.config.data_dir.join("uploads"),
-                None => target.local.parent().map(PathBuf::from).unwrap_or_default(),
+            for expired in state.uploads.take_expired() {
+                abort_object_upload(&state, expired);
+            }
+            let (parent, object) = match (state.storage.as_deref(), &target.object) {
+                (Some(root), Some(rel)) => (
+                    state.config.data_dir.join("uploads"),
+                    Some((rel.clone(), root.start_upload(rel).await?)),
+                ),
+                _ => (
+                    target.local.parent().map(PathBuf::from).unwrap_or_default(),
+                    None,
+                ),
             };
-            let token = state.uploads.start(
+            let started = state.uploads.start(
                 &caller.principal_id,
                 &target.path,
                 target.local.clone(),
                 parent,
                 overwrite,
-            )?;
+                object.clone(),
+            );
+            let token = match started {
+                Ok(token) => token,
+                Err(e) => {
+                    if let (Some(root), Some((rel, id))) = (state.storage.as_deref(), object) {
+                        let _ = root.abort_upload(&rel, &id).await;
+                    }
+                    return Err(e.into());
+                }
+            };
             Ok(Json(json!({"multipart_upload": {"session_token": token}})))
         }
         Some("complete-upload") => {
@@ -112,15 +131,13 @@ async fn action(
                 .map_err(|e| Error::new(ErrorCode::MalformedRequest, e.to_string()))?;
             let complete: CompleteBody = crate::extract::from_json(&body)?;
             refuse_existing(&state, &target, session.overwrite).await?;
-            let parts = session.parts_dir.clone();
-            match (state.storage.as_deref(), target.object.as_deref()) {
-                (Some(root), Some(rel)) => {
-                    let files =
-                        kiln_core::blocking::run(|| checked_parts(&parts, &complete.parts))?;
-                    root.write(rel, Box::pin(read_files(files)), session.overwrite)
-                        .await?;
+            match (state.storage.as_deref(), &session.object) {
+                (Some(root), Some((rel, id))) => {
+                    let etags = stored_etags(&session, &complete.parts)?;
+                    root.complete_upload(rel, id, etags).await?;
                 }
                 _ => {
+                    let parts = session.parts_dir.clone();
                     let destination = session.target.clone();
                     kiln_core::blocking::run(|| join_parts(&parts, &complete.parts, &destination))?;
                 }
@@ -174,17 +191,43 @@ fn checked_parts(dir: &std::path::Path, parts: &[PartRef]) -> Result<Vec<PathBuf
     Ok(files)
 }
 
-/// The files' bytes one after the other, read as they are sent.
-fn read_files(
-    files: Vec<PathBuf>,
-) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send {
-    futures_util::stream::iter(files)
-        .then(|path| async move { tokio::fs::File::open(path).await })
-        .map(|opened| match opened {
-            Ok(file) => tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).left_stream(),
-            Err(e) => futures_util::stream::once(async move { Err(e) }).right_stream(),
-        })
-        .flatten()
+/// The object store's etags of the parts the client names, in order, once
+/// each was stored with the etag the client gives.
+fn stored_etags(session: &crate::uploads::Session, parts: &[PartRef]) -> Result<Vec<String>> {
+    if parts.is_empty() {
+        return Err(Error::invalid("parts: at least one part is required"));
+    }
+    let mut etags = Vec::with_capacity(parts.len());
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 && parts[i - 1].part_number >= part.part_number {
+            return Err(Error::invalid(
+                "parts must be in ascending part_number order",
+            ));
+        }
+        match session.parts.get(&part.part_number) {
+            Some(etag) if etag.trim_matches('"') == part.etag.trim_matches('"') => {
+                etags.push(etag.clone())
+            }
+            _ => {
+                return Err(Error::invalid(format!(
+                    "part {} is missing or its etag does not match",
+                    part.part_number
+                )))
+            }
+        }
+    }
+    Ok(etags)
+}
+
+/// Aborts an ended session's object-store upload (in the background).
+fn abort_object_upload(state: &AppState, session: crate::uploads::Session) {
+    if let (Some(root), Some((rel, id))) = (state.storage.clone(), session.object) {
+        tokio::spawn(async move {
+            if let Err(e) = root.abort_upload(&rel, &id).await {
+                tracing::warn!(error = %e.message, "could not abort an upload");
+            }
+        });
+    }
 }
 
 /// Joins the parts, in order, into a temporary file, then renames it onto the target.
@@ -317,6 +360,27 @@ async fn upload_part(
 ) -> ApiResult<Response> {
     let session = check_signature(&state, &token, &part, request.uri())?;
     let number: u32 = part.parse().map_err(|_| Error::invalid("part number"))?;
+    if let (Some(root), Some((rel, id))) = (state.storage.as_deref(), &session.object) {
+        let data = axum::body::to_bytes(request.into_body(), kiln_storage::multipart::MAX_PART)
+            .await
+            .map_err(|e| {
+                Error::new(
+                    ErrorCode::MalformedRequest,
+                    format!(
+                        "the part broke off or is over {} MiB: {e}",
+                        kiln_storage::multipart::MAX_PART >> 20
+                    ),
+                )
+            })?;
+        let etag = root.upload_part(rel, id, number, data).await?;
+        state.uploads.record_part(&token, number, etag.clone())?;
+        let mut response = StatusCode::OK.into_response();
+        let quoted = format!("\"{}\"", etag.trim_matches('"'));
+        if let Ok(value) = HeaderValue::from_str(&quoted) {
+            response.headers_mut().insert(header::ETAG, value);
+        }
+        return Ok(response);
+    }
     let path = session.parts_dir.join(number.to_string());
     let etag = write_part(&path, request.into_body()).await?;
     tokio::fs::write(session.parts_dir.join(format!("{number}.etag")), &etag)
@@ -367,6 +431,8 @@ async fn abort(
         return Err(Error::invalid("not an abort URL").into());
     }
     check_signature(&state, &token, &part, &uri)?;
-    state.uploads.finish(&token);
+    if let Some(session) = state.uploads.finish(&token) {
+        abort_object_upload(&state, session);
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
