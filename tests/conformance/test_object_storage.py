@@ -23,7 +23,7 @@ from databricks.sdk.service.catalog import VolumeType
 from databricks.sdk.service.compute import Language
 
 from conftest import base_config
-from kiln_helpers import KilnServer, all_procs, free_port, unique, wait_for
+from kiln_helpers import SPARK_VERSION, KilnServer, all_procs, free_port, unique, wait_for
 from test_dbfs import (  # noqa: F401  (tests run again here, on S3)
     test_bare_absolute_paths_are_dbfs_in_contexts,
     test_engines_see_what_the_api_wrote,
@@ -282,3 +282,37 @@ def test_kill_9_then_restart_brings_the_mount_back(kiln, w, s3, volume):
     file = mounted(kiln) / "Volumes" / "main" / "default" / volume.name / "kept" / "k.txt"
     assert file.read_bytes() == b"kept across a crash"
     assert w.files.download(f"{base}/kept/k.txt").contents.read() == b"kept across a crash"
+
+
+def test_a_sandboxed_kiln_mounts_the_bucket_for_its_sandboxes(kiln_binary, moto, s3):
+    """Kiln not running as root (sandbox mode): s3fs runs as Kiln's user, the mount is that user's alone,
+    and user code in bubblewrap's sandbox reads and writes DBFS and volumes on the bucket."""
+    import shutil
+    import tempfile
+
+    from test_trust import Ctx, _sandbox_works, unprivileged_server
+
+    if not _sandbox_works():
+        pytest.skip("bubblewrap cannot make a sandbox for an unprivileged user on this host")
+    prefix = "sandboxed"
+    storage = {"root": f"s3://{BUCKET}/{prefix}", "endpoint": moto, "allow_http": True, "region": "us-east-1", **KEYS}
+    work = Path(tempfile.mkdtemp(prefix="kiln-sandboxed-s3-"))
+    srv = unprivileged_server(kiln_binary, work, {}, storage=storage)
+    try:
+        assert 'isolation="sandbox"' in srv.log_path.read_text()
+        w = srv.client()
+        w.volumes.create(catalog_name="main", schema_name="default", name="sbx", volume_type=VolumeType.MANAGED)
+        w.files.upload("/Volumes/main/default/sbx/in.txt", io.BytesIO(b"from the files api"))
+        cid = w.clusters.create_and_wait(cluster_name=unique("sbx"), spark_version=SPARK_VERSION, num_workers=0).cluster_id
+        srv.track(cid)
+        c = Ctx(w, cid)
+        assert c.value("print(open('/Volumes/main/default/sbx/in.txt').read())").strip() == "from the files api"
+        c.value("open('/dbfs/tmp/sbx.txt', 'w').write('from a sandbox'); print('ok')")
+        code = "spark.range(3).write.format('delta').save('/Volumes/main/default/sbx/t'); print(spark.read.format('delta').load('/Volumes/main/default/sbx/t').count())"
+        assert c.value(code).strip() == "3"
+        assert s3.get_object(Bucket=BUCKET, Key=f"{prefix}/dbfs/tmp/sbx.txt")["Body"].read() == b"from a sandbox"
+        assert s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/dbfs/Volumes/main/default/sbx/t/_delta_log/")["KeyCount"] > 0
+        w.clusters.permanent_delete(cid)
+    finally:
+        srv.stop()
+        shutil.rmtree(work, ignore_errors=True)

@@ -317,11 +317,11 @@ def test_kiln_as_root_from_a_private_home(kiln_binary):
             shutil.rmtree(shared, ignore_errors=True)
 
 
-def unprivileged_server(kiln_binary, work: Path, env: dict) -> KilnServer:
+def unprivileged_server(kiln_binary, work: Path, env: dict, **overrides) -> KilnServer:
     """Kiln started as `nobody` (uid 65534) on a data dir of its own."""
     work.chmod(0o755)
     os.chown(work, 65534, 65534)
-    config = base_config()
+    config = base_config(**overrides)
     config.pop("shared_dir")
     config["lakebase"] = {**config["lakebase"], "proxy_port": 0}
     config["lakebase"].pop("dir")

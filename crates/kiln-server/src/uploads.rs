@@ -39,9 +39,16 @@ pub struct Session {
     started: Instant,
 }
 
+/// Parts bound for an object store are held in memory while they are sent
+/// (S3 wants a part's length first): at most this many MiB of them at once;
+/// other part uploads wait (their clients are held back by TCP).
+pub const PART_BUDGET_MIB: u32 = 64;
+
 pub struct Uploads {
     key: [u8; 32],
     sessions: Mutex<HashMap<String, Session>>,
+    /// MiB of parts in memory (see `PART_BUDGET_MIB`).
+    pub part_budget: tokio::sync::Semaphore,
 }
 
 impl Default for Uploads {
@@ -49,6 +56,7 @@ impl Default for Uploads {
         Self {
             key: rand::random(),
             sessions: Mutex::new(HashMap::new()),
+            part_budget: tokio::sync::Semaphore::new(PART_BUDGET_MIB as usize),
         }
     }
 }

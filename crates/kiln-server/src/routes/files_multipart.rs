@@ -219,6 +219,54 @@ fn stored_etags(session: &crate::uploads::Session, parts: &[PartRef]) -> Result<
     Ok(etags)
 }
 
+/// A part's bytes, read once its share of the part budget is free (its
+/// `Content-Length` says how much; the permit is held until it is stored).
+async fn read_part(
+    state: &AppState,
+    request: Request,
+) -> Result<(bytes::Bytes, tokio::sync::SemaphorePermit<'_>)> {
+    let length: usize = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .ok_or_else(|| Error::invalid("a part needs a Content-Length"))?;
+    let max = kiln_storage::multipart::MAX_PART;
+    if length > max {
+        return Err(Error::invalid(format!(
+            "a part may be at most {} MiB",
+            max >> 20
+        )));
+    }
+    let mib = (length.div_ceil(1 << 20) as u32).clamp(1, crate::uploads::PART_BUDGET_MIB);
+    let permit = state
+        .uploads
+        .part_budget
+        .acquire_many(mib)
+        .await
+        .map_err(|e| Error::internal("wait for memory", e))?;
+    let mut data = bytes::BytesMut::with_capacity(length);
+    let mut stream = request.into_body().into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            Error::new(
+                ErrorCode::MalformedRequest,
+                format!("the part broke off: {e}"),
+            )
+        })?;
+        if data.len() + chunk.len() > length {
+            return Err(Error::invalid("the part is longer than its Content-Length"));
+        }
+        data.extend_from_slice(&chunk);
+    }
+    if data.len() != length {
+        return Err(Error::new(
+            ErrorCode::MalformedRequest,
+            "the part broke off before its Content-Length",
+        ));
+    }
+    Ok((data.freeze(), permit))
+}
+
 /// Aborts an ended session's object-store upload (in the background).
 fn abort_object_upload(state: &AppState, session: crate::uploads::Session) {
     if let (Some(root), Some((rel, id))) = (state.storage.clone(), session.object) {
@@ -361,18 +409,9 @@ async fn upload_part(
     let session = check_signature(&state, &token, &part, request.uri())?;
     let number: u32 = part.parse().map_err(|_| Error::invalid("part number"))?;
     if let (Some(root), Some((rel, id))) = (state.storage.as_deref(), &session.object) {
-        let data = axum::body::to_bytes(request.into_body(), kiln_storage::multipart::MAX_PART)
-            .await
-            .map_err(|e| {
-                Error::new(
-                    ErrorCode::MalformedRequest,
-                    format!(
-                        "the part broke off or is over {} MiB: {e}",
-                        kiln_storage::multipart::MAX_PART >> 20
-                    ),
-                )
-            })?;
+        let (data, permit) = read_part(&state, request).await?;
         let etag = root.upload_part(rel, id, number, data).await?;
+        drop(permit);
         state.uploads.record_part(&token, number, etag.clone())?;
         let mut response = StatusCode::OK.into_response();
         let quoted = format!("\"{}\"", etag.trim_matches('"'));
