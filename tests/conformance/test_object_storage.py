@@ -216,6 +216,33 @@ def test_the_mount_is_kept_from_processes_outside_the_data_group(kiln):
         assert out.returncode != 0 and "Permission denied" in out.stderr, out
 
 
+def test_file_arrival_triggers_watch_a_volume_in_the_bucket(w, s3, volume):
+    """Listed through object_store (never by stat-ing every file through the mount); files put straight into
+    the bucket count, and a second file in the same second as the last one fires again."""
+    import time
+
+    from databricks.sdk.service import jobs
+
+    base = f"/Volumes/main/default/{volume.name}/arrive"
+    w.files.upload(f"{base}/in/before.csv", io.BytesIO(b"0"))
+    cond = {"op": "EQUAL_TO", "left": "{{job.trigger.type}}", "right": "FILE_ARRIVAL"}
+    job = w.api_client.do("POST", "/api/2.2/jobs/create", body={
+        "name": unique("s3arrival"), "tasks": [{"task_key": "t", "condition_task": cond}],
+        "trigger": {"file_arrival": {"url": f"{base}/in/", "wait_after_last_change_seconds": 1}}})["job_id"]  # fmt: skip
+    runs = lambda: list(w.jobs.list_runs(job_id=job))  # noqa: E731
+    time.sleep(2.5)
+    assert not runs()
+    s3.put_object(Bucket=BUCKET, Key=key(volume, "arrive/in/sub/a.csv"), Body=b"1")
+    wait_for(lambda: len(runs()) == 1, 20, "a file-arrival run", interval=0.2)
+    assert runs()[0].trigger == jobs.TriggerType.FILE_ARRIVAL
+    time.sleep(2.5)
+    assert len(runs()) == 1  # one arrival fires once
+    s3.put_object(Bucket=BUCKET, Key=key(volume, "arrive/in/b.csv"), Body=b"2")
+    s3.put_object(Bucket=BUCKET, Key=key(volume, "arrive/in/c.csv"), Body=b"3")
+    wait_for(lambda: len(runs()) == 2, 20, "a second file-arrival run", interval=0.2)
+    w.jobs.delete(job)
+
+
 def test_external_volumes_are_refused_on_object_storage(w):
     with pytest.raises(DatabricksError, match="object storage"):
         w.volumes.create(catalog_name="main", schema_name="default", name=unique("ext").replace("-", "_"),

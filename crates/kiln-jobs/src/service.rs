@@ -38,6 +38,8 @@ pub struct Services {
     pub workspace: Arc<Workspace>,
     pub identity: Arc<Identity>,
     pub catalog: Arc<Catalog>,
+    /// DBFS and volumes on an object store (`[storage] root`), if so.
+    pub storage: Option<Arc<kiln_storage::ObjectRoot>>,
     pub destinations: Arc<Destinations>,
     pub statements: Arc<kiln_sql::Statements>,
     /// Where dbt tasks reach Kiln's SQL protocol.
@@ -53,6 +55,7 @@ pub struct Jobs {
     pub(crate) workspace: Arc<Workspace>,
     pub(crate) identity: Arc<Identity>,
     pub(crate) catalog: Arc<Catalog>,
+    pub(crate) storage: Option<Arc<kiln_storage::ObjectRoot>>,
     pub destinations: Arc<Destinations>,
     pub(crate) statements: Arc<kiln_sql::Statements>,
     pub(crate) sql_endpoint: crate::SqlEndpoint,
@@ -113,6 +116,7 @@ impl Jobs {
             workspace,
             identity,
             catalog,
+            storage,
             destinations,
             statements,
             sql_endpoint,
@@ -148,6 +152,7 @@ impl Jobs {
             workspace,
             identity,
             catalog,
+            storage,
             destinations,
             statements,
             sql_endpoint,

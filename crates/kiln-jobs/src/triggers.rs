@@ -46,6 +46,25 @@ fn local_path(catalog: &Catalog, url: &str) -> Option<PathBuf> {
     Some(local)
 }
 
+/// On an object store: the path of a `/Volumes/…` URL below its root.
+fn object_path(catalog: &Catalog, url: &str) -> Option<String> {
+    let volume = catalog.get_volume(&volume_of(url)?).ok()?;
+    if volume.storage_location.is_some() {
+        return None;
+    }
+    let path = url.strip_prefix("dbfs:").unwrap_or(url);
+    let rest = path
+        .splitn(6, '/')
+        .nth(5)
+        .unwrap_or_default()
+        .trim_matches('/');
+    let rel = format!(
+        "dbfs/Volumes/{}/{}/{}/{rest}",
+        volume.catalog_name, volume.schema_name, volume.name
+    );
+    Some(rel.trim_end_matches('/').to_string())
+}
+
 /// The newest change (ms) of the files under `dir` changed after `after`.
 fn newest_change(dir: &Path, after: i64) -> Option<i64> {
     use std::os::unix::fs::MetadataExt;
@@ -83,15 +102,39 @@ struct Firing {
     marks: BTreeMap<String, i64>,
 }
 
+/// Where watched files are: the local tree, or an object store (listed
+/// through `object_store`, one request per 1,000 keys, never through the
+/// mount, which would stat every file), with the runtime to list it on.
+struct Place<'a> {
+    catalog: &'a Catalog,
+    storage: Option<(&'a kiln_storage::ObjectRoot, &'a tokio::runtime::Handle)>,
+}
+
+impl Place<'_> {
+    fn newest_change(&self, url: &str, after: i64) -> Option<i64> {
+        match self.storage {
+            Some((root, runtime)) => {
+                let rel = object_path(self.catalog, url)?;
+                let listed = runtime.block_on(root.newest_change(&rel, after, MAX_FILES));
+                listed
+                    .map_err(|e| tracing::warn!(error = %e.message, "list a watched location"))
+                    .ok()?
+            }
+            None => newest_change(&local_path(self.catalog, url)?, after),
+        }
+    }
+}
+
 /// Whether `job`'s data trigger fires now.
-fn observe(catalog: &Catalog, job: &JobRecord, now: i64) -> Option<Firing> {
+fn observe(place: &Place<'_>, job: &JobRecord, now: i64) -> Option<Firing> {
+    let catalog = place.catalog;
     let spec = spec(&job.settings)?;
     let mut marks = job.trigger_marks.clone();
     let (trigger, last_change) = match &spec.watch {
         Watch::Files { url } => {
             let key = file_key(url);
             let after = marks.get(&key).copied().unwrap_or(job.schedule_since_ms);
-            let newest = newest_change(&local_path(catalog, url)?, after)?;
+            let newest = place.newest_change(url, after)?;
             marks.insert(key, newest);
             ("FILE_ARRIVAL", newest)
         }
@@ -133,11 +176,17 @@ pub(crate) async fn run(jobs: Arc<Jobs>, cancel: CancellationToken) {
             .collect();
         let any = !watched.is_empty();
         let catalog = jobs.catalog.clone();
+        let storage = jobs.storage.clone();
+        let runtime = tokio::runtime::Handle::current();
         let look = tokio::task::spawn_blocking(move || {
             let now = now_ms();
+            let place = Place {
+                catalog: &catalog,
+                storage: storage.as_deref().map(|root| (root, &runtime)),
+            };
             watched
                 .into_iter()
-                .filter_map(|j| observe(&catalog, &j, now).map(|f| (j, f)))
+                .filter_map(|j| observe(&place, &j, now).map(|f| (j, f)))
                 .collect::<Vec<_>>()
         });
         let firings = tokio::select! {

@@ -256,6 +256,7 @@ pub async fn serve(
             workspace: workspace.clone(),
             identity: identity.clone(),
             catalog: catalog.clone(),
+            storage: object_root.clone(),
             destinations: kiln_jobs::destinations::Destinations::open(
                 store.clone(),
                 Arc::new(kiln_core::seal::Cipher::load_or_create(

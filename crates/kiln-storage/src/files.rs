@@ -259,6 +259,35 @@ impl ObjectRoot {
         Ok(entries)
     }
 
+    /// The newest change of the files below `rel`, if it is after `after`,
+    /// looking at no more than `max` of them (a file-arrival trigger). S3
+    /// keeps modification times in whole seconds, so the value is the newest
+    /// second (ms) plus how many files share it, less one (up to 999): a
+    /// second file landing in the same second is a change too.
+    pub async fn newest_change(&self, rel: &str, after: i64, max: usize) -> Result<Option<i64>> {
+        let mut objects = self.store().list(Some(&self.key(rel)?)).take(max);
+        let mut newest: Option<(i64, i64)> = None;
+        while let Some(object) = objects.next().await {
+            let object = object.map_err(|e| failed("list a directory", e))?;
+            if object
+                .location
+                .filename()
+                .is_some_and(|n| n.starts_with(HIDDEN_PREFIX))
+            {
+                continue;
+            }
+            let at = object.last_modified.timestamp_millis();
+            newest = match newest {
+                Some((t, n)) if t == at => Some((t, n + 1)),
+                Some((t, n)) if t > at => Some((t, n)),
+                _ => Some((at, 1)),
+            };
+        }
+        Ok(newest
+            .map(|(at, n)| at + (n - 1).min(999))
+            .filter(|changed| *changed > after))
+    }
+
     /// Deletes every object below `rel` (a dropped volume: what the mount did
     /// not remove). Markers `dir/` are the mount's to remove.
     pub async fn delete_tree(&self, rel: &str) -> Result<()> {
@@ -425,6 +454,13 @@ mod tests {
         assert!(root.is_dir("dbfs/v/sub").await? && !root.is_dir("dbfs/v/none").await?);
         assert!(root.key("dbfs/../x").is_err());
         assert_eq!(root.url("dbfs/v"), "s3://bucket/tenant/root/dbfs/v");
+        let newest = root.newest_change("dbfs/v", 0, 10).await?;
+        assert!(newest.is_some());
+        assert_eq!(
+            root.newest_change("dbfs/v", newest.unwrap_or_default(), 10)
+                .await?,
+            None
+        );
         root.delete_tree("dbfs/v").await?;
         assert!(root.list_dir("dbfs/v").await?.is_empty());
         assert!(root.head("dbfs/v2/keep").await?.is_some());
