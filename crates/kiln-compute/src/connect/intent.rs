@@ -72,19 +72,6 @@ pub enum Intent {
     Refuse(Status),
 }
 
-impl Intent {
-    /// The table the write goes to (lower case), for writes Kiln carries out.
-    pub fn table_name(&self) -> Option<String> {
-        match self {
-            Intent::Create { target, .. } => Some(target.join(".").to_ascii_lowercase()),
-            Intent::Overwrite { table, .. } | Intent::Replace { table, .. } => {
-                Some(table.full_name().to_ascii_lowercase())
-            }
-            Intent::PlainCreate { .. } | Intent::Refuse(_) => None,
-        }
-    }
-}
-
 /// Reads the client's request; `None` when Kiln leaves it to the engine.
 pub fn read(catalog: &Catalog, request: &ExecutePlanRequest, scope: &Scope) -> Option<Intent> {
     let command = request.plan.as_ref()?.command.as_ref()?;

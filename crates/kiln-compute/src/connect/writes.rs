@@ -57,8 +57,6 @@ pub enum Prepared {
 #[derive(Debug)]
 pub struct Finish {
     after: After,
-    /// The table's write lock, held until the write is finished (or dropped).
-    lock: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -81,10 +79,6 @@ pub struct TableWrites {
     scopes: Arc<Mutex<HashMap<String, Scope>>>,
     /// Each Spark session's settings the Delta utilities read.
     confs: SessionConfs,
-    /// One write at a time per table: a client's retry of a write Kiln is
-    /// still carrying out (or undoing) waits for it, then sees the table as
-    /// that write left it, instead of racing it ("Table already exists").
-    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 /// Sessions whose `USE` is remembered (the oldest are forgotten beyond this).
@@ -96,20 +90,7 @@ impl TableWrites {
             catalog,
             scopes: Arc::new(Mutex::new(HashMap::new())),
             confs: SessionConfs::default(),
-            locks: Arc::new(Mutex::new(HashMap::new())),
         }
-    }
-
-    /// Waits for `table`'s write lock.
-    async fn lock_table(&self, table: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        let lock = {
-            let mut locks = self.locks.lock().ok()?;
-            if locks.len() > 1024 {
-                locks.retain(|_, l| Arc::strong_count(l) > 1);
-            }
-            locks.entry(table.to_string()).or_default().clone()
-        };
-        Some(lock.lock_owned().await)
     }
 
     fn scope_of(&self, message: &[u8]) -> Scope {
@@ -245,24 +226,12 @@ impl TableWrites {
         let Some(intent) = intent::read(&self.catalog, &request, &scope) else {
             return unchanged(expanded);
         };
-        // Under the table's lock, read the request again: another write may
-        // have changed the table meanwhile.
-        let (intent, lock) = match intent.table_name() {
-            Some(table) => {
-                let lock = self.lock_table(&table).await;
-                match intent::read(&self.catalog, &request, &scope) {
-                    Some(intent) => (intent, lock),
-                    None => return unchanged(expanded),
-                }
-            }
-            None => (intent, None),
-        };
         match self.steps(&session, intent).await {
             Ok((plan, after)) => {
                 request.plan = Some(plan);
                 Prepared::Forward {
                     request: request.encode_to_vec(),
-                    finish: Some(Finish { after, lock }),
+                    finish: Some(Finish { after }),
                 }
             }
             Err(status) => Prepared::Refuse(status),
@@ -284,8 +253,7 @@ impl TableWrites {
 
     /// Completes a forwarded write once the engine answered (`succeeded`).
     pub fn finish(&self, finish: Finish, succeeded: bool) -> Result<(), Status> {
-        let Finish { after, lock } = finish;
-        let done = match after {
+        match finish.after {
             After::Nothing => Ok(()),
             After::DropOnFailure(table) => {
                 if !succeeded {
@@ -309,10 +277,7 @@ impl TableWrites {
                         intent::internal(e)
                     })
             }
-        };
-        // The table is free for the next write only once this one is done.
-        drop(lock);
-        done
+        }
     }
 
     fn drop_quietly(&self, table: &str) {

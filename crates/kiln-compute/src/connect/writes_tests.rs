@@ -250,7 +250,6 @@ fn a_swap_keeps_the_name_and_the_old_data_until_drop() -> Result<(), Box<dyn std
             hidden: hidden.full_name(),
             keep_comment: true,
         },
-        lock: None,
     };
     writes.finish(finish, true)?;
     let now = cat.get_table("main.default.t")?;
@@ -267,7 +266,6 @@ fn a_swap_keeps_the_name_and_the_old_data_until_drop() -> Result<(), Box<dyn std
             hidden: add_table(&cat, "__kiln_replace_2", &[("y", "int")])?.full_name(),
             keep_comment: false,
         },
-        lock: None,
     };
     writes.finish(failed, false)?;
     assert!(cat.get_table("main.default.__kiln_replace_2").is_err());
