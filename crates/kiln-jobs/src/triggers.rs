@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_catalog::Catalog;
+use kiln_catalog::{Catalog, VolumeInfo};
 use kiln_core::time::now_ms;
 use kiln_core::Result;
 use tokio_util::sync::CancellationToken;
@@ -32,8 +32,8 @@ const POLL: Duration = Duration::from_secs(1);
 /// At most this many files of a location are looked at (as Databricks).
 const MAX_FILES: usize = 10_000;
 
-/// Where a `/Volumes/…` URL is on this host, confined to its volume.
-fn local_path(catalog: &Catalog, url: &str) -> Option<PathBuf> {
+/// The volume a `/Volumes/…` URL names, and the path inside it.
+fn volume_and_rest<'u>(catalog: &Catalog, url: &'u str) -> Option<(VolumeInfo, &'u str)> {
     let volume = catalog.get_volume(&volume_of(url)?).ok()?;
     let path = url.strip_prefix("dbfs:").unwrap_or(url);
     let rest = path
@@ -41,6 +41,12 @@ fn local_path(catalog: &Catalog, url: &str) -> Option<PathBuf> {
         .nth(5)
         .unwrap_or_default()
         .trim_matches('/');
+    Some((volume, rest))
+}
+
+/// Where a `/Volumes/…` URL is on this host, confined to its volume.
+fn local_path(catalog: &Catalog, url: &str) -> Option<PathBuf> {
+    let (volume, rest) = volume_and_rest(catalog, url)?;
     let local = catalog.volume_dir(&volume).join(rest);
     catalog.confine(&volume, &local).ok()?;
     Some(local)
@@ -48,20 +54,11 @@ fn local_path(catalog: &Catalog, url: &str) -> Option<PathBuf> {
 
 /// On an object store: the path of a `/Volumes/…` URL below its root.
 fn object_path(catalog: &Catalog, url: &str) -> Option<String> {
-    let volume = catalog.get_volume(&volume_of(url)?).ok()?;
+    let (volume, rest) = volume_and_rest(catalog, url)?;
     if volume.storage_location.is_some() {
         return None;
     }
-    let path = url.strip_prefix("dbfs:").unwrap_or(url);
-    let rest = path
-        .splitn(6, '/')
-        .nth(5)
-        .unwrap_or_default()
-        .trim_matches('/');
-    let rel = format!(
-        "dbfs/Volumes/{}/{}/{}/{rest}",
-        volume.catalog_name, volume.schema_name, volume.name
-    );
+    let rel = format!("dbfs{}/{rest}", volume.path());
     Some(rel.trim_end_matches('/').to_string())
 }
 

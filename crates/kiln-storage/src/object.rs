@@ -28,6 +28,17 @@ impl ObjectRoot {
             return Ok(None);
         };
         let (bucket, prefix) = parse_root(root).map_err(Error::invalid)?;
+        // Both end up inside s3fs's `-o` list: no option may be smuggled in.
+        for (name, value) in [("endpoint", &config.endpoint), ("region", &config.region)] {
+            if value
+                .as_deref()
+                .is_some_and(|v| v.contains([',', ' ', '\t', '\n']))
+            {
+                return Err(Error::invalid(format!(
+                    "[storage] {name}: commas and spaces are not allowed"
+                )));
+            }
+        }
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&bucket)
             .with_allow_http(config.allow_http)
@@ -87,24 +98,23 @@ impl ObjectRoot {
     /// written (no percent-encoding: s3fs and engines name objects by their
     /// raw names); `.`, `..`, empty and control-character segments are refused.
     pub fn key(&self, rel: &str) -> Result<Key> {
-        let joined: Vec<&str> = self
+        Key::parse(self.joined(rel)).map_err(|e| Error::invalid(format!("Invalid path {rel}: {e}")))
+    }
+
+    /// `prefix/rel` without empty segments.
+    fn joined(&self, rel: &str) -> String {
+        let parts: Vec<&str> = self
             .prefix
             .split('/')
             .chain(rel.split('/'))
             .filter(|p| !p.is_empty())
             .collect();
-        Key::parse(joined.join("/")).map_err(|e| Error::invalid(format!("Invalid path {rel}: {e}")))
+        parts.join("/")
     }
 
     /// `s3://bucket/prefix/rel`, as engines name it.
     pub fn url(&self, rel: &str) -> String {
-        let joined: Vec<&str> = self
-            .prefix
-            .split('/')
-            .chain(rel.split('/'))
-            .filter(|p| !p.is_empty())
-            .collect();
-        format!("s3://{}/{}", self.bucket, joined.join("/"))
+        format!("s3://{}/{}", self.bucket, self.joined(rel))
     }
 
     pub fn bucket(&self) -> &str {

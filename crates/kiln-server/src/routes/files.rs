@@ -131,13 +131,7 @@ fn resolve(state: &AppState, raw: &str) -> Result<Target> {
     let path = format!("{}/{}", volume.path(), rest.join("/"));
     // On the object-store root, the same path below it (its mount is `local`).
     let object = (state.storage.is_some() && volume.storage_location.is_none()).then(|| {
-        let rel = format!(
-            "dbfs/Volumes/{}/{}/{}/{}",
-            volume.catalog_name,
-            volume.schema_name,
-            volume.name,
-            rest.join("/")
-        );
+        let rel = format!("dbfs{}/{}", volume.path(), rest.join("/"));
         rel.trim_end_matches('/').to_string()
     });
     Ok(Target {

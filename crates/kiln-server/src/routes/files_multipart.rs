@@ -166,18 +166,27 @@ async fn refuse_existing(state: &AppState, target: &Target, overwrite: bool) -> 
     Ok(())
 }
 
-/// The parts' files, in order, once each is there with the etag the client gave.
-fn checked_parts(dir: &std::path::Path, parts: &[PartRef]) -> Result<Vec<PathBuf>> {
+/// At least one part, in ascending `part_number` order.
+fn check_order(parts: &[PartRef]) -> Result<()> {
     if parts.is_empty() {
         return Err(Error::invalid("parts: at least one part is required"));
     }
+    if parts
+        .windows(2)
+        .any(|w| w[0].part_number >= w[1].part_number)
+    {
+        return Err(Error::invalid(
+            "parts must be in ascending part_number order",
+        ));
+    }
+    Ok(())
+}
+
+/// The parts' files, in order, once each is there with the etag the client gave.
+fn checked_parts(dir: &std::path::Path, parts: &[PartRef]) -> Result<Vec<PathBuf>> {
+    check_order(parts)?;
     let mut files = Vec::with_capacity(parts.len());
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 && parts[i - 1].part_number >= part.part_number {
-            return Err(Error::invalid(
-                "parts must be in ascending part_number order",
-            ));
-        }
+    for part in parts {
         let etag = std::fs::read_to_string(dir.join(format!("{}.etag", part.part_number)))
             .unwrap_or_default();
         if etag != part.etag.trim_matches('"') {
@@ -194,16 +203,9 @@ fn checked_parts(dir: &std::path::Path, parts: &[PartRef]) -> Result<Vec<PathBuf
 /// The object store's etags of the parts the client names, in order, once
 /// each was stored with the etag the client gives.
 fn stored_etags(session: &crate::uploads::Session, parts: &[PartRef]) -> Result<Vec<String>> {
-    if parts.is_empty() {
-        return Err(Error::invalid("parts: at least one part is required"));
-    }
+    check_order(parts)?;
     let mut etags = Vec::with_capacity(parts.len());
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 && parts[i - 1].part_number >= part.part_number {
-            return Err(Error::invalid(
-                "parts must be in ascending part_number order",
-            ));
-        }
+    for part in parts {
         match session.parts.get(&part.part_number) {
             Some(etag) if etag.trim_matches('"') == part.etag.trim_matches('"') => {
                 etags.push(etag.clone())

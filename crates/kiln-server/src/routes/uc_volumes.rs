@@ -190,11 +190,7 @@ async fn remove(
     // On object storage, whatever the mount did not remove goes too: a later
     // volume of the same name must not find these files.
     if let (Some(root), None) = (state.storage.as_deref(), &info.storage_location) {
-        root.delete_tree(&format!(
-            "dbfs/Volumes/{}/{}/{}",
-            info.catalog_name, info.schema_name, info.name
-        ))
-        .await?;
+        root.delete_tree(&format!("dbfs{}", info.path())).await?;
     }
     Ok(Json(Empty {}))
 }
