@@ -130,6 +130,9 @@ struct State {
     volumes: BTreeMap<String, VolumeInfo>,
 }
 
+/// Where MANAGED tables live below the object-store root.
+pub const WAREHOUSE: &str = "warehouse";
+
 pub struct Catalog {
     store: Arc<dyn Store>,
     root: PathBuf,
@@ -139,9 +142,9 @@ pub struct Catalog {
     external_locations: Vec<PathBuf>,
     state: RwLock<State>,
     writer: std::sync::Mutex<()>,
-    /// MANAGED volumes live on the object-store root (`[storage] root`):
-    /// their files are not local, and EXTERNAL volumes (local links) are refused.
-    object_volumes: std::sync::atomic::AtomicBool,
+    /// The object-store root (`[storage] root`), when set: MANAGED tables and
+    /// volumes live below it, and EXTERNAL volumes (local links) are refused.
+    object_root: std::sync::OnceLock<Arc<kiln_storage::ObjectRoot>>,
 }
 
 fn uc_error(code: ErrorCode, message: String) -> Error {
@@ -248,7 +251,7 @@ impl Catalog {
                 .collect(),
             state: RwLock::new(state),
             writer: std::sync::Mutex::new(()),
-            object_volumes: std::sync::atomic::AtomicBool::new(false),
+            object_root: std::sync::OnceLock::new(),
         });
         if catalog.get_catalog(DEFAULT_CATALOG).is_err() {
             catalog.create_catalog(

@@ -8,7 +8,7 @@ use kiln_store::Write;
 
 use super::{
     check_identifier, normalize, put, split_full_name, uc_error, Catalog, NewTable, StagingTable,
-    TableInfo,
+    TableInfo, WAREHOUSE,
 };
 
 impl Catalog {
@@ -54,17 +54,26 @@ impl Catalog {
         let name = normalize(name);
         check_identifier("table", &name)?;
         let id = ids::uuid4();
-        let path = self
-            .root
-            .join(&schema.catalog_name)
-            .join(&schema.name)
-            .join(&id);
+        let staging_location = match self.object_root() {
+            Some(root) => root.url(&format!(
+                "{WAREHOUSE}/{}/{}/{id}",
+                schema.catalog_name, schema.name
+            )),
+            None => {
+                let path = self
+                    .root
+                    .join(&schema.catalog_name)
+                    .join(&schema.name)
+                    .join(&id);
+                format!("file://{}", path.display())
+            }
+        };
         let staging = StagingTable {
             id: id.clone(),
             catalog_name: schema.catalog_name,
             schema_name: schema.name,
             name,
-            staging_location: format!("file://{}", path.display()),
+            staging_location,
         };
         let _guard = self.lock_writer()?;
         let value = staging.clone();
@@ -191,6 +200,22 @@ impl Catalog {
         let Some(location) = location else {
             return;
         };
+        if let Some(root) = self.object_root() {
+            let warehouse = root.url(WAREHOUSE);
+            if let Some(rel) = location
+                .strip_prefix(&warehouse)
+                .and_then(|r| r.strip_prefix('/'))
+                .filter(|r| !r.is_empty() && !r.split('/').any(|p| p.is_empty() || p == ".."))
+            {
+                let rel = format!("{WAREHOUSE}/{}", rel.trim_end_matches('/'));
+                // Listed by whole segments: a sibling whose name starts alike stays.
+                let swept = root.block_on(root.delete_tree(&rel));
+                if let Err(e) = swept.and_then(|r| r) {
+                    tracing::warn!(table = %table, error = %e.message, "could not remove managed table data");
+                }
+                return;
+            }
+        }
         let path = PathBuf::from(location.strip_prefix("file://").unwrap_or(location));
         match path.canonicalize() {
             Ok(real) if real.starts_with(&self.root) && real != self.root => {

@@ -92,14 +92,18 @@ impl Catalog {
     /// MANAGED volumes are on the object-store root, mounted (FUSE) where
     /// their local directories would be: directories are made, renamed and
     /// removed through the mount; EXTERNAL volumes (local links) are refused.
-    pub fn put_volumes_on_object_store(&self) {
-        self.object_volumes
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+    /// Puts new MANAGED tables (`warehouse/…`) and MANAGED volumes below the
+    /// object-store root. Tables created before keep their locations.
+    pub fn put_on_object_store(&self, root: std::sync::Arc<kiln_storage::ObjectRoot>) {
+        let _ = self.object_root.set(root);
+    }
+
+    pub fn object_root(&self) -> Option<&std::sync::Arc<kiln_storage::ObjectRoot>> {
+        self.object_root.get()
     }
 
     pub fn volumes_on_object_store(&self) -> bool {
-        self.object_volumes
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.object_root.get().is_some()
     }
 
     /// Where a volume's files are.

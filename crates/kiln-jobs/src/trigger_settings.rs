@@ -215,7 +215,7 @@ pub(crate) fn baseline(
 /// A table's newest version and when it was written.
 pub(crate) fn table_version(catalog: &Catalog, name: &str) -> Option<(i64, i64)> {
     let table = catalog.get_table(name).ok()?;
-    DeltaLog::of(&table).ok()?.latest(catalog).ok()
+    DeltaLog::of(catalog, &table).ok()?.latest(catalog).ok()
 }
 
 pub fn watched_volume(settings: &Map<String, Value>) -> Option<String> {

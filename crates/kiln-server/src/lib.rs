@@ -160,8 +160,8 @@ pub async fn serve(
         &isolation.dbfs(),
         &external,
     )?;
-    if object_root.is_some() {
-        catalog.put_volumes_on_object_store();
+    if let Some(root) = &object_root {
+        catalog.put_on_object_store(root.clone());
     }
     let kubernetes = match &config.kubernetes {
         Some(k) => {

@@ -7,8 +7,10 @@ pub mod files;
 pub mod fuse;
 pub mod multipart;
 pub mod object;
+pub mod tables;
 
 pub use config::StorageConfig;
 pub use files::{Entry, FileMeta, HIDDEN_PREFIX, PART_SIZE};
 pub use fuse::FuseMount;
 pub use object::ObjectRoot;
+pub use tables::Listed;

@@ -19,6 +19,9 @@ pub struct ObjectRoot {
     bucket: String,
     prefix: String,
     config: StorageConfig,
+    /// The runtime the store's connections live on, for calls from blocking
+    /// code ([`ObjectRoot::block_on`]).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl ObjectRoot {
@@ -68,6 +71,7 @@ impl ObjectRoot {
             bucket,
             prefix,
             config: config.clone(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         })))
     }
 
@@ -91,6 +95,7 @@ impl ObjectRoot {
             bucket: bucket.into(),
             prefix: prefix.into(),
             config: StorageConfig::default(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -115,6 +120,30 @@ impl ObjectRoot {
     /// `s3://bucket/prefix/rel`, as engines name it.
     pub fn url(&self, rel: &str) -> String {
         format!("s3://{}/{}", self.bucket, self.joined(rel))
+    }
+
+    /// Runs an object-store call from blocking code: on a worker of the
+    /// multi-threaded runtime the worker first hands its other tasks on
+    /// (`block_in_place`); on a plain thread the call runs on the runtime the
+    /// root was opened on. A single-threaded runtime cannot wait for itself.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> Result<F::Output> {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        match Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                Ok(tokio::task::block_in_place(|| handle.block_on(f)))
+            }
+            Ok(_) => Err(Error::internal(
+                "reach object storage",
+                "a blocking call on a single-threaded runtime",
+            )),
+            Err(_) => match &self.runtime {
+                Some(handle) => Ok(handle.block_on(f)),
+                None => Err(Error::internal(
+                    "reach object storage",
+                    "no runtime to run the call on",
+                )),
+            },
+        }
     }
 
     pub fn bucket(&self) -> &str {

@@ -2,16 +2,14 @@
 //! actions go to a staged file, the catalog ratifies the version (a version
 //! another writer took first is a conflict: Delta's optimistic concurrency),
 //! then the commit is backfilled into `_delta_log` and the catalog told so.
-//! Files Kiln writes take the owner and mode of the table's own directory,
-//! so the engine (which may run as another user) goes on writing beside them.
-
-use std::io::Write as _;
-use std::path::Path;
+//! Locally, files Kiln writes take the owner and mode of the table's own
+//! directory, so the engine (which may run as another user) goes on writing
+//! beside them; on an object store the put-if-absent is a conditional put.
 
 use kiln_core::time::now_ms;
 use serde_json::{json, Map, Value};
 
-use super::log::{version_file, Commit, DeltaLog};
+use super::log::{version_file, Commit, DeltaLog, LOG_DIR, STAGED_DIR};
 use super::{DeltaError, DeltaResult};
 use crate::Catalog;
 
@@ -109,15 +107,15 @@ fn try_commit(
         text.push_str(&action.to_string());
         text.push('\n');
     }
+    let files = &log.files;
     if version == 0 {
         // A table's first version is written straight to the log.
-        return write_new(&log.root, &log.log_dir().join(version_file(0)), &text);
+        return files.write_new(&format!("{LOG_DIR}/{}", version_file(0)), text.as_bytes());
     }
-    let staged_dir = log.staged_dir();
-    make_dir(&log.root, &staged_dir)?;
+    files.make_dir(STAGED_DIR)?;
     let name = format!("{version:020}.{}.json", kiln_core::ids::uuid4());
-    let staged = staged_dir.join(&name);
-    if !write_new(&log.root, &staged, &text)? {
+    let staged = format!("{STAGED_DIR}/{name}");
+    if !files.write_new(&staged, text.as_bytes())? {
         return Ok(false);
     }
     let ratified = catalog.commit_version(
@@ -135,61 +133,19 @@ fn try_commit(
     match ratified {
         Ok(()) => {}
         Err(e) if e.code == kiln_core::ErrorCode::ResourceConflict => {
-            let _ = std::fs::remove_file(&staged);
+            let _ = files.delete(&staged);
             return Ok(false);
         }
         Err(e) => {
-            let _ = std::fs::remove_file(&staged);
+            let _ = files.delete(&staged);
             return Err(e.into());
         }
     }
     // The version is the table's now; the backfill makes it a plain log file.
-    write_new(&log.root, &log.log_dir().join(version_file(version)), &text)?;
+    files.write_new(
+        &format!("{LOG_DIR}/{}", version_file(version)),
+        text.as_bytes(),
+    )?;
     catalog.commit_version(&log.table_id, None, Some(version), None)?;
     Ok(true)
-}
-
-/// Writes a file that must not exist yet (`false` if it does), durably.
-fn write_new(root: &Path, path: &Path, text: &str) -> DeltaResult<bool> {
-    let tmp = path.with_extension(format!("tmp-{}", kiln_core::ids::uuid4()));
-    {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-    }
-    adopt(root, &tmp);
-    // A hard link fails if the name is taken: put-if-absent on a local disk.
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Creates a directory under the table, owned as the table's directory is.
-pub fn make_dir(root: &Path, dir: &Path) -> DeltaResult<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(dir)?;
-    adopt(root, dir);
-    Ok(())
-}
-
-/// Gives `path` the owner, group and (for directories) mode of the table's
-/// root directory, so an engine running as the table's writer can use it.
-pub fn adopt(root: &Path, path: &Path) {
-    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-    let Ok(meta) = std::fs::metadata(root) else {
-        return;
-    };
-    let _ = std::os::unix::fs::chown(path, Some(meta.uid()), Some(meta.gid()));
-    let mode = if path.is_dir() {
-        meta.mode() & 0o7777
-    } else {
-        meta.mode() & 0o666
-    };
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
 }

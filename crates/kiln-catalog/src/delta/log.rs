@@ -4,11 +4,12 @@
 //! replay to at a version.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 
-use super::{local_dir, DeltaError, DeltaResult};
+use super::files::TableFiles;
+use super::{table_files, DeltaError, DeltaResult};
 use crate::{Catalog, TableInfo};
 
 /// One version of a table: its actions as written, `commitInfo` included.
@@ -38,19 +39,22 @@ impl Commit {
     }
 }
 
-/// A table's Delta log on local storage.
+/// A table's Delta log, wherever its files are.
 #[derive(Debug, Clone)]
 pub struct DeltaLog {
     pub table_id: String,
-    pub root: PathBuf,
+    pub files: TableFiles,
 }
+
+pub const LOG_DIR: &str = "_delta_log";
+pub const STAGED_DIR: &str = "_delta_log/_staged_commits";
 
 pub fn version_file(version: i64) -> String {
     format!("{version:020}.json")
 }
 
 impl DeltaLog {
-    pub fn of(table: &TableInfo) -> DeltaResult<Self> {
+    pub fn of(catalog: &Catalog, table: &TableInfo) -> DeltaResult<Self> {
         let location = table.storage_location.as_deref().ok_or_else(|| {
             DeltaError::new(
                 "DELTA_TABLE_NOT_FOUND",
@@ -67,16 +71,8 @@ impl DeltaLog {
         }
         Ok(Self {
             table_id: table.table_id.clone(),
-            root: local_dir(location)?,
+            files: table_files(catalog, location)?,
         })
-    }
-
-    pub fn log_dir(&self) -> PathBuf {
-        self.root.join("_delta_log")
-    }
-
-    pub fn staged_dir(&self) -> PathBuf {
-        self.log_dir().join("_staged_commits")
     }
 
     /// The newest version of the table and when it was written (ms): the
@@ -84,24 +80,17 @@ impl DeltaLog {
     /// newest ratified commit, whichever is later. Reads no commit's content.
     pub fn latest(&self, catalog: &Catalog) -> DeltaResult<(i64, i64)> {
         let mut latest: Option<(i64, i64)> = None;
-        if let Ok(entries) = std::fs::read_dir(self.log_dir()) {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().to_string();
-                let Some(v) = name
+        if let Ok(files) = self.files.list(LOG_DIR) {
+            for file in files {
+                let Some(v) = file
+                    .path
                     .strip_suffix(".json")
                     .and_then(|v| v.parse::<i64>().ok())
                 else {
                     continue;
                 };
                 if latest.is_none_or(|(top, _)| v > top) {
-                    let at = entry
-                        .metadata()
-                        .ok()
-                        .and_then(|m| m.modified().ok())
-                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                        .map(|d| d.as_millis() as i64)
-                        .unwrap_or(0);
-                    latest = Some((v, at));
+                    latest = Some((v, file.modified_ms));
                 }
             }
         }
@@ -128,21 +117,21 @@ impl DeltaLog {
 
     /// Every commit up to `upto` (all when `None`), oldest first.
     pub fn commits(&self, catalog: &Catalog, upto: Option<i64>) -> DeltaResult<Vec<Commit>> {
-        let mut versions: BTreeMap<i64, PathBuf> = BTreeMap::new();
-        let entries = std::fs::read_dir(self.log_dir()).map_err(|e| {
+        let mut versions: BTreeMap<i64, String> = BTreeMap::new();
+        let files = self.files.list(LOG_DIR).map_err(|e| {
             DeltaError::new(
                 "DELTA_TABLE_NOT_FOUND",
                 "42P01",
                 format!("the table's Delta log cannot be read: {e}"),
             )
         })?;
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if let Some(v) = name
+        for file in files {
+            if let Some(v) = file
+                .path
                 .strip_suffix(".json")
                 .and_then(|v| v.parse::<i64>().ok())
             {
-                versions.insert(v, entry.path());
+                versions.insert(v, format!("{LOG_DIR}/{}", file.path));
             }
         }
         let (pending, _) = catalog.get_commits(&self.table_id, 0, None)?;
@@ -151,11 +140,11 @@ impl DeltaLog {
             else {
                 continue;
             };
-            let name = Path::new(file).file_name().map(|n| n.to_os_string());
+            let name = Path::new(file).file_name().map(|n| n.to_string_lossy());
             if let Some(name) = name {
                 versions
                     .entry(v)
-                    .or_insert_with(|| self.staged_dir().join(name));
+                    .or_insert_with(|| format!("{STAGED_DIR}/{name}"));
             }
         }
         if let Some((first, _)) = versions.iter().next() {
@@ -183,7 +172,7 @@ impl DeltaLog {
             }
             commits.push(Commit {
                 version,
-                actions: read_actions(&path)?,
+                actions: read_actions(&self.files, &path)?,
             });
         }
         if commits.is_empty() {
@@ -197,14 +186,12 @@ impl DeltaLog {
     }
 }
 
-fn read_actions(path: &Path) -> DeltaResult<Vec<Value>> {
-    let text = std::fs::read_to_string(path)?;
+fn read_actions(files: &TableFiles, path: &str) -> DeltaResult<Vec<Value>> {
+    let bytes = files.read(path)?;
+    let text = String::from_utf8_lossy(&bytes);
     text.lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            serde_json::from_str(l)
-                .map_err(|e| DeltaError::internal(format!("{}: {e}", path.display())))
-        })
+        .map(|l| serde_json::from_str(l).map_err(|e| DeltaError::internal(format!("{path}: {e}"))))
         .collect()
 }
 

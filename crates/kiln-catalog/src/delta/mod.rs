@@ -12,6 +12,7 @@
 //! the `AnalysisException` Databricks raises.
 
 pub mod commit;
+pub mod files;
 pub mod log;
 pub mod schema;
 
@@ -71,34 +72,41 @@ impl From<std::io::Error> for DeltaError {
 
 pub type DeltaResult<T> = Result<T, DeltaError>;
 
-/// The local directory of a `file://` storage location.
-pub fn local_dir(location: &str) -> DeltaResult<PathBuf> {
+/// Where a table's files are, from its storage location: the local tree
+/// (`file://`, an absolute path) or below the object-store root (`s3://`).
+pub fn table_files(catalog: &crate::Catalog, location: &str) -> DeltaResult<files::TableFiles> {
+    if location.contains("://") && !location.starts_with("file://") {
+        if let Some(root) = catalog.object_root() {
+            let base = root.url("");
+            if let Some(rel) = location
+                .strip_prefix(&base)
+                .and_then(|r| r.strip_prefix('/'))
+                .filter(|r| !r.is_empty())
+            {
+                return Ok(files::TableFiles::Object {
+                    root: root.clone(),
+                    rel: rel.trim_end_matches('/').to_string(),
+                });
+            }
+        }
+        return Err(DeltaError::new(
+            "DELTA_UNSUPPORTED_STORAGE",
+            "0A000",
+            format!("Kiln reads the Delta log of tables on its own storage only, not {location}"),
+        ));
+    }
     let path = location.strip_prefix("file://").unwrap_or(location);
     if !path.starts_with('/') {
         return Err(DeltaError::new(
             "DELTA_UNSUPPORTED_STORAGE",
             "0A000",
-            format!("Kiln reads the Delta log of local tables only, not {location}"),
+            format!("Kiln reads the Delta log of tables on its own storage only, not {location}"),
         ));
     }
-    Ok(PathBuf::from(path))
+    Ok(files::TableFiles::Local(PathBuf::from(path)))
 }
 
-/// The file a data file's `path` names: relative paths are under `root`
-/// (percent-encoded, as Delta writes them); `file:` URIs name the file itself.
-pub fn data_file(root: &std::path::Path, path: &str) -> PathBuf {
-    let decoded = percent_decode(path);
-    match decoded
-        .strip_prefix("file://")
-        .or_else(|| decoded.strip_prefix("file:"))
-    {
-        Some(absolute) => PathBuf::from(absolute),
-        None if decoded.starts_with('/') => PathBuf::from(decoded),
-        None => root.join(decoded),
-    }
-}
-
-fn percent_decode(text: &str) -> String {
+pub fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -9,6 +9,9 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
+use kiln_catalog::delta::files::TableFiles;
+use kiln_catalog::delta::DeltaError;
+
 use super::wire::{
     AnalyzePlanRequest, AnalyzePlanResponse, AnalyzeSchema, DataType, ExecutePlanRequest,
     ExecutePlanResponse, Plan,
@@ -51,21 +54,22 @@ impl EngineSession {
     }
 
     /// The rows of `query` as JSON objects: the engine writes them as JSON
-    /// lines into `scratch` (a directory that must not exist yet, where the
-    /// engine may write), which is read and removed.
+    /// lines into the directory `scratch` of a table (one that must not exist
+    /// yet, where the engine may write), which is read and removed.
     pub async fn rows(
         &self,
         query: &str,
-        scratch: &std::path::Path,
+        files: &TableFiles,
+        scratch: &str,
     ) -> Result<Vec<serde_json::Value>, Status> {
-        let target = super::ddl::literal(&scratch.to_string_lossy());
+        let target = super::ddl::literal(&files.url(scratch));
         let ran = self
             .sql(&format!(
                 "INSERT OVERWRITE DIRECTORY {target} USING json {query}"
             ))
             .await;
-        let read = ran.and_then(|()| read_json_lines(scratch));
-        let _ = std::fs::remove_dir_all(scratch);
+        let read = ran.and_then(|()| read_json_lines(files, scratch));
+        let _ = files.delete_tree(scratch);
         read
     }
 
@@ -123,18 +127,20 @@ impl EngineSession {
     }
 }
 
-fn read_json_lines(dir: &std::path::Path) -> Result<Vec<serde_json::Value>, Status> {
+fn read_json_lines(files: &TableFiles, dir: &str) -> Result<Vec<serde_json::Value>, Status> {
+    let unreadable =
+        |e: DeltaError| Status::internal(format!("the engine's rows cannot be read: {e}"));
     let mut out = Vec::new();
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| Status::internal(format!("the engine's rows cannot be read: {e}")))?;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
+    for file in files.list(dir).map_err(unreadable)? {
+        let name = &file.path;
         if !name.ends_with(".json") || name.starts_with(['.', '_']) {
             continue;
         }
-        let text = std::fs::read_to_string(entry.path())
-            .map_err(|e| Status::internal(format!("the engine's rows cannot be read: {e}")))?;
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let bytes = files.read(&format!("{dir}/{name}")).map_err(unreadable)?;
+        for line in String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+        {
             out.push(
                 serde_json::from_str(line)
                     .map_err(|e| Status::internal(format!("the engine's rows: {e}")))?,

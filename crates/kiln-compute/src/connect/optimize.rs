@@ -7,7 +7,6 @@
 //! an input file fails the OPTIMIZE cleanly (its new files are removed).
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
 
 use kiln_core::time::now_ms;
 use serde_json::{json, Map, Value};
@@ -17,8 +16,9 @@ use super::ddl::{literal, quote};
 use super::rows::{query, Lit};
 use super::utility_call::{load, status, table, Call};
 use kiln_catalog::delta::commit::{commit, NewCommit};
+use kiln_catalog::delta::files::TableFiles;
 use kiln_catalog::delta::log::Snapshot;
-use kiln_catalog::delta::{data_file, schema, DeltaError};
+use kiln_catalog::delta::{schema, DeltaError};
 
 /// Files at least this big are left alone (Databricks' default target).
 const MAX_FILE_SIZE: i64 = 1 << 30;
@@ -74,7 +74,7 @@ pub async fn optimize(
         files.sort_by_key(|(_, a)| a["modificationTime"].as_i64().unwrap_or(0));
     }
     if let Some(predicate) = &predicate {
-        let keep = matching_partitions(call, &log.root, &s, &groups, predicate).await?;
+        let keep = matching_partitions(call, &log.files, &s, &groups, predicate).await?;
         groups.retain(|k, _| keep.contains(k));
     }
     let considered: usize = groups.values().map(Vec::len).sum();
@@ -114,10 +114,10 @@ pub async fn optimize(
     let mut removed: Vec<Value> = Vec::new();
     let now = now_ms();
     for bin in &bins {
-        match compact(call, &log.root, bin, &data_fields, &zorder).await {
+        match compact(call, &log.files, bin, &data_fields, &zorder).await {
             Ok(adds) => added.extend(adds),
             Err(e) => {
-                discard(&log.root, &added);
+                discard(&log.files, &added);
                 return Err(e);
             }
         }
@@ -186,7 +186,7 @@ pub async fn optimize(
             Ok(())
         });
         if let Err(e) = committed {
-            discard(&log.root, &added);
+            discard(&log.files, &added);
             return Err(status(e));
         }
     }
@@ -247,7 +247,7 @@ pub async fn optimize(
 /// the engine evaluates it over the partition values.
 async fn matching_partitions(
     call: &Call<'_>,
-    root: &Path,
+    files: &TableFiles,
     s: &Snapshot,
     groups: &BTreeMap<String, Vec<(String, Value)>>,
     predicate: &str,
@@ -297,15 +297,20 @@ async fn matching_partitions(
         rows.join(", "),
         names.join(", ")
     );
-    let scratch = root.join(format!("_kiln_rows_{}", kiln_core::ids::uuid4()));
-    let found = call.session.rows(&sql, &scratch).await.map_err(|e| {
-        if e.message().contains("cannot resolve") || e.message().contains("missing from the schema")
-        {
-            refuse()
-        } else {
-            e
-        }
-    })?;
+    let scratch = format!("_kiln_rows_{}", kiln_core::ids::uuid4());
+    let found = call
+        .session
+        .rows(&sql, files, &scratch)
+        .await
+        .map_err(|e| {
+            if e.message().contains("cannot resolve")
+                || e.message().contains("missing from the schema")
+            {
+                refuse()
+            } else {
+                e
+            }
+        })?;
     Ok(found
         .iter()
         .filter_map(|r| r["__kiln_k"].as_u64())
@@ -316,7 +321,7 @@ async fn matching_partitions(
 /// Has the engine write one bin's rows as one file; returns its `add` actions.
 async fn compact(
     call: &Call<'_>,
-    root: &Path,
+    files: &TableFiles,
     bin: &[(String, Value)],
     data_fields: &[Value],
     zorder: &[String],
@@ -353,11 +358,13 @@ async fn compact(
                     }
                 })
                 .collect();
-            let file = data_file(root, path);
+            let file = files
+                .relative(path)
+                .map_or_else(|| path.clone(), |rel| files.url(&rel));
             format!(
                 "SELECT {}, {k} AS `__kiln_seq` FROM parquet.{}",
                 columns.join(", "),
-                quote(&file.to_string_lossy())
+                quote(&file)
             )
         })
         .collect();
@@ -383,33 +390,34 @@ async fn compact(
         order.join(", "),
         rows.unwrap_or(1 << 62).max(1)
     );
-    let staging = root.join(format!("_kiln_optimize_{}", kiln_core::ids::uuid4()));
-    let target = literal(&staging.to_string_lossy());
+    let staging = format!("_kiln_optimize_{}", kiln_core::ids::uuid4());
+    let target = literal(&files.url(&staging));
     let written = call
         .session
         .sql(&format!(
             "INSERT OVERWRITE DIRECTORY {target} USING parquet {sql}"
         ))
         .await;
-    let moved = written.and_then(|()| place(root, &staging, bin, &stats, rows));
-    let _ = std::fs::remove_dir_all(&staging);
+    let moved = written.and_then(|()| place(files, &staging, bin, &stats, rows));
+    let _ = files.delete_tree(&staging);
     moved
 }
 
 /// Moves the engine's output beside the bin's files; returns their `add` actions.
 fn place(
-    root: &Path,
-    staging: &Path,
+    files: &TableFiles,
+    staging: &str,
     bin: &[(String, Value)],
     stats: &[Option<Value>],
     rows: Option<i64>,
 ) -> Result<Vec<Value>, Status> {
-    let io = |e: std::io::Error| Status::internal(format!("OPTIMIZE: {e}"));
-    let mut outputs: Vec<PathBuf> = std::fs::read_dir(staging)
+    let io = |e: DeltaError| Status::internal(format!("OPTIMIZE: {e}"));
+    let mut outputs: Vec<String> = files
+        .list(staging)
         .map_err(io)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .into_iter()
+        .map(|f| f.path)
+        .filter(|p| p.ends_with(".parquet") && !p.starts_with(['.', '_']))
         .collect();
     outputs.sort();
     let first = bin.first().map(|(p, _)| p.as_str()).unwrap_or("");
@@ -426,19 +434,16 @@ fn place(
     for output in outputs {
         let name = format!("part-00000-{}-c000.zstd.parquet", kiln_core::ids::uuid4());
         let relative = format!("{dir}{name}");
-        let destination = data_file(root, &relative);
-        std::fs::rename(&output, &destination).map_err(io)?;
-        let meta = std::fs::metadata(&destination).map_err(io)?;
-        let modified = meta
-            .modified()
-            .ok()
-            .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_millis() as i64);
+        // The log's paths are percent-encoded; the file's name is not.
+        let destination = format!("{}{name}", kiln_catalog::delta::percent_decode(&dir));
+        let placed = files
+            .rename(&format!("{staging}/{output}"), &destination)
+            .map_err(io)?;
         let mut add = json!({
             "path": relative,
             "partitionValues": bin.first().map(|(_, a)| a["partitionValues"].clone()).unwrap_or(json!({})),
-            "size": meta.len(),
-            "modificationTime": modified,
+            "size": placed.size,
+            "modificationTime": placed.modified_ms,
             "dataChange": false,
         });
         if let Some(stats) = &merged {
@@ -509,10 +514,10 @@ fn less(a: &Value, b: &Value) -> bool {
     }
 }
 
-fn discard(root: &Path, added: &[Value]) {
+fn discard(files: &TableFiles, added: &[Value]) {
     for a in added {
-        if let Some(path) = a["add"]["path"].as_str() {
-            let _ = std::fs::remove_file(data_file(root, path));
+        if let Some(rel) = a["add"]["path"].as_str().and_then(|p| files.relative(p)) {
+            let _ = files.delete(&rel);
         }
     }
 }

@@ -16,9 +16,9 @@ use super::intent::resolve;
 use super::rows::{query, Lit};
 use super::utility_call::{load, status, table, Call};
 use super::utility_sql::TimeTravel;
-use kiln_catalog::delta::commit::{adopt, commit, make_dir, NewCommit};
+use kiln_catalog::delta::commit::{commit, NewCommit};
 use kiln_catalog::delta::log::{version_at, Commit, Snapshot};
-use kiln_catalog::delta::{data_file, schema, timestamp_ms, DeltaError};
+use kiln_catalog::delta::{schema, timestamp_ms, DeltaError};
 
 fn version_of(commits: &[Commit], to: &TimeTravel, what: &str) -> Result<i64, Status> {
     let latest = commits.last().map_or(0, |c| c.version);
@@ -86,7 +86,12 @@ pub async fn restore(call: &Call<'_>, t: &[String], to: TimeTravel) -> Result<St
         .filter(|(p, _)| !current.files.contains_key(*p))
         .collect();
     for (path, _) in &restored {
-        if !data_file(&log.root, path).is_file() {
+        // A file outside the table (a shallow clone's source) is not checked.
+        let there = match log.files.relative(path) {
+            Some(rel) => log.files.exists(&rel).map_err(status)?,
+            None => true,
+        };
+        if !there {
             return Err(status(DeltaError::new(
                 "DELTA_FILE_NOT_FOUND_DETAILED",
                 "42K03",
@@ -233,38 +238,34 @@ pub async fn clone(call: &Call<'_>, spec: CloneSpec) -> Result<String, Status> {
         .iter()
         .map(|(p, a)| remove_action(p, a, now))
         .collect();
-    let mut copied: Vec<std::path::PathBuf> = Vec::new();
+    let mut copied: Vec<String> = Vec::new();
+    let undo = |copied: &[String]| {
+        for f in copied {
+            let _ = target_log.files.delete(f);
+        }
+    };
     for (path, add) in &source.files {
-        let from = data_file(&source_log.root, path);
         let mut add = add.clone();
         add["dataChange"] = json!(true);
+        // A shallow clone shares the source's bytes where it can (a hard
+        // link: no data is copied, and a VACUUM of the source cannot break
+        // the clone); a deep clone, or an object store, copies them.
+        let Some(rel) = source_log.files.relative(path) else {
+            undo(&copied);
+            return Err(Status::internal(format!(
+                "CLONE: {path} is outside the source table"
+            )));
+        };
+        if let Err(e) = target_log
+            .files
+            .copy_from(&source_log.files, &rel, &rel, spec.shallow)
         {
-            // A shallow clone shares the source's bytes (a hard link: no data
-            // is copied, and a VACUUM of the source cannot break the clone);
-            // a deep clone copies them.
-            let to = data_file(&target_log.root, path);
-            let copy = (|| -> std::io::Result<()> {
-                if let Some(parent) = to.parent() {
-                    make_dir(&target_log.root, parent)
-                        .map_err(|e| std::io::Error::other(e.message))?;
-                }
-                let linked = spec.shallow && std::fs::hard_link(&from, &to).is_ok();
-                if !linked {
-                    std::fs::copy(&from, &to)?;
-                    adopt(&target_log.root, &to);
-                }
-                Ok(())
-            })();
-            if let Err(e) = copy {
-                for f in &copied {
-                    let _ = std::fs::remove_file(f);
-                }
-                return Err(Status::internal(format!(
-                    "CLONE could not copy {path}: {e}"
-                )));
-            }
-            copied.push(to);
+            undo(&copied);
+            return Err(Status::internal(format!(
+                "CLONE could not copy {path}: {e}"
+            )));
         }
+        copied.push(rel);
         actions.push(json!({ "add": add }));
     }
     let mut metadata = target.metadata.clone();
@@ -333,9 +334,7 @@ pub async fn clone(call: &Call<'_>, spec: CloneSpec) -> Result<String, Status> {
         &new,
         refuse_concurrent,
     ) {
-        for f in &copied {
-            let _ = std::fs::remove_file(f);
-        }
+        undo(&copied);
         if !exists {
             let _ = call.catalog.delete_table(&name.join("."));
         }

@@ -55,7 +55,7 @@ pub fn load(call: &Call, table: &TableInfo) -> Result<(DeltaLog, Vec<Commit>, Sn
             format!("{} is a view, not a Delta table.", table.full_name()),
         )));
     }
-    let log = DeltaLog::of(table).map_err(status)?;
+    let log = DeltaLog::of(call.catalog, table).map_err(status)?;
     let commits = log.commits(call.catalog, None).map_err(status)?;
     let snapshot = Snapshot::replay(&commits);
     Ok((log, commits, snapshot))

@@ -9,7 +9,6 @@
 //! `VACUUM END` in the table's history.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
 
 use kiln_core::time::now_ms;
 use serde_json::json;
@@ -18,8 +17,9 @@ use tonic::Status;
 use super::rows::{query, Lit};
 use super::utility_call::{load, status, table, Call};
 use kiln_catalog::delta::commit::{commit, NewCommit};
+use kiln_catalog::delta::files::{TableFile, TableFiles};
 use kiln_catalog::delta::log::Snapshot;
-use kiln_catalog::delta::{data_file, interval_ms, DeltaError};
+use kiln_catalog::delta::{interval_ms, DeltaError};
 
 const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 3_600_000;
 /// Paths a dry run lists at most.
@@ -54,17 +54,17 @@ pub fn vacuum(
         )));
     }
     let cutoff = now_ms() - retention;
-    let doomed = unreferenced(&log.root, &s, cutoff)?;
+    let doomed = unreferenced(&log.files, &s, cutoff)?;
     let location = info.storage_location.clone().unwrap_or_default();
     if dry_run {
         let rows: Vec<Vec<Lit>> = doomed
             .iter()
             .take(DRY_RUN_LIMIT)
-            .map(|(p, _)| vec![Lit::Str(format!("file:{}", p.display()))])
+            .map(|f| vec![Lit::Str(log.files.shown(&f.path))])
             .collect();
         return Ok(query(&[("path", "STRING")], &rows));
     }
-    let size: u64 = doomed.iter().map(|(_, n)| n).sum();
+    let size: u64 = doomed.iter().map(|f| f.size).sum();
     let mut start = NewCommit {
         operation: "VACUUM START".into(),
         ..NewCommit::default()
@@ -90,22 +90,14 @@ pub fn vacuum(
         .insert("sizeOfDataToDelete".into(), json!(size.to_string()));
     commit(call.catalog, &log, &commits, &start, |_| Ok(())).map_err(status)?;
     let mut deleted = 0usize;
-    let mut dirs: HashSet<PathBuf> = HashSet::new();
-    for (path, _) in &doomed {
-        if std::fs::remove_file(path).is_ok() {
+    for file in &doomed {
+        if log.files.delete(&file.path).unwrap_or(false) {
             deleted += 1;
-        }
-        if let Some(parent) = path.parent() {
-            dirs.insert(parent.to_path_buf());
         }
     }
     // Partition directories left empty go too (the table's root stays).
-    let mut vacuumed = 0usize;
-    for dir in dirs {
-        if dir != log.root && std::fs::remove_dir(&dir).is_ok() {
-            vacuumed += 1;
-        }
-    }
+    let paths: Vec<String> = doomed.into_iter().map(|f| f.path).collect();
+    let vacuumed = log.files.remove_empty_dirs(&paths);
     let mut end = NewCommit {
         operation: "VACUUM END".into(),
         ..NewCommit::default()
@@ -120,51 +112,28 @@ pub fn vacuum(
     Ok(query(&[("path", "STRING")], &[vec![Lit::Str(location)]]))
 }
 
-/// Files under `root` (with their sizes) no version within the retention
-/// needs and older than `cutoff`, sorted.
-fn unreferenced(root: &Path, s: &Snapshot, cutoff: i64) -> Result<Vec<(PathBuf, u64)>, Status> {
-    let mut keep: HashSet<PathBuf> = s.files.keys().map(|p| data_file(root, p)).collect();
+/// Files of the table no version within the retention needs and older
+/// than `cutoff`, sorted.
+fn unreferenced(files: &TableFiles, s: &Snapshot, cutoff: i64) -> Result<Vec<TableFile>, Status> {
+    let mut keep: HashSet<String> = s.files.keys().filter_map(|p| files.relative(p)).collect();
     for (path, remove) in &s.tombstones {
         if remove["deletionTimestamp"].as_i64().unwrap_or(i64::MAX) > cutoff {
-            keep.insert(data_file(root, path));
+            keep.extend(files.relative(path));
         }
     }
-    let mut out = Vec::new();
-    walk(root, &mut |path, meta| {
-        let modified = meta
-            .modified()
-            .ok()
-            .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(i64::MAX, |d| d.as_millis() as i64);
-        if !keep.contains(path) && modified < cutoff {
-            out.push((path.to_path_buf(), meta.len()));
-        }
-    })
-    .map_err(|e| Status::internal(format!("VACUUM: {e}")))?;
-    out.sort();
+    let mut out: Vec<TableFile> = files
+        .walk(&hidden)
+        .map_err(|e| Status::internal(format!("VACUUM: {e}")))?
+        .into_iter()
+        .filter(|f| !keep.contains(&f.path) && f.modified_ms < cutoff)
+        .collect();
+    out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
 
 /// Hidden names (`_…`, `.…`) are not data, except partition directories (`_p=x`).
 fn hidden(name: &str) -> bool {
     (name.starts_with('_') || name.starts_with('.')) && !name.contains('=')
-}
-
-fn walk(dir: &Path, visit: &mut dyn FnMut(&Path, &std::fs::Metadata)) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().to_string();
-        if hidden(&name) {
-            continue;
-        }
-        let meta = entry.metadata()?;
-        if meta.is_dir() {
-            walk(&entry.path(), visit)?;
-        } else if meta.is_file() {
-            visit(&entry.path(), &meta);
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
