@@ -169,6 +169,7 @@ impl Kernel {
             identity: spec.identity.as_ref(),
             read,
             env,
+            reads_table_logs: false,
         }
         .spawn()?;
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

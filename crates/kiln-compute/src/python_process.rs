@@ -72,6 +72,10 @@ pub struct PythonProcess<'a> {
     pub read: Vec<&'a Path>,
     /// Further environment variables.
     pub env: Vec<(&'static str, OsString)>,
+    /// Whether it reads managed tables' Delta logs on the object-store root
+    /// itself (the pipeline worker), and so gets the store's `AWS_*` settings
+    /// as engines do. Kernels get only the URL.
+    pub reads_table_logs: bool,
 }
 
 /// A started process: its pipes and its private scratch directory (its home,
@@ -118,6 +122,9 @@ impl PythonProcess<'_> {
             .kill_on_drop(true);
         if let Some(access) = self.isolation.object_store() {
             command.env("KILN_DBFS_URL", &access.dbfs_url);
+            if self.reads_table_logs {
+                command.envs(access.engine_env.iter().map(|(k, v)| (k, v)));
+            }
         }
         kiln_core::process::spawn_as(command.as_std_mut(), self.identity);
         let mut child = kiln_core::process::spawn(command).map_err(|e| {

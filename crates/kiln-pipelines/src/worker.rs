@@ -101,6 +101,7 @@ impl Worker {
             identity: identity.as_ref(),
             read: spec.read.iter().map(PathBuf::as_path).collect(),
             env: Vec::new(),
+            reads_table_logs: true,
         }
         .spawn()?;
         let pending: Pending = Arc::default();

@@ -1,7 +1,10 @@
 """Reads a Delta table's transaction log (`_delta_log/NNN.json`) directly: the
 latest version, the commit that carries a given `userMetadata`, and the files a
-range of commits added."""
+range of commits added. Tables on the local tree are read as files; tables on
+Kiln's object-store root (`s3://…`) through pyarrow's S3 client, with the
+store's settings Kiln gives the worker (`AWS_*`, as engines get them)."""
 
+import functools
 import json
 import os
 import re
@@ -15,10 +18,53 @@ def _log_dir(location):
     return os.path.join(location, "_delta_log")
 
 
+@functools.lru_cache(maxsize=1)
+def _s3():
+    from pyarrow import fs
+
+    endpoint = os.environ.get("AWS_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
+    options = {"region": os.environ.get("AWS_REGION", "us-east-1")}
+    if endpoint:
+        scheme, _, rest = endpoint.partition("://")
+        options["endpoint_override"], options["scheme"] = (rest, scheme) if rest else (endpoint, "https")
+    for key, var in (("access_key", "AWS_ACCESS_KEY_ID"), ("secret_key", "AWS_SECRET_ACCESS_KEY"),
+                     ("session_token", "AWS_SESSION_TOKEN")):  # fmt: skip
+        if os.environ.get(var):
+            options[key] = os.environ[var]
+    if os.environ.get("AWS_VIRTUAL_HOSTED_STYLE_REQUEST") == "true":
+        options["force_virtual_addressing"] = True
+    return fs.S3FileSystem(**options)
+
+
+def _on_s3(location):
+    return location.startswith("s3://") or location.startswith("s3a://")
+
+
+def _s3_path(location):
+    return location.split("://", 1)[1].rstrip("/")
+
+
+def _names(location):
+    if not _on_s3(location):
+        return os.listdir(_log_dir(location))
+    from pyarrow import fs
+
+    infos = _s3().get_file_info(fs.FileSelector(_s3_path(location) + "/_delta_log", allow_not_found=True))
+    return [i.base_name for i in infos if i.type == fs.FileType.File]
+
+
+def _read(location, name):
+    if not _on_s3(location):
+        with open(os.path.join(_log_dir(location), name), encoding="utf-8") as f:
+            return f.read()
+    with _s3().open_input_stream(f"{_s3_path(location)}/_delta_log/{name}") as f:
+        return f.read().decode("utf-8")
+
+
 def versions(location):
     """Committed versions, ascending (empty when the table has no log)."""
     try:
-        names = os.listdir(_log_dir(location))
+        names = _names(location)
     except FileNotFoundError:
         return []
     found = sorted(int(m.group(1)) for m in map(_COMMIT.match, names) if m)
@@ -31,9 +77,8 @@ def latest_version(location):
 
 
 def actions(location, version):
-    path = os.path.join(_log_dir(location), f"{version:020d}.json")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    text = _read(location, f"{version:020d}.json")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def commit_info(location, version):
@@ -61,7 +106,7 @@ def added_files(location, first, last):
     """(path, partitionValues) of the files commits first..=last added. A commit
     that removed data (an update, delete or overwrite) is not an append."""
     out = []
-    root = location[len("file://"):] if location.startswith("file://") else location
+    root = location[len("file://"):] if location.startswith("file://") else location.rstrip("/")
     for version in range(first, last + 1):
         for action in actions(location, version):
             remove = action.get("remove")
@@ -72,5 +117,6 @@ def added_files(location, first, last):
                 )
             add = action.get("add")
             if add and add.get("dataChange", True):
-                out.append((os.path.join(root, add["path"]), add.get("partitionValues") or {}))
+                path = f"{root}/{add['path']}" if _on_s3(location) else os.path.join(root, add["path"])
+                out.append((path, add.get("partitionValues") or {}))
     return out

@@ -138,7 +138,8 @@ class Worker:
             return self.spark.createDataFrame([], schema)
         groups = {}
         for path, values in files:
-            groups.setdefault(tuple(sorted(values.items())), []).append("file://" + path)
+            url = path if "://" in path else "file://" + path
+            groups.setdefault(tuple(sorted(values.items())), []).append(url)
         frames = []
         data_fields = None
         for values, paths in groups.items():
