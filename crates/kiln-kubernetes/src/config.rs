@@ -38,8 +38,13 @@ pub struct KubernetesConfig {
     /// (`shared_dir`), mounted in Kiln's pod at `shared_dir`. Worker pods mount
     /// its `dbfs/` and `warehouse/` at the same paths, so tables, volumes and
     /// DBFS files workers write are where every engine reads them. Required
-    /// with node types: a worker writing to a disk of its own loses the data.
+    /// with node types, unless Kiln's data is on object storage (`[storage]
+    /// root`): a worker writing to a disk of its own loses the data.
     pub shared_volume_claim: Option<String>,
+    /// Set by Kiln, not read from the file: DBFS, volumes and new managed
+    /// tables are on the object-store root, which worker pods reach by URL.
+    #[serde(skip)]
+    pub data_on_object_store: bool,
 }
 
 impl Default for KubernetesConfig {
@@ -56,6 +61,7 @@ impl Default for KubernetesConfig {
             worker_env: Default::default(),
             node_types: Vec::new(),
             shared_volume_claim: None,
+            data_on_object_store: false,
         }
     }
 }
@@ -117,8 +123,8 @@ impl KubernetesConfig {
             }
         }
         let claim = self.shared_volume_claim.as_deref().unwrap_or("");
-        if !self.node_types.is_empty() && claim.is_empty() {
-            return Err("[kubernetes] shared_volume_claim is required with node_types: worker pods must write tables where every engine reads them (a ReadWriteMany claim holding shared_dir)".into());
+        if !self.node_types.is_empty() && claim.is_empty() && !self.data_on_object_store {
+            return Err("[kubernetes] shared_volume_claim is required with node_types unless [storage] root is set: worker pods must write tables where every engine reads them (a ReadWriteMany claim holding shared_dir, or the object store)".into());
         }
         if !claim.is_empty()
             && !claim
@@ -158,6 +164,11 @@ mod tests {
             r#"{"node_types": [{"node_type_id": "k8s-2c", "num_cores": 2, "memory_mb": 1}]}"#,
         )?;
         assert!(no_claim.check().is_err());
+        let on_object_store = KubernetesConfig {
+            data_on_object_store: true,
+            ..no_claim
+        };
+        on_object_store.check()?;
         Ok(())
     }
 

@@ -167,6 +167,7 @@ pub async fn serve(
         Some(k) => {
             // Worker pods reach volumes on the object store as their driver does.
             let mut k = k.clone();
+            k.data_on_object_store = object_root.is_some();
             for (name, value) in object_root.iter().flat_map(|r| r.engine_env()) {
                 k.worker_env.entry(name).or_insert(value);
             }
