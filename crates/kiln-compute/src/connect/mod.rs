@@ -27,6 +27,7 @@ mod view_requests;
 mod views;
 mod walk;
 pub mod wire;
+mod write_plans;
 mod writes;
 
 pub use errors::analysis_error;

@@ -19,7 +19,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use prost::Message as _;
-use serde_json::Value;
 use tonic::Status;
 
 use super::ddl::{self, fold_type, quote, quote_name};
@@ -33,10 +32,8 @@ use super::utility_sql;
 use super::view_requests::{self, ViewOutcome};
 use super::views;
 use super::walk;
-use super::wire::{
-    save_method, save_mode, Command, Expression, Kind, Plan, Project, Relation, SaveTable,
-    UnresolvedAttribute, WriteOperation,
-};
+use super::wire::{Kind, Plan, Relation};
+use super::write_plans::{in_place, insert_plan, table_columns};
 use kiln_catalog::{Catalog, TableInfo, HIDDEN_PREFIX};
 
 /// What to do with a client's `ExecutePlan`.
@@ -280,6 +277,34 @@ impl TableWrites {
         }
     }
 
+    /// Runs the engine's CREATE of a table that did not exist. The engine may
+    /// run a statement again after losing a worker; a second run then finds
+    /// the table its first run registered ("already exists"), which is this
+    /// request's own table, so the write goes on. Any other failure drops a
+    /// table the CREATE registered, so nothing half-made is left.
+    async fn create(&self, session: &EngineSession, sql: &str, table: &str) -> Result<(), Status> {
+        let started = kiln_core::time::now_ms();
+        let Err(status) = session.sql(sql).await else {
+            return Ok(());
+        };
+        let made = self
+            .catalog
+            .get_table(table)
+            .is_ok_and(|t| t.created_at >= started);
+        if !made {
+            return Err(status);
+        }
+        if already_exists(&status) {
+            tracing::info!(
+                table,
+                "the engine ran CREATE again and found the table its first run made"
+            );
+            return Ok(());
+        }
+        self.drop_quietly(table);
+        Err(status)
+    }
+
     fn drop_quietly(&self, table: &str) {
         if let Err(e) = self.catalog.delete_table(table) {
             tracing::warn!(table, error = %e.message, "could not drop the table of a failed write");
@@ -301,9 +326,8 @@ impl TableWrites {
             } => {
                 let columns = columns(session, &source).await?;
                 let name = quote_name(&target);
-                session
-                    .sql(&create_statement(&name, &column_list(&columns), &spec))
-                    .await?;
+                let create = create_statement(&name, &column_list(&columns), &spec);
+                self.create(session, &create, &target.join(".")).await?;
                 let plan = insert_plan(&source, &name, None, false);
                 Ok((plan, After::DropOnFailure(target.join("."))))
             }
@@ -387,12 +411,20 @@ impl TableWrites {
         };
         match source {
             Some(source) => {
-                session.sql(&create).await?;
+                self.create(session, &create, &hidden.join(".")).await?;
                 Ok((insert_plan(source, &name, None, false), after))
             }
             None => Ok((Plan::sql(&create), after)),
         }
     }
+}
+
+fn already_exists(status: &Status) -> bool {
+    status.code() == tonic::Code::AlreadyExists
+        || status
+            .message()
+            .to_ascii_lowercase()
+            .contains("already exists")
 }
 
 /// The rows' columns (name, DDL type) as the engine analyzes them.
@@ -436,27 +468,6 @@ fn column_list(columns: &[(String, String)]) -> String {
         .map(|(name, t)| format!("{} {t}", quote(name)))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// The table's columns (name, type text) and partition columns.
-fn table_columns(table: &TableInfo) -> (Vec<(String, String)>, Vec<String>) {
-    let mut columns: Vec<(i64, String, String)> = Vec::new();
-    let mut partitions: Vec<(i64, String)> = Vec::new();
-    for (i, c) in table.columns.iter().enumerate() {
-        let name = c["name"].as_str().unwrap_or_default().to_string();
-        let position = c["position"].as_i64().unwrap_or(i as i64);
-        let type_text = c["type_text"].as_str().unwrap_or_default().to_string();
-        if let Some(index) = c.get("partition_index").and_then(Value::as_i64) {
-            partitions.push((index, name.to_lowercase()));
-        }
-        columns.push((position, name, type_text));
-    }
-    columns.sort_by_key(|c| c.0);
-    partitions.sort();
-    (
-        columns.into_iter().map(|(_, n, t)| (n, t)).collect(),
-        partitions.into_iter().map(|(_, n)| n).collect(),
-    )
 }
 
 struct Sameness {
@@ -518,81 +529,6 @@ fn mismatch(table: &TableInfo, columns: &[(String, String)]) -> Status {
             show(columns)
         ),
     )
-}
-
-/// An overwrite of `table` in place, its columns matched by name.
-fn in_place(table: &TableInfo, source: &Source) -> Plan {
-    let (existing, _) = table_columns(table);
-    let names: Vec<String> = existing.into_iter().map(|(n, _)| n).collect();
-    let name = quote_name(&[
-        table.catalog_name.clone(),
-        table.schema_name.clone(),
-        table.name.clone(),
-    ]);
-    insert_plan(source, &name, Some(&names), true)
-}
-
-/// Inserts the rows into `table` (a quoted name): a DataFrame as the writer's
-/// `insertInto`, a query as `INSERT … SELECT` (so `spark.sql` gets its SQL
-/// result); `columns` picks and orders the rows' columns by name.
-fn insert_plan(source: &Source, table: &str, columns: Option<&[String]>, overwrite: bool) -> Plan {
-    match source {
-        Source::Relation { relation, options } => {
-            let input = match columns {
-                Some(names) => Relation {
-                    project: Some(Project {
-                        input: Some(relation.clone()),
-                        expressions: names
-                            .iter()
-                            .map(|n| Expression {
-                                unresolved_attribute: Some(UnresolvedAttribute {
-                                    unparsed_identifier: quote(n),
-                                }),
-                            })
-                            .collect(),
-                    }),
-                    ..Default::default()
-                }
-                .encode_to_vec(),
-                None => relation.clone(),
-            };
-            Plan {
-                command: Some(Command {
-                    write_operation: Some(WriteOperation {
-                        input: Some(input),
-                        table: Some(SaveTable {
-                            table_name: table.into(),
-                            save_method: save_method::INSERT_INTO,
-                        }),
-                        mode: if overwrite {
-                            save_mode::OVERWRITE
-                        } else {
-                            save_mode::APPEND
-                        },
-                        options: options.iter().cloned().collect(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }
-        }
-        Source::Query(query) => {
-            let select = match columns {
-                Some(names) => names
-                    .iter()
-                    .map(|n| quote(n))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                None => "*".into(),
-            };
-            let verb = if overwrite { "OVERWRITE" } else { "INTO" };
-            Plan::sql(&format!(
-                "INSERT {verb} {table} SELECT {select} FROM {} AS `__kiln_query`",
-                ddl::subquery(query)
-            ))
-        }
-    }
 }
 
 #[cfg(test)]
