@@ -204,3 +204,48 @@ def test_a_table_update_trigger_watches_a_table_in_the_bucket(w, cluster, ctx):
     time.sleep(2.5)
     assert len(runs()) == 1
     w.jobs.delete(job)
+
+
+def test_tables_made_before_the_root_was_set_keep_working(kiln_binary, tmp_path_factory, moto, s3):
+    """A Kiln that had local managed tables is given a root: old tables stay where they are (read, appended,
+    optimized, their history), new ones go to the bucket, and a deep clone copies an old table's files into
+    the bucket."""
+    from databricks.sdk.service.compute import State
+
+    from conftest import base_config
+    from kiln_helpers import SPARK_VERSION, KilnServer, to_toml, unique, wait_cluster_state
+    from test_object_storage import KEYS
+
+    prefix = "tenant-b/root"
+    server = KilnServer(kiln_binary, tmp_path_factory.mktemp("kiln-before-root"), base_config()).start()
+    try:
+        w = server.client()
+        cid = w.clusters.create_and_wait(cluster_name=unique("before"), spark_version=SPARK_VERSION,
+                                         num_workers=0, autotermination_minutes=0).cluster_id  # fmt: skip
+        server.track(cid)
+        c = w.command_execution.create_and_wait(cluster_id=cid, language=Language.PYTHON).id
+        run(w, cid, c, "spark.range(0, 100, 1, 4).write.saveAsTable('main.default.old_local')")
+        old = location(w, "main.default.old_local")
+        assert old.startswith("file://"), old
+        server.stop()
+        storage = {"root": f"s3://{BUCKET}/{prefix}", "endpoint": moto, "allow_http": True, "region": "us-east-1", **KEYS}
+        server.config = {**server.config, "storage": storage}  # the same shared tree, now with a root
+        server.config_path.write_text(to_toml(server.config))
+        server.start()
+        w = server.client()
+        wait_cluster_state(w, cid, State.RUNNING, fail_on=[State.TERMINATED, State.ERROR])
+        c = w.command_execution.create_and_wait(cluster_id=cid, language=Language.PYTHON).id
+        run(w, cid, c, "spark.range(100, 150).write.mode('append').saveAsTable('main.default.old_local')")
+        assert location(w, "main.default.old_local") == old
+        assert rows(w, cid, c, "SELECT count(*) AS n FROM main.default.old_local") == [{"n": 150}]
+        assert rows(w, cid, c, "OPTIMIZE main.default.old_local")[0]["metrics"]["numFilesAdded"] == 1
+        assert len(rows(w, cid, c, "DESCRIBE HISTORY main.default.old_local")) >= 3
+        rows(w, cid, c, "CREATE TABLE main.default.old_clone DEEP CLONE main.default.old_local")
+        clone = location(w, "main.default.old_clone")
+        assert clone.startswith(f"s3://{BUCKET}/{prefix}/warehouse/"), clone
+        assert rows(w, cid, c, "SELECT count(*) AS n, sum(id) AS s FROM main.default.old_clone") == [{"n": 150, "s": sum(range(150))}]
+        assert [k for k in keys(s3, clone.removeprefix(f"s3://{BUCKET}/") + "/") if k.endswith(".parquet")]
+        rows(w, cid, c, "DROP TABLE main.default.old_local")
+        assert not __import__("pathlib").Path(old.removeprefix("file://")).exists()
+    finally:
+        server.stop()

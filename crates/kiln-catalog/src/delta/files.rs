@@ -423,3 +423,7 @@ pub mod local {
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
     }
 }
+
+#[cfg(test)]
+#[path = "files_tests.rs"]
+mod tests;
