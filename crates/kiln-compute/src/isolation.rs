@@ -51,7 +51,7 @@ pub struct Isolation {
 /// What user code is given to reach DBFS (volumes included) kept on an object
 /// store: its URL (Spark paths `dbfs:/x`, `/x`, `/Volumes/…` become
 /// `<dbfs_url>/…`, since Delta cannot commit through the FUSE mount `open()`
-/// uses) and, for engines, the
+/// uses) and, for engines and pipeline workers (which read `s3://` Delta logs), the
 /// store's settings and credentials (`AWS_*`). Kernels do not get the
 /// credentials, but Python UDFs run inside the engine and can read its
 /// environment: user code on any cluster can obtain the root's credentials,
