@@ -311,6 +311,41 @@ def test_kill_9_then_restart_brings_the_mount_back(kiln, w, s3, volume):
     assert w.files.download(f"{base}/kept/k.txt").contents.read() == b"kept across a crash"
 
 
+def test_an_upload_cut_off_by_kill_9_is_aborted_at_restart(kiln, w, s3, volume):
+    """The S3 multipart upload under a streamed PUT is written down before its first part; a Kiln killed
+    mid-upload aborts it at the next start (no parts left billed in the bucket, no object)."""
+    import os
+    import threading
+    import time
+
+    path = f"/Volumes/main/default/{volume.name}/cut/big.bin"
+    sent = threading.Event()
+
+    def body():
+        for _ in range(4):  # 32 MiB: parts go up, then the body stalls
+            yield os.urandom(8 << 20)
+        sent.set()
+        time.sleep(120)
+        yield b"never"
+
+    def put():
+        try:
+            kiln.http().put(kiln.url(f"/api/2.0/fs/files{path}"), data=body(), timeout=180)
+        except requests.RequestException:
+            pass
+
+    threading.Thread(target=put, daemon=True).start()
+    uploads = lambda: s3.list_multipart_uploads(Bucket=BUCKET, Prefix=PREFIX).get("Uploads", [])  # noqa: E731
+    wait_for(lambda: sent.is_set() and uploads(), 60, "a multipart upload in the bucket", 0.2)
+    kiln.kill9()
+    assert uploads(), "the killed Kiln left its upload in the bucket"
+    kiln.start()
+    assert uploads() == []
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=key(volume, "cut/"))
+    w.files.upload(path, io.BytesIO(b"after the crash"), overwrite=True)  # the volume works on
+    assert w.files.download(path).contents.read() == b"after the crash"
+
+
 def test_a_sandboxed_kiln_mounts_the_bucket_for_its_sandboxes(kiln_binary, moto, s3):
     """Kiln not running as root (sandbox mode): s3fs runs as Kiln's user, the mount is that user's alone,
     and user code in bubblewrap's sandbox reads and writes DBFS and volumes on the bucket."""

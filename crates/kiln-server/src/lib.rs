@@ -78,6 +78,12 @@ pub async fn serve(
     let object_root = kiln_storage::ObjectRoot::open(&config.storage)?;
     if let Some(root) = &object_root {
         root.check().await?;
+        // Multipart uploads an earlier (killed) process left are aborted.
+        root.keep_upload_journal(config.data_dir.join("object-store-uploads"))?;
+        let aborted = root.abort_left_uploads().await?;
+        if aborted > 0 {
+            tracing::info!(aborted, "multipart uploads left by an earlier run aborted");
+        }
     }
     let isolation = Arc::new(Isolation::open(
         &config.data_dir,

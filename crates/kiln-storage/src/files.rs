@@ -9,12 +9,10 @@
 //! marker object `dir/` (made through the FUSE mount, see `fuse`).
 
 use bytes::Bytes;
-use futures_util::stream::BoxStream;
+use futures_util::stream::{BoxStream, FuturesUnordered};
 use futures_util::{Stream, StreamExt as _, TryStreamExt as _};
 use kiln_core::{Error, ErrorCode, Result};
-use object_store::{
-    GetOptions, GetRange, ObjectStore, PutMode, PutOptions, PutPayload, WriteMultipart,
-};
+use object_store::{GetOptions, GetRange, ObjectStore, PutMode, PutOptions, PutPayload};
 
 use crate::object::ObjectRoot;
 
@@ -52,19 +50,38 @@ fn exists(rel: &str) -> Error {
 }
 
 /// Aborts a multipart upload that is dropped before it completes (a broken-off
-/// body, a cancelled request, Kiln stopping).
-struct Upload(Option<WriteMultipart>);
+/// body, a failed part, a cancelled request, Kiln stopping), and crosses it
+/// off the journal.
+struct AbortOnDrop {
+    store: std::sync::Arc<dyn object_store::multipart::MultipartStore>,
+    key: object_store::path::Path,
+    id: String,
+    journal: Option<std::path::PathBuf>,
+    armed: bool,
+}
 
-impl Drop for Upload {
+impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        if let Some(writer) = self.0.take() {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    if let Err(e) = writer.abort().await {
-                        tracing::warn!(error = %e, "could not abort a multipart upload");
+        if !self.armed {
+            return;
+        }
+        let (store, key, id, journal) = (
+            self.store.clone(),
+            self.key.clone(),
+            self.id.clone(),
+            self.journal.take(),
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                match store.abort_multipart(&key, &id).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                        if let Some(journal) = journal {
+                            let _ = std::fs::remove_file(journal);
+                        }
                     }
-                });
-            }
+                    Err(e) => tracing::warn!(error = %e, "could not abort a multipart upload"),
+                }
+            });
         }
     }
 }
@@ -161,44 +178,70 @@ impl ObjectRoot {
             };
         }
         // A multipart completion cannot be conditional (object_store 0.12):
-        // the caller checked that nothing was there.
-        let upload = self
-            .store()
-            .put_multipart(&key)
-            .await
-            .map_err(|e| failed("start an upload", e))?;
-        let mut upload = Upload(Some(WriteMultipart::new_with_chunk_size(upload, PART_SIZE)));
-        let mut total = 0u64;
-        let writer = upload
-            .0
-            .as_mut()
-            .ok_or_else(|| Error::internal("upload", "no writer"))?;
-        for chunk in first {
-            total += chunk.len() as u64;
-            writer.put(chunk);
+        // the caller checked that nothing was there. The upload is written
+        // down before its first part and aborted if this is dropped early.
+        let multipart = self.multipart().clone();
+        let key = self.key(rel)?;
+        let id = self.start_upload(rel).await?;
+        let mut guard = AbortOnDrop {
+            store: multipart.clone(),
+            key: key.clone(),
+            id: id.clone(),
+            journal: self.journal_file(rel, &id),
+            armed: true,
+        };
+        let mut etags: Vec<Option<String>> = Vec::new();
+        let mut in_flight = FuturesUnordered::new();
+        let mut total = held as u64;
+        let (mut part, mut part_len, mut ended) = (first, held, false);
+        let stored = |done: Option<object_store::Result<(usize, String)>>| {
+            done.ok_or_else(|| Error::internal("upload a part", "no part in flight"))?
+                .map_err(|e| failed("upload a part", e))
+        };
+        loop {
+            if part_len < PART_SIZE {
+                match body.next().await {
+                    Some(chunk) => {
+                        let chunk = chunk.map_err(broke_off)?;
+                        total += chunk.len() as u64;
+                        part_len += chunk.len();
+                        part.push(chunk);
+                        continue;
+                    }
+                    None => ended = true,
+                }
+            }
+            if part_len > 0 {
+                let index = etags.len();
+                etags.push(None);
+                let payload = PutPayload::from_iter(std::mem::take(&mut part));
+                part_len = 0;
+                let (store, key, id) = (multipart.clone(), key.clone(), id.clone());
+                in_flight.push(async move {
+                    store
+                        .put_part(&key, &id, index, payload)
+                        .await
+                        .map(|p| (index, p.content_id))
+                });
+                while in_flight.len() >= PARTS_IN_FLIGHT {
+                    let (i, tag) = stored(in_flight.next().await)?;
+                    etags[i] = Some(tag);
+                }
+            }
+            if ended {
+                break;
+            }
         }
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(broke_off)?;
-            writer
-                .wait_for_capacity(PARTS_IN_FLIGHT)
-                .await
-                .map_err(|e| failed("upload a part", e))?;
-            total += chunk.len() as u64;
-            writer.put(chunk);
+        while !in_flight.is_empty() {
+            let (i, tag) = stored(in_flight.next().await)?;
+            etags[i] = Some(tag);
         }
-        // Every part stored (a failure here still aborts, on drop).
-        writer
-            .wait_for_capacity(0)
-            .await
-            .map_err(|e| failed("upload a part", e))?;
-        let writer = upload
-            .0
-            .take()
-            .ok_or_else(|| Error::internal("upload", "no writer"))?;
-        writer
-            .finish()
-            .await
-            .map_err(|e| failed("complete the upload", e))?;
+        let etags: Vec<String> = etags
+            .into_iter()
+            .collect::<Option<_>>()
+            .ok_or_else(|| Error::internal("upload", "a part was not stored"))?;
+        self.complete_upload(rel, &id, etags).await?;
+        guard.armed = false;
         Ok(total)
     }
 

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod files;
 pub mod fuse;
+pub mod journal;
 pub mod multipart;
 pub mod object;
 pub mod tables;

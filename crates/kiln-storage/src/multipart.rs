@@ -15,12 +15,19 @@ use crate::object::ObjectRoot;
 pub const MAX_PART: usize = 128 * 1024 * 1024;
 
 impl ObjectRoot {
-    /// Starts an upload to `rel`; its id.
+    /// Starts an upload to `rel`; its id. The upload is written down before
+    /// any part is sent (`journal`), until it is completed or aborted.
     pub async fn start_upload(&self, rel: &str) -> Result<String> {
-        self.multipart()
+        let id = self
+            .multipart()
             .create_multipart(&self.key(rel)?)
             .await
-            .map_err(|e| Error::internal("start an upload", e))
+            .map_err(|e| Error::internal("start an upload", e))?;
+        if let Err(e) = self.journal_begin(rel, &id) {
+            let _ = self.abort_upload(rel, &id).await;
+            return Err(e);
+        }
+        Ok(id)
     }
 
     /// Stores part `number` (1-based, as S3 and the SDK count); its etag.
@@ -56,19 +63,27 @@ impl ObjectRoot {
         self.multipart()
             .complete_multipart(&self.key(rel)?, &id.to_string(), parts)
             .await
-            .map(|_| ())
             .map_err(|e| {
                 Error::invalid(format!(
                     "the upload could not be completed (every part but the last must be 5 MiB or more): {e}"
                 ))
-            })
+            })?;
+        self.journal_end(rel, id);
+        Ok(())
     }
 
     pub async fn abort_upload(&self, rel: &str, id: &str) -> Result<()> {
-        self.multipart()
+        match self
+            .multipart()
             .abort_multipart(&self.key(rel)?, &id.to_string())
             .await
-            .map_err(|e| Error::internal("abort an upload", e))
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                self.journal_end(rel, id);
+                Ok(())
+            }
+            Err(e) => Err(Error::internal("abort an upload", e)),
+        }
     }
 }
 

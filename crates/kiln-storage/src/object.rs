@@ -22,6 +22,8 @@ pub struct ObjectRoot {
     /// The runtime the store's connections live on, for calls from blocking
     /// code ([`ObjectRoot::block_on`]).
     runtime: Option<tokio::runtime::Handle>,
+    /// Where multipart uploads in progress are written down (`journal`).
+    pub(crate) journal: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 impl ObjectRoot {
@@ -72,6 +74,7 @@ impl ObjectRoot {
             prefix,
             config: config.clone(),
             runtime: tokio::runtime::Handle::try_current().ok(),
+            journal: std::sync::OnceLock::new(),
         })))
     }
 
@@ -96,6 +99,7 @@ impl ObjectRoot {
             prefix: prefix.into(),
             config: StorageConfig::default(),
             runtime: tokio::runtime::Handle::try_current().ok(),
+            journal: std::sync::OnceLock::new(),
         }
     }
 
