@@ -337,6 +337,7 @@ async fn delete_pods(
     if let Some(c) = k8s.lock().get_mut(&cluster_id) {
         c.release_manager(&manager);
     }
+    tracing::info!(cluster_id, manager, "worker pods deleted by their engine");
     let labels = [
         (MANAGER_LABEL, manager.as_str()),
         (CLUSTER_LABEL, cluster_id.as_str()),

@@ -90,12 +90,13 @@ impl TableFiles {
     /// outside the table: a shallow clone's).
     pub fn relative(&self, path: &str) -> Option<String> {
         let decoded = super::percent_decode(path);
+        // A URL's scheme is written as is; an escaped `%3A%2F%2F` in a name is no scheme.
         let absolute = decoded
             .strip_prefix("file://")
             .or_else(|| decoded.strip_prefix("file:"))
             .map(String::from)
             .or_else(|| {
-                (decoded.starts_with('/') || decoded.contains("://")).then(|| decoded.clone())
+                (decoded.starts_with('/') || path.contains("://")).then(|| decoded.clone())
             });
         let Some(absolute) = absolute else {
             return Some(decoded);

@@ -73,6 +73,10 @@ async fn both_kinds_write_list_rename_and_delete_alike() -> DeltaResult<()> {
             Some("d.parquet")
         );
         assert_eq!(files.relative("s3://elsewhere/t/e.parquet"), None);
+        assert_eq!(
+            files.relative("p=a%3A%2F%2Fb/f.parquet").as_deref(),
+            Some("p=a://b/f.parquet")
+        );
         files.delete_tree("_delta_log")?;
         assert!(!files.exists(v0)?);
     }
