@@ -87,7 +87,7 @@ impl TableFiles {
 
     /// The relative path a log's `path` names below this table (percent-
     /// decoded), or `None` for a file elsewhere (an absolute path or URL
-    /// outside the table: a shallow clone's).
+    /// outside the table: a shallow clone's; or a path climbing out of it).
     pub fn relative(&self, path: &str) -> Option<String> {
         let decoded = super::percent_decode(path);
         // A URL's scheme is written as is; an escaped `%3A%2F%2F` in a name is no scheme.
@@ -98,12 +98,21 @@ impl TableFiles {
             .or_else(|| {
                 (decoded.starts_with('/') || path.contains("://")).then(|| decoded.clone())
             });
-        let Some(absolute) = absolute else {
-            return Some(decoded);
+        let rel = match absolute {
+            None => decoded,
+            Some(absolute) => absolute
+                .strip_prefix(&self.url(""))?
+                .strip_prefix('/')?
+                .to_string(),
         };
-        let base = self.url("");
-        let rest = absolute.strip_prefix(&base)?;
-        rest.strip_prefix('/').map(String::from)
+        // A log is written by engines, which run user code: a path that climbs
+        // out of the table (`..`) names nothing of the table's.
+        let inside = !rel.is_empty()
+            && !rel.starts_with('/')
+            && rel
+                .split('/')
+                .all(|p| !p.is_empty() && p != "." && p != "..");
+        inside.then_some(rel)
     }
 
     /// The files directly in `dir`.

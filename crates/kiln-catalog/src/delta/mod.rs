@@ -106,7 +106,7 @@ pub fn table_files(catalog: &crate::Catalog, location: &str) -> DeltaResult<file
     Ok(files::TableFiles::Local(PathBuf::from(path)))
 }
 
-pub fn percent_decode(text: &str) -> String {
+pub(crate) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -435,7 +435,9 @@ fn place(
         let name = format!("part-00000-{}-c000.zstd.parquet", kiln_core::ids::uuid4());
         let relative = format!("{dir}{name}");
         // The log's paths are percent-encoded; the file's name is not.
-        let destination = format!("{}{name}", kiln_catalog::delta::percent_decode(&dir));
+        let destination = files.relative(&relative).ok_or_else(|| {
+            Status::internal(format!("OPTIMIZE: {relative} is outside the table"))
+        })?;
         let placed = files
             .rename(&format!("{staging}/{output}"), &destination)
             .map_err(io)?;
