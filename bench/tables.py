@@ -21,14 +21,9 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-import requests
-
-from bench import default_bin, free_port  # the shared helpers of bench/bench.py
-from volumes import start_moto
+from bench import default_bin  # the shared helpers of bench/bench.py
+from volumes import start_kiln, start_moto
 
 
 def measure(rows: int, label: str, storage: str) -> None:
@@ -36,27 +31,8 @@ def measure(rows: int, label: str, storage: str) -> None:
     from databricks.sdk.core import Config
     from databricks.sdk.service.compute import Language
 
-    work = Path(tempfile.mkdtemp(prefix="kiln-bench-tables-"))
-    work.chmod(0o711)
-    port = free_port()
-    (work / "kiln.toml").write_text("[server]\nhttps_port = 0\n[lakebase]\nproxy_port = 0\n" + storage)
-    log = open(work / "kiln.log", "wb")
-    proc = subprocess.Popen(
-        [str(default_bin()), "serve", "--port", str(port), "--data-dir", str(work / "data"),
-         "--config", str(work / "kiln.toml")], stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    work, proc, base, token = start_kiln("kiln-bench-tables-", storage)
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 600
-        while True:
-            try:
-                if requests.get(base + "/health", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.time() > deadline or proc.poll() is not None:
-                sys.exit(f"kiln did not start; see {work / 'kiln.log'}")
-            time.sleep(0.2)
-        token = (work / "data" / "admin.token").read_text().strip()
         w = WorkspaceClient(config=Config(host=base, token=token))
         wait = datetime.timedelta(seconds=600)
         cid = w.clusters.create_and_wait(cluster_name="bench", spark_version="15.4.x-scala2.12", num_workers=0,
@@ -99,7 +75,6 @@ def measure(rows: int, label: str, storage: str) -> None:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
-        log.close()
         shutil.rmtree(work, ignore_errors=True)
 
 

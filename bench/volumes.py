@@ -119,29 +119,36 @@ def moto_floor(args, endpoint: str) -> None:
         source.unlink(missing_ok=True)
 
 
-def measure(args, label: str, storage: str) -> None:
-    work = Path(tempfile.mkdtemp(prefix="kiln-bench-vol-"))
+def start_kiln(prefix: str, storage: str) -> tuple[Path, subprocess.Popen, str, str]:
+    """A Kiln of its own (no HTTPS, no Lakebase proxy port, `storage` added to its config), once
+    /health answers: its work dir, process, base URL and admin token."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     work.chmod(0o711)
     port = free_port()
     (work / "kiln.toml").write_text("[server]\nhttps_port = 0\n[lakebase]\nproxy_port = 0\n" + storage)
-    log = open(work / "kiln.log", "wb")
-    proc = subprocess.Popen(
-        [str(default_bin()), "serve", "--port", str(port), "--data-dir", str(work / "data"),
-         "--config", str(work / "kiln.toml")], stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    with open(work / "kiln.log", "wb") as log:
+        proc = subprocess.Popen(
+            [str(default_bin()), "serve", "--port", str(port), "--data-dir", str(work / "data"),
+             "--config", str(work / "kiln.toml")], stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 600
+    while True:
+        try:
+            if requests.get(base + "/health", timeout=1).ok:
+                break
+        except requests.RequestException:
+            pass
+        if time.time() > deadline or proc.poll() is not None:
+            proc.terminate()
+            sys.exit(f"kiln did not start; see {work / 'kiln.log'}")
+        time.sleep(0.2)
+    return work, proc, base, (work / "data" / "admin.token").read_text().strip()
+
+
+def measure(args, label: str, storage: str) -> None:
+    work, proc, base, token = start_kiln("kiln-bench-vol-", storage)
     source = work / "blob.bin"
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 600
-        while True:
-            try:
-                if requests.get(base + "/health", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.time() > deadline or proc.poll() is not None:
-                sys.exit(f"kiln did not start; see {work / 'kiln.log'}")
-            time.sleep(0.2)
-        token = (work / "data" / "admin.token").read_text().strip()
         from databricks.sdk import WorkspaceClient
         from databricks.sdk.core import Config
         from databricks.sdk.service.catalog import VolumeType

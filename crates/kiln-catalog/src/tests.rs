@@ -2,7 +2,7 @@
 use super::*;
 use kiln_store::SqliteStore;
 
-fn catalog(dir: &Path) -> Result<Arc<Catalog>> {
+pub(crate) fn catalog(dir: &Path) -> Result<Arc<Catalog>> {
     Catalog::open(
         Arc::new(SqliteStore::open(&dir.join("k.db"))?),
         dir.join("warehouse"),
@@ -11,7 +11,7 @@ fn catalog(dir: &Path) -> Result<Arc<Catalog>> {
     )
 }
 
-fn managed(cat: &Catalog, name: &str) -> Result<TableInfo> {
+pub(crate) fn managed(cat: &Catalog, name: &str) -> Result<TableInfo> {
     let staging = cat.create_staging_table("main", "default", name)?;
     cat.create_table(
         "u",

@@ -1,7 +1,6 @@
 //! Unit tests of `delta::files`: both kinds of table storage behave the same,
 //! and a managed table on the object-store root is committed and read back.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use object_store::memory::InMemory;
@@ -10,7 +9,6 @@ use super::TableFiles;
 use crate::delta::commit::{commit, NewCommit};
 use crate::delta::log::DeltaLog;
 use crate::delta::DeltaResult;
-use crate::{Catalog, NewTable};
 
 fn object_root() -> Arc<kiln_storage::ObjectRoot> {
     Arc::new(kiln_storage::ObjectRoot::with_store(
@@ -122,13 +120,7 @@ async fn clones_copy_within_and_between_kinds() -> DeltaResult<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_table_on_the_root_is_committed_and_read_back() -> DeltaResult<()> {
     let dir = tempfile::tempdir()?;
-    let store = Arc::new(kiln_store::SqliteStore::open(&dir.path().join("k.db"))?);
-    let catalog = Catalog::open(
-        store,
-        dir.path().join("warehouse"),
-        &dir.path().join("dbfs"),
-        &[],
-    )?;
+    let catalog = crate::tests::catalog(dir.path())?;
     catalog.put_on_object_store(object_root());
     let staging = catalog.create_staging_table("main", "default", "t")?;
     assert!(
@@ -138,20 +130,7 @@ async fn a_table_on_the_root_is_committed_and_read_back() -> DeltaResult<()> {
         "{}",
         staging.staging_location
     );
-    let table = catalog.create_table(
-        "u",
-        NewTable {
-            catalog_name: "main".into(),
-            schema_name: "default".into(),
-            name: "t".into(),
-            table_type: "MANAGED".into(),
-            data_source_format: "DELTA".into(),
-            storage_location: Some(staging.staging_location),
-            columns: vec![],
-            properties: BTreeMap::new(),
-            comment: None,
-        },
-    )?;
+    let table = crate::tests::managed(&catalog, "t")?;
     let log = DeltaLog::of(&catalog, &table)?;
     assert!(matches!(log.files, TableFiles::Object { .. }));
     let create = NewCommit {
