@@ -49,7 +49,9 @@ DOUBLE = Path(__file__).resolve().parents[1] / "k8s_double" / "double.py"
 NODE_TYPE = "k8s-2c-2g"
 NAMESPACE = "kiln-test"
 IMAGE = "kiln-engine:test"
-HEARTBEAT_TIMEOUT = 8
+# Sail's driver gives a worker up after this long without its heartbeat and fails its
+# tasks: long enough that a busy 2-core CI machine is not mistaken for a lost pod.
+HEARTBEAT_TIMEOUT = 20
 CMD_WAIT = 180
 
 
@@ -179,7 +181,9 @@ def srv(kiln_binary, tmp_path_factory, double, s3, shared_dir):
             "node_types": [{"node_type_id": NODE_TYPE, "num_cores": 2, "memory_mb": 2048}],
         },
     )
-    server = KilnServer(kiln_binary, tmp_path_factory.mktemp("kiln-k8s"), config).start()
+    server = KilnServer(kiln_binary, tmp_path_factory.mktemp("kiln-k8s"), config)
+    server.extra_env = {"KILN_ENGINE_LOG": "info"}  # workers started and stopped, for a failure's report
+    server.start()
     yield server
     server.stop()
 
@@ -200,10 +204,21 @@ def cluster(srv):
     w.clusters.delete(cid)
 
 
+def engine_log_tail(cid: str, lines: int = 60) -> str:
+    """The end of the cluster's engine log (in the shared tree's engines/<cluster_id>)."""
+    for path in glob.glob(f"/tmp/kiln-shared-test-*/*/engines/{cid}/engine.log"):
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    return "(no engine log)"
+
+
 def run(w, cid: str, ctx: str, code: str):
-    return w.command_execution.execute_and_wait(
+    res = w.command_execution.execute_and_wait(
         cluster_id=cid, context_id=ctx, language=Language.PYTHON, command=code, timeout=__import__("datetime").timedelta(seconds=CMD_WAIT)
     )
+    if res.results.result_type.value == "error":
+        # Shown with a failing test's captured output: what the engine did with its workers.
+        print(f"engine log of {cid}:\n{engine_log_tail(cid)}")
+    return res
 
 
 def context(w, cid: str) -> str:

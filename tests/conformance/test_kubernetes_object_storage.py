@@ -54,7 +54,9 @@ def srv(kiln_binary, tmp_path_factory, double, s3):
             "node_types": [{"node_type_id": NODE_TYPE, "num_cores": 2, "memory_mb": 2048}],
         },
     )
-    server = KilnServer(kiln_binary, tmp_path_factory.mktemp("kiln-k8s-s3"), config).start()
+    server = KilnServer(kiln_binary, tmp_path_factory.mktemp("kiln-k8s-s3"), config)
+    server.extra_env = {"KILN_ENGINE_LOG": "info"}
+    server.start()
     yield server
     server.stop()
 

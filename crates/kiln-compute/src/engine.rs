@@ -246,7 +246,7 @@ fn spawn(
         )
         .envs(&spec.env)
         .env("KILN_CLUSTER_ID", &spec.cluster_id)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", engine_log_filter())
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)
@@ -287,6 +287,15 @@ fn spawn(
             ),
         )
     })
+}
+
+/// The engines' log filter: `warn`, or `KILN_ENGINE_LOG` from Kiln's own
+/// environment (an operator's choice, e.g. `info` to see workers come and go).
+fn engine_log_filter() -> String {
+    std::env::var("KILN_ENGINE_LOG")
+        .ok()
+        .filter(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_graphic()))
+        .unwrap_or_else(|| "warn".to_string())
 }
 
 async fn wait_ready(child: &mut Child, port: u16) -> Result<()> {
