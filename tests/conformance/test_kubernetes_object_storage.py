@@ -8,6 +8,7 @@ pods (Spark) and by `open()` in a command on the same cluster."""
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 from databricks.sdk.service.compute import State
@@ -23,8 +24,8 @@ from test_kubernetes_clusters import (  # noqa: F401  (fixtures and helpers)
     context,
     pytestmark,
     run,
-    s3,
 )
+from test_object_storage_credentials import ROLE, enforce_iam, start_moto
 
 PREFIX = "k8s-root"
 
@@ -37,10 +38,21 @@ def double(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def s3(double, tmp_path_factory):
+    """moto with IAM enforced on the bridge address, which the driver and the worker pods both reach;
+    Kiln's key is an IAM user's, and engines get sessions of the engines' role."""
+    proc, endpoint = start_moto("10.77.0.1", tmp_path_factory.mktemp("moto"))
+    key, secret = enforce_iam(endpoint, BUCKET)
+    yield {"AWS_ENDPOINT": endpoint, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
 def srv(kiln_binary, tmp_path_factory, double, s3):
     storage = {"root": f"s3://{BUCKET}/{PREFIX}", "endpoint": s3["AWS_ENDPOINT"], "allow_http": True,
                "region": "us-east-1", "access_key_id": s3["AWS_ACCESS_KEY_ID"],
-               "secret_access_key": s3["AWS_SECRET_ACCESS_KEY"]}  # fmt: skip
+               "secret_access_key": s3["AWS_SECRET_ACCESS_KEY"], "engine_role_arn": ROLE}  # fmt: skip
     config = base_config(
         shared_dir=reachable_dir() + "/shared-s3",
         clusters={"warm_engines": 0},
@@ -80,6 +92,9 @@ def test_pods_write_managed_tables_and_read_volumes_in_the_bucket(srv, double, s
         assert not p["spec"].get("volumes"), p["spec"].get("volumes")
         env = {e["name"]: e.get("value") for e in p["spec"]["containers"][0]["env"]}
         assert env.get("AWS_ENDPOINT") == s3["AWS_ENDPOINT"], sorted(env)
+        # a session of the engines' role, scoped to the root, never Kiln's key
+        assert env.get("AWS_SESSION_TOKEN") and env.get("AWS_ACCESS_KEY_ID") != s3["AWS_ACCESS_KEY_ID"], sorted(env)
+        assert s3["AWS_SECRET_ACCESS_KEY"] not in json.dumps(p)
     location = w.tables.get(name).storage_location
     assert location.startswith(f"s3://{BUCKET}/{PREFIX}/warehouse/main/default/"), location
     bucket = boto3.client("s3", endpoint_url=s3["AWS_ENDPOINT"], aws_access_key_id=s3["AWS_ACCESS_KEY_ID"],
@@ -101,5 +116,9 @@ def test_pods_write_managed_tables_and_read_volumes_in_the_bucket(srv, double, s
     res = run(w, cid, ctx, f"df = spark.read.text('{path}').repartition(4)\n"
                            f"print(df.count(), sum(int(r[0]) for r in df.collect()), len(open('{path}').read().splitlines()))")  # fmt: skip
     assert res.results.data.strip() == f"1000 {sum(range(1000))} 1000", res.results
+    # the rest of the bucket is out of reach of the pods' sessions
+    res = run(w, cid, ctx, f"spark.read.text('s3://{BUCKET}/outside/secret.txt').repartition(4).count()")
+    assert res.results.result_type.value == "error", res.results
+    assert "not for engines" not in (res.results.cause or "")
     w.clusters.delete(cid)
     w.clusters.delete(other)

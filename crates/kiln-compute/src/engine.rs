@@ -59,6 +59,9 @@ pub struct Engine {
     pub port: u16,
     /// Its hold on Kubernetes (worker pods), released when it stops.
     pods: Option<kiln_kubernetes::Registration>,
+    /// Its lease on credentials scoped to the object-store root (when
+    /// configured); ends with the engine.
+    _credentials: Option<kiln_storage::Lease>,
 }
 
 impl Engine {
@@ -82,7 +85,12 @@ impl Engine {
             }
             None => (None, None),
         };
-        let spawned = spawn(runtime, spec, port, pod_env.as_ref());
+        let (object_env, credentials) = spec
+            .isolation
+            .object_store()
+            .map(|access| access.process_env(&spec.cluster_id))
+            .unwrap_or_default();
+        let spawned = spawn(runtime, spec, port, pod_env.as_ref(), object_env);
         let mut child = match spawned {
             Ok(child) => child,
             Err(err) => {
@@ -99,6 +107,7 @@ impl Engine {
                 pid,
                 port,
                 pods,
+                _credentials: credentials,
             }),
             Err(err) => {
                 let _ = child.start_kill();
@@ -208,6 +217,7 @@ fn spawn(
     spec: &EngineSpec,
     port: u16,
     pod_env: Option<&BTreeMap<String, String>>,
+    object_env: Vec<(String, String)>,
 ) -> Result<Child> {
     let log = OpenOptions::new()
         .create(true)
@@ -238,12 +248,7 @@ fn spawn(
         ])
         .arg("-C")
         .arg(&spec.work_dir)
-        .envs(
-            spec.isolation
-                .object_store()
-                .map(|access| access.engine_env.clone())
-                .unwrap_or_default(),
-        )
+        .envs(object_env)
         .envs(&spec.env)
         .env("KILN_CLUSTER_ID", &spec.cluster_id)
         .env("RUST_LOG", engine_log_filter())

@@ -59,7 +59,28 @@ pub struct Isolation {
 /// key limited to its root). Kiln's private state is never on the object store.
 pub struct ObjectStoreAccess {
     pub dbfs_url: String,
+    /// The store's settings and Kiln's own key (`AWS_*`).
     pub engine_env: Vec<(String, String)>,
+    /// With `[storage] engine_role_arn`: engines and pipeline workers get a
+    /// lease on credentials scoped to the root instead of Kiln's key.
+    pub credentials: Option<std::sync::Arc<kiln_storage::EngineCredentials>>,
+}
+
+impl ObjectStoreAccess {
+    /// What a process that reads the root itself is started with, and the
+    /// lease (if any) its owner keeps while it runs.
+    pub fn process_env(
+        &self,
+        session: &str,
+    ) -> (Vec<(String, String)>, Option<kiln_storage::Lease>) {
+        match &self.credentials {
+            Some(credentials) => {
+                let lease = credentials.lease(session);
+                (lease.env(), Some(lease))
+            }
+            None => (self.engine_env.clone(), None),
+        }
+    }
 }
 
 impl std::fmt::Debug for ObjectStoreAccess {

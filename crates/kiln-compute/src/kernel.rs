@@ -169,7 +169,7 @@ impl Kernel {
             identity: spec.identity.as_ref(),
             read,
             env,
-            reads_table_logs: false,
+            reads_table_logs: None,
         }
         .spawn()?;
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

@@ -73,9 +73,9 @@ pub struct PythonProcess<'a> {
     /// Further environment variables.
     pub env: Vec<(&'static str, OsString)>,
     /// Whether it reads managed tables' Delta logs on the object-store root
-    /// itself (the pipeline worker), and so gets the store's `AWS_*` settings
-    /// as engines do. Kernels get only the URL.
-    pub reads_table_logs: bool,
+    /// itself (the pipeline worker: `Some(cluster id)`), and so gets the
+    /// store's `AWS_*` settings as engines do. Kernels get only the URL.
+    pub reads_table_logs: Option<&'a str>,
 }
 
 /// A started process: its pipes and its private scratch directory (its home,
@@ -86,6 +86,8 @@ pub struct Started {
     pub stdout: ChildStdout,
     pub pid: u32,
     pub scratch: PathBuf,
+    /// Its credentials lease (scoped engine credentials), kept while it runs.
+    pub lease: Option<kiln_storage::Lease>,
 }
 
 impl PythonProcess<'_> {
@@ -120,10 +122,13 @@ impl PythonProcess<'_> {
             .stdout(Stdio::piped())
             .stderr(log)
             .kill_on_drop(true);
+        let mut lease = None;
         if let Some(access) = self.isolation.object_store() {
             command.env("KILN_DBFS_URL", &access.dbfs_url);
-            if self.reads_table_logs {
-                command.envs(access.engine_env.iter().map(|(k, v)| (k, v)));
+            if let Some(session) = self.reads_table_logs {
+                let (env, held) = access.process_env(session);
+                command.envs(env);
+                lease = held;
             }
         }
         kiln_core::process::spawn_as(command.as_std_mut(), self.identity);
@@ -145,6 +150,7 @@ impl PythonProcess<'_> {
             stdout,
             pid,
             scratch,
+            lease,
         })
     }
 }

@@ -147,13 +147,26 @@ async fn create_pod(
         shared_volume_claim: k8s.config.shared_volume_claim.as_deref(),
         access: &access,
     };
-    let pod = match worker_pod(&asked, &policy) {
+    let mut pod = match worker_pod(&asked, &policy) {
         Ok(p) => p,
         Err(err) => {
             tracing::warn!(cluster_id, %err, "worker pod refused");
             return status(StatusCode::FORBIDDEN, "Forbidden", err.message);
         }
     };
+    if let Some(credentials) = k8s.pod_credentials.get() {
+        match credentials(cluster_id.clone()).await {
+            Ok(env) => crate::worker_pod::set_env(&mut pod, &env),
+            Err(err) => {
+                tracing::warn!(cluster_id, %err, "no credentials for a worker pod");
+                return status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    err.message,
+                );
+            }
+        }
+    }
     let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
     let manager = manager_of(&pod);
     // Tracked before it exists, so a poll never sees a pod it does not know.

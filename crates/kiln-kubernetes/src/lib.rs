@@ -53,7 +53,20 @@ pub struct Kubernetes {
     pub(crate) strays_left: std::sync::atomic::AtomicBool,
     /// Orders polls and pods becoming live (see `poll`).
     pub(crate) seq: std::sync::atomic::AtomicU64,
+    /// Credentials each new pod gets for its cluster (scoped engine
+    /// credentials on the object-store root), when Kiln has them.
+    pub(crate) pod_credentials: OnceLock<PodCredentials>,
 }
+
+/// A cluster id → the variables holding its pods' current credentials.
+pub type PodCredentials = Arc<
+    dyn Fn(
+            String,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Vec<(String, String)>>> + Send>,
+        > + Send
+        + Sync,
+>;
 
 impl std::fmt::Debug for Kubernetes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -137,6 +150,7 @@ impl Kubernetes {
             polling: tokio::sync::Mutex::new(()),
             strays_left: std::sync::atomic::AtomicBool::new(false),
             seq: std::sync::atomic::AtomicU64::new(1),
+            pod_credentials: OnceLock::new(),
         }))
     }
 
@@ -251,6 +265,11 @@ impl Kubernetes {
         }
         tracing::info!(cluster_id, "worker pods deleted");
         Ok(())
+    }
+
+    /// From now on each new pod gets `credentials` of its cluster.
+    pub fn set_pod_credentials(&self, credentials: PodCredentials) {
+        let _ = self.pod_credentials.set(credentials);
     }
 
     /// At start: pods an earlier Kiln process left (their engines died with

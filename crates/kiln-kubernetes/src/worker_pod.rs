@@ -78,6 +78,15 @@ fn env_name_ok(name: &str) -> bool {
         || name == "TRACEPARENT"
 }
 
+/// Sets variables of a pod's container, replacing any of the same name.
+pub(crate) fn set_env(pod: &mut Value, vars: &[(String, String)]) {
+    let container = &mut pod["spec"]["containers"][0];
+    let mut env: Vec<Value> = container["env"].as_array().cloned().unwrap_or_default();
+    env.retain(|e| !vars.iter().any(|(n, _)| e["name"] == n.as_str()));
+    env.extend(vars.iter().map(|(n, v)| json!({"name": n, "value": v})));
+    container["env"] = Value::Array(env);
+}
+
 /// The pod Kiln creates for an engine's request `asked`.
 pub fn worker_pod(asked: &Value, policy: &PodPolicy) -> Result<Value> {
     let name = asked["metadata"]["name"]
@@ -333,5 +342,27 @@ mod tests {
             json!([two["spec"]["containers"][0], two["spec"]["containers"][0]]);
         assert!(worker_pod(&two, &p).is_err());
         assert_eq!(format_cores(4.0), "4");
+    }
+
+    #[test]
+    fn set_env_replaces_and_adds() {
+        let mut pod = json!({"spec": {"containers": [{"env": [
+            {"name": "AWS_REGION", "value": "us-east-1"},
+            {"name": "AWS_ACCESS_KEY_ID", "value": "kiln"}]}]}});
+        set_env(
+            &mut pod,
+            &[
+                ("AWS_ACCESS_KEY_ID".into(), "ASIA1".into()),
+                ("AWS_SESSION_TOKEN".into(), "t".into()),
+            ],
+        );
+        let env = &pod["spec"]["containers"][0]["env"];
+        assert_eq!(env.as_array().map(Vec::len), Some(3));
+        assert_eq!(env[0]["name"], "AWS_REGION");
+        assert_eq!(
+            env[1],
+            json!({"name": "AWS_ACCESS_KEY_ID", "value": "ASIA1"})
+        );
+        assert_eq!(env[2], json!({"name": "AWS_SESSION_TOKEN", "value": "t"}));
     }
 }

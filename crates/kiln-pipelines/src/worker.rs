@@ -36,6 +36,8 @@ pub struct Worker {
     reader: JoinHandle<()>,
     /// The worker's private working directory, removed with it.
     scratch: PathBuf,
+    /// Its lease on engine credentials scoped to the root (when configured).
+    _lease: Option<kiln_storage::Lease>,
 }
 
 /// The worker's package (`crates/kiln-pipelines/python/kiln_pipelines`),
@@ -101,7 +103,7 @@ impl Worker {
             identity: identity.as_ref(),
             read: spec.read.iter().map(PathBuf::as_path).collect(),
             env: Vec::new(),
-            reads_table_logs: true,
+            reads_table_logs: Some(spec.cluster_id),
         }
         .spawn()?;
         let pending: Pending = Arc::default();
@@ -114,6 +116,7 @@ impl Worker {
             next: AtomicU64::new(1),
             reader,
             scratch: started.scratch,
+            _lease: started.lease,
         };
         match handshake(ready_rx).await {
             Some(v) if v["ready"] == json!(true) => Ok(worker),

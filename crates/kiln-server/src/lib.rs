@@ -20,6 +20,7 @@ pub mod ui;
 pub mod uploads;
 
 mod bootstrap;
+mod object_storage;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub fn app(state: AppState) -> Router {
     routes::router(routes::endpoints())
         .merge(ui::router())
         .merge(routes::postgres_data_api::router())
+        .merge(routes::engine_credentials::router())
         .fallback(routes::fallback)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -75,16 +77,7 @@ pub async fn serve(
     };
     let sources = kiln_compute::kernel::install_sources(&cache)?;
     let external = external_locations(&config.catalog.external_locations)?;
-    let object_root = kiln_storage::ObjectRoot::open(&config.storage)?;
-    if let Some(root) = &object_root {
-        root.check().await?;
-        // Multipart uploads an earlier (killed) process left are aborted.
-        root.keep_upload_journal(config.data_dir.join("object-store-uploads"))?;
-        let aborted = root.abort_left_uploads().await?;
-        if aborted > 0 {
-            tracing::info!(aborted, "multipart uploads left by an earlier run aborted");
-        }
-    }
+    let object_root = object_storage::open_root(&config).await?;
     let isolation = Arc::new(Isolation::open(
         &config.data_dir,
         config.shared_dir.clone(),
@@ -103,7 +96,7 @@ pub async fn serve(
     // through a FUSE mount where DBFS's directory would be.
     let dbfs_mount = match &object_root {
         Some(root) => {
-            warn_of_local_dbfs(&isolation.shared().join("dbfs"));
+            object_storage::warn_of_local_dbfs(&isolation.shared().join("dbfs"));
             tracing::info!(dbfs = %root.url("dbfs"), "DBFS and MANAGED volumes live on object storage");
             let gid = isolation
                 .users()
@@ -111,10 +104,6 @@ pub async fn serve(
             let home = config.data_dir.join("s3fs");
             let mount =
                 kiln_storage::FuseMount::mount(root, "dbfs", &isolation.dbfs(), &home, gid).await?;
-            isolation.use_object_store(kiln_compute::isolation::ObjectStoreAccess {
-                dbfs_url: root.url("dbfs"),
-                engine_env: root.engine_env(),
-            });
             Some(mount)
         }
         None => None,
@@ -160,6 +149,12 @@ pub async fn serve(
         .tcp
         .local_addr()
         .map_err(|e| Error::internal("bind the HTTP port", e))?;
+    // What engines and pipeline workers get to reach the root: Kiln's key, or
+    // leases on credentials scoped to the root (`[storage] engine_role_arn`).
+    let engine_credentials = match &object_root {
+        Some(root) => object_storage::engine_access(root, &isolation, loopback_address(address))?,
+        None => None,
+    };
     let catalog = Catalog::open(
         store.clone(),
         isolation.warehouse(),
@@ -174,10 +169,24 @@ pub async fn serve(
             // Worker pods reach volumes on the object store as their driver does.
             let mut k = k.clone();
             k.data_on_object_store = object_root.is_some();
-            for (name, value) in object_root.iter().flat_map(|r| r.engine_env()) {
+            // With scoped engine credentials, each pod gets its cluster's
+            // session at creation instead of Kiln's key.
+            let root_env = match (&object_root, &engine_credentials) {
+                (Some(root), Some(_)) => root.store_env(),
+                (Some(root), None) => root.engine_env(),
+                (None, _) => Vec::new(),
+            };
+            for (name, value) in root_env {
                 k.worker_env.entry(name).or_insert(value);
             }
-            Some(kiln_kubernetes::Kubernetes::new(k, &workspace_id)?)
+            let k = kiln_kubernetes::Kubernetes::new(k, &workspace_id)?;
+            if let (Some(root), Some(credentials)) = (&object_root, &engine_credentials) {
+                k.set_pod_credentials(object_storage::pod_credentials(
+                    root.clone(),
+                    credentials.clone(),
+                ));
+            }
+            Some(k)
         }
         None => None,
     };
@@ -292,6 +301,7 @@ pub async fn serve(
         contexts,
         catalog,
         storage: object_root,
+        engine_credentials,
         libraries,
         secrets,
         dbfs,
@@ -365,27 +375,6 @@ pub async fn serve(
 }
 
 /// DBFS files on local disk are not used while DBFS is on an object store.
-fn warn_of_local_dbfs(dir: &std::path::Path) {
-    let user_files = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries.flatten().any(|e| {
-                let name = e.file_name();
-                !matches!(
-                    name.to_str(),
-                    Some("FileStore" | "tmp" | "user" | "databricks-datasets")
-                ) || e.path().read_dir().is_ok_and(|mut d| d.next().is_some())
-                    && name.to_str() != Some("databricks-datasets")
-            })
-        })
-        .unwrap_or(false);
-    if user_files {
-        tracing::warn!(
-            path = %dir.display(),
-            "DBFS on local disk holds files that are not used while [storage] root is set: copy them to the object store (dbfs/ below the root)"
-        );
-    }
-}
-
 /// The plain-HTTP port first, then the HTTPS port and any extra plain ports.
 async fn bind_listeners(config: &mut Config) -> Result<Vec<listen::Listener>> {
     let host = config.host.clone();

@@ -23,6 +23,8 @@ pub fn is_public(path: &str) -> bool {
         || crate::ui::is_public(path)
         // A statement's external result links carry their own token.
         || path == crate::routes::sql_statements::RESULT_LINK
+        // Engines' credential leases are their own tokens.
+        || path == crate::routes::engine_credentials::ENDPOINT_PATH
         || matches!(
             path,
             "/health"

@@ -30,6 +30,8 @@ pub struct Shared {
     /// The object-store data root (`[storage] root`), when there is one:
     /// MANAGED volumes live there.
     pub storage: Option<Arc<kiln_storage::ObjectRoot>>,
+    /// Leases on credentials scoped to that root (`[storage] engine_role_arn`).
+    pub engine_credentials: Option<Arc<kiln_storage::EngineCredentials>>,
     pub libraries: Arc<Libraries>,
     pub secrets: kiln_workspace::secrets::Secrets,
     pub dbfs: kiln_workspace::dbfs::Dbfs,

@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-#[derive(Clone, Default, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     /// `s3://bucket/prefix` (the prefix may be empty).
@@ -23,6 +23,32 @@ pub struct StorageConfig {
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
     pub session_token: Option<String>,
+    /// A role engines assume instead of using Kiln's key: each engine, worker
+    /// pod and pipeline worker gets a session of it whose session policy
+    /// allows only the root's prefix (`sts:AssumeRole` on it for Kiln's key).
+    pub engine_role_arn: Option<String>,
+    /// How long each such session lasts (900 to the role's maximum).
+    pub engine_credentials_seconds: u64,
+    /// STS's URL; absent: `endpoint` when set, else AWS's regional STS.
+    pub sts_endpoint: Option<String>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            root: None,
+            endpoint: None,
+            region: None,
+            virtual_hosted_style: false,
+            allow_http: false,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+            engine_role_arn: None,
+            engine_credentials_seconds: 3600,
+            sts_endpoint: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for StorageConfig {
@@ -37,6 +63,12 @@ impl std::fmt::Debug for StorageConfig {
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &shown(&self.secret_access_key))
             .field("session_token", &shown(&self.session_token))
+            .field("engine_role_arn", &self.engine_role_arn)
+            .field(
+                "engine_credentials_seconds",
+                &self.engine_credentials_seconds,
+            )
+            .field("sts_endpoint", &self.sts_endpoint)
             .finish()
     }
 }

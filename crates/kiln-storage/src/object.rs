@@ -24,6 +24,8 @@ pub struct ObjectRoot {
     runtime: Option<tokio::runtime::Handle>,
     /// Where multipart uploads in progress are written down (`journal`).
     pub(crate) journal: std::sync::OnceLock<std::path::PathBuf>,
+    /// Kiln's own credentials (what signs its STS calls).
+    credentials: Option<object_store::aws::AwsCredentialProvider>,
 }
 
 impl ObjectRoot {
@@ -43,6 +45,13 @@ impl ObjectRoot {
                     "[storage] {name}: commas and spaces are not allowed"
                 )));
             }
+        }
+        if config.engine_role_arn.is_some()
+            && !(900..=43200).contains(&config.engine_credentials_seconds)
+        {
+            return Err(Error::invalid(
+                "[storage] engine_credentials_seconds must be between 900 and 43200",
+            ));
         }
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&bucket)
@@ -68,6 +77,7 @@ impl ObjectRoot {
             .map_err(|e| Error::invalid(format!("[storage] root {root}: {e}")))?;
         let store = Arc::new(store);
         Ok(Some(Arc::new(Self {
+            credentials: Some(store.credentials().clone()),
             multipart: store.clone(),
             store,
             bucket,
@@ -100,7 +110,30 @@ impl ObjectRoot {
             config: StorageConfig::default(),
             runtime: tokio::runtime::Handle::try_current().ok(),
             journal: std::sync::OnceLock::new(),
+            credentials: None,
         }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_engine_role(&mut self, role_arn: &str) {
+        self.config.engine_role_arn = Some(role_arn.to_string());
+    }
+
+    /// Kiln's own credentials, for signing its STS calls.
+    pub async fn signing_credential(&self) -> Result<object_store::aws::AwsCredential> {
+        let provider = self
+            .credentials
+            .as_ref()
+            .ok_or_else(|| Error::internal("sign an STS call", "the store has no credentials"))?;
+        provider
+            .get_credential()
+            .await
+            .map(|c| object_store::aws::AwsCredential {
+                key_id: c.key_id.clone(),
+                secret_key: c.secret_key.clone(),
+                token: c.token.clone(),
+            })
+            .map_err(|e| Error::internal("Kiln's object store credentials", e))
     }
 
     /// The key of `rel` (a `/`-separated path below the root), kept as
@@ -209,9 +242,24 @@ impl ObjectRoot {
         conditional
     }
 
-    /// What an engine or a FUSE mount needs to reach the root, as the
-    /// variables object_store reads (`AWS_*`).
+    /// What an engine or a FUSE mount needs to reach the root with Kiln's
+    /// own key, as the variables object_store reads (`AWS_*`).
     pub fn engine_env(&self) -> Vec<(String, String)> {
+        let mut env = self.store_env();
+        for (value, var) in [
+            (&self.config.access_key_id, "AWS_ACCESS_KEY_ID"),
+            (&self.config.secret_access_key, "AWS_SECRET_ACCESS_KEY"),
+            (&self.config.session_token, "AWS_SESSION_TOKEN"),
+        ] {
+            if let Some(v) = value.clone().or_else(|| std::env::var(var).ok()) {
+                env.push((var.to_string(), v));
+            }
+        }
+        env
+    }
+
+    /// The store's settings without credentials (endpoint, style, region).
+    pub fn store_env(&self) -> Vec<(String, String)> {
         let mut env = Vec::new();
         let mut set = |k: &str, v: &str| env.push((k.to_string(), v.to_string()));
         if let Some(endpoint) = &self.config.endpoint {
@@ -225,15 +273,6 @@ impl ObjectRoot {
         }
         let region = self.region();
         set("AWS_REGION", &region);
-        for (value, var) in [
-            (&self.config.access_key_id, "AWS_ACCESS_KEY_ID"),
-            (&self.config.secret_access_key, "AWS_SECRET_ACCESS_KEY"),
-            (&self.config.session_token, "AWS_SESSION_TOKEN"),
-        ] {
-            if let Some(v) = value.clone().or_else(|| std::env::var(var).ok()) {
-                set(var, &v);
-            }
-        }
         env
     }
 

@@ -2,12 +2,13 @@
 latest version, the commit that carries a given `userMetadata`, and the files a
 range of commits added. Tables on the local tree are read as files; tables on
 Kiln's object-store root (`s3://…`) through pyarrow's S3 client, with the
-store's settings Kiln gives the worker (`AWS_*`, as engines get them)."""
+store's settings Kiln gives the worker (`AWS_*`, as engines get them): Kiln's
+key, or a lease on credentials scoped to the root fetched from Kiln."""
 
-import functools
 import json
 import os
 import re
+import time
 
 _COMMIT = re.compile(r"^(\d{20})\.json$")
 
@@ -18,8 +19,32 @@ def _log_dir(location):
     return os.path.join(location, "_delta_log")
 
 
-@functools.lru_cache(maxsize=1)
+_FS = {"fs": None, "until": 0.0}
+
+
+def _container_credentials():
+    """Kiln's engine credentials scoped to its root, when it leases them
+    (`AWS_CONTAINER_CREDENTIALS_FULL_URI`, the container-credentials protocol):
+    (access key, secret key, session token, expiry in epoch seconds), else None."""
+    uri = os.environ.get("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+    if not uri:
+        return None
+    import datetime
+    import urllib.request
+
+    request = urllib.request.Request(uri, headers={"Authorization": os.environ.get("AWS_CONTAINER_AUTHORIZATION_TOKEN", "")})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=30) as answer:
+        c = json.load(answer)
+    expires = datetime.datetime.fromisoformat(c["Expiration"].replace("Z", "+00:00")).timestamp()
+    return c["AccessKeyId"], c["SecretAccessKey"], c["Token"], expires
+
+
 def _s3():
+    """pyarrow's S3 client with the store's settings; with leased credentials,
+    made again (with fresh ones) five minutes before they expire."""
+    if _FS["fs"] is not None and time.time() < _FS["until"]:
+        return _FS["fs"]
     from pyarrow import fs
 
     endpoint = os.environ.get("AWS_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
@@ -27,13 +52,20 @@ def _s3():
     if endpoint:
         scheme, _, rest = endpoint.partition("://")
         options["endpoint_override"], options["scheme"] = (rest, scheme) if rest else (endpoint, "https")
-    for key, var in (("access_key", "AWS_ACCESS_KEY_ID"), ("secret_key", "AWS_SECRET_ACCESS_KEY"),
-                     ("session_token", "AWS_SESSION_TOKEN")):  # fmt: skip
-        if os.environ.get(var):
-            options[key] = os.environ[var]
+    until = float("inf")
+    leased = _container_credentials()
+    if leased:
+        options["access_key"], options["secret_key"], options["session_token"], expires = leased
+        until = expires - 300
+    else:
+        for key, var in (("access_key", "AWS_ACCESS_KEY_ID"), ("secret_key", "AWS_SECRET_ACCESS_KEY"),
+                         ("session_token", "AWS_SESSION_TOKEN")):  # fmt: skip
+            if os.environ.get(var):
+                options[key] = os.environ[var]
     if os.environ.get("AWS_VIRTUAL_HOSTED_STYLE_REQUEST") == "true":
         options["force_virtual_addressing"] = True
-    return fs.S3FileSystem(**options)
+    _FS.update(fs=fs.S3FileSystem(**options), until=until)
+    return _FS["fs"]
 
 
 def _on_s3(location):

@@ -8,6 +8,7 @@ mod clusters_v12;
 mod commands;
 mod data_api_http;
 mod dbfs;
+pub(crate) mod engine_credentials;
 mod files;
 mod files_multipart;
 mod files_object;
