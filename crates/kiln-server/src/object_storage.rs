@@ -55,7 +55,7 @@ pub fn pod_credentials(
     Arc::new(move |cluster_id: String| {
         let (root, credentials) = (root.clone(), credentials.clone());
         Box::pin(async move {
-            let session = credentials.for_session(&cluster_id).await?;
+            let session = credentials.for_pod(&cluster_id).await?;
             Ok(kiln_storage::engine_credentials::pod_env(&root, &session))
         })
     })

@@ -98,10 +98,21 @@ impl EngineCredentials {
     /// The current credentials of `session`, assumed again when they are
     /// near their end (one STS call at a time).
     pub async fn for_session(&self, session: &str) -> Result<TempCredentials> {
+        self.lasting(session, REFRESH_MARGIN_MS).await
+    }
+
+    /// Credentials for a worker pod, which keeps what it is given: at least
+    /// half their lifetime left.
+    pub async fn for_pod(&self, session: &str) -> Result<TempCredentials> {
+        let half = i64::try_from(self.duration_seconds).unwrap_or(i64::MAX / 2000) * 500;
+        self.lasting(session, half.max(REFRESH_MARGIN_MS)).await
+    }
+
+    async fn lasting(&self, session: &str, min_left_ms: i64) -> Result<TempCredentials> {
         let session = session_name(session);
         let mut sessions = self.sessions.lock().await;
         if let Some(c) = sessions.get(&session) {
-            if c.expiration_ms - kiln_core::time::now_ms() > REFRESH_MARGIN_MS {
+            if c.expiration_ms - kiln_core::time::now_ms() > min_left_ms {
                 return Ok(c.clone());
             }
         }
@@ -176,7 +187,17 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.credentials.lock_leases().remove(&self.token);
+        let mut leases = self.credentials.lock_leases();
+        let Some(session) = leases.remove(&self.token) else {
+            return;
+        };
+        // The session's credentials are forgotten with its last lease (pods
+        // of a cluster whose engine ended get none from here either).
+        if !leases.values().any(|s| *s == session) {
+            if let Ok(mut sessions) = self.credentials.sessions.try_lock() {
+                sessions.remove(&session);
+            }
+        }
     }
 }
 
@@ -277,6 +298,19 @@ mod tests {
             .await
             .insert("kiln-c1".into(), cached(30 * 60 * 1000));
         assert_eq!(broker.for_session("c1").await?.access_key_id, "ASIAOLD");
+        // A pod keeps what it gets: 30 minutes left of an hour is not enough for one.
+        assert!(broker.for_pod("c1").await.is_err());
+        // The session is forgotten with its last lease.
+        let (a, b) = (broker.lease("c1"), broker.lease("c1"));
+        drop(a);
+        assert!(broker.sessions.lock().await.contains_key("kiln-c1"));
+        drop(b);
+        assert!(!broker.sessions.lock().await.contains_key("kiln-c1"));
+        broker
+            .sessions
+            .lock()
+            .await
+            .insert("kiln-c1".into(), cached(30 * 60 * 1000));
         // Near its end: assumed again (here STS is unreachable, so the call fails).
         broker
             .sessions
