@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -360,6 +361,48 @@ def test_a_lost_worker_pod_is_an_event_and_a_clear_error_and_the_next_query_work
 
     res = wait_for(works, HEARTBEAT_TIMEOUT * 6, "a query to work after the engine replaced its lost worker", 1)
     assert res.results.data.strip() == EXPECTED
+
+
+SPARK_CONNECT_LONG_QUERY = """
+import sys
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.remote(sys.argv[1]).create()
+spark.range(4).repartition(4).collect()  # the session's workers are up
+print("running", flush=True)
+try:
+    spark.range(0, 2_000_000_000, 1, 16).selectExpr("id % 1000 AS k", "id AS v").groupBy("k").sum("v").collect()
+    print("finished")
+except Exception as e:
+    print("error:", e)
+"""
+
+
+def test_a_spark_connect_query_that_lost_a_worker_pod_says_nodes_lost(srv, double, cluster):
+    """The same lost pod, for a query sent straight through Kiln's Spark Connect gateway
+    (Databricks Connect, PySpark): its error carries the NODES_LOST note too."""
+    w = srv.client()
+    wait_cluster_state(w, cluster, State.RUNNING, fail_on=[State.TERMINATED, State.ERROR])
+    before = {p["metadata"]["name"] for p in double.running(cluster)}
+    url = f"sc://127.0.0.1:{srv.port}/;x-databricks-cluster-id={cluster};authorization=Bearer {srv.token}"
+    script = Path(tempfile.gettempdir()) / "kiln_k8s_long_query.py"
+    script.write_text(SPARK_CONNECT_LONG_QUERY)
+    proc = subprocess.Popen([sys.executable, str(script), url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, cwd=tempfile.gettempdir())  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.strip() == "running", first + proc.stdout.read()
+        new = wait_for(lambda: [p["metadata"]["name"] for p in double.running(cluster)
+                                if p["metadata"]["name"] not in before], 60, "the session's worker pods")  # fmt: skip
+        time.sleep(1.5)
+        victim = new[0]
+        double.delete(victim)
+        out, _ = proc.communicate(timeout=CMD_WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "error:" in out, out
+    assert "NODES_LOST" in out and victim in out, out
 
 
 def test_a_pod_no_node_can_take_is_an_add_nodes_failed_event_and_runs_once_placed(srv, double, cluster):

@@ -99,28 +99,12 @@ impl Clusters {
         since_ms: i64,
         results: Value,
     ) -> Value {
-        let Some(k8s) = self.settings.kubernetes.clone() else {
+        let Some(note) = self
+            .lost_workers_note(cluster_id, since_ms, "command")
+            .await
+        else {
             return results;
         };
-        if !k8s.has_cluster(cluster_id) {
-            return results;
-        }
-        if let Ok(lost) = k8s.poll().await {
-            self.record_lost(lost).await;
-        }
-        let lost = k8s.lost_since(cluster_id, since_ms);
-        if lost.is_empty() {
-            return results;
-        }
-        let pods = lost
-            .iter()
-            .map(|l| format!("{} ({})", l.pod, l.detail))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let note = format!(
-            "\n\nNODES_LOST: this cluster lost worker pod {pods} while the command ran. The engine gives a lost worker up within {} s and starts another for the next query: run the command again.",
-            k8s.config.worker_heartbeat_timeout_seconds
-        );
         let mut results = results;
         for key in ["cause", "summary"] {
             if let Some(text) = results[key].as_str() {
@@ -128,5 +112,43 @@ impl Clusters {
             }
         }
         results
+    }
+
+    /// When `cluster_id` runs on pods and lost some since `since_ms`: the
+    /// note a failed `what` (a command, a query) gets.
+    pub async fn lost_workers_note(
+        &self,
+        cluster_id: &str,
+        since_ms: i64,
+        what: &str,
+    ) -> Option<String> {
+        let k8s = self.settings.kubernetes.clone()?;
+        if !k8s.has_cluster(cluster_id) {
+            return None;
+        }
+        if let Ok(lost) = k8s.poll().await {
+            self.record_lost(lost).await;
+        }
+        let lost = k8s.lost_since(cluster_id, since_ms);
+        if lost.is_empty() {
+            return None;
+        }
+        let pods = lost
+            .iter()
+            .map(|l| format!("{} ({})", l.pod, l.detail))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Some(format!(
+            "\n\nNODES_LOST: this cluster lost worker pod {pods} while the {what} ran. The engine gives a lost worker up within {} s and starts another for the next query: run the {what} again.",
+            k8s.config.worker_heartbeat_timeout_seconds
+        ))
+    }
+
+    /// Whether `cluster_id`'s workers are pods (its failures may be explained).
+    pub fn on_pods(&self, cluster_id: &str) -> bool {
+        self.settings
+            .kubernetes
+            .as_ref()
+            .is_some_and(|k| k.has_cluster(cluster_id))
     }
 }

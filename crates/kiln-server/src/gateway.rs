@@ -110,9 +110,18 @@ impl Gateway {
                 self.session_defaults(port, &first).await;
             }
         }
+        let since_ms = kiln_core::time::now_ms();
+        let cluster_id = parts
+            .headers
+            .get("x-databricks-cluster-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
         let response = crate::relay::forward(&self.client, &self.writes, parts, prefix, rest, port)
             .await
             .map_err(fail)?;
+        let clusters = self.state.clusters.clone();
+        let response = crate::lost_workers::explain(clusters, cluster_id, since_ms, response).await;
         Ok((response, user))
     }
 

@@ -31,7 +31,15 @@ pub(crate) fn grpc_error(status: GrpcCode, message: &str) -> Response<Body> {
         HeaderValue::from_static("application/grpc"),
     );
     headers.insert("grpc-status", HeaderValue::from(status as u16));
-    let encoded: String = message
+    if let Ok(value) = HeaderValue::from_str(&encode_message(message)) {
+        headers.insert("grpc-message", value);
+    }
+    response
+}
+
+/// `grpc-message`'s percent-encoding.
+pub(crate) fn encode_message(message: &str) -> String {
+    message
         .bytes()
         .flat_map(|b| {
             if (0x20..0x7F).contains(&b) && b != b'%' {
@@ -40,11 +48,31 @@ pub(crate) fn grpc_error(status: GrpcCode, message: &str) -> Response<Body> {
                 format!("%{b:02X}").chars().collect()
             }
         })
-        .collect();
-    if let Ok(value) = HeaderValue::from_str(&encoded) {
-        headers.insert("grpc-message", value);
+        .collect()
+}
+
+/// A `grpc-message` as text (malformed escapes kept as they are).
+pub(crate) fn decode_message(encoded: &str) -> String {
+    let bytes = encoded.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
     }
-    response
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -61,5 +89,7 @@ mod tests {
             .unwrap_or_default()
             .to_string();
         assert_eq!(message, "cluster 1 is gone %E2%80%94 100%25");
+        assert_eq!(decode_message(&message), "cluster 1 is gone — 100%");
+        assert_eq!(decode_message("50%"), "50%");
     }
 }

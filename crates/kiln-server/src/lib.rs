@@ -20,6 +20,7 @@ pub mod ui;
 pub mod uploads;
 
 mod bootstrap;
+mod lost_workers;
 mod object_storage;
 
 use std::future::Future;

@@ -35,6 +35,23 @@ struct ErrorInfo {
     metadata: HashMap<String, String>,
 }
 
+/// An engine's error status (`grpc-status-details-bin`, decoded) with `note`
+/// appended to its message. An `errorId` is dropped from its `ErrorInfo`, so
+/// the client shows this message instead of fetching the engine's own.
+pub fn status_with_note(details: &[u8], note: &str) -> Option<Vec<u8>> {
+    let mut status = RpcStatus::decode(details).ok()?;
+    status.message.push_str(note);
+    for detail in &mut status.details {
+        if detail.type_url.ends_with("google.rpc.ErrorInfo") {
+            if let Ok(mut info) = ErrorInfo::decode(detail.value.as_slice()) {
+                info.metadata.remove("errorId");
+                detail.value = info.encode_to_vec();
+            }
+        }
+    }
+    Some(status.encode_to_vec())
+}
+
 const ANALYSIS_EXCEPTION: &str = "org.apache.spark.sql.AnalysisException";
 
 /// An `AnalysisException` with Spark's error class and SQLSTATE.
@@ -82,5 +99,33 @@ mod tests {
         assert_eq!(info.reason, ANALYSIS_EXCEPTION);
         assert_eq!(info.metadata["errorClass"], "X");
         Ok(())
+    }
+
+    #[test]
+    fn a_note_joins_the_message_and_the_error_id_goes() {
+        let info = ErrorInfo {
+            reason: "x".into(),
+            domain: "org.apache.spark".into(),
+            metadata: HashMap::from([
+                ("errorId".to_string(), "e1".to_string()),
+                ("classes".to_string(), "[]".to_string()),
+            ]),
+        };
+        let status = RpcStatus {
+            code: 13,
+            message: "task failed".into(),
+            details: vec![Any {
+                type_url: "type.googleapis.com/google.rpc.ErrorInfo".into(),
+                value: info.encode_to_vec(),
+            }],
+        };
+        let noted = status_with_note(&status.encode_to_vec(), " NODES_LOST").unwrap_or_default();
+        let back = RpcStatus::decode(noted.as_slice()).unwrap_or_default();
+        assert_eq!(back.message, "task failed NODES_LOST");
+        assert_eq!(back.code, 13);
+        let info = ErrorInfo::decode(back.details[0].value.as_slice()).unwrap_or_default();
+        assert!(!info.metadata.contains_key("errorId"));
+        assert_eq!(info.metadata["classes"], "[]");
+        assert!(status_with_note(b"\xff\xff", "x").is_none());
     }
 }

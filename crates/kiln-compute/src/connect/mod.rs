@@ -12,6 +12,7 @@ pub mod artifacts;
 pub mod ddl;
 pub mod engine;
 mod errors;
+pub use errors::status_with_note;
 pub mod first_message;
 mod intent;
 mod optimize;
