@@ -73,6 +73,10 @@ pub struct NodeTypeConfig {
     pub node_type_id: String,
     pub num_cores: f64,
     pub memory_mb: u64,
+    /// Scratch disk per worker (`ephemeral-storage`: spills, shuffle
+    /// files); unset: no limit of Kiln's (the namespace's default applies).
+    #[serde(default)]
+    pub local_disk_mb: Option<u64>,
     #[serde(default)]
     pub description: Option<String>,
 }

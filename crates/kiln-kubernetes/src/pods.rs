@@ -262,6 +262,7 @@ mod tests {
 
     fn tracked(names: &[&str]) -> HashMap<String, ClusterPods> {
         let node = NodeTypeConfig {
+            local_disk_mb: None,
             node_type_id: "n".into(),
             num_cores: 1.0,
             memory_mb: 1,

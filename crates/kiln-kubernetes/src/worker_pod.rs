@@ -176,10 +176,13 @@ pub fn worker_pod(asked: &Value, policy: &PodPolicy) -> Result<Value> {
                           "supplementalGroups": groups, "seccompProfile": {"type": "RuntimeDefault"}});
     }
     let n = policy.node_type;
-    let resources = json!({
+    let mut resources = json!({
         "cpu": format_cores(n.num_cores),
         "memory": format!("{}Mi", n.memory_mb),
     });
+    if let Some(disk) = n.local_disk_mb {
+        resources["ephemeral-storage"] = json!(format!("{disk}Mi"));
+    }
     Ok(json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -261,6 +264,7 @@ mod tests {
     #[test]
     fn the_pod_is_built_by_kiln_not_passed_on() -> Result<()> {
         let node = NodeTypeConfig {
+            local_disk_mb: Some(10240),
             node_type_id: "k8s-2c".into(),
             num_cores: 1.5,
             memory_mb: 2048,
@@ -293,6 +297,8 @@ mod tests {
         assert_eq!(c["securityContext"]["privileged"], false);
         assert_eq!(c["resources"]["limits"]["cpu"], "1500m");
         assert_eq!(c["resources"]["limits"]["memory"], "2048Mi");
+        assert_eq!(c["resources"]["limits"]["ephemeral-storage"], "10240Mi");
+        assert_eq!(c["resources"]["requests"]["ephemeral-storage"], "10240Mi");
         assert_eq!(pod["metadata"]["labels"][CLUSTER_LABEL], "0101-c1");
         assert_eq!(pod["metadata"]["labels"][INSTANCE_LABEL], "ws1");
         assert_eq!(pod["metadata"]["labels"][MANAGER_LABEL], "abc123");
@@ -317,6 +323,7 @@ mod tests {
     #[test]
     fn other_commands_env_and_names_are_refused() {
         let node = NodeTypeConfig {
+            local_disk_mb: None,
             node_type_id: "n".into(),
             num_cores: 1.0,
             memory_mb: 1,
