@@ -390,14 +390,19 @@ def test_a_spark_connect_query_that_lost_a_worker_pod_says_nodes_lost(srv, doubl
                             text=True, cwd=tempfile.gettempdir())  # fmt: skip
     try:
         assert proc.stdout is not None
-        first = proc.stdout.readline()
-        assert first.strip() == "running", first + proc.stdout.read()
+        seen = []
+        for line in proc.stdout:  # past any warnings the client prints first
+            seen.append(line)
+            if line.strip() == "running":
+                break
+        assert seen and seen[-1].strip() == "running", "".join(seen)
         new = wait_for(lambda: [p["metadata"]["name"] for p in double.running(cluster)
                                 if p["metadata"]["name"] not in before], 60, "the session's worker pods")  # fmt: skip
         time.sleep(1.5)
         victim = new[0]
         double.delete(victim)
         out, _ = proc.communicate(timeout=CMD_WAIT)
+        out = "".join(seen) + out
     finally:
         if proc.poll() is None:
             proc.kill()
