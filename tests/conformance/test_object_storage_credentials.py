@@ -193,37 +193,13 @@ def test_the_endpoint_answers_a_live_lease_only(kiln, w, cluster):
 
 
 def test_a_pipeline_worker_reads_table_logs_with_its_lease(kiln, w, cluster):
-    import base64
-
-    from databricks.sdk.service.pipelines import NotebookLibrary, PipelineLibrary
-    from databricks.sdk.service.workspace import ImportFormat
-    from databricks.sdk.service.workspace import Language as NbLanguage
+    from test_object_storage_tables import source_pipeline
 
     ctx = w.command_execution.create_and_wait(cluster_id=cluster, language=Language.PYTHON,
                                               timeout=datetime.timedelta(seconds=300)).id  # fmt: skip
     source = "main.default.scoped_source"
     run(w, cluster, ctx, f"spark.range(0, 60).selectExpr('id', 'id % 3 AS k').write.saveAsTable('{source}')")
-    path = f"/Users/admin/{unique('scoped-dlt')}/notebook"
-    w.workspace.mkdirs(path.rsplit("/", 1)[0])
-    text = (f"CREATE MATERIALIZED VIEW by_k AS SELECT k, count(*) AS n FROM {source} GROUP BY k;\n"
-            f"CREATE STREAMING TABLE raw AS SELECT * FROM STREAM({source});")  # fmt: skip
-    w.workspace.import_(path=path, format=ImportFormat.SOURCE, language=NbLanguage.SQL,
-                        content=base64.b64encode(text.encode()).decode(), overwrite=True)  # fmt: skip
-    target = unique("scopedp").replace("-", "_")
-    pid = w.pipelines.create(name=unique("scoped-pipeline"), target=target, development=True,
-                             libraries=[PipelineLibrary(notebook=NotebookLibrary(path=path))]).pipeline_id  # fmt: skip
-
-    def update():
-        u = w.pipelines.start_update(pid).update_id
-
-        def done():
-            got = w.pipelines.get_update(pipeline_id=pid, update_id=u).update
-            return got if got.state.value in ("COMPLETED", "FAILED", "CANCELED") else None
-
-        got = wait_for(done, 300, "the pipeline update", 0.5)
-        errors = [str(e.error)[:600] for e in w.pipelines.list_pipeline_events(pipeline_id=pid) if e.error][:2]
-        assert got.state.value == "COMPLETED", errors
-
+    pid, target, update = source_pipeline(w, source)
     update()
     # The streaming table read the source's log (the worker's pyarrow client, on its lease).
     run(w, cluster, ctx, f"spark.range(60, 90).selectExpr('id', 'id % 3 AS k').write.mode('append').saveAsTable('{source}')")
@@ -231,4 +207,5 @@ def test_a_pipeline_worker_reads_table_logs_with_its_lease(kiln, w, cluster):
     counts = run(w, cluster, ctx, f"print(spark.sql('SELECT count(*) FROM main.{target}.raw').collect()[0][0], "
                                   f"spark.sql('SELECT sum(n) FROM main.{target}.by_k').collect()[0][0])")  # fmt: skip
     assert counts.strip() == "90 90"
+    w.pipelines.delete(pid)
     w.command_execution.destroy(cluster_id=cluster, context_id=ctx)

@@ -138,7 +138,10 @@ def test_drop_deletes_the_tables_objects(w, s3, cluster, ctx):
     assert sql(w, cluster, ctx, f"SELECT count(*) FROM {keep}") == [[5]]
 
 
-def test_a_pipeline_reads_and_writes_managed_tables_in_the_bucket(w, s3, cluster, ctx):
+def source_pipeline(w, source: str):
+    """A development pipeline over `source`: a materialized view `by_k` (counts per `k`) and a
+    streaming table `raw` (its rows). Returns its id, its target schema and a function that runs
+    one update to COMPLETED."""
     import base64
 
     from databricks.sdk.service.pipelines import NotebookLibrary, PipelineLibrary
@@ -146,8 +149,6 @@ def test_a_pipeline_reads_and_writes_managed_tables_in_the_bucket(w, s3, cluster
 
     from kiln_helpers import unique, wait_for
 
-    source = "main.default.s3_pipeline_source"
-    run(w, cluster, ctx, f"spark.range(0, 90).selectExpr('id', 'id % 3 AS k').write.saveAsTable('{source}')")
     path = f"/Users/admin/{unique('s3-dlt')}/notebook"
     w.workspace.mkdirs(path.rsplit("/", 1)[0])
     text = (f"CREATE MATERIALIZED VIEW by_k AS SELECT k, count(*) AS n FROM {source} GROUP BY k;\n"
@@ -168,6 +169,13 @@ def test_a_pipeline_reads_and_writes_managed_tables_in_the_bucket(w, s3, cluster
         got = wait_for(done, 300, "the pipeline update", 0.5)
         assert got.state.value == "COMPLETED", [str(e.error)[:600] for e in w.pipelines.list_pipeline_events(pipeline_id=pid) if e.error][:2]
 
+    return pid, target, update
+
+
+def test_a_pipeline_reads_and_writes_managed_tables_in_the_bucket(w, s3, cluster, ctx):
+    source = "main.default.s3_pipeline_source"
+    run(w, cluster, ctx, f"spark.range(0, 90).selectExpr('id', 'id % 3 AS k').write.saveAsTable('{source}')")
+    pid, target, update = source_pipeline(w, source)
     update()
     assert sorted(sql(w, cluster, ctx, f"SELECT k, n FROM main.{target}.by_k")) == [[0, 30], [1, 30], [2, 30]]
     assert sql(w, cluster, ctx, f"SELECT count(*) FROM main.{target}.raw") == [[90]]

@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use kiln_core::ids::same_token as same;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -22,15 +23,6 @@ use crate::Kubernetes;
 /// Spark sessions of one cluster that may hold workers at once (Sail starts
 /// each session's own workers); more pods than that are refused.
 pub const SESSIONS_WITH_WORKERS: u32 = 8;
-
-/// Compares tokens in time independent of where they differ.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
 
 fn status(code: StatusCode, reason: &str, message: impl Into<String>) -> Response {
     let body = json!({
@@ -363,15 +355,5 @@ async fn delete_pods(
             "ServiceUnavailable",
             err.message,
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(super::same("abc", "abc"));
-        assert!(!super::same("abc", "abd"));
-        assert!(!super::same("abc", "ab"));
     }
 }

@@ -84,7 +84,7 @@ impl EngineCredentials {
         let session = self
             .lock_leases()
             .iter()
-            .find(|(t, _)| same(t, token))
+            .find(|(t, _)| kiln_core::ids::same_token(t, token))
             .map(|(_, s)| s.clone())
             .ok_or_else(|| {
                 Error::new(
@@ -225,15 +225,6 @@ fn session_name(session: &str) -> String {
         format!("kiln-{cleaned}")
     };
     name.chars().take(64).collect()
-}
-
-/// Compares tokens in time independent of where they differ.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 #[cfg(test)]
