@@ -140,4 +140,28 @@ mod tests {
         );
         assert!(toml::from_str::<StorageConfig>("rot = 1").is_err());
     }
+
+    #[test]
+    fn engine_sessions_last_between_a_quarter_hour_and_twelve_hours() {
+        let config = |seconds: u64| StorageConfig {
+            root: Some("s3://kiln-data/root".into()),
+            endpoint: Some("http://127.0.0.1:1".into()),
+            allow_http: true,
+            engine_role_arn: Some("arn:aws:iam::123456789012:role/kiln-engines".into()),
+            engine_credentials_seconds: seconds,
+            ..StorageConfig::default()
+        };
+        for refused in [0, 899, 43201] {
+            let opened = crate::ObjectRoot::open(&config(refused));
+            assert!(
+                opened.is_err_and(|e| e.message.contains("engine_credentials_seconds")),
+                "{refused}"
+            );
+        }
+        assert!(crate::ObjectRoot::open(&config(900)).is_ok_and(|r| r.is_some()));
+        let parsed: StorageConfig =
+            toml::from_str("engine_role_arn = \"arn:aws:iam::1:role/r\"\n").unwrap_or_default();
+        assert_eq!(parsed.engine_credentials_seconds, 3600);
+        assert!(!format!("{parsed:?}").is_empty());
+    }
 }
