@@ -53,6 +53,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(base: str, proc, log_path: Path, timeout: float = 600) -> None:
+    """Waits for a `kiln serve` started by a bench to answer /health; exits (stopping it) if it
+    ends or stays silent for `timeout` seconds."""
+    import requests
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if requests.get(base + "/health", timeout=1).ok:
+                return
+        except requests.RequestException:
+            pass
+        if time.time() > deadline or proc.poll() is not None:
+            proc.terminate()
+            sys.exit(f"kiln did not start; see {log_path}")
+        time.sleep(0.2)
+
+
 def vm_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

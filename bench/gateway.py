@@ -27,7 +27,7 @@ from pathlib import Path
 
 import requests
 
-from bench import default_bin, free_port  # the shared helpers of bench/bench.py
+from bench import default_bin, free_port, wait_healthy  # the shared helpers of bench/bench.py
 
 CLIENT = r"""
 import json, sys, time
@@ -67,16 +67,7 @@ def main() -> None:
         stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 600
-        while True:
-            try:
-                if requests.get(base + "/health", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.time() > deadline or proc.poll() is not None:
-                sys.exit(f"kiln did not start; see {work / 'kiln.log'}")
-            time.sleep(0.2)
+        wait_healthy(base, proc, work / "kiln.log")
         token = (work / "data" / "admin.token").read_text().strip()
         s = requests.Session()
         s.headers["Authorization"] = f"Bearer {token}"

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import requests
 
-from bench import default_bin, free_port  # the shared helpers of bench/bench.py
+from bench import default_bin, free_port, wait_healthy  # the shared helpers of bench/bench.py
 
 
 def status_kb(pid: int, field: str) -> int:
@@ -131,17 +131,7 @@ def start_kiln(prefix: str, storage: str) -> tuple[Path, subprocess.Popen, str, 
             [str(default_bin()), "serve", "--port", str(port), "--data-dir", str(work / "data"),
              "--config", str(work / "kiln.toml")], stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 600
-    while True:
-        try:
-            if requests.get(base + "/health", timeout=1).ok:
-                break
-        except requests.RequestException:
-            pass
-        if time.time() > deadline or proc.poll() is not None:
-            proc.terminate()
-            sys.exit(f"kiln did not start; see {work / 'kiln.log'}")
-        time.sleep(0.2)
+    wait_healthy(base, proc, work / "kiln.log")
     return work, proc, base, (work / "data" / "admin.token").read_text().strip()
 
 

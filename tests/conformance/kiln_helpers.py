@@ -73,6 +73,30 @@ def wait_for(fn: Callable[[], object], timeout: float, what: str, interval: floa
         time.sleep(interval)
 
 
+def start_moto(host: str, log_dir: Path, iam_sessions: bool = False) -> tuple[subprocess.Popen, str]:
+    """moto's server on `host` (a free port), once it answers; its output in `log_dir/moto.log`.
+    `iam_sessions`: the `moto_sts.py` wrapper, which evaluates AssumeRole session policies once
+    IAM is enforced. Returns the process and the endpoint URL."""
+    import sys
+
+    port = free_port()
+    here = Path(__file__).resolve().parent
+    command = ([sys.executable, str(here / "moto_sts.py")] if iam_sessions
+               else [str(Path(sys.executable).parent / "moto_server")])  # fmt: skip
+    with open(log_dir / "moto.log", "ab") as log:
+        proc = subprocess.Popen(command + ["-H", host, "-p", str(port)], stdout=log, stderr=log)
+    endpoint = f"http://{host}:{port}"
+
+    def up():
+        try:
+            return requests.get(f"{endpoint}/moto-api/", timeout=5).ok
+        except requests.ConnectionError:
+            return False
+
+    wait_for(up, 30, "moto to answer", 0.2)
+    return proc, endpoint
+
+
 def wait_cluster_state(
     w,
     cluster_id: str,

@@ -36,6 +36,7 @@ from kiln_helpers import (
     KilnServer,
     engine_main_proc,
     free_port,
+    start_moto,
     unique,
     wait_cluster_state,
     wait_for,
@@ -142,28 +143,18 @@ BUCKET = "kiln-k8s-test"
 @pytest.fixture(scope="module")
 def s3(double, tmp_path_factory):
     """moto's S3 on the bridge address, which the driver and the worker pods both reach."""
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "ab")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "10.77.0.1", "-p", str(port)],
-                            stdout=log, stderr=log)
+    proc, endpoint = start_moto("10.77.0.1", tmp_path_factory.mktemp("moto"))
     env = {
-        "AWS_ENDPOINT": f"http://10.77.0.1:{port}",
+        "AWS_ENDPOINT": endpoint,
         "AWS_ALLOW_HTTP": "true",
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing-secret",
         "AWS_REGION": "us-east-1",
     }
-    def bucket():
-        try:
-            return requests.put(f"{env['AWS_ENDPOINT']}/{BUCKET}", timeout=5).ok
-        except requests.ConnectionError:
-            return False
-
-    wait_for(bucket, 30, "moto to create the bucket", 0.2)
+    assert requests.put(f"{endpoint}/{BUCKET}", timeout=5).ok
     yield env
     proc.terminate()
     proc.wait(timeout=30)
-    log.close()
 
 
 @pytest.fixture(scope="module")

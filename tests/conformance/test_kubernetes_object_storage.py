@@ -25,7 +25,8 @@ from test_kubernetes_clusters import (  # noqa: F401  (fixtures and helpers)
     pytestmark,
     run,
 )
-from test_object_storage_credentials import ROLE, enforce_iam, start_moto
+from kiln_helpers import start_moto
+from test_object_storage_credentials import ROLE, enforce_iam
 
 PREFIX = "k8s-root"
 
@@ -41,7 +42,7 @@ def double(tmp_path_factory):
 def s3(double, tmp_path_factory):
     """moto with IAM enforced on the bridge address, which the driver and the worker pods both reach;
     Kiln's key is an IAM user's, and engines get sessions of the engines' role."""
-    proc, endpoint = start_moto("10.77.0.1", tmp_path_factory.mktemp("moto"))
+    proc, endpoint = start_moto("10.77.0.1", tmp_path_factory.mktemp("moto"), iam_sessions=True)
     key, secret = enforce_iam(endpoint, BUCKET)
     yield {"AWS_ENDPOINT": endpoint, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
     proc.terminate()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import io
 import subprocess
-import sys
 from pathlib import Path
 
 import boto3
@@ -23,7 +22,7 @@ from databricks.sdk.service.catalog import VolumeType
 from databricks.sdk.service.compute import Language
 
 from conftest import base_config
-from kiln_helpers import SPARK_VERSION, KilnServer, all_procs, free_port, unique, wait_for
+from kiln_helpers import SPARK_VERSION, KilnServer, all_procs, start_moto, unique, wait_for
 from test_dbfs import (  # noqa: F401  (tests run again here, on S3)
     test_bare_absolute_paths_are_dbfs_in_contexts,
     test_engines_see_what_the_api_wrote,
@@ -55,23 +54,11 @@ KEYS = {"access_key_id": "testing", "secret_access_key": "testing-secret-key"}
 
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory):
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "ab")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=log)  # fmt: skip
-    endpoint = f"http://127.0.0.1:{port}"
-
-    def bucket():
-        try:
-            return requests.put(f"{endpoint}/{BUCKET}", timeout=5).ok
-        except requests.ConnectionError:
-            return False
-
-    wait_for(bucket, 30, "moto to create the bucket", 0.2)
+    proc, endpoint = start_moto("127.0.0.1", tmp_path_factory.mktemp("moto"))
+    assert requests.put(f"{endpoint}/{BUCKET}", timeout=5).ok
     yield endpoint
     proc.terminate()
     proc.wait(timeout=30)
-    log.close()
 
 
 @pytest.fixture(scope="module")

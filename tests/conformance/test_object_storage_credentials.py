@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import boto3
@@ -20,7 +18,7 @@ import requests
 from databricks.sdk.service.compute import CommandStatus, Language
 
 from conftest import base_config
-from kiln_helpers import SPARK_VERSION, KilnServer, engine_main_proc, free_port, unique, wait_for
+from kiln_helpers import SPARK_VERSION, KilnServer, engine_main_proc, start_moto, unique
 
 BUCKET = "kiln-scoped-test"
 PREFIX = "tenant-b/root"
@@ -31,7 +29,7 @@ ENDPOINT_PATH = "/kiln/engine-credentials"
 
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory):
-    proc, endpoint = start_moto("127.0.0.1", tmp_path_factory.mktemp("moto-iam"))
+    proc, endpoint = start_moto("127.0.0.1", tmp_path_factory.mktemp("moto-iam"), iam_sessions=True)
     yield endpoint
     proc.terminate()
     proc.wait(timeout=30)
@@ -67,24 +65,6 @@ def enforce_iam(endpoint: str, bucket: str) -> tuple[str, str]:
         client("s3", endpoint, setup).head_object(Bucket=bucket, Key="outside/secret.txt")
     assert client("s3", endpoint, keys).get_object(Bucket=bucket, Key="outside/secret.txt")["Body"].read() == b"not for engines"
     return keys
-
-
-def start_moto(host: str, log_dir: Path) -> tuple[subprocess.Popen, str]:
-    """moto with AssumeRole session policies evaluated (`moto_sts.py`), on `host`."""
-    port = free_port()
-    log = open(log_dir / "moto.log", "ab")
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("moto_sts.py")), "-H", host, "-p", str(port)],
-                            stdout=log, stderr=log)  # fmt: skip
-    endpoint = f"http://{host}:{port}"
-
-    def up():
-        try:
-            return requests.get(f"{endpoint}/moto-api/", timeout=5).ok
-        except requests.ConnectionError:
-            return False
-
-    wait_for(up, 30, "moto to answer", 0.2)
-    return proc, endpoint
 
 
 @pytest.fixture(scope="module")

@@ -96,16 +96,14 @@ pub struct AssumeRole<'a> {
 impl AssumeRole<'_> {
     /// The form body STS's query API takes.
     fn body(&self) -> String {
-        let pairs = [
-            ("Action", "AssumeRole"),
-            ("Version", "2011-06-15"),
-            ("RoleArn", self.role_arn),
-            ("RoleSessionName", self.session_name),
-            ("Policy", self.policy),
-            ("DurationSeconds", &self.duration_seconds.to_string()),
-        ]
-        .map(|(k, v)| format!("{k}={}", form_encode(v)));
-        pairs.join("&")
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("Action", "AssumeRole")
+            .append_pair("Version", "2011-06-15")
+            .append_pair("RoleArn", self.role_arn)
+            .append_pair("RoleSessionName", self.session_name)
+            .append_pair("Policy", self.policy)
+            .append_pair("DurationSeconds", &self.duration_seconds.to_string())
+            .finish()
     }
 
     pub async fn call(
@@ -191,19 +189,6 @@ fn tag(xml: &str, name: &str) -> Option<String> {
     )
 }
 
-/// `application/x-www-form-urlencoded` with AWS's unreserved set.
-fn form_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,7 +252,7 @@ mod tests {
         };
         let body = call.body();
         assert!(body.contains("RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fkiln"));
-        assert!(body.contains("Policy=%7B%22a%22%3A%201%7D"));
+        assert!(body.contains("Policy=%7B%22a%22%3A+1%7D"));
         assert!(body.contains("DurationSeconds=900"));
         assert_eq!(
             endpoint(None, Some("http://m:5000/"), "eu-west-1"),
