@@ -277,6 +277,60 @@ def test_python_and_pyspark_pipelines_notebooks(env):
     assert sql(w, f"SELECT count(*) FROM main.{target}.raw") == [[4]]
 
 
+FLOWS_SQL = """
+CREATE OR REFRESH STREAMING TABLE all_events PARTITIONED BY (k) TBLPROPERTIES ('quality' = 'silver');
+
+CREATE FLOW web AS INSERT INTO all_events BY NAME SELECT * FROM STREAM read_files('${src}/web', format => 'json');
+
+CREATE FLOW app AS INSERT INTO all_events BY NAME SELECT * FROM STREAM read_files('${src}/app', format => 'json');
+
+CREATE OR REFRESH MATERIALIZED VIEW per_k AS SELECT k, count(*) AS n FROM LIVE.all_events GROUP BY k;
+"""
+
+
+def sql_all(w, queries: list[str]) -> list:
+    """Each query's rows, run in one context of one new cluster."""
+    cluster = w.clusters.create_and_wait(cluster_name=unique("reader"), spark_version="16.4.x-scala2.12", num_workers=0)
+    ctx = w.command_execution.create_and_wait(cluster_id=cluster.cluster_id, language=Language.SQL)
+    try:
+        out = []
+        for query in queries:
+            res = w.command_execution.execute_and_wait(cluster_id=cluster.cluster_id, context_id=ctx.id,
+                                                       language=Language.SQL, command=query)
+            assert res.status.value == "Finished" and res.results.result_type.value == "table", res.results.as_dict()
+            out.append(res.results.data)
+        return out
+    finally:
+        w.clusters.permanent_delete(cluster.cluster_id)
+
+
+def test_two_flows_create_one_partitioned_table_and_a_view_keeps_its_history(env):
+    """Two flows into one new table (run concurrently, each may be the one that
+    creates it) keep the table's partitioning and properties; a materialized
+    view recomputed with the same schema is overwritten, never dropped."""
+    server, w = env["server"], env["w"]
+    src = f"/data/{unique('flows')}"
+    put_file(server, f"{src}/web/a.json", '{"id":1,"k":"a"}\n{"id":2,"k":"b"}\n')
+    put_file(server, f"{src}/app/a.json", '{"id":3,"k":"a"}\n')
+    path = f"/Users/admin/{unique('flows')}/nb"
+    notebook(w, path, FLOWS_SQL.replace("${src}", src))
+    pid, target = pipeline(server, w, "flows", [path])
+    for _ in range(2):
+        u = wait_update(w, pid, w.pipelines.start_update(pid).update_id)
+        assert u.state.value == "COMPLETED", [e["message"] for e in events(server, pid, max_results=100)["events"]]
+        put_file(server, f"{src}/app/{unique('more')}.json", '{"id":9,"k":"c"}\n')
+    rows, props, detail, history = sql_all(w, [
+        f"SELECT k, n FROM main.{target}.per_k ORDER BY k",
+        f"SHOW TBLPROPERTIES main.{target}.all_events",
+        f"DESCRIBE DETAIL main.{target}.all_events",
+        f"DESCRIBE HISTORY main.{target}.per_k",
+    ])
+    assert rows == [["a", 2], ["b", 1], ["c", 1]], rows
+    assert ["quality", "silver"] in props, props
+    assert ["k"] in detail[0], detail
+    assert len(history) >= 3 and sum(1 for h in history if "CREATE TABLE" in h) == 1, history
+
+
 CDC_SQL = """
 CREATE OR REFRESH STREAMING TABLE customers;
 

@@ -39,6 +39,7 @@ class Worker:
         self.spark.sql("SELECT 1").collect()
         self.locations = {}
         self.lock = threading.Lock()
+        self.creating = {}  # table -> the lock its creation holds (flows run concurrently)
         self.python = None
 
     # ---- tables -----------------------------------------------------------
@@ -72,10 +73,22 @@ class Worker:
         return {"version": delta_log.find_commit(self.location(table), req["user_metadata"])}
 
     def op_drop(self, req):
-        for table in req["tables"]:
+        """Drops the tables concurrently: each DROP is one engine round trip."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def drop(table):
             self.spark.sql(f"DROP TABLE IF EXISTS {table}").collect()
             self.locations.pop(table, None)
+
+        tables = req["tables"]
+        if tables:
+            with ThreadPoolExecutor(max_workers=min(8, len(tables))) as pool:
+                list(pool.map(drop, tables))  # the first failure is raised
         return {}
+
+    def creation_lock(self, table):
+        with self.lock:
+            return self.creating.setdefault(table, threading.Lock())
 
     # ---- binding inputs ---------------------------------------------------
 
@@ -217,17 +230,22 @@ class Worker:
             metrics = cdc.run(self, req, frame)
             return {"num_output_rows": metrics["num_upserted_rows"], "metrics": metrics,
                     "data_quality": quality.report()}
+        metadata = req["user_metadata"]
         created = False
-        if req["mode"] == "complete":
-            if self.exists(table) and self.spark.table(table).schema != frame.schema:
+        with self.creation_lock(table):
+            exists = self.exists(table)
+            if exists and req["mode"] == "complete" and not fits(self.spark.table(table).schema, frame.schema):
                 self.spark.sql(f"DROP TABLE {table}").collect()
                 self.locations.pop(table, None)
-        if not self.exists(table):
-            self.create(table, frame, req.get("create") or {})
-            created = True
-        metadata = req["user_metadata"]
-        writer = frame.write.option("userMetadata", metadata)
-        writer.mode("overwrite" if req["mode"] == "complete" else "append").insertInto(table)
+                exists = False
+            if not exists:
+                # The table is created with its first batch: one statement
+                # (CREATE TABLE, then the batch's commit with its userMetadata).
+                self.create(table, frame, req.get("create") or {}, metadata)
+                created = True
+        if not created:
+            writer = frame.write.option("userMetadata", metadata)
+            writer.mode("overwrite" if req["mode"] == "complete" else "append").insertInto(table)
         location = self.location(table)
         version = delta_log.find_commit(location, metadata)
         rows = 0
@@ -242,19 +260,20 @@ class Worker:
             "schema": frame.schema.json(),
         }
 
-    def create(self, table, frame, spec):
-        view = "__kiln_create_" + os.urandom(6).hex()
-        frame.limit(0).createOrReplaceTempView(view)
-        clauses = ""
+    def create(self, table, frame, spec, metadata=None):
+        """Creates `table` with `frame`'s schema and the partitioning and
+        properties of `spec`. With `metadata`, `frame` is written as the
+        table's first batch, its commit tagged with that userMetadata;
+        without, the table is created empty."""
+        writer = (frame if metadata is not None else frame.limit(0)).writeTo(table).using("delta")
         if spec.get("partition_cols"):
-            clauses += " PARTITIONED BY (" + ", ".join(quote(c) for c in spec["partition_cols"]) + ")"
-        props = [(k, v) for k, v in spec.get("table_properties") or [] if not k.startswith("pipelines.")]
-        if props:
-            clauses += " TBLPROPERTIES (" + ", ".join(f"{sql_str(k)} = {sql_str(v)}" for k, v in props) + ")"
-        try:
-            self.spark.sql(f"CREATE TABLE {table} USING delta{clauses} AS SELECT * FROM {view} LIMIT 0").collect()
-        finally:
-            self.spark.catalog.dropTempView(view)
+            writer = writer.partitionedBy(*spec["partition_cols"])
+        for key, value in spec.get("table_properties") or []:
+            if not key.startswith("pipelines."):
+                writer = writer.tableProperty(key, str(value))
+        if metadata is not None:
+            writer = writer.option("userMetadata", metadata)
+        writer.create()
         self.locations.pop(table, None)
 
     def op_ensure_schema(self, req):
@@ -311,12 +330,33 @@ OPS = {
 }
 
 
-def quote(name):
-    return "`" + name.replace("`", "``") + "`"
+def fits(table_schema, frame_schema):
+    """Whether rows of `frame_schema` can be written into a table of
+    `table_schema` as they are: the same fields and types, where a table
+    column may be nullable when the frame's is not (Delta stores aggregates'
+    non-null columns as nullable)."""
+    if len(table_schema.fields) != len(frame_schema.fields):
+        return False
+    for t, f in zip(table_schema.fields, frame_schema.fields):
+        if t.name != f.name or loose(t.dataType) != loose(f.dataType):
+            return False
+        if f.nullable and not t.nullable:
+            return False
+    return True
 
 
-def sql_str(value):
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+def loose(data_type):
+    """A type's JSON with every nullability flag and field metadata dropped."""
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items()
+                    if k not in ("nullable", "containsNull", "valueContainsNull", "metadata")}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip(data_type.jsonValue())
 
 
 def describe(exc):
