@@ -15,6 +15,25 @@ use crate::error::ApiError;
 
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
+/// Whether the request declared no body (no `Content-Length` but 0, no
+/// `Transfer-Encoding`): read from the headers, which are not copied.
+pub struct Bodyless(pub bool);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Bodyless {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let headers = &parts.headers;
+        Ok(Self(
+            headers.get(header::CONTENT_LENGTH).is_none_or(|v| v == "0")
+                && !headers.contains_key(header::TRANSFER_ENCODING),
+        ))
+    }
+}
+
 /// Operation parameters from query and/or body.
 pub struct Params<T>(pub T);
 
@@ -32,12 +51,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Params<T> {
         let content_type = raw_content_type.to_ascii_lowercase();
         let declared_json = content_type.contains("json");
         let is_read = matches!(*req.method(), Method::GET | Method::DELETE);
-        let body = Bytes::from_request(req, state).await.map_err(|e| {
-            ApiError::new(
-                ErrorCode::MalformedRequest,
-                format!("cannot read the request body: {e}"),
-            )
-        })?;
+        // A request that declared no body (most reads) is not collected.
+        let body = if axum::body::HttpBody::is_end_stream(req.body()) {
+            Bytes::new()
+        } else {
+            Bytes::from_request(req, state).await.map_err(|e| {
+                ApiError::new(
+                    ErrorCode::MalformedRequest,
+                    format!("cannot read the request body: {e}"),
+                )
+            })?
+        };
         if body.len() > MAX_BODY {
             return Err(ApiError::new(
                 ErrorCode::InvalidParameterValue,

@@ -50,9 +50,8 @@ pub fn app(state: AppState) -> Router {
         .fallback(routes::fallback)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            middleware::authenticate,
+            middleware::trace,
         ))
-        .layer(axum::middleware::from_fn(middleware::trace))
         .with_state(state)
 }
 

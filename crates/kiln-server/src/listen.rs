@@ -54,6 +54,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let stop = CancellationToken::new();
+    // Shared by every connection and request: one reference count per request.
+    let services = Arc::new(services);
     let loops: Vec<_> = listeners
         .into_iter()
         .map(|listener| tokio::spawn(accept_loop(listener, services.clone(), stop.clone())))
@@ -65,7 +67,7 @@ pub async fn serve(
     }
 }
 
-async fn accept_loop(listener: Listener, services: Services, stop: CancellationToken) {
+async fn accept_loop(listener: Listener, services: Arc<Services>, stop: CancellationToken) {
     let graceful = GracefulShutdown::new();
     let acceptor = listener.tls.map(TlsAcceptor::from);
     loop {
@@ -115,7 +117,7 @@ async fn accept_loop(listener: Listener, services: Services, stop: CancellationT
 
 fn serve_io<I>(
     io: TokioIo<I>,
-    services: Services,
+    services: Arc<Services>,
     scheme: Scheme,
     front: bool,
 ) -> impl hyper_util::server::graceful::GracefulConnection<
@@ -139,7 +141,7 @@ where
 }
 
 async fn route(
-    services: Services,
+    services: Arc<Services>,
     mut request: Request<Incoming>,
     scheme: Scheme,
 ) -> Response<Body> {
@@ -148,7 +150,7 @@ async fn route(
     if crate::gateway::is_spark_connect(&request) {
         return services.gateway.handle(request).await;
     }
-    match services.app.oneshot(request).await {
+    match services.app.clone().oneshot(request).await {
         Ok(response) => response,
         Err(never) => match never {},
     }

@@ -8,6 +8,9 @@ use clap::{Parser, Subcommand};
 use kiln_compute::runtime::{cache_dir, Runtime};
 use kiln_server::Config;
 
+mod log_buffer;
+mod log_format;
+
 #[derive(Parser)]
 #[command(
     name = "kiln",
@@ -59,19 +62,26 @@ enum Command {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    // Log lines are written by a background thread so requests never wait on
-    // stderr; it writes what queued up in one call and flushes once drained.
-    let buffered = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
-    let (writer, _flush_on_exit) = tracing_appender::non_blocking(buffered);
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(writer)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // Log lines gather in a buffer a background thread writes to stderr in
+    // batches (log_buffer.rs): no system call or wake-up per request.
+    let (writer, _flush_on_exit) = match log_buffer::start(std::io::stderr()) {
+        Ok(started) => started,
+        Err(e) => {
+            eprintln!("kiln: cannot start the log writer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        logs.with_target(false).with_ansi(true).init();
+    } else {
+        // The same text, formatted with less work per line (log_format.rs).
+        logs.event_format(log_format::Line).init();
+    }
     let result = match Cli::parse().command {
         Command::Setup => setup(),
         Command::Trust { data_dir, config } => trust(data_dir, config),

@@ -2,9 +2,9 @@
 //! `/api/2.1/clusters` (the SDK) with the same semantics.
 
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{FromRequest, RawQuery, State};
+use axum::http::header;
 use axum::http::Method;
-use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json};
@@ -18,7 +18,7 @@ use super::clusters_convert::{config_from_spec, details, event, spec_json, NODE_
 use super::{ep, Endpoint};
 use crate::access::{can_see_cluster, require_cluster};
 use crate::error::ApiResult;
-use crate::extract::{from_json, Params};
+use crate::extract::{from_json, Bodyless, Params};
 use crate::state::AppState;
 use kiln_identity::Caller;
 
@@ -214,8 +214,8 @@ async fn list_clusters(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    Params(req): Params<wire::ListClusters>,
+    Bodyless(bodyless): Bodyless,
+    request: axum::extract::Request,
 ) -> ApiResult<Response> {
     // Admins see every cluster; others only those they may attach to.
     let viewer = if caller.admin {
@@ -224,14 +224,14 @@ async fn list_clusters(
         caller.principal_id.clone()
     };
     let query = format!("{viewer}\u{0}{}", query.unwrap_or_default());
-    let bodyless = headers.get(header::CONTENT_LENGTH).is_none_or(|v| v == "0")
-        && !headers.contains_key(header::TRANSFER_ENCODING);
     let version = (state.clusters.version(), state.permissions.version());
     if bodyless {
         if let Some(body) = state.list_cache.get(&query, version) {
             return Ok(json_bytes(body));
         }
     }
+    // The parameters are read on a miss only (a hit's query was valid).
+    let Params(req) = Params::<wire::ListClusters>::from_request(request, &state).await?;
     let body = serde_json::to_vec(&list_response(&state, &caller, &req)?)
         .map_err(|e| Error::internal("list clusters", e))?;
     let body = Bytes::from(body);
