@@ -78,7 +78,15 @@ pub const CONTEXT_CREDENTIAL_MS: i64 = 12 * 3600 * 1000;
 pub const SYSTEM_USER: &str = "kiln-system";
 
 pub fn sha256_hex(value: &str) -> String {
-    hex::encode(Sha256::digest(value.as_bytes()))
+    // Every request hashes its token: a table, not hex's char iterator.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(value.as_bytes());
+    let mut out = String::with_capacity(2 * digest.len());
+    for byte in digest {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 15)]));
+    }
+    out
 }
 
 fn hash_password(password: &str) -> Result<String> {
@@ -495,6 +503,15 @@ mod tests {
 
     fn identity() -> Result<Identity> {
         Identity::open(Arc::new(SqliteStore::open_in_memory()?))
+    }
+
+    #[test]
+    fn token_hashes_are_lowercase_hex_sha256() {
+        assert_eq!(
+            sha256_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(sha256_hex("dapi1"), hex::encode(Sha256::digest(b"dapi1")));
     }
 
     #[test]

@@ -33,11 +33,9 @@ impl RateLimiter {
             Ok(b) => b,
             Err(_) => return Ok(()),
         };
-        if !buckets.contains_key(key) {
-            buckets.insert(key.to_string(), (self.burst, now));
-        }
-        let Some((tokens, last)) = buckets.get_mut(key) else {
-            return Ok(());
+        let (tokens, last) = match buckets.get_mut(key) {
+            Some(bucket) => bucket,
+            None => buckets.entry(key.to_string()).or_insert((self.burst, now)),
         };
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
         *last = now;
