@@ -16,22 +16,9 @@ use crate::error::ApiError;
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// Whether the request declared no body (no `Content-Length` but 0, no
-/// `Transfer-Encoding`): read from the headers, which are not copied.
-pub struct Bodyless(pub bool);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Bodyless {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _: &S,
-    ) -> Result<Self, Self::Rejection> {
-        let headers = &parts.headers;
-        Ok(Self(
-            headers.get(header::CONTENT_LENGTH).is_none_or(|v| v == "0")
-                && !headers.contains_key(header::TRANSFER_ENCODING),
-        ))
-    }
+/// `Transfer-Encoding`; an HTTP/2 request that ended with its headers).
+pub fn declares_no_body(request: &Request) -> bool {
+    axum::body::HttpBody::is_end_stream(request.body())
 }
 
 /// Operation parameters from query and/or body.
@@ -52,7 +39,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Params<T> {
         let declared_json = content_type.contains("json");
         let is_read = matches!(*req.method(), Method::GET | Method::DELETE);
         // A request that declared no body (most reads) is not collected.
-        let body = if axum::body::HttpBody::is_end_stream(req.body()) {
+        let body = if declares_no_body(&req) {
             Bytes::new()
         } else {
             Bytes::from_request(req, state).await.map_err(|e| {

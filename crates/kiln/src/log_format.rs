@@ -2,9 +2,10 @@
 //! tracing-subscriber's default format without colours
 //! (`2026-12-07T22:59:56.634005Z  INFO request request_id=… status=200`),
 //! written with less work per line: the date and time are formatted once a
-//! second per thread, and fields go straight to the line. Every value is
-//! escaped as the default format escapes it: control characters (newlines,
-//! terminal escapes) in a path or a user name cannot forge a line.
+//! second per thread, and fields go straight to the line. Every control
+//! character in a value is escaped (the default format escapes terminal
+//! sequences only): a newline in a path or a user name cannot forge a line. Spans are
+//! not printed: Kiln logs none (the default format would prefix them).
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};

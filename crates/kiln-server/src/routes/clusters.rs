@@ -2,7 +2,7 @@
 //! `/api/2.1/clusters` (the SDK) with the same semantics.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, RawQuery, State};
+use axum::extract::{FromRequest, State};
 use axum::http::header;
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
@@ -18,7 +18,7 @@ use super::clusters_convert::{config_from_spec, details, event, spec_json, NODE_
 use super::{ep, Endpoint};
 use crate::access::{can_see_cluster, require_cluster};
 use crate::error::ApiResult;
-use crate::extract::{from_json, Bodyless, Params};
+use crate::extract::{declares_no_body, from_json, Params};
 use crate::state::AppState;
 use kiln_identity::Caller;
 
@@ -213,8 +213,6 @@ async fn get_cluster(
 async fn list_clusters(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    RawQuery(query): RawQuery,
-    Bodyless(bodyless): Bodyless,
     request: axum::extract::Request,
 ) -> ApiResult<Response> {
     // Admins see every cluster; others only those they may attach to.
@@ -223,8 +221,9 @@ async fn list_clusters(
     } else {
         caller.principal_id.clone()
     };
-    let query = format!("{viewer}\u{0}{}", query.unwrap_or_default());
+    let query = format!("{viewer}\u{0}{}", request.uri().query().unwrap_or_default());
     let version = (state.clusters.version(), state.permissions.version());
+    let bodyless = declares_no_body(&request);
     if bodyless {
         if let Some(body) = state.list_cache.get(&query, version) {
             return Ok(json_bytes(body));
